@@ -1,0 +1,120 @@
+"""Every enum, reason code and record dtype of the engine, in one place.
+
+The kernel writes these records; ``backtester.result`` turns them into
+DataFrames. Integer codes (not strings) cross the numba boundary; the
+``*_NAMES`` tuples map them back to words at the pandas edge.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# --- margin mode of a symbol -------------------------------------------------
+CROSS = 0
+ISOLATED = 1
+MARGIN_MODE_NAMES = ("cross", "isolated")
+
+# --- how a target is expressed ---------------------------------------------------
+TARGET_UNITS = 0  # base units (coins / contracts x contract size), signed
+TARGET_NOTIONAL = 1  # quote notional, signed; converted at the decision price
+TARGET_EQUITY = 2  # fraction of account equity, signed; converted at the decision price
+TARGET_KIND_NAMES = ("units", "notional", "equity")
+
+# --- when orders fill ----------------------------------------------------------
+FILL_NEXT_OPEN = 0  # decided at close[t], filled at open[t+1] (default, realistic)
+FILL_CLOSE = 1  # decided and filled at close[t] (optimistic: no overnight risk)
+FILL_AT_NAMES = ("open", "close")
+
+# --- the intrabar price path used for liquidation checks ---------------------------
+PATH_OHLC = 0  # open -> low -> high -> close (close >= open) else open -> high -> low -> close
+PATH_WORST = 1  # every position at its adverse extreme at the same moment (stress view)
+PATH_CLOSE = 2  # extremes ignored: prices move straight from open to close
+PATH_NAMES = ("path", "worst", "close")
+
+# --- why a fill happened -------------------------------------------------------------
+FILL_STRATEGY = 0  # the strategy's order
+FILL_LIQUIDATION = 1  # forced close by the liquidation engine
+FILL_REDUCE_ONLY = 2  # an order cut to fit the available balance (reduce_to_fit)
+FILL_MODE_SWITCH = 3  # a close forced by a margin-mode switch
+FILL_REASON_NAMES = ("strategy", "liquidation", "reduce_only", "margin_mode_switch")
+
+# --- why an order was rejected (every rejection carries one) -------------------------
+REJECT_INSUFFICIENT_MARGIN = 0  # initial margin + fee exceed the available balance
+REJECT_LEVERAGE_ABOVE_TIER = 1  # the position's notional lands in a tier whose max leverage
+#                                 is below the symbol's leverage
+REJECT_NO_PRICE = 2  # the symbol has no bar at the fill time
+REJECT_ACCOUNT_BANKRUPT = 3  # the account has no equity left
+REJECT_REASON_NAMES = (
+    "insufficient_margin",
+    "leverage_above_tier_max",
+    "no_price",
+    "account_bankrupt",
+)
+
+# --- kernel exit status ----------------------------------------------------------
+STATUS_OK = 0
+
+# --- record dtypes --------------------------------------------------------------------
+# Fields are documented where they are declared; `align=True` keeps numba's record
+# access on natural boundaries.
+
+fill_dt = np.dtype(
+    [
+        ("bar", np.int64),  # bar index t of the fill
+        ("symbol", np.int64),  # symbol index into Market.symbols
+        ("qty", np.float64),  # signed filled quantity in base units (> 0 buy, < 0 sell)
+        ("price", np.float64),  # execution price (slippage included; liquidation: mark)
+        ("fee", np.float64),  # fee paid in quote (taker fee, or liquidation fee)
+        ("realized_pnl", np.float64),  # PnL realized by the reducing part of this fill
+        ("position_after", np.float64),  # signed position after the fill
+        ("reason", np.int64),  # FILL_* code
+    ],
+    align=True,
+)
+
+liquidation_dt = np.dtype(
+    [
+        ("bar", np.int64),  # bar index t in which the liquidation happened
+        ("event", np.int64),  # event id: the positions of one cross liquidation share it
+        ("symbol", np.int64),  # symbol index
+        ("mode", np.int64),  # CROSS or ISOLATED
+        ("qty", np.float64),  # signed position that was closed
+        ("entry_price", np.float64),  # its average entry price
+        ("trigger_price", np.float64),  # mark at which the trigger first holds on the path
+        ("price", np.float64),  # execution price (trigger price, or the checkpoint if gapped)
+        ("fee", np.float64),  # liquidation fee charged on the closed notional
+        ("realized_pnl", np.float64),  # q * (price - entry)
+        ("margin_lost", np.float64),  # what the wallet / isolated margin lost (bounded by it)
+        ("equity_before", np.float64),  # account equity just before the event
+        ("equity_after", np.float64),  # account equity just after the event
+        ("shortfall", np.float64),  # bankruptcy shortfall absorbed by the insurance fund
+        ("gapped", np.bool_),  # the trigger already held at the segment start (bar open)
+    ],
+    align=True,
+)
+
+funding_dt = np.dtype(
+    [
+        ("bar", np.int64),  # bar whose open time is the funding time
+        ("symbol", np.int64),
+        ("qty", np.float64),  # signed position held at the funding time
+        ("mark_price", np.float64),  # mark used for the notional
+        ("rate", np.float64),  # funding rate of the interval (decimal)
+        ("payment", np.float64),  # paid by the account (> 0) or received (< 0)
+        ("mode", np.int64),  # CROSS (paid from the wallet) or ISOLATED (from its margin)
+    ],
+    align=True,
+)
+
+rejection_dt = np.dtype(
+    [
+        ("bar", np.int64),  # bar at which the order would have filled
+        ("symbol", np.int64),
+        ("qty", np.float64),  # signed quantity that was asked for
+        ("price", np.float64),  # the price it would have filled at (NaN if none)
+        ("required", np.float64),  # initial margin + fee it needed
+        ("available", np.float64),  # available balance at that moment
+        ("reason", np.int64),  # REJECT_* code
+    ],
+    align=True,
+)

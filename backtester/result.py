@@ -1,0 +1,204 @@
+"""``Result``: pandas views over the kernel's records, built on demand."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .data.market import Market
+from .engine import enums
+
+ACCOUNT_COLUMNS = (
+    "equity",
+    "wallet_balance",
+    "isolated_margin",
+    "unrealized_pnl",
+    "maintenance_margin",
+    "margin_ratio",
+    "gross_exposure",
+    "net_exposure",
+)
+
+
+class Result:
+    """Everything one backtest produced.
+
+    DataFrames (built lazily, cached):
+
+    - ``account``: per bar, ``equity`` (wallet + isolated margin + unrealized
+      PnL), ``wallet_balance``, ``isolated_margin``, ``unrealized_pnl``,
+      ``maintenance_margin`` (all positions), ``margin_ratio`` (cross MM over
+      cross margin balance; liquidation at >= 1; 0 without cross positions),
+      ``gross_exposure`` and ``net_exposure`` (quote, at mark);
+    - ``fills``, ``liquidations``, ``funding``, ``rejections``: one row per event;
+    - ``positions`` and ``liquidation_prices``: (bars x symbols), when recorded.
+    """
+
+    def __init__(self, *, market: Market, config, venue, account: np.ndarray, fills, liquidations,
+                 funding, rejections, positions, liquidation_prices, final_state, margin_mode,
+                 leverage):
+        self.market = market
+        self.config = config
+        self.venue = venue
+        self._account = account
+        self._fills = fills
+        self._liquidations = liquidations
+        self._funding = funding
+        self._rejections = rejections
+        self._positions = positions
+        self._liquidation_prices = liquidation_prices
+        self.final_state = final_state
+        self.margin_mode = margin_mode
+        self.leverage = leverage
+
+    # --- frames ---------------------------------------------------------------------
+
+    @cached_property
+    def account(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            self._account.T, index=self.market.timestamps, columns=list(ACCOUNT_COLUMNS)
+        )
+
+    @property
+    def equity(self) -> pd.Series:
+        return self.account["equity"]
+
+    def _events(self, records: np.ndarray, names: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+        frame = pd.DataFrame({name: records[name] for name in records.dtype.names})
+        frame.insert(0, "timestamp", self.market.timestamps[frame["bar"].to_numpy()])
+        symbols = np.asarray(self.market.symbols, dtype=object)
+        frame["symbol"] = symbols[frame["symbol"].to_numpy()] if len(frame) else []
+        for column, words in names.items():
+            frame[column] = np.asarray(words, dtype=object)[frame[column].to_numpy()] if len(
+                frame) else []
+        return frame
+
+    @cached_property
+    def fills(self) -> pd.DataFrame:
+        return self._events(self._fills, {"reason": enums.FILL_REASON_NAMES})
+
+    @cached_property
+    def liquidations(self) -> pd.DataFrame:
+        return self._events(self._liquidations, {"mode": enums.MARGIN_MODE_NAMES})
+
+    @cached_property
+    def funding(self) -> pd.DataFrame:
+        return self._events(self._funding, {"mode": enums.MARGIN_MODE_NAMES})
+
+    @cached_property
+    def rejections(self) -> pd.DataFrame:
+        return self._events(self._rejections, {"reason": enums.REJECT_REASON_NAMES})
+
+    @cached_property
+    def positions(self) -> pd.DataFrame | None:
+        if self._positions is None:
+            return None
+        return pd.DataFrame(self._positions, index=self.market.timestamps,
+                            columns=list(self.market.symbols))
+
+    @cached_property
+    def liquidation_prices(self) -> pd.DataFrame | None:
+        """Each open position's liquidation price at each bar's close (cross: others frozen)."""
+        if self._liquidation_prices is None:
+            return None
+        return pd.DataFrame(self._liquidation_prices, index=self.market.timestamps,
+                            columns=list(self.market.symbols))
+
+    # --- summary ----------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """The headline figures of the run, as a dict (see ``metrics`` for definitions)."""
+        equity = self.equity
+        liq = self._liquidations
+        fills = self._fills
+        strategy_fees = float(fills["fee"][fills["reason"] != enums.FILL_LIQUIDATION].sum())
+        ratio = self.account["margin_ratio"]
+        return {
+            "initial_balance": float(self.config.initial_balance),
+            "final_equity": float(equity.iloc[-1]) if len(equity) else float("nan"),
+            "total_return": metrics.total_return(
+                pd.concat([pd.Series([self.config.initial_balance]), equity], ignore_index=True)
+            ),
+            "max_drawdown": metrics.max_drawdown(
+                pd.concat([pd.Series([self.config.initial_balance]), equity], ignore_index=True)
+            ),
+            "sharpe": metrics.sharpe_ratio(equity, self.market.bars_per_year),
+            "liquidations": int(len(np.unique(liq["event"]))) if len(liq) else 0,
+            "liquidated_positions": int(len(liq)),
+            "liquidation_loss": float(liq["margin_lost"].sum()),
+            "liquidation_fees": float(liq["fee"].sum()),
+            "bankruptcy_shortfall": float(liq["shortfall"].sum()),
+            "fees_paid": strategy_fees,
+            "funding_paid": float(self._funding["payment"].sum()),
+            "worst_margin_ratio": float(ratio.max()) if len(ratio) else float("nan"),
+            "fills": int((fills["reason"] != enums.FILL_LIQUIDATION).sum()),
+            "rejected_orders": int(len(self._rejections)),
+        }
+
+    def describe(self) -> str:
+        """The summary as aligned text lines, for a terminal."""
+        s = self.summary()
+        lines = [
+            f"venue {self.venue.name}, margin {self._modes_text()}, "
+            f"path {self.config.path}, fills at {self.config.fill_at}",
+            f"{self.market.timestamps[0]} -> {self.market.timestamps[-1]} "
+            f"({self.market.n_bars} bars, {', '.join(self.market.symbols)})",
+        ]
+        rows = [
+            ("initial balance", f"{s['initial_balance']:,.2f}"),
+            ("final equity", f"{s['final_equity']:,.2f}"),
+            ("total return", f"{s['total_return']:.2%}"),
+            ("max drawdown", f"{s['max_drawdown']:.2%}"),
+            ("sharpe (annualised)", f"{s['sharpe']:.2f}"),
+            ("liquidations", f"{s['liquidations']} ({s['liquidated_positions']} positions)"),
+            ("liquidation loss", f"{s['liquidation_loss']:,.2f}"),
+            ("liquidation fees", f"{s['liquidation_fees']:,.2f}"),
+            ("bankruptcy shortfall", f"{s['bankruptcy_shortfall']:,.2f}"),
+            ("trading fees", f"{s['fees_paid']:,.2f}"),
+            ("funding paid", f"{s['funding_paid']:,.2f}"),
+            ("worst margin ratio", f"{s['worst_margin_ratio']:.2%}"),
+            ("fills / rejected", f"{s['fills']} / {s['rejected_orders']}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+        return "\n".join(lines)
+
+    def _modes_text(self) -> str:
+        parts = [
+            f"{sym} {enums.MARGIN_MODE_NAMES[m]} {lev:g}x"
+            for sym, m, lev in zip(self.market.symbols, self.margin_mode, self.leverage, strict=True)
+        ]
+        return ", ".join(parts)
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def save(self, directory) -> Path:
+        """Write every frame as parquet plus ``run.json`` (config and summary) into ``directory``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.account.to_parquet(out / "account.parquet")
+        for name in ("fills", "liquidations", "funding", "rejections"):
+            getattr(self, name).to_parquet(out / f"{name}.parquet", index=False)
+        if self.positions is not None:
+            self.positions.to_parquet(out / "positions.parquet")
+            self.liquidation_prices.to_parquet(out / "liquidation_prices.parquet")
+        config = {
+            k: (v if isinstance(v, (int, float, str, bool, dict, type(None))) else str(v))
+            for k, v in dataclasses.asdict(self.config).items()
+        }
+        config["venue"] = self.venue.name
+        meta = {
+            "config": config,
+            "symbols": list(self.market.symbols),
+            "start": str(self.market.timestamps[0]),
+            "end": str(self.market.timestamps[-1]),
+            "summary": self.summary(),
+        }
+        (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
+        return out

@@ -1,15 +1,14 @@
-"""Account state and the rules that change it: fills, funding, liquidation.
+"""The account's rules, one compiled function each: valuation, fills, funding.
 
-The account is a handful of length-N arrays (one slot per symbol) plus the
-wallet balance, bundled in a ``state`` float array and a few per-symbol arrays
-so that every function here takes plain arrays and scalars:
+State lives in the arrays laid out in ``enums`` (``state`` (N_STATE, N),
+``account`` (N_ACCOUNT,), ``tiers`` (N_TIER_FIELDS, N, K), ``sym``
+(N_SYMBOL_FIELDS, N)); every function takes them and the symbol index ``i``.
+The definitions are DESIGN.md §3's:
 
-- ``qty[i]``: signed position in base units; ``entry[i]``: its average entry price
-- ``iso_margin[i]``: margin parked in an isolated position (0 for cross)
-- ``liq_px[i]``: cached liquidation price of an isolated position (NaN if none)
-- ``tier[i]``: cached tier index of the position's notional
-- ``wallet[0]``: the wallet balance WB (deposits + realized - fees - funding,
-  excluding isolated margin), in a length-1 array so functions can update it.
+- unrealized PnL ``U_i = q_i * (P - E_i)``; initial margin ``|q_i| * E_i / lev_i``
+- cross margin balance ``MB = WB + sum(U_i, cross)``
+- available balance ``MB - sum(IM_i, cross)``
+- equity ``WB + sum(M_i, isolated) + sum(U_i, all)``
 """
 
 from __future__ import annotations
@@ -17,135 +16,161 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .enums import CROSS, ISOLATED
-from .margin import initial_margin, liquidation_price, tier_index, tier_index_from
+from .enums import (
+    A_WALLET,
+    CROSS,
+    ISOLATED,
+    S_ENTRY,
+    S_ISO_MARGIN,
+    S_LIQ_PX,
+    S_MARK,
+    S_QTY,
+    SYM_LEVERAGE,
+    TIER_CAP,
+    TIER_CUM,
+    TIER_FLOOR,
+    TIER_MMR,
+)
+from .margin import liquidation_price
+
+# Compiled without NRT (``_nrt=False``): these functions allocate nothing, and
+# without NRT numba does not reference-count the arrays they receive. That count
+# is atomic and costs ~75 ns per call, more than most of these functions' work.
+
+@njit(cache=True, _nrt=False)
+def tier_at(notional, i, tiers, n_tiers):
+    """Tier of symbol i that holds ``notional`` (floor < N <= cap; the last tier above it)."""
+    k = 0
+    n = n_tiers[i]
+    while k < n - 1 and notional > tiers[TIER_CAP, i, k]:
+        k += 1
+    return k
 
 
-@njit(cache=True)
-def unrealized_pnl(qty, entry, price):
-    """Unrealized PnL ``q * (P - E)`` of a linear position."""
-    return qty * (price - entry)
+@njit(cache=True, _nrt=False)
+def position_maintenance(i, notional, tiers, n_tiers):
+    """Maintenance margin ``N * mmr_k - cum_k`` of symbol i's position of notional ``N``."""
+    k = tier_at(notional, i, tiers, n_tiers)
+    return notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
 
 
-@njit(cache=True)
-def cross_margin_balance(wallet, qty, entry, mode, mark):
-    """Margin balance of the cross account: ``WB + sum(U_i, cross)``."""
-    total = wallet
-    for i in range(qty.shape[0]):
-        if qty[i] != 0.0 and mode[i] == CROSS:
-            total += qty[i] * (mark[i] - entry[i])
+@njit(cache=True, _nrt=False)
+def available_balance(state, mode, sym, account):
+    """Balance free for new orders, ``MB - sum(IM_i, cross)``, at the current marks."""
+    total = account[A_WALLET]
+    for i in range(state.shape[1]):
+        q = state[S_QTY, i]
+        if q != 0.0 and mode[i] == CROSS:
+            entry = state[S_ENTRY, i]
+            total += q * (state[S_MARK, i] - entry) - abs(q) * entry / sym[SYM_LEVERAGE, i]
     return total
 
 
-@njit(cache=True)
-def available_balance(wallet, qty, entry, mode, leverage, mark):
-    """Balance free for new orders: ``MB - sum(IM_i, cross)`` (DESIGN.md §3)."""
-    total = wallet
-    for i in range(qty.shape[0]):
-        if qty[i] != 0.0 and mode[i] == CROSS:
-            total += qty[i] * (mark[i] - entry[i]) - initial_margin(qty[i], entry[i], leverage[i])
+@njit(cache=True, _nrt=False)
+def account_equity(state, account, prices):
+    """Equity ``WB + sum(M_i, isolated) + sum(U_i, all)`` with every symbol at ``prices``."""
+    total = account[A_WALLET]
+    for i in range(state.shape[1]):
+        total += state[S_ISO_MARGIN, i]
+        q = state[S_QTY, i]
+        if q != 0.0:
+            total += q * (prices[i] - state[S_ENTRY, i])
     return total
 
 
-@njit(cache=True)
-def account_equity(wallet, qty, entry, iso_margin, mark):
-    """Equity ``WB + sum(M_i, isolated) + sum(U_i, all)``."""
-    total = wallet
-    for i in range(qty.shape[0]):
-        total += iso_margin[i]
-        if qty[i] != 0.0:
-            total += qty[i] * (mark[i] - entry[i])
+@njit(cache=True, _nrt=False)
+def cross_trigger_value(state, mode, tiers, n_tiers, account, prices):
+    """``MB - sum(MM_i)`` of the cross account at ``prices``: liquidation when <= 0."""
+    total = account[A_WALLET]
+    for i in range(state.shape[1]):
+        q = state[S_QTY, i]
+        if q != 0.0 and mode[i] == CROSS:
+            notional = abs(q) * prices[i]
+            total += q * (prices[i] - state[S_ENTRY, i]) - position_maintenance(
+                i, notional, tiers, n_tiers
+            )
     return total
 
 
-@njit(cache=True)
-def cross_trigger_value(wallet, qty, entry, mode, prices, floors, caps, mmrs, cums, n_tiers):
-    """``MB - sum(MM_i)`` of the cross account at ``prices``; liquidation when <= 0."""
-    total = wallet
-    for i in range(qty.shape[0]):
-        if qty[i] != 0.0 and mode[i] == CROSS:
-            notional = abs(qty[i]) * prices[i]
-            k = tier_index(notional, caps[i], n_tiers[i])
-            total += qty[i] * (prices[i] - entry[i]) - (notional * mmrs[i, k] - cums[i, k])
-    return total
+@njit(cache=True, _nrt=False)
+def has_cross_position(state, mode):
+    for i in range(state.shape[1]):
+        if state[S_QTY, i] != 0.0 and mode[i] == CROSS:
+            return True
+    return False
 
 
-@njit(cache=True)
-def refresh_isolated_liq_price(i, qty, entry, iso_margin, liq_px, floors, caps, mmrs, cums,
-                               n_tiers):
+@njit(cache=True, _nrt=False)
+def refresh_liq_price(i, state, mode, tiers, n_tiers):
     """Recompute the cached liquidation price of symbol i (NaN unless isolated and open)."""
-    if qty[i] == 0.0:
-        liq_px[i] = np.nan
-    else:
-        liq_px[i] = liquidation_price(
-            qty[i], entry[i], iso_margin[i], floors[i], caps[i], mmrs[i], cums[i], n_tiers[i]
-        )
+    q = state[S_QTY, i]
+    if q == 0.0 or mode[i] != ISOLATED:
+        state[S_LIQ_PX, i] = np.nan
+        return
+    state[S_LIQ_PX, i] = liquidation_price(
+        q, state[S_ENTRY, i], state[S_ISO_MARGIN, i], tiers[TIER_FLOOR, i], tiers[TIER_CAP, i],
+        tiers[TIER_MMR, i], tiers[TIER_CUM, i], n_tiers[i],
+    )
 
 
-@njit(cache=True)
-def apply_funding(i, rate, mark, qty, mode, iso_margin, wallet):
+@njit(cache=True, _nrt=False)
+def apply_funding(i, rate, mark, state, mode, account):
     """Settle one funding payment ``q * mark * rate`` (> 0: the account pays).
 
-    Cross positions pay from the wallet; isolated ones from their own margin
-    (Binance: "isolated positions pay from the isolated wallet").
+    Cross positions pay from the wallet, isolated ones from their own margin
+    (which moves their liquidation price).
     """
-    payment = qty[i] * mark * rate
+    payment = state[S_QTY, i] * mark * rate
     if mode[i] == ISOLATED:
-        iso_margin[i] -= payment
+        state[S_ISO_MARGIN, i] -= payment
     else:
-        wallet[0] -= payment
+        account[A_WALLET] -= payment
     return payment
 
 
-@njit(cache=True)
-def reduce_position(i, close_qty, price, fee_rate, qty, entry, mode, iso_margin, wallet):
-    """Close ``close_qty`` (opposite sign to the position) at ``price``.
+@njit(cache=True, _nrt=False)
+def reduce_position(i, close_qty, price, fee_rate, state, mode, account):
+    """Close ``close_qty`` (opposite sign to the position) at ``price``; returns (realized, fee).
 
-    Realized PnL and the released share of an isolated margin go to the
-    wallet; the taker fee is paid from it. Returns (realized, fee).
+    Realized PnL and the released share of an isolated margin go to the wallet;
+    the taker fee is paid from it.
     """
-    realized = -close_qty * (price - entry[i])
+    q = state[S_QTY, i]
+    realized = -close_qty * (price - state[S_ENTRY, i])
     fee = abs(close_qty) * price * fee_rate
     if mode[i] == ISOLATED:
-        released = iso_margin[i] * abs(close_qty) / abs(qty[i])
-        iso_margin[i] -= released
-        wallet[0] += released
-    wallet[0] += realized - fee
-    qty[i] += close_qty
-    if abs(qty[i]) <= 1e-12 * abs(close_qty):
-        qty[i] = 0.0
-    if qty[i] == 0.0:
-        entry[i] = 0.0
-        if mode[i] == ISOLATED:
-            # rounding dust of the released margin goes back to the wallet
-            wallet[0] += iso_margin[i]
-            iso_margin[i] = 0.0
+        released = state[S_ISO_MARGIN, i] * abs(close_qty) / abs(q)
+        state[S_ISO_MARGIN, i] -= released
+        account[A_WALLET] += released
+    account[A_WALLET] += realized - fee
+    q += close_qty
+    if abs(q) <= 1e-12 * abs(close_qty):
+        q = 0.0
+    state[S_QTY, i] = q
+    if q == 0.0:
+        state[S_ENTRY, i] = 0.0
+        # rounding dust of the released margin goes back to the wallet
+        account[A_WALLET] += state[S_ISO_MARGIN, i]
+        state[S_ISO_MARGIN, i] = 0.0
     return realized, fee
 
 
-@njit(cache=True)
-def increase_position(i, open_qty, price, fee_rate, leverage, qty, entry, mode, iso_margin, wallet):
+@njit(cache=True, _nrt=False)
+def increase_position(i, open_qty, price, fee_rate, state, mode, sym, account):
     """Open or add ``open_qty`` (same sign as the position, or from flat) at ``price``.
 
-    The entry price becomes the volume-weighted average; an isolated position
+    The entry price becomes the volume-weighted average. An isolated position
     moves its initial margin ``|dq| * price / lev`` from the wallet into its own
     margin. Returns the fee paid.
     """
     fee = abs(open_qty) * price * fee_rate
-    old = abs(qty[i])
+    old = abs(state[S_QTY, i])
     add = abs(open_qty)
-    entry[i] = (old * entry[i] + add * price) / (old + add)
-    qty[i] += open_qty
+    state[S_ENTRY, i] = (old * state[S_ENTRY, i] + add * price) / (old + add)
+    state[S_QTY, i] += open_qty
     if mode[i] == ISOLATED:
-        im = add * price / leverage
-        iso_margin[i] += im
-        wallet[0] -= im
-    wallet[0] -= fee
+        im = add * price / sym[SYM_LEVERAGE, i]
+        state[S_ISO_MARGIN, i] += im
+        account[A_WALLET] -= im
+    account[A_WALLET] -= fee
     return fee
-
-
-@njit(cache=True)
-def tier_after(i, notional, tier, floors, caps, n_tiers):
-    """Update and return the cached tier of symbol i for ``notional``."""
-    tier[i] = tier_index_from(notional, tier[i], floors[i], caps[i], n_tiers[i])
-    return tier[i]

@@ -118,3 +118,56 @@ rejection_dt = np.dtype(
     ],
     align=True,
 )
+
+# --- array layouts shared by the kernel and the Python layer ------------------------------
+# Bundling per-symbol arrays into a few 2-D/3-D arrays is deliberate: every array a
+# compiled function receives is reference-counted per call, so fewer, larger arrays
+# keep the event paths (fills, funding, liquidation) cheap.
+
+# tier tables, shape (N_TIER_FIELDS, N, K): tier k of symbol i holds notionals
+# floor < N <= cap (N = 0 in tier 0); tables of fewer than K tiers repeat the last tier
+TIER_FLOOR = 0  # notional floor (quote)
+TIER_CAP = 1  # notional cap (quote)
+TIER_MMR = 2  # maintenance margin rate
+TIER_CUM = 3  # maintenance amount, derived: cum_k = cum_{k-1} + floor_k * (mmr_k - mmr_{k-1})
+TIER_MAX_LEVERAGE = 4  # the largest leverage allowed for a position in this tier
+N_TIER_FIELDS = 5
+
+# per-symbol parameters, shape (N_SYMBOL_FIELDS, N)
+SYM_LEVERAGE = 0  # the position's leverage (initial margin = notional / leverage)
+SYM_TAKER_FEE = 1  # taker fee rate on strategy fills
+SYM_LIQ_FEE = 2  # liquidation (clearance) fee rate on liquidated notional
+N_SYMBOL_FIELDS = 3
+
+# run state, shape (N_STATE, N), updated in place so that a run can stop and resume
+S_QTY = 0  # signed position, base units
+S_ENTRY = 1  # average entry price
+S_ISO_MARGIN = 2  # margin held by an isolated position (0 for cross)
+S_LIQ_PX = 3  # cached liquidation price of an isolated position (NaN otherwise)
+S_MARK = 4  # last known mark price
+S_LAST_CLOSE = 5  # last known traded close
+N_STATE = 6
+
+# account scalars, shape (N_ACCOUNT,)
+A_WALLET = 0  # wallet balance WB: deposits + realized - fees - funding, less isolated margin
+A_EQUITY_PREV = 1  # equity at the last close (sizes equity-fraction targets)
+A_EVENTS = 2  # liquidation events so far (event ids), as a float
+N_ACCOUNT = 3
+
+# per-bar outputs, shape (N_OUT, T)
+OUT_EQUITY = 0
+OUT_WALLET = 1
+OUT_ISO_MARGIN = 2
+OUT_UPNL = 3
+OUT_MAINT = 4
+OUT_MARGIN_RATIO = 5
+OUT_GROSS = 6
+OUT_NET = 7
+N_OUT = 8
+
+# record counters, shape (N_COUNTS,)
+C_FILLS = 0
+C_LIQS = 1
+C_FUNDING = 2
+C_REJECTS = 3
+N_COUNTS = 4

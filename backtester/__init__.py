@@ -1,3 +1,29 @@
-"""backtester: leveraged, margined portfolio backtests with cross and isolated margin."""
+"""backtester: leveraged, margined portfolio backtests with cross and isolated margin.
+
+    >>> from backtester import load_market, run
+    >>> market = load_market()                  # the embedded two-year hourly dataset
+"""
 
 __version__ = "0.1.0"
+
+from .backtest import RunConfig, run
+from .data import DataError, Market, import_csv, load_market
+from .liquidation import bankruptcy_price, cross_liquidation_prices, liquidation_price
+from .result import Result
+from .venues import Venue, list_venues, load_venue
+
+__all__ = [
+    "DataError",
+    "Market",
+    "Result",
+    "RunConfig",
+    "Venue",
+    "bankruptcy_price",
+    "cross_liquidation_prices",
+    "import_csv",
+    "liquidation_price",
+    "list_venues",
+    "load_market",
+    "load_venue",
+    "run",
+]

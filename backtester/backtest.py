@@ -11,7 +11,7 @@ import pandas as pd
 
 from .data.market import Market
 from .engine import enums
-from .engine.kernel import N_OUT, simulate
+from .engine.driver import pack_symbol_params, pack_tiers, simulate_arrays
 from .result import Result
 from .venues import Venue, load_venue
 
@@ -63,7 +63,8 @@ class RunConfig:
         unknown = sorted(set(changes) - names)
         if unknown:
             raise TypeError(
-                f"unknown run option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(names))}"
+                f"unknown run option(s) {', '.join(unknown)}; "
+                f"valid options: {', '.join(sorted(names))}"
             )
         return dataclasses.replace(self, **changes)
 
@@ -114,7 +115,8 @@ def targets_array(targets, market: Market) -> np.ndarray:
             if (positions < 0).any():
                 bad = index[positions < 0][0]
                 raise ValueError(
-                    f"targets have {(positions < 0).sum()} row(s) at times that are not bars of the "
+                    f"targets have {(positions < 0).sum()} row(s) at times that are not bars "
+                    "of the "
                     f"market, first {bad}; align the targets to market.timestamps"
                 )
         elif len(index) == market.n_bars:
@@ -142,16 +144,6 @@ def targets_array(targets, market: Market) -> np.ndarray:
             f"symbol {market.symbols[i]}"
         )
     return np.ascontiguousarray(array, dtype=np.float64)
-
-
-def _empty_buffers(n_events_hint: int, n_funding: int):
-    size = max(64, n_events_hint)
-    return (
-        np.empty(size, dtype=enums.fill_dt),
-        np.empty(64, dtype=enums.liquidation_dt),
-        np.empty(max(1, n_funding), dtype=enums.funding_dt),
-        np.empty(64, dtype=enums.rejection_dt),
-    )
 
 
 def run(market: Market, targets, config: RunConfig | None = None, **options) -> Result:
@@ -196,39 +188,17 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         raise ValueError(f"slippage is a fraction of the price in [0, 0.5), got {config.slippage}")
 
     target = targets_array(targets, market)
-    has_target = ~np.isnan(target).all(axis=1)
-    has_funding = ~np.isnan(market.funding_rate).all(axis=1)
-    n_funding = int((~np.isnan(market.funding_rate)).sum())
-    fills, liqs, funding, rejects = _empty_buffers(int(has_target.sum()) * 2, n_funding)
-    n_bars, n = market.n_bars, market.n_symbols
-    out = np.full((N_OUT, n_bars), np.nan)
-    record = bool(config.record_positions)
-    positions = np.full((n_bars, n) if record else (0, n), np.nan)
-    liq_prices = np.full((n_bars, n) if record else (0, n), np.nan)
-    counts = np.zeros(5, dtype=np.int64)
-    final_state = np.zeros((4, n))
-
-    fills, liqs, funding, rejects = simulate(
-        market.open, market.close, market.mark_open, market.mark_high, market.mark_low,
-        market.mark_close, market.funding_rate, has_funding, target, has_target, target_kind,
-        mode, leverage, arrays.floors, arrays.caps, arrays.mmrs, arrays.cums,
-        arrays.max_leverage, arrays.n_tiers, arrays.taker_fee, arrays.liquidation_fee,
-        float(config.initial_balance), float(config.slippage), fill_at, path,
-        bool(config.reduce_to_fit), record, out, positions, liq_prices, fills, liqs, funding,
-        rejects, counts, final_state,
+    output = simulate_arrays(
+        open_=market.open, close=market.close, mark_open=market.mark_open,
+        mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
+        funding_rate=market.funding_rate, targets=target, target_kind=target_kind, mode=mode,
+        sym=pack_symbol_params(leverage, arrays.taker_fee, arrays.liquidation_fee),
+        tiers=pack_tiers(arrays.floors, arrays.caps, arrays.mmrs, arrays.cums,
+                         arrays.max_leverage),
+        n_tiers=arrays.n_tiers, initial_balance=float(config.initial_balance),
+        slippage=float(config.slippage), fill_at=fill_at, path=path,
+        reduce_to_fit=bool(config.reduce_to_fit), record_positions=bool(config.record_positions),
     )
-    return Result(
-        market=market,
-        config=config,
-        venue=venue,
-        account=out,
-        fills=fills[: counts[0]],
-        liquidations=liqs[: counts[1]],
-        funding=funding[: counts[2]],
-        rejections=rejects[: counts[3]],
-        positions=positions if record else None,
-        liquidation_prices=liq_prices if record else None,
-        final_state=final_state,
-        margin_mode=mode,
-        leverage=leverage,
-    )
+    specs = {s: venue.spec(s, start) for s in symbols}
+    return Result(market=market, config=config, venue=venue, output=output, margin_mode=mode,
+                  leverage=leverage, specs=specs)

@@ -13,6 +13,7 @@ import pandas as pd
 from . import metrics
 from .data.market import Market
 from .engine import enums
+from .engine.driver import KernelOutput
 
 ACCOUNT_COLUMNS = (
     "equity",
@@ -40,22 +41,22 @@ class Result:
     - ``positions`` and ``liquidation_prices``: (bars x symbols), when recorded.
     """
 
-    def __init__(self, *, market: Market, config, venue, account: np.ndarray, fills, liquidations,
-                 funding, rejections, positions, liquidation_prices, final_state, margin_mode,
-                 leverage):
+    def __init__(self, *, market: Market, config, venue, output: KernelOutput, margin_mode,
+                 leverage, specs: dict | None = None):
         self.market = market
         self.config = config
         self.venue = venue
-        self._account = account
-        self._fills = fills
-        self._liquidations = liquidations
-        self._funding = funding
-        self._rejections = rejections
-        self._positions = positions
-        self._liquidation_prices = liquidation_prices
-        self.final_state = final_state
+        self.output = output
         self.margin_mode = margin_mode
         self.leverage = leverage
+        self.specs = specs or {}
+        self._account = output.account
+        self._fills = output.fills
+        self._liquidations = output.liquidations
+        self._funding = output.funding
+        self._rejections = output.rejections
+        self._positions = output.positions
+        self._liquidation_prices = output.liquidation_prices
 
     # --- frames ---------------------------------------------------------------------
 
@@ -172,14 +173,15 @@ class Result:
     def _modes_text(self) -> str:
         parts = [
             f"{sym} {enums.MARGIN_MODE_NAMES[m]} {lev:g}x"
-            for sym, m, lev in zip(self.market.symbols, self.margin_mode, self.leverage, strict=True)
+            for sym, m, lev in zip(self.market.symbols, self.margin_mode, self.leverage,
+                                   strict=True)
         ]
         return ", ".join(parts)
 
     # --- persistence ----------------------------------------------------------------------
 
     def save(self, directory) -> Path:
-        """Write every frame as parquet plus ``run.json`` (config and summary) into ``directory``."""
+        """Write every frame as parquet, plus run.json (config and summary), to ``directory``."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.account.to_parquet(out / "account.parquet")
@@ -189,16 +191,28 @@ class Result:
             self.positions.to_parquet(out / "positions.parquet")
             self.liquidation_prices.to_parquet(out / "liquidation_prices.parquet")
         config = {
-            k: (v if isinstance(v, (int, float, str, bool, dict, type(None))) else str(v))
-            for k, v in dataclasses.asdict(self.config).items()
+            f.name: _plain(getattr(self.config, f.name)) for f in dataclasses.fields(self.config)
         }
         config["venue"] = self.venue.name
+        config["margin_mode"] = dict(zip(self.market.symbols, (
+            enums.MARGIN_MODE_NAMES[m] for m in self.margin_mode), strict=True))
+        config["leverage"] = dict(zip(self.market.symbols, map(float, self.leverage), strict=True))
         meta = {
             "config": config,
             "symbols": list(self.market.symbols),
             "start": str(self.market.timestamps[0]),
             "end": str(self.market.timestamps[-1]),
+            "venue_specs": {sym: spec.label for sym, spec in self.specs.items()},
             "summary": self.summary(),
         }
         (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
         return out
+
+
+def _plain(value):
+    """A config value as JSON-friendly data."""
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)

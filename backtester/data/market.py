@@ -39,6 +39,78 @@ class Market:
     has_mark: tuple[bool, ...] = ()  # per symbol: a mark-price series was given
     sources: dict = field(default_factory=dict)  # symbol -> {"ohlc": path, "mark": ..., ...}
 
+    @classmethod
+    def from_arrays(
+        cls,
+        symbols,
+        open,
+        high,
+        low,
+        close,
+        *,
+        mark=None,
+        funding_rate=None,
+        volume=None,
+        start="2024-01-01",
+        bar="1h",
+    ) -> Market:
+        """A Market from ``(T, N)`` arrays (or ``(T,)`` for one symbol), e.g. for a hand-made case.
+
+        ``mark`` is an optional ``(open, high, low, close)`` tuple of mark-price
+        arrays; ``funding_rate`` an optional array with the rate at the bars whose
+        open time is a funding time (NaN elsewhere). Bars start at ``start`` and
+        are ``bar`` apart.
+
+        Example:
+            >>> m = Market.from_arrays(["BTC"], [100.0, 101], [102.0, 103], [99.0, 100],
+            ...                        [101.0, 102])
+            >>> m.n_bars, m.symbols
+            (2, ('BTC',))
+        """
+        symbols = tuple(symbols)
+
+        def grid(values, name):
+            a = np.array(values, dtype=np.float64, order="C")
+            if a.ndim == 1:
+                a = a[:, None]
+            if a.ndim != 2 or a.shape[1] != len(symbols):
+                raise ValueError(f"{name} must have shape (bars, {len(symbols)}), got {a.shape}")
+            return np.ascontiguousarray(a)
+
+        o, h, lo, c = (grid(v, n) for v, n in ((open, "open"), (high, "high"), (low, "low"),
+                                               (close, "close")))
+        if not (o.shape == h.shape == lo.shape == c.shape):
+            raise ValueError("open, high, low and close must have the same shape")
+        bad = (h < np.maximum(o, c)) | (lo > np.minimum(o, c))
+        if bad.any():
+            t, i = np.argwhere(bad)[0]
+            raise ValueError(f"bar {t} of {symbols[i]}: high/low do not contain open and close")
+        if mark is None:
+            mo, mh, ml, mc = o, h, lo, c
+        else:
+            mo, mh, ml, mc = (grid(v, f"mark[{k}]") for k, v in enumerate(mark))
+        step = pd.Timedelta(bar)
+        first = pd.Timestamp(start)
+        first = first.tz_localize("UTC") if first.tz is None else first.tz_convert("UTC")
+        index = first.value + int(step.value) * np.arange(o.shape[0], dtype=np.int64)
+        return cls(
+            symbols=symbols,
+            index=index,
+            open=o,
+            high=h,
+            low=lo,
+            close=c,
+            volume=np.zeros_like(o) if volume is None else grid(volume, "volume"),
+            mark_open=mo,
+            mark_high=mh,
+            mark_low=ml,
+            mark_close=mc,
+            funding_rate=np.full_like(o, np.nan) if funding_rate is None else grid(
+                funding_rate, "funding_rate"),
+            bar_ns=int(step.value),
+            has_mark=(mark is not None,) * len(symbols),
+        )
+
     @property
     def n_bars(self) -> int:
         return int(self.index.shape[0])

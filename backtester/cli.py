@@ -1,0 +1,170 @@
+"""``backtester`` on the command line: run, data import, venues."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _symbols(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="backtest the built-in hedged pair (long the first symbol, short the second)",
+        description="Backtest a notional-neutral hedged pair under cross and/or isolated margin "
+        "and save the equity curves, fills, liquidations and funding as parquet.",
+    )
+    p.add_argument("--data", help="data directory (default: the embedded dataset)")
+    p.add_argument("--symbols", help="LONG,SHORT symbols, e.g. BTC_USDT,ETH_USDT")
+    p.add_argument("--timeframe", help="bar length to load when the directory has several, e.g. 1h")
+    p.add_argument("--start", help="first bar (inclusive), e.g. 2023-01-01")
+    p.add_argument("--end", help="last bar (exclusive)")
+    p.add_argument("--venue", default="binance_usdm", help="venue rules (default binance_usdm)")
+    p.add_argument("--margin-mode", default="both", choices=("cross", "isolated", "both"),
+                   help="margin mode of both legs; 'both' runs each and compares (default)")
+    p.add_argument("--leverage", type=float, default=10.0, help="leverage of each leg (10)")
+    p.add_argument("--exposure", type=float, default=1.0,
+                   help="each leg's notional as a fraction of equity (1.0)")
+    p.add_argument("--rebalance", type=int, default=24,
+                   help="bars between rebalances to equal and opposite notionals (24)")
+    p.add_argument("--balance", type=float, default=10_000.0, help="initial balance, USDT")
+    p.add_argument("--path", default="path", choices=("path", "worst", "close"),
+                   help="intrabar price path for liquidation checks (path)")
+    p.add_argument("--fill-at", default="open", choices=("open", "close"),
+                   help="fill at the next bar's open (default) or at the decision close")
+    p.add_argument("--slippage", type=float, default=0.0, help="slippage as a fraction (0)")
+    p.add_argument("--out", default="results", help="output directory (default ./results)")
+    p.add_argument("--no-plot", action="store_true", help="do not write equity.png")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    import warnings
+
+    from strategies import hedged_pair
+
+    from .backtest import run
+    from .data import load_market
+
+    symbols = _symbols(args.symbols)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        market = load_market(args.data, symbols=symbols, start=args.start, end=args.end,
+                             timeframe=args.timeframe)
+    for w in {str(w.message) for w in caught}:
+        print(f"note: {w}")
+    long, short = (symbols or list(market.symbols))[:2]
+    targets = hedged_pair(market, long=long, short=short, exposure=args.exposure,
+                          rebalance_every=args.rebalance)
+    modes = ("cross", "isolated") if args.margin_mode == "both" else (args.margin_mode,)
+    out = Path(args.out)
+    results = {}
+    for mode in modes:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run(market, targets, target_kind="equity", venue=args.venue,
+                         margin_mode=mode, leverage=args.leverage,
+                         initial_balance=args.balance, path=args.path, fill_at=args.fill_at,
+                         slippage=args.slippage)
+        for w in sorted({str(w.message) for w in caught}):
+            print(f"note: {w}")
+        results[mode] = result
+        target_dir = out / mode if len(modes) > 1 else out
+        result.save(target_dir)
+        print(f"\n== {mode} margin: long {long}, short {short}, exposure {args.exposure:g}x "
+              f"equity per leg ==")
+        print(result.describe())
+        liq = result.liquidations
+        if len(liq):
+            print(f"  liquidations (first 5 of {len(liq)}):")
+            cols = ["timestamp", "symbol", "mode", "qty", "price", "margin_lost", "fee"]
+            print(liq[cols].head().to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+        print(f"  files: {target_dir}/")
+    if not args.no_plot:
+        from .plotting import plot_equity
+
+        path = plot_equity(results, out / "equity.png",
+                           title=f"Hedged pair {long}/{short}, {args.leverage:g}x")
+        print(f"\nequity curve: {path}")
+    return 0
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="data utilities")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    imp = dsub.add_parser("import", help="convert a CSV file to the parquet layout")
+    imp.add_argument("csv", help="the CSV file")
+    imp.add_argument("--symbol", required=True, help="symbol name, e.g. BTC_USDT")
+    imp.add_argument("--kind", default="ohlc", choices=("ohlc", "mark", "funding"))
+    imp.add_argument("--out", required=True, help="destination directory")
+    imp.add_argument("--timestamp-column", help="name of the time column (detected if omitted)")
+    imp.add_argument("--timeframe", help="bar length, e.g. 1h (inferred if omitted)")
+    imp.set_defaults(func=_cmd_data_import)
+
+
+def _cmd_data_import(args) -> int:
+    from .data import import_csv
+
+    path = import_csv(args.csv, args.out, args.symbol, kind=args.kind,
+                      timestamp_column=args.timestamp_column, timeframe=args.timeframe)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_venues(sub) -> None:
+    p = sub.add_parser("venues", help="list venues, their symbols and tiers")
+    p.add_argument("name", nargs="?", help="show one venue's tiers in full")
+    p.set_defaults(func=_cmd_venues)
+
+
+def _cmd_venues(args) -> int:
+    from .venues import list_venues, load_venue
+
+    names = [args.name] if args.name else list_venues()
+    for name in names:
+        venue = load_venue(name)
+        print(f"{venue.name}: {venue.description}")
+        histories = dict(venue.history)
+        if venue.default_history:
+            histories["(any symbol)"] = venue.default_history
+        for symbol, versions in histories.items():
+            for spec in versions:
+                since = spec.valid_from.date() if spec.valid_from is not None else "always"
+                print(f"  {symbol:<14} from {since}: {len(spec.tiers)} tier(s), max leverage "
+                      f"{spec.max_leverage:g}x, taker {spec.taker_fee:.4%}, liquidation fee "
+                      f"{spec.liquidation_fee:.4%}")
+                if args.name:
+                    for k, tier in enumerate(spec.tiers, 1):
+                        print(f"      {k:>2}  {tier.floor:>15,.0f} - {tier.cap:>15,.0f}  "
+                              f"mmr {tier.mmr:.2%}  cum {tier.cum:>14,.2f}  "
+                              f"max {tier.max_leverage:g}x")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="backtester",
+        description="Backtest leveraged portfolios under cross and isolated margin.",
+    )
+    parser.add_argument("--version", action="version", version=f"backtester {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_data(sub)
+    _add_venues(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"backtester: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

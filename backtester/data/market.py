@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -119,10 +120,12 @@ class Market:
     def n_symbols(self) -> int:
         return len(self.symbols)
 
-    @property
+    @cached_property
     def timestamps(self) -> pd.DatetimeIndex:
         """The time index as a UTC ``DatetimeIndex`` (bar open times)."""
-        return pd.DatetimeIndex(pd.to_datetime(self.index, utc=True), name="timestamp")
+        # a datetime64 view of the int64 nanoseconds: no parsing, no copy
+        values = np.asarray(self.index, dtype=np.int64).view("datetime64[ns]")
+        return pd.DatetimeIndex(values, name="timestamp").tz_localize("UTC")
 
     @property
     def bars_per_year(self) -> float:

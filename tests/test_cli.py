@@ -1,0 +1,71 @@
+"""The command line: `backtester run` on the embedded data, errors, `venues`, `data import`."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from backtester.cli import main
+
+
+def test_run_writes_both_modes_and_a_plot(tmp_path, capsys):
+    code = main(["run", "--start", "2024-01-01", "--end", "2024-04-01", "--leverage", "20",
+                 "--exposure", "2", "--out", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "== cross margin" in printed and "== isolated margin" in printed
+    for mode in ("cross", "isolated"):
+        folder = tmp_path / mode
+        account = pd.read_parquet(folder / "account.parquet")
+        # 2024-01-01 .. 2024-04-01 exclusive, hourly: 91 days
+        assert len(account) == 91 * 24
+        meta = json.loads((folder / "run.json").read_text())
+        assert meta["config"]["margin_mode"] == {"BTC_USDT": mode, "ETH_USDT": mode}
+        assert meta["config"]["leverage"]["BTC_USDT"] == 20.0
+        for name in ("fills", "liquidations", "funding", "rejections", "positions"):
+            assert (folder / f"{name}.parquet").exists()
+        fills = pd.read_parquet(folder / "fills.parquet")
+        assert meta["summary"]["fills"] == int((fills["reason"] != "liquidation").sum())
+    assert (tmp_path / "equity.png").stat().st_size > 10_000
+
+
+def test_run_refuses_leverage_above_the_venue_cap_with_a_clear_message(tmp_path, capsys):
+    code = main(["run", "--leverage", "200", "--out", str(tmp_path), "--no-plot"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "leverage 200 for BTC_USDT exceeds binance_usdm's cap of 125x" in err
+
+
+def test_run_refuses_an_unknown_symbol(tmp_path, capsys):
+    code = main(["run", "--symbols", "BTC_USDT,DOGE_USDT", "--out", str(tmp_path)])
+    assert code == 2
+    assert "DOGE_USDT" in capsys.readouterr().err
+
+
+def test_venues_lists_binance_brackets(capsys):
+    assert main(["venues", "binance_usdm"]) == 0
+    out = capsys.readouterr().out
+    assert "BTCUSDT" in out and "125x" in out
+
+
+def test_data_import_converts_a_csv(tmp_path, capsys):
+    csv = tmp_path / "bars.csv"
+    csv.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "2024-01-01T00:00:00Z,100,101,99,100.5,10\n"
+        "2024-01-01T01:00:00Z,100.5,102,100,101,12\n"
+        "2024-01-01T02:00:00Z,101,101.5,98,99,9\n"
+    )
+    assert main(["data", "import", str(csv), "--symbol", "TEST_USDT", "--out",
+                 str(tmp_path / "out")]) == 0
+    written = pd.read_parquet(tmp_path / "out" / "TEST_USDT-1h.parquet")
+    assert written["close"].tolist() == [100.5, 101.0, 99.0]
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["run", "--help"]])
+def test_help_and_version_exit_cleanly(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0

@@ -1,0 +1,261 @@
+"""Reading and checking market-data files: every check is vectorised.
+
+Each function raises :class:`DataError` with a message that names the file, the
+column, the first offending row (0-based, as pandas would number it) with its
+timestamp, how many rows are bad, and what to do about it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+OHLC_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")
+MARK_COLUMNS = ("timestamp", *PRICE_COLUMNS)
+FUNDING_COLUMNS = ("timestamp", "funding_rate")
+COLUMNS = {"ohlc": OHLC_COLUMNS, "mark": MARK_COLUMNS, "funding": FUNDING_COLUMNS}
+
+_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_UNIT_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
+            "d": 86_400_000_000_000, "w": 7 * 86_400_000_000_000}
+_TF_RE = re.compile(r"^(\d+)([smhdw])$")
+
+
+class DataError(ValueError):
+    """A market-data file is missing, unreadable or violates a data rule."""
+
+
+def fmt_ts(ns: int | np.integer) -> str:
+    """An int64 nanosecond timestamp as readable UTC text."""
+    unit = "s" if int(ns) % 1_000_000_000 == 0 else "ns"
+    text = str(np.datetime64(int(ns), "ns").astype(f"datetime64[{unit}]"))
+    return text.replace("T", " ") + " UTC"
+
+
+def timeframe_ns(tf: str) -> int:
+    """Bar length of a timeframe label (``"1m"``, ``"5m"``, ``"1h"``, ``"4h"``, ``"1d"``...)."""
+    m = _TF_RE.match(tf.strip())
+    if not m or int(m.group(1)) <= 0:
+        raise DataError(
+            f"unknown timeframe {tf!r}: use a number and a unit s, m, h, d or w, e.g. '5m', '1h'"
+        )
+    return int(m.group(1)) * _UNIT_NS[m.group(2)]
+
+
+def timeframe_label(bar_ns: int) -> str:
+    """The label of a bar length: 3_600e9 ns -> ``"1h"`` (the largest whole unit)."""
+    for unit in ("w", "d", "h", "m", "s"):
+        if bar_ns % _UNIT_NS[unit] == 0:
+            return f"{bar_ns // _UNIT_NS[unit]}{unit}"
+    raise DataError(f"bar length of {bar_ns} ns is not a whole number of seconds")
+
+
+def _bad(path: Path | str, column: str, what: str, mask_or_idx: np.ndarray,
+         ts: np.ndarray | None, fix: str, offset: int = 0) -> DataError:
+    idx = np.flatnonzero(mask_or_idx) if mask_or_idx.dtype == bool else mask_or_idx
+    first = int(idx[0])
+    when = f" (timestamp {fmt_ts(ts[first])})" if ts is not None and len(ts) > first else ""
+    return DataError(
+        f"{path}: column '{column}': {what} at row {first + offset}{when}; "
+        f"{len(idx)} row(s) affected. {fix}"
+    )
+
+
+def read_columns(path: Path | str, kind: str) -> dict[str, np.ndarray]:
+    """Read the columns of a ``kind`` file (ohlc, mark, funding) as numpy arrays.
+
+    Column names match case-insensitively. ``timestamp`` comes back as int64
+    nanoseconds UTC; the others as float64 (nulls become NaN).
+    """
+    path = Path(path)
+    wanted = COLUMNS[kind]
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"{path}: not a readable parquet file ({exc}). Re-export it as parquet, "
+            f"or convert a CSV with backtester.data.import_csv"
+        ) from exc
+    lower = {n.lower(): n for n in names}
+    missing = [c for c in wanted if c not in lower]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; a {kind} file "
+            f"needs {', '.join(wanted)} (found: {', '.join(names)}). Rename or add the columns."
+        )
+    try:  # ParquetFile.read gives one chunk per row group, so to_numpy is zero-copy
+        table = pf.read(columns=[lower[c] for c in wanted])
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"{path}: cannot read the parquet data ({exc}). Re-export the file."
+        ) from exc
+    finally:
+        pf.close()
+    out: dict[str, np.ndarray] = {}
+    for c in wanted:
+        col = table.column(lower[c])
+        out[c] = timestamps_ns(col, path) if c == "timestamp" else _floats(col, path, c)
+    return out
+
+
+def _floats(col: pa.ChunkedArray, path: Path, name: str) -> np.ndarray:
+    if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)
+            or pa.types.is_decimal(col.type)):
+        raise DataError(f"{path}: column '{name}' has type {col.type}; it must be numeric")
+    if col.type != pa.float64():
+        col = col.cast(pa.float64())
+    if col.num_chunks != 1:
+        col = col.combine_chunks()
+    else:
+        col = col.chunk(0)
+    return col.to_numpy(zero_copy_only=False)
+
+
+def epoch_to_ns(values: np.ndarray, path: Path | str, column: str = "timestamp") -> np.ndarray:
+    """Integer/float epoch times to int64 ns, the unit guessed from the magnitude.
+
+    Seconds below 1e11, milliseconds below 1e14, microseconds below 1e17, else
+    nanoseconds (for any date between 1973 and 2286).
+    """
+    if values.size == 0:
+        return values.astype(np.int64)
+    if values.dtype.kind == "f" and np.isnan(values).any():
+        raise _bad(path, column, "missing timestamp", np.isnan(values), None,
+                   "Every row needs a timestamp.")
+    mag = float(np.abs(values).max())
+    unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
+    if values.dtype.kind == "f":
+        return np.round(values * _NS[unit]).astype(np.int64)
+    return values.astype(np.int64, copy=False) * _NS[unit]
+
+
+def timestamps_ns(col: pa.ChunkedArray, path: Path | str) -> np.ndarray:
+    """A timestamp column (datetime with or without tz, date, epoch int, ISO text) -> int64 ns.
+
+    A naive datetime is taken as UTC. Epoch integers are in s, ms, us or ns,
+    detected by magnitude.
+    """
+    if col.null_count:
+        nulls = col.is_null().to_numpy(zero_copy_only=False)
+        raise _bad(path, "timestamp", "missing timestamp", nulls, None,
+                   "Every row needs a timestamp.")
+    t = col.type
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        if not pa.types.is_timestamp(t) or t.unit != "ns":
+            col = pc.cast(col, pa.timestamp("ns", tz=getattr(t, "tz", None)))
+        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        return arr.view(pa.int64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return epoch_to_ns(col.to_numpy(), path)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        import pandas as pd
+
+        try:
+            idx = pd.to_datetime(col.to_pandas(), utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            raise DataError(
+                f"{path}: column 'timestamp': cannot parse text as dates ({exc})"
+            ) from exc
+        return idx.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    raise DataError(
+        f"{path}: column 'timestamp' has type {t}; use a datetime (UTC) or epoch integers"
+    )
+
+
+def check_timestamps(ts: np.ndarray, path: Path | str) -> None:
+    """Timestamps must be strictly increasing: no duplicates, no step backwards."""
+    if ts.size < 2:
+        return
+    d = np.diff(ts)
+    if (d <= 0).any():
+        dup = d == 0
+        if dup.any():
+            raise _bad(path, "timestamp", "duplicated timestamp", np.flatnonzero(dup) + 1, ts,
+                       "Drop the duplicate rows (keep one bar per timestamp).")
+        raise _bad(path, "timestamp", "timestamps not sorted (earlier than the row before)",
+                   np.flatnonzero(d < 0) + 1, ts, "Sort the file by timestamp.")
+
+
+def grid_step(ts: np.ndarray, path: Path | str, fallback: int | None = None) -> int:
+    """The bar length of a sorted timestamp column; every step must be a multiple of it.
+
+    The bar length is the most common step. A step that is not a whole multiple
+    of it (an off-grid bar, or bars of two frequencies mixed in one file) is an
+    error. Gaps of whole bars are fine. ``fallback`` is used for a file of one row.
+    """
+    if ts.size < 2:
+        if fallback is None:
+            raise DataError(f"{path}: a single bar, so the bar length is unknown; "
+                            "name the file SYM-<timeframe>.parquet or give timeframe=")
+        return int(fallback)
+    d = np.diff(ts)
+    m = d.min()
+    if np.count_nonzero(d == m) * 2 >= d.size:
+        step = int(m)
+    else:
+        vals, counts = np.unique(d, return_counts=True)
+        step = int(vals[np.argmax(counts)])
+    if d.max() == step:  # regular bars, no gaps
+        return step
+    off = d % step != 0
+    if off.any():
+        idx = np.flatnonzero(off) + 1
+        raise _bad(path, "timestamp",
+                   f"mixed bar frequencies: step of {int(d[idx[0] - 1]) / 1e9:g} s is not a "
+                   f"multiple of the bar length {timeframe_label(step)}", idx, ts,
+                   "Keep one bar frequency per file (resample to a common timeframe).")
+    return step
+
+
+def check_prices(cols: dict[str, np.ndarray], path: Path | str, ts: np.ndarray,
+                 offset: int = 0) -> None:
+    """OHLC rules: no NaN, all > 0, high >= max(open, close), low <= min(open, close).
+
+    Fast path: a few reductions; the row-by-row masks are only built on failure.
+    """
+    for c in PRICE_COLUMNS:
+        v = cols[c]
+        if v.size and not v.min() > 0:  # NaN or <= 0 somewhere
+            nan = np.isnan(v)
+            if nan.any():
+                raise _bad(path, c, "NaN price", nan, ts, "Drop or fill the missing bars.",
+                           offset)
+            raise _bad(path, c, "price <= 0", v <= 0, ts,
+                       "Prices must be positive: drop or fix these rows.", offset)
+    o, h, lo, c = (cols[k] for k in PRICE_COLUMNS)
+    fix = "The bar's high/low must bracket its open and close: fix these rows."
+    if (h < lo).any():
+        raise _bad(path, "high", "high < low", h < lo, ts, fix, offset)
+    if (h < o).any() or (h < c).any():
+        raise _bad(path, "high", "high < max(open, close)", h < np.maximum(o, c), ts, fix,
+                   offset)
+    if (lo > o).any() or (lo > c).any():
+        raise _bad(path, "low", "low > min(open, close)", lo > np.minimum(o, c), ts, fix,
+                   offset)
+    if "volume" in cols:
+        v = cols["volume"]
+        if v.size and not v.min() >= 0:
+            nan = np.isnan(v)
+            if nan.any():
+                raise _bad(path, "volume", "NaN volume", nan, ts,
+                           "Fill missing volume (0 if unknown).", offset)
+            raise _bad(path, "volume", "negative volume", v < 0, ts,
+                       "Volume must be >= 0: fix these rows.", offset)
+
+
+def check_funding(cols: dict[str, np.ndarray], path: Path | str, offset: int = 0) -> None:
+    """Funding rates must be finite numbers (a decimal fraction per interval)."""
+    r = cols["funding_rate"]
+    bad = ~np.isfinite(r)
+    if bad.any():
+        raise _bad(path, "funding_rate", "missing or infinite funding rate", bad,
+                   cols["timestamp"], "Drop those rows.", offset)

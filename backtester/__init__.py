@@ -7,18 +7,21 @@
 __version__ = "0.1.0"
 
 from .backtest import RunConfig, run
+from .compare import Comparison, compare
 from .data import DataError, Market, import_csv, load_market
 from .liquidation import bankruptcy_price, cross_liquidation_prices, liquidation_price
 from .result import Result
 from .venues import Venue, list_venues, load_venue
 
 __all__ = [
+    "Comparison",
     "DataError",
     "Market",
     "Result",
     "RunConfig",
     "Venue",
     "bankruptcy_price",
+    "compare",
     "cross_liquidation_prices",
     "import_csv",
     "liquidation_price",

@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_run(sub)
     _add_data(sub)
     _add_venues(sub)
+    from .cli_report import add_compare_parser, add_report_parser
+    add_compare_parser(sub)
+    add_report_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

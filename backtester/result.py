@@ -178,6 +178,11 @@ class Result:
         ]
         return ", ".join(parts)
 
+    def metrics(self) -> dict:
+        """The summary plus CAGR, volatility, Sortino, Calmar, drawdown duration, exposure,
+        turnover and the closest distance to liquidation (``metrics.run_metrics``)."""
+        return metrics.run_metrics(self)
+
     # --- persistence ----------------------------------------------------------------------
 
     def save(self, directory) -> Path:
@@ -207,6 +212,103 @@ class Result:
         }
         (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
         return out
+
+    @classmethod
+    def load(cls, directory, market: Market | None = None) -> Result:
+        """Read back a run that ``save`` wrote (read-only use: frames, summary, reports).
+
+        The prices are not saved: pass the ``market`` the run used (it must hold
+        the saved symbols and bars) to get mark-based figures (liquidation
+        distance, per-position PnL); without it the prices are NaN.
+        """
+        folder = Path(directory)
+        meta = json.loads((folder / "run.json").read_text())
+        symbols = tuple(meta["symbols"])
+        account = pd.read_parquet(folder / "account.parquet")
+        index = account.index.as_unit("ns").asi8
+        if market is None:
+            market = _priceless_market(symbols, index)
+        else:
+            market = _saved_window(market, symbols, index, folder)
+        frames = {name: pd.read_parquet(folder / f"{name}.parquet")
+                  for name in ("fills", "liquidations", "funding", "rejections")}
+        grids = {name: pd.read_parquet(folder / f"{name}.parquet").to_numpy(dtype=float)
+                 if (folder / f"{name}.parquet").exists() else None
+                 for name in ("positions", "liquidation_prices")}
+        saved = meta["config"]
+        from .backtest import RunConfig  # backtest imports this module
+
+        fields = {f.name for f in dataclasses.fields(RunConfig)}
+        config = RunConfig(**{k: v for k, v in saved.items() if k in fields})
+        try:
+            from .venues import load_venue
+
+            venue = load_venue(saved["venue"], **dict(saved.get("venue_overrides") or {}))
+        except Exception:  # a venue file that is gone or changed: keep its name only
+            venue = _NamedVenue(saved["venue"])
+        state = np.full((enums.N_STATE, len(symbols)), np.nan)
+        output = KernelOutput(
+            account=np.ascontiguousarray(account[list(ACCOUNT_COLUMNS)].to_numpy().T),
+            fills=_records(frames["fills"], enums.fill_dt, symbols,
+                           {"reason": enums.FILL_REASON_NAMES}),
+            liquidations=_records(frames["liquidations"], enums.liquidation_dt, symbols,
+                                  {"mode": enums.MARGIN_MODE_NAMES}),
+            funding=_records(frames["funding"], enums.funding_dt, symbols,
+                             {"mode": enums.MARGIN_MODE_NAMES}),
+            rejections=_records(frames["rejections"], enums.rejection_dt, symbols,
+                                {"reason": enums.REJECT_REASON_NAMES}),
+            positions=grids["positions"], liquidation_prices=grids["liquidation_prices"],
+            state=state, wallet_balance=float(account["wallet_balance"].iloc[-1]),
+        )
+        mode = np.array([enums.MARGIN_MODE_NAMES.index(saved["margin_mode"][s])
+                         for s in symbols], dtype=np.int64)
+        leverage = np.array([saved["leverage"][s] for s in symbols], dtype=np.float64)
+        return cls(market=market, config=config, venue=venue, output=output, margin_mode=mode,
+                   leverage=leverage)
+
+
+class _NamedVenue:
+    """Stands in for a venue that can no longer be loaded: reports need only its name."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _records(frame: pd.DataFrame, dtype: np.dtype, symbols, names: dict) -> np.ndarray:
+    """A saved event frame back into the kernel's record array (names -> codes)."""
+    records = np.zeros(len(frame), dtype=dtype)
+    for field_name in dtype.names:
+        column = frame[field_name]
+        if field_name == "symbol":
+            column = pd.Index(symbols).get_indexer(column)
+        elif field_name in names:
+            column = pd.Index(names[field_name]).get_indexer(column)
+        records[field_name] = np.asarray(column)
+    return records
+
+
+def _priceless_market(symbols: tuple, index: np.ndarray) -> Market:
+    """A Market of the saved bars with every price NaN (prices are not saved)."""
+    nan = np.full((len(index), len(symbols)), np.nan)
+    steps = np.diff(index)
+    bar_ns = int(steps.min()) if len(steps) else 3_600_000_000_000
+    return Market(symbols=symbols, index=index, open=nan, high=nan, low=nan, close=nan,
+                  volume=nan, mark_open=nan, mark_high=nan, mark_low=nan, mark_close=nan,
+                  funding_rate=nan, bar_ns=bar_ns, has_mark=(False,) * len(symbols))
+
+
+def _saved_window(market: Market, symbols: tuple, index: np.ndarray, folder: Path) -> Market:
+    """The bars of ``market`` that the saved run covered; an error if it does not hold them."""
+    if tuple(market.symbols) != symbols:
+        raise ValueError(f"{folder}: the run holds {', '.join(symbols)} but the market given "
+                         f"holds {', '.join(market.symbols)}; load the same symbols in that order")
+    start = int(np.searchsorted(market.index, index[0]))
+    window = market.index[start:start + len(index)]
+    if len(window) != len(index) or not np.array_equal(window, index):
+        raise ValueError(f"{folder}: the market given does not hold the run's {len(index)} bars "
+                         f"from {pd.Timestamp(int(index[0]), tz='UTC')}; load the data the run "
+                         "used")
+    return market.slice(start, start + len(index))
 
 
 def _plain(value):

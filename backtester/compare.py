@@ -1,0 +1,171 @@
+"""``compare()``: one strategy under cross and isolated margin (and several leverages or
+venues), with a side-by-side table, figures, the liquidations and a verdict in words."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from . import metrics
+from .backtest import RunConfig, run
+from .data.market import Market
+from .report.render import Heading, Table, Text, to_html, write
+from .report.tables import format_metrics
+from .report.verdict import build_verdict
+
+# the figure modules (matplotlib, ~0.4 s to import) load only when a figure is drawn
+
+
+class Comparison:
+    """Several runs of one strategy, compared.
+
+    - ``results``: label -> ``Result``, in run order;
+    - ``table``: every metric (rows, keys as ``metrics.METRICS``) of every run (columns);
+    - ``verdict``: a few sentences built from the numbers: which run ended higher,
+      which positions each lost to liquidation, and why;
+    - ``liquidations``: every liquidated position of every run, with a ``run`` column;
+    - ``positions``: per-position statistics, indexed by (run, symbol);
+    - ``figures()``, ``to_html(path)``, ``to_markdown(path)``.
+
+    Build one with :func:`compare`, or from Results you already have:
+    ``Comparison({"cross": r1, "isolated": r2})``.
+    """
+
+    def __init__(self, results: Mapping, title: str | None = None):
+        if not results:
+            raise ValueError("a comparison needs at least one run")
+        self.results = dict(results)
+        symbols = next(iter(self.results.values())).market.symbols
+        self.title = title or f"Cross vs isolated margin: {', '.join(symbols)}"
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({label: metrics.run_metrics(r) for label, r in self.results.items()}
+                            ).rename_axis("metric")
+
+    @cached_property
+    def verdict(self) -> str:
+        return build_verdict(self.results)
+
+    @cached_property
+    def liquidations(self) -> pd.DataFrame:
+        frames = [r.liquidations.assign(run=label) for label, r in self.results.items()]
+        frame = pd.concat(frames, ignore_index=True)
+        return frame[["run", *[c for c in frame.columns if c != "run"]]]
+
+    @cached_property
+    def positions(self) -> pd.DataFrame:
+        return pd.concat({label: metrics.position_stats(r) for label, r in self.results.items()},
+                         names=["run", "symbol"])
+
+    def formatted_table(self) -> pd.DataFrame:
+        """``table`` as display text (money, %, ratios), rows named in words."""
+        return format_metrics(self.table)
+
+    def figures(self) -> dict:
+        """The report's figures: ``equity``, ``drawdown``, ``margin``, ``positions``."""
+        from .report import figures
+
+        return {
+            "equity": figures.equity_figure(self.results, title=self.title),
+            "drawdown": figures.drawdown_figure(self.results),
+            "margin": figures.margin_figure(self.results),
+            "positions": figures.position_pnl_figure(self.results),
+        }
+
+    @cached_property
+    def _blocks(self) -> list:
+        """The report's blocks, drawn once for both the HTML and the Markdown version."""
+        from .report.documents import _setup, evidence_blocks
+
+        return [Text(_setup(self.results), "note"), Heading("Verdict"),
+                Text(self.verdict, "verdict"), Heading("Metrics"),
+                Table(self.formatted_table(), index=False), *evidence_blocks(self.results)]
+
+    def to_html(self, path) -> Path:
+        """Write the report as one self-contained HTML file (figures embedded)."""
+        return write(self.title, self._blocks, Path(path).with_suffix(".html")
+                     if Path(path).suffix.lower() in (".md", ".markdown") else path)
+
+    def to_markdown(self, path) -> Path:
+        """Write the report as Markdown, its figures as PNGs in ``<name>_files/`` beside it."""
+        path = Path(path)
+        return write(self.title, self._blocks,
+                     path if path.suffix.lower() in (".md", ".markdown") else path.with_suffix(
+                         ".md"))
+
+    def __repr__(self) -> str:
+        return (f"{self.title}\n\n{self.formatted_table().to_string(index=False)}\n\n"
+                f"{self.verdict}")
+
+    def _repr_html_(self) -> str:
+        body = to_html(self.title, [Text(self.verdict, "verdict"),
+                                    Table(self.formatted_table(), index=False)])
+        return body[body.index("<body>") + 6: body.index("</body>")]
+
+
+def _many(value) -> list:
+    """A value or a sequence of values as a list (a mapping or a string is one value)."""
+    if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
+        return [value]
+    return list(value)
+
+
+def compare(
+    market: Market,
+    targets,
+    *,
+    margin_modes: Sequence[str] = ("cross", "isolated"),
+    leverage=None,
+    venue=None,
+    config: RunConfig | None = None,
+    title: str | None = None,
+    **options,
+) -> Comparison:
+    """Run the same targets under each margin mode (and leverage, and venue) and compare.
+
+    - ``margin_modes``: the modes to run, ``"cross"`` and/or ``"isolated"``.
+    - ``leverage``: one leverage or several (``[5, 10, 20]``): every mode runs at
+      each. Default: the config's.
+    - ``venue``: one venue or several (names, TOML paths or ``Venue``). Default:
+      the config's.
+    - ``config`` and ``options``: everything else, as for :func:`backtester.run`
+      (``target_kind``, ``initial_balance``, ``path``...).
+
+    Labels are the mode, plus the leverage and venue when several are compared
+    (``"isolated 20x"``).
+
+    Example:
+        >>> from backtester import compare, load_market
+        >>> from strategies import hedged_pair
+        >>> market = load_market()
+        >>> comparison = compare(market, hedged_pair(market, exposure=1.0),
+        ...                      target_kind="equity", leverage=10)
+        >>> list(comparison.results)
+        ['cross', 'isolated']
+        >>> comparison.to_html("/tmp/compare.html").name
+        'compare.html'
+    """
+    base = (config or RunConfig()).replace(**options)
+    modes = _many(margin_modes)
+    for mode in modes:
+        if mode not in ("cross", "isolated"):
+            raise ValueError(f"margin_modes holds {mode!r}; each must be 'cross' or 'isolated'")
+    leverages = _many(base.leverage if leverage is None else leverage)
+    venues = _many(base.venue if venue is None else venue)
+    results = {}
+    for v in venues:
+        venue_name = v if isinstance(v, str) else getattr(v, "name", str(v))
+        for lev in leverages:
+            for mode in modes:
+                label = mode
+                if len(leverages) > 1:
+                    label += f" {lev:g}x" if not isinstance(lev, Mapping) else f" {lev}"
+                if len(venues) > 1:
+                    label += f" {Path(venue_name).stem}"
+                results[label] = run(market, targets, base, margin_mode=mode, leverage=lev,
+                                     venue=v)
+    return Comparison(results, title=title)

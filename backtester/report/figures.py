@@ -1,0 +1,241 @@
+"""Matplotlib figures of one or several runs, and of a sweep summary.
+
+Every function takes ``results``, a mapping label -> ``Result`` (one entry for
+a single run), and returns a ``matplotlib.figure.Figure`` built without pyplot:
+no global state, no backend switch, nothing to close. ``fig.savefig(path)``
+writes it; a notebook shows it with ``display(fig)``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
+
+from .. import metrics
+
+# metrics for which a lower value is the better one (their heatmaps use a reversed colour map)
+LOWER_IS_BETTER = frozenset({
+    "volatility", "max_drawdown_days", "fees_paid", "funding_paid", "liquidations",
+    "liquidated_positions", "liquidation_loss", "liquidation_fees", "bankruptcy_shortfall",
+    "worst_margin_ratio", "rejected_orders", "turnover",
+})
+
+
+def _times(index: pd.DatetimeIndex) -> np.ndarray:
+    """UTC bar times as naive datetime64 (fast for matplotlib; axes are labelled UTC)."""
+    if getattr(index, "tz", None) is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    return np.asarray(index, dtype="datetime64[ns]")
+
+
+def _colors(results: Mapping) -> dict[str, str]:
+    cycle = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+             "#7f7f7f", "#bcbd22", "#17becf"]
+    return {label: cycle[k % len(cycle)] for k, label in enumerate(results)}
+
+
+def _finish(fig: Figure, axes) -> Figure:
+    """Grid and compact date labels (no rotation needed) on time axes."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    return fig
+
+
+def equity_figure(results: Mapping, title: str = "Equity") -> Figure:
+    """Equity curves overlaid, each liquidation event marked at the equity it left behind.
+
+    Example:
+        >>> from backtester import load_market, run
+        >>> from strategies import hedged_pair
+        >>> m = load_market()
+        >>> r = run(m, hedged_pair(m), target_kind="equity", leverage=10)
+        >>> equity_figure({"cross": r}).savefig("/tmp/equity.png")
+    """
+    fig = Figure(figsize=(10, 4.2), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    colors = _colors(results)
+    for label, result in results.items():
+        equity = result.equity
+        ax.plot(_times(equity.index), equity.to_numpy(), lw=1.1, color=colors[label],
+                label=label)
+        liq = result.liquidations
+        if len(liq):
+            events = liq.drop_duplicates("event")
+            ax.scatter(_times(pd.DatetimeIndex(events["timestamp"])),
+                       events["equity_after"].to_numpy(), marker="v", s=34,
+                       color=colors[label], edgecolor="black", linewidth=0.5, zorder=3,
+                       label=f"{label}: {len(liq)} liquidated position(s)")
+    ax.set_title(title)
+    ax.set_ylabel("equity (quote)")
+    ax.set_xlabel("UTC")
+    ax.legend(loc="best", fontsize=8)
+    return _finish(fig, [ax])
+
+
+def _curve(result) -> pd.Series:
+    """Equity with the initial balance in front, as the metrics measure drawdowns."""
+    equity = result.equity
+    return pd.concat([pd.Series([float(result.config.initial_balance)]),
+                      pd.Series(equity.to_numpy())], ignore_index=True)
+
+
+def drawdown_figure(results: Mapping, title: str = "Drawdown") -> Figure:
+    """Each run's fall from its running peak (the initial balance counts as a peak), in %."""
+    fig = Figure(figsize=(10, 3.2), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    colors = _colors(results)
+    for label, result in results.items():
+        dd = metrics.drawdown(_curve(result)).to_numpy()[1:] * 100
+        ax.plot(_times(result.equity.index), dd, lw=1.0, color=colors[label],
+                label=f"{label} (max {dd.min() if len(dd) else 0:.1f}%)")
+        ax.fill_between(_times(result.equity.index), dd, 0, color=colors[label], alpha=0.08)
+    ax.set_title(title)
+    ax.set_ylabel("drawdown (%)")
+    ax.set_xlabel("UTC")
+    ax.legend(loc="lower left", fontsize=8)
+    return _finish(fig, [ax])
+
+
+def distance_series(result) -> pd.Series | None:
+    """Per-bar distance to liquidation of a run (None when positions were not recorded)."""
+    if result.positions is None or result.liquidation_prices is None:
+        return None
+    marks = result.market.frame("mark_close").ffill()
+    return metrics.distance_to_liquidation(result.positions, result.liquidation_prices, marks)
+
+
+def margin_figure(results: Mapping, title: str = "Liquidation risk") -> Figure:
+    """Top: the cross margin ratio (liquidation at 100%). Bottom: distance to liquidation.
+
+    The margin ratio exists only for cross positions; the distance (how far the
+    nearest position's mark is from its liquidation price) covers both modes.
+    """
+    fig = Figure(figsize=(10, 5.6), dpi=100, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    colors = _colors(results)
+    drawn = False
+    for label, result in results.items():
+        if not (np.asarray(result.margin_mode) == 0).any():
+            continue
+        # 0 means "no cross position": leave a gap rather than a plunge to zero
+        ratio = result.account["margin_ratio"].replace([np.inf, 0.0], np.nan).to_numpy() * 100
+        top.plot(_times(result.equity.index), ratio, lw=0.9, color=colors[label], label=label)
+        drawn = True
+    peak = top.get_ylim()[1] if drawn else 1.0
+    if drawn and peak >= 50:
+        top.axhline(100, color="black", lw=0.8, ls="--", label="liquidation (100%)")
+    top.set_ylabel("cross margin ratio (%)")
+    top.set_title(f"{title}: cross margin ratio (maintenance / margin balance; "
+                  "liquidation at 100%)" if drawn else f"{title}: no cross positions")
+    if drawn:
+        top.legend(loc="upper left", fontsize=8)
+    any_distance = False
+    for label, result in results.items():
+        dist = distance_series(result)
+        if dist is None or not dist.notna().any():
+            continue
+        bottom.plot(_times(dist.index), dist.to_numpy() * 100, lw=0.9, color=colors[label],
+                    label=f"{label} (closest {dist.min():.1%})")
+        any_distance = True
+    bottom.set_ylabel("distance to liquidation (%)")
+    bottom.set_xlabel("UTC")
+    bottom.set_title("price move against the nearest open position that would liquidate it")
+    if any_distance:
+        bottom.legend(loc="upper left", fontsize=8)
+    return _finish(fig, [top, bottom])
+
+
+def position_pnl_figure(results: Mapping, title: str = "PnL per position") -> Figure:
+    """One panel per run: each symbol's cumulative PnL (net of fees and funding), liquidations
+    marked where they happened."""
+    n = len(results)
+    fig = Figure(figsize=(10, 2.8 * n + 0.6), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n, 1, sharex=True, sharey=True, squeeze=False)[:, 0])
+    for ax, (label, result) in zip(axes, results.items(), strict=True):
+        if result.positions is None:
+            ax.set_title(f"{label}: positions were not recorded")
+            continue
+        pnl = metrics.position_pnl(result)
+        times = _times(pnl.index)
+        for k, symbol in enumerate(pnl.columns):
+            (line,) = ax.plot(times, pnl[symbol].to_numpy(), lw=1.0, color=f"C{k}",
+                              label=symbol)
+            liq = result.liquidations
+            liq = liq[liq["symbol"] == symbol]
+            if len(liq):
+                ax.scatter(times[liq["bar"].to_numpy()], pnl[symbol].to_numpy()[liq["bar"]],
+                           marker="x", s=30, color=line.get_color(), zorder=3,
+                           label=f"{symbol} liquidated ({len(liq)})")
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_title(f"{label}", fontsize=10)
+        ax.set_ylabel("PnL (quote)")
+        ax.legend(loc="upper left", fontsize=8)
+    axes[-1].set_xlabel("UTC")
+    fig.suptitle(title)
+    return _finish(fig, list(axes))
+
+
+def heatmap_figure(summary: pd.DataFrame, x: str, y: str, metric: str,
+                   group: str = "margin_mode") -> Figure:
+    """A heatmap of ``metric`` over parameters ``x`` (columns) and ``y`` (rows), one panel
+    per value of ``group``, on one colour scale. Cells with several runs show their mean."""
+    groups = list(pd.unique(summary[group])) if group in summary else [None]
+    fig = Figure(figsize=(min(4.8 * len(groups), 15), 3.9), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)[0])
+    values = pd.to_numeric(summary[metric], errors="coerce")
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    cmap = "RdYlGn_r" if metric in LOWER_IS_BETTER else "RdYlGn"
+    # a metric with both signs (a return) gets its neutral colour at zero
+    norm = TwoSlopeNorm(0.0, lo, hi) if lo < 0 < hi else Normalize(lo, hi)
+    kind = metrics.METRICS.get(metric, ("", "number"))[1]
+    image = None
+    for ax, value in zip(axes, groups, strict=True):
+        part = summary if value is None else summary[summary[group] == value]
+        grid = part.assign(**{metric: pd.to_numeric(part[metric], errors="coerce")}).pivot_table(
+            index=y, columns=x, values=metric, aggfunc="mean", dropna=False)
+        image = ax.imshow(grid.to_numpy(dtype=float), cmap=cmap, norm=norm, aspect="auto",
+                          origin="lower")
+        ax.set_xticks(range(grid.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v)
+                                            for v in grid.columns])
+        ax.set_yticks(range(grid.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v)
+                                            for v in grid.index])
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(f"{value}" if value is not None else metric, fontsize=10)
+        scale = max(abs(lo), abs(hi))
+        for (r, c), v in np.ndenumerate(grid.to_numpy(dtype=float)):
+            text = "n/a" if not np.isfinite(v) else _cell(v, scale, kind)
+            ax.text(c, r, text, ha="center", va="center", fontsize=8, color="black")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.9, label=metric)
+    fig.suptitle(f"{metric} by {y} and {x}" + (f", per {group}" if groups != [None] else ""))
+    return fig
+
+
+def _cell(v: float, scale: float, kind: str) -> str:
+    if kind == "pct":
+        return f"{v:.1%}"
+    if kind == "int" and v == round(v):
+        return f"{v:,.0f}"
+    if scale >= 1000:
+        return f"{v:,.0f}"
+    if scale >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (what reports embed)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()

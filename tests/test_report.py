@@ -1,0 +1,388 @@
+"""Comparison verdicts on hand-made cases, and the HTML / Markdown reports they produce.
+
+Verdict numbers are worked out by hand next to each test; the report tests check
+that files are produced, parse, embed their figures and carry the verdict and
+the liquidation table.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backtester import Comparison, Market, Result, compare, load_market, run
+from backtester.cli import main
+from backtester.report import heatmap_figure, run_report, sweep_report
+
+NAN = np.nan
+
+
+def flat(mmr=0.005, taker=0.0, liq_fee=0.0):
+    return dict(venue="flat", venue_overrides=dict(mmr=mmr, taker_fee=taker, maker_fee=0.0,
+                                                    liquidation_fee=liq_fee, max_leverage=125))
+
+
+def market(symbols, bars):
+    arr = np.array(bars, dtype=float)
+    return Market.from_arrays(symbols, arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3])
+
+
+def units(n_bars, first_row):
+    targets = np.full((n_bars, len(first_row)), NAN)
+    targets[0] = first_row
+    return targets
+
+
+def both(m, targets, **options):
+    return Comparison({mode: run(m, targets, margin_mode=mode, **options)
+                       for mode in ("cross", "isolated")})
+
+
+# Long 1 A @ 10,000 and short 100 B @ 100 from a 10,000 balance at 10x; bar 2 A crashes to
+# 500 while B rises to 106 (bars start 2024-01-01 00:00, hourly: bar 2 is 02:00).
+CRASH = market(
+    ["A", "B"],
+    [
+        [(10000,) * 4, (100,) * 4],
+        [(10000,) * 4, (100,) * 4],
+        [(10000, 10000, 500, 500), (100, 106, 100, 106)],
+        [(500,) * 4, (106,) * 4],
+    ],
+)
+
+
+def test_verdict_when_cross_is_wiped_out_and_isolated_keeps_one_leg():
+    v = both(CRASH, units(4, [1, -100]), leverage=10, **flat()).verdict
+    # Cross: on the segment (A 10,000 -> 500, B 100 -> 106) the margin balance
+    # 10,000 - 9,500 s - 600 s meets MM 0.005 (A(s) + 100 B(s)) = 0.005 (20,000 - 8,900 s)
+    # at s = 9,900 / 10,055.5 = 0.984536: A = 646.91, B = 105.907, MM = 56.19 = what is left
+    s = 9900 / 10055.5
+    a, b = 10000 - 9500 * s, 100 + 6 * s
+    cross_final = 0.005 * (a + 100 * b)
+    assert round(cross_final, 2) == 56.19
+    # Isolated: A's long liquidates at 9,000 / 0.995 = 9,045.23 and loses 1,000 - 0.5% of
+    # that = 954.77; B (liquidation price 100 * 1.1 / 1.005 = 109.45) lives on at -600:
+    # 10,000 - 954.77 - 600 = 8,445.23
+    iso_final = 10000 - (1000 - 0.005 * 9000 / 0.995) - 600
+    assert "Cross ended at 56.19 (-99.4%), isolated at 8,445 (-15.5%)" in v
+    assert f"isolated ended {iso_final - cross_final:,.0f} higher" in v  # 8,389
+    assert "Isolated lost 1 position to liquidation (A 1), 955 of margin" in v
+    # cross loses A's 10,000 - 646.91 = 9,353.09 and B's 100 * 5.907 = 590.72 together
+    assert "cross was liquidated 1 time, closing 2 positions (A 1, B 1) and losing 9,944" in v
+    assert ("On 2024-01-01 02:00 UTC cross's margin balance fell to its maintenance margin: "
+            "A long was at -9,353 against its entry price, and every cross position was closed "
+            "with it (B short -591).") in v
+    assert "Isolated never lost B" in v
+    assert "profit" not in v  # nothing was carried by a winning leg here
+
+
+# Long 1 BTC @ 30,000 / short 10 ETH @ 2,000 at 10x. Bar 2: BTC -4,000, ETH short +4,000;
+# bar 3: both back where they started.
+REVERT = market(
+    ["BTC", "ETH"],
+    [
+        [(30000,) * 4, (2000,) * 4],
+        [(30000,) * 4, (2000,) * 4],
+        [(30000, 30000, 26000, 26000), (2000, 2000, 1600, 1600)],
+        [(26000, 30000, 26000, 30000), (1600, 2000, 1600, 2000)],
+        [(30000,) * 4, (2000,) * 4],
+    ],
+)
+
+
+def test_verdict_when_isolated_loses_the_losing_leg_and_cross_carries_it():
+    v = both(REVERT, units(5, [1, -10]), leverage=10, **flat()).verdict
+    # isolated BTC liquidates at 27,000 / 0.995 = 27,135.68 losing 3,000 - 135.68 = 2,864.32;
+    # ETH returns to 2,000: isolated ends at 7,135.68; cross ends where it began
+    assert "Cross ended at 10,000 (+0.0%), isolated at 7,136 (-28.6%)" in v
+    assert "cross ended 2,864 higher" in v
+    assert "Isolated lost 1 position to liquidation (BTC 1), 2,864 of margin" in v
+    assert "cross lost no position to liquidation" in v
+    # at bar 2's close under cross: BTC 26,000 - 30,000 = -4,000, ETH -10 * (1,600 - 2,000)
+    # = +4,000; margin ratio 0.5% * (26,000 + 16,000) / 10,000 = 2.1%; at bar 1 it was
+    # 0.5% * 50,000 / 10,000 = 2.5%, the peak
+    assert ("When isolated first lost a position (BTC long, 2024-01-01 02:00 UTC), cross held "
+            "the same legs: its BTC leg stood at -4,000 since the start and its ETH leg at "
+            "+4,000.") in v
+    assert "kept the account's margin ratio at 2.1% that bar" in v
+    assert "cross's margin ratio peaked at 2.5%" in v
+
+
+def test_verdict_claims_no_carrying_leg_when_the_other_leg_did_not_profit():
+    # BTC long falls 12% while ETH does not move: isolated loses BTC, cross (1,200 down on
+    # 10,000) survives, but no other leg was in profit to carry it
+    m = market(["BTC", "ETH"], [
+        [(30000,) * 4, (2000,) * 4],
+        [(30000,) * 4, (2000,) * 4],
+        [(30000, 30000, 26400, 26400), (2000,) * 4],
+    ])
+    v = both(m, units(3, [1, -10]), leverage=10, **flat()).verdict
+    assert "profit" not in v
+    # peak ratio at bar 2: MM 0.5% * (26,400 + 20,000) = 232 over 10,000 - 3,600 = 6,400
+    assert ("Cross's shared margin balance never fell to its maintenance margin: its margin "
+            "ratio peaked at 3.6% (liquidation at 100%).") in v
+
+
+def test_verdict_without_liquidations_names_fees_and_rejections():
+    v = both(REVERT, units(5, [0.5, -5]), leverage=2, **flat(taker=0.001)).verdict
+    # 0.5 BTC = 15,000 notional (7,500 margin) and 5 ETH = 10,000 (5,000 margin): cross needs
+    # 12,500 of a 10,000 balance -> the ETH order (after BTC's 7,515 only 2,485 is left) is
+    # rejected in both modes; fees 0.1% of the 15,000 filled = 15.00. No liquidation: the
+    # BTC long at 2x would need a fall to 15,000 / 0.995
+    assert "lost no position to liquidation" in v
+    assert "Cross paid 15.00 in fees and 0 in funding, 1 order rejected (insufficient margin 1)" \
+        in v
+
+
+def test_verdict_ranks_several_leverages_and_pairs_each():
+    comparison = compare(REVERT, units(5, [1, -10]), leverage=[5, 10], **flat())
+    assert list(comparison.results) == ["cross 5x", "isolated 5x", "cross 10x", "isolated 10x"]
+    first, *pairs = comparison.verdict.split("\n\n")
+    # at 5x isolated BTC (margin 6,000, liquidation price 24,000 / 0.995 = 24,120.60) survives
+    # the slide to 26,000: three runs end at 10,000; isolated 10x at 7,136 (as above)
+    assert first.startswith("Of 4 runs, cross 5x, isolated 5x and cross 10x ended highest at "
+                            "10,000 (+0.0%) and isolated 10x lowest at 7,136 (-28.6%).")
+    assert len(pairs) == 2
+    assert pairs[0].startswith("Cross 5x ended at 10,000")
+    assert pairs[1].startswith("Cross 10x ended at 10,000 (+0.0%), isolated 10x at 7,136")
+
+
+# --- the files ----------------------------------------------------------------------------
+
+
+class Page(HTMLParser):
+    """Collects images, paragraphs and tables, and any mis-nested tag."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.images, self.links = [], [], [], []
+        self.paragraphs, self.tables, self.headings, self.text = [], [], [], ""
+        self._text = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        for key in ("href", "src"):
+            if key in attrs and tag != "img":
+                self.links.append(attrs[key])
+        if tag in self.VOID:
+            return
+        self.stack.append(tag)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        if tag in ("p", "td", "th", "h2"):
+            self._text = []
+
+    def handle_data(self, data):
+        self.text += data
+        if self._text is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:]}")
+            return
+        self.stack.pop()
+        text = "".join(self._text or [])
+        if tag == "p":
+            self.paragraphs.append(text)
+        elif tag == "h2":
+            self.headings.append(text)
+        elif tag in ("td", "th") and "table" in self.stack:
+            self.tables[-1][-1].append(text)
+        if tag in ("p", "td", "th", "h2"):
+            self._text = None
+
+
+def parse(path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    assert not page.errors and not page.stack
+    return page
+
+
+def assert_embedded_pngs(page: Page, count: int):
+    assert len(page.images) == count
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def crash_comparison():
+    return both(CRASH, units(4, [1, -100]), leverage=10, **flat())
+
+
+def test_comparison_html_is_self_contained_with_verdict_and_liquidations(crash_comparison,
+                                                                          tmp_path):
+    path = crash_comparison.to_html(tmp_path / "compare.html")
+    text = path.read_text()
+    assert '<img src="data:image/png;base64,' in text
+    assert "http://" not in text and "https://" not in text
+    page = parse(path)
+    assert_embedded_pngs(page, 4)  # equity, drawdown, margin, per-position PnL
+    assert not page.links
+    assert crash_comparison.verdict.split("\n\n")[0] in page.paragraphs
+    # the liquidation table: isolated A, then cross A and B
+    liq = next(t for t in page.tables if "liquidation price" in t[0])
+    header, rows = liq[0], liq[1:]
+    assert [r[header.index("run")] for r in rows] == ["cross", "cross", "isolated"]
+    assert [r[header.index("symbol")] for r in rows] == ["A", "B", "A"]
+    assert rows[0][header.index("liquidation price")] == "646.91"
+    assert rows[2][header.index("margin lost")] == "954.77"
+    metrics_table = next(t for t in page.tables if t[0][:3] == ["metric", "cross", "isolated"])
+    final = next(r for r in metrics_table if r[0] == "final equity")
+    assert final[1:] == ["56.19", "8,445.23"]
+
+
+def test_comparison_markdown_links_its_figures(crash_comparison, tmp_path):
+    path = crash_comparison.to_markdown(tmp_path / "compare.md")
+    text = path.read_text()
+    assert "> " + crash_comparison.verdict.split("\n\n")[0] in text
+    assert "| run | time (UTC) | symbol |" in text
+    assert "| isolated | 2024-01-01 02:00 | A |" in text
+    images = [line[line.index("](") + 2:-1] for line in text.splitlines()
+              if line.startswith("![")]
+    assert len(images) == 4
+    for name in images:
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_single_run_report_in_both_formats(tmp_path):
+    r = run(CRASH, units(4, [1, -100]), margin_mode="isolated", leverage=10, **flat())
+    page = parse(run_report(r, tmp_path / "run.html", title="isolated crash"))
+    assert_embedded_pngs(page, 4)
+    assert "Liquidations" in page.headings
+    per_position = next(t for t in page.tables if "net PnL" in t[0])
+    assert [row[0] for row in per_position[1:]] == ["A", "B"]
+    md = run_report(r, tmp_path / "run.md").read_text()
+    assert "| 2024-01-01 02:00 | A | isolated | long |" in md
+
+
+# --- the sweep summary ------------------------------------------------------------------
+
+
+def sweep_frame() -> pd.DataFrame:
+    rows = []
+    for mode, returns, liqs in (("cross", [0.10, 0.20, 0.05, -0.30], [0, 0, 0, 1]),
+                                ("isolated", [0.04, -0.50, 0.08, 0.01], [2, 9, 1, 4])):
+        for (lev, exposure), ret, n in zip([(5, 1), (10, 1), (5, 2), (10, 2)], returns, liqs,
+                                           strict=True):
+            rows.append(dict(leverage=lev, exposure=exposure, margin_mode=mode,
+                             total_return=ret, sharpe=ret * 3, max_drawdown=-abs(ret),
+                             liquidations=n))
+    return pd.DataFrame(rows)
+
+
+def test_sweep_heatmap_places_each_run_in_its_cell():
+    fig = heatmap_figure(sweep_frame(), "leverage", "exposure", "total_return")
+    cross, isolated = fig.axes[0].images[0], fig.axes[1].images[0]
+    # rows: exposure 1, 2; columns: leverage 5, 10
+    assert np.asarray(cross.get_array()).tolist() == [[0.10, 0.20], [0.05, -0.30]]
+    assert np.asarray(isolated.get_array()).tolist() == [[0.04, -0.50], [0.08, 0.01]]
+
+
+def test_sweep_heatmap_averages_runs_that_share_a_cell():
+    frame = sweep_frame()
+    extra = frame.iloc[[0]].assign(total_return=0.30)  # a second cross run at (5, 1)
+    fig = heatmap_figure(pd.concat([frame, extra]), "leverage", "exposure", "total_return")
+    assert np.asarray(fig.axes[0].images[0].get_array())[0, 0] == pytest.approx(0.20)
+
+
+def test_sweep_report_names_the_best_cell_of_each_mode(tmp_path):
+    page = parse(sweep_report(sweep_frame().assign(venue="flat"), "leverage", "exposure",
+                              "total_return", tmp_path / "sweep.html"))
+    assert_embedded_pngs(page, 2)  # total_return and liquidations heatmaps
+    assert ("Highest total_return under cross: 20.00% at leverage=10, exposure=1; highest "
+            "total_return under isolated: 8.00% at leverage=5, exposure=2.") in page.paragraphs
+    assert ("Lowest liquidations under cross: 0 at leverage=5, exposure=1; lowest liquidations "
+            "under isolated: 1 at leverage=5, exposure=2.") in page.paragraphs
+    runs = page.tables[-1]
+    assert len(runs) == 1 + 8 and runs[1][runs[0].index("total_return")] == "20.00%"
+    # a column with one value in every run is stated once, not repeated in the table
+    assert "venue" not in runs[0]
+    assert "8 runs, best total_return first; the same in every run: venue=flat" in page.text
+    md = sweep_report(sweep_frame(), "leverage", "exposure", "total_return",
+                      tmp_path / "sweep.md").read_text()
+    assert "![heatmap_total_return](sweep_files/heatmap_total_return.png)" in md
+
+
+def test_sweep_report_names_a_missing_column(tmp_path):
+    with pytest.raises(ValueError, match="no column 'sharp'.*total_return"):
+        sweep_report(sweep_frame(), "leverage", "exposure", "sharp", tmp_path / "x.html")
+
+
+# --- saved runs and the command line ---------------------------------------------------------
+
+
+def test_a_saved_run_loads_back_with_the_same_frames_and_metrics(tmp_path):
+    r = run(CRASH, units(4, [1, -100]), margin_mode="isolated", leverage=10, **flat())
+    r.save(tmp_path / "iso")
+    loaded = Result.load(tmp_path / "iso")
+    for name in ("account", "fills", "liquidations", "funding", "rejections", "positions",
+                 "liquidation_prices"):
+        pd.testing.assert_frame_equal(getattr(loaded, name), getattr(r, name))
+    assert loaded.summary() == pytest.approx(r.summary(), nan_ok=True)
+    # without prices the mark-based figure is unknown; with the market it comes back
+    assert np.isnan(loaded.metrics()["min_distance_to_liquidation"])
+    again = Result.load(tmp_path / "iso", market=CRASH)
+    assert again.metrics()["min_distance_to_liquidation"] == \
+        r.metrics()["min_distance_to_liquidation"]
+    with pytest.raises(ValueError, match="holds A, B but the market given holds BTC, ETH"):
+        Result.load(tmp_path / "iso", market=REVERT)
+
+
+def test_cli_compare_writes_both_reports(tmp_path, capsys):
+    code = main(["compare", "--start", "2024-01-01", "--end", "2024-02-01", "--leverage",
+                 "10,20", "--exposure", "2", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "cross 10x" in out and "isolated 20x" in out and "Of 4 runs" in out
+    page = parse(tmp_path / "report.html")
+    assert_embedded_pngs(page, 4)
+    assert (tmp_path / "report.md").read_text().startswith("# Hedged pair long BTC_USDT")
+
+
+def test_cli_report_renders_saved_runs(tmp_path, capsys):
+    assert main(["run", "--start", "2024-03-01", "--end", "2024-04-01", "--leverage", "20",
+                 "--exposure", "2", "--out", str(tmp_path), "--no-plot"]) == 0
+    assert main(["report", str(tmp_path)]) == 0  # cross/ and isolated/: a comparison
+    page = parse(tmp_path / "report.html")
+    lost = sum(json.loads((tmp_path / mode / "run.json").read_text())["summary"][
+        "liquidated_positions"] for mode in ("cross", "isolated"))
+    liq = [t for t in page.tables if "liquidation price" in t[0]]
+    if lost:
+        assert len(liq[0]) - 1 == min(lost, 200)
+    else:
+        assert "No position was liquidated." in page.paragraphs
+    # without --data there are no prices: equity and drawdown only
+    assert_embedded_pngs(page, 2)
+    assert main(["report", str(tmp_path / "cross"), "--data", "embedded"]) == 0
+    assert_embedded_pngs(parse(tmp_path / "cross" / "report.html"), 4)
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "holds no saved run" in capsys.readouterr().err
+
+
+def test_compare_on_the_embedded_data_says_which_mode_ended_higher():
+    m = load_market(start="2024-01-01", end="2024-03-01")
+    from strategies import hedged_pair
+
+    comparison = compare(m, hedged_pair(m, exposure=2.0), target_kind="equity", leverage=20)
+    cross, iso = (comparison.table.loc["final_equity", k] for k in ("cross", "isolated"))
+    higher = "cross" if cross > iso else "isolated"
+    gap = abs(cross - iso)
+    gap_text = f"{gap:,.0f}" if gap >= 100 else f"{gap:,.2f}"
+    assert f"; {higher} ended {gap_text} higher." in comparison.verdict

@@ -192,6 +192,10 @@ class Result:
         self.account.to_parquet(out / "account.parquet")
         for name in ("fills", "liquidations", "funding", "rejections"):
             getattr(self, name).to_parquet(out / f"{name}.parquet", index=False)
+        # the run's prices, so that a saved run can be reported on without its data
+        pd.concat({"close": self.market.frame("close"),
+                   "mark_close": self.market.frame("mark_close")}, axis=1).to_parquet(
+            out / "prices.parquet")
         if self.positions is not None:
             self.positions.to_parquet(out / "positions.parquet")
             self.liquidation_prices.to_parquet(out / "liquidation_prices.parquet")
@@ -217,9 +221,11 @@ class Result:
     def load(cls, directory, market: Market | None = None) -> Result:
         """Read back a run that ``save`` wrote (read-only use: frames, summary, reports).
 
-        The prices are not saved: pass the ``market`` the run used (it must hold
-        the saved symbols and bars) to get mark-based figures (liquidation
-        distance, per-position PnL); without it the prices are NaN.
+        Only closing prices are saved (``prices.parquet``: close and mark close):
+        pass the ``market`` the run used (it must hold the saved symbols and bars)
+        for the full bars; without it open/high/low are NaN and the closes are the
+        saved ones, enough for mark-based figures (liquidation distance,
+        per-position PnL).
         """
         folder = Path(directory)
         meta = json.loads((folder / "run.json").read_text())
@@ -227,7 +233,7 @@ class Result:
         account = pd.read_parquet(folder / "account.parquet")
         index = account.index.as_unit("ns").asi8
         if market is None:
-            market = _priceless_market(symbols, index)
+            market = _priceless_market(symbols, index, folder / "prices.parquet")
         else:
             market = _saved_window(market, symbols, index, folder)
         frames = {name: pd.read_parquet(folder / f"{name}.parquet")
@@ -287,13 +293,19 @@ def _records(frame: pd.DataFrame, dtype: np.dtype, symbols, names: dict) -> np.n
     return records
 
 
-def _priceless_market(symbols: tuple, index: np.ndarray) -> Market:
-    """A Market of the saved bars with every price NaN (prices are not saved)."""
+def _priceless_market(symbols: tuple, index: np.ndarray, prices_file: Path) -> Market:
+    """A Market of the saved bars: the saved closes where a prices file exists, else NaN."""
     nan = np.full((len(index), len(symbols)), np.nan)
+    close = mark_close = nan
+    if prices_file.exists():
+        prices = pd.read_parquet(prices_file)
+        close = np.ascontiguousarray(prices["close"][list(symbols)].to_numpy(dtype=float))
+        mark_close = np.ascontiguousarray(
+            prices["mark_close"][list(symbols)].to_numpy(dtype=float))
     steps = np.diff(index)
     bar_ns = int(steps.min()) if len(steps) else 3_600_000_000_000
-    return Market(symbols=symbols, index=index, open=nan, high=nan, low=nan, close=nan,
-                  volume=nan, mark_open=nan, mark_high=nan, mark_low=nan, mark_close=nan,
+    return Market(symbols=symbols, index=index, open=nan, high=nan, low=nan, close=close,
+                  volume=nan, mark_open=nan, mark_high=nan, mark_low=nan, mark_close=mark_close,
                   funding_rate=nan, bar_ns=bar_ns, has_mark=(False,) * len(symbols))
 
 

@@ -336,8 +336,12 @@ def test_a_saved_run_loads_back_with_the_same_frames_and_metrics(tmp_path):
                  "liquidation_prices"):
         pd.testing.assert_frame_equal(getattr(loaded, name), getattr(r, name))
     assert loaded.summary() == pytest.approx(r.summary(), nan_ok=True)
-    # without prices the mark-based figure is unknown; with the market it comes back
-    assert np.isnan(loaded.metrics()["min_distance_to_liquidation"])
+    # the saved closes bring the mark-based figures back without the data...
+    assert loaded.metrics()["min_distance_to_liquidation"] == \
+        r.metrics()["min_distance_to_liquidation"]
+    # ...and without prices.parquet they are unknown
+    (tmp_path / "iso" / "prices.parquet").unlink()
+    assert np.isnan(Result.load(tmp_path / "iso").metrics()["min_distance_to_liquidation"])
     again = Result.load(tmp_path / "iso", market=CRASH)
     assert again.metrics()["min_distance_to_liquidation"] == \
         r.metrics()["min_distance_to_liquidation"]

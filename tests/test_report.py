@@ -372,8 +372,9 @@ def test_cli_report_renders_saved_runs(tmp_path, capsys):
         assert len(liq[0]) - 1 == min(lost, 200)
     else:
         assert "No position was liquidated." in page.paragraphs
-    # without --data there are no prices: equity and drawdown only
-    assert_embedded_pngs(page, 2)
+    # without --data the saved closes still give all four figures (equity, drawdown,
+    # margin ratio and distance to liquidation, per-position PnL)
+    assert_embedded_pngs(page, 4)
     assert main(["report", str(tmp_path / "cross"), "--data", "embedded"]) == 0
     assert_embedded_pngs(parse(tmp_path / "cross" / "report.html"), 4)
     assert main(["report", str(tmp_path / "nothing")]) == 2

@@ -13,7 +13,7 @@ from .data.market import Market
 from .engine import enums
 from .engine.driver import pack_symbol_params, pack_tiers, simulate_arrays
 from .result import Result
-from .venues import Venue, load_venue
+from .venues import Venue, check_simulated, load_venue
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,7 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     config = (config or RunConfig()).replace(**options)
     symbols = market.symbols
     venue = load_venue(config.venue, **dict(config.venue_overrides))
+    check_simulated(venue)  # Bybit, OKX, Kraken: formulas only, no kernel yet
     start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
     arrays = venue.arrays(symbols, at=start)
 

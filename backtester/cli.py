@@ -124,26 +124,52 @@ def _add_venues(sub) -> None:
 
 
 def _cmd_venues(args) -> int:
-    from .venues import list_venues, load_venue
+    from .venues import ENGINE_MODELS, list_venues, load_venue
+
+    def day(ts) -> str:
+        return "" if ts is None else str(ts.date())
 
     names = [args.name] if args.name else list_venues()
     for name in names:
         venue = load_venue(name)
-        print(f"{venue.name}: {venue.description}")
-        histories = dict(venue.history)
-        if venue.default_history:
-            histories["(any symbol)"] = venue.default_history
-        for symbol, versions in histories.items():
-            for spec in versions:
-                since = spec.valid_from.date() if spec.valid_from is not None else "always"
-                print(f"  {symbol:<14} from {since}: {len(spec.tiers)} tier(s), max leverage "
-                      f"{spec.max_leverage:g}x, taker {spec.taker_fee:.4%}, liquidation fee "
-                      f"{spec.liquidation_fee:.4%}")
+        simulated = "simulated by run()" if venue.model in ENGINE_MODELS else (
+            "formulas only: run() refuses it")
+        print(f"{venue.name} (model {venue.model}, {simulated}): {venue.description}")
+        for symbol, spec, until in venue.versions():
+            since = day(spec.valid_from) or "always"
+            span = f"{since} .. {day(until) or 'now'}"
+            funding = (f"funding {spec.funding_interval_hours:g}h"
+                       if spec.funding_interval_hours else "no funding")
+            if spec.funding_rate_cap is not None:
+                funding += f" (cap ±{spec.funding_rate_cap:.4%})"
+            print(f"  {symbol:<13} {span:<24} {len(spec.tiers):>2} tier(s), max "
+                  f"{spec.max_leverage:g}x, taker {spec.taker_fee:.4%}, liquidation fee "
+                  f"{spec.liquidation_fee:.4%}, {funding}")
+            if not args.name:
+                continue
+            if spec.source:
+                print(f"      source: {spec.source}")
+            for key, value in spec.params.items():
+                print(f"      {key} = {value:g}")
+            unit = "notional" if spec.tier_unit == "quote" else "contracts"
+            deduction = "cum" if spec.tier_rule == "bracket" else "(whole position, no cum)"
+            print(f"      tier  {unit + ' from':>17} - {'to':<15}  mmr      {deduction}")
+            for k, tier in enumerate(spec.tiers, 1):
+                imr = f"  imr {tier.imr:.2%}" if tier.imr is not None else ""
+                print(f"      {k:>4}  {tier.floor:>17,.0f} - {tier.cap:<15,.0f}  "
+                      f"{tier.mmr:<7.2%}  {tier.cum:>14,.2f}  max {tier.max_leverage:g}x{imr}")
+        if args.name and venue.rule_history:
+            print("  rules:")
+            for rule_set in venue.rule_history:
+                values = ", ".join(f"{k} = {v}" for k, v in rule_set.values.items())
+                print(f"    from {day(rule_set.valid_from) or 'the start'}: {values}")
+        for currency, versions in venue.collateral.items():
+            for tiers in versions:
+                print(f"  collateral {currency} from {day(tiers.valid_from) or 'always'}: "
+                      f"{len(tiers.rates)} discount tier(s), bounds in {tiers.unit}")
                 if args.name:
-                    for k, tier in enumerate(spec.tiers, 1):
-                        print(f"      {k:>2}  {tier.floor:>15,.0f} - {tier.cap:>15,.0f}  "
-                              f"mmr {tier.mmr:.2%}  cum {tier.cum:>14,.2f}  "
-                              f"max {tier.max_leverage:g}x")
+                    for lo, hi, rate in zip(tiers.floors, tiers.caps, tiers.rates, strict=True):
+                        print(f"      {lo:>17,.0f} - {hi:<15,.0f}  x {rate:g}")
     return 0
 
 

@@ -13,6 +13,12 @@ entry. WB is the isolated margin (isolated) or the cross wallet balance (cross);
 TMM1 and UPNL1 are the maintenance margin and unrealized PnL of the account's
 other cross positions, held at their current marks (0 in isolated mode).
 The bankruptcy price (BP) is where the position's equity reaches zero.
+
+These are the ``binance`` margin model's formulas (``binance_usdm``, ``flat``). An
+isolated position on ``bybit_linear`` is priced by Bybit's own rules
+(``backtester.venues.bybit``); other models' formulas are in
+``backtester.venues.okx`` and ``backtester.venues.kraken``, and these functions
+refuse them rather than answer with Binance's formula.
 """
 
 from __future__ import annotations
@@ -81,6 +87,17 @@ def _collateral(qty: float, entry_price: float, venue: Venue, symbol: str, margi
     return _number("wallet_balance", wallet_balance) + others
 
 
+def _binance_model(venue: Venue, what: str) -> None:
+    """Refuse a venue whose liquidations are not Binance's formula."""
+    if venue.model == "binance":
+        return
+    module = {"bybit_uta": "bybit", "okx": "okx", "kraken_spot": "kraken"}[venue.model]
+    raise ValueError(
+        f"{what} uses Binance's formula; venue {venue.name} follows the {venue.model!r} "
+        f"margin model: use the functions of backtester.venues.{module}"
+    )
+
+
 def _position(qty, entry_price) -> tuple[float, float]:
     return _number("qty", qty), _number("entry_price", entry_price, positive=True)
 
@@ -115,7 +132,8 @@ def liquidation_price(
       result moves when they do; ``cross_liquidation_prices`` computes both terms.
 
     Returns NaN for ``qty == 0``. A value <= 0 means a long is never liquidated
-    (Binance shows "--"), or a short is liquidatable at any price.
+    (Binance shows "--"), or a short is liquidatable at any price. On a Bybit venue an
+    isolated position follows Bybit's rules in force at ``at`` (VENUES.md §3.3).
 
     Example (a 50x long at 20,000 under a flat 0.5% rate; closed form
     ``EP*(1 - 1/L)/(1 - MMR)``):
@@ -127,6 +145,10 @@ def liquidation_price(
     """
     qty, entry_price = _position(qty, entry_price)
     venue = load_venue(venue)
+    if venue.model == "bybit_uta" and margin_mode == "isolated":
+        return _bybit_isolated(qty, entry_price, venue, symbol, margin, leverage,
+                               wallet_balance, at)
+    _binance_model(venue, "liquidation_price")
     spec = venue.spec(symbol, at)
     others = _number("other_unrealized", other_unrealized) - _number(
         "other_maintenance", other_maintenance, allow_negative=False
@@ -136,6 +158,20 @@ def liquidation_price(
     floors, caps, mmrs, cums, n = spec.tier_arrays()
     return float(_margin.liquidation_price(qty, entry_price, collateral, floors, caps, mmrs,
                                            cums, n))
+
+
+def _bybit_isolated(qty, entry_price, venue, symbol, margin, leverage, wallet_balance, at):
+    """Bybit isolated: the classic or the 2025-09-02 rules, whichever were in force at ``at``."""
+    from .venues import bybit
+
+    collateral = _collateral(qty, entry_price, venue, symbol, "isolated", margin, leverage,
+                             wallet_balance, at, 0.0)
+    if qty == 0.0:
+        return float("nan")
+    # a margin given outright is the leverage it implies (IM = |q| * EP / L)
+    lev = leverage if leverage is not None else abs(qty) * entry_price / collateral
+    return bybit.isolated_liquidation_price(qty, entry_price, lev, venue=venue, symbol=symbol,
+                                            at=at)
 
 
 def bankruptcy_price(
@@ -164,6 +200,8 @@ def bankruptcy_price(
     """
     qty, entry_price = _position(qty, entry_price)
     venue = load_venue(venue)
+    if venue.model != "bybit_uta" or margin_mode != "isolated":
+        _binance_model(venue, "bankruptcy_price")
     venue.spec(symbol, at)
     collateral = _collateral(qty, entry_price, venue, symbol, margin_mode, margin, leverage,
                              wallet_balance, at, _number("other_unrealized", other_unrealized))
@@ -245,6 +283,7 @@ def cross_liquidation_prices(
         0.052
     """
     venue = load_venue(venue)
+    _binance_model(venue, "cross_liquidation_prices")
     wallet = _number("wallet_balance", wallet_balance)
     rows = _rows(positions)
     seen: dict[str, str] = {}

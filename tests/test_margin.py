@@ -65,7 +65,7 @@ BTC_2021 = [
     (300_000_000, 500_000_000, 1, 0.50, 100_016_300),
 ]
 # VENUES.md §2.3.3, ETHUSDT 2021 era (gist x100_lookup_table). The source gives no
-# max leverage: the column is a placeholder that satisfies mmr < 1/max_leverage.
+# max leverage: the column is the one binance_usdm.toml chose (each rate's 2022 leverage).
 ETH_2021 = [
     (0, 10_000, 100, 0.005, 0),
     (10_000, 100_000, 75, 0.0065, 15),
@@ -233,6 +233,31 @@ def test_eb2_btc_uses_the_2021_03_18_table_of_the_built_in_venue():
                            wallet_balance=EB2_WALLET, other_maintenance=356_512.508122,
                            other_unrealized=3_683.979 * (1_335.18 - 1_456.84))
     assert round(lp, 2) == 26_316.89
+
+
+def test_eb1_with_the_built_in_binance_tables_of_2020():
+    # BTCUSDT short 0.005 @ 9,451.53 (mark 9,462.81) and ETHUSDT long 1 @ 199.53 (mark 200.00,
+    # UPNL 0.47) on a 10.72 cross wallet. The venue's 2019-20 tables give BTC 0.4% and ETH
+    # 0.65% (MM 1.30): BTC LP 11,383.99 as Binance; ETH (10.72 - 0.19 - 0.06 - 199.53) /
+    # (0.0065 - 1) with the unrounded 0.189256 and 0.0564 is 190.2926: Binance's 190.29
+    account = cross_liquidation_prices(
+        [("BTCUSDT", -0.005, 9_451.53, 9_462.81), ("ETHUSDT", 1.0, 199.53, 200.0)], 10.72,
+        at="2020-01-01")
+    table = account.positions
+    assert round(table.loc["ETHUSDT", "maintenance_margin"], 2) == 1.30
+    assert round(table.loc["BTCUSDT", "maintenance_margin"], 2) == 0.19
+    assert round(table.loc["BTCUSDT", "liquidation_price"], 2) == 11_383.99
+    assert round(table.loc["ETHUSDT", "liquidation_price"], 2) == 190.29
+
+
+def test_eb2_with_the_built_in_binance_tables_of_2021():
+    # the venue file's 2021 tables (BTC 2021-03-18, ETH 2021 era) reproduce E-B2 whole
+    account = cross_liquidation_prices(EB2_BOOK, EB2_WALLET, at="2021-06-01")
+    table = account.positions
+    assert table.loc["ETHUSDT", "maintenance_margin"] == pytest.approx(356_512.508, abs=1e-3)
+    assert round(table.loc["BTCUSDT", "liquidation_price"], 2) == 26_316.89
+    assert round(table.loc["ETHUSDT", "liquidation_price"], 2) == 1_153.26
+    assert round(account.margin_ratio * 100, 2) == 41.49
 
 
 def test_freqtrade_isolated_formula_checks_of_eb2():
@@ -411,8 +436,30 @@ def test_entry_price_must_be_positive():
 
 
 @pytest.mark.parametrize(
-    "module", [backtester.liquidation, backtester.venues, backtester.venues.spec]
+    "module", [backtester.liquidation, backtester.venues.spec]
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --- other venues' models ---------------------------------------------------------------------
+
+
+def test_public_liquidation_price_follows_bybit_rules_on_a_bybit_venue():
+    # E-Y1 (classic, 2024): 20,000 - (400 - 100); E-Y3 (from 2025-09-02): 19,698.49
+    assert liquidation_price(1.0, 20_000, venue="bybit_linear", leverage=50,
+                             at="2024-01-01") == 19_700.0
+    assert round(liquidation_price(1.0, 20_000, venue="bybit_linear", margin=400,
+                                   at="2025-10-01"), 2) == 19_698.49
+    # the bankruptcy price is the same definition on both: 20,000 x (1 - 1/50)
+    assert bankruptcy_price(1.0, 20_000, venue="bybit_linear", leverage=50) == 19_600.0
+
+
+@pytest.mark.parametrize(("venue", "symbol", "module"), [("okx_swap", "CHZUSDT", "okx"),
+                                                        ("kraken_spot", "BTCUSD", "kraken")])
+def test_public_functions_refuse_models_that_are_not_binances(venue, symbol, module):
+    with pytest.raises(ValueError, match=f"use the functions of backtester.venues.{module}"):
+        liquidation_price(1.0, 100.0, venue=venue, symbol=symbol, leverage=2)
+    with pytest.raises(ValueError, match="cross_liquidation_prices uses Binance's formula"):
+        cross_liquidation_prices([(symbol, 1.0, 100.0, 100.0)], 1_000.0, venue=venue)

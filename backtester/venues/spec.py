@@ -1,20 +1,19 @@
-"""The venue types: margin tiers, a symbol's dated spec, and a venue of symbols.
+"""The symbol types: margin tiers and a symbol's dated spec (``Venue`` is in ``venue.py``).
 
 A venue is data (a TOML file, see ``backtester/venues/__init__.py``); these
 frozen dataclasses hold it once loaded and validated. Every rule checked here is
-a property of a real tier table (VENUES.md §2.3): tiers tile the notional axis
-from 0, maintenance rates rise and maximum leverage falls with size, and each
-``cum`` (Binance's "maintenance amount") follows from the rates by the recursion
-``cum_k = cum_{k-1} + floor_k * (mmr_k - mmr_{k-1})``.
+a property of a real tier table (VENUES.md §2.3, §3.2, §4.3): tiers tile the size
+axis from 0, maintenance rates rise and maximum leverage falls with size, and
+each ``cum`` (Binance's "maintenance amount", Bybit's mmDeduction) follows from
+the rates by the recursion ``cum_k = cum_{k-1} + floor_k * (mmr_k - mmr_{k-1})``,
+or is 0 where the whole position takes its tier's rate (OKX).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -65,11 +64,16 @@ def to_timestamp(at: Timestamp | None) -> pd.Timestamp | None:
 
 @dataclass(frozen=True)
 class Tier:
-    """One notional bracket: positions with ``floor < notional <= cap`` (quote units).
+    """One bracket: positions with ``floor < size <= cap``.
 
-    ``max_leverage`` caps the leverage of a position in this bracket; ``mmr`` is
-    the maintenance margin rate and ``cum`` the amount subtracted so that
-    ``MM = notional * mmr - cum`` is continuous across brackets.
+    The size is the notional in quote currency (``tier_unit = "quote"``: Binance,
+    Bybit) or the position in contracts (``"contracts"``: OKX). ``max_leverage``
+    caps the leverage of a position in this tier; ``mmr`` is the maintenance
+    margin rate and ``cum`` the amount subtracted (Binance's maintenance amount,
+    Bybit's mmDeduction) so that ``MM = notional * mmr - cum`` is continuous
+    across tiers; it is 0 where the whole position takes its tier's rate (OKX).
+    ``imr`` is the venue's initial margin rate where it publishes one apart from
+    ``1 / max_leverage`` (None otherwise).
     """
 
     floor: float
@@ -77,26 +81,48 @@ class Tier:
     max_leverage: float
     mmr: float
     cum: float = 0.0
+    imr: float | None = None
+
+    @property
+    def initial_margin_rate(self) -> float:
+        """The published ``imr``, else ``1 / max_leverage``."""
+        return self.imr if self.imr is not None else 1.0 / self.max_leverage
 
 
-def tiers_from_table(rows: Iterable[Sequence[float]]) -> tuple[Tier, ...]:
-    """Tiers from ``(floor, cap, max_leverage, mmr)`` rows, with each ``cum`` derived.
+TIER_RULES = ("bracket", "whole")
+TIER_UNITS = ("quote", "contracts")
+
+
+def tiers_from_table(rows: Iterable[Sequence[float]], rule: str = "bracket") -> tuple[Tier, ...]:
+    """Tiers from ``(floor, cap, max_leverage, mmr[, imr])`` rows, with each ``cum`` derived.
+
+    ``rule="bracket"`` (Binance, Bybit): ``cum_k = cum_(k-1) + floor_k * (mmr_k -
+    mmr_(k-1))``, so MM is continuous; ``rule="whole"`` (OKX): every ``cum`` is 0 and
+    the whole position takes its tier's rate, so MM jumps at the tier bounds.
 
     Example:
         >>> table = [(0, 50_000, 125, 0.004), (50_000, 250_000, 100, 0.005)]
         >>> [tier.cum for tier in tiers_from_table(table)]
         [0.0, 50.0]
+        >>> [tier.cum for tier in tiers_from_table(table, rule="whole")]
+        [0.0, 0.0]
     """
+    if rule not in TIER_RULES:
+        raise VenueSpecError(f"tier_rule must be 'bracket' or 'whole', got {rule!r}")
     table = [tuple(float(x) for x in row) for row in rows]
-    if any(len(row) != 4 for row in table):
-        raise VenueSpecError("a tier row is (floor, cap, max_leverage, mmr); cum is derived")
+    if any(len(row) not in (4, 5) for row in table):
+        raise VenueSpecError("a tier row is (floor, cap, max_leverage, mmr[, imr]); cum is derived")
     floors = np.array([row[0] for row in table], dtype=np.float64)
     mmrs = np.array([row[3] for row in table], dtype=np.float64)
-    cums = derive_cums(floors, mmrs, len(table)) if table else np.zeros(0)
+    if rule == "bracket" and table:
+        cums = derive_cums(floors, mmrs, len(table))
+    else:
+        cums = np.zeros(len(table))
     # rounded to 1e-8 quote: the float recursion leaves 949.9999999999998 for Binance's 950
     return tuple(
-        Tier(floor, cap, lev, mmr, round(float(cum), 8))
-        for (floor, cap, lev, mmr), cum in zip(table, cums, strict=True)
+        Tier(row[0], row[1], row[2], row[3], round(float(cum), 8),
+             row[4] if len(row) == 5 else None)
+        for row, cum in zip(table, cums, strict=True)
     )
 
 
@@ -107,15 +133,22 @@ def _check_rate(where: str, name: str, value: float, low: float = 0.0) -> None:
 
 @dataclass(frozen=True)
 class SymbolSpec:
-    """The margin tiers and fees of one symbol, in force from ``valid_from`` on.
+    """The margin tiers, fees and funding terms of one symbol, in force from ``valid_from`` on.
 
-    - ``tiers``: the notional brackets, lowest first (tier 1 in the venue's words
-      is ``tiers[0]``).
+    - ``tiers``: the brackets, lowest first (tier 1 in the venue's words is ``tiers[0]``).
     - ``taker_fee`` / ``maker_fee``: fee rates on filled notional (0.0005 = 5 bps);
       a negative maker fee is a rebate.
     - ``liquidation_fee``: rate charged on the notional closed by a liquidation
-      (Binance's "insurance clearance fee").
+      (Binance's "insurance clearance fee"; OKX's taker-rate liquidation fee).
     - ``valid_from``: when this version took effect (None = always).
+    - ``funding_interval_hours``: hours between funding times (0 = no funding, as in
+      spot margin); ``funding_rate_cap`` / ``funding_rate_floor``: the bounds of one
+      funding rate (None = not known).
+    - ``tier_rule``: ``"bracket"`` (MM = N * mmr - cum, continuous) or ``"whole"``
+      (the whole position at its tier's rate, cum = 0); ``tier_unit``: tier bounds
+      in ``"quote"`` notional or in ``"contracts"``.
+    - ``params``: the model's per-symbol numbers (``backtester.venues.models``), e.g.
+      OKX ``contract_size``, Kraken borrowing fees.
     """
 
     symbol: str
@@ -125,9 +158,16 @@ class SymbolSpec:
     liquidation_fee: float
     valid_from: pd.Timestamp | None = None
     source: str = ""
+    funding_interval_hours: float = 8.0
+    funding_rate_cap: float | None = None
+    funding_rate_floor: float | None = None
+    tier_rule: str = "bracket"
+    tier_unit: str = "quote"
+    params: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tiers", tuple(self.tiers))
+        object.__setattr__(self, "params", dict(self.params))
         self.validate()
 
     @property
@@ -137,7 +177,7 @@ class SymbolSpec:
 
     @property
     def label(self) -> str:
-        """``symbol BTCUSDT (valid from 2021-03-18)``: how errors name this version."""
+        """``symbol BTCUSDT (valid from 2021-03-18)``: how errors and run records name it."""
         if self.valid_from is None:
             return f"symbol {self.symbol}"
         return f"symbol {self.symbol} (valid from {self.valid_from.date()})"
@@ -150,55 +190,85 @@ class SymbolSpec:
         _check_rate(where, "taker_fee", self.taker_fee)
         _check_rate(where, "maker_fee", self.maker_fee, low=-1.0)
         _check_rate(where, "liquidation_fee", self.liquidation_fee)
+        if self.tier_rule not in TIER_RULES:
+            raise VenueSpecError(f"{where}: tier_rule must be 'bracket' or 'whole', "
+                                 f"got {self.tier_rule!r}")
+        if self.tier_unit not in TIER_UNITS:
+            raise VenueSpecError(f"{where}: tier_unit must be 'quote' or 'contracts', "
+                                 f"got {self.tier_unit!r}")
+        self._validate_funding(where)
+        for key, value in self.params.items():
+            if not (isinstance(value, int | float) and not isinstance(value, bool)
+                    and math.isfinite(value) and value >= 0):
+                raise VenueSpecError(f"{where}: {key} must be a number >= 0, got {value!r}")
         previous = None
         for k, tier in enumerate(self.tiers):
-            at = f"{where}, tier {k + 1}"
-            if not all(isinstance(v, int | float) and not math.isnan(v) for v in
-                       dataclasses.astuple(tier)):
-                raise VenueSpecError(f"{at}: every field must be a number, got {tier}")
-            if k == 0 and tier.floor != 0:
-                raise VenueSpecError(f"{at}: the first floor must be 0, got {tier.floor:,g}")
-            if not tier.cap > tier.floor:
-                raise VenueSpecError(
-                    f"{at}: cap {tier.cap:,g} must be above floor {tier.floor:,g}"
-                )
-            _check_rate(at, "mmr", tier.mmr)
-            if not 1.0 <= tier.max_leverage < math.inf:
-                raise VenueSpecError(
-                    f"{at}: max_leverage must be a finite number >= 1, got {tier.max_leverage!r}"
-                )
-            if tier.mmr >= 1.0 / tier.max_leverage:
-                raise VenueSpecError(
-                    f"{at}: mmr {tier.mmr:g} must be below the initial margin rate "
-                    f"1/max_leverage = {1.0 / tier.max_leverage:g}, or a position opened at "
-                    f"max leverage is liquidatable at once"
-                )
-            if previous is not None:
-                if tier.floor != previous.cap:
-                    raise VenueSpecError(
-                        f"{at}: floor {tier.floor:,g} must equal the previous tier's cap "
-                        f"{previous.cap:,g} (tiers must be contiguous)"
-                    )
-                if tier.mmr < previous.mmr:
-                    raise VenueSpecError(
-                        f"{at}: mmr {tier.mmr:g} is below the previous tier's {previous.mmr:g} "
-                        f"(rates must not fall as the notional grows)"
-                    )
-                if tier.max_leverage > previous.max_leverage:
-                    raise VenueSpecError(
-                        f"{at}: max_leverage {tier.max_leverage:g} is above the previous tier's "
-                        f"{previous.max_leverage:g} (leverage must not rise with the notional)"
-                    )
-                expected = previous.cum + tier.floor * (tier.mmr - previous.mmr)
-            else:
-                expected = 0.0
-            if abs(tier.cum - expected) > _CUM_TOLERANCE * max(1.0, abs(expected)):
-                raise VenueSpecError(
-                    f"{at}: cum {tier.cum:,.2f} breaks the recursion "
-                    f"cum_k = cum_(k-1) + floor_k * (mmr_k - mmr_(k-1)) = {expected:,.2f}; "
-                    f"build tiers with tiers_from_table() so cum is derived"
-                )
+            self._validate_tier(f"{where}, tier {k + 1}", k, tier, previous)
             previous = tier
+
+    def _validate_funding(self, where: str) -> None:
+        hours = self.funding_interval_hours
+        if not (isinstance(hours, int | float) and math.isfinite(hours) and hours >= 0):
+            raise VenueSpecError(f"{where}: funding_interval_hours must be >= 0 (0 = no "
+                                 f"funding), got {hours!r}")
+        cap, floor = self.funding_rate_cap, self.funding_rate_floor
+        if cap is not None and not (isinstance(cap, int | float) and 0 <= cap < 1):
+            raise VenueSpecError(f"{where}: funding_rate_cap must be in [0, 1), got {cap!r}")
+        if floor is not None and not (isinstance(floor, int | float) and -1 < floor <= 0):
+            raise VenueSpecError(f"{where}: funding_rate_floor must be in (-1, 0], got {floor!r}")
+
+    def _validate_tier(self, at: str, k: int, tier: Tier, previous: Tier | None) -> None:
+        numbers = (tier.floor, tier.cap, tier.max_leverage, tier.mmr, tier.cum)
+        if not all(isinstance(v, int | float) and not math.isnan(v) for v in numbers):
+            raise VenueSpecError(f"{at}: every field must be a number, got {tier}")
+        if k == 0 and tier.floor != 0:
+            raise VenueSpecError(f"{at}: the first floor must be 0, got {tier.floor:,g}")
+        if not tier.cap > tier.floor:
+            raise VenueSpecError(f"{at}: cap {tier.cap:,g} must be above floor {tier.floor:,g}")
+        _check_rate(at, "mmr", tier.mmr)
+        if not 1.0 <= tier.max_leverage < math.inf:
+            raise VenueSpecError(
+                f"{at}: max_leverage must be a finite number >= 1, got {tier.max_leverage!r}"
+            )
+        if tier.mmr >= 1.0 / tier.max_leverage:
+            raise VenueSpecError(
+                f"{at}: mmr {tier.mmr:g} must be below the initial margin rate "
+                f"1/max_leverage = {1.0 / tier.max_leverage:g}, or a position opened at "
+                f"max leverage is liquidatable at once"
+            )
+        if tier.imr is not None and not (isinstance(tier.imr, int | float)
+                                         and tier.mmr < tier.imr <= 1.0):
+            raise VenueSpecError(f"{at}: imr {tier.imr!r} must be above mmr {tier.mmr:g} "
+                                 f"and at most 1")
+        if previous is not None:
+            if tier.floor != previous.cap:
+                raise VenueSpecError(
+                    f"{at}: floor {tier.floor:,g} must equal the previous tier's cap "
+                    f"{previous.cap:,g} (tiers must be contiguous)"
+                )
+            if tier.mmr < previous.mmr:
+                raise VenueSpecError(
+                    f"{at}: mmr {tier.mmr:g} is below the previous tier's {previous.mmr:g} "
+                    f"(rates must not fall as the notional grows)"
+                )
+            if tier.max_leverage > previous.max_leverage:
+                raise VenueSpecError(
+                    f"{at}: max_leverage {tier.max_leverage:g} is above the previous tier's "
+                    f"{previous.max_leverage:g} (leverage must not rise with the notional)"
+                )
+        if self.tier_rule == "whole":
+            if tier.cum != 0.0:
+                raise VenueSpecError(f"{at}: cum must be 0 under tier_rule 'whole' (the whole "
+                                     f"position takes its tier's rate), got {tier.cum:,g}")
+            return
+        expected = 0.0 if previous is None else (
+            previous.cum + tier.floor * (tier.mmr - previous.mmr))
+        if abs(tier.cum - expected) > _CUM_TOLERANCE * max(1.0, abs(expected)):
+            raise VenueSpecError(
+                f"{at}: cum {tier.cum:,.2f} breaks the recursion "
+                f"cum_k = cum_(k-1) + floor_k * (mmr_k - mmr_(k-1)) = {expected:,.2f}; "
+                f"build tiers with tiers_from_table() so cum is derived"
+            )
 
     def tier_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
         """``(floors, caps, mmrs, cums, n)``: the arguments of ``engine.margin`` functions."""
@@ -255,124 +325,3 @@ class VenueArrays:
             taker_fee=rates("taker_fee"), maker_fee=rates("maker_fee"),
             liquidation_fee=rates("liquidation_fee"),
         )
-
-
-def _in_force(versions: Sequence[SymbolSpec], at: pd.Timestamp | None,
-              venue: str) -> SymbolSpec:
-    """The version in force at ``at`` (versions sorted by ``valid_from``; None = latest)."""
-    if at is None:
-        return versions[-1]
-    current = None
-    for spec in versions:
-        if spec.valid_from is None or spec.valid_from <= at:
-            current = spec
-    if current is None:
-        current = versions[0]
-        # a fixed text and location (stacklevel=1), so the default filter shows it once
-        warnings.warn(
-            f"{venue} has no {current.symbol} tier table before {current.valid_from.date()}; "
-            f"earlier times use that one (add the older table to the venue file)",
-            UserWarning,
-            stacklevel=1,
-        )
-    return current
-
-
-@dataclass(frozen=True)
-class Venue:
-    """An exchange's margin rules: dated tier tables and fees per symbol.
-
-    - ``symbols``: the latest spec of each listed symbol, keyed by the venue's
-      spelling (``BTCUSDT``).
-    - ``default``: the spec of any symbol not listed (None: unlisted symbols are an
-      error).
-    - ``funding_interval_hours``: hours between funding payments (8 on Binance).
-    - ``history`` / ``default_history``: every dated version, oldest first (filled
-      from ``symbols`` / ``default`` when not given).
-
-    Example:
-        >>> from backtester.venues import load_venue
-        >>> venue = load_venue("binance_usdm")
-        >>> venue.spec("BTC/USDT:USDT", at="2022-01-01").tiers[2].mmr
-        0.01
-    """
-
-    name: str
-    description: str
-    symbols: Mapping[str, SymbolSpec]
-    default: SymbolSpec | None = None
-    funding_interval_hours: float = 8.0
-    source: str = ""
-    history: Mapping[str, tuple[SymbolSpec, ...]] = field(default_factory=dict)
-    default_history: tuple[SymbolSpec, ...] = ()
-
-    def __post_init__(self) -> None:
-        history = {name: tuple(v) for name, v in self.history.items()}
-        for name, spec in self.symbols.items():
-            history.setdefault(name, (spec,))
-        object.__setattr__(self, "history", history)
-        object.__setattr__(self, "symbols", {n: v[-1] for n, v in history.items()})
-        if not self.default_history and self.default is not None:
-            object.__setattr__(self, "default_history", (self.default,))
-        if self.default_history:
-            object.__setattr__(self, "default", self.default_history[-1])
-
-    def spec(self, symbol: str, at: Timestamp | None = None) -> SymbolSpec:
-        """The spec of ``symbol`` in force at time ``at`` (None = the latest version).
-
-        ``symbol`` may be any common spelling (``BTC_USDT``, ``BTC/USDT:USDT``,
-        ``btcusdt``). An unlisted symbol takes the venue's default spec, or raises
-        ``UnknownSymbolError`` when there is none. A time before the earliest
-        version uses the earliest, with a warning.
-        """
-        name = normalise_symbol(symbol)
-        when = to_timestamp(at)
-        if name in self.history:
-            return _in_force(self.history[name], when, self.name)
-        if self.default_history:
-            return dataclasses.replace(_in_force(self.default_history, when, self.name),
-                                       symbol=name)
-        listed = ", ".join(sorted(self.history)) or "none"
-        raise UnknownSymbolError(
-            f"venue {self.name} has no spec for symbol {symbol!r} (looked up as {name!r}); "
-            f"it lists: {listed}. Add it to the venue's TOML file or use venue 'flat'"
-        )
-
-    def arrays(self, symbols: Iterable[str], at: Timestamp | None = None) -> VenueArrays:
-        """The tiers and fees of ``symbols`` (in that order) at ``at``, as kernel arrays.
-
-        Example:
-            >>> from backtester.venues import load_venue
-            >>> a = load_venue("binance_usdm").arrays(["BTC_USDT", "ETH_USDT"])
-            >>> a.mmrs.shape, a.n_tiers.tolist()
-            ((2, 12), [12, 12])
-        """
-        return VenueArrays.from_specs([self.spec(s, at) for s in symbols])
-
-    def check_leverage(
-        self, symbol: str, leverage: float, at: Timestamp | None = None,
-        notional: float | None = None,
-    ) -> None:
-        """Raise ``ValueError`` unless ``0 < leverage <=`` the symbol's cap.
-
-        The cap is tier 1's max leverage, or, when ``notional`` (quote) is given,
-        that of the tier holding that notional (bigger positions allow less).
-
-        Example:
-            >>> from backtester.venues import load_venue
-            >>> load_venue("binance_usdm").check_leverage("BTC_USDT", 150)
-            Traceback (most recent call last):
-            ...
-            ValueError: leverage 150 for BTC_USDT exceeds binance_usdm's cap of 125x (tier 1)
-        """
-        spec = self.spec(symbol, at)
-        if not (isinstance(leverage, int | float | np.number) and 0 < leverage < math.inf):
-            raise ValueError(f"leverage for {symbol} must be a positive number, got {leverage!r}")
-        k = 0 if notional is None else spec.tier_for_notional(abs(notional))
-        cap = spec.tiers[k].max_leverage
-        if leverage > cap:
-            size = "" if notional is None else f" at a notional of {abs(notional):,.0f}"
-            raise ValueError(
-                f"leverage {leverage:g} for {symbol} exceeds {self.name}'s cap of {cap:g}x "
-                f"(tier {k + 1}){size}"
-            )

@@ -1,0 +1,258 @@
+"""A venue: its margin model, dated symbol specs, dated rules and collateral discount tiers.
+
+Everything an exchange changes over time is stored with the date it took effect
+(VENUES.md: "every parameter must be stored with a validity period"): each
+symbol's tier table and fees (``SymbolSpec`` versions), the model's rule
+parameters (``RuleSet`` versions, e.g. Bybit's 2025-09-02 margin formula) and
+collateral discount tiers (``DiscountTiers`` versions, OKX multi-currency
+margin). A version is in force from its ``valid_from`` until the next one's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .models import MODELS, default_rules
+from .spec import (
+    SymbolSpec,
+    Timestamp,
+    UnknownSymbolError,
+    VenueArrays,
+    VenueSpecError,
+    normalise_symbol,
+    to_timestamp,
+)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Changes to a model's rule parameters that took effect at ``valid_from`` (None = always)."""
+
+    values: Mapping[str, Any]
+    valid_from: pd.Timestamp | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class DiscountTiers:
+    """Progressive discount rates of one collateral currency (OKX multi-currency margin).
+
+    The slice of the holding inside ``floors[k] < x <= caps[k]`` counts at
+    ``rates[k]`` (a tax-bracket sum, VENUES.md §4.5); ``unit`` says whether the
+    bounds are in ``"usd"`` or in ``"coin"`` units.
+    """
+
+    currency: str
+    floors: tuple[float, ...]
+    caps: tuple[float, ...]
+    rates: tuple[float, ...]
+    unit: str = "usd"
+    valid_from: pd.Timestamp | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"collateral {self.currency}"
+        if self.unit not in ("usd", "coin"):
+            raise VenueSpecError(f"{where}: unit must be 'usd' or 'coin', got {self.unit!r}")
+        if not self.rates or not len(self.floors) == len(self.caps) == len(self.rates):
+            raise VenueSpecError(f"{where}: needs tiers {{ floor, cap, rate }}")
+        if self.floors[0] != 0:
+            raise VenueSpecError(f"{where}: the first floor must be 0")
+        for k, (floor, cap, rate) in enumerate(zip(self.floors, self.caps, self.rates,
+                                                   strict=True)):
+            if not cap > floor or (k and floor != self.caps[k - 1]):
+                raise VenueSpecError(f"{where}, tier {k + 1}: tiers must be contiguous with "
+                                     f"cap above floor")
+            if not 0.0 <= rate <= 1.0 or (k and rate > self.rates[k - 1]):
+                raise VenueSpecError(f"{where}, tier {k + 1}: a discount rate is in [0, 1] and "
+                                     f"does not rise with the holding, got {rate!r}")
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """``(floors, caps, rates, n)`` for ``backtester.venues.okx.discounted_value``."""
+        return (np.array(self.floors, dtype=np.float64), np.array(self.caps, dtype=np.float64),
+                np.array(self.rates, dtype=np.float64), len(self.rates))
+
+
+def _in_force(versions: Sequence, at: pd.Timestamp | None, what: str):
+    """The version in force at ``at`` (versions sorted by ``valid_from``; None = latest)."""
+    if at is None:
+        return versions[-1]
+    current = None
+    for version in versions:
+        if version.valid_from is None or version.valid_from <= at:
+            current = version
+    if current is None:
+        current = versions[0]
+        # a fixed text and location (stacklevel=1), so the default filter shows it once
+        warnings.warn(
+            f"{what} before {current.valid_from.date()}; earlier times use that one "
+            f"(add the older table to the venue file)",
+            UserWarning,
+            stacklevel=1,
+        )
+    return current
+
+
+@dataclass(frozen=True)
+class Venue:
+    """An exchange's margin rules: a model, dated tier tables and fees per symbol.
+
+    - ``model``: the margin model (``backtester.venues.models.MODELS``): ``binance``,
+      ``bybit_uta``, ``okx`` or ``kraken_spot``.
+    - ``symbols``: the latest spec of each listed symbol, keyed by the venue's
+      spelling (``BTCUSDT``).
+    - ``default``: the spec of any symbol not listed (None: unlisted symbols are an
+      error).
+    - ``funding_interval_hours``: hours between funding payments unless a symbol's
+      version says otherwise (8 on Binance; 0 = no funding).
+    - ``history`` / ``default_history``: every dated version, oldest first (filled
+      from ``symbols`` / ``default`` when not given).
+    - ``rule_history``: dated changes of the model's rules, oldest first.
+    - ``collateral``: dated discount tiers per collateral currency.
+
+    Example:
+        >>> from backtester.venues import load_venue
+        >>> venue = load_venue("binance_usdm")
+        >>> venue.spec("BTC/USDT:USDT", at="2022-01-01").tiers[2].mmr
+        0.01
+        >>> load_venue("bybit_linear").rules(at="2025-09-02")["margin_price"]
+        'mark'
+    """
+
+    name: str
+    description: str
+    symbols: Mapping[str, SymbolSpec]
+    default: SymbolSpec | None = None
+    funding_interval_hours: float = 8.0
+    source: str = ""
+    history: Mapping[str, tuple[SymbolSpec, ...]] = field(default_factory=dict)
+    default_history: tuple[SymbolSpec, ...] = ()
+    model: str = "binance"
+    rule_history: tuple[RuleSet, ...] = ()
+    collateral: Mapping[str, tuple[DiscountTiers, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise VenueSpecError(f"venue {self.name}: model must be one of "
+                                 f"{', '.join(MODELS)}, got {self.model!r}")
+        history = {name: tuple(v) for name, v in self.history.items()}
+        for name, spec in self.symbols.items():
+            history.setdefault(name, (spec,))
+        object.__setattr__(self, "history", history)
+        object.__setattr__(self, "symbols", {n: v[-1] for n, v in history.items()})
+        if not self.default_history and self.default is not None:
+            object.__setattr__(self, "default_history", (self.default,))
+        if self.default_history:
+            object.__setattr__(self, "default", self.default_history[-1])
+        object.__setattr__(self, "rule_history", tuple(self.rule_history))
+        object.__setattr__(self, "collateral", {c: tuple(v) for c, v in self.collateral.items()})
+
+    def spec(self, symbol: str, at: Timestamp | None = None) -> SymbolSpec:
+        """The spec of ``symbol`` in force at time ``at`` (None = the latest version).
+
+        ``symbol`` may be any common spelling (``BTC_USDT``, ``BTC/USDT:USDT``,
+        ``btcusdt``). An unlisted symbol takes the venue's default spec, or raises
+        ``UnknownSymbolError`` when there is none. A time before the earliest
+        version uses the earliest, with a warning.
+        """
+        name = normalise_symbol(symbol)
+        when = to_timestamp(at)
+        if name in self.history:
+            return _in_force(self.history[name], when,
+                             f"{self.name} has no {name} tier table")
+        if self.default_history:
+            return dataclasses.replace(
+                _in_force(self.default_history, when, f"{self.name} has no default tier table"),
+                symbol=name)
+        listed = ", ".join(sorted(self.history)) or "none"
+        raise UnknownSymbolError(
+            f"venue {self.name} has no spec for symbol {symbol!r} (looked up as {name!r}); "
+            f"it lists: {listed}. Add it to the venue's TOML file or use venue 'flat'"
+        )
+
+    def rules(self, at: Timestamp | None = None) -> dict[str, Any]:
+        """The model's rule parameters in force at ``at`` (None = the latest).
+
+        Each dated ``RuleSet`` changes some parameters from its date on; the ones it
+        does not name keep their earlier value (the model's default at first).
+
+        Example:
+            >>> from backtester.venues import load_venue
+            >>> load_venue("kraken_spot").rules()["liquidation_level"]
+            0.4
+        """
+        when = to_timestamp(at)
+        values = default_rules(self.model)
+        for rule_set in self.rule_history:
+            if when is None or rule_set.valid_from is None or rule_set.valid_from <= when:
+                values.update(rule_set.values)
+        return values
+
+    def discount_tiers(self, currency: str, at: Timestamp | None = None) -> DiscountTiers:
+        """The discount tiers of a collateral ``currency`` in force at ``at``."""
+        name = currency.upper()
+        if name not in self.collateral:
+            listed = ", ".join(sorted(self.collateral)) or "none"
+            raise UnknownSymbolError(f"venue {self.name} has no discount tiers for {currency!r}; "
+                                     f"it lists: {listed}")
+        return _in_force(self.collateral[name], to_timestamp(at),
+                         f"{self.name} has no {name} discount tiers")
+
+    def versions(self) -> Iterator[tuple[str, SymbolSpec, pd.Timestamp | None]]:
+        """``(symbol, spec, valid_to)`` for every version; ``valid_to`` None = still in force."""
+        histories = dict(self.history)
+        if self.default_history:
+            histories["(any symbol)"] = self.default_history
+        for symbol, versions in histories.items():
+            for k, spec in enumerate(versions):
+                until = versions[k + 1].valid_from if k + 1 < len(versions) else None
+                yield symbol, spec, until
+
+    def arrays(self, symbols: Iterable[str], at: Timestamp | None = None) -> VenueArrays:
+        """The tiers and fees of ``symbols`` (in that order) at ``at``, as kernel arrays.
+
+        Example:
+            >>> from backtester.venues import load_venue
+            >>> a = load_venue("binance_usdm").arrays(["BTC_USDT", "ETH_USDT"])
+            >>> a.mmrs.shape, a.n_tiers.tolist()
+            ((2, 12), [12, 12])
+        """
+        return VenueArrays.from_specs([self.spec(s, at) for s in symbols])
+
+    def check_leverage(
+        self, symbol: str, leverage: float, at: Timestamp | None = None,
+        notional: float | None = None,
+    ) -> None:
+        """Raise ``ValueError`` unless ``0 < leverage <=`` the symbol's cap.
+
+        The cap is tier 1's max leverage, or, when ``notional`` is given, that of
+        the tier holding it (bigger positions allow less). ``notional`` is in the
+        unit of the symbol's tier bounds: quote, or contracts on OKX.
+
+        Example:
+            >>> from backtester.venues import load_venue
+            >>> load_venue("binance_usdm").check_leverage("BTC_USDT", 150)
+            Traceback (most recent call last):
+            ...
+            ValueError: leverage 150 for BTC_USDT exceeds binance_usdm's cap of 125x (tier 1)
+        """
+        spec = self.spec(symbol, at)
+        if not (isinstance(leverage, int | float | np.number) and 0 < leverage < math.inf):
+            raise ValueError(f"leverage for {symbol} must be a positive number, got {leverage!r}")
+        k = 0 if notional is None else spec.tier_for_notional(abs(notional))
+        cap = spec.tiers[k].max_leverage
+        if leverage > cap:
+            unit = "a notional" if spec.tier_unit == "quote" else "a size (contracts)"
+            size = "" if notional is None else f" at {unit} of {abs(notional):,.0f}"
+            raise ValueError(
+                f"leverage {leverage:g} for {symbol} exceeds {self.name}'s cap of {cap:g}x "
+                f"(tier {k + 1}){size}"
+            )

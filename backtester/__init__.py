@@ -11,6 +11,7 @@ from .compare import Comparison, compare
 from .data import DataError, Market, import_csv, load_market
 from .liquidation import bankruptcy_price, cross_liquidation_prices, liquidation_price
 from .result import Result
+from .sweep import sweep
 from .venues import Venue, list_venues, load_venue
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "load_market",
     "load_venue",
     "run",
+    "sweep",
 ]

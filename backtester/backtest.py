@@ -11,8 +11,9 @@ import pandas as pd
 
 from .data.market import Market
 from .engine import enums
-from .engine.driver import pack_symbol_params, pack_tiers, simulate_arrays
+from .engine.driver import CallbackError, pack_symbol_params, pack_tiers, simulate_arrays
 from .result import Result
+from .strategy import Callback, Plan, StrategyError, explain_runtime_error
 from .venues import Venue, check_simulated, load_venue
 
 
@@ -43,6 +44,12 @@ class RunConfig:
     - ``reduce_to_fit``: cut an order that needs more margin than is available
       down to what is available, instead of rejecting it.
     - ``record_positions``: keep the (T, N) positions and liquidation prices.
+    - ``instruments``: a mapping symbol -> ``"perpetual"`` (the default for any
+      symbol left out) or ``"spot"``. A spot holding is fully paid from the
+      wallet (no leverage), pays no funding, is never liquidated and cannot be
+      short (such an order is rejected); it counts in equity and exposure.
+      ``margin_mode`` and ``leverage`` apply to the perpetuals only.
+    - ``spot_fee``: the taker fee rate of spot fills (0.001 = Binance spot's 0.1%).
     """
 
     initial_balance: float = 10_000.0
@@ -56,6 +63,8 @@ class RunConfig:
     reduce_to_fit: bool = False
     record_positions: bool = True
     venue_overrides: Mapping[str, float] = field(default_factory=dict)
+    instruments: Mapping[str, str] = field(default_factory=dict)
+    spot_fee: float = 0.001
 
     def replace(self, **changes) -> RunConfig:
         """A copy with some fields changed (unknown names raise a clear error)."""
@@ -146,12 +155,74 @@ def targets_array(targets, market: Market) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float64)
 
 
-def run(market: Market, targets, config: RunConfig | None = None, **options) -> Result:
-    """Backtest target positions on ``market`` under the margin rules of a venue.
+def _spot_symbols(config: RunConfig, symbols: tuple[str, ...]) -> set[str]:
+    """The symbols ``config.instruments`` declares spot (checked against the market)."""
+    kinds = dict(config.instruments)
+    unknown = sorted(set(kinds) - set(symbols))
+    if unknown:
+        raise ValueError(f"instruments names unknown symbol(s) {', '.join(unknown)}; the market "
+                         f"holds {', '.join(symbols)}")
+    for symbol, kind in kinds.items():
+        _choice(f"instrument kind of {symbol}", kind, enums.INSTRUMENT_NAMES)
+    return {s for s, kind in kinds.items() if kind == "spot"}
 
-    ``targets`` are the positions the strategy wants, per bar and symbol, decided
-    at each bar's close (NaN = leave the position as it is); their unit is
-    ``config.target_kind``. Keyword options override fields of ``config``.
+
+def _perp_only(name: str, value, spot: set[str], fill):
+    """A per-symbol mapping for the perpetuals, completed with ``fill`` for spot symbols
+    (which take no margin mode or leverage: setting one for them is an error)."""
+    if not isinstance(value, Mapping):
+        return value
+    given = sorted(set(value) & spot)
+    if given:
+        raise ValueError(f"{name} is set for spot instrument(s) {', '.join(given)}; a spot "
+                         "holding is fully paid, with no margin mode or leverage: leave it out")
+    return {**{s: fill for s in spot}, **value}
+
+
+def _symbol_arrays(venue: Venue, symbols, spot: set[str], at, spot_fee: float):
+    """(tiers, n_tiers, taker fee, liquidation fee) of every symbol: the venue's for the
+    perpetuals, one tier without maintenance margin and 1x max leverage for spot."""
+    perps = [s for s in symbols if s not in spot]
+    if not spot:
+        a = venue.arrays(symbols, at=at)
+        return (pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage), a.n_tiers,
+                a.taker_fee, a.liquidation_fee)
+    n = len(symbols)
+    width = 1
+    if perps:
+        a = venue.arrays(perps, at=at)
+        width = a.floors.shape[1]
+        perp_tiers = pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage)
+    tiers = np.zeros((enums.N_TIER_FIELDS, n, width))
+    tiers[enums.TIER_CAP] = np.inf
+    tiers[enums.TIER_MAX_LEVERAGE] = 1.0
+    n_tiers = np.ones(n, dtype=np.int64)
+    taker = np.full(n, float(spot_fee))
+    liq_fee = np.zeros(n)
+    for j, symbol in enumerate(perps):
+        i = symbols.index(symbol)
+        tiers[:, i] = perp_tiers[:, j]
+        n_tiers[i] = a.n_tiers[j]
+        taker[i] = a.taker_fee[j]
+        liq_fee[i] = a.liquidation_fee[j]
+    return tiers, n_tiers, taker, liq_fee
+
+
+def run(market: Market, targets, config: RunConfig | None = None, **options) -> Result:
+    """Backtest a strategy on ``market`` under the margin rules of a venue.
+
+    ``targets`` is what the strategy decides, in one of three forms:
+
+    - target positions per bar and symbol, decided at each bar's close (a (T, N)
+      array or a DataFrame; NaN = leave the position as it is), in the unit
+      ``config.target_kind``;
+    - a ``backtester.strategy.Callback``: a compiled function called at each
+      close with the account's state, writing the orders for the next bar;
+    - a ``backtester.strategy.Plan`` (what the strategies of ``strategies/``
+      build): targets or a Callback, with the run options it assumes (keyword
+      options given here win over them).
+
+    Keyword options override fields of ``config``.
 
     Example:
         >>> from backtester import load_market, run
@@ -163,23 +234,40 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         >>> result.summary()["liquidations"]
         0
     """
+    if isinstance(targets, Plan):
+        options = {**dict(targets.options), **options}
+        targets = targets.orders
+    callback_inputs = None
+    if isinstance(targets, Callback):  # the author's mistakes first, before any data work
+        callback_inputs = dict(
+            callback=targets.compiled(), params=targets.param_values,
+            series=targets.series_array(market.n_bars, market.n_symbols),
+            memory=targets.memory_array(), high=market.high, low=market.low,
+            volume=market.volume)
     config = (config or RunConfig()).replace(**options)
     symbols = market.symbols
     venue = load_venue(config.venue, **dict(config.venue_overrides))
     check_simulated(venue)  # Bybit, OKX, Kraken: formulas only, no kernel yet
     start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
-    arrays = venue.arrays(symbols, at=start)
+    spot = _spot_symbols(config, symbols)
 
     def to_mode(value, symbol):
-        return _choice(f"margin_mode of {symbol}", value, enums.MARGIN_MODE_NAMES)
+        if symbol in spot:
+            return enums.SPOT
+        return _choice(f"margin_mode of {symbol}", value, enums.MARGIN_MODE_NAMES[:2])
 
     def to_leverage(value, symbol):
+        if symbol in spot:
+            return 1.0
         lev = float(value)
         venue.check_leverage(symbol, lev, at=start)
         return lev
 
-    mode = np.array(_per_symbol("margin_mode", config.margin_mode, symbols, to_mode), np.int64)
-    leverage = np.array(_per_symbol("leverage", config.leverage, symbols, to_leverage), np.float64)
+    margin_mode = _perp_only("margin_mode", config.margin_mode, spot, "cross")
+    leverage_option = _perp_only("leverage", config.leverage, spot, 1.0)
+    mode = np.array(_per_symbol("margin_mode", margin_mode, symbols, to_mode), np.int64)
+    leverage = np.array(_per_symbol("leverage", leverage_option, symbols, to_leverage),
+                        np.float64)
     target_kind = _choice("target_kind", config.target_kind, enums.TARGET_KIND_NAMES)
     fill_at = _choice("fill_at", config.fill_at, enums.FILL_AT_NAMES)
     path = _choice("path", config.path, enums.PATH_NAMES)
@@ -187,19 +275,34 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         raise ValueError(f"initial_balance must be a positive amount, got {config.initial_balance}")
     if not 0.0 <= config.slippage < 0.5:
         raise ValueError(f"slippage is a fraction of the price in [0, 0.5), got {config.slippage}")
-
-    target = targets_array(targets, market)
-    output = simulate_arrays(
+    if not 0.0 <= config.spot_fee < 0.1:
+        raise ValueError(f"spot_fee is a fee rate in [0, 0.1), got {config.spot_fee}")
+    tiers, n_tiers, taker_fee, liquidation_fee = _symbol_arrays(venue, symbols, spot, start,
+                                                                config.spot_fee)
+    inputs = dict(
         open_=market.open, close=market.close, mark_open=market.mark_open,
         mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
-        funding_rate=market.funding_rate, targets=target, target_kind=target_kind, mode=mode,
-        sym=pack_symbol_params(leverage, arrays.taker_fee, arrays.liquidation_fee),
-        tiers=pack_tiers(arrays.floors, arrays.caps, arrays.mmrs, arrays.cums,
-                         arrays.max_leverage),
-        n_tiers=arrays.n_tiers, initial_balance=float(config.initial_balance),
+        funding_rate=market.funding_rate, target_kind=target_kind,
+        mode=mode.copy(),  # a callback may switch modes: the Result keeps those of the start
+        sym=pack_symbol_params(leverage, taker_fee, liquidation_fee), tiers=tiers,
+        n_tiers=n_tiers, initial_balance=float(config.initial_balance),
         slippage=float(config.slippage), fill_at=fill_at, path=path,
         reduce_to_fit=bool(config.reduce_to_fit), record_positions=bool(config.record_positions),
     )
-    specs = {s: venue.spec(s, start) for s in symbols}
+    if callback_inputs is not None:
+        output = _run_callback(market, targets, {**inputs, **callback_inputs})
+    else:
+        output = simulate_arrays(targets=targets_array(targets, market), **inputs)
+    specs = {s: venue.spec(s, start) for s in symbols if s not in spot}
     return Result(market=market, config=config, venue=venue, output=output, margin_mode=mode,
                   leverage=leverage, specs=specs)
+
+
+def _run_callback(market: Market, callback: Callback, inputs: dict):
+    """Run the kernel with a compiled callback; explain an error raised inside it."""
+    try:
+        return simulate_arrays(targets=None, **inputs)
+    except CallbackError as exc:
+        cause = exc.__cause__ or exc
+        when = market.timestamps[exc.bar] if 0 <= exc.bar < market.n_bars else "?"
+        raise StrategyError(explain_runtime_error(callback, exc.bar, str(when), cause)) from cause

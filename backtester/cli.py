@@ -16,23 +16,32 @@ def _symbols(text: str | None) -> list[str] | None:
 def _add_run(sub) -> None:
     p = sub.add_parser(
         "run",
-        help="backtest the built-in hedged pair (long the first symbol, short the second)",
-        description="Backtest a notional-neutral hedged pair under cross and/or isolated margin "
-        "and save the equity curves, fills, liquidations and funding as parquet.",
+        help="backtest a strategy (default: the built-in hedged pair) under cross and isolated",
+        description="Backtest a strategy under cross and/or isolated margin and save the equity "
+        "curves, fills, liquidations and funding as parquet. Without --strategy: a "
+        "notional-neutral hedged pair (long the first symbol, short the second).",
     )
+    p.add_argument("--strategy", metavar="NAME",
+                   help="a built-in strategy (hedged_pair, funding_carry, trend, margin_aware, "
+                   "grid) or your own as path/to/file.py:NAME")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a strategy parameter, repeatable (e.g. --param exposure=2)")
     p.add_argument("--data", help="data directory (default: the embedded dataset)")
-    p.add_argument("--symbols", help="LONG,SHORT symbols, e.g. BTC_USDT,ETH_USDT")
+    p.add_argument("--symbols", help="symbols to load; without --strategy LONG,SHORT, e.g. "
+                   "BTC_USDT,ETH_USDT")
     p.add_argument("--timeframe", help="bar length to load when the directory has several, e.g. 1h")
     p.add_argument("--start", help="first bar (inclusive), e.g. 2023-01-01")
     p.add_argument("--end", help="last bar (exclusive)")
     p.add_argument("--venue", default="binance_usdm", help="venue rules (default binance_usdm)")
     p.add_argument("--margin-mode", default="both", choices=("cross", "isolated", "both"),
-                   help="margin mode of both legs; 'both' runs each and compares (default)")
-    p.add_argument("--leverage", type=float, default=10.0, help="leverage of each leg (10)")
-    p.add_argument("--exposure", type=float, default=1.0,
-                   help="each leg's notional as a fraction of equity (1.0)")
-    p.add_argument("--rebalance", type=int, default=24,
-                   help="bars between rebalances to equal and opposite notionals (24)")
+                   help="margin mode of the perpetuals; 'both' runs each and compares (default)")
+    p.add_argument("--leverage", type=float,
+                   help="leverage of each position (default 10, or the strategy's own)")
+    p.add_argument("--exposure", type=float,
+                   help="default hedged pair: each leg's notional as a fraction of equity (1.0)")
+    p.add_argument("--rebalance", type=int,
+                   help="default hedged pair: bars between rebalances to equal and opposite "
+                   "notionals (24)")
     p.add_argument("--balance", type=float, default=10_000.0, help="initial balance, USDT")
     p.add_argument("--path", default="path", choices=("path", "worst", "close"),
                    help="intrabar price path for liquidation checks (path)")
@@ -47,38 +56,67 @@ def _add_run(sub) -> None:
 def _cmd_run(args) -> int:
     import warnings
 
-    from strategies import hedged_pair
-
     from .backtest import run
     from .data import load_market
 
     symbols = _symbols(args.symbols)
+    if args.strategy:
+        from .strategy import load_strategy
+
+        strategy = load_strategy(args.strategy)
+        for flag, value in (("--exposure", args.exposure), ("--rebalance", args.rebalance)):
+            if value is not None:
+                raise ValueError(
+                    f"{flag} sets the default hedged pair; with --strategy use --param KEY=VALUE "
+                    f"(parameters of {strategy.name}: {', '.join(strategy.parameters)})")
+        params = strategy.parse(args.param)
+        loader = strategy.load_market or load_market
+        extra = params if strategy.load_market else {}
+    elif args.param:
+        raise ValueError("--param sets a strategy's parameters: give --strategy NAME too")
+    else:
+        loader, extra = load_market, {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        market = load_market(args.data, symbols=symbols, start=args.start, end=args.end,
-                             timeframe=args.timeframe)
+        market = loader(args.data, symbols=symbols, start=args.start, end=args.end,
+                        timeframe=args.timeframe, **extra)
     for w in {str(w.message) for w in caught}:
         print(f"note: {w}")
-    long, short = (symbols or list(market.symbols))[:2]
-    targets = hedged_pair(market, long=long, short=short, exposure=args.exposure,
-                          rebalance_every=args.rebalance)
+    if args.strategy:
+        plan = strategy.plan(market, **params)
+        orders, options = plan.orders, dict(plan.options)
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        label = f"strategy {strategy.name}" + (f" ({shown})" if shown else "")
+        title = f"{strategy.name}"
+    else:
+        from strategies import hedged_pair
+
+        exposure = 1.0 if args.exposure is None else args.exposure
+        long, short = (symbols or list(market.symbols))[:2]
+        orders = hedged_pair(market, long=long, short=short, exposure=exposure,
+                             rebalance_every=24 if args.rebalance is None else args.rebalance)
+        options = {"target_kind": "equity"}
+        label = f"long {long}, short {short}, exposure {exposure:g}x equity per leg"
+        title = f"Hedged pair {long}/{short}"
+    options.setdefault("leverage", 10.0)
+    if args.leverage is not None:
+        options["leverage"] = args.leverage
     modes = ("cross", "isolated") if args.margin_mode == "both" else (args.margin_mode,)
     out = Path(args.out)
     results = {}
     for mode in modes:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = run(market, targets, target_kind="equity", venue=args.venue,
-                         margin_mode=mode, leverage=args.leverage,
-                         initial_balance=args.balance, path=args.path, fill_at=args.fill_at,
-                         slippage=args.slippage)
+            result = run(market, orders, **{**options, "venue": args.venue, "margin_mode": mode,
+                                            "initial_balance": args.balance, "path": args.path,
+                                            "fill_at": args.fill_at,
+                                            "slippage": args.slippage})
         for w in sorted({str(w.message) for w in caught}):
             print(f"note: {w}")
         results[mode] = result
         target_dir = out / mode if len(modes) > 1 else out
         result.save(target_dir)
-        print(f"\n== {mode} margin: long {long}, short {short}, exposure {args.exposure:g}x "
-              f"equity per leg ==")
+        print(f"\n== {mode} margin: {label} ==")
         print(result.describe())
         liq = result.liquidations
         if len(liq):
@@ -89,8 +127,9 @@ def _cmd_run(args) -> int:
     if not args.no_plot:
         from .plotting import plot_equity
 
-        path = plot_equity(results, out / "equity.png",
-                           title=f"Hedged pair {long}/{short}, {args.leverage:g}x")
+        leverage = options["leverage"]
+        lev_text = f"{leverage:g}x" if not isinstance(leverage, dict) else "per-symbol leverage"
+        path = plot_equity(results, out / "equity.png", title=f"{title}, {lev_text}")
         print(f"\nequity curve: {path}")
     return 0
 
@@ -183,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_run(sub)
     _add_data(sub)
     _add_venues(sub)
+    from .cli_sweep import add_sweep_parser
+    add_sweep_parser(sub)
     from .cli_report import add_compare_parser, add_report_parser
     add_compare_parser(sub)
     add_report_parser(sub)

@@ -9,6 +9,10 @@ The definitions are DESIGN.md §3's:
 - cross margin balance ``MB = WB + sum(U_i, cross)``
 - available balance ``MB - sum(IM_i, cross)``
 - equity ``WB + sum(M_i, isolated) + sum(U_i, all)``
+
+A spot holding (mode ``SPOT``) is kept like an isolated position at 1x: its cost
+``q * E`` sits in ``S_ISO_MARGIN`` (so equity is ``WB + q * P`` for it), it is
+left out of every cross sum and of the liquidation checks, and it pays no funding.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .enums import (
     S_LIQ_PX,
     S_MARK,
     S_QTY,
+    SPOT,
     SYM_LEVERAGE,
     TIER_CAP,
     TIER_CUM,
@@ -132,13 +137,13 @@ def apply_funding(i, rate, mark, state, mode, account):
 def reduce_position(i, close_qty, price, fee_rate, state, mode, account):
     """Close ``close_qty`` (opposite sign to the position) at ``price``; returns (realized, fee).
 
-    Realized PnL and the released share of an isolated margin go to the wallet;
-    the taker fee is paid from it.
+    Realized PnL and the released share of an isolated margin (or of a spot
+    holding's cost) go to the wallet; the taker fee is paid from it.
     """
     q = state[S_QTY, i]
     realized = -close_qty * (price - state[S_ENTRY, i])
     fee = abs(close_qty) * price * fee_rate
-    if mode[i] == ISOLATED:
+    if mode[i] != CROSS:
         released = state[S_ISO_MARGIN, i] * abs(close_qty) / abs(q)
         state[S_ISO_MARGIN, i] -= released
         account[A_WALLET] += released
@@ -161,16 +166,56 @@ def increase_position(i, open_qty, price, fee_rate, state, mode, sym, account):
 
     The entry price becomes the volume-weighted average. An isolated position
     moves its initial margin ``|dq| * price / lev`` from the wallet into its own
-    margin. Returns the fee paid.
+    margin (a spot holding, at leverage 1, moves its whole cost). Returns the fee
+    paid.
     """
     fee = abs(open_qty) * price * fee_rate
     old = abs(state[S_QTY, i])
     add = abs(open_qty)
     state[S_ENTRY, i] = (old * state[S_ENTRY, i] + add * price) / (old + add)
     state[S_QTY, i] += open_qty
-    if mode[i] == ISOLATED:
+    if mode[i] != CROSS:
         im = add * price / sym[SYM_LEVERAGE, i]
         state[S_ISO_MARGIN, i] += im
         account[A_WALLET] -= im
     account[A_WALLET] -= fee
     return fee
+
+
+@njit(cache=True, _nrt=False)
+def removable_margin(i, state, sym):
+    """Isolated margin that position i can give back: what exceeds its initial margin at
+    the mark, counting an unrealized loss but not a profit (Binance's rule for margin
+    removal: the position keeps ``|q| * mark / lev`` plus its loss)."""
+    q = state[S_QTY, i]
+    mark = state[S_MARK, i]
+    upnl = q * (mark - state[S_ENTRY, i])
+    free = state[S_ISO_MARGIN, i] + min(upnl, 0.0) - abs(q) * mark / sym[SYM_LEVERAGE, i]
+    return max(free, 0.0)
+
+
+@njit(cache=True, _nrt=False)
+def position_liquidation_price(i, state, mode, tiers, n_tiers, account):
+    """Mark price at which symbol i's position is liquidated, everything else fixed.
+
+    Isolated: the cached price. Cross: Binance's formula with the other cross
+    positions frozen at their marks (collateral ``WB - TMM1 + UPNL1``). NaN for a
+    flat symbol or a spot holding (never liquidated).
+    """
+    q = state[S_QTY, i]
+    if q == 0.0 or mode[i] == SPOT:
+        return np.nan
+    if mode[i] == ISOLATED:
+        return state[S_LIQ_PX, i]
+    others_mm = 0.0
+    others_upnl = 0.0
+    for j in range(state.shape[1]):
+        qj = state[S_QTY, j]
+        if j != i and qj != 0.0 and mode[j] == CROSS:
+            mark = state[S_MARK, j]
+            others_mm += position_maintenance(j, abs(qj) * mark, tiers, n_tiers)
+            others_upnl += qj * (mark - state[S_ENTRY, j])
+    collateral = account[A_WALLET] - others_mm + others_upnl
+    return liquidation_price(q, state[S_ENTRY, i], collateral, tiers[TIER_FLOOR, i],
+                             tiers[TIER_CAP, i], tiers[TIER_MMR, i], tiers[TIER_CUM, i],
+                             n_tiers[i])

@@ -2,13 +2,24 @@
 
 Numpy only (no pandas): the thin layer that ``backtester.run``, benchmarks and
 sweeps call once their inputs are validated arrays.
+
+Strategy callbacks: ``compile_callback(fn)`` compiles a function
+``fn(t, ctx, orders, params) -> bool`` for the one numba signature the kernel
+calls (``callback_signature()``) and returns it as a numba first-class function
+value. The kernel is therefore compiled, and cached on disk, once for every
+callback, instead of once per callback and process (a dispatcher argument would
+make numba specialise, and never cache, the whole loop for each function).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from numba import config as numba_config
+from numba import types
+from numba.core.registry import CPUDispatcher
 
 from . import enums
 from .enums import (
@@ -20,13 +31,24 @@ from .enums import (
     C_REJECTS,
     N_ACCOUNT,
     N_COUNTS,
+    N_ORDER_FIELDS,
     N_OUT,
     N_STATE,
     S_LAST_CLOSE,
     S_LIQ_PX,
     S_MARK,
+    BarContext,
 )
 from .kernel import simulate
+
+
+class CallbackError(RuntimeError):
+    """An exception raised inside a strategy callback; ``bar`` is where (the cause is chained)."""
+
+    def __init__(self, bar: int, error: Exception):
+        super().__init__(f"strategy callback raised {type(error).__name__} at bar {bar}: {error}")
+        self.bar = bar
+        self.error = error
 
 
 @dataclass
@@ -42,6 +64,9 @@ class KernelOutput:
     liquidation_prices: np.ndarray | None  # (T, N) when recorded
     state: np.ndarray  # (N_STATE, N) final state, rows as enums.S_*
     wallet_balance: float
+    mode: np.ndarray | None = None  # (N,) margin modes at the end (a callback may switch them)
+    sym: np.ndarray | None = None  # (N_SYMBOL_FIELDS, N) at the end (a callback may re-lever)
+    memory: np.ndarray | None = None  # the callback's scratch space at the end
 
 
 def new_state(n_symbols: int, initial_balance: float):
@@ -73,14 +98,25 @@ def simulate_arrays(
     target_kind: int, mode, sym, tiers, n_tiers, initial_balance: float, slippage: float = 0.0,
     fill_at: int = enums.FILL_NEXT_OPEN, path: int = enums.PATH_OHLC,
     reduce_to_fit: bool = False, record_positions: bool = False,
+    callback=None, params=None, series=None, memory=None, high=None, low=None, volume=None,
 ) -> KernelOutput:
     """Run the kernel over every bar. Inputs must be validated, C-contiguous float64/int64.
 
     ``sym`` is (N_SYMBOL_FIELDS, N) and ``tiers`` (N_TIER_FIELDS, N, K), laid out
-    as in ``enums``.
+    as in ``enums``. ``targets`` may be None when a callback decides.
+
+    A strategy callback: ``callback`` from ``compile_callback``, with ``params``
+    (float64 values), ``series`` ((K, T, N) precomputed series, default none),
+    ``memory`` (the initial scratch space, default empty) and the last-price
+    ``high``, ``low``, ``volume`` bars for its view (default: the close). The
+    callback may change ``mode`` and ``sym`` in place: pass copies you want kept.
     """
     n_bars, n = open_.shape
-    has_target = ~np.isnan(targets).all(axis=1)
+    if targets is None:
+        targets = np.empty((0, n))
+        has_target = np.zeros(n_bars, dtype=np.bool_)
+    else:
+        has_target = ~np.isnan(targets).all(axis=1)
     has_funding = ~np.isnan(funding_rate).all(axis=1)
     n_funding = int(np.count_nonzero(~np.isnan(funding_rate)))
     # a fill per symbol per target row is the common case; more grow by doubling
@@ -94,20 +130,36 @@ def simulate_arrays(
     liq_prices = np.empty(shape)
     counts = np.zeros(N_COUNTS, dtype=np.int64)
     state, tier, account = new_state(n, float(initial_balance))
+    extra = ()
+    if callback is not None:
+        ctx, orders, params = callback_arguments(
+            open_=open_, high=high, low=low, close=close, volume=volume, mark_close=mark_close,
+            funding_rate=funding_rate, series=series, state=state, mode=mode, sym=sym,
+            tiers=tiers, n_tiers=n_tiers, account=account, out=out, memory=memory,
+            params=params)
+        extra = (callback, ctx, orders, params)
     start = 0
     while True:
-        start = simulate(
-            start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
-            has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
-            float(slippage), fill_at, path, bool(reduce_to_fit), bool(record_positions), state,
-            tier, account, out, positions, liq_prices, fills, liqs, funding, rejects, counts,
-        )
+        try:
+            start = simulate(
+                start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
+                has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
+                float(slippage), fill_at, path, bool(reduce_to_fit), bool(record_positions),
+                state, tier, account, out, positions, liq_prices, fills, liqs, funding, rejects,
+                counts, *extra,
+            )
+        except Exception as exc:
+            if callback is None:
+                raise
+            # the kernel raises nothing itself: the strategy's code did, at this bar
+            raise CallbackError(int(account[enums.A_BAR]), exc) from exc
         if start >= n_bars:
             break
-        # a bar's worst case: a fill and a liquidation per symbol, a rejection per symbol
-        fills = _doubled(fills, counts[C_FILLS] + 2 * n + 1)
+        # a bar's worst case: an order fill and a liquidation per symbol, a rejection per
+        # symbol (with a callback: targets and its orders fill, each of its fields refused)
+        fills = _doubled(fills, counts[C_FILLS] + 3 * n + 1)
         liqs = _doubled(liqs, counts[C_LIQS] + n + 1)
-        rejects = _doubled(rejects, counts[C_REJECTS] + n + 1)
+        rejects = _doubled(rejects, counts[C_REJECTS] + 6 * n + 1)
     return KernelOutput(
         account=out,
         fills=fills[: counts[C_FILLS]].copy(),
@@ -118,6 +170,9 @@ def simulate_arrays(
         liquidation_prices=liq_prices if record_positions else None,
         state=state,
         wallet_balance=float(account[A_WALLET]),
+        mode=mode,
+        sym=sym,
+        memory=extra[1].memory if extra else None,
     )
 
 
@@ -139,3 +194,112 @@ def pack_symbol_params(leverage, taker_fee, liquidation_fee) -> np.ndarray:
     sym[enums.SYM_TAKER_FEE] = taker_fee
     sym[enums.SYM_LIQ_FEE] = liquidation_fee
     return sym
+
+
+# --- strategy callbacks -------------------------------------------------------------------
+
+
+def _array(dtype, ndim):
+    return types.Array(dtype, ndim, "C")
+
+
+@lru_cache(maxsize=1)
+def context_type() -> types.NamedTuple:
+    """The numba type of ``enums.BarContext`` as the kernel passes it (C-contiguous arrays)."""
+    f2, f3, f1, i1 = (_array(types.float64, 2), _array(types.float64, 3),
+                      _array(types.float64, 1), _array(types.int64, 1))
+    fields = {
+        "open": f2, "high": f2, "low": f2, "close": f2, "volume": f2, "mark_close": f2,
+        "funding_rate": f2, "series": f3, "state": f2, "mode": i1, "sym": f2, "tiers": f3,
+        "n_tiers": i1, "account": f1, "out": f2, "memory": f1,
+    }
+    assert tuple(fields) == BarContext._fields
+    return types.NamedTuple(list(fields.values()), BarContext)
+
+
+@lru_cache(maxsize=1)
+def callback_signature():
+    """``bool(int64 t, BarContext ctx, float64[:, ::1] orders, float64[::1] params)``."""
+    return types.boolean(types.int64, context_type(), _array(types.float64, 2),
+                         _array(types.float64, 1))
+
+
+@lru_cache(maxsize=1)
+def callback_type() -> types.FunctionType:
+    """The numba first-class function type of every strategy callback."""
+    return types.FunctionType(callback_signature())
+
+
+class CompiledCallback(CPUDispatcher):
+    """A numba dispatcher that numba types as ``callback_type()``, not as itself.
+
+    Passed to the kernel, it is therefore a first-class function value of one
+    fixed type: the kernel compiles once for all callbacks, and calls this one
+    through its numba entry point, so exceptions raised inside it propagate.
+    """
+
+    @property
+    def _numba_type_(self):
+        return callback_type()
+
+
+def compile_callback(function, boundscheck: bool = True):
+    """Compile ``function(t, ctx, orders, params) -> bool`` for the kernel.
+
+    ``function`` is a plain Python function or an ``@njit`` one (its Python
+    source is recompiled with this module's options). ``boundscheck`` makes an
+    index outside an array raise IndexError instead of reading or writing
+    stray memory. Numba's own errors (typing, unsupported code) propagate;
+    ``backtester.strategy`` explains them to the strategy's author. Under
+    ``NUMBA_DISABLE_JIT=1`` the Python function itself is returned.
+    """
+    py_func = getattr(function, "py_func", function)
+    if numba_config.DISABLE_JIT:
+        return py_func
+    compiled = CompiledCallback(py_func, targetoptions={"nopython": True,
+                                                        "boundscheck": bool(boundscheck)})
+    compiled.compile(callback_signature())
+    return compiled
+
+
+def _c_float(a, ndim: int, name: str) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {a.shape}")
+    if not a.flags.writeable:  # numba types read-only arrays apart: keep one signature
+        a = a.copy()
+    return a
+
+
+def callback_arguments(*, open_, high, low, close, volume, mark_close, funding_rate, series,
+                       state, mode, sym, tiers, n_tiers, account, out, memory, params):
+    """``(ctx, orders, params)`` for ``simulate``: the view over the run's own arrays.
+
+    ``high``/``low``/``volume`` default to the close (hand-made markets have
+    none); ``series`` to an empty (0, T, N) array; ``memory`` to an empty one.
+    """
+    n_bars, n = close.shape
+    market = {name: _c_float(a if a is not None else close, 2, name)
+              for name, a in (("open", open_), ("high", high), ("low", low), ("close", close),
+                              ("volume", volume), ("mark_close", mark_close),
+                              ("funding_rate", funding_rate))}
+    series = np.empty((0, n_bars, n)) if series is None else _c_float(series, 3, "series")
+    if series.shape[1:] != (n_bars, n):
+        raise ValueError(f"series must have shape (K, bars, symbols) = (K, {n_bars}, {n}), "
+                         f"got {series.shape}")
+    memory = np.zeros(0) if memory is None else _c_float(memory, 1, "memory").copy()
+    params = np.zeros(0) if params is None else _c_float(params, 1, "params")
+    ctx = BarContext(**market, series=series, state=state, mode=mode, sym=sym, tiers=tiers,
+                     n_tiers=n_tiers, account=account, out=out, memory=memory)
+    if not numba_config.DISABLE_JIT:
+        from numba import typeof
+
+        found = typeof(ctx)
+        if found != context_type():
+            wrong = [f"{name}: {have}" for name, have, want in
+                     zip(BarContext._fields, found.types, context_type().types, strict=True)
+                     if have != want]
+            raise TypeError("the kernel's arrays do not have the callback's types: "
+                            + "; ".join(wrong))
+    orders = np.full((N_ORDER_FIELDS, n), np.nan)
+    return ctx, orders, params

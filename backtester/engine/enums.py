@@ -7,12 +7,21 @@ DataFrames. Integer codes (not strings) cross the numba boundary; the
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 
 # --- margin mode of a symbol -------------------------------------------------
 CROSS = 0
 ISOLATED = 1
-MARGIN_MODE_NAMES = ("cross", "isolated")
+# A spot holding is not margined at all: it is fully paid from the wallet (its cost sits
+# in the state row S_ISO_MARGIN, outside the cross pool, like an isolated margin at 1x),
+# pays no funding, is never liquidated and cannot be short. The kernel keeps it in the
+# per-symbol ``mode`` array so that every ``mode == CROSS`` / ``mode == ISOLATED`` test
+# leaves it out without a second per-symbol array; ``run(instruments=...)`` sets it.
+SPOT = 2
+MARGIN_MODE_NAMES = ("cross", "isolated", "spot")
+INSTRUMENT_NAMES = ("perpetual", "spot")  # what ``run(instruments={symbol: kind})`` accepts
 
 # --- how a target is expressed ---------------------------------------------------
 TARGET_UNITS = 0  # base units (coins / contracts x contract size), signed
@@ -44,11 +53,24 @@ REJECT_LEVERAGE_ABOVE_TIER = 1  # the position's notional lands in a tier whose 
 #                                 is below the symbol's leverage
 REJECT_NO_PRICE = 2  # the symbol has no bar at the fill time
 REJECT_ACCOUNT_BANKRUPT = 3  # the account has no equity left
+# the codes below come from a strategy callback's orders (see O_* below)
+REJECT_MODE_SWITCH_OPEN = 4  # a margin-mode switch while the symbol holds a position: as on
+#                              the exchanges, the mode may change only while it is flat
+REJECT_SPOT_SHORT = 5  # an order that would take a spot holding below zero
+REJECT_NOT_ISOLATED = 6  # margin added or removed where there is no open isolated position
+REJECT_MARGIN_REMOVAL = 7  # removing more isolated margin than the position can spare
+REJECT_INVALID_ORDER = 8  # a value an order field cannot take (leverage < 1, a mode code
+#                           other than CROSS/ISOLATED, a leverage or mode change on spot)
 REJECT_REASON_NAMES = (
     "insufficient_margin",
     "leverage_above_tier_max",
     "no_price",
     "account_bankrupt",
+    "mode_switch_with_open_position",
+    "spot_short",
+    "margin_change_without_isolated_position",
+    "margin_removal_above_free_margin",
+    "invalid_order",
 )
 
 # --- kernel exit status ----------------------------------------------------------
@@ -110,10 +132,12 @@ rejection_dt = np.dtype(
     [
         ("bar", np.int64),  # bar at which the order would have filled
         ("symbol", np.int64),
-        ("qty", np.float64),  # signed quantity that was asked for
+        ("qty", np.float64),  # signed quantity that was asked for (0 for a setting change)
         ("price", np.float64),  # the price it would have filled at (NaN if none)
-        ("required", np.float64),  # initial margin + fee it needed
-        ("available", np.float64),  # available balance at that moment
+        ("required", np.float64),  # initial margin + fee it needed; for a callback's
+        #                            setting change: the margin amount, leverage or mode asked
+        ("available", np.float64),  # available balance at that moment; for a margin removal
+        #                             the removable margin, for a leverage the tier's maximum
         ("reason", np.int64),  # REJECT_* code
     ],
     align=True,
@@ -152,7 +176,9 @@ N_STATE = 6
 A_WALLET = 0  # wallet balance WB: deposits + realized - fees - funding, less isolated margin
 A_EQUITY_PREV = 1  # equity at the last close (sizes equity-fraction targets)
 A_EVENTS = 2  # liquidation events so far (event ids), as a float
-N_ACCOUNT = 3
+A_BAR = 3  # the bar being simulated, as a float (kept only with a strategy callback, so
+#            that an error raised inside the callback can name the bar)
+N_ACCOUNT = 4
 
 # per-bar outputs, shape (N_OUT, T)
 OUT_EQUITY = 0
@@ -171,3 +197,50 @@ C_LIQS = 1
 C_FUNDING = 2
 C_REJECTS = 3
 N_COUNTS = 4
+
+# --- event-driven strategies: the callback's orders and its view -----------------------------
+# A strategy callback ``callback(t, ctx, orders, params) -> bool`` runs at the close of every
+# bar t (DESIGN.md §4 step 6). It reads ``ctx`` (a ``BarContext``), writes its orders for the
+# next fill into ``orders`` (N_ORDER_FIELDS, N) and returns True when it wrote any. NaN in a
+# field means "nothing asked"; the kernel applies the orders at the next fill (open[t+1], or
+# close[t] with fill_at="close") and then resets every field to NaN. At the fill, in order:
+# margin changes, reductions, leverage and mode changes, then increases (so an order that
+# closes a position frees the symbol for a mode switch, and a new leverage applies to what
+# the same order opens).
+O_TARGET = 0  # target position in the run's target_kind units (units, quote notional or
+#               fraction of equity), sized at the decision close like a targets row
+O_DELTA = 1  # change of the position in the same units (used only where O_TARGET is NaN)
+O_MARGIN = 2  # isolated margin to add (> 0, from the available balance) or remove (< 0,
+#               back to the wallet), in quote; needs an open isolated position
+O_LEVERAGE = 3  # the symbol's new leverage; an open isolated position keeps its margin
+#                 (the new leverage applies to what is added), a cross one re-prices its
+#                 initial margin (refused if the available balance would go negative)
+O_MODE = 4  # the symbol's new margin mode, CROSS or ISOLATED; only while the symbol is flat
+N_ORDER_FIELDS = 5
+
+# The callback's read-only view of the market and the account, built once per run; every
+# field is the kernel's own array (no copy), so at bar t it holds the state after bar t's
+# close. Rows after t of the (T, ...) arrays are the future: a strategy must not read them.
+BarContext = namedtuple(
+    "BarContext",
+    [
+        "open",  # (T, N) last-price bars
+        "high",
+        "low",
+        "close",
+        "volume",
+        "mark_close",  # (T, N) mark price at each close (what margin is computed on)
+        "funding_rate",  # (T, N) rate settled at each bar's open, NaN where none
+        "series",  # (K, T, N) series the strategy computed before the run (indicators)
+        "state",  # (N_STATE, N): S_QTY position, S_ENTRY entry price, S_ISO_MARGIN isolated
+        #           margin (spot: cost), S_LIQ_PX isolated liquidation price, S_MARK mark
+        "mode",  # (N,) int64 CROSS / ISOLATED / SPOT, current
+        "sym",  # (N_SYMBOL_FIELDS, N): SYM_LEVERAGE current leverage, fees
+        "tiers",  # (N_TIER_FIELDS, N, K) the venue's tier tables
+        "n_tiers",  # (N,) int64 tiers in use per symbol
+        "account",  # (N_ACCOUNT,): A_WALLET wallet balance, A_EQUITY_PREV equity at close t
+        "out",  # (N_OUT, T) per-bar record: equity, margin ratio... (columns <= t written)
+        "memory",  # (M,) the strategy's own scratch space, zeros at the start, kept from
+        #            bar to bar: the one field the callback may write
+    ],
+)

@@ -14,6 +14,13 @@ Inside bar t:
    the orders of row t fill at close[t] first.
 
 The targets of row t are the decision taken at close[t].
+
+6. with a strategy callback (``simulate(..., callback, ctx, orders, params)``,
+   the form of ``enums.BarContext``), the callback runs after the bar's record
+   and writes the orders for the next fill; it is called through a numba
+   first-class function type, so this kernel is compiled (and cached) once for
+   every callback, and a run without one (``callback=None``, the default) is
+   compiled with every callback branch pruned away: it pays nothing.
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ from .account import (
     increase_position,
     reduce_position,
     refresh_liq_price,
+    removable_margin,
     tier_at,
 )
 from .enums import (
+    A_BAR,
     A_EQUITY_PREV,
     A_EVENTS,
     A_WALLET,
@@ -46,6 +55,12 @@ from .enums import (
     FILL_REDUCE_ONLY,
     FILL_STRATEGY,
     ISOLATED,
+    N_ORDER_FIELDS,
+    O_DELTA,
+    O_LEVERAGE,
+    O_MARGIN,
+    O_MODE,
+    O_TARGET,
     OUT_EQUITY,
     OUT_GROSS,
     OUT_ISO_MARGIN,
@@ -58,14 +73,20 @@ from .enums import (
     PATH_WORST,
     REJECT_ACCOUNT_BANKRUPT,
     REJECT_INSUFFICIENT_MARGIN,
+    REJECT_INVALID_ORDER,
     REJECT_LEVERAGE_ABOVE_TIER,
+    REJECT_MARGIN_REMOVAL,
+    REJECT_MODE_SWITCH_OPEN,
     REJECT_NO_PRICE,
+    REJECT_NOT_ISOLATED,
+    REJECT_SPOT_SHORT,
     S_ENTRY,
     S_ISO_MARGIN,
     S_LAST_CLOSE,
     S_LIQ_PX,
     S_MARK,
     S_QTY,
+    SPOT,
     SYM_LEVERAGE,
     SYM_LIQ_FEE,
     SYM_TAKER_FEE,
@@ -160,7 +181,8 @@ def execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_
     initial margin plus fee from the available balance, and the symbol's
     leverage may not exceed the max leverage of the tier its new notional lands
     in; otherwise it is rejected with a reason code (or, with
-    ``reduce_to_fit``, cut to what the balance allows).
+    ``reduce_to_fit``, cut to what the balance allows). A spot holding cannot
+    go short: selling beyond it fills down to zero and the rest is rejected.
     """
     old = state[S_QTY, i]
     fee_rate = sym[SYM_TAKER_FEE, i]
@@ -180,7 +202,9 @@ def execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_
         per_unit = price * (1.0 / lev + fee_rate)
         required = abs(open_qty) * per_unit
         reject = -1
-        if lev > tiers[TIER_MAX_LEVERAGE, i, k]:
+        if open_qty < 0.0 and mode[i] == SPOT:
+            reject = REJECT_SPOT_SHORT
+        elif lev > tiers[TIER_MAX_LEVERAGE, i, k]:
             reject = REJECT_LEVERAGE_ABOVE_TIER
         elif avail <= 0.0 and account_equity(state, account, state[S_MARK]) <= 0.0:
             reject = REJECT_ACCOUNT_BANKRUPT
@@ -202,6 +226,75 @@ def execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_
 
 
 @njit(cache=True, _nrt=False)
+def to_units(i, amount, target_kind, decision_price, state, account):
+    """``amount`` of the run's target unit as base units of symbol i (NaN: no price).
+
+    Notional and equity-fraction amounts are converted at the decision-time
+    close (the last known close where that bar is missing), with the equity at
+    the last close.
+    """
+    if target_kind != TARGET_NOTIONAL and target_kind != TARGET_EQUITY:
+        return amount
+    ref = decision_price[i]
+    if ref != ref:
+        ref = state[S_LAST_CLOSE, i]
+    if ref != ref:
+        return np.nan
+    amount = amount / ref
+    if target_kind == TARGET_EQUITY:
+        amount *= max(account[A_EQUITY_PREV], 0.0)
+    return amount
+
+
+@njit(cache=True, _nrt=False)
+def set_want(i, target, want, state):
+    """Keep ``target`` (units) as symbol i's order unless it is (numerically) the position."""
+    q = state[S_QTY, i]
+    delta = target - q
+    if delta == 0.0 or abs(delta) <= 1e-9 * max(abs(target), abs(q)):
+        return
+    want[i] = target
+
+
+@njit(cache=True, _nrt=False)
+def targets_to_wants(t, targets_row, target_kind, decision_price, want, state, account, rejects,
+                     counts):
+    """One row of targets as units per symbol in ``want`` (NaN = no order)."""
+    for i in range(state.shape[1]):
+        want[i] = np.nan
+        target = targets_row[i]
+        if target != target:
+            continue
+        target = to_units(i, target, target_kind, decision_price, state, account)
+        if target != target:
+            record_rejection(rejects, counts, t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+            continue
+        set_want(i, target, want, state)
+
+
+@njit(cache=True, _nrt=False)
+def fill_wants(t, reducing_pass, want, fill_price, slippage, reduce_to_fit, state, mode, sym,
+               tiers, n_tiers, account, fills, rejects, counts):
+    """Fill the orders in ``want`` that reduce a position (``reducing_pass``) or the others."""
+    for i in range(state.shape[1]):
+        target = want[i]
+        if target != target:
+            continue
+        q = state[S_QTY, i]
+        reducing = abs(target) < abs(q) and (target == 0.0 or (target > 0.0) == (q > 0.0))
+        if reducing_pass != reducing:
+            continue
+        delta = target - q
+        price = fill_price[i]
+        if price != price:
+            record_rejection(rejects, counts, t, i, delta, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+            continue
+        price *= 1.0 + slippage * np.sign(delta)
+        execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers,
+                      account, fills, rejects, counts)
+
+
+@njit(cache=True, _nrt=False)
 def process_orders(t, targets_row, target_kind, decision_price, fill_price, slippage,
                    reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills, rejects,
                    counts):
@@ -211,44 +304,151 @@ def process_orders(t, targets_row, target_kind, decision_price, fill_price, slip
     decision-time close (the last known close where that bar is missing), with
     the equity at the last close.
     """
+    targets_to_wants(t, targets_row, target_kind, decision_price, want, state, account, rejects,
+                     counts)
+    fill_wants(t, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, counts)
+    fill_wants(t, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, counts)
+
+
+# --- step 2 with a strategy callback: its orders (enums.O_*) -------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def has_orders(orders):
+    """Whether any field of ``orders`` asks for something (is not NaN)."""
+    for f in range(orders.shape[0]):
+        for i in range(orders.shape[1]):
+            if orders[f, i] == orders[f, i]:
+                return True
+    return False
+
+
+@njit(cache=True, _nrt=False)
+def change_isolated_margin(t, i, amount, state, mode, sym, tiers, n_tiers, account, rejects,
+                           counts):
+    """Move ``amount`` of quote into (> 0) or out of (< 0) isolated position i's margin.
+
+    Adding takes it from the available balance; removing is limited to the
+    margin above the position's initial margin at the mark (``removable_margin``).
+    Either moves the liquidation price.
+    """
+    q = state[S_QTY, i]
+    mark = state[S_MARK, i]
+    if mode[i] != ISOLATED or q == 0.0:
+        record_rejection(rejects, counts, t, i, 0.0, mark, amount, 0.0, REJECT_NOT_ISOLATED)
+        return
+    if amount > 0.0:
+        avail = available_balance(state, mode, sym, account)
+        if amount > avail:
+            record_rejection(rejects, counts, t, i, 0.0, mark, amount, avail,
+                             REJECT_INSUFFICIENT_MARGIN)
+            return
+    else:
+        free = removable_margin(i, state, sym)
+        if -amount > free:
+            record_rejection(rejects, counts, t, i, 0.0, mark, -amount, free,
+                             REJECT_MARGIN_REMOVAL)
+            return
+    state[S_ISO_MARGIN, i] += amount
+    account[A_WALLET] -= amount
+    refresh_liq_price(i, state, mode, tiers, n_tiers)
+
+
+@njit(cache=True, _nrt=False)
+def change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, rejects, counts):
+    """Set symbol i's leverage, within the max leverage of the tier its position is in.
+
+    An open isolated position keeps the margin it holds (the new leverage sizes
+    what is added later); an open cross position's initial margin is re-priced,
+    so lowering its leverage needs the extra margin from the available balance.
+    """
+    mark = state[S_MARK, i]
+    if mode[i] == SPOT or not leverage >= 1.0:
+        record_rejection(rejects, counts, t, i, 0.0, mark, leverage, np.nan, REJECT_INVALID_ORDER)
+        return
+    q = state[S_QTY, i]
+    k = tier_at(abs(q) * mark if q != 0.0 else 0.0, i, tiers, n_tiers)
+    cap = tiers[TIER_MAX_LEVERAGE, i, k]
+    if leverage > cap:
+        record_rejection(rejects, counts, t, i, 0.0, mark, leverage, cap,
+                         REJECT_LEVERAGE_ABOVE_TIER)
+        return
+    old = sym[SYM_LEVERAGE, i]
+    if mode[i] == CROSS and q != 0.0 and leverage < old:
+        extra = abs(q) * state[S_ENTRY, i] * (1.0 / leverage - 1.0 / old)
+        avail = available_balance(state, mode, sym, account)
+        if extra > avail:
+            record_rejection(rejects, counts, t, i, 0.0, mark, extra, avail,
+                             REJECT_INSUFFICIENT_MARGIN)
+            return
+    sym[SYM_LEVERAGE, i] = leverage
+
+
+@njit(cache=True, _nrt=False)
+def switch_margin_mode(t, i, new_mode, state, mode, rejects, counts):
+    """Set symbol i's margin mode to CROSS or ISOLATED; refused while it holds a position."""
+    mark = state[S_MARK, i]
+    if mode[i] == SPOT or (new_mode != CROSS and new_mode != ISOLATED):
+        record_rejection(rejects, counts, t, i, 0.0, mark, new_mode, np.nan, REJECT_INVALID_ORDER)
+        return
+    if new_mode == mode[i]:
+        return
+    if state[S_QTY, i] != 0.0:
+        record_rejection(rejects, counts, t, i, 0.0, mark, new_mode, np.nan,
+                         REJECT_MODE_SWITCH_OPEN)
+        return
+    mode[i] = int(new_mode)
+    state[S_LIQ_PX, i] = np.nan
+
+
+@njit(cache=True, _nrt=False)
+def apply_callback_orders(t, orders, target_kind, decision_price, fill_price, slippage,
+                          reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills,
+                          rejects, counts):
+    """Carry out a callback's orders (enums.O_*), then clear them.
+
+    Order of work: margin changes; trades that reduce a position; leverage and
+    mode changes; trades that open or add. Targets and deltas are sized like a
+    targets row (at the decision close, the equity at the last close).
+    """
     n = state.shape[1]
     for i in range(n):
+        amount = orders[O_MARGIN, i]
+        if amount == amount and amount != 0.0:
+            change_isolated_margin(t, i, amount, state, mode, sym, tiers, n_tiers, account,
+                                   rejects, counts)
+    for i in range(n):
         want[i] = np.nan
-        target = targets_row[i]
+        target = orders[O_TARGET, i]
         if target != target:
-            continue
-        q = state[S_QTY, i]
-        if target_kind == TARGET_NOTIONAL or target_kind == TARGET_EQUITY:
-            ref = decision_price[i]
-            if ref != ref:
-                ref = state[S_LAST_CLOSE, i]
-            if ref != ref:
-                record_rejection(rejects, counts, t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+            delta = orders[O_DELTA, i]
+            if delta != delta or delta == 0.0:
                 continue
-            target = target / ref
-            if target_kind == TARGET_EQUITY:
-                target *= max(account[A_EQUITY_PREV], 0.0)
-        delta = target - q
-        if delta == 0.0 or abs(delta) <= 1e-9 * max(abs(target), abs(q)):
+            target = to_units(i, delta, target_kind, decision_price, state, account)
+            target += state[S_QTY, i]
+        else:
+            target = to_units(i, target, target_kind, decision_price, state, account)
+        if target != target:
+            record_rejection(rejects, counts, t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
             continue
-        want[i] = target
-    for sweep in range(2):
+        set_want(i, target, want, state)
+    fill_wants(t, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, counts)
+    for i in range(n):
+        leverage = orders[O_LEVERAGE, i]
+        if leverage == leverage:
+            change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, rejects,
+                            counts)
+        new_mode = orders[O_MODE, i]
+        if new_mode == new_mode:
+            switch_margin_mode(t, i, new_mode, state, mode, rejects, counts)
+    fill_wants(t, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, counts)
+    for f in range(N_ORDER_FIELDS):
         for i in range(n):
-            target = want[i]
-            if target != target:
-                continue
-            q = state[S_QTY, i]
-            reducing = abs(target) < abs(q) and (target == 0.0 or (target > 0.0) == (q > 0.0))
-            if (sweep == 0) != reducing:
-                continue
-            delta = target - q
-            price = fill_price[i]
-            if price != price:
-                record_rejection(rejects, counts, t, i, delta, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
-                continue
-            price *= 1.0 + slippage * np.sign(delta)
-            execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers,
-                          account, fills, rejects, counts)
+            orders[f, i] = np.nan
 
 
 # --- steps 3 and 4: intrabar liquidation ------------------------------------------------
@@ -532,7 +732,7 @@ def record_liquidation_prices(state, mode, tiers, n_tiers, account, out_row):
             upnl += q * (state[S_MARK, i] - state[S_ENTRY, i])
     for i in range(n):
         q = state[S_QTY, i]
-        if q == 0.0:
+        if q == 0.0 or mode[i] == SPOT:
             out_row[i] = np.nan
         elif mode[i] == ISOLATED:
             out_row[i] = state[S_LIQ_PX, i]
@@ -554,7 +754,8 @@ def record_liquidation_prices(state, mode, tiers, n_tiers, account, out_row):
 def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
              has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers, slippage,
              fill_at, path, reduce_to_fit, record_positions, state, tier, account, out,
-             positions_out, liq_px_out, fills, liqs, funding, rejects, counts):
+             positions_out, liq_px_out, fills, liqs, funding, rejects, counts, callback=None,
+             ctx=None, orders=None, params=None):
     """Replay bars ``start..T-1``; the module docstring gives the order of events.
 
     ``state`` (N_STATE, N), ``tier`` (N,) and ``account`` (N_ACCOUNT,) hold the
@@ -567,6 +768,15 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
     events might not fit in a record buffer; the caller then doubles that
     buffer and calls again from that bar.
 
+    A strategy callback (optional, last four arguments): ``callback(t, ctx,
+    orders, params) -> bool`` of numba type ``driver.callback_type()``, called
+    at each close after the bar's record; ``ctx`` is an ``enums.BarContext``
+    over this run's own arrays, ``orders`` (N_ORDER_FIELDS, N) all NaN at the
+    start, ``params`` the strategy's float64 parameters. Its orders wait in
+    ``orders`` for the next fill, so a run that stops early resumes with them.
+    Without a callback every ``callback is not None`` branch is pruned at
+    compile time.
+
     Speed: the two passes run on every bar (the liquidation bound and the mark
     to market) are written out here rather than called, and nothing in the loop
     reassigns an array: a call taking arrays, or an array variable reassigned in
@@ -578,12 +788,23 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
     scratch = np.empty(n)
     scratch2 = np.empty(n)
     cp = np.empty((4, n))
+    fill_room = 2 * n  # a bar's worst case: an order fill and a liquidation per symbol
+    reject_room = n
+    pending = False  # a callback's orders wait for the next open
+    if callback is not None:
+        # targets and a callback's orders may both fill in one bar, and each of the
+        # callback's five fields may be refused
+        fill_room = 3 * n
+        reject_room = 6 * n
+        pending = fill_at == FILL_NEXT_OPEN and has_orders(orders)
     for t in range(start, n_bars):
-        if (counts[C_FILLS] + 2 * n > fills.shape[0] or counts[C_LIQS] + n > liqs.shape[0]
-                or counts[C_REJECTS] + n > rejects.shape[0]):
+        if (counts[C_FILLS] + fill_room > fills.shape[0] or counts[C_LIQS] + n > liqs.shape[0]
+                or counts[C_REJECTS] + reject_room > rejects.shape[0]):
             return t
         orders_now = fill_at == FILL_NEXT_OPEN and t > 0 and has_target[t - 1]
-        if has_funding[t] or orders_now:
+        if callback is not None:
+            account[A_BAR] = t
+        if has_funding[t] or orders_now or pending:
             # the mark at the open prices funding and the margin checks of fills
             for i in range(n):
                 m = mark_open[t, i]
@@ -595,7 +816,7 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                 rate = funding_rate[t, i]
                 q = state[S_QTY, i]
                 mark = state[S_MARK, i]
-                if rate == rate and q != 0.0 and mark == mark:
+                if rate == rate and q != 0.0 and mark == mark and mode[i] != SPOT:
                     payment = apply_funding(i, rate, mark, state, mode, account)
                     record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
                     if mode[i] == ISOLATED:
@@ -605,6 +826,12 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
             process_orders(t, targets[t - 1], target_kind, close[t - 1], open_[t], slippage,
                            reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills,
                            rejects, counts)
+        if callback is not None:
+            if pending:
+                apply_callback_orders(t, orders, target_kind, close[t - 1], open_[t], slippage,
+                                      reduce_to_fit, want, state, mode, sym, tiers, n_tiers,
+                                      account, fills, rejects, counts)
+                pending = False
         # 3. one pass: a bound on the worst the bar can do (if even that is safe, no point
         #    of any path triggers), and the close's mark to market, valid when it is safe
         may_liquidate = False
@@ -643,7 +870,7 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                 liq = state[S_LIQ_PX, i]
                 if (q > 0.0 and lo <= liq) or (q < 0.0 and hi >= liq):
                     may_liquidate = True
-            else:
+            elif mode[i] == CROSS:  # (spot holdings are never liquidated)
                 any_cross = True
                 extreme = abs(q) * hi
                 k = tier[i]
@@ -690,6 +917,17 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                            rejects, counts)
             account[A_EQUITY_PREV] = mark_to_market(t, state, mode, tiers, n_tiers, tier,
                                                     account, out)
+        # 6. the strategy callback decides at the close
+        if callback is not None:
+            if callback(t, ctx, orders, params):
+                if fill_at == FILL_NEXT_OPEN:
+                    pending = t + 1 < n_bars
+                else:
+                    apply_callback_orders(t, orders, target_kind, close[t], close[t], slippage,
+                                          reduce_to_fit, want, state, mode, sym, tiers, n_tiers,
+                                          account, fills, rejects, counts)
+                    account[A_EQUITY_PREV] = mark_to_market(t, state, mode, tiers, n_tiers,
+                                                            tier, account, out)
         if record_positions:
             for i in range(n):
                 positions_out[t, i] = state[S_QTY, i]

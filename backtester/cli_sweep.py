@@ -1,0 +1,159 @@
+"""``backtester sweep``: a grid of backtests from the command line, one parquet row per run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+DEFAULT_GRID = {
+    "margin_mode": ["cross", "isolated"],
+    "leverage": [2, 5, 10, 20],
+    "exposure": [0.5, 1.0, 2.0],
+}
+SHOWN = ["sharpe", "total_return", "max_drawdown", "liquidations", "liquidation_loss",
+         "worst_margin_ratio"]
+
+
+def add_sweep_parser(sub) -> None:
+    """Register ``backtester sweep`` on the CLI's subparsers."""
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of backtests (parameters x margin mode x leverage x venue x window)",
+        description="Run every combination of a grid of strategy parameters and run options, "
+        "write one summary row per run to a parquet dataset as runs finish, and print the best. "
+        "Rerunning into the same --out skips the runs already done. Without --grid or -p the "
+        f"grid is {DEFAULT_GRID} (the built-in hedged pair, long the first symbol).",
+    )
+    p.add_argument("--grid", help="TOML file of the grid: name = [values] (a list is swept, "
+                   "anything else fixed)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="a grid entry (repeatable; overrides --grid), e.g. -p leverage=5,10,20 "
+                   "-p margin_mode=cross,isolated -p window=2023-01-01..2024-01-01,2024-01-01..")
+    p.add_argument("--strategy", default="strategies:hedged_pair", metavar="MODULE:FUNCTION",
+                   help="strategy function f(market, **params) -> targets "
+                   "(default strategies:hedged_pair)")
+    p.add_argument("--target-kind", default="equity", choices=("units", "notional", "equity"),
+                   help="what the strategy's targets mean, unless the grid sets it (equity)")
+    p.add_argument("--data", help="data directory (default: the embedded dataset)")
+    p.add_argument("--symbols", help="symbols to load, e.g. BTC_USDT,ETH_USDT")
+    p.add_argument("--timeframe", help="bar length to load when the directory has several")
+    p.add_argument("--start", help="first bar loaded (inclusive)")
+    p.add_argument("--end", help="last bar loaded (exclusive)")
+    p.add_argument("--backend", default="inprocess", choices=("inprocess", "processes", "dask"),
+                   help="where runs execute (inprocess: numba threads; processes: a local "
+                   "pool; dask: a Dask cluster)")
+    p.add_argument("--workers", type=int, help="threads or processes (default: all cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies dask)")
+    p.add_argument("--out", default="sweep_results", help="output directory (sweep_results)")
+    p.add_argument("--equity", action="store_true",
+                   help="also save every run's equity curve (under OUT/_equity/)")
+    p.add_argument("--chunk-size", type=int, help="runs per task / part file")
+    p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    p.add_argument("--top", type=int, default=10, help="rows of the best runs to print (10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def parse_value(text: str):
+    """A grid value from the command line: int, float, true/false, or the text itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_param(text: str) -> tuple[str, list]:
+    """``NAME=V1,V2`` -> (NAME, [V1, V2]); a window is START..END (either side may be empty)."""
+    name, sep, values = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not name or not values.strip():
+        raise ValueError(f"-p {text!r}: write NAME=V1,V2,... e.g. -p leverage=5,10,20")
+    items = [v for v in values.split(",") if v.strip()]
+    if name == "window":
+        windows = []
+        for item in items:
+            start, dots, end = item.partition("..")
+            if not dots:
+                raise ValueError(f"-p window: {item!r} is not START..END, e.g. "
+                                 "2023-01-01..2024-01-01 (an empty side is open)")
+            windows.append([start.strip() or None, end.strip() or None])
+        return name, windows
+    return name, [parse_value(v) for v in items]
+
+
+def _strategy(spec: str):
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"--strategy {spec!r}: write MODULE:FUNCTION, e.g. "
+                         "strategies:hedged_pair")
+    try:
+        function = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--strategy {spec}: cannot import it ({exc})") from None
+    if not callable(function):
+        raise ValueError(f"--strategy {spec} is not a function")
+    return function
+
+
+def _cmd_sweep(args) -> int:
+    import pandas as pd
+
+    from .data import load_market
+    from .sweep import load_grid, sweep
+
+    strategy = _strategy(args.strategy)
+    grid = load_grid(args.grid) if args.grid else {}
+    for text in args.param:
+        name, values = parse_param(text)
+        grid[name] = values
+    if not grid:
+        grid = dict(DEFAULT_GRID)
+    grid.setdefault("target_kind", args.target_kind)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        market = load_market(args.data, symbols=[s.strip() for s in args.symbols.split(",")]
+                             if args.symbols else None, start=args.start, end=args.end,
+                             timeframe=args.timeframe)
+    for message in sorted({str(w.message) for w in caught}):
+        print(f"note: {message}")
+    print(f"sweep of {args.strategy} on {', '.join(market.symbols)}, {market.n_bars:,} bars "
+          f"({market.timestamps[0]} .. {market.timestamps[-1]}), backend {args.backend}"
+          + (f" at {args.scheduler}" if args.scheduler else ""))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = sweep(market, strategy, grid, out=args.out, backend=args.backend,
+                          workers=args.workers, scheduler=args.scheduler,
+                          chunk_size=args.chunk_size, equity=args.equity,
+                          retry_failed=args.retry_failed, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the runs finished so far are saved in {args.out}/; run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+    for message in sorted({str(w.message) for w in caught}):  # once each, not once per run
+        print(f"note: {message}")
+    failed = table[table["error"].notna()]
+    print(f"{len(table):,} runs, {len(failed):,} failed; summary rows in {args.out}/ "
+          f"(pandas.read_parquet('{args.out}'))")
+    if len(failed):
+        counts = failed["error"].value_counts()
+        for message, count in counts.head(3).items():
+            print(f"  {count} run(s) failed: {message}")
+    ok = table[table["error"].isna()]
+    if len(ok) and args.top > 0:
+        swept = [c for c, values in grid.items() if isinstance(values, list) and len(values) > 1
+                 and c in table.columns]
+        if "window" in grid and isinstance(grid["window"], list):
+            swept += ["window_start", "window_end"]
+        best = ok.sort_values("sharpe", ascending=False, na_position="last").head(args.top)
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(f"best {len(best)} by Sharpe:")
+            print(best[swept + SHOWN].to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
+    return 0

@@ -1,0 +1,472 @@
+"""Many runs on one shared market in one compiled call: the fast path of sweeps.
+
+A batch is R runs that share a market window and a venue's tier tables; each
+run has its own targets (an index into a stack of distinct target arrays),
+margin modes, leverages, fees, balance and simulation choices. Every run owns
+its state while it runs; the per-bar outputs and record buffers are scratch
+space of the worker thread that runs it, reused by its next run, so that no
+(T,) array outlives its run. Each run leaves one row of ``METRICS`` (and, only
+when asked, its equity curve).
+
+The metrics are those of ``Result.summary()``, computed the same way: sums use
+numpy's pairwise summation (``pairwise_sum``), and the mean and standard
+deviation of bar returns follow pandas' two-pass formulas, so the figures agree
+with ``run(...).summary()`` to the last bit or nearly so, whatever the backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from numba import config, njit, prange
+
+from .enums import (
+    A_EQUITY_PREV,
+    A_WALLET,
+    C_FILLS,
+    C_FUNDING,
+    C_LIQS,
+    C_REJECTS,
+    FILL_LIQUIDATION,
+    N_ACCOUNT,
+    N_COUNTS,
+    N_OUT,
+    N_STATE,
+    OUT_EQUITY,
+    OUT_MARGIN_RATIO,
+    S_LAST_CLOSE,
+    S_LIQ_PX,
+    S_MARK,
+    fill_dt,
+    funding_dt,
+    liquidation_dt,
+    rejection_dt,
+)
+from .kernel import simulate
+
+
+def _drop_stale_cache() -> None:
+    """Delete this module's numba cache when the engine code it compiles in has changed.
+
+    numba keys a cached function on its own file only, so after an edit of
+    ``kernel.py`` or ``account.py`` it would keep loading batch functions built
+    around the old bar loop. A digest of the other engine files, kept next to the
+    cache, tells; only the default cache folder (``__pycache__``) is handled.
+    """
+    here = Path(__file__).resolve().parent
+    cache = here / "__pycache__"
+    if config.CACHE_DIR or config.DISABLE_JIT or not cache.is_dir():
+        return
+    digest = hashlib.sha256()
+    for source in sorted(here.glob("*.py")):
+        if source.name != "batch.py":
+            digest.update(source.name.encode() + source.read_bytes())
+    stamp = cache / "batch.engine-sources"
+    try:
+        if stamp.exists() and stamp.read_text() == digest.hexdigest():
+            return
+        for old in cache.glob("batch.*.nb[ic]"):
+            old.unlink()
+        stamp.write_text(digest.hexdigest())
+    except OSError:  # a read-only install: numba then caches elsewhere or not at all
+        pass
+
+
+_drop_stale_cache()
+
+# one row per run, in this column order (floats; counts are whole numbers)
+METRICS = (
+    "final_equity",
+    "total_return",
+    "max_drawdown",
+    "sharpe",
+    "liquidations",
+    "liquidated_positions",
+    "liquidation_loss",
+    "liquidation_fees",
+    "bankruptcy_shortfall",
+    "fees_paid",
+    "funding_paid",
+    "worst_margin_ratio",
+    "fills",
+    "rejected_orders",
+)
+COUNT_METRICS = ("liquidations", "liquidated_positions", "fills", "rejected_orders")
+M_FINAL_EQUITY = 0
+M_TOTAL_RETURN = 1
+M_MAX_DRAWDOWN = 2
+M_SHARPE = 3
+M_LIQUIDATIONS = 4
+M_LIQUIDATED_POSITIONS = 5
+M_LIQUIDATION_LOSS = 6
+M_LIQUIDATION_FEES = 7
+M_BANKRUPTCY_SHORTFALL = 8
+M_FEES_PAID = 9
+M_FUNDING_PAID = 10
+M_WORST_MARGIN_RATIO = 11
+M_FILLS = 12
+M_REJECTED_ORDERS = 13
+N_METRICS = 14
+
+# the market of a batch, shape (N_MARKET_FIELDS, T, N): ``stack_market`` builds it
+MK_OPEN = 0
+MK_CLOSE = 1
+MK_MARK_OPEN = 2
+MK_MARK_HIGH = 3
+MK_MARK_LOW = 4
+MK_MARK_CLOSE = 5
+MK_FUNDING_RATE = 6
+N_MARKET_FIELDS = 7
+
+# the choices of each run, shape (R, N_RUN_FIELDS), codes as in ``enums`` stored as floats
+RUN_TARGETS = 0  # row of the targets stack the run trades
+RUN_TARGET_KIND = 1  # TARGET_* code
+RUN_FILL_AT = 2  # FILL_* code
+RUN_PATH = 3  # PATH_* code
+RUN_REDUCE_TO_FIT = 4  # 1.0 to cut orders to the available balance, 0.0 to reject them
+RUN_INITIAL_BALANCE = 5  # the deposit, quote currency
+RUN_SLIPPAGE = 6  # fraction of the price paid against the trader
+N_RUN_FIELDS = 7
+
+
+# --- the one call of the bar loop ---------------------------------------------------------
+
+
+@njit(cache=True)
+def simulate_run(start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
+                 has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
+                 slippage, fill_at, path, reduce_to_fit, record_positions, state, tier, account,
+                 out, no_positions, fills, liqs, funding, rejects, counts):
+    """``engine.kernel.simulate`` without per-bar position records; returns where it stopped.
+
+    The only place sweeps call the kernel: a change of its signature is fixed here.
+    Every argument is a runtime value of the types ``engine.driver`` passes (a
+    literal ``False`` or ``0`` would make numba compile, and cache, another
+    specialisation of the whole bar loop).
+    """
+    return simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close,
+                    funding_rate, has_funding, targets, has_target, target_kind, mode, sym,
+                    tiers, n_tiers, slippage, fill_at, path, reduce_to_fit, record_positions,
+                    state, tier, account, out, no_positions, no_positions, fills, liqs, funding,
+                    rejects, counts)
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def block_sum(a, lo, n):
+    """Sum of at most 128 values ``a[lo:lo+n]`` as numpy adds them (8 accumulators)."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0 = a[lo]
+    r1 = a[lo + 1]
+    r2 = a[lo + 2]
+    r3 = a[lo + 3]
+    r4 = a[lo + 4]
+    r5 = a[lo + 5]
+    r6 = a[lo + 6]
+    r7 = a[lo + 7]
+    i = 8
+    whole = n - n % 8
+    while i < whole:
+        j = lo + i
+        r0 += a[j]
+        r1 += a[j + 1]
+        r2 += a[j + 2]
+        r3 += a[j + 3]
+        r4 += a[j + 4]
+        r5 += a[j + 5]
+        r6 += a[j + 6]
+        r7 += a[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def pairwise_sum(a, lo, n):
+    """Sum of ``a[lo:lo+n]`` in numpy's order: halves (cut at a multiple of 8) summed
+    apart down to blocks of 128, then added back up the tree.
+
+    ``np.sum`` (and so pandas' sum, mean and std) adds this way; a plain loop
+    would round differently and a sweep row would not match ``Result.summary()``.
+    The tree is walked with an explicit stack: numba cannot cache a recursive function.
+    """
+    if n <= 128:
+        return block_sum(a, lo, n)
+    # one frame per tree level (a depth of 64 covers any int64 length)
+    f_lo = np.empty(64, dtype=np.int64)
+    f_n = np.empty(64, dtype=np.int64)
+    f_stage = np.empty(64, dtype=np.int64)  # 0: go left, 1: go right, 2: add the halves
+    f_left = np.empty(64)
+    f_right = np.empty(64)
+    f_lo[0] = lo
+    f_n[0] = n
+    f_stage[0] = 0
+    top = 1
+    total = 0.0
+    while top > 0:
+        k = top - 1
+        size = f_n[k]
+        if size <= 128 or f_stage[k] == 2:
+            if size <= 128:
+                value = block_sum(a, f_lo[k], size)
+            else:
+                value = f_left[k] + f_right[k]
+            top -= 1
+            if top == 0:
+                total = value
+            elif f_stage[top - 1] == 1:
+                f_left[top - 1] = value
+            else:
+                f_right[top - 1] = value
+            continue
+        half = size // 2
+        half -= half % 8
+        if f_stage[k] == 0:
+            f_stage[k] = 1
+            f_lo[top] = f_lo[k]
+            f_n[top] = half
+        else:
+            f_stage[k] = 2
+            f_lo[top] = f_lo[k] + half
+            f_n[top] = size - half
+        f_stage[top] = 0
+        top += 1
+    return total
+
+
+@njit(cache=True)
+def equity_metrics(equity, n_bars, initial_balance, bars_per_year, returns, row):
+    """Total return, max drawdown and annualised Sharpe of one equity curve, into ``row``.
+
+    As ``backtester.metrics``: the drawdown and total return are measured from
+    the initial balance; the Sharpe ratio uses bar returns (0 after equity hit
+    zero), their mean over their sample standard deviation (ddof 1).
+    """
+    row[M_FINAL_EQUITY] = equity[n_bars - 1]
+    row[M_TOTAL_RETURN] = equity[n_bars - 1] / initial_balance - 1.0
+    peak = initial_balance
+    worst = 0.0
+    for t in range(n_bars):
+        value = equity[t]
+        if value != value:
+            continue
+        if value > peak:
+            peak = value
+        if peak > 0.0:
+            d = value / peak - 1.0
+            if d < worst:
+                worst = d
+    row[M_MAX_DRAWDOWN] = worst
+    n_ret = n_bars - 1
+    row[M_SHARPE] = np.nan
+    if n_ret < 2:
+        return
+    for t in range(1, n_bars):
+        prev = equity[t - 1]
+        returns[t - 1] = equity[t] / prev - 1.0 if prev > 0.0 else 0.0
+    mean = pairwise_sum(returns, 0, n_ret) / n_ret
+    # pandas' nanvar: mean first, then the sum of squared deviations over n - 1
+    for t in range(n_ret):
+        dev = mean - returns[t]
+        returns[t] = dev * dev
+    std = np.sqrt(pairwise_sum(returns, 0, n_ret) / (n_ret - 1.0))
+    if np.isfinite(std) and std != 0.0:
+        row[M_SHARPE] = mean / std * np.sqrt(bars_per_year)
+
+
+@njit(cache=True)
+def record_metrics(fills, liqs, funding, rejects, counts, values, row):
+    """Liquidation, fee, funding and order counts of one run's records, into ``row``.
+
+    ``values`` is scratch space at least as long as the largest record count.
+    """
+    n_liq = counts[C_LIQS]
+    row[M_LIQUIDATED_POSITIONS] = n_liq
+    # event ids count up and the positions of one event are recorded together
+    events = 0
+    for c in range(n_liq):
+        if c == 0 or liqs[c]["event"] != liqs[c - 1]["event"]:
+            events += 1
+    row[M_LIQUIDATIONS] = events
+    for c in range(n_liq):
+        values[c] = liqs[c]["margin_lost"]
+    row[M_LIQUIDATION_LOSS] = pairwise_sum(values, 0, n_liq)
+    for c in range(n_liq):
+        values[c] = liqs[c]["fee"]
+    row[M_LIQUIDATION_FEES] = pairwise_sum(values, 0, n_liq)
+    for c in range(n_liq):
+        values[c] = liqs[c]["shortfall"]
+    row[M_BANKRUPTCY_SHORTFALL] = pairwise_sum(values, 0, n_liq)
+    n_fee = 0
+    for c in range(counts[C_FILLS]):
+        if fills[c]["reason"] != FILL_LIQUIDATION:
+            values[n_fee] = fills[c]["fee"]
+            n_fee += 1
+    row[M_FEES_PAID] = pairwise_sum(values, 0, n_fee)
+    row[M_FILLS] = n_fee
+    for c in range(counts[C_FUNDING]):
+        values[c] = funding[c]["payment"]
+    row[M_FUNDING_PAID] = pairwise_sum(values, 0, counts[C_FUNDING])
+    row[M_REJECTED_ORDERS] = counts[C_REJECTS]
+
+
+@njit(cache=True, _nrt=False)
+def worst_margin_ratio(ratio, n_bars):
+    """The highest cross margin ratio of the run (NaN bars skipped, as pandas' max does)."""
+    worst = np.nan
+    for t in range(n_bars):
+        value = ratio[t]
+        if value == value and not value <= worst:
+            worst = value
+    return worst
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+def stack_market(open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate):
+    """The (N_MARKET_FIELDS, T, N) market array of a batch from a Market's (T, N) fields."""
+    return np.ascontiguousarray(
+        np.stack([open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate]),
+        dtype=np.float64,
+    )
+
+
+@njit(cache=True)
+def target_rows(targets):
+    """(T,) True where a row of ``targets`` (T, N) holds any target (not all NaN)."""
+    n_bars, n = targets.shape
+    out = np.zeros(n_bars, dtype=np.bool_)
+    for t in range(n_bars):
+        for i in range(n):
+            if targets[t, i] == targets[t, i]:
+                out[t] = True
+                break
+    return out
+
+
+@njit(cache=True)
+def _grown(buf, needed):
+    """``buf`` itself when it holds ``needed`` rows, else a doubled copy."""
+    if buf.shape[0] >= needed:
+        return buf
+    size = max(buf.shape[0], 64)
+    while size < needed:
+        size *= 2
+    new = np.empty(size, dtype=buf.dtype)
+    new[: buf.shape[0]] = buf
+    return new
+
+
+@njit(cache=True)
+def run_one(r, market, has_funding, targets, has_target, runs, mode, sym, tiers, n_tiers,
+            bars_per_year, summary, equity, out, returns, no_positions, fills, liqs, funding,
+            rejects):
+    """Run r of the batch from a flat account; write its metrics row (and its equity curve).
+
+    ``out``, ``returns`` and the record buffers are the worker's scratch space:
+    they are returned, grown where this run needed more, for its next run.
+    """
+    n_bars, n = market.shape[1], market.shape[2]
+    choices = runs[r]
+    balance = choices[RUN_INITIAL_BALANCE]
+    state = np.zeros((N_STATE, n))
+    for i in range(n):
+        state[S_LIQ_PX, i] = np.nan
+        state[S_MARK, i] = np.nan
+        state[S_LAST_CLOSE, i] = np.nan
+    tier = np.zeros(n, dtype=np.int64)
+    account = np.zeros(N_ACCOUNT)
+    account[A_WALLET] = balance
+    account[A_EQUITY_PREV] = balance
+    counts = np.zeros(N_COUNTS, dtype=np.int64)
+    u = int(choices[RUN_TARGETS])
+    start = counts[C_FILLS]  # 0, typed int64 (see simulate_run)
+    record_positions = start < 0  # False, typed bool
+    while True:
+        start = simulate_run(
+            start, market[MK_OPEN], market[MK_CLOSE], market[MK_MARK_OPEN], market[MK_MARK_HIGH],
+            market[MK_MARK_LOW], market[MK_MARK_CLOSE], market[MK_FUNDING_RATE], has_funding,
+            targets[u], has_target[u], int(choices[RUN_TARGET_KIND]), mode[r], sym[r], tiers,
+            n_tiers, choices[RUN_SLIPPAGE], int(choices[RUN_FILL_AT]), int(choices[RUN_PATH]),
+            choices[RUN_REDUCE_TO_FIT] != 0.0, record_positions, state, tier, account, out,
+            no_positions, fills, liqs, funding, rejects, counts)
+        if start >= n_bars:
+            break
+        # the kernel stopped because a record buffer might overflow in the next bar:
+        # doubling all three always makes room, whatever margin the kernel asks for
+        fills = _grown(fills, 2 * fills.shape[0])
+        liqs = _grown(liqs, 2 * liqs.shape[0])
+        rejects = _grown(rejects, 2 * rejects.shape[0])
+    row = summary[r]
+    equity_metrics(out[OUT_EQUITY], n_bars, balance, bars_per_year, returns, row)
+    row[M_WORST_MARGIN_RATIO] = worst_margin_ratio(out[OUT_MARGIN_RATIO], n_bars)
+    largest = max(counts[C_FILLS], counts[C_LIQS], counts[C_FUNDING])
+    values = returns if largest <= returns.shape[0] else np.empty(largest)
+    record_metrics(fills, liqs, funding, rejects, counts, values, row)
+    if equity.shape[0] > 0:
+        equity[r, :] = out[OUT_EQUITY]
+    return fills, liqs, rejects
+
+
+@njit(cache=True, nogil=True)
+def run_batch_serial(w, n_workers, market, has_funding, targets, has_target, runs, mode, sym,
+                     tiers, n_tiers, bars_per_year, summary, equity):
+    """Runs w, w + n_workers, w + 2 n_workers... of the batch on the calling thread.
+
+    ``(0, 1, ...)`` runs them all: process-pool and Dask workers call it so (the
+    GIL is released, so Dask's worker threads run side by side); each thread of
+    ``run_batch_parallel`` calls it for its share. Buffers are allocated once here.
+    Arguments as ``run_batch_parallel``.
+    """
+    n_bars, n = market.shape[1], market.shape[2]
+    n_funding = 0
+    for t in range(n_bars):
+        for i in range(n):
+            if market[MK_FUNDING_RATE, t, i] == market[MK_FUNDING_RATE, t, i]:
+                n_funding += 1
+    # a fill per symbol per target row is the common case (as engine.driver sizes it)
+    n_rows = 0
+    if w < runs.shape[0]:
+        u = int(runs[w, RUN_TARGETS])
+        for t in range(n_bars):
+            n_rows += has_target[u, t]
+    out = np.empty((N_OUT, n_bars))
+    returns = np.empty(max(n_bars, 1))
+    no_positions = np.empty((0, n))
+    fills = np.empty(max(64, min(n_rows * n + 2 * n, 1 << 22)), dtype=fill_dt)
+    liqs = np.empty(max(64, n), dtype=liquidation_dt)
+    funding = np.empty(max(1, n_funding), dtype=funding_dt)
+    rejects = np.empty(max(64, n), dtype=rejection_dt)
+    for r in range(w, runs.shape[0], n_workers):
+        fills, liqs, rejects = run_one(r, market, has_funding, targets, has_target, runs, mode,
+                                       sym, tiers, n_tiers, bars_per_year, summary, equity, out,
+                                       returns, no_positions, fills, liqs, funding, rejects)
+
+
+@njit(cache=True, parallel=True)
+def run_batch_parallel(n_workers, market, has_funding, targets, has_target, runs, mode, sym,
+                       tiers, n_tiers, bars_per_year, summary, equity):
+    """Every run of the batch, interleaved over ``n_workers`` threads (the in-process path).
+
+    - ``market`` (N_MARKET_FIELDS, T, N), shared and read-only; ``has_funding`` (T,);
+    - ``targets`` (U, T, N) the distinct target arrays, ``has_target`` (U, T);
+    - per run r: ``runs[r]`` (N_RUN_FIELDS,), ``mode[r]`` (N,), ``sym[r]``
+      (N_SYMBOL_FIELDS, N); ``tiers`` and ``n_tiers`` are the venue's, shared;
+    - out: ``summary`` (R, N_METRICS); ``equity`` (R, T), or (0, T) to keep none.
+    """
+    for w in prange(n_workers):
+        # prange numbers its threads with unsigned ints: one signature for both callers
+        run_batch_serial(np.int64(w), n_workers, market, has_funding, targets, has_target, runs,
+                         mode, sym, tiers, n_tiers, bars_per_year, summary, equity)

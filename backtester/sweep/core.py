@@ -1,0 +1,192 @@
+"""``sweep()``: many backtests over a grid of parameters, one summary row per run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import pandas as pd
+
+from ..data.market import Market
+from ..engine import batch
+from ..venues import check_simulated, load_venue
+from .backends import BACKENDS, run_dask, run_inprocess, run_processes
+from .execute import window_bounds
+from .grid import Grid, Run, load_grid, strategy_name
+from .progress import Progress
+from .storage import SweepStore, column_kinds, conform, equity_frame, summary_frame
+
+# distinct target arrays of one chunk stay under this many bytes (they are (T, N) float64)
+TARGETS_BUDGET = 500 * 2**20
+DEFAULT_CHUNK = {"inprocess": 1024, "processes": 128, "dask": 128}
+
+
+def sweep(
+    market: Market,
+    strategy: Callable,
+    grid: Mapping | Sequence[Mapping] | str | Path,
+    *,
+    out: str | Path | None = None,
+    backend: str = "inprocess",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client=None,
+    chunk_size: int | None = None,
+    equity: bool = False,
+    retry_failed: bool = False,
+    progress: bool | TextIO = False,
+    **options,
+) -> pd.DataFrame:
+    """Backtest every run of a grid and return one summary row per run.
+
+    - ``strategy``: a function ``strategy(market, **params) -> targets`` (as for
+      ``run``); it is called once per distinct parameter set and data window.
+    - ``grid``: a mapping (or a TOML file of one) from names to values; a list
+      is swept, anything else is fixed. Names of run options (``margin_mode``,
+      ``leverage``, ``venue``, ``venue_overrides``, ``initial_balance``,
+      ``target_kind``, ``fill_at``, ``path``, ``slippage``, ``reduce_to_fit``,
+      and ``window``: a ``(start, end)`` pair, start included, end excluded)
+      set the simulation; every other name is a strategy parameter. A list of
+      mappings is the union of their runs.
+    - ``out``: a directory for the parquet dataset, written chunk by chunk as runs
+      finish. Rerunning into the same directory skips the runs already there
+      (``retry_failed=True`` reruns the failed ones), so an interrupted sweep resumes.
+    - ``backend``: ``"inprocess"`` (one numba-parallel call per chunk: fastest on
+      one machine), ``"processes"`` (a local process pool of ``workers``) or
+      ``"dask"`` (a ``client``, the scheduler at ``scheduler``, or a local cluster).
+    - ``equity``: also save each run's equity curve under ``out`` (read them with
+      ``read_equity``); otherwise no curve outlives its run.
+    - ``progress``: print runs done, runs/s and the time left on stderr (or on
+      the stream given).
+    - ``options``: fixed run options under the grid, e.g. ``target_kind="equity"``.
+
+    The row of a run holds ``run_id`` (a stable hash of its strategy, parameters
+    and options), the parameters and options, ``window_start``/``window_end``,
+    the figures of ``Result.summary()`` and ``error`` (the message of a run that
+    failed, whose figures are NaN). Rows come in grid order; the figures do not
+    depend on the backend or the number of workers.
+
+    Example:
+        >>> from backtester import load_market, sweep
+        >>> from strategies import hedged_pair
+        >>> market = load_market().slice(0, 24 * 90)          # 90 days of hourly bars
+        >>> table = sweep(market, hedged_pair, {"exposure": [0.5, 1.0, 2.0],
+        ...               "margin_mode": ["cross", "isolated"], "leverage": [5, 20]},
+        ...               target_kind="equity")
+        >>> len(table), int(table["error"].notna().sum())     # runs, failed runs
+        (12, 0)
+        >>> list(table.columns[:5])
+        ['run_id', 'exposure', 'margin_mode', 'leverage', 'venue']
+        >>> by_mode = table.groupby("margin_mode")["liquidations"].sum()  # compare the modes
+    """
+    if not isinstance(market, Market):
+        raise TypeError(f"market must be a backtester Market, got {type(market).__name__}")
+    if not callable(strategy):
+        raise TypeError(f"strategy must be a function market, **params -> targets, got "
+                        f"{strategy!r}")
+    if isinstance(grid, str | Path):
+        grid = load_grid(grid)
+    backend = _backend(backend, client, scheduler)
+    plan = Grid(grid, strategy=strategy_name(strategy), defaults=options)
+    plan.check_strategy(strategy)
+    kinds = column_kinds(plan)
+    bounds = _check_inputs(market, plan)
+    store = SweepStore(out, market) if out is not None else None
+    if equity and store is None:
+        raise ValueError("equity=True saves the curves under out=DIRECTORY; give out")
+    done = store.done_ids(retry_failed) if store else set()
+
+    order: dict[str, int] = {}  # run id -> position in the grid (first occurrence)
+    for r in plan:
+        order.setdefault(r.run_id, len(order))
+    skipped = sum(1 for i in order if i in done)
+    size = _chunk_size(chunk_size, backend, market)
+    chunks = _chunks(plan, done, size)
+    if backend == "inprocess":
+        finished = run_inprocess(market, strategy, chunks, equity=equity, workers=workers)
+    elif backend == "processes":
+        finished = run_processes(market, strategy, chunks, equity=equity, workers=workers)
+    else:
+        finished = run_dask(market, strategy, chunks, equity=equity, client=client,
+                            scheduler=scheduler, workers=workers)
+
+    meter = Progress(len(order), skipped, stream=progress if not isinstance(progress, bool)
+                     else sys.stderr, enabled=bool(progress))
+    frames = []
+    try:
+        for runs, output in finished:
+            frame = summary_frame(runs, output.metrics, output.errors, kinds)
+            if store is not None:
+                curves = None
+                if equity:
+                    curves = equity_frame(runs, output.equity, market,
+                                          [bounds[r.options["window"]] for r in runs])
+                store.write(frame, curves)
+            frames.append(frame)
+            meter.update(len(runs), sum(e is not None for e in output.errors))
+    finally:
+        finished.close()
+    meter.close()
+
+    empty = summary_frame([], np.zeros((0, batch.N_METRICS)), [], kinds)
+    if skipped:
+        earlier = store.read()
+        earlier = earlier[earlier["run_id"].isin(order.keys())]
+        # only this grid's columns (parts written by other grids may hold more)
+        frames.insert(0, conform(earlier.reindex(columns=empty.columns), kinds))
+    if not frames:
+        return empty
+    table = pd.concat(frames, ignore_index=True)
+    table = table.drop_duplicates("run_id", keep="last")
+    position = table["run_id"].map(order).to_numpy()
+    return table.iloc[np.argsort(position, kind="stable")].reset_index(drop=True)
+
+
+def _backend(backend: str, client, scheduler) -> str:
+    if client is not None or scheduler:
+        if backend not in ("inprocess", "dask"):
+            raise ValueError(f"a Dask client or scheduler runs on the dask backend, not on "
+                             f"{backend!r}")
+        return "dask"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
+                         f"got {backend!r}")
+    return backend
+
+
+def _check_inputs(market: Market, plan: Grid) -> dict:
+    """Errors a whole sweep would hit, raised before it starts; the bars of each window."""
+    bounds = {w: window_bounds(market, w) for w in dict.fromkeys(plan.values("window"))}
+    for venue in dict.fromkeys(plan.values("venue")):
+        for overrides in plan.values("venue_overrides") or [{}]:
+            check_simulated(load_venue(venue, **overrides))
+    return bounds
+
+
+def _chunk_size(chunk_size: int | None, backend: str, market: Market) -> int:
+    """Runs per chunk: the backend's default, so that its distinct targets fit the budget."""
+    cap = max(1, TARGETS_BUDGET // max(1, 8 * market.n_bars * market.n_symbols))
+    if chunk_size is not None:
+        if int(chunk_size) != chunk_size or chunk_size < 1:
+            raise ValueError(f"chunk_size is a whole number of runs >= 1, got {chunk_size}")
+        return min(int(chunk_size), cap)
+    return min(DEFAULT_CHUNK[backend], cap)
+
+
+def _chunks(plan: Grid, done: set[str], size: int) -> Iterator[list[Run]]:
+    """The runs still to do, in grid order, ``size`` at a time (duplicates once)."""
+    seen = set(done)
+    chunk: list[Run] = []
+    for r in plan:
+        if r.run_id in seen:
+            continue
+        seen.add(r.run_id)
+        chunk.append(r)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,279 @@
+"""A sweep's output directory: a parquet dataset written one part per finished chunk.
+
+Layout::
+
+    OUT/part-00001.parquet ...        one summary row per run (read the folder with
+                                      pandas.read_parquet(OUT))
+    OUT/_equity/part-00001.parquet    per-run equity curves, long form, when asked for
+    OUT/_sweep.json                   which market the sweep ran on
+
+Each part is written to a hidden temporary file and then linked under its
+final name, so an interrupt loses at most the chunk in flight and never leaves
+a half-written part. Names starting with ``_`` or ``.`` are skipped by parquet
+readers, so ``pd.read_parquet(OUT)`` sees the summary rows only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..data.market import Market
+from ..engine.batch import COUNT_METRICS, METRICS
+from .grid import RUN_OPTIONS, Grid, Run
+
+META = "_sweep.json"
+EQUITY_DIR = "_equity"
+OPTION_COLUMNS = ("margin_mode", "leverage", "venue", "venue_overrides", "initial_balance",
+                  "target_kind", "fill_at", "path", "slippage", "reduce_to_fit", "window_start",
+                  "window_end")
+RESERVED = {"run_id", "error", *OPTION_COLUMNS, *METRICS, *RUN_OPTIONS}
+
+
+def _kind(values: list) -> str:
+    """The column type of a parameter from every value the grid gives it."""
+    if all(isinstance(v, bool | np.bool_) for v in values):
+        return "bool"
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+           for v in values):
+        return "int"
+    if all(isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
+           for v in values):
+        return "float"
+    if all(isinstance(v, str) for v in values):
+        return "str"
+    return "json"
+
+
+def column_kinds(grid: Grid) -> dict[str, str]:
+    """Column name -> bool/int/float/str/json for the parameters and options of the grid.
+
+    Decided once from the whole grid, so that every part of the dataset has the
+    same schema (a column of 1 and 1.5 is float in every part).
+    """
+    kinds = {}
+    for name in grid.param_names():
+        if name in RESERVED:
+            raise ValueError(f"strategy parameter {name!r} has the name of a summary column; "
+                             "rename the parameter")
+        kinds[name] = _kind(grid.values(name))
+    kinds["margin_mode"] = "str" if _kind(grid.values("margin_mode")) == "str" else "json"
+    kinds["leverage"] = "float" if _kind(grid.values("leverage")) == "float" else "json"
+    kinds["venue"] = "str"
+    if any(grid.values("venue_overrides")):
+        kinds["venue_overrides"] = "json"
+    kinds.update(initial_balance="float", target_kind="str", fill_at="str", path="str",
+                 slippage="float", reduce_to_fit="bool")
+    return kinds
+
+
+def _column(values: list, kind: str):
+    if kind == "json":
+        return pd.array([json.dumps(v, sort_keys=True, default=str) for v in values],
+                        dtype="string")
+    if kind == "str":
+        return pd.array(values, dtype="string")
+    missing = any(v is None for v in values)  # a parameter one grid of a list does not set
+    if kind == "bool":
+        return pd.array(values, dtype="boolean") if missing else np.array(values, dtype=bool)
+    if kind == "int":
+        return pd.array(values, dtype="Int64") if missing else np.array(values, dtype=np.int64)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def summary_frame(runs: list[Run], metrics: np.ndarray, errors: list, kinds: dict) -> pd.DataFrame:
+    """The summary rows of finished runs: id, parameters, options, metrics, error."""
+    columns: dict = {"run_id": pd.array([r.run_id for r in runs], dtype="string")}
+    for name, kind in kinds.items():
+        source = [r.options.get(name) if name in RUN_OPTIONS else r.params.get(name)
+                  for r in runs]
+        columns[name] = _column(source, kind)
+    for k, end in enumerate(("window_start", "window_end")):
+        columns[end] = pd.to_datetime([r.options["window"][k] for r in runs],
+                                      utc=True).as_unit("ns")
+    for j, name in enumerate(METRICS):
+        values = metrics[:, j]
+        columns[name] = (pd.array(np.where(np.isnan(values), None, values), dtype="Int64")
+                         if name in COUNT_METRICS else values)
+    columns["error"] = pd.array(errors, dtype="string")
+    return pd.DataFrame(columns)
+
+
+def conform(frame: pd.DataFrame, kinds: dict) -> pd.DataFrame:
+    """Rows read back from parquet with the dtypes ``summary_frame`` gives new rows."""
+    frame = frame.copy()
+    for name in ("run_id", "error", *(n for n, k in kinds.items() if k in ("str", "json"))):
+        if name in frame:
+            frame[name] = frame[name].astype("string")
+    for name in ("window_start", "window_end"):
+        if name in frame:
+            frame[name] = pd.to_datetime(frame[name], utc=True).dt.as_unit("ns")
+    for name in COUNT_METRICS:
+        if name in frame:
+            frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def equity_frame(runs: list[Run], curves: list, market: Market, bounds: list) -> pd.DataFrame:
+    """Equity curves in long form: run_id, timestamp, equity (runs that failed have none)."""
+    ids, stamps, values = [], [], []
+    for r, curve, (a, b) in zip(runs, curves, bounds, strict=True):
+        if curve is None:
+            continue
+        ids.append(np.full(len(curve), r.run_id, dtype=object))
+        stamps.append(market.index[a:b])
+        values.append(curve)
+    if not ids:
+        return pd.DataFrame({"run_id": pd.array([], dtype="string"),
+                             "timestamp": pd.to_datetime([], utc=True), "equity": []})
+    return pd.DataFrame({
+        "run_id": pd.array(np.concatenate(ids), dtype="string"),
+        "timestamp": pd.to_datetime(np.concatenate(stamps), utc=True),
+        "equity": np.concatenate(values),
+    })
+
+
+def market_fingerprint(market: Market) -> dict:
+    """What identifies the data a sweep ran on (symbols, bars, a hash of prices and times)."""
+    digest = hashlib.sha256()
+    for array in (market.index, market.close, market.mark_close, market.funding_rate):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    first = str(pd.Timestamp(int(market.index[0]), tz="UTC")) if market.n_bars else None
+    last = str(pd.Timestamp(int(market.index[-1]), tz="UTC")) if market.n_bars else None
+    return {"symbols": list(market.symbols), "bars": market.n_bars, "first": first,
+            "last": last, "sha256": digest.hexdigest()[:16]}
+
+
+def _parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob("part-*.parquet"))
+
+
+def _write_part(table: pa.Table, folder: Path, number: int) -> int:
+    """Write ``table`` as part ``number`` or the next free number; returns the number used."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
+    pq.write_table(table, tmp)
+    try:
+        while True:
+            try:
+                os.link(tmp, folder / f"part-{number:05d}.parquet")
+                return number
+            except FileExistsError:  # another sweep into the same folder took it
+                number += 1
+    finally:
+        tmp.unlink()
+
+
+def _dedupe(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run id: the last successful one, else the last failure."""
+    if frame.empty:
+        return frame
+    ok = frame["error"].isna().to_numpy()
+    order = np.lexsort((np.arange(len(frame)), ok))  # failures first, each in written order
+    keep = frame.iloc[order].drop_duplicates("run_id", keep="last")
+    return keep.sort_index()
+
+
+class SweepStore:
+    """The output directory of a sweep (see the module docstring)."""
+
+    def __init__(self, directory: str | Path, market: Market):
+        self.folder = Path(directory)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"sweep output {self.folder} is a file; give a directory")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fingerprint = market_fingerprint(market)
+        meta = self.folder / META
+        if meta.exists():
+            saved = json.loads(meta.read_text())
+            if saved.get("market") != fingerprint:
+                raise ValueError(
+                    f"{self.folder} holds a sweep on other market data ({saved.get('market')}); "
+                    f"this market is {fingerprint}. Resume with the same data, or give another "
+                    "output directory"
+                )
+        elif _parts(self.folder):
+            raise ValueError(f"{self.folder} holds parquet parts but no {META}: not a sweep "
+                             "output; give another output directory")
+        else:
+            meta.write_text(json.dumps({"market": fingerprint}, indent=2))
+        self._next = len(_parts(self.folder)) + 1
+
+    def done_ids(self, retry_failed: bool = False) -> set[str]:
+        """Ids of the runs already in the dataset (successful ones only if ``retry_failed``)."""
+        done: set[str] = set()
+        for part in _parts(self.folder):
+            table = pq.read_table(part, columns=["run_id", "error"])
+            ids = table.column("run_id").to_pylist()
+            if retry_failed:
+                errors = table.column("error").to_pylist()
+                ids = [i for i, e in zip(ids, errors, strict=True) if e is None]
+            done.update(ids)
+        return done
+
+    def write(self, summary: pd.DataFrame, equity: pd.DataFrame | None = None) -> Path:
+        """Append one finished chunk (and its equity curves) as new part files."""
+        number = self._next
+        if equity is not None:
+            number = _write_part(pa.Table.from_pandas(equity, preserve_index=False),
+                                 self.folder / EQUITY_DIR, number)
+        number = _write_part(pa.Table.from_pandas(summary, preserve_index=False), self.folder,
+                             number)
+        self._next = number + 1
+        return self.folder / f"part-{number:05d}.parquet"
+
+    def read(self) -> pd.DataFrame:
+        """Every run in the dataset, one row each (a retried failure shows its success)."""
+        return read_sweep(self.folder)
+
+
+def read_sweep(directory: str | Path) -> pd.DataFrame:
+    """The summary rows of a sweep's output directory, one per run, in the order written.
+
+    Parts written by different grids may hold different columns; missing ones are NA.
+
+    Example:
+        >>> import tempfile
+        >>> from backtester import load_market, sweep
+        >>> from strategies import hedged_pair
+        >>> out = tempfile.mkdtemp()
+        >>> _ = sweep(load_market().slice(0, 500), hedged_pair, {"leverage": [2, 5]}, out=out,
+        ...           target_kind="equity")
+        >>> len(read_sweep(out))
+        2
+    """
+    parts = _parts(Path(directory))
+    if not parts:
+        return pd.DataFrame()
+    frames = [pq.read_table(p).to_pandas() for p in parts]
+    return _dedupe(pd.concat(frames, ignore_index=True)).reset_index(drop=True)
+
+
+def read_equity(directory: str | Path, run_ids=None) -> pd.DataFrame:
+    """Equity curves saved by ``sweep(..., equity=True)``: one column per run id, by timestamp.
+
+    ``run_ids`` picks some runs (default all); runs over different windows hold
+    NaN outside their own bars.
+    """
+    folder = Path(directory) / EQUITY_DIR
+    parts = _parts(folder)
+    if not parts:
+        raise FileNotFoundError(f"{folder} holds no equity curves: run the sweep with "
+                                "equity=True (--equity on the command line)")
+    filters = None if run_ids is None else [("run_id", "in", list(run_ids))]
+    frame = pd.concat([pq.read_table(p, filters=filters).to_pandas() for p in parts],
+                      ignore_index=True)
+    frame = frame.drop_duplicates(["run_id", "timestamp"], keep="last")
+    wide = frame.pivot(index="timestamp", columns="run_id", values="equity")
+    if run_ids is not None:
+        wide = wide.reindex(columns=list(run_ids))
+    wide.columns.name = None
+    return wide

@@ -1,0 +1,123 @@
+"""Strategy callback vs the same logic as precomputed targets.
+
+Scenario (as ``bench_engine.py``): a synthetic market of 1,000,000 hourly bars x 10
+symbols, long the even symbols and short the odd ones at 10% of equity each,
+rebalanced every 24 bars, cross margin at 5x, Binance BTCUSDT brackets for every
+symbol, funding every 8 bars.
+
+    python benchmarks/bench_callback.py [--bars 1000000] [--symbols 10]
+
+Prints, compile excluded (a warm-up run first), best of ``--repeat``:
+
+- targets: ``engine.driver.simulate_arrays`` with the (T, N) targets array;
+- callback: the same kernel with no targets and a callback writing the same orders
+  every 24th bar (a call on every bar, orders on 1 bar in 24);
+- callback + reads: a callback that also reads every position, the equity and the
+  margin ratio on every bar (what a drift or margin rule costs);
+- whether the targets and callback runs agree bar for bar, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from numba import njit
+
+from backtester.data import make_market
+from backtester.engine import enums
+from backtester.engine.driver import (
+    compile_callback,
+    pack_symbol_params,
+    pack_tiers,
+    simulate_arrays,
+)
+from backtester.strategy import equity, margin_ratio, order_target, position
+from backtester.venues import Venue, load_venue
+
+
+@njit
+def rebalance(t, ctx, orders, params):
+    """Every ``params[0]`` bars: +params[1] of equity on even symbols, -params[1] on odd."""
+    if t % int(params[0]) != 0:
+        return False
+    for i in range(ctx.close.shape[1]):
+        order_target(orders, i, params[1] if i % 2 == 0 else -params[1])
+    return True
+
+
+@njit
+def rebalance_reading(t, ctx, orders, params):
+    """``rebalance`` plus a look at every position, the equity and the margin ratio."""
+    gross = 0.0
+    for i in range(ctx.close.shape[1]):
+        gross += abs(position(ctx, i)) * ctx.close[t, i]
+    eq = equity(ctx, t)
+    if eq > 0.0 and (gross / eq > 1e9 or margin_ratio(ctx, t) > 1e9):
+        return False  # never true here: the reads are what is measured
+    return rebalance(t, ctx, orders, params)
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bars", type=int, default=1_000_000)
+    parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    n_bars, n = args.bars, args.symbols
+
+    market = make_market(n_bars, n, seed=7, funding_every=8)
+    spec = load_venue("binance_usdm").spec("BTCUSDT")
+    venue = Venue(name="binance_usdm (BTCUSDT tiers for all)", description="benchmark",
+                  symbols={}, default=spec)
+    arrays = venue.arrays(market.symbols)
+    targets = np.full((n_bars, n), np.nan)
+    targets[::24] = np.where(np.arange(n) % 2 == 0, 0.1, -0.1)
+    params = np.array([24.0, 0.1])
+
+    def inputs():  # fresh mode/sym arrays each run: a callback may change them
+        return dict(
+            open_=market.open, close=market.close, mark_open=market.mark_open,
+            mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
+            funding_rate=market.funding_rate, target_kind=enums.TARGET_EQUITY,
+            mode=np.zeros(n, dtype=np.int64),
+            sym=pack_symbol_params(np.full(n, 5.0), arrays.taker_fee, arrays.liquidation_fee),
+            tiers=pack_tiers(arrays.floors, arrays.caps, arrays.mmrs, arrays.cums,
+                             arrays.max_leverage),
+            n_tiers=arrays.n_tiers, initial_balance=1_000_000.0)
+
+    callbacks = {"callback": compile_callback(rebalance),
+                 "callback + reads": compile_callback(rebalance_reading)}
+    runs = {"targets": lambda: simulate_arrays(targets=targets, **inputs())}
+    for name, cb in callbacks.items():
+        runs[name] = (lambda cb=cb: simulate_arrays(
+            targets=None, callback=cb, params=params, high=market.high, low=market.low,
+            volume=market.volume, **inputs()))
+    t0 = time.perf_counter()
+    outputs = {name: fn() for name, fn in runs.items()}  # warm-up: compile or cache load
+    print(f"{n_bars:,} bars x {n} symbols; warm-up (compile or cache load) "
+          f"{time.perf_counter() - t0:.1f} s")
+    seconds = {name: best_of(fn, args.repeat) for name, fn in runs.items()}
+    for name, dt in seconds.items():
+        out = outputs[name]
+        print(f"{name:<17} {dt:7.3f} s  {n_bars * n / dt / 1e6:6.1f} M bar-symbols/s  "
+              f"{dt / n_bars * 1e9:6.0f} ns/bar  ({len(out.fills):,} fills, "
+              f"final equity {out.account[enums.OUT_EQUITY, -1]:,.0f})")
+    for name in callbacks:
+        same = np.array_equal(outputs[name].account, outputs["targets"].account)
+        print(f"{name} / targets: {seconds[name] / seconds['targets']:.2f}x time; per-bar "
+              f"results identical: {same}")
+
+
+if __name__ == "__main__":
+    main()

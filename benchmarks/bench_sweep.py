@@ -1,0 +1,212 @@
+"""Sweep throughput: runs per second of each backend, next to a plain loop over ``run()``.
+
+Scenario (issue 5): the embedded data, one year of hourly bars (2023, 8,760 bars) x 2
+symbols (BTC_USDT, ETH_USDT); the hedged pair (long BTC, short ETH) over a grid of
+20 exposures x 50 rebalance intervals x both margin modes x 5 leverages = 10,000 runs
+(1,000 distinct target arrays), Binance USD-M rules, default intrabar path.
+
+    python benchmarks/bench_sweep.py [--backends inprocess,processes,dask] [--workers 2]
+                                     [--loop-runs 300] [--big 0] [--no-cold-compile]
+
+Prints, compile excluded (a warm-up sweep first; its time is printed, and the time of a
+cold compile in a fresh process with an empty numba cache, as on a new machine or CI):
+- in-process: summary rows only, and with the parquet dataset written;
+- a local process pool and a local Dask cluster (cluster start-up printed apart);
+- a plain Python loop of ``run(...).summary()`` over the first runs of the grid;
+- whether every backend's summary table is identical to the in-process one;
+- the peak memory (RSS high-water mark); with ``--big N`` a second in-process sweep of
+  N runs (e.g. 100,000) into parquet and the peak memory after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from backtester import load_market, run
+from backtester.sweep import sweep
+from strategies import hedged_pair
+
+EXPOSURES = [round(0.25 * k, 2) for k in range(1, 21)]  # 0.25 .. 5.0
+REBALANCE = list(range(4, 204, 4))  # every 4 .. 200 bars
+MODES = ["cross", "isolated"]
+LEVERAGES = [2, 5, 10, 20, 50]
+
+
+def grid(exposures=EXPOSURES, rebalance=REBALANCE) -> dict:
+    return {"exposure": exposures, "rebalance_every": rebalance, "margin_mode": MODES,
+            "leverage": LEVERAGES, "target_kind": "equity"}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def timed(label: str, n_runs: int, fn, note: str = ""):
+    t0 = time.perf_counter()
+    value = fn()
+    dt = time.perf_counter() - t0
+    print(f"{label:<28} {n_runs:>7,} runs  {dt:7.2f} s  {n_runs / dt:8,.0f} runs/s  {note}")
+    return value
+
+
+WARM_UP = """
+import warnings
+warnings.simplefilter("ignore")
+from backtester import load_market, sweep
+from strategies import hedged_pair
+sweep(load_market().slice(0, 200), hedged_pair, {"leverage": [5, 10]}, target_kind="equity")
+"""
+
+
+def cold_compile_seconds() -> float:
+    """A first sweep in a new process with an empty numba cache (the bar loop included)."""
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", WARM_UP], check=True,
+                       env={**os.environ, "NUMBA_CACHE_DIR": cache})
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="inprocess,processes,dask")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--loop-runs", type=int, default=300)
+    parser.add_argument("--no-cold-compile", action="store_true",
+                        help="skip timing a compile from an empty numba cache")
+    parser.add_argument("--big", type=int, default=0,
+                        help="also sweep this many runs into parquet and report peak memory")
+    args = parser.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    warnings.simplefilter("ignore")  # venue notes about tier tables before 2024-05-30
+
+    market = load_market(start="2023-01-01", end="2024-01-01")
+    g = grid()
+    n_runs = len(EXPOSURES) * len(REBALANCE) * len(MODES) * len(LEVERAGES)
+    print(f"machine: {os.cpu_count()} cores (nproc), {cpu_model()}; shared with other "
+          "engineers' jobs, so figures are noisy")
+    print(f"market: {', '.join(market.symbols)}, {market.n_bars:,} hourly bars "
+          f"({market.timestamps[0].date()} .. {market.timestamps[-1].date()}); grid: "
+          f"{len(EXPOSURES)} exposures x {len(REBALANCE)} rebalance intervals x "
+          f"{len(MODES)} modes x {len(LEVERAGES)} leverages = {n_runs:,} runs")
+
+    t0 = time.perf_counter()
+    sweep(market.slice(0, 200), hedged_pair, grid([1.0], [24]), backend="inprocess")
+    print(f"warm-up (compile, or load numba's on-disk cache): {time.perf_counter() - t0:.1f} s")
+    if not args.no_cold_compile:
+        print(f"cold compile (new process, empty numba cache, bar loop included): "
+              f"{cold_compile_seconds():.1f} s")
+
+    tables = {}
+    if "inprocess" in backends:
+        tables["inprocess"] = timed(
+            "in-process, rows only", n_runs,
+            lambda: sweep(market, hedged_pair, g, workers=args.workers),
+            f"({args.workers} numba threads)")
+        with tempfile.TemporaryDirectory() as out:
+            timed("in-process, into parquet", n_runs,
+                  lambda: sweep(market, hedged_pair, g, out=out, workers=args.workers),
+                  "(a part file per chunk of 1,024 runs)")
+    if "processes" in backends:
+        tables["processes"] = timed(
+            "process pool", n_runs,
+            lambda: sweep(market, hedged_pair, g, backend="processes", workers=args.workers),
+            f"({args.workers} processes, start-up included)")
+    if "dask" in backends:
+        from distributed import Client, LocalCluster
+
+        t0 = time.perf_counter()
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            print(f"dask local cluster of {args.workers} worker processes started in "
+                  f"{time.perf_counter() - t0:.1f} s")
+            tables["dask"] = timed(
+                "dask (local cluster)", n_runs,
+                lambda: sweep(market, hedged_pair, g, client=client),
+                "(first task on each worker loads the compiled code)")
+
+    # a plain loop: what a user writes without sweep(); targets built once per parameter set
+    loop_rows = []
+    some = list(_first_runs(args.loop_runs))
+
+    def loop():
+        cache = {}
+        for exposure, every, mode, lev in some:
+            key = (exposure, every)
+            if key not in cache:
+                cache[key] = hedged_pair(market, exposure=exposure, rebalance_every=every)
+            loop_rows.append(run(market, cache[key], target_kind="equity", margin_mode=mode,
+                                 leverage=lev, record_positions=False).summary())
+
+    timed("plain loop of run()", len(some), loop, "(one thread, record_positions=False)")
+
+    if "inprocess" in tables:
+        first = tables["inprocess"]
+        for name, table in tables.items():
+            if name != "inprocess":
+                same = first.equals(table)
+                print(f"{name} summary identical to in-process: {'yes' if same else 'NO'}")
+        head = first.head(len(loop_rows))
+        worst = max(_relative_gap(head, loop_rows))
+        print(f"largest relative gap, in-process rows vs run().summary() over the first "
+              f"{len(loop_rows)} runs: {worst:.1e}")
+    print(f"peak memory (RSS high-water mark) so far: {peak_rss_mb():,.0f} MB")
+
+    if args.big:
+        reps = max(1, args.big // n_runs)
+        balances = [10_000.0 + k for k in range(reps)]
+        with tempfile.TemporaryDirectory() as out:
+            timed("in-process, big, parquet", reps * n_runs,
+                  lambda: sweep(market, hedged_pair, {**g, "initial_balance": balances},
+                                out=out, workers=args.workers))
+        print(f"peak memory after it: {peak_rss_mb():,.0f} MB")
+
+
+def _first_runs(n: int):
+    k = 0
+    for exposure in EXPOSURES:
+        for every in REBALANCE:
+            for mode in MODES:
+                for lev in LEVERAGES:
+                    if k == n:
+                        return
+                    k += 1
+                    yield exposure, every, mode, lev
+
+
+def _relative_gap(table: pd.DataFrame, rows: list[dict]):
+    for (_, row), expected in zip(table.iterrows(), rows, strict=True):
+        for key, value in expected.items():
+            if key == "initial_balance":
+                continue
+            got = float(row[key])
+            if np.isnan(value) and np.isnan(got):
+                yield 0.0
+            else:
+                yield abs(got - value) / max(abs(value), 1e-12)
+
+
+if __name__ == "__main__":
+    main()

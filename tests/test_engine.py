@@ -389,3 +389,9 @@ def test_bad_run_options_raise_clear_errors():
         run(m, t, path="random")
     with pytest.raises(KeyError, match="no spec for symbol 'SHIB'"):
         run(market(["SHIB"], [(1,) * 4]), units(1, [1]), venue="binance_usdm")
+
+
+def test_hand_made_market_refuses_mark_bars_whose_high_low_miss_open_or_close():
+    o = np.array([[100.0], [100.0]])
+    with pytest.raises(ValueError, match="mark bar 1 of X: high/low do not contain"):
+        Market.from_arrays(["X"], o, o, o, o, mark=(o, np.array([[100.0], [99.0]]), o, o))

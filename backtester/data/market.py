@@ -90,6 +90,13 @@ class Market:
             mo, mh, ml, mc = o, h, lo, c
         else:
             mo, mh, ml, mc = (grid(v, f"mark[{k}]") for k, v in enumerate(mark))
+            if not (mo.shape == mh.shape == ml.shape == mc.shape == o.shape):
+                raise ValueError("mark open, high, low and close must have the bars' shape")
+            bad = (mh < np.maximum(mo, mc)) | (ml > np.minimum(mo, mc))
+            if bad.any():
+                t, i = np.argwhere(bad)[0]
+                raise ValueError(f"mark bar {t} of {symbols[i]}: high/low do not contain "
+                                 "open and close")
         step = pd.Timedelta(bar)
         first = pd.Timestamp(start)
         first = first.tz_localize("UTC") if first.tz is None else first.tz_convert("UTC")

@@ -866,21 +866,6 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                 lo = hi
                 m = hi
             nt = n_tiers[i]
-            if mode[i] == ISOLATED:
-                liq = state[S_LIQ_PX, i]
-                if (q > 0.0 and lo <= liq) or (q < 0.0 and hi >= liq):
-                    may_liquidate = True
-            elif mode[i] == CROSS:  # (spot holdings are never liquidated)
-                any_cross = True
-                extreme = abs(q) * hi
-                k = tier[i]
-                while k < nt - 1 and extreme > tiers[TIER_CAP, i, k]:
-                    k += 1
-                while k > 0 and extreme <= tiers[TIER_FLOOR, i, k]:
-                    k -= 1
-                # MM is the max of the tier lines: the right tier, or the bound is not safe
-                worst += q * ((lo if q > 0.0 else hi) - entry) - (
-                    extreme * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k])
             notional = abs(q) * m
             k = tier[i]
             while k < nt - 1 and notional > tiers[TIER_CAP, i, k]:
@@ -889,6 +874,21 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                 k -= 1
             tier[i] = k
             mm = notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
+            if mode[i] == ISOLATED:
+                liq = state[S_LIQ_PX, i]
+                if (q > 0.0 and lo <= liq) or (q < 0.0 and hi >= liq):
+                    may_liquidate = True
+            elif mode[i] == CROSS:  # (spot holdings are never liquidated)
+                any_cross = True
+                # the largest notional of the bar is at its high, at or above the close's:
+                # its tier is at or above the close's. MM is the max of the tier lines, so
+                # the tier must be the right one, or the bound is not safe
+                extreme = abs(q) * hi
+                ke = k
+                while ke < nt - 1 and extreme > tiers[TIER_CAP, i, ke]:
+                    ke += 1
+                worst += q * ((lo if q > 0.0 else hi) - entry) - (
+                    extreme * tiers[TIER_MMR, i, ke] - tiers[TIER_CUM, i, ke])
             u = q * (m - entry)
             upnl += u
             maint += mm

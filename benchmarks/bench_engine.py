@@ -20,6 +20,7 @@ Prints:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import tempfile
 import time
@@ -37,7 +38,8 @@ from backtester.venues import Venue, load_venue
 
 def binance_tiers_for_all(symbols) -> Venue:
     """Binance's BTCUSDT spec (latest brackets, fees) as the default for any symbol."""
-    spec = load_venue("binance_usdm").spec("BTCUSDT")
+    # undated: the synthetic market starts before the table's date
+    spec = dataclasses.replace(load_venue("binance_usdm").spec("BTCUSDT"), valid_from=None)
     return Venue(name="binance_usdm (BTCUSDT tiers for all)", description="benchmark",
                  symbols={}, default=spec)
 

@@ -6,6 +6,12 @@
 
 __version__ = "0.1.0"
 
+from pathlib import Path as _Path
+
+from . import _numba_cache
+
+_numba_cache.refresh(_Path(__file__).resolve().parent)  # before any compiled module loads
+
 from .backtest import RunConfig, run
 from .compare import Comparison, compare
 from .data import DataError, Market, import_csv, load_market

@@ -9,8 +9,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from backtester.data.synthetic import generate_embedded  # noqa: E402
 from generate_spot import generate_spot  # noqa: E402
+
+from backtester.data.synthetic import generate_embedded  # noqa: E402
 
 generate_embedded(HERE)
 generate_spot(HERE)

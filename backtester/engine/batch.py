@@ -16,11 +16,8 @@ with ``run(...).summary()`` to the last bit or nearly so, whatever the backend.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
-from numba import config, njit, prange
+from numba import njit, prange
 
 from .enums import (
     A_EQUITY_PREV,
@@ -45,36 +42,6 @@ from .enums import (
     rejection_dt,
 )
 from .kernel import simulate
-
-
-def _drop_stale_cache() -> None:
-    """Delete this module's numba cache when the engine code it compiles in has changed.
-
-    numba keys a cached function on its own file only, so after an edit of
-    ``kernel.py`` or ``account.py`` it would keep loading batch functions built
-    around the old bar loop. A digest of the other engine files, kept next to the
-    cache, tells; only the default cache folder (``__pycache__``) is handled.
-    """
-    here = Path(__file__).resolve().parent
-    cache = here / "__pycache__"
-    if config.CACHE_DIR or config.DISABLE_JIT or not cache.is_dir():
-        return
-    digest = hashlib.sha256()
-    for source in sorted(here.glob("*.py")):
-        if source.name != "batch.py":
-            digest.update(source.name.encode() + source.read_bytes())
-    stamp = cache / "batch.engine-sources"
-    try:
-        if stamp.exists() and stamp.read_text() == digest.hexdigest():
-            return
-        for old in cache.glob("batch.*.nb[ic]"):
-            old.unlink()
-        stamp.write_text(digest.hexdigest())
-    except OSError:  # a read-only install: numba then caches elsewhere or not at all
-        pass
-
-
-_drop_stale_cache()
 
 # one row per run, in this column order (floats; counts are whole numbers)
 METRICS = (

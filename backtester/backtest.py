@@ -78,13 +78,14 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _choice(name: str, value: str, names: tuple[str, ...]) -> int:
+def choice(name: str, value: str, names: tuple[str, ...]) -> int:
+    """The code of ``value`` among ``names`` (a clear error naming the option otherwise)."""
     if value not in names:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, names))}, got {value!r}")
     return names.index(value)
 
 
-def _per_symbol(name: str, value, symbols: tuple[str, ...], convert) -> list:
+def per_symbol(name: str, value, symbols: tuple[str, ...], convert) -> list:
     """One value per symbol from a scalar or a {symbol: value} mapping (all symbols required)."""
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(symbols))
@@ -163,7 +164,7 @@ def _spot_symbols(config: RunConfig, symbols: tuple[str, ...]) -> set[str]:
         raise ValueError(f"instruments names unknown symbol(s) {', '.join(unknown)}; the market "
                          f"holds {', '.join(symbols)}")
     for symbol, kind in kinds.items():
-        _choice(f"instrument kind of {symbol}", kind, enums.INSTRUMENT_NAMES)
+        choice(f"instrument kind of {symbol}", kind, enums.INSTRUMENT_NAMES)
     return {s for s, kind in kinds.items() if kind == "spot"}
 
 
@@ -254,7 +255,7 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     def to_mode(value, symbol):
         if symbol in spot:
             return enums.SPOT
-        return _choice(f"margin_mode of {symbol}", value, enums.MARGIN_MODE_NAMES[:2])
+        return choice(f"margin_mode of {symbol}", value, enums.MARGIN_MODE_NAMES[:2])
 
     def to_leverage(value, symbol):
         if symbol in spot:
@@ -265,12 +266,12 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
 
     margin_mode = _perp_only("margin_mode", config.margin_mode, spot, "cross")
     leverage_option = _perp_only("leverage", config.leverage, spot, 1.0)
-    mode = np.array(_per_symbol("margin_mode", margin_mode, symbols, to_mode), np.int64)
-    leverage = np.array(_per_symbol("leverage", leverage_option, symbols, to_leverage),
+    mode = np.array(per_symbol("margin_mode", margin_mode, symbols, to_mode), np.int64)
+    leverage = np.array(per_symbol("leverage", leverage_option, symbols, to_leverage),
                         np.float64)
-    target_kind = _choice("target_kind", config.target_kind, enums.TARGET_KIND_NAMES)
-    fill_at = _choice("fill_at", config.fill_at, enums.FILL_AT_NAMES)
-    path = _choice("path", config.path, enums.PATH_NAMES)
+    target_kind = choice("target_kind", config.target_kind, enums.TARGET_KIND_NAMES)
+    fill_at = choice("fill_at", config.fill_at, enums.FILL_AT_NAMES)
+    path = choice("path", config.path, enums.PATH_NAMES)
     if not np.isfinite(config.initial_balance) or config.initial_balance <= 0:
         raise ValueError(f"initial_balance must be a positive amount, got {config.initial_balance}")
     if not 0.0 <= config.slippage < 0.5:

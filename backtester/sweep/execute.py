@@ -18,7 +18,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from ..backtest import _choice, _per_symbol, targets_array
+from ..backtest import choice, per_symbol, targets_array
 from ..data.market import Market
 from ..engine import batch, enums
 from ..engine.driver import pack_symbol_params, pack_tiers
@@ -119,9 +119,9 @@ class ChunkRunner:
             symbols = self.market.symbols
 
             def to_mode(value, symbol):
-                return _choice(f"margin_mode of {symbol}", value, MARGIN_MODES)
+                return choice(f"margin_mode of {symbol}", value, MARGIN_MODES)
 
-            self._modes[key] = np.array(_per_symbol("margin_mode", margin_mode, symbols, to_mode),
+            self._modes[key] = np.array(per_symbol("margin_mode", margin_mode, symbols, to_mode),
                                         dtype=np.int64)
         return self._modes[key]
 
@@ -137,7 +137,7 @@ class ChunkRunner:
                 return lev
 
             self._leverages[key] = np.array(
-                _per_symbol("leverage", leverage, self.market.symbols, to_leverage), np.float64)
+                per_symbol("leverage", leverage, self.market.symbols, to_leverage), np.float64)
         return self._leverages[key]
 
     def targets_into(self, window, params: dict, key: str, row: np.ndarray,

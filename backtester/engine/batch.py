@@ -41,7 +41,7 @@ from .enums import (
     liquidation_dt,
     rejection_dt,
 )
-from .kernel import simulate
+from .kernel import grow_buffer, simulate
 
 # one row per run, in this column order (floats; counts are whole numbers)
 METRICS = (
@@ -324,19 +324,6 @@ def target_rows(targets):
 
 
 @njit(cache=True)
-def _grown(buf, needed):
-    """``buf`` itself when it holds ``needed`` rows, else a doubled copy."""
-    if buf.shape[0] >= needed:
-        return buf
-    size = max(buf.shape[0], 64)
-    while size < needed:
-        size *= 2
-    new = np.empty(size, dtype=buf.dtype)
-    new[: buf.shape[0]] = buf
-    return new
-
-
-@njit(cache=True)
 def run_one(r, market, has_funding, targets, has_target, runs, mode, sym, tiers, n_tiers,
             bars_per_year, summary, equity, out, returns, no_positions, fills, liqs, funding,
             rejects):
@@ -373,9 +360,9 @@ def run_one(r, market, has_funding, targets, has_target, runs, mode, sym, tiers,
             break
         # the kernel stopped because a record buffer might overflow in the next bar:
         # doubling all three always makes room, whatever margin the kernel asks for
-        fills = _grown(fills, 2 * fills.shape[0])
-        liqs = _grown(liqs, 2 * liqs.shape[0])
-        rejects = _grown(rejects, 2 * rejects.shape[0])
+        fills = grow_buffer(fills, 2 * fills.shape[0])
+        liqs = grow_buffer(liqs, 2 * liqs.shape[0])
+        rejects = grow_buffer(rejects, 2 * rejects.shape[0])
     row = summary[r]
     equity_metrics(out[OUT_EQUITY], n_bars, balance, bars_per_year, returns, row)
     row[M_WORST_MARGIN_RATIO] = worst_margin_ratio(out[OUT_MARGIN_RATIO], n_bars)

@@ -39,7 +39,7 @@ from .enums import (
     S_MARK,
     BarContext,
 )
-from .kernel import simulate
+from .kernel import grow_buffer, simulate
 
 
 class CallbackError(RuntimeError):
@@ -80,17 +80,6 @@ def new_state(n_symbols: int, initial_balance: float):
     account[A_WALLET] = initial_balance
     account[A_EQUITY_PREV] = initial_balance
     return state, tier, account
-
-
-def _doubled(buf: np.ndarray, needed: int) -> np.ndarray:
-    if buf.shape[0] >= needed:
-        return buf
-    size = max(buf.shape[0], 64)
-    while size < needed:
-        size *= 2
-    new = np.empty(size, dtype=buf.dtype)
-    new[: buf.shape[0]] = buf
-    return new
 
 
 def simulate_arrays(
@@ -157,9 +146,9 @@ def simulate_arrays(
             break
         # a bar's worst case: an order fill and a liquidation per symbol, a rejection per
         # symbol (with a callback: targets and its orders fill, each of its fields refused)
-        fills = _doubled(fills, counts[C_FILLS] + 3 * n + 1)
-        liqs = _doubled(liqs, counts[C_LIQS] + n + 1)
-        rejects = _doubled(rejects, counts[C_REJECTS] + 6 * n + 1)
+        fills = grow_buffer(fills, counts[C_FILLS] + 3 * n + 1)
+        liqs = grow_buffer(liqs, counts[C_LIQS] + n + 1)
+        rejects = grow_buffer(rejects, counts[C_REJECTS] + 6 * n + 1)
     return KernelOutput(
         account=out,
         fills=fills[: counts[C_FILLS]].copy(),

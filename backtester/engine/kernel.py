@@ -100,6 +100,26 @@ from .enums import (
 )
 from .margin import liquidation_price
 
+# --- record buffers ----------------------------------------------------------------------
+
+
+@njit(cache=True)
+def grow_buffer(buf, needed):
+    """``buf`` itself when it holds ``needed`` rows, else a copy doubled until it does.
+
+    ``simulate`` stops at a bar whose events might overflow a buffer; its caller
+    grows the buffers with this and resumes from that bar.
+    """
+    if buf.shape[0] >= needed:
+        return buf
+    size = max(buf.shape[0], 64)
+    while size < needed:
+        size *= 2
+    new = np.empty(size, dtype=buf.dtype)
+    new[: buf.shape[0]] = buf
+    return new
+
+
 # --- records ---------------------------------------------------------------------------
 
 

@@ -7,10 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-
-
-def _symbols(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+from .cli_common import add_market_options, market_from_options, names, quietly
 
 
 def _add_run(sub) -> None:
@@ -26,12 +23,8 @@ def _add_run(sub) -> None:
                    "grid) or your own as path/to/file.py:NAME")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a strategy parameter, repeatable (e.g. --param exposure=2)")
-    p.add_argument("--data", help="data directory (default: the embedded dataset)")
-    p.add_argument("--symbols", help="symbols to load; without --strategy LONG,SHORT, e.g. "
+    add_market_options(p, "symbols to load; without --strategy LONG,SHORT, e.g. "
                    "BTC_USDT,ETH_USDT")
-    p.add_argument("--timeframe", help="bar length to load when the directory has several, e.g. 1h")
-    p.add_argument("--start", help="first bar (inclusive), e.g. 2023-01-01")
-    p.add_argument("--end", help="last bar (exclusive)")
     p.add_argument("--venue", default="binance_usdm", help="venue rules (default binance_usdm)")
     p.add_argument("--margin-mode", default="both", choices=("cross", "isolated", "both"),
                    help="margin mode of the perpetuals; 'both' runs each and compares (default)")
@@ -54,12 +47,10 @@ def _add_run(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    import warnings
-
     from .backtest import run
     from .data import load_market
 
-    symbols = _symbols(args.symbols)
+    symbols = names(args.symbols)
     if args.strategy:
         from .strategy import load_strategy
 
@@ -76,12 +67,7 @@ def _cmd_run(args) -> int:
         raise ValueError("--param sets a strategy's parameters: give --strategy NAME too")
     else:
         loader, extra = load_market, {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        market = loader(args.data, symbols=symbols, start=args.start, end=args.end,
-                        timeframe=args.timeframe, **extra)
-    for w in {str(w.message) for w in caught}:
-        print(f"note: {w}")
+    market = market_from_options(args, loader, **extra)
     if args.strategy:
         plan = strategy.plan(market, **params)
         orders, options = plan.orders, dict(plan.options)
@@ -105,14 +91,9 @@ def _cmd_run(args) -> int:
     out = Path(args.out)
     results = {}
     for mode in modes:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = run(market, orders, **{**options, "venue": args.venue, "margin_mode": mode,
-                                            "initial_balance": args.balance, "path": args.path,
-                                            "fill_at": args.fill_at,
-                                            "slippage": args.slippage})
-        for w in sorted({str(w.message) for w in caught}):
-            print(f"note: {w}")
+        result = quietly(run, market, orders, **{
+            **options, "venue": args.venue, "margin_mode": mode, "initial_balance": args.balance,
+            "path": args.path, "fill_at": args.fill_at, "slippage": args.slippage})
         results[mode] = result
         target_dir = out / mode if len(modes) > 1 else out
         result.save(target_dir)

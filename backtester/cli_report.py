@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
+
+from .cli_common import add_market_options, market_from_options, names, quietly
 
 
 def _floats(text: str) -> list[float]:
@@ -18,10 +19,6 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
 def add_compare_parser(sub) -> None:
     """Register ``backtester compare``."""
     p = sub.add_parser(
@@ -32,12 +29,8 @@ def add_compare_parser(sub) -> None:
         "venues; print the metrics side by side and a verdict, and write report.html (self-"
         "contained) and report.md.",
     )
-    p.add_argument("--data", help="data directory (default: the embedded dataset)")
-    p.add_argument("--symbols", help="LONG,SHORT symbols, e.g. BTC_USDT,ETH_USDT")
-    p.add_argument("--timeframe", help="bar length to load when the directory has several")
-    p.add_argument("--start", help="first bar (inclusive), e.g. 2023-01-01")
-    p.add_argument("--end", help="last bar (exclusive)")
-    p.add_argument("--venue", type=_names, default=["binance_usdm"],
+    add_market_options(p, "LONG,SHORT symbols, e.g. BTC_USDT,ETH_USDT")
+    p.add_argument("--venue", type=names, default=["binance_usdm"],
                    help="venue rules, or several separated by commas (binance_usdm)")
     p.add_argument("--leverage", type=_floats, default=[10.0],
                    help="leverage of each leg, or several separated by commas, e.g. 5,10,20 (10)")
@@ -59,31 +52,19 @@ def add_compare_parser(sub) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
-def _quietly(call, *args, **kwargs):
-    """Call, then print each distinct warning once as a note (as `backtester run` does)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        value = call(*args, **kwargs)
-    for message in sorted({str(w.message) for w in caught}):
-        print(f"note: {message}")
-    return value
-
-
 def _cmd_compare(args) -> int:
     from strategies import hedged_pair
 
     from .compare import compare
-    from .data import load_market
 
-    symbols = _names(args.symbols) if args.symbols else None
-    market = _quietly(load_market, args.data, symbols=symbols, start=args.start, end=args.end,
-                      timeframe=args.timeframe)
+    symbols = names(args.symbols)
+    market = market_from_options(args)
     long, short = (symbols or list(market.symbols))[:2]
     targets = hedged_pair(market, long=long, short=short, exposure=args.exposure,
                           rebalance_every=args.rebalance)
     title = args.title or (f"Hedged pair long {long} / short {short}, {args.exposure:g}x equity "
                            "per leg: cross vs isolated")
-    comparison = _quietly(
+    comparison = quietly(
         compare, market, targets, leverage=args.leverage, venue=args.venue, title=title,
         target_kind="equity", initial_balance=args.balance, path=args.path,
         fill_at=args.fill_at, slippage=args.slippage)
@@ -137,7 +118,7 @@ def _load_runs(folder: Path, data: str | None) -> dict:
         from .data import load_market
 
         meta = json.loads((next(iter(runs.values())) / "run.json").read_text())
-        market = _quietly(load_market, None if data == "embedded" else data,
+        market = quietly(load_market, None if data == "embedded" else data,
                           symbols=meta["symbols"])
     return {label: Result.load(path, market) for label, path in runs.items()}
 

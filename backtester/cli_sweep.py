@@ -6,6 +6,8 @@ import importlib
 import sys
 import warnings
 
+from .cli_common import add_market_options, market_from_options
+
 DEFAULT_GRID = {
     "margin_mode": ["cross", "isolated"],
     "leverage": [2, 5, 10, 20],
@@ -35,11 +37,7 @@ def add_sweep_parser(sub) -> None:
                    "(default strategies:hedged_pair)")
     p.add_argument("--target-kind", default="equity", choices=("units", "notional", "equity"),
                    help="what the strategy's targets mean, unless the grid sets it (equity)")
-    p.add_argument("--data", help="data directory (default: the embedded dataset)")
-    p.add_argument("--symbols", help="symbols to load, e.g. BTC_USDT,ETH_USDT")
-    p.add_argument("--timeframe", help="bar length to load when the directory has several")
-    p.add_argument("--start", help="first bar loaded (inclusive)")
-    p.add_argument("--end", help="last bar loaded (exclusive)")
+    add_market_options(p, "symbols to load, e.g. BTC_USDT,ETH_USDT")
     p.add_argument("--backend", default="inprocess", choices=("inprocess", "processes", "dask"),
                    help="where runs execute (inprocess: numba threads; processes: a local "
                    "pool; dask: a Dask cluster)")
@@ -105,7 +103,6 @@ def _strategy(spec: str):
 def _cmd_sweep(args) -> int:
     import pandas as pd
 
-    from .data import load_market
     from .sweep import load_grid, sweep
 
     strategy = _strategy(args.strategy)
@@ -116,13 +113,7 @@ def _cmd_sweep(args) -> int:
     if not grid:
         grid = dict(DEFAULT_GRID)
     grid.setdefault("target_kind", args.target_kind)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        market = load_market(args.data, symbols=[s.strip() for s in args.symbols.split(",")]
-                             if args.symbols else None, start=args.start, end=args.end,
-                             timeframe=args.timeframe)
-    for message in sorted({str(w.message) for w in caught}):
-        print(f"note: {message}")
+    market = market_from_options(args)
     print(f"sweep of {args.strategy} on {', '.join(market.symbols)}, {market.n_bars:,} bars "
           f"({market.timestamps[0]} .. {market.timestamps[-1]}), backend {args.backend}"
           + (f" at {args.scheduler}" if args.scheduler else ""))

@@ -23,18 +23,13 @@ import argparse
 import time
 
 import numpy as np
+from bench_engine import best_of, binance_tiers_for_all, hedged_targets, kernel_inputs
 from numba import njit
 
 from backtester.data import make_market
 from backtester.engine import enums
-from backtester.engine.driver import (
-    compile_callback,
-    pack_symbol_params,
-    pack_tiers,
-    simulate_arrays,
-)
+from backtester.engine.driver import compile_callback, simulate_arrays
 from backtester.strategy import equity, margin_ratio, order_target, position
-from backtester.venues import Venue, load_venue
 
 
 @njit
@@ -59,15 +54,6 @@ def rebalance_reading(t, ctx, orders, params):
     return rebalance(t, ctx, orders, params)
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=1_000_000)
@@ -77,24 +63,12 @@ def main() -> None:
     n_bars, n = args.bars, args.symbols
 
     market = make_market(n_bars, n, seed=7, funding_every=8)
-    spec = load_venue("binance_usdm").spec("BTCUSDT")
-    venue = Venue(name="binance_usdm (BTCUSDT tiers for all)", description="benchmark",
-                  symbols={}, default=spec)
-    arrays = venue.arrays(market.symbols)
-    targets = np.full((n_bars, n), np.nan)
-    targets[::24] = np.where(np.arange(n) % 2 == 0, 0.1, -0.1)
+    venue = binance_tiers_for_all(market.symbols)
+    targets = hedged_targets(n_bars, n, every=24)
     params = np.array([24.0, 0.1])
 
-    def inputs():  # fresh mode/sym arrays each run: a callback may change them
-        return dict(
-            open_=market.open, close=market.close, mark_open=market.mark_open,
-            mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
-            funding_rate=market.funding_rate, target_kind=enums.TARGET_EQUITY,
-            mode=np.zeros(n, dtype=np.int64),
-            sym=pack_symbol_params(np.full(n, 5.0), arrays.taker_fee, arrays.liquidation_fee),
-            tiers=pack_tiers(arrays.floors, arrays.caps, arrays.mmrs, arrays.cums,
-                             arrays.max_leverage),
-            n_tiers=arrays.n_tiers, initial_balance=1_000_000.0)
+    def inputs():
+        return kernel_inputs(market, venue)
 
     callbacks = {"callback": compile_callback(rebalance),
                  "callback + reads": compile_callback(rebalance_reading)}

@@ -50,6 +50,23 @@ def hedged_targets(n_bars: int, n_symbols: int, every: int = 24) -> np.ndarray:
     return targets
 
 
+def kernel_inputs(market, venue: Venue, leverage: float = 5.0) -> dict:
+    """The kernel's inputs for the scenario (new mode/parameter arrays on every call, since
+    a strategy callback may change them), targets left out."""
+    n = market.n_symbols
+    arrays = venue.arrays(market.symbols)
+    return dict(
+        open_=market.open, close=market.close, mark_open=market.mark_open,
+        mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
+        funding_rate=market.funding_rate, target_kind=enums.TARGET_EQUITY,
+        mode=np.zeros(n, dtype=np.int64),
+        sym=pack_symbol_params(np.full(n, leverage), arrays.taker_fee, arrays.liquidation_fee),
+        tiers=pack_tiers(arrays.floors, arrays.caps, arrays.mmrs, arrays.cums,
+                         arrays.max_leverage),
+        n_tiers=arrays.n_tiers, initial_balance=1_000_000.0,
+    )
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -77,21 +94,11 @@ def main() -> None:
           f"{time.perf_counter() - t0:.1f} s")
     targets = hedged_targets(n_bars, n)
     venue = binance_tiers_for_all(market.symbols)
-    arrays = venue.arrays(market.symbols)
-    kernel_inputs = dict(
-        open_=market.open, close=market.close, mark_open=market.mark_open,
-        mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
-        funding_rate=market.funding_rate, targets=targets, target_kind=enums.TARGET_EQUITY,
-        mode=np.zeros(n, dtype=np.int64),
-        sym=pack_symbol_params(np.full(n, 5.0), arrays.taker_fee, arrays.liquidation_fee),
-        tiers=pack_tiers(arrays.floors, arrays.caps, arrays.mmrs, arrays.cums,
-                         arrays.max_leverage),
-        n_tiers=arrays.n_tiers, initial_balance=1_000_000.0,
-    )
+    kernel_inputs_ = dict(kernel_inputs(market, venue), targets=targets)
 
     t0 = time.perf_counter()
     small = {k: (v[:1000] if isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[0] == n_bars
-                 else v) for k, v in kernel_inputs.items()}
+                 else v) for k, v in kernel_inputs_.items()}
     simulate_arrays(**small)
     print(f"warm-up (compile or cache load): {time.perf_counter() - t0:.2f} s")
 
@@ -99,7 +106,7 @@ def main() -> None:
 
     def kernel():
         nonlocal out
-        out = simulate_arrays(**kernel_inputs)
+        out = simulate_arrays(**kernel_inputs_)
 
     dt = best_of(kernel, args.repeat)
     print(f"kernel:     {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "

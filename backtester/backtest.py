@@ -15,6 +15,7 @@ from .engine.driver import CallbackError, pack_symbol_params, pack_tiers, simula
 from .result import Result
 from .strategy import Callback, Plan, StrategyError, explain_runtime_error
 from .venues import Venue, check_simulated, load_venue
+from .venues.spec import normalise_symbol
 
 
 @dataclass(frozen=True)
@@ -278,8 +279,8 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         raise ValueError(f"slippage is a fraction of the price in [0, 0.5), got {config.slippage}")
     if not 0.0 <= config.spot_fee < 0.1:
         raise ValueError(f"spot_fee is a fee rate in [0, 0.1), got {config.spot_fee}")
-    tiers, n_tiers, taker_fee, liquidation_fee = _symbol_arrays(venue, symbols, spot, start,
-                                                                config.spot_fee)
+    (tiers, n_tiers, taker_fee, liquidation_fee), schedule, specs = rules_in_force(
+        venue, market, spot, config.spot_fee)
     inputs = dict(
         open_=market.open, close=market.close, mark_open=market.mark_open,
         mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
@@ -289,14 +290,56 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         n_tiers=n_tiers, initial_balance=float(config.initial_balance),
         slippage=float(config.slippage), fill_at=fill_at, path=path,
         reduce_to_fit=bool(config.reduce_to_fit), record_positions=bool(config.record_positions),
+        schedule=schedule,
     )
     if callback_inputs is not None:
         output = _run_callback(market, targets, {**inputs, **callback_inputs})
     else:
         output = simulate_arrays(targets=targets_array(targets, market), **inputs)
-    specs = {s: venue.spec(s, start) for s in symbols if s not in spot}
     return Result(market=market, config=config, venue=venue, output=output, margin_mode=mode,
                   leverage=leverage, specs=specs)
+
+
+def version_bars(venue: Venue, market: Market, symbols) -> list[int]:
+    """Bars (after the first) at which a version of ``symbols``' venue rules comes into force.
+
+    A version dated ``valid_from`` applies from the first bar opening at or after it.
+    """
+    starts = set()
+    for symbol in symbols:
+        for spec in venue.history.get(normalise_symbol(symbol), venue.default_history):
+            if spec.valid_from is not None:
+                starts.add(spec.valid_from.value)
+    index = market.index
+    bars = {int(np.searchsorted(index, ns, side="left")) for ns in starts}
+    return sorted(b for b in bars if 0 < b < len(index))
+
+
+def rules_in_force(venue: Venue, market: Market, spot: set[str], spot_fee: float):
+    """The rule arrays at the first bar, the changes inside the run, and the versions used.
+
+    Returns ``((tiers, n_tiers, taker_fee, liquidation_fee), schedule, specs)``:
+    ``schedule`` as ``engine.driver.simulate_arrays`` takes it, every tier array
+    padded to one width; ``specs`` maps each perpetual to the versions it ran under.
+    """
+    symbols = market.symbols
+    perps = [s for s in symbols if s not in spot]
+    bars = [0] + version_bars(venue, market, perps)
+    at = [pd.Timestamp(int(market.index[b]), tz="UTC") if market.n_bars else None for b in bars]
+    versions = [_symbol_arrays(venue, symbols, spot, when, spot_fee) for when in at]
+    width = max(v[0].shape[2] for v in versions)
+    versions = [(np.pad(tiers, ((0, 0), (0, 0), (0, width - tiers.shape[2])), mode="edge"),
+                 *rest) for tiers, *rest in versions]
+    specs = {}
+    for s in perps:
+        used = []
+        for when in at:
+            spec = venue.spec(s, when)
+            if not any(spec is seen for seen in used):
+                used.append(spec)
+        specs[s] = tuple(used)
+    schedule = [(bar, *version) for bar, version in zip(bars[1:], versions[1:], strict=True)]
+    return versions[0], schedule, specs
 
 
 def _run_callback(market: Market, callback: Callback, inputs: dict):

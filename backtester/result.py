@@ -211,7 +211,8 @@ class Result:
             "symbols": list(self.market.symbols),
             "start": str(self.market.timestamps[0]),
             "end": str(self.market.timestamps[-1]),
-            "venue_specs": {sym: spec.label for sym, spec in self.specs.items()},
+            "venue_specs": {sym: [spec.label for spec in versions]
+                            for sym, versions in self.specs.items()},
             "summary": self.summary(),
         }
         (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))

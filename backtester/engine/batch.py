@@ -41,7 +41,7 @@ from .enums import (
     liquidation_dt,
     rejection_dt,
 )
-from .kernel import grow_buffer, simulate
+from .kernel import grow_buffer, put_rules_in_force, simulate
 
 # one row per run, in this column order (floats; counts are whole numbers)
 METRICS = (
@@ -105,7 +105,7 @@ N_RUN_FIELDS = 7
 def simulate_run(start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
                  has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
                  slippage, fill_at, path, reduce_to_fit, record_positions, state, tier, account,
-                 out, no_positions, fills, liqs, funding, rejects, counts):
+                 out, no_positions, fills, liqs, funding, rejects, counts, stop):
     """``engine.kernel.simulate`` without per-bar position records; returns where it stopped.
 
     The only place sweeps call the kernel: a change of its signature is fixed here.
@@ -117,7 +117,7 @@ def simulate_run(start, open_, close, mark_open, mark_high, mark_low, mark_close
                     funding_rate, has_funding, targets, has_target, target_kind, mode, sym,
                     tiers, n_tiers, slippage, fill_at, path, reduce_to_fit, record_positions,
                     state, tier, account, out, no_positions, no_positions, fills, liqs, funding,
-                    rejects, counts)
+                    rejects, counts, stop=stop)
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -324,9 +324,9 @@ def target_rows(targets):
 
 
 @njit(cache=True)
-def run_one(r, market, has_funding, targets, has_target, runs, mode, sym, tiers, n_tiers,
-            bars_per_year, summary, equity, out, returns, no_positions, fills, liqs, funding,
-            rejects):
+def run_one(r, market, has_funding, targets, has_target, runs, mode, sym, version_bars,
+            tiers_v, n_tiers_v, fees_v, bars_per_year, summary, equity, out, returns,
+            no_positions, fills, liqs, funding, rejects):
     """Run r of the batch from a flat account; write its metrics row (and its equity curve).
 
     ``out``, ``returns`` and the record buffers are the worker's scratch space:
@@ -348,16 +348,26 @@ def run_one(r, market, has_funding, targets, has_target, runs, mode, sym, tiers,
     u = int(choices[RUN_TARGETS])
     start = counts[C_FILLS]  # 0, typed int64 (see simulate_run)
     record_positions = start < 0  # False, typed bool
+    # this run's own copy of the venue's rules: they change in place at version bars
+    tiers = tiers_v[0].copy()
+    n_tiers = n_tiers_v[0].copy()
+    version = 0
     while True:
+        stop = version_bars[version + 1] if version + 1 < version_bars.shape[0] else n_bars
         start = simulate_run(
             start, market[MK_OPEN], market[MK_CLOSE], market[MK_MARK_OPEN], market[MK_MARK_HIGH],
             market[MK_MARK_LOW], market[MK_MARK_CLOSE], market[MK_FUNDING_RATE], has_funding,
             targets[u], has_target[u], int(choices[RUN_TARGET_KIND]), mode[r], sym[r], tiers,
             n_tiers, choices[RUN_SLIPPAGE], int(choices[RUN_FILL_AT]), int(choices[RUN_PATH]),
             choices[RUN_REDUCE_TO_FIT] != 0.0, record_positions, state, tier, account, out,
-            no_positions, fills, liqs, funding, rejects, counts)
+            no_positions, fills, liqs, funding, rejects, counts, stop)
         if start >= n_bars:
             break
+        if start == stop:  # a new version of the venue's rules comes into force
+            version += 1
+            put_rules_in_force(tiers_v[version], n_tiers_v[version], fees_v[version, 0],
+                               fees_v[version, 1], tiers, n_tiers, sym[r], state, mode[r], tier)
+            continue
         # the kernel stopped because a record buffer might overflow in the next bar:
         # doubling all three always makes room, whatever margin the kernel asks for
         fills = grow_buffer(fills, 2 * fills.shape[0])
@@ -376,7 +386,7 @@ def run_one(r, market, has_funding, targets, has_target, runs, mode, sym, tiers,
 
 @njit(cache=True, nogil=True)
 def run_batch_serial(w, n_workers, market, has_funding, targets, has_target, runs, mode, sym,
-                     tiers, n_tiers, bars_per_year, summary, equity):
+                     version_bars, tiers_v, n_tiers_v, fees_v, bars_per_year, summary, equity):
     """Runs w, w + n_workers, w + 2 n_workers... of the batch on the calling thread.
 
     ``(0, 1, ...)`` runs them all: process-pool and Dask workers call it so (the
@@ -405,22 +415,27 @@ def run_batch_serial(w, n_workers, market, has_funding, targets, has_target, run
     rejects = np.empty(max(64, n), dtype=rejection_dt)
     for r in range(w, runs.shape[0], n_workers):
         fills, liqs, rejects = run_one(r, market, has_funding, targets, has_target, runs, mode,
-                                       sym, tiers, n_tiers, bars_per_year, summary, equity, out,
-                                       returns, no_positions, fills, liqs, funding, rejects)
+                                       sym, version_bars, tiers_v, n_tiers_v, fees_v,
+                                       bars_per_year, summary, equity, out, returns,
+                                       no_positions, fills, liqs, funding, rejects)
 
 
 @njit(cache=True, parallel=True)
 def run_batch_parallel(n_workers, market, has_funding, targets, has_target, runs, mode, sym,
-                       tiers, n_tiers, bars_per_year, summary, equity):
+                       version_bars, tiers_v, n_tiers_v, fees_v, bars_per_year, summary, equity):
     """Every run of the batch, interleaved over ``n_workers`` threads (the in-process path).
 
     - ``market`` (N_MARKET_FIELDS, T, N), shared and read-only; ``has_funding`` (T,);
     - ``targets`` (U, T, N) the distinct target arrays, ``has_target`` (U, T);
     - per run r: ``runs[r]`` (N_RUN_FIELDS,), ``mode[r]`` (N,), ``sym[r]``
-      (N_SYMBOL_FIELDS, N); ``tiers`` and ``n_tiers`` are the venue's, shared;
+      (N_SYMBOL_FIELDS, N), its fees those of the first version;
+    - the venue's rules, shared: version v in force from bar ``version_bars[v]``
+      (``version_bars[0] == 0``), its tiers ``tiers_v[v]`` (N_TIER_FIELDS, N, K),
+      ``n_tiers_v[v]`` (N,) and taker / liquidation fees ``fees_v[v]`` (2, N);
     - out: ``summary`` (R, N_METRICS); ``equity`` (R, T), or (0, T) to keep none.
     """
     for w in prange(n_workers):
         # prange numbers its threads with unsigned ints: one signature for both callers
         run_batch_serial(np.int64(w), n_workers, market, has_funding, targets, has_target, runs,
-                         mode, sym, tiers, n_tiers, bars_per_year, summary, equity)
+                         mode, sym, version_bars, tiers_v, n_tiers_v, fees_v, bars_per_year,
+                         summary, equity)

@@ -39,7 +39,7 @@ from .enums import (
     S_MARK,
     BarContext,
 )
-from .kernel import grow_buffer, simulate
+from .kernel import grow_buffer, put_rules_in_force, simulate
 
 
 class CallbackError(RuntimeError):
@@ -88,6 +88,7 @@ def simulate_arrays(
     fill_at: int = enums.FILL_NEXT_OPEN, path: int = enums.PATH_OHLC,
     reduce_to_fit: bool = False, record_positions: bool = False,
     callback=None, params=None, series=None, memory=None, high=None, low=None, volume=None,
+    schedule=(),
 ) -> KernelOutput:
     """Run the kernel over every bar. Inputs must be validated, C-contiguous float64/int64.
 
@@ -99,6 +100,14 @@ def simulate_arrays(
     ``memory`` (the initial scratch space, default empty) and the last-price
     ``high``, ``low``, ``volume`` bars for its view (default: the close). The
     callback may change ``mode`` and ``sym`` in place: pass copies you want kept.
+
+    ``schedule``: the venue's rule changes inside the run, as ``(bar, tiers,
+    n_tiers, taker_fee, liquidation_fee)`` in bar order, each in force from that
+    bar on (tier arrays as wide as ``tiers``). The run pauses at each such bar and
+    goes on under the new table: the tier arrays and fee rows are updated in place
+    (a callback's view sees them), and open positions are re-bracketed and their
+    isolated liquidation prices recomputed, as Binance applies new brackets to
+    open positions.
     """
     n_bars, n = open_.shape
     if targets is None:
@@ -128,14 +137,16 @@ def simulate_arrays(
             params=params)
         extra = (callback, ctx, orders, params)
     start = 0
+    changes = list(schedule)
     while True:
+        stop = changes[0][0] if changes else n_bars
         try:
             start = simulate(
                 start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
                 has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
                 float(slippage), fill_at, path, bool(reduce_to_fit), bool(record_positions),
                 state, tier, account, out, positions, liq_prices, fills, liqs, funding, rejects,
-                counts, *extra,
+                counts, *extra, stop=stop,
             )
         except Exception as exc:
             if callback is None:
@@ -144,6 +155,11 @@ def simulate_arrays(
             raise CallbackError(int(account[enums.A_BAR]), exc) from exc
         if start >= n_bars:
             break
+        if start == stop:
+            _, new_tiers, new_n_tiers, taker_fee, liquidation_fee = changes.pop(0)
+            put_rules_in_force(new_tiers, new_n_tiers, taker_fee, liquidation_fee, tiers,
+                               n_tiers, sym, state, mode, tier)
+            continue
         # a bar's worst case: an order fill and a liquidation per symbol, a rejection per
         # symbol (with a callback: targets and its orders fill, each of its fields refused)
         fills = grow_buffer(fills, counts[C_FILLS] + 3 * n + 1)

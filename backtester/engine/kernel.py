@@ -120,6 +120,27 @@ def grow_buffer(buf, needed):
     return new
 
 
+@njit(cache=True, _nrt=False)
+def put_rules_in_force(new_tiers, new_n_tiers, taker_fee, liquidation_fee, tiers, n_tiers, sym,
+                       state, mode, tier):
+    """A venue's new tier table and fees, in force from now on for the open positions too.
+
+    Copies them into the run's own arrays (so a strategy's view sees them), clears
+    the cached tier indexes and recomputes isolated liquidation prices: Binance
+    applies new brackets to positions already open.
+    """
+    for f in range(tiers.shape[0]):
+        for i in range(tiers.shape[1]):
+            for k in range(tiers.shape[2]):
+                tiers[f, i, k] = new_tiers[f, i, k]
+    for i in range(tiers.shape[1]):
+        n_tiers[i] = new_n_tiers[i]
+        sym[SYM_TAKER_FEE, i] = taker_fee[i]
+        sym[SYM_LIQ_FEE, i] = liquidation_fee[i]
+        tier[i] = 0
+        refresh_liq_price(i, state, mode, tiers, n_tiers)
+
+
 # --- records ---------------------------------------------------------------------------
 
 
@@ -775,7 +796,7 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
              has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers, slippage,
              fill_at, path, reduce_to_fit, record_positions, state, tier, account, out,
              positions_out, liq_px_out, fills, liqs, funding, rejects, counts, callback=None,
-             ctx=None, orders=None, params=None):
+             ctx=None, orders=None, params=None, stop=-1):
     """Replay bars ``start..T-1``; the module docstring gives the order of events.
 
     ``state`` (N_STATE, N), ``tier`` (N,) and ``account`` (N_ACCOUNT,) hold the
@@ -784,9 +805,9 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
     ``record_positions``. Event records are written into the buffers and
     ``counts`` says how many rows of each are used.
 
-    Returns the bar at which it stopped: T when done, or an earlier bar whose
-    events might not fit in a record buffer; the caller then doubles that
-    buffer and calls again from that bar.
+    Returns the bar at which it stopped: ``stop`` (T by default) when done, or an
+    earlier bar whose events might not fit in a record buffer; the caller then
+    doubles that buffer and calls again from that bar.
 
     A strategy callback (optional, last four arguments): ``callback(t, ctx,
     orders, params) -> bool`` of numba type ``driver.callback_type()``, called
@@ -804,6 +825,9 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
     the work itself.
     """
     n_bars, n = open_.shape
+    # ``stop``: the bar before which to pause (-1: run to the end). The driver pauses at
+    # a venue's tier-table change and resumes with the new table.
+    end = n_bars if stop < 0 or stop > n_bars else stop
     want = np.empty(n)
     scratch = np.empty(n)
     scratch2 = np.empty(n)
@@ -817,7 +841,7 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
         fill_room = 3 * n
         reject_room = 6 * n
         pending = fill_at == FILL_NEXT_OPEN and has_orders(orders)
-    for t in range(start, n_bars):
+    for t in range(start, end):
         if (counts[C_FILLS] + fill_room > fills.shape[0] or counts[C_LIQS] + n > liqs.shape[0]
                 or counts[C_REJECTS] + reject_room > rejects.shape[0]):
             return t
@@ -952,4 +976,4 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
             for i in range(n):
                 positions_out[t, i] = state[S_QTY, i]
             record_liquidation_prices(state, mode, tiers, n_tiers, account, liq_px_out[t])
-    return n_bars
+    return end

@@ -61,13 +61,14 @@ def warm_up_serial() -> None:
     """
     market = np.zeros((batch.N_MARKET_FIELDS, 1, 1))
     market[batch.MK_FUNDING_RATE] = np.nan
-    tiers = np.zeros((5, 1, 1))
-    tiers[1] = np.inf
-    tiers[4] = 1.0
+    tiers = np.zeros((1, 5, 1, 1))
+    tiers[0, 1] = np.inf
+    tiers[0, 4] = 1.0
     runs = np.zeros((0, batch.N_RUN_FIELDS))
     batch.run_batch_serial(0, 1, market, np.zeros(1, dtype=np.bool_), np.zeros((1, 1, 1)),
                            np.zeros((1, 1), dtype=np.bool_), runs, np.zeros((0, 1), np.int64),
-                           np.zeros((0, 3, 1)), tiers, np.ones(1, np.int64), 8760.0,
+                           np.zeros((0, 3, 1)), np.zeros(1, np.int64), tiers,
+                           np.ones((1, 1), np.int64), np.zeros((1, 2, 1)), 8760.0,
                            np.zeros((0, batch.N_METRICS)), np.zeros((0, 1)))
 
 

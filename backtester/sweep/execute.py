@@ -18,10 +18,10 @@ import numba
 import numpy as np
 import pandas as pd
 
-from ..backtest import choice, per_symbol, targets_array
+from ..backtest import choice, per_symbol, rules_in_force, targets_array
 from ..data.market import Market
 from ..engine import batch, enums
-from ..engine.driver import pack_symbol_params, pack_tiers
+from ..engine.driver import pack_symbol_params
 from ..venues import check_simulated, load_venue
 from .grid import MARGIN_MODES, Run
 
@@ -46,10 +46,14 @@ class _Window:
 
 @dataclass
 class _Rules:
+    """A venue's rules over a window: version v in force from bar ``version_bars[v]``."""
+
     venue: object
-    tiers: np.ndarray
-    n_tiers: np.ndarray
-    taker_fee: np.ndarray
+    version_bars: np.ndarray  # (V,) int64, starting with 0
+    tiers_v: np.ndarray  # (V, N_TIER_FIELDS, N, K)
+    n_tiers_v: np.ndarray  # (V, N) int64
+    fees_v: np.ndarray  # (V, 2, N): taker fee, liquidation fee
+    taker_fee: np.ndarray  # of the first version (the runs' sym arrays start with them)
     liquidation_fee: np.ndarray
 
 
@@ -107,11 +111,17 @@ class ChunkRunner:
             w = self.window(window)
             v = load_venue(venue, **overrides)
             check_simulated(v)  # as run(): venues with formulas only have no kernel yet
-            a = v.arrays(w.market.symbols, at=w.start)
+            # the same versions, at the same bars, as run() (tables changing in the window)
+            first, schedule, _ = rules_in_force(v, w.market, set(), 0.0)
+            versions = [first] + [change[1:] for change in schedule]
             self._rules[key] = _Rules(
-                venue=v, tiers=pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage),
-                n_tiers=np.ascontiguousarray(a.n_tiers, dtype=np.int64),
-                taker_fee=a.taker_fee, liquidation_fee=a.liquidation_fee)
+                venue=v, version_bars=np.array([0] + [c[0] for c in schedule], dtype=np.int64),
+                tiers_v=np.ascontiguousarray(np.stack([t for t, _, _, _ in versions])),
+                n_tiers_v=np.ascontiguousarray(np.stack([n for _, n, _, _ in versions]),
+                                               dtype=np.int64),
+                fees_v=np.ascontiguousarray(np.stack([np.stack([f, lf])
+                                                      for _, _, f, lf in versions])),
+                taker_fee=first[2], liquidation_fee=first[3])
         return self._rules[key]
 
     def mode(self, margin_mode, key: str) -> np.ndarray:
@@ -244,8 +254,9 @@ class ChunkRunner:
         w, rules, targets, has_target, rows, modes, syms = inputs
         summary = np.full((len(ok), batch.N_METRICS), np.nan)
         curves = np.empty((len(ok) if equity else 0, w.market.n_bars))
-        args = (w.stacked, w.has_funding, targets, has_target, rows, modes, syms, rules.tiers,
-                rules.n_tiers, float(w.market.bars_per_year), summary, curves)
+        args = (w.stacked, w.has_funding, targets, has_target, rows, modes, syms,
+                rules.version_bars, rules.tiers_v, rules.n_tiers_v, rules.fees_v,
+                float(w.market.bars_per_year), summary, curves)
         try:
             if parallel and len(ok) > 1:
                 threads = min(numba.get_num_threads(), len(ok))

@@ -41,7 +41,8 @@ from .enums import (
     liquidation_dt,
     rejection_dt,
 )
-from .kernel import grow_buffer, put_rules_in_force, simulate
+from .kernel import put_rules_in_force, simulate
+from .records import grow_buffer
 
 # one row per run, in this column order (floats; counts are whole numbers)
 METRICS = (

@@ -39,7 +39,8 @@ from .enums import (
     S_MARK,
     BarContext,
 )
-from .kernel import grow_buffer, put_rules_in_force, simulate
+from .kernel import put_rules_in_force, simulate
+from .records import grow_buffer
 
 
 class CallbackError(RuntimeError):

@@ -1,0 +1,343 @@
+"""Step 2 of a bar: orders become fills, under DESIGN.md §3's margin rules.
+
+A row of targets, or a strategy callback's orders (``enums.O_*``), is turned into
+units per symbol and filled: reductions first, so that they free margin, then the
+orders that open or add; a callback's margin, leverage and mode changes are
+carried out around them. Every refusal is a rejection record with a reason code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .account import (
+    account_equity,
+    available_balance,
+    increase_position,
+    reduce_position,
+    refresh_liq_price,
+    removable_margin,
+    tier_at,
+)
+from .enums import (
+    A_EQUITY_PREV,
+    A_WALLET,
+    CROSS,
+    FILL_REDUCE_ONLY,
+    FILL_STRATEGY,
+    ISOLATED,
+    N_ORDER_FIELDS,
+    O_DELTA,
+    O_LEVERAGE,
+    O_MARGIN,
+    O_MODE,
+    O_TARGET,
+    REJECT_ACCOUNT_BANKRUPT,
+    REJECT_INSUFFICIENT_MARGIN,
+    REJECT_INVALID_ORDER,
+    REJECT_LEVERAGE_ABOVE_TIER,
+    REJECT_MARGIN_REMOVAL,
+    REJECT_MODE_SWITCH_OPEN,
+    REJECT_NO_PRICE,
+    REJECT_NOT_ISOLATED,
+    REJECT_SPOT_SHORT,
+    S_ENTRY,
+    S_ISO_MARGIN,
+    S_LAST_CLOSE,
+    S_LIQ_PX,
+    S_MARK,
+    S_QTY,
+    SPOT,
+    SYM_LEVERAGE,
+    SYM_TAKER_FEE,
+    TARGET_EQUITY,
+    TARGET_NOTIONAL,
+    TIER_MAX_LEVERAGE,
+)
+from .records import record_fill, record_rejection
+
+# Compiled without NRT (``_nrt=False``): these functions allocate nothing, and
+# without NRT numba does not reference-count the arrays they receive. That count
+# is atomic and costs ~75 ns per call, more than most of these functions' work.
+
+# --- step 2: fills ----------------------------------------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers, account,
+                  fills, rejects, counts):
+    """Trade ``delta`` units of symbol i at ``price`` under DESIGN.md §3's margin rules.
+
+    The reducing part of an order always fills. The opening part needs its
+    initial margin plus fee from the available balance, and the symbol's
+    leverage may not exceed the max leverage of the tier its new notional lands
+    in; otherwise it is rejected with a reason code (or, with
+    ``reduce_to_fit``, cut to what the balance allows). A spot holding cannot
+    go short: selling beyond it fills down to zero and the rest is rejected.
+    """
+    old = state[S_QTY, i]
+    fee_rate = sym[SYM_TAKER_FEE, i]
+    close_qty = 0.0
+    if old != 0.0 and (delta > 0.0) != (old > 0.0):
+        close_qty = -old if abs(delta) >= abs(old) else delta
+    open_qty = delta - close_qty
+    realized = 0.0
+    fee = 0.0
+    reason = FILL_STRATEGY
+    if close_qty != 0.0:
+        realized, fee = reduce_position(i, close_qty, price, fee_rate, state, mode, account)
+    if open_qty != 0.0:
+        lev = sym[SYM_LEVERAGE, i]
+        k = tier_at((abs(state[S_QTY, i]) + abs(open_qty)) * price, i, tiers, n_tiers)
+        avail = available_balance(state, mode, sym, account)
+        per_unit = price * (1.0 / lev + fee_rate)
+        required = abs(open_qty) * per_unit
+        reject = -1
+        if open_qty < 0.0 and mode[i] == SPOT:
+            reject = REJECT_SPOT_SHORT
+        elif lev > tiers[TIER_MAX_LEVERAGE, i, k]:
+            reject = REJECT_LEVERAGE_ABOVE_TIER
+        elif avail <= 0.0 and account_equity(state, account, state[S_MARK]) <= 0.0:
+            reject = REJECT_ACCOUNT_BANKRUPT
+        elif required > avail:
+            if reduce_to_fit and avail > 0.0:
+                open_qty = np.sign(open_qty) * avail / per_unit
+                reason = FILL_REDUCE_ONLY
+            else:
+                reject = REJECT_INSUFFICIENT_MARGIN
+        if reject >= 0:
+            record_rejection(rejects, counts, t, i, open_qty, price, required, avail, reject)
+            open_qty = 0.0
+        else:
+            fee += increase_position(i, open_qty, price, fee_rate, state, mode, sym, account)
+    filled = close_qty + open_qty
+    if filled != 0.0:
+        record_fill(fills, counts, t, i, filled, price, fee, realized, state[S_QTY, i], reason)
+        refresh_liq_price(i, state, mode, tiers, n_tiers)
+
+
+@njit(cache=True, _nrt=False)
+def to_units(i, amount, target_kind, decision_price, state, account):
+    """``amount`` of the run's target unit as base units of symbol i (NaN: no price).
+
+    Notional and equity-fraction amounts are converted at the decision-time
+    close (the last known close where that bar is missing), with the equity at
+    the last close.
+    """
+    if target_kind != TARGET_NOTIONAL and target_kind != TARGET_EQUITY:
+        return amount
+    ref = decision_price[i]
+    if ref != ref:
+        ref = state[S_LAST_CLOSE, i]
+    if ref != ref:
+        return np.nan
+    amount = amount / ref
+    if target_kind == TARGET_EQUITY:
+        amount *= max(account[A_EQUITY_PREV], 0.0)
+    return amount
+
+
+@njit(cache=True, _nrt=False)
+def set_want(i, target, want, state):
+    """Keep ``target`` (units) as symbol i's order unless it is (numerically) the position."""
+    q = state[S_QTY, i]
+    delta = target - q
+    if delta == 0.0 or abs(delta) <= 1e-9 * max(abs(target), abs(q)):
+        return
+    want[i] = target
+
+
+@njit(cache=True, _nrt=False)
+def targets_to_wants(t, targets_row, target_kind, decision_price, want, state, account, rejects,
+                     counts):
+    """One row of targets as units per symbol in ``want`` (NaN = no order)."""
+    for i in range(state.shape[1]):
+        want[i] = np.nan
+        target = targets_row[i]
+        if target != target:
+            continue
+        target = to_units(i, target, target_kind, decision_price, state, account)
+        if target != target:
+            record_rejection(rejects, counts, t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+            continue
+        set_want(i, target, want, state)
+
+
+@njit(cache=True, _nrt=False)
+def fill_wants(t, reducing_pass, want, fill_price, slippage, reduce_to_fit, state, mode, sym,
+               tiers, n_tiers, account, fills, rejects, counts):
+    """Fill the orders in ``want`` that reduce a position (``reducing_pass``) or the others."""
+    for i in range(state.shape[1]):
+        target = want[i]
+        if target != target:
+            continue
+        q = state[S_QTY, i]
+        reducing = abs(target) < abs(q) and (target == 0.0 or (target > 0.0) == (q > 0.0))
+        if reducing_pass != reducing:
+            continue
+        delta = target - q
+        price = fill_price[i]
+        if price != price:
+            record_rejection(rejects, counts, t, i, delta, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+            continue
+        price *= 1.0 + slippage * np.sign(delta)
+        execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers,
+                      account, fills, rejects, counts)
+
+
+@njit(cache=True, _nrt=False)
+def process_orders(t, targets_row, target_kind, decision_price, fill_price, slippage,
+                   reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills, rejects,
+                   counts):
+    """Turn one row of targets into orders and fill them, reductions first to free margin.
+
+    Notional and equity-fraction targets are converted to units at the
+    decision-time close (the last known close where that bar is missing), with
+    the equity at the last close.
+    """
+    targets_to_wants(t, targets_row, target_kind, decision_price, want, state, account, rejects,
+                     counts)
+    fill_wants(t, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, counts)
+    fill_wants(t, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, counts)
+
+
+# --- step 2 with a strategy callback: its orders (enums.O_*) -------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def has_orders(orders):
+    """Whether any field of ``orders`` asks for something (is not NaN)."""
+    for f in range(orders.shape[0]):
+        for i in range(orders.shape[1]):
+            if orders[f, i] == orders[f, i]:
+                return True
+    return False
+
+
+@njit(cache=True, _nrt=False)
+def change_isolated_margin(t, i, amount, state, mode, sym, tiers, n_tiers, account, rejects,
+                           counts):
+    """Move ``amount`` of quote into (> 0) or out of (< 0) isolated position i's margin.
+
+    Adding takes it from the available balance; removing is limited to the
+    margin above the position's initial margin at the mark (``removable_margin``).
+    Either moves the liquidation price.
+    """
+    q = state[S_QTY, i]
+    mark = state[S_MARK, i]
+    if mode[i] != ISOLATED or q == 0.0:
+        record_rejection(rejects, counts, t, i, 0.0, mark, amount, 0.0, REJECT_NOT_ISOLATED)
+        return
+    if amount > 0.0:
+        avail = available_balance(state, mode, sym, account)
+        if amount > avail:
+            record_rejection(rejects, counts, t, i, 0.0, mark, amount, avail,
+                             REJECT_INSUFFICIENT_MARGIN)
+            return
+    else:
+        free = removable_margin(i, state, sym)
+        if -amount > free:
+            record_rejection(rejects, counts, t, i, 0.0, mark, -amount, free,
+                             REJECT_MARGIN_REMOVAL)
+            return
+    state[S_ISO_MARGIN, i] += amount
+    account[A_WALLET] -= amount
+    refresh_liq_price(i, state, mode, tiers, n_tiers)
+
+
+@njit(cache=True, _nrt=False)
+def change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, rejects, counts):
+    """Set symbol i's leverage, within the max leverage of the tier its position is in.
+
+    An open isolated position keeps the margin it holds (the new leverage sizes
+    what is added later); an open cross position's initial margin is re-priced,
+    so lowering its leverage needs the extra margin from the available balance.
+    """
+    mark = state[S_MARK, i]
+    if mode[i] == SPOT or not leverage >= 1.0:
+        record_rejection(rejects, counts, t, i, 0.0, mark, leverage, np.nan, REJECT_INVALID_ORDER)
+        return
+    q = state[S_QTY, i]
+    k = tier_at(abs(q) * mark if q != 0.0 else 0.0, i, tiers, n_tiers)
+    cap = tiers[TIER_MAX_LEVERAGE, i, k]
+    if leverage > cap:
+        record_rejection(rejects, counts, t, i, 0.0, mark, leverage, cap,
+                         REJECT_LEVERAGE_ABOVE_TIER)
+        return
+    old = sym[SYM_LEVERAGE, i]
+    if mode[i] == CROSS and q != 0.0 and leverage < old:
+        extra = abs(q) * state[S_ENTRY, i] * (1.0 / leverage - 1.0 / old)
+        avail = available_balance(state, mode, sym, account)
+        if extra > avail:
+            record_rejection(rejects, counts, t, i, 0.0, mark, extra, avail,
+                             REJECT_INSUFFICIENT_MARGIN)
+            return
+    sym[SYM_LEVERAGE, i] = leverage
+
+
+@njit(cache=True, _nrt=False)
+def switch_margin_mode(t, i, new_mode, state, mode, rejects, counts):
+    """Set symbol i's margin mode to CROSS or ISOLATED; refused while it holds a position."""
+    mark = state[S_MARK, i]
+    if mode[i] == SPOT or (new_mode != CROSS and new_mode != ISOLATED):
+        record_rejection(rejects, counts, t, i, 0.0, mark, new_mode, np.nan, REJECT_INVALID_ORDER)
+        return
+    if new_mode == mode[i]:
+        return
+    if state[S_QTY, i] != 0.0:
+        record_rejection(rejects, counts, t, i, 0.0, mark, new_mode, np.nan,
+                         REJECT_MODE_SWITCH_OPEN)
+        return
+    mode[i] = int(new_mode)
+    state[S_LIQ_PX, i] = np.nan
+
+
+@njit(cache=True, _nrt=False)
+def apply_callback_orders(t, orders, target_kind, decision_price, fill_price, slippage,
+                          reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills,
+                          rejects, counts):
+    """Carry out a callback's orders (enums.O_*), then clear them.
+
+    Order of work: margin changes; trades that reduce a position; leverage and
+    mode changes; trades that open or add. Targets and deltas are sized like a
+    targets row (at the decision close, the equity at the last close).
+    """
+    n = state.shape[1]
+    for i in range(n):
+        amount = orders[O_MARGIN, i]
+        if amount == amount and amount != 0.0:
+            change_isolated_margin(t, i, amount, state, mode, sym, tiers, n_tiers, account,
+                                   rejects, counts)
+    for i in range(n):
+        want[i] = np.nan
+        target = orders[O_TARGET, i]
+        if target != target:
+            delta = orders[O_DELTA, i]
+            if delta != delta or delta == 0.0:
+                continue
+            target = to_units(i, delta, target_kind, decision_price, state, account)
+            target += state[S_QTY, i]
+        else:
+            target = to_units(i, target, target_kind, decision_price, state, account)
+        if target != target:
+            record_rejection(rejects, counts, t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+            continue
+        set_want(i, target, want, state)
+    fill_wants(t, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, counts)
+    for i in range(n):
+        leverage = orders[O_LEVERAGE, i]
+        if leverage == leverage:
+            change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, rejects,
+                            counts)
+        new_mode = orders[O_MODE, i]
+        if new_mode == new_mode:
+            switch_margin_mode(t, i, new_mode, state, mode, rejects, counts)
+    fill_wants(t, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, counts)
+    for f in range(N_ORDER_FIELDS):
+        for i in range(n):
+            orders[f, i] = np.nan

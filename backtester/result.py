@@ -163,7 +163,8 @@ class Result:
             ("bankruptcy shortfall", f"{s['bankruptcy_shortfall']:,.2f}"),
             ("trading fees", f"{s['fees_paid']:,.2f}"),
             ("funding paid", f"{s['funding_paid']:,.2f}"),
-            ("worst margin ratio", f"{s['worst_margin_ratio']:.2%}"),
+            ("worst margin ratio", f"{s['worst_margin_ratio']:.2%}" if (
+                self.margin_mode == enums.CROSS).any() else "n/a (no cross position)"),
             ("fills / rejected", f"{s['fills']} / {s['rejected_orders']}"),
         ]
         width = max(len(k) for k, _ in rows)

@@ -69,3 +69,10 @@ def test_help_and_version_exit_cleanly(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 0
+
+
+def test_an_all_isolated_run_has_no_margin_ratio_to_show(tmp_path, capsys):
+    # the margin ratio is the cross account's: a run without cross positions has none
+    assert main(["run", "--start", "2024-01-01", "--end", "2024-02-01", "--margin-mode",
+                 "isolated", "--out", str(tmp_path), "--no-plot"]) == 0
+    assert "worst margin ratio    n/a (no cross position)" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 from numba import config as numba_config
-from numba import types
+from numba import njit, types
 from numba.core.registry import CPUDispatcher
 
 from . import enums
@@ -83,6 +83,28 @@ def new_state(n_symbols: int, initial_balance: float):
     return state, tier, account
 
 
+@njit(cache=True)
+def rows_with_values(values):
+    """Per row of a (T, N) array: does it hold any non-NaN value; and how many it holds."""
+    n_bars, n = values.shape
+    rows = np.zeros(n_bars, dtype=np.bool_)
+    count = 0
+    for t in range(n_bars):
+        for i in range(n):
+            if values[t, i] == values[t, i]:
+                rows[t] = True
+                count += 1
+    return rows, count
+
+
+def _used(buffer: np.ndarray, count: int) -> np.ndarray:
+    """The used rows of a record buffer: a view when it is at least half used (no copy of
+    what is mostly data), else a copy, so that a mostly empty buffer is not kept alive."""
+    if 2 * count >= buffer.shape[0]:
+        return buffer[:count]
+    return buffer[:count].copy()
+
+
 def simulate_arrays(
     *, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate, targets,
     target_kind: int, mode, sym, tiers, n_tiers, initial_balance: float, slippage: float = 0.0,
@@ -115,9 +137,8 @@ def simulate_arrays(
         targets = np.empty((0, n))
         has_target = np.zeros(n_bars, dtype=np.bool_)
     else:
-        has_target = ~np.isnan(targets).all(axis=1)
-    has_funding = ~np.isnan(funding_rate).all(axis=1)
-    n_funding = int(np.count_nonzero(~np.isnan(funding_rate)))
+        has_target, _ = rows_with_values(targets)
+    has_funding, n_funding = rows_with_values(funding_rate)
     # a fill per symbol per target row is the common case; more grow by doubling
     fills = np.empty(max(64, min(int(has_target.sum()) * n + 2 * n, 1 << 22)), dtype=enums.fill_dt)
     liqs = np.empty(max(64, n), dtype=enums.liquidation_dt)
@@ -168,10 +189,10 @@ def simulate_arrays(
         rejects = grow_buffer(rejects, counts[C_REJECTS] + 6 * n + 1)
     return KernelOutput(
         account=out,
-        fills=fills[: counts[C_FILLS]].copy(),
-        liquidations=liqs[: counts[C_LIQS]].copy(),
-        funding=funding[: counts[C_FUNDING]].copy(),
-        rejections=rejects[: counts[C_REJECTS]].copy(),
+        fills=_used(fills, counts[C_FILLS]),
+        liquidations=_used(liqs, counts[C_LIQS]),
+        funding=_used(funding, counts[C_FUNDING]),
+        rejections=_used(rejects, counts[C_REJECTS]),
         positions=positions if record_positions else None,
         liquidation_prices=liq_prices if record_positions else None,
         state=state,

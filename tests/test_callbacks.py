@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import NAN, flat, market, random_market
 from numba import njit
 
-from backtester import Market, run
+from backtester import run
 from backtester.strategy import (
     CROSS,
     ISOLATED,
@@ -32,22 +33,7 @@ from backtester.strategy import (
     set_margin_mode,
 )
 
-NAN = np.nan
 REPO = Path(__file__).resolve().parents[1]
-
-
-def flat(mmr=0.005, taker=0.0, liq_fee=0.0, max_leverage=125):
-    return dict(venue="flat", venue_overrides=dict(mmr=mmr, taker_fee=taker, maker_fee=0.0,
-                                                    liquidation_fee=liq_fee,
-                                                    max_leverage=max_leverage))
-
-
-def market(symbols, bars, funding_rate=None):
-    arr = np.array(bars, dtype=float)
-    if arr.ndim == 2:
-        arr = arr[:, None, :]
-    return Market.from_arrays(symbols, arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3],
-                              funding_rate=funding_rate)
 
 
 @njit
@@ -86,20 +72,7 @@ def scripted(n_bars, n, steps):
 # --- the same logic as targets and as a callback ------------------------------------------------
 
 
-def random_market(seed, n_bars=600):
-    rng = np.random.default_rng(seed)
-    n = 3
-    close = 100 * np.exp(np.cumsum(rng.standard_t(3, (n_bars, n)) * 0.02, axis=0))
-    open_ = np.vstack([close[:1], close[:-1]]) * (1 + rng.normal(0, 0.002, (n_bars, n)))
-    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.01, (n_bars, n))))
-    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.01, (n_bars, n))))
-    rate = np.full((n_bars, n), NAN)
-    rate[::8] = rng.normal(0.0001, 0.0005, (len(rate[::8]), n))
-    mark = (open_ * 1.001, high * 1.001, low * 0.999, close * 0.9995)
-    m = Market.from_arrays(["A", "B", "C"], open_, high, low, close, mark=mark,
-                           funding_rate=rate)
-    targets = np.where(rng.random((n_bars, n)) < 0.1, rng.normal(0, 1.5, (n_bars, n)), NAN)
-    return m, targets
+
 
 
 @pytest.mark.parametrize("seed,fill_at", [(0, "open"), (1, "open"), (2, "close"), (3, "open")])

@@ -8,33 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import NAN, flat, market, random_market, units
 
 from backtester import Market, run
-
-NAN = np.nan
-
-
-def flat(mmr=0.005, taker=0.0, liq_fee=0.0, max_leverage=125):
-    """Run options for the one-tier venue with chosen rates."""
-    return dict(venue="flat", venue_overrides=dict(mmr=mmr, taker_fee=taker, maker_fee=0.0,
-                                                    liquidation_fee=liq_fee,
-                                                    max_leverage=max_leverage))
-
-
-def market(symbols, bars):
-    """A Market from per-symbol lists of (open, high, low, close) bars."""
-    arr = np.array(bars, dtype=float)  # (T, N, 4)
-    if arr.ndim == 2:
-        arr = arr[:, None, :]
-    return Market.from_arrays(symbols, arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3])
-
-
-def units(n_bars, first_row):
-    """Targets that open ``first_row`` (base units) at the first decision and then hold."""
-    targets = np.full((n_bars, len(first_row)), NAN)
-    targets[0] = first_row
-    return targets
-
 
 # --- the seed example ----------------------------------------------------------------------
 # Balance 10,000. BTC long 1 @ 30,000 at 10x: initial margin 3,000. ETH short 10 @ 2,000
@@ -336,18 +312,8 @@ def test_reductions_always_fill_and_flip_realizes_pnl():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_equity_equals_deposit_plus_pnl_minus_fees_and_funding_at_every_bar(seed):
-    rng = np.random.default_rng(seed)
-    n_bars, n = 600, 3
-    close = 100 * np.exp(np.cumsum(rng.standard_t(3, (n_bars, n)) * 0.02, axis=0))
-    open_ = np.vstack([close[:1], close[:-1]]) * (1 + rng.normal(0, 0.002, (n_bars, n)))
-    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.01, (n_bars, n))))
-    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.01, (n_bars, n))))
-    rate = np.full((n_bars, n), NAN)
-    rate[::8] = rng.normal(0.0001, 0.0005, (len(rate[::8]), n))
-    mark = (open_ * 1.001, high * 1.001, low * 0.999, close * 0.9995)
-    m = Market.from_arrays(["A", "B", "C"], open_, high, low, close, mark=mark,
-                           funding_rate=rate)
-    targets = np.where(rng.random((n_bars, n)) < 0.1, rng.normal(0, 1.5, (n_bars, n)), NAN)
+    m, targets = random_market(seed)
+    n_bars = m.n_bars
     modes = {"A": "cross", "B": "isolated", "C": ["cross", "isolated"][seed % 2]}
     r = run(m, targets, target_kind="equity", margin_mode=modes, leverage=20,
             slippage=0.0005, **flat(taker=0.0005, liq_fee=0.01))
@@ -360,11 +326,37 @@ def test_equity_equals_deposit_plus_pnl_minus_fees_and_funding_at_every_bar(seed
     np.add.at(paid, funding["bar"], funding["payment"])
     covered = np.zeros(n_bars)
     np.add.at(covered, liq["bar"], liq["shortfall"])
-    expected = (10000 + np.cumsum(realized) + r.account["unrealized_pnl"].to_numpy()
+    unrealized = replayed_unrealized_pnl(fills, m)
+    expected = (10000 + np.cumsum(realized) + unrealized
                 - np.cumsum(fees) - np.cumsum(paid) + np.cumsum(covered))
     np.testing.assert_allclose(r.equity.to_numpy(), expected, rtol=1e-9, atol=1e-6)
-    # the unrealized PnL itself, from the positions and fills, at the mark close
-    assert len(fills) > 10
+    np.testing.assert_allclose(r.account["unrealized_pnl"].to_numpy(), unrealized,
+                               rtol=1e-9, atol=1e-6)
+    assert len(fills) > 10 and len(liq) > 0  # the runs trade, and are liquidated
+
+
+def replayed_unrealized_pnl(fills, m):
+    """Unrealized PnL at each bar's mark close, from the fills alone (a second implementation):
+    the entry is the average price of the fills that built the position, unchanged by fills
+    that reduce it, and the fill price of the new side when a fill flips it."""
+    qty = dict.fromkeys(m.symbols, 0.0)
+    entry = dict.fromkeys(m.symbols, 0.0)
+    by_bar = fills.groupby("bar")
+    out = np.zeros(m.n_bars)
+    for t in range(m.n_bars):
+        if t in by_bar.groups:
+            for _, f in by_bar.get_group(t).iterrows():
+                q, dq, price = qty[f["symbol"]], f["qty"], f["price"]
+                new = q + dq
+                if abs(new) < 1e-9 * max(abs(q), abs(dq)):
+                    new = 0.0
+                if q == 0.0 or (q > 0) == (dq > 0):  # opening or adding
+                    entry[f["symbol"]] = (abs(q) * entry[f["symbol"]] + abs(dq) * price) / abs(new)
+                elif new != 0.0 and (new > 0) != (q > 0):  # flipped: the rest is new
+                    entry[f["symbol"]] = price
+                qty[f["symbol"]] = new
+        out[t] = sum(qty[s] * (m.mark_close[t, i] - entry[s]) for i, s in enumerate(m.symbols))
+    return out
 
 
 # --- bad input at the boundary ------------------------------------------------------------

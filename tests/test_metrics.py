@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import NAN, flat, market, units
 
-from backtester import Market, metrics, run
-
-NAN = np.nan
+from backtester import metrics, run
 
 # --- return and risk of an equity curve ---------------------------------------------------
 
@@ -108,22 +107,6 @@ def test_distance_to_liquidation_is_the_nearest_open_position():
 
 
 # --- a whole run ------------------------------------------------------------------------------
-
-
-def flat(mmr=0.005, taker=0.0, liq_fee=0.0):
-    return dict(venue="flat", venue_overrides=dict(mmr=mmr, taker_fee=taker, maker_fee=0.0,
-                                                    liquidation_fee=liq_fee, max_leverage=125))
-
-
-def market(symbols, bars):
-    arr = np.array(bars, dtype=float)
-    return Market.from_arrays(symbols, arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3])
-
-
-def units(n_bars, first_row):
-    targets = np.full((n_bars, len(first_row)), NAN)
-    targets[0] = first_row
-    return targets
 
 
 # Balance 10,000; long 1 BTC @ 30,000 and short 10 ETH @ 2,000 at 10x (isolated margins

@@ -14,28 +14,11 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import flat, market, units
 
-from backtester import Comparison, Market, Result, compare, load_market, run
+from backtester import Comparison, Result, compare, load_market, run
 from backtester.cli import main
 from backtester.report import heatmap_figure, run_report, sweep_report
-
-NAN = np.nan
-
-
-def flat(mmr=0.005, taker=0.0, liq_fee=0.0):
-    return dict(venue="flat", venue_overrides=dict(mmr=mmr, taker_fee=taker, maker_fee=0.0,
-                                                    liquidation_fee=liq_fee, max_leverage=125))
-
-
-def market(symbols, bars):
-    arr = np.array(bars, dtype=float)
-    return Market.from_arrays(symbols, arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3])
-
-
-def units(n_bars, first_row):
-    targets = np.full((n_bars, len(first_row)), NAN)
-    targets[0] = first_row
-    return targets
 
 
 def both(m, targets, **options):

@@ -1,0 +1,50 @@
+"""Hand-made markets, targets and venue options shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backtester import Market
+
+NAN = np.nan
+
+
+def flat(mmr=0.005, taker=0.0, liq_fee=0.0, max_leverage=125):
+    """Run options for the one-tier venue with chosen rates."""
+    return dict(venue="flat", venue_overrides=dict(mmr=mmr, taker_fee=taker, maker_fee=0.0,
+                                                    liquidation_fee=liq_fee,
+                                                    max_leverage=max_leverage))
+
+
+def market(symbols, bars, funding_rate=None):
+    """A Market from per-symbol lists of (open, high, low, close) bars."""
+    arr = np.array(bars, dtype=float)  # (T, N, 4)
+    if arr.ndim == 2:
+        arr = arr[:, None, :]
+    return Market.from_arrays(symbols, arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3],
+                              funding_rate=funding_rate)
+
+
+def units(n_bars, first_row):
+    """Targets that open ``first_row`` (base units) at the first decision and then hold."""
+    targets = np.full((n_bars, len(first_row)), NAN)
+    targets[0] = first_row
+    return targets
+
+
+def random_market(seed, n_bars=600):
+    """Three fat-tailed symbols with mark prices and funding, and sparse random targets
+    (fractions of equity): a run that trades, pays funding and gets liquidated."""
+    rng = np.random.default_rng(seed)
+    n = 3
+    close = 100 * np.exp(np.cumsum(rng.standard_t(3, (n_bars, n)) * 0.02, axis=0))
+    open_ = np.vstack([close[:1], close[:-1]]) * (1 + rng.normal(0, 0.002, (n_bars, n)))
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.01, (n_bars, n))))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.01, (n_bars, n))))
+    rate = np.full((n_bars, n), NAN)
+    rate[::8] = rng.normal(0.0001, 0.0005, (len(rate[::8]), n))
+    mark = (open_ * 1.001, high * 1.001, low * 0.999, close * 0.9995)
+    m = Market.from_arrays(["A", "B", "C"], open_, high, low, close, mark=mark,
+                           funding_rate=rate)
+    targets = np.where(rng.random((n_bars, n)) < 0.1, rng.normal(0, 1.5, (n_bars, n)), NAN)
+    return m, targets

@@ -11,7 +11,14 @@ import pandas as pd
 
 from .data.market import Market
 from .engine import enums
-from .engine.driver import CallbackError, pack_symbol_params, pack_tiers, simulate_arrays
+from .engine.driver import (
+    CallbackError,
+    bar_hours,
+    default_symbol_rules,
+    pack_symbol_params,
+    pack_tiers,
+    simulate_arrays,
+)
 from .result import Result
 from .strategy import Callback, Plan, StrategyError, explain_runtime_error
 from .venues import Venue, check_simulated, load_venue
@@ -182,13 +189,14 @@ def _perp_only(name: str, value, spot: set[str], fill):
 
 
 def _symbol_arrays(venue: Venue, symbols, spot: set[str], at, spot_fee: float):
-    """(tiers, n_tiers, taker fee, liquidation fee) of every symbol: the venue's for the
-    perpetuals, one tier without maintenance margin and 1x max leverage for spot."""
+    """(tiers, n_tiers, rule rows) of every symbol: the venue's for the perpetuals, one tier
+    without maintenance margin and 1x max leverage for spot. The rule rows
+    (``enums.SYM_*``, (N_SYMBOL_FIELDS, N)) carry the fees and the venue's margin model;
+    their leverage row is 0 (the run's leverage goes there)."""
     perps = [s for s in symbols if s not in spot]
     if not spot:
         a = venue.arrays(symbols, at=at)
-        return (pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage), a.n_tiers,
-                a.taker_fee, a.liquidation_fee)
+        return (pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage), a.n_tiers, a.rules)
     n = len(symbols)
     width = 1
     if perps:
@@ -199,15 +207,25 @@ def _symbol_arrays(venue: Venue, symbols, spot: set[str], at, spot_fee: float):
     tiers[enums.TIER_CAP] = np.inf
     tiers[enums.TIER_MAX_LEVERAGE] = 1.0
     n_tiers = np.ones(n, dtype=np.int64)
-    taker = np.full(n, float(spot_fee))
-    liq_fee = np.zeros(n)
+    rules = default_symbol_rules(n)
+    rules[enums.SYM_TAKER_FEE] = float(spot_fee)
     for j, symbol in enumerate(perps):
         i = symbols.index(symbol)
         tiers[:, i] = perp_tiers[:, j]
         n_tiers[i] = a.n_tiers[j]
-        taker[i] = a.taker_fee[j]
-        liq_fee[i] = a.liquidation_fee[j]
-    return tiers, n_tiers, taker, liq_fee
+        rules[:, i] = a.rules[:, j]
+    return tiers, n_tiers, rules
+
+
+def check_model_modes(venue: Venue, modes, symbols) -> None:
+    """Refuse margin modes the venue's model does not have (Kraken spot margin: cross only)."""
+    if venue.model == "kraken_spot":
+        isolated = [s for s, m in zip(symbols, modes, strict=True) if m == enums.ISOLATED]
+        if isolated:
+            raise ValueError(
+                f"venue {venue.name} is spot margin trading, where every margin position shares "
+                f"one trade balance (cross); it has no isolated mode, but margin_mode is "
+                f"'isolated' for {', '.join(isolated)}")
 
 
 def run(market: Market, targets, config: RunConfig | None = None, **options) -> Result:
@@ -249,7 +267,7 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     config = (config or RunConfig()).replace(**options)
     symbols = market.symbols
     venue = load_venue(config.venue, **dict(config.venue_overrides))
-    check_simulated(venue)  # Bybit, OKX, Kraken: formulas only, no kernel yet
+    check_simulated(venue)
     start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
     spot = _spot_symbols(config, symbols)
 
@@ -279,18 +297,20 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         raise ValueError(f"slippage is a fraction of the price in [0, 0.5), got {config.slippage}")
     if not 0.0 <= config.spot_fee < 0.1:
         raise ValueError(f"spot_fee is a fee rate in [0, 0.1), got {config.spot_fee}")
-    (tiers, n_tiers, taker_fee, liquidation_fee), schedule, specs = rules_in_force(
-        venue, market, spot, config.spot_fee)
+    check_model_modes(venue, mode, symbols)
+    (tiers, n_tiers, rules), schedule, specs = rules_in_force(venue, market, spot,
+                                                              config.spot_fee)
     inputs = dict(
         open_=market.open, close=market.close, mark_open=market.mark_open,
         mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
         funding_rate=market.funding_rate, target_kind=target_kind,
         mode=mode.copy(),  # a callback may switch modes: the Result keeps those of the start
-        sym=pack_symbol_params(leverage, taker_fee, liquidation_fee), tiers=tiers,
+        sym=pack_symbol_params(leverage, rules[enums.SYM_TAKER_FEE], rules[enums.SYM_LIQ_FEE],
+                               rules=rules), tiers=tiers,
         n_tiers=n_tiers, initial_balance=float(config.initial_balance),
         slippage=float(config.slippage), fill_at=fill_at, path=path,
         reduce_to_fit=bool(config.reduce_to_fit), record_positions=bool(config.record_positions),
-        schedule=schedule,
+        schedule=schedule, hours=bar_hours(market.index, market.bar_ns),
     )
     if callback_inputs is not None:
         output = _run_callback(market, targets, {**inputs, **callback_inputs})
@@ -318,7 +338,8 @@ def version_bars(venue: Venue, market: Market, symbols) -> list[int]:
 def rules_in_force(venue: Venue, market: Market, spot: set[str], spot_fee: float):
     """The rule arrays at the first bar, the changes inside the run, and the versions used.
 
-    Returns ``((tiers, n_tiers, taker_fee, liquidation_fee), schedule, specs)``:
+    Returns ``((tiers, n_tiers, rules), schedule, specs)``, ``rules`` the
+    (N_SYMBOL_FIELDS, N) rule rows (``enums.SYM_*``, fees included):
     ``schedule`` as ``engine.driver.simulate_arrays`` takes it, every tier array
     padded to one width; ``specs`` maps each perpetual to the versions it ran under.
     """

@@ -155,6 +155,12 @@ def _cmd_venues(args) -> int:
         simulated = "simulated by run()" if venue.model in ENGINE_MODELS else (
             "formulas only: run() refuses it")
         print(f"{venue.name} (model {venue.model}, {simulated}): {venue.description}")
+        for k, rule_set in enumerate(venue.rule_history):
+            since = day(rule_set.valid_from) or "always"
+            until = (day(venue.rule_history[k + 1].valid_from)
+                     if k + 1 < len(venue.rule_history) else "now")
+            values = ", ".join(f"{key}={value}" for key, value in rule_set.values.items())
+            print(f"  rules {since} .. {until}: {values}")
         for symbol, spec, until in venue.versions():
             since = day(spec.valid_from) or "always"
             span = f"{since} .. {day(until) or 'now'}"

@@ -38,6 +38,9 @@ class Result:
       cross margin balance; liquidation at >= 1; 0 without cross positions),
       ``gross_exposure`` and ``net_exposure`` (quote, at mark);
     - ``fills``, ``liquidations``, ``funding``, ``rejections``: one row per event;
+    - ``events``: the other account events, one row each: spot-margin borrowing fees
+      (``opening_fee``, ``rollover_fee``, with the rate and amount) and margin calls
+      (``margin_call``, symbol None, with the margin level);
     - ``positions`` and ``liquidation_prices``: (bars x symbols), when recorded.
     """
 
@@ -55,6 +58,8 @@ class Result:
         self._liquidations = output.liquidations
         self._funding = output.funding
         self._rejections = output.rejections
+        self._account_events = (output.events if output.events is not None
+                                else np.zeros(0, dtype=enums.event_dt))
         self._positions = output.positions
         self._liquidation_prices = output.liquidation_prices
 
@@ -73,7 +78,7 @@ class Result:
     def _events(self, records: np.ndarray, names: dict[str, tuple[str, ...]]) -> pd.DataFrame:
         frame = pd.DataFrame({name: records[name] for name in records.dtype.names})
         frame.insert(0, "timestamp", self.market.timestamps[frame["bar"].to_numpy()])
-        symbols = np.asarray(self.market.symbols, dtype=object)
+        symbols = np.asarray((*self.market.symbols, None), dtype=object)  # -1: the account
         frame["symbol"] = symbols[frame["symbol"].to_numpy()] if len(frame) else []
         for column, words in names.items():
             frame[column] = np.asarray(words, dtype=object)[frame[column].to_numpy()] if len(
@@ -95,6 +100,11 @@ class Result:
     @cached_property
     def rejections(self) -> pd.DataFrame:
         return self._events(self._rejections, {"reason": enums.REJECT_REASON_NAMES})
+
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        """Borrowing fees and margin calls (spot margin), one row each."""
+        return self._events(self._account_events, {"kind": enums.EVENT_NAMES})
 
     @cached_property
     def positions(self) -> pd.DataFrame | None:
@@ -120,6 +130,8 @@ class Result:
         fills = self._fills
         strategy_fees = float(fills["fee"][fills["reason"] != enums.FILL_LIQUIDATION].sum())
         ratio = self.account["margin_ratio"]
+        events = self._account_events
+        borrowing = events["amount"][events["kind"] != enums.EVENT_MARGIN_CALL]
         return {
             "initial_balance": float(self.config.initial_balance),
             "final_equity": float(equity.iloc[-1]) if len(equity) else float("nan"),
@@ -137,6 +149,8 @@ class Result:
             "bankruptcy_shortfall": float(liq["shortfall"].sum()),
             "fees_paid": strategy_fees,
             "funding_paid": float(self._funding["payment"].sum()),
+            "borrowing_fees": float(borrowing.sum()),
+            "margin_calls": int((events["kind"] == enums.EVENT_MARGIN_CALL).sum()),
             "worst_margin_ratio": float(ratio.max()) if len(ratio) else float("nan"),
             "fills": int((fills["reason"] != enums.FILL_LIQUIDATION).sum()),
             "rejected_orders": int(len(self._rejections)),
@@ -191,7 +205,7 @@ class Result:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.account.to_parquet(out / "account.parquet")
-        for name in ("fills", "liquidations", "funding", "rejections"):
+        for name in ("fills", "liquidations", "funding", "rejections", "events"):
             getattr(self, name).to_parquet(out / f"{name}.parquet", index=False)
         # the run's prices, so that a saved run can be reported on without its data
         pd.concat({"close": self.market.frame("close"),
@@ -240,6 +254,10 @@ class Result:
             market = _saved_window(market, symbols, index, folder)
         frames = {name: pd.read_parquet(folder / f"{name}.parquet")
                   for name in ("fills", "liquidations", "funding", "rejections")}
+        events_file = folder / "events.parquet"  # runs saved before events existed have none
+        events = (_records(pd.read_parquet(events_file), enums.event_dt, symbols,
+                           {"kind": enums.EVENT_NAMES})
+                  if events_file.exists() else np.zeros(0, dtype=enums.event_dt))
         grids = {name: pd.read_parquet(folder / f"{name}.parquet").to_numpy(dtype=float)
                  if (folder / f"{name}.parquet").exists() else None
                  for name in ("positions", "liquidation_prices")}
@@ -265,7 +283,8 @@ class Result:
                              {"mode": enums.MARGIN_MODE_NAMES}),
             rejections=_records(frames["rejections"], enums.rejection_dt, symbols,
                                 {"reason": enums.REJECT_REASON_NAMES}),
-            positions=grids["positions"], liquidation_prices=grids["liquidation_prices"],
+            events=events, positions=grids["positions"],
+            liquidation_prices=grids["liquidation_prices"],
             state=state, wallet_balance=float(account["wallet_balance"].iloc[-1]),
         )
         mode = np.array([enums.MARGIN_MODE_NAMES.index(saved["margin_mode"][s])
@@ -286,6 +305,9 @@ def _records(frame: pd.DataFrame, dtype: np.dtype, symbols, names: dict) -> np.n
     """A saved event frame back into the kernel's record array (names -> codes)."""
     records = np.zeros(len(frame), dtype=dtype)
     for field_name in dtype.names:
+        if field_name not in frame:  # a field added after the run was saved
+            records[field_name] = np.nan if records[field_name].dtype.kind == "f" else 0
+            continue
         column = frame[field_name]
         if field_name == "symbol":
             column = pd.Index(symbols).get_indexer(column)

@@ -62,7 +62,13 @@ from numba import njit
 from numba.core.errors import NumbaError
 
 from .engine import driver
-from .engine.account import position_liquidation_price, removable_margin
+from .engine.account import available_balance as _available_balance
+from .engine.account import (
+    initial_margin_of,
+    position_liquidation_price,
+    position_maintenance,
+    removable_margin,
+)
 from .engine.enums import (  # noqa: F401  (re-exported for strategy authors)
     A_EQUITY_PREV,
     A_WALLET,
@@ -90,7 +96,6 @@ from .engine.enums import (  # noqa: F401  (re-exported for strategy authors)
     TIER_MMR,
     BarContext,
 )
-from .engine.margin import maintenance_margin as _maintenance_margin
 
 
 class StrategyError(ValueError):
@@ -127,27 +132,32 @@ def notional(ctx, i):
 @njit(cache=True, _nrt=False)
 def position_margin(ctx, i):
     """Margin backing symbol i's position: an isolated position's own margin, a spot
-    holding's cost, a cross position's initial margin ``|q| * entry / leverage``."""
+    holding's cost, a cross position's initial margin (``|q| * entry / leverage`` and the
+    venue's fee counted in the margin)."""
     if ctx.mode[i] == CROSS:
-        return abs(ctx.state[S_QTY, i]) * ctx.state[S_ENTRY, i] / ctx.sym[SYM_LEVERAGE, i]
+        q = ctx.state[S_QTY, i]
+        if q == 0.0:
+            return 0.0
+        return initial_margin_of(i, q, ctx.state[S_ENTRY, i], ctx.state[S_MARK, i], ctx.sym)
     return ctx.state[S_ISO_MARGIN, i]
 
 
 @njit(cache=True, _nrt=False)
 def maintenance_margin(ctx, i):
-    """Maintenance margin of symbol i's position at its mark (tiered; 0 for spot)."""
-    n = notional(ctx, i)
-    if n == 0.0 or ctx.mode[i] == SPOT:
+    """Maintenance margin of symbol i's position at its mark, under the venue's model
+    (tiered; 0 for spot)."""
+    q = ctx.state[S_QTY, i]
+    if q == 0.0 or ctx.mode[i] == SPOT:
         return 0.0
-    return _maintenance_margin(n, ctx.tiers[TIER_FLOOR, i], ctx.tiers[TIER_CAP, i],
-                               ctx.tiers[TIER_MMR, i], ctx.tiers[TIER_CUM, i], ctx.n_tiers[i])
+    return position_maintenance(i, q, ctx.state[S_ENTRY, i], ctx.state[S_MARK, i], ctx.sym,
+                                ctx.tiers, ctx.n_tiers)
 
 
 @njit(cache=True, _nrt=False)
 def liquidation_price(ctx, i):
     """Mark price at which symbol i's position is liquidated, all else fixed (NaN: flat or
     spot). Cross: Binance's formula with the other cross positions at their marks."""
-    return position_liquidation_price(i, ctx.state, ctx.mode, ctx.tiers, ctx.n_tiers,
+    return position_liquidation_price(i, ctx.state, ctx.mode, ctx.sym, ctx.tiers, ctx.n_tiers,
                                       ctx.account)
 
 
@@ -166,11 +176,11 @@ def liquidation_distance(ctx, i):
 @njit(cache=True, _nrt=False)
 def isolated_margin_for(ctx, i, price):
     """Margin an isolated position needs so that it is liquidated only at ``price`` (solves
-    ``M + q * (price - entry) == MM(|q| * price)``); compare with ``position_margin``."""
+    ``M + q * (price - entry) == MM(price)``); compare with ``position_margin``."""
     q = ctx.state[S_QTY, i]
-    mm = _maintenance_margin(abs(q) * price, ctx.tiers[TIER_FLOOR, i], ctx.tiers[TIER_CAP, i],
-                             ctx.tiers[TIER_MMR, i], ctx.tiers[TIER_CUM, i], ctx.n_tiers[i])
-    return mm - q * (price - ctx.state[S_ENTRY, i])
+    entry = ctx.state[S_ENTRY, i]
+    mm = position_maintenance(i, q, entry, price, ctx.sym, ctx.tiers, ctx.n_tiers)
+    return mm - q * (price - entry)
 
 
 @njit(cache=True, _nrt=False)
@@ -200,13 +210,7 @@ def wallet_balance(ctx):
 @njit(cache=True, _nrt=False)
 def available_balance(ctx):
     """Balance free for new margin: wallet + cross unrealized PnL - cross initial margin."""
-    total = ctx.account[A_WALLET]
-    for i in range(ctx.state.shape[1]):
-        q = ctx.state[S_QTY, i]
-        if q != 0.0 and ctx.mode[i] == CROSS:
-            e = ctx.state[S_ENTRY, i]
-            total += q * (ctx.state[S_MARK, i] - e) - abs(q) * e / ctx.sym[SYM_LEVERAGE, i]
-    return total
+    return _available_balance(ctx.state, ctx.mode, ctx.sym, ctx.account)
 
 
 # --- writing orders ------------------------------------------------------------------------------

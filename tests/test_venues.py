@@ -467,11 +467,13 @@ def test_binance_funding_is_8_hourly_with_the_cap_at_three_quarters_of_tier_1():
 
 def test_bybit_rules_change_on_their_dates():
     venue = load_venue("bybit_linear")
-    classic = {"margin_price": "entry", "fee_to_close_in_margin": False, "risk_limit": "manual"}
+    classic = {"margin_price": "entry", "fee_to_close_in_margin": False, "risk_limit": "manual",
+               "partial_liquidation": "step_down"}
     assert venue.rules(at="2023-06-01") == classic
     assert venue.rules(at="2024-03-12") == {**classic, "risk_limit": "auto"}
     assert venue.rules(at="2025-09-01 23:59") == {**classic, "risk_limit": "auto"}
-    new = {"margin_price": "mark", "fee_to_close_in_margin": True, "risk_limit": "auto"}
+    new = {"margin_price": "mark", "fee_to_close_in_margin": True, "risk_limit": "auto",
+           "partial_liquidation": "step_down"}
     assert venue.rules(at="2025-09-02") == venue.rules() == new
 
 
@@ -590,21 +592,25 @@ def test_a_good_model_file_loads():
     assert venue.discount_tiers("XXX").rates == (0.9,)
 
 
-# --- run() simulates only the models the kernel knows -----------------------------------------
+# --- run() simulates every built-in venue's model ---------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "model"), [("bybit_linear", "bybit_uta"), ("okx_swap", "okx"),
-                                             ("kraken_spot", "kraken_spot")])
-def test_run_refuses_a_venue_whose_model_the_engine_does_not_simulate(name, model):
+def test_every_built_in_venue_is_simulated():
+    from backtester.venues import check_simulated
+
+    for name in list_venues():
+        check_simulated(load_venue(name))  # raises for a model the kernel does not know
+
+
+def test_kraken_spot_margin_has_no_isolated_mode():
     from backtester import Market, run
 
     close = np.full((3, 1), 100.0)
-    market = Market.from_arrays(["BTC_USDT"], close, close, close, close)
-    with pytest.raises(ValueError) as info:
-        run(market, np.full((3, 1), np.nan), venue=name)
-    text = str(info.value)
-    assert f"venue {name} uses the '{model}' margin model" in text
-    assert "run() supports the margin model(s) binance (binance_usdm, flat)" in text
+    market = Market.from_arrays(["BTC_USD"], close, close, close, close)
+    with pytest.raises(ValueError, match="no isolated mode, but margin_mode is 'isolated' for "
+                                         "BTC_USD"):
+        run(market, np.full((3, 1), np.nan), venue="kraken_spot", margin_mode="isolated",
+            leverage=5)
 
 
 def test_cli_venues_lists_every_venue_with_validity_dates(capsys):
@@ -616,7 +622,8 @@ def test_cli_venues_lists_every_venue_with_validity_dates(capsys):
         assert out.count(f"{name} (model ") == 1
     assert "BTCUSDT       2021-06-22 .. 2022-02-12 10 tier(s)" in out
     assert "BTCUSDT       2024-05-30 .. now        12 tier(s)" in out
-    assert "formulas only: run() refuses it" in out
+    assert out.count("simulated by run()") == len(list_venues())
+    assert "  rules 2025-09-02 .. now: margin_price=mark, fee_to_close_in_margin=True" in out
 
 
 def test_cli_venue_name_prints_its_tables_and_rules(capsys):

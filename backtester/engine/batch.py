@@ -22,10 +22,12 @@ from numba import njit, prange
 from .enums import (
     A_EQUITY_PREV,
     A_WALLET,
+    C_EVENTS,
     C_FILLS,
     C_FUNDING,
     C_LIQS,
     C_REJECTS,
+    EVENT_MARGIN_CALL,
     FILL_LIQUIDATION,
     N_ACCOUNT,
     N_COUNTS,
@@ -36,6 +38,7 @@ from .enums import (
     S_LAST_CLOSE,
     S_LIQ_PX,
     S_MARK,
+    event_dt,
     fill_dt,
     funding_dt,
     liquidation_dt,
@@ -57,11 +60,14 @@ METRICS = (
     "bankruptcy_shortfall",
     "fees_paid",
     "funding_paid",
+    "borrowing_fees",
+    "margin_calls",
     "worst_margin_ratio",
     "fills",
     "rejected_orders",
 )
-COUNT_METRICS = ("liquidations", "liquidated_positions", "fills", "rejected_orders")
+COUNT_METRICS = ("liquidations", "liquidated_positions", "margin_calls", "fills",
+                 "rejected_orders")
 M_FINAL_EQUITY = 0
 M_TOTAL_RETURN = 1
 M_MAX_DRAWDOWN = 2
@@ -73,10 +79,12 @@ M_LIQUIDATION_FEES = 7
 M_BANKRUPTCY_SHORTFALL = 8
 M_FEES_PAID = 9
 M_FUNDING_PAID = 10
-M_WORST_MARGIN_RATIO = 11
-M_FILLS = 12
-M_REJECTED_ORDERS = 13
-N_METRICS = 14
+M_BORROWING_FEES = 11
+M_MARGIN_CALLS = 12
+M_WORST_MARGIN_RATIO = 13
+M_FILLS = 14
+M_REJECTED_ORDERS = 15
+N_METRICS = 16
 
 # the market of a batch, shape (N_MARKET_FIELDS, T, N): ``stack_market`` builds it
 MK_OPEN = 0
@@ -104,9 +112,9 @@ N_RUN_FIELDS = 7
 
 @njit(cache=True)
 def simulate_run(start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
-                 has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
+                 has_funding, hours, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
                  slippage, fill_at, path, reduce_to_fit, record_positions, state, tier, account,
-                 out, no_positions, fills, liqs, funding, rejects, counts, stop):
+                 out, no_positions, fills, liqs, funding, rejects, events, counts, stop):
     """``engine.kernel.simulate`` without per-bar position records; returns where it stopped.
 
     The only place sweeps call the kernel: a change of its signature is fixed here.
@@ -115,10 +123,10 @@ def simulate_run(start, open_, close, mark_open, mark_high, mark_low, mark_close
     specialisation of the whole bar loop).
     """
     return simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close,
-                    funding_rate, has_funding, targets, has_target, target_kind, mode, sym,
+                    funding_rate, has_funding, hours, targets, has_target, target_kind, mode, sym,
                     tiers, n_tiers, slippage, fill_at, path, reduce_to_fit, record_positions,
                     state, tier, account, out, no_positions, no_positions, fills, liqs, funding,
-                    rejects, counts, stop=stop)
+                    rejects, events, counts, stop=stop)
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -254,7 +262,7 @@ def equity_metrics(equity, n_bars, initial_balance, bars_per_year, returns, row)
 
 
 @njit(cache=True)
-def record_metrics(fills, liqs, funding, rejects, counts, values, row):
+def record_metrics(fills, liqs, funding, rejects, account_events, counts, values, row):
     """Liquidation, fee, funding and order counts of one run's records, into ``row``.
 
     ``values`` is scratch space at least as long as the largest record count.
@@ -286,6 +294,13 @@ def record_metrics(fills, liqs, funding, rejects, counts, values, row):
     for c in range(counts[C_FUNDING]):
         values[c] = funding[c]["payment"]
     row[M_FUNDING_PAID] = pairwise_sum(values, 0, counts[C_FUNDING])
+    n_fee = 0
+    for c in range(counts[C_EVENTS]):
+        if account_events[c]["kind"] != EVENT_MARGIN_CALL:
+            values[n_fee] = account_events[c]["amount"]
+            n_fee += 1
+    row[M_BORROWING_FEES] = pairwise_sum(values, 0, n_fee)
+    row[M_MARGIN_CALLS] = counts[C_EVENTS] - n_fee
     row[M_REJECTED_ORDERS] = counts[C_REJECTS]
 
 
@@ -325,9 +340,9 @@ def target_rows(targets):
 
 
 @njit(cache=True)
-def run_one(r, market, has_funding, targets, has_target, runs, mode, sym, version_bars,
-            tiers_v, n_tiers_v, fees_v, bars_per_year, summary, equity, out, returns,
-            no_positions, fills, liqs, funding, rejects):
+def run_one(r, market, has_funding, hours, targets, has_target, runs, mode, sym, version_bars,
+            tiers_v, n_tiers_v, rules_v, bars_per_year, summary, equity, out, returns,
+            no_positions, fills, liqs, funding, rejects, events):
     """Run r of the batch from a flat account; write its metrics row (and its equity curve).
 
     ``out``, ``returns`` and the record buffers are the worker's scratch space:
@@ -358,36 +373,38 @@ def run_one(r, market, has_funding, targets, has_target, runs, mode, sym, versio
         start = simulate_run(
             start, market[MK_OPEN], market[MK_CLOSE], market[MK_MARK_OPEN], market[MK_MARK_HIGH],
             market[MK_MARK_LOW], market[MK_MARK_CLOSE], market[MK_FUNDING_RATE], has_funding,
-            targets[u], has_target[u], int(choices[RUN_TARGET_KIND]), mode[r], sym[r], tiers,
+            hours, targets[u], has_target[u], int(choices[RUN_TARGET_KIND]), mode[r], sym[r], tiers,
             n_tiers, choices[RUN_SLIPPAGE], int(choices[RUN_FILL_AT]), int(choices[RUN_PATH]),
             choices[RUN_REDUCE_TO_FIT] != 0.0, record_positions, state, tier, account, out,
-            no_positions, fills, liqs, funding, rejects, counts, stop)
+            no_positions, fills, liqs, funding, rejects, events, counts, stop)
         if start >= n_bars:
             break
         if start == stop:  # a new version of the venue's rules comes into force
             version += 1
-            put_rules_in_force(tiers_v[version], n_tiers_v[version], fees_v[version, 0],
-                               fees_v[version, 1], tiers, n_tiers, sym[r], state, mode[r], tier)
+            put_rules_in_force(tiers_v[version], n_tiers_v[version], rules_v[version], tiers,
+                               n_tiers, sym[r], state, mode[r], tier)
             continue
         # the kernel stopped because a record buffer might overflow in the next bar:
         # doubling all three always makes room, whatever margin the kernel asks for
         fills = grow_buffer(fills, 2 * fills.shape[0])
         liqs = grow_buffer(liqs, 2 * liqs.shape[0])
         rejects = grow_buffer(rejects, 2 * rejects.shape[0])
+        events = grow_buffer(events, 2 * events.shape[0])
     row = summary[r]
     equity_metrics(out[OUT_EQUITY], n_bars, balance, bars_per_year, returns, row)
     row[M_WORST_MARGIN_RATIO] = worst_margin_ratio(out[OUT_MARGIN_RATIO], n_bars)
-    largest = max(counts[C_FILLS], counts[C_LIQS], counts[C_FUNDING])
+    largest = max(counts[C_FILLS], counts[C_LIQS], counts[C_FUNDING], counts[C_EVENTS])
     values = returns if largest <= returns.shape[0] else np.empty(largest)
-    record_metrics(fills, liqs, funding, rejects, counts, values, row)
+    record_metrics(fills, liqs, funding, rejects, events, counts, values, row)
     if equity.shape[0] > 0:
         equity[r, :] = out[OUT_EQUITY]
-    return fills, liqs, rejects
+    return fills, liqs, rejects, events
 
 
 @njit(cache=True, nogil=True)
-def run_batch_serial(w, n_workers, market, has_funding, targets, has_target, runs, mode, sym,
-                     version_bars, tiers_v, n_tiers_v, fees_v, bars_per_year, summary, equity):
+def run_batch_serial(w, n_workers, market, has_funding, hours, targets, has_target, runs, mode,
+                     sym, version_bars, tiers_v, n_tiers_v, rules_v, bars_per_year, summary,
+                     equity):
     """Runs w, w + n_workers, w + 2 n_workers... of the batch on the calling thread.
 
     ``(0, 1, ...)`` runs them all: process-pool and Dask workers call it so (the
@@ -414,29 +431,33 @@ def run_batch_serial(w, n_workers, market, has_funding, targets, has_target, run
     liqs = np.empty(max(64, n), dtype=liquidation_dt)
     funding = np.empty(max(1, n_funding), dtype=funding_dt)
     rejects = np.empty(max(64, n), dtype=rejection_dt)
+    events = np.empty(max(64, 3 * n + 1), dtype=event_dt)
     for r in range(w, runs.shape[0], n_workers):
-        fills, liqs, rejects = run_one(r, market, has_funding, targets, has_target, runs, mode,
-                                       sym, version_bars, tiers_v, n_tiers_v, fees_v,
-                                       bars_per_year, summary, equity, out, returns,
-                                       no_positions, fills, liqs, funding, rejects)
+        fills, liqs, rejects, events = run_one(
+            r, market, has_funding, hours, targets, has_target, runs, mode, sym, version_bars,
+            tiers_v, n_tiers_v, rules_v, bars_per_year, summary, equity, out, returns,
+            no_positions, fills, liqs, funding, rejects, events)
 
 
 @njit(cache=True, parallel=True)
-def run_batch_parallel(n_workers, market, has_funding, targets, has_target, runs, mode, sym,
-                       version_bars, tiers_v, n_tiers_v, fees_v, bars_per_year, summary, equity):
+def run_batch_parallel(n_workers, market, has_funding, hours, targets, has_target, runs, mode,
+                       sym, version_bars, tiers_v, n_tiers_v, rules_v, bars_per_year, summary,
+                       equity):
     """Every run of the batch, interleaved over ``n_workers`` threads (the in-process path).
 
     - ``market`` (N_MARKET_FIELDS, T, N), shared and read-only; ``has_funding`` (T,);
+      ``hours`` (T + 1,) the bars' times in hours (``driver.bar_hours``);
     - ``targets`` (U, T, N) the distinct target arrays, ``has_target`` (U, T);
     - per run r: ``runs[r]`` (N_RUN_FIELDS,), ``mode[r]`` (N,), ``sym[r]``
       (N_SYMBOL_FIELDS, N), its fees those of the first version;
     - the venue's rules, shared: version v in force from bar ``version_bars[v]``
       (``version_bars[0] == 0``), its tiers ``tiers_v[v]`` (N_TIER_FIELDS, N, K),
-      ``n_tiers_v[v]`` (N,) and taker / liquidation fees ``fees_v[v]`` (2, N);
+      ``n_tiers_v[v]`` (N,) and rule rows ``rules_v[v]`` (N_SYMBOL_FIELDS, N) (fees and
+      margin rules; their leverage row is unused);
     - out: ``summary`` (R, N_METRICS); ``equity`` (R, T), or (0, T) to keep none.
     """
     for w in prange(n_workers):
         # prange numbers its threads with unsigned ints: one signature for both callers
-        run_batch_serial(np.int64(w), n_workers, market, has_funding, targets, has_target, runs,
-                         mode, sym, version_bars, tiers_v, n_tiers_v, fees_v, bars_per_year,
-                         summary, equity)
+        run_batch_serial(np.int64(w), n_workers, market, has_funding, hours, targets, has_target,
+                         runs, mode, sym, version_bars, tiers_v, n_tiers_v, rules_v,
+                         bars_per_year, summary, equity)

@@ -25,6 +25,7 @@ from . import enums
 from .enums import (
     A_EQUITY_PREV,
     A_WALLET,
+    C_EVENTS,
     C_FILLS,
     C_FUNDING,
     C_LIQS,
@@ -61,6 +62,7 @@ class KernelOutput:
     liquidations: np.ndarray
     funding: np.ndarray
     rejections: np.ndarray
+    events: np.ndarray  # enums.event_dt: borrowing fees, margin calls
     positions: np.ndarray | None  # (T, N) when recorded
     liquidation_prices: np.ndarray | None  # (T, N) when recorded
     state: np.ndarray  # (N_STATE, N) final state, rows as enums.S_*
@@ -105,13 +107,23 @@ def _used(buffer: np.ndarray, count: int) -> np.ndarray:
     return buffer[:count].copy()
 
 
+def bar_hours(index, bar_ns: int) -> np.ndarray:
+    """(T + 1,) hours from the first bar's open to each bar's open, and to the last bar's end:
+    the clock the kernel charges spot-margin rollover fees by."""
+    index = np.asarray(index, dtype=np.int64)
+    if index.size == 0:
+        return np.zeros(1)
+    edges = np.append(index, index[-1] + int(bar_ns))
+    return (edges - index[0]) / 3.6e12
+
+
 def simulate_arrays(
     *, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate, targets,
     target_kind: int, mode, sym, tiers, n_tiers, initial_balance: float, slippage: float = 0.0,
     fill_at: int = enums.FILL_NEXT_OPEN, path: int = enums.PATH_OHLC,
     reduce_to_fit: bool = False, record_positions: bool = False,
     callback=None, params=None, series=None, memory=None, high=None, low=None, volume=None,
-    schedule=(),
+    schedule=(), hours=None,
 ) -> KernelOutput:
     """Run the kernel over every bar. Inputs must be validated, C-contiguous float64/int64.
 
@@ -125,12 +137,16 @@ def simulate_arrays(
     callback may change ``mode`` and ``sym`` in place: pass copies you want kept.
 
     ``schedule``: the venue's rule changes inside the run, as ``(bar, tiers,
-    n_tiers, taker_fee, liquidation_fee)`` in bar order, each in force from that
-    bar on (tier arrays as wide as ``tiers``). The run pauses at each such bar and
-    goes on under the new table: the tier arrays and fee rows are updated in place
-    (a callback's view sees them), and open positions are re-bracketed and their
-    isolated liquidation prices recomputed, as Binance applies new brackets to
-    open positions.
+    n_tiers, sym_rules)`` in bar order, each in force from that bar on (tier
+    arrays as wide as ``tiers``; ``sym_rules`` (N_SYMBOL_FIELDS, N), whose venue
+    rows replace ``sym``'s). The run pauses at each such bar and goes on under the
+    new rules: the tier arrays and rule rows are updated in place (a callback's
+    view sees them), and open positions are re-bracketed and their isolated
+    liquidation prices recomputed, as Binance applies new brackets to open
+    positions.
+
+    ``hours``: (T + 1,) the bars' times in hours (``bar_hours``); default one hour
+    a bar. Only spot-margin rollover fees read it.
     """
     n_bars, n = open_.shape
     if targets is None:
@@ -144,6 +160,10 @@ def simulate_arrays(
     liqs = np.empty(max(64, n), dtype=enums.liquidation_dt)
     funding = np.empty(max(1, n_funding), dtype=enums.funding_dt)
     rejects = np.empty(max(64, n), dtype=enums.rejection_dt)
+    events = np.empty(max(64, 3 * n + 1), dtype=enums.event_dt)
+    if hours is None:
+        hours = np.arange(n_bars + 1, dtype=np.float64)
+    hours = np.ascontiguousarray(hours, dtype=np.float64)
     out = np.empty((N_OUT, n_bars))
     shape = (n_bars, n) if record_positions else (0, n)
     positions = np.empty(shape)
@@ -165,10 +185,10 @@ def simulate_arrays(
         try:
             start = simulate(
                 start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
-                has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
+                has_funding, hours, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
                 float(slippage), fill_at, path, bool(reduce_to_fit), bool(record_positions),
                 state, tier, account, out, positions, liq_prices, fills, liqs, funding, rejects,
-                counts, *extra, stop=stop,
+                events, counts, *extra, stop=stop,
             )
         except Exception as exc:
             if callback is None:
@@ -178,21 +198,23 @@ def simulate_arrays(
         if start >= n_bars:
             break
         if start == stop:
-            _, new_tiers, new_n_tiers, taker_fee, liquidation_fee = changes.pop(0)
-            put_rules_in_force(new_tiers, new_n_tiers, taker_fee, liquidation_fee, tiers,
-                               n_tiers, sym, state, mode, tier)
+            _, new_tiers, new_n_tiers, new_sym = changes.pop(0)
+            put_rules_in_force(new_tiers, new_n_tiers, new_sym, tiers, n_tiers, sym, state, mode,
+                               tier)
             continue
         # a bar's worst case: an order fill and a liquidation per symbol, a rejection per
         # symbol (with a callback: targets and its orders fill, each of its fields refused)
-        fills = grow_buffer(fills, counts[C_FILLS] + 3 * n + 1)
-        liqs = grow_buffer(liqs, counts[C_LIQS] + n + 1)
+        fills = grow_buffer(fills, counts[C_FILLS] + 4 * n + 1)
+        liqs = grow_buffer(liqs, counts[C_LIQS] + 2 * n + 1)
         rejects = grow_buffer(rejects, counts[C_REJECTS] + 6 * n + 1)
+        events = grow_buffer(events, counts[C_EVENTS] + 3 * n + 2)
     return KernelOutput(
         account=out,
         fills=_used(fills, counts[C_FILLS]),
         liquidations=_used(liqs, counts[C_LIQS]),
         funding=_used(funding, counts[C_FUNDING]),
         rejections=_used(rejects, counts[C_REJECTS]),
+        events=_used(events, counts[C_EVENTS]),
         positions=positions if record_positions else None,
         liquidation_prices=liq_prices if record_positions else None,
         state=state,
@@ -214,13 +236,26 @@ def pack_tiers(floors, caps, mmrs, cums, max_leverage) -> np.ndarray:
     return tiers
 
 
-def pack_symbol_params(leverage, taker_fee, liquidation_fee) -> np.ndarray:
-    """Stack per-symbol parameters into the kernel's (N_SYMBOL_FIELDS, N) layout."""
-    sym = np.empty((enums.N_SYMBOL_FIELDS, len(leverage)))
+def default_symbol_rules(n_symbols: int) -> np.ndarray:
+    """(N_SYMBOL_FIELDS, N) rule rows of Binance's model: bracket MM at the mark, no fee in
+    the margin, closed at the trigger, funding from the position, no partial close, one-way."""
+    rules = np.zeros((enums.N_SYMBOL_FIELDS, n_symbols))
+    rules[enums.SYM_PARTNER] = -1.0
+    return rules
+
+
+def pack_symbol_params(leverage, taker_fee, liquidation_fee, rules=None) -> np.ndarray:
+    """Stack per-symbol parameters into the kernel's (N_SYMBOL_FIELDS, N) layout.
+
+    ``rules`` (N_SYMBOL_FIELDS, N): the venue's rule rows (``Venue.arrays(...).rules``);
+    default Binance's (``default_symbol_rules``). The leverage and fees given here win.
+    """
+    n = len(leverage)
+    sym = default_symbol_rules(n) if rules is None else np.array(rules, dtype=np.float64)
     sym[enums.SYM_LEVERAGE] = leverage
     sym[enums.SYM_TAKER_FEE] = taker_fee
     sym[enums.SYM_LIQ_FEE] = liquidation_fee
-    return sym
+    return np.ascontiguousarray(sym)
 
 
 # --- strategy callbacks -------------------------------------------------------------------

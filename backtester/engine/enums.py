@@ -61,6 +61,10 @@ REJECT_NOT_ISOLATED = 6  # margin added or removed where there is no open isolat
 REJECT_MARGIN_REMOVAL = 7  # removing more isolated margin than the position can spare
 REJECT_INVALID_ORDER = 8  # a value an order field cannot take (leverage < 1, a mode code
 #                           other than CROSS/ISOLATED, a leverage or mode change on spot)
+REJECT_MARGIN_LEVEL = 9  # Kraken spot margin: no new margin position while the margin level
+#                          (equity / used margin) is below the venue's opening level (100%)
+REJECT_HEDGE_LEG_SIDE = 10  # hedge mode: an order that would take a long leg short or a
+#                             short leg long (each leg keeps its side; it fills down to 0)
 REJECT_REASON_NAMES = (
     "insufficient_margin",
     "leverage_above_tier_max",
@@ -71,6 +75,8 @@ REJECT_REASON_NAMES = (
     "margin_change_without_isolated_position",
     "margin_removal_above_free_margin",
     "invalid_order",
+    "margin_level_below_open_level",
+    "hedge_leg_side",
 )
 
 # --- kernel exit status ----------------------------------------------------------
@@ -111,6 +117,9 @@ liquidation_dt = np.dtype(
         ("equity_after", np.float64),  # account equity just after the event
         ("shortfall", np.float64),  # bankruptcy shortfall absorbed by the insurance fund
         ("gapped", np.bool_),  # the trigger already held at the segment start (bar open)
+        ("bankruptcy_price", np.float64),  # mark at which the position's equity is zero:
+        #   isolated EP - M/q; cross P - MB/q with the account at the trigger prices
+        ("partial", np.bool_),  # a partial liquidation: the position was cut, not closed
     ],
     align=True,
 )
@@ -124,6 +133,26 @@ funding_dt = np.dtype(
         ("rate", np.float64),  # funding rate of the interval (decimal)
         ("payment", np.float64),  # paid by the account (> 0) or received (< 0)
         ("mode", np.int64),  # CROSS (paid from the wallet) or ISOLATED (from its margin)
+    ],
+    align=True,
+)
+
+# --- account events other than fills, liquidations and funding -----------------------------
+EVENT_OPENING_FEE = 0  # spot margin: fee on the amount borrowed, charged at the opening fill
+EVENT_ROLLOVER_FEE = 1  # spot margin: fee on the amount borrowed, every rollover period
+EVENT_MARGIN_CALL = 2  # spot margin: the margin level fell to the margin-call level
+EVENT_NAMES = ("opening_fee", "rollover_fee", "margin_call")
+
+event_dt = np.dtype(
+    [
+        ("bar", np.int64),  # bar in which it happened
+        ("symbol", np.int64),  # symbol index (-1: the account as a whole)
+        ("kind", np.int64),  # EVENT_* code
+        ("qty", np.float64),  # signed position concerned (0 for the account)
+        ("price", np.float64),  # price that valued it (fill price, mark; a call: NaN)
+        ("rate", np.float64),  # fee rate; a margin call: the call level
+        ("amount", np.float64),  # fee paid by the account (quote); a call: 0
+        ("margin_level", np.float64),  # equity / used margin at that moment
     ],
     align=True,
 )
@@ -157,11 +186,64 @@ TIER_CUM = 3  # maintenance amount, derived: cum_k = cum_{k-1} + floor_k * (mmr_
 TIER_MAX_LEVERAGE = 4  # the largest leverage allowed for a position in this tier
 N_TIER_FIELDS = 5
 
-# per-symbol parameters, shape (N_SYMBOL_FIELDS, N)
+# per-symbol parameters, shape (N_SYMBOL_FIELDS, N): the run's leverage and the venue's
+# rules in force (``put_rules_in_force`` replaces every row but the leverage at a venue's
+# dated change). Codes are stored as floats.
 SYM_LEVERAGE = 0  # the position's leverage (initial margin = notional / leverage)
 SYM_TAKER_FEE = 1  # taker fee rate on strategy fills
 SYM_LIQ_FEE = 2  # liquidation (clearance) fee rate on liquidated notional
-N_SYMBOL_FIELDS = 3
+SYM_MM_RULE = 3  # how maintenance margin is valued: MM_* below
+SYM_FEE_RULE = 4  # a fee counted inside initial and maintenance margin: FEE_IN_MARGIN_* below
+SYM_SETTLEMENT = 5  # where a liquidated position is closed: SETTLE_* below
+SYM_FUNDING_RULE = 6  # who pays an isolated position's funding: FUNDING_FROM_* below
+SYM_PARTIAL = 7  # partial liquidation before a full close: PARTIAL_* below
+SYM_LEG = 8  # hedge mode: +1 this column is a symbol's long leg, -1 its short leg, 0 one-way
+SYM_PARTNER = 9  # hedge mode: the column of the other leg of the same symbol (-1: none)
+SYM_BORROW_OPEN_LONG = 10  # spot margin: opening fee rate on the quote a long borrows
+SYM_BORROW_ROLL_LONG = 11  # spot margin: rollover fee rate on it, per rollover period
+SYM_BORROW_OPEN_SHORT = 12  # spot margin: opening fee rate on the base a short borrows
+SYM_BORROW_ROLL_SHORT = 13  # spot margin: rollover fee rate on it, per rollover period
+SYM_ROLLOVER_HOURS = 14  # spot margin: hours between rollover fees (0: no borrowing fees)
+SYM_LIQ_LEVEL = 15  # MM_MARGIN_LEVEL: liquidation at equity <= this x used margin (0.4)
+SYM_CALL_LEVEL = 16  # MM_MARGIN_LEVEL: margin call (an event) at this x used margin (0.8)
+SYM_OPEN_LEVEL = 17  # MM_MARGIN_LEVEL: no new position below this x used margin (1.0)
+N_SYMBOL_FIELDS = 18
+VENUE_SYMBOL_FIELDS = tuple(range(1, N_SYMBOL_FIELDS))  # the rows a venue's version sets
+
+# SYM_MM_RULE: maintenance margin of a position of size Q, entry EP, at mark P
+MM_BRACKET = 0  # Q*P*mmr_k - cum_k, tier k of the notional Q*P (Binance; Bybit since
+#                 2025-09-02): continuous and convex in P
+MM_AT_ENTRY = 1  # Q*EP*mmr_k - cum_k, tier of the entry value Q*EP (Bybit classic): fixed
+#                  between fills
+MM_BY_SIZE = 2  # Q*P*mmr_k, tier k of the SIZE Q, the whole position at its rate, tier bounds
+#                 in base units (OKX position tiers): linear in P between fills
+MM_MARGIN_LEVEL = 3  # liquidation level x used margin, used margin Q*EP/L for a long and
+#                      Q*P/L for a short (Kraken spot margin: margin level = equity / used)
+MM_RULE_NAMES = ("bracket", "entry_value", "size_tiers", "margin_level")
+
+# SYM_FEE_RULE: a fee the venue counts in the margin (added to IM and MM)
+FEE_IN_MARGIN_NONE = 0
+FEE_IN_MARGIN_TO_CLOSE = 1  # Bybit since 2025-09-02: taker fee to close at the bankruptcy
+#                             price, Q*EP*(1 - s/L)*taker, in IM and MM
+FEE_IN_MARGIN_LIQUIDATION = 2  # OKX: the liquidation fee Q*P*liq_fee in the trigger
+#                                (equity <= MM + liquidation fee)
+
+# SYM_SETTLEMENT
+SETTLE_AT_TRIGGER = 0  # closed at the trigger price, the liquidation fee charged on top
+SETTLE_AT_BANKRUPTCY = 1  # closed at the bankruptcy price (Bybit): the trader loses the
+#                           position's whole margin (isolated) or the cross margin balance
+
+# SYM_FUNDING_RULE
+FUNDING_FROM_POSITION = 0  # an isolated position pays funding from its own margin (DESIGN §4)
+FUNDING_FROM_AVAILABLE = 1  # from the available balance, the position margin only for what
+#                             that cannot pay (Bybit, VENUES.md §3.3)
+
+# SYM_PARTIAL
+PARTIAL_NONE = 0
+PARTIAL_STEP_DOWN = 1  # Bybit: a position above the lowest tier is cut to the highest lower
+#                        tier's limit whose MM its equity covers (VENUES.md §3.6)
+PARTIAL_TWO_TIERS = 2  # OKX: from tier 3 up, cut to the cap two tiers down (VENUES.md §4.4)
+PARTIAL_TO_TIER_1 = 3  # OKX legacy (2020): from tier 3 up, cut to tier 1's cap
 
 # run state, shape (N_STATE, N), updated in place so that a run can stop and resume
 S_QTY = 0  # signed position, base units
@@ -170,7 +252,10 @@ S_ISO_MARGIN = 2  # margin held by an isolated position (0 for cross)
 S_LIQ_PX = 3  # cached liquidation price of an isolated position (NaN otherwise)
 S_MARK = 4  # last known mark price
 S_LAST_CLOSE = 5  # last known traded close
-N_STATE = 6
+S_OPENED = 6  # hours (from the first bar) at which the position was opened from flat: the
+#               rollover clock and the FIFO order of spot-margin liquidations
+S_ROLLOVERS = 7  # rollover fees charged on the position so far
+N_STATE = 8
 
 # account scalars, shape (N_ACCOUNT,)
 A_WALLET = 0  # wallet balance WB: deposits + realized - fees - funding, less isolated margin
@@ -178,7 +263,8 @@ A_EQUITY_PREV = 1  # equity at the last close (sizes equity-fraction targets)
 A_EVENTS = 2  # liquidation events so far (event ids), as a float
 A_BAR = 3  # the bar being simulated, as a float (kept only with a strategy callback, so
 #            that an error raised inside the callback can name the bar)
-N_ACCOUNT = 4
+A_IN_CALL = 4  # 1.0 while a margin call is standing (MM_MARGIN_LEVEL): one event per call
+N_ACCOUNT = 5
 
 # per-bar outputs, shape (N_OUT, T)
 OUT_EQUITY = 0
@@ -196,7 +282,8 @@ C_FILLS = 0
 C_LIQS = 1
 C_FUNDING = 2
 C_REJECTS = 3
-N_COUNTS = 4
+C_EVENTS = 4
+N_COUNTS = 5
 
 # --- event-driven strategies: the callback's orders and its view -----------------------------
 # A strategy callback ``callback(t, ctx, orders, params) -> bool`` runs at the close of every

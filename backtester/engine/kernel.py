@@ -32,19 +32,28 @@ from numba import njit
 
 from .account import (
     apply_funding,
+    cross_level_value,
+    fee_in_margin,
+    legs_liquidation_price,
+    position_maintenance,
     refresh_liq_price,
-    tier_at,
+    solve_liquidation_price,
 )
 from .enums import (
     A_BAR,
     A_EQUITY_PREV,
+    A_IN_CALL,
     A_WALLET,
+    C_EVENTS,
     C_FILLS,
     C_LIQS,
     C_REJECTS,
     CROSS,
+    EVENT_ROLLOVER_FEE,
     FILL_NEXT_OPEN,
     ISOLATED,
+    MM_BRACKET,
+    MM_MARGIN_LEVEL,
     OUT_EQUITY,
     OUT_GROSS,
     OUT_ISO_MARGIN,
@@ -58,32 +67,40 @@ from .enums import (
     S_LAST_CLOSE,
     S_LIQ_PX,
     S_MARK,
+    S_OPENED,
     S_QTY,
+    S_ROLLOVERS,
     SPOT,
-    SYM_LIQ_FEE,
-    SYM_TAKER_FEE,
+    SYM_BORROW_ROLL_LONG,
+    SYM_BORROW_ROLL_SHORT,
+    SYM_CALL_LEVEL,
+    SYM_FEE_RULE,
+    SYM_MM_RULE,
+    SYM_PARTNER,
+    SYM_ROLLOVER_HOURS,
     TIER_CAP,
     TIER_CUM,
     TIER_FLOOR,
     TIER_MMR,
+    VENUE_SYMBOL_FIELDS,
 )
-from .liquidation import build_checkpoints, check_liquidations
-from .margin import liquidation_price
+from .liquidation import build_checkpoints, check_liquidations, check_margin_call
 from .orders import apply_callback_orders, has_orders, process_orders
-from .records import record_funding
+from .records import record_event, record_funding
 
 # Compiled without NRT (``_nrt=False``): these functions allocate nothing, and
 # without NRT numba does not reference-count the arrays they receive. That count
 # is atomic and costs ~75 ns per call, more than most of these functions' work.
 
 @njit(cache=True, _nrt=False)
-def put_rules_in_force(new_tiers, new_n_tiers, taker_fee, liquidation_fee, tiers, n_tiers, sym,
-                       state, mode, tier):
-    """A venue's new tier table and fees, in force from now on for the open positions too.
+def put_rules_in_force(new_tiers, new_n_tiers, new_sym, tiers, n_tiers, sym, state, mode, tier):
+    """A venue's new tier table and rules, in force from now on for the open positions too.
 
-    Copies them into the run's own arrays (so a strategy's view sees them), clears
-    the cached tier indexes and recomputes isolated liquidation prices: Binance
-    applies new brackets to positions already open.
+    Copies them into the run's own arrays (so a strategy's view sees them): the
+    tiers, and every venue row of ``new_sym`` (fees, margin rules; not the
+    leverage, which is the run's). Clears the cached tier indexes and recomputes
+    isolated liquidation prices: Binance applies new brackets to positions
+    already open, and Bybit's 2025-09-02 margin formula applied to open positions.
     """
     for f in range(tiers.shape[0]):
         for i in range(tiers.shape[1]):
@@ -91,10 +108,38 @@ def put_rules_in_force(new_tiers, new_n_tiers, taker_fee, liquidation_fee, tiers
                 tiers[f, i, k] = new_tiers[f, i, k]
     for i in range(tiers.shape[1]):
         n_tiers[i] = new_n_tiers[i]
-        sym[SYM_TAKER_FEE, i] = taker_fee[i]
-        sym[SYM_LIQ_FEE, i] = liquidation_fee[i]
+        for row in VENUE_SYMBOL_FIELDS:
+            sym[row, i] = new_sym[row, i]
         tier[i] = 0
-        refresh_liq_price(i, state, mode, tiers, n_tiers)
+        refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
+
+
+@njit(cache=True, _nrt=False)
+def charge_rollovers(t, now, mark_open, state, mode, sym, account, events, counts):
+    """Spot margin: each rollover fee due by ``now`` (one per full period since the position
+    opened, from the first period's end), on what it borrows: a long's cost in quote, a
+    short's size in base valued at the open's mark. Paid from the wallet."""
+    for i in range(state.shape[1]):
+        q = state[S_QTY, i]
+        period = sym[SYM_ROLLOVER_HOURS, i]
+        if q == 0.0 or period <= 0.0 or mode[i] != CROSS:
+            continue
+        m = mark_open[t, i]
+        if m == m:
+            state[S_MARK, i] = m
+        due = np.floor((now - state[S_OPENED, i]) / period + 1e-9) - state[S_ROLLOVERS, i]
+        if due < 1.0:
+            continue
+        if q > 0.0:
+            rate = sym[SYM_BORROW_ROLL_LONG, i]
+            price = state[S_ENTRY, i]
+        else:
+            rate = sym[SYM_BORROW_ROLL_SHORT, i]
+            price = state[S_MARK, i]
+        amount = abs(q) * price * rate * due
+        account[A_WALLET] -= amount
+        state[S_ROLLOVERS, i] += due
+        record_event(events, counts, t, i, EVENT_ROLLOVER_FEE, q, price, rate, amount, np.nan)
 
 
 # --- step 5: the record of the bar --------------------------------------------------------
@@ -122,7 +167,7 @@ def store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net, 
 
 
 @njit(cache=True, _nrt=False)
-def mark_to_market(t, state, mode, tiers, n_tiers, tier, account, out):
+def mark_to_market(t, state, mode, sym, tiers, n_tiers, account, out):
     """Record the account with every symbol at its last known mark; returns the equity."""
     upnl = 0.0
     maint = 0.0
@@ -137,28 +182,30 @@ def mark_to_market(t, state, mode, tiers, n_tiers, tier, account, out):
         if q == 0.0:
             continue
         price = state[S_MARK, i]
+        entry = state[S_ENTRY, i]
         notional = abs(q) * price
-        k = tier_at(notional, i, tiers, n_tiers)
-        tier[i] = k
-        mm = notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
-        u = q * (price - state[S_ENTRY, i])
+        u = q * (price - entry)
         upnl += u
+        gross += notional
+        net += q * price
+        if mode[i] == SPOT:
+            continue
+        mm = position_maintenance(i, q, entry, price, sym, tiers, n_tiers)
         maint += mm
         if mode[i] == CROSS:
             maint_cross += mm
             upnl_cross += u
-        gross += notional
-        net += q * price
     return store_bar(t, account[A_WALLET], iso, upnl, maint, maint_cross, upnl_cross, gross, net,
                      out)
 
 
 @njit(cache=True, _nrt=False)
-def record_liquidation_prices(state, mode, tiers, n_tiers, account, out_row):
+def record_liquidation_prices(state, mode, sym, tiers, n_tiers, account, out_row):
     """Each open position's liquidation price at the current marks.
 
-    Isolated: the cached price. Cross: Binance's formula with the other cross
-    positions frozen at their marks (collateral ``WB - TMM1 + UPNL1``).
+    Isolated: the cached price. Cross: the venue's formula with the other cross
+    positions frozen at their marks (collateral ``WB - TMM1 + UPNL1``); the two
+    legs of a hedge-mode symbol share one price (``legs_liquidation_price``).
     """
     maint = 0.0
     upnl = 0.0
@@ -166,10 +213,9 @@ def record_liquidation_prices(state, mode, tiers, n_tiers, account, out_row):
     for i in range(n):
         q = state[S_QTY, i]
         if q != 0.0 and mode[i] == CROSS:
-            notional = abs(q) * state[S_MARK, i]
-            k = tier_at(notional, i, tiers, n_tiers)
-            maint += notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
-            upnl += q * (state[S_MARK, i] - state[S_ENTRY, i])
+            entry = state[S_ENTRY, i]
+            maint += position_maintenance(i, q, entry, state[S_MARK, i], sym, tiers, n_tiers)
+            upnl += q * (state[S_MARK, i] - entry)
     for i in range(n):
         q = state[S_QTY, i]
         if q == 0.0 or mode[i] == SPOT:
@@ -177,14 +223,25 @@ def record_liquidation_prices(state, mode, tiers, n_tiers, account, out_row):
         elif mode[i] == ISOLATED:
             out_row[i] = state[S_LIQ_PX, i]
         else:
-            notional = abs(q) * state[S_MARK, i]
-            k = tier_at(notional, i, tiers, n_tiers)
-            own_mm = notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
-            own_u = q * (state[S_MARK, i] - state[S_ENTRY, i])
+            own_mm = 0.0
+            own_u = 0.0
+            partner = int(sym[SYM_PARTNER, i])
+            if partner >= 0 and (mode[partner] != CROSS or state[S_QTY, partner] == 0.0):
+                partner = -1
+            for j in (i, partner):
+                if j >= 0:
+                    qj = state[S_QTY, j]
+                    entry = state[S_ENTRY, j]
+                    own_mm += position_maintenance(j, qj, entry, state[S_MARK, j], sym, tiers,
+                                                   n_tiers)
+                    own_u += qj * (state[S_MARK, j] - entry)
             collateral = account[A_WALLET] - (maint - own_mm) + (upnl - own_u)
-            out_row[i] = liquidation_price(q, state[S_ENTRY, i], collateral, tiers[TIER_FLOOR, i],
-                                           tiers[TIER_CAP, i], tiers[TIER_MMR, i],
-                                           tiers[TIER_CUM, i], n_tiers[i])
+            if partner >= 0:
+                out_row[i] = legs_liquidation_price(i, partner, collateral, state, sym, tiers,
+                                                    n_tiers)
+            else:
+                out_row[i] = solve_liquidation_price(i, q, state[S_ENTRY, i], collateral, sym,
+                                                     tiers, n_tiers)
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -192,10 +249,10 @@ def record_liquidation_prices(state, mode, tiers, n_tiers, account, out_row):
 
 @njit(cache=True)
 def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
-             has_funding, targets, has_target, target_kind, mode, sym, tiers, n_tiers, slippage,
-             fill_at, path, reduce_to_fit, record_positions, state, tier, account, out,
-             positions_out, liq_px_out, fills, liqs, funding, rejects, counts, callback=None,
-             ctx=None, orders=None, params=None, stop=-1):
+             has_funding, hours, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
+             slippage, fill_at, path, reduce_to_fit, record_positions, state, tier, account, out,
+             positions_out, liq_px_out, fills, liqs, funding, rejects, events, counts,
+             callback=None, ctx=None, orders=None, params=None, stop=-1):
     """Replay bars ``start..T-1``; the module docstring gives the order of events.
 
     ``state`` (N_STATE, N), ``tier`` (N,) and ``account`` (N_ACCOUNT,) hold the
@@ -203,6 +260,11 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
     (N_OUT, T); ``positions_out`` and ``liq_px_out`` (T, N) are filled when
     ``record_positions``. Event records are written into the buffers and
     ``counts`` says how many rows of each are used.
+
+    ``hours`` (T + 1,) holds each bar's open time in hours from the first bar's,
+    and the end of the last bar: the clock of spot-margin rollover fees.
+    ``sym`` carries the venue's rules per symbol (``enums.SYM_*``): the kernel
+    applies Binance's, Bybit's, OKX's or Kraken's margin model from them.
 
     Returns the bar at which it stopped: ``stop`` (T by default) when done, or an
     earlier bar whose events might not fit in a record buffer; the caller then
@@ -230,6 +292,7 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
     want = np.empty(n)
     scratch = np.empty(n)
     scratch2 = np.empty(n)
+    seg_start = np.empty(n)
     cp = np.empty((4, n))
     fill_room = 2 * n  # a bar's worst case: an order fill and a liquidation per symbol
     reject_room = n
@@ -240,9 +303,19 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
         fill_room = 3 * n
         reject_room = 6 * n
         pending = fill_at == FILL_NEXT_OPEN and has_orders(orders)
+    # spot margin (Kraken): borrowing fees and margin calls; a partial liquidation may
+    # cut a position and close it in one bar
+    borrowing = False
+    calls = False
+    for i in range(n):
+        if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
+            borrowing = True
+        if sym[SYM_MM_RULE, i] == MM_MARGIN_LEVEL and sym[SYM_CALL_LEVEL, i] > 0.0:
+            calls = True
     for t in range(start, end):
-        if (counts[C_FILLS] + fill_room > fills.shape[0] or counts[C_LIQS] + n > liqs.shape[0]
-                or counts[C_REJECTS] + reject_room > rejects.shape[0]):
+        if (counts[C_FILLS] + fill_room + n > fills.shape[0] or counts[C_LIQS] + 2 * n
+                > liqs.shape[0] or counts[C_REJECTS] + reject_room > rejects.shape[0]
+                or counts[C_EVENTS] + 3 * n + 1 > events.shape[0]):
             return t
         orders_now = fill_at == FILL_NEXT_OPEN and t > 0 and has_target[t - 1]
         if callback is not None:
@@ -253,27 +326,29 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                 m = mark_open[t, i]
                 if m == m:
                     state[S_MARK, i] = m
-        # 1. funding at index[t]
+        # 1. funding at index[t]; spot margin: the rollover fees due
         if has_funding[t]:
             for i in range(n):
                 rate = funding_rate[t, i]
                 q = state[S_QTY, i]
                 mark = state[S_MARK, i]
                 if rate == rate and q != 0.0 and mark == mark and mode[i] != SPOT:
-                    payment = apply_funding(i, rate, mark, state, mode, account)
+                    payment = apply_funding(i, rate, mark, state, mode, sym, account)
                     record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
                     if mode[i] == ISOLATED:
-                        refresh_liq_price(i, state, mode, tiers, n_tiers)
+                        refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
+        if borrowing:
+            charge_rollovers(t, hours[t], mark_open, state, mode, sym, account, events, counts)
         # 2. orders decided at close[t-1] fill at open[t]
         if orders_now:
-            process_orders(t, targets[t - 1], target_kind, close[t - 1], open_[t], slippage,
-                           reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills,
-                           rejects, counts)
+            process_orders(t, hours[t], targets[t - 1], target_kind, close[t - 1], open_[t],
+                           slippage, reduce_to_fit, want, state, mode, sym, tiers, n_tiers,
+                           account, fills, rejects, events, counts)
         if callback is not None:
             if pending:
-                apply_callback_orders(t, orders, target_kind, close[t - 1], open_[t], slippage,
-                                      reduce_to_fit, want, state, mode, sym, tiers, n_tiers,
-                                      account, fills, rejects, counts)
+                apply_callback_orders(t, hours[t], orders, target_kind, close[t - 1], open_[t],
+                                      slippage, reduce_to_fit, want, state, mode, sym, tiers,
+                                      n_tiers, account, fills, rejects, events, counts)
                 pending = False
         # 3. one pass: a bound on the worst the bar can do (if even that is safe, no point
         #    of any path triggers), and the close's mark to market, valid when it is safe
@@ -308,38 +383,56 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                 hi = state[S_MARK, i]
                 lo = hi
                 m = hi
-            nt = n_tiers[i]
             notional = abs(q) * m
-            k = tier[i]
-            while k < nt - 1 and notional > tiers[TIER_CAP, i, k]:
-                k += 1
-            while k > 0 and notional <= tiers[TIER_FLOOR, i, k]:
-                k -= 1
-            tier[i] = k
-            mm = notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
+            u = q * (m - entry)
+            upnl += u
+            gross += notional
+            net += q * m
+            if mode[i] == SPOT:  # (spot holdings are never liquidated)
+                continue
+            bracket = sym[SYM_MM_RULE, i] == MM_BRACKET
+            if bracket:
+                nt = n_tiers[i]
+                k = tier[i]
+                while k < nt - 1 and notional > tiers[TIER_CAP, i, k]:
+                    k += 1
+                while k > 0 and notional <= tiers[TIER_FLOOR, i, k]:
+                    k -= 1
+                tier[i] = k
+                mm = notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
+                if sym[SYM_FEE_RULE, i] != 0.0:
+                    mm += fee_in_margin(i, q, entry, m, sym)
+            else:
+                mm = position_maintenance(i, q, entry, m, sym, tiers, n_tiers)
             if mode[i] == ISOLATED:
                 liq = state[S_LIQ_PX, i]
                 if (q > 0.0 and lo <= liq) or (q < 0.0 and hi >= liq):
                     may_liquidate = True
-            elif mode[i] == CROSS:  # (spot holdings are never liquidated)
+            else:
                 any_cross = True
-                # the largest notional of the bar is at its high, at or above the close's:
-                # its tier is at or above the close's. MM is the max of the tier lines, so
-                # the tier must be the right one, or the bound is not safe
-                extreme = abs(q) * hi
-                ke = k
-                while ke < nt - 1 and extreme > tiers[TIER_CAP, i, ke]:
-                    ke += 1
-                worst += q * ((lo if q > 0.0 else hi) - entry) - (
-                    extreme * tiers[TIER_MMR, i, ke] - tiers[TIER_CUM, i, ke])
-            u = q * (m - entry)
-            upnl += u
+                # every model's MM is largest at the bar's high (it rises with the price or
+                # is fixed). Bracket rule: the largest notional of the bar is at its high, at
+                # or above the close's, so its tier is at or above the close's. MM is the max
+                # of the tier lines, so the tier must be the right one, or the bound is not safe
+                if bracket:
+                    extreme = abs(q) * hi
+                    ke = k
+                    while ke < nt - 1 and extreme > tiers[TIER_CAP, i, ke]:
+                        ke += 1
+                    mm_high = extreme * tiers[TIER_MMR, i, ke] - tiers[TIER_CUM, i, ke]
+                    if sym[SYM_FEE_RULE, i] != 0.0:
+                        mm_high += fee_in_margin(i, q, entry, hi, sym)
+                else:
+                    mm_high = position_maintenance(i, q, entry, hi, sym, tiers, n_tiers)
+                worst += q * ((lo if q > 0.0 else hi) - entry) - mm_high
             maint += mm
             if mode[i] == CROSS:
                 maint_cross += mm
                 upnl_cross += u
-            gross += notional
-            net += q * m
+        if calls and any_cross and account[A_IN_CALL] == 0.0:
+            n_cp = build_checkpoints(t, path, state, mark_open, mark_high, mark_low, mark_close,
+                                     cp)
+            check_margin_call(t, n_cp, cp, state, mode, sym, account, events, counts)
         if may_liquidate or (any_cross and worst <= 0.0):
             # 4. walk the path; the marks of the close are restored afterwards
             n_cp = build_checkpoints(t, path, state, mark_open, mark_high, mark_low, mark_close,
@@ -347,32 +440,36 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
             for i in range(n):
                 state[S_MARK, i] = cp[n_cp - 1, i]
             check_liquidations(t, n_cp, cp, state, mode, sym, tiers, n_tiers, account, scratch,
-                               scratch2, fills, liqs, counts)
-            equity = mark_to_market(t, state, mode, tiers, n_tiers, tier, account, out)
+                               scratch2, seg_start, fills, liqs, counts)
+            equity = mark_to_market(t, state, mode, sym, tiers, n_tiers, account, out)
         else:
             equity = store_bar(t, account[A_WALLET], iso, upnl, maint, maint_cross, upnl_cross,
                                gross, net, out)
         account[A_EQUITY_PREV] = equity
         # 5. orders decided and filled at the close (fill_at="close")
         if fill_at != FILL_NEXT_OPEN and has_target[t]:
-            process_orders(t, targets[t], target_kind, close[t], close[t], slippage,
-                           reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills,
-                           rejects, counts)
-            account[A_EQUITY_PREV] = mark_to_market(t, state, mode, tiers, n_tiers, tier,
-                                                    account, out)
+            process_orders(t, hours[t + 1], targets[t], target_kind, close[t], close[t],
+                           slippage, reduce_to_fit, want, state, mode, sym, tiers, n_tiers,
+                           account, fills, rejects, events, counts)
+            account[A_EQUITY_PREV] = mark_to_market(t, state, mode, sym, tiers, n_tiers, account,
+                                                    out)
         # 6. the strategy callback decides at the close
         if callback is not None:
             if callback(t, ctx, orders, params):
                 if fill_at == FILL_NEXT_OPEN:
                     pending = t + 1 < n_bars
                 else:
-                    apply_callback_orders(t, orders, target_kind, close[t], close[t], slippage,
-                                          reduce_to_fit, want, state, mode, sym, tiers, n_tiers,
-                                          account, fills, rejects, counts)
-                    account[A_EQUITY_PREV] = mark_to_market(t, state, mode, tiers, n_tiers,
-                                                            tier, account, out)
+                    apply_callback_orders(t, hours[t + 1], orders, target_kind, close[t],
+                                          close[t], slippage, reduce_to_fit, want, state, mode,
+                                          sym, tiers, n_tiers, account, fills, rejects, events,
+                                          counts)
+                    account[A_EQUITY_PREV] = mark_to_market(t, state, mode, sym, tiers, n_tiers,
+                                                            account, out)
+        if calls and account[A_IN_CALL] != 0.0 and cross_level_value(
+                state, mode, sym, account, state[S_MARK], SYM_CALL_LEVEL) > 0.0:
+            account[A_IN_CALL] = 0.0  # back above the call level: the next fall is a new call
         if record_positions:
             for i in range(n):
                 positions_out[t, i] = state[S_QTY, i]
-            record_liquidation_prices(state, mode, tiers, n_tiers, account, liq_px_out[t])
+            record_liquidation_prices(state, mode, sym, tiers, n_tiers, account, liq_px_out[t])
     return end

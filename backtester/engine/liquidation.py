@@ -10,26 +10,53 @@ from numba import njit
 
 from .account import (
     account_equity,
+    cross_level_value,
     cross_trigger_value,
+    fee_in_margin,
     has_cross_position,
+    margin_level,
+    position_maintenance,
+    reduce_position,
+    refresh_liq_price,
+    tier_at,
+    tier_key,
 )
 from .enums import (
     A_EVENTS,
+    A_IN_CALL,
     A_WALLET,
     C_LIQS,
     CROSS,
+    EVENT_MARGIN_CALL,
+    FEE_IN_MARGIN_TO_CLOSE,
     FILL_LIQUIDATION,
     ISOLATED,
+    MM_BY_SIZE,
+    MM_MARGIN_LEVEL,
+    PARTIAL_NONE,
+    PARTIAL_STEP_DOWN,
+    PARTIAL_TO_TIER_1,
     PATH_OHLC,
     PATH_WORST,
     S_ENTRY,
     S_ISO_MARGIN,
     S_LIQ_PX,
     S_MARK,
+    S_OPENED,
     S_QTY,
+    SETTLE_AT_BANKRUPTCY,
+    SYM_CALL_LEVEL,
+    SYM_FEE_RULE,
     SYM_LIQ_FEE,
+    SYM_MM_RULE,
+    SYM_PARTIAL,
+    SYM_SETTLEMENT,
+    SYM_TAKER_FEE,
+    TIER_CAP,
+    TIER_CUM,
+    TIER_MMR,
 )
-from .records import record_fill, record_liquidation
+from .records import record_event, record_fill, record_liquidation
 
 # Compiled without NRT (``_nrt=False``): these functions allocate nothing, and
 # without NRT numba does not reference-count the arrays they receive. That count
@@ -86,31 +113,130 @@ def isolated_triggered(q, price, liq_px):
 
 
 @njit(cache=True, _nrt=False)
-def liquidate_isolated(t, i, price, gapped, prices, state, mode, sym, account, fills, liqs,
-                       counts):
-    """Close isolated position i at ``price``: it alone goes, its loss bounded by its margin.
+def partial_target(i, q, entry, price, position_equity, sym, tiers, n_tiers):
+    """Size (base units, >= 0) a triggered position is cut down to before a full close; 0 means
+    close it all. VENUES.md §6.3:
 
-    The liquidation fee is charged on the closed notional; what is left of the
-    position's margin returns to the wallet; a loss beyond the margin is the
-    bankruptcy shortfall (absorbed by the venue's insurance fund).
+    - Bybit (step-down, §3.6): above the lowest tier, the limit of the highest lower
+      tier whose MM the position's equity still covers once cut (cutting at the mark
+      releases margin in proportion, so equity scales with the size kept);
+    - OKX (§4.4): from tier 3 up, the cap two tiers down (legacy rule: tier 1's cap).
+    """
+    rule = sym[SYM_PARTIAL, i]
+    if rule == PARTIAL_NONE:
+        return 0.0
+    key = tier_key(i, q, entry, price, sym)
+    k = tier_at(key, i, tiers, n_tiers)
+    size = abs(q)
+    if rule == PARTIAL_STEP_DOWN:
+        if k == 0 or key <= 0.0:
+            return 0.0
+        # the fee counted in the margin scales with the size like the equity does
+        fee = fee_in_margin(i, q, entry, price, sym)
+        for j in range(k - 1, -1, -1):
+            cap = tiers[TIER_CAP, i, j]
+            if (position_equity - fee) * cap / key >= cap * tiers[TIER_MMR, i, j] - tiers[
+                    TIER_CUM, i, j]:
+                return size * cap / key
+        return 0.0
+    if k < 2:
+        return 0.0
+    cap = tiers[TIER_CAP, i, 0] if rule == PARTIAL_TO_TIER_1 else tiers[TIER_CAP, i, k - 2]
+    if sym[SYM_MM_RULE, i] == MM_BY_SIZE:
+        return cap
+    return size * cap / key
+
+
+@njit(cache=True, _nrt=False)
+def cut_isolated(t, i, target, price, gapped, prices, state, mode, sym, tiers, n_tiers, account,
+                 fills, liqs, counts):
+    """Partial liquidation: cut isolated position i down to ``target`` units at ``price``.
+
+    The cut pays the liquidation fee (Bybit's Fill-or-Kill order: the taker fee);
+    its share of the margin and its realized PnL go to the wallet. Returns True if
+    what is left no longer triggers at ``price`` (else the caller closes it all).
     """
     q = state[S_QTY, i]
     entry = state[S_ENTRY, i]
     margin = state[S_ISO_MARGIN, i]
     equity_before = account_equity(state, account, prices)
-    realized = q * (price - entry)
-    fee = abs(q) * price * sym[SYM_LIQ_FEE, i]
-    remaining = margin + realized - fee
-    shortfall = 0.0
-    if remaining < 0.0:
-        shortfall = -remaining
-        remaining = 0.0
+    close_qty = -(q - np.sign(q) * target)
+    rate = sym[SYM_TAKER_FEE, i] if sym[SYM_PARTIAL, i] == PARTIAL_STEP_DOWN else sym[
+        SYM_LIQ_FEE, i]
+    share = margin * abs(close_qty) / abs(q)
     event = int(account[A_EVENTS])
     account[A_EVENTS] += 1.0
     c = counts[C_LIQS]
-    record_liquidation(liqs, counts, t, event, i, ISOLATED, q, entry, state[S_LIQ_PX, i], price,
-                       fee, realized, margin - remaining, equity_before, shortfall, gapped)
-    record_fill(fills, counts, t, i, -q, price, fee, realized, 0.0, FILL_LIQUIDATION)
+    trigger = state[S_LIQ_PX, i]
+    realized, fee = reduce_position(i, close_qty, price, rate, state, mode, account)
+    record_liquidation(liqs, counts, t, event, i, ISOLATED, -close_qty, entry, trigger, price,
+                       fee, realized, max(fee - realized, 0.0), equity_before, 0.0, gapped,
+                       entry - share / -close_qty, True)
+    record_fill(fills, counts, t, i, close_qty, price, fee, realized, state[S_QTY, i],
+                FILL_LIQUIDATION)
+    refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
+    liqs[c]["equity_after"] = account_equity(state, account, prices)
+    q = state[S_QTY, i]
+    lp = state[S_LIQ_PX, i]
+    return q != 0.0 and not ((q > 0.0 and price <= lp) or (q < 0.0 and price >= lp))
+
+
+@njit(cache=True, _nrt=False)
+def liquidate_isolated(t, i, price, gapped, prices, state, mode, sym, tiers, n_tiers, account,
+                       fills, liqs, counts):
+    """Liquidate isolated position i, triggered at ``price``: it alone goes, its loss bounded
+    by its margin.
+
+    A venue with partial liquidation first cuts it down (``partial_target``); if
+    what is left is safe, that is all. Otherwise it is closed: at ``price`` with
+    the liquidation fee charged on the closed notional (Binance, OKX), what is
+    left of the margin returning to the wallet; or, on Bybit, at its bankruptcy
+    price, the whole margin lost and the fee to close reserved in it charged. A
+    loss beyond the margin (a gap through the bankruptcy price) is the shortfall
+    the venue's insurance fund absorbs.
+    """
+    q = state[S_QTY, i]
+    entry = state[S_ENTRY, i]
+    margin = state[S_ISO_MARGIN, i]
+    target = partial_target(i, q, entry, price, margin + q * (price - entry), sym, tiers, n_tiers)
+    if target > 0.0 and target < abs(q) * (1.0 - 1e-12):
+        if cut_isolated(t, i, target, price, gapped, prices, state, mode, sym, tiers, n_tiers,
+                        account, fills, liqs, counts):
+            return
+        q = state[S_QTY, i]
+        entry = state[S_ENTRY, i]
+        margin = state[S_ISO_MARGIN, i]
+    equity_before = account_equity(state, account, prices)
+    trigger = state[S_LIQ_PX, i]
+    shortfall = 0.0
+    if sym[SYM_SETTLEMENT, i] == SETTLE_AT_BANKRUPTCY:
+        fee = 0.0
+        if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+            fee = fee_in_margin(i, q, entry, price, sym)
+        bankrupt = entry - (margin - fee) / q
+        # past the bankruptcy price (a gap) the insurance fund takes the rest
+        gap_loss = q * (bankrupt - price)
+        if gap_loss > 0.0:
+            shortfall = gap_loss
+        exec_price = bankrupt
+        realized = q * (bankrupt - entry)
+        remaining = 0.0
+    else:
+        exec_price = price
+        bankrupt = entry - margin / q
+        realized = q * (price - entry)
+        fee = abs(q) * price * sym[SYM_LIQ_FEE, i]
+        remaining = margin + realized - fee
+        if remaining < 0.0:
+            shortfall = -remaining
+            remaining = 0.0
+    event = int(account[A_EVENTS])
+    account[A_EVENTS] += 1.0
+    c = counts[C_LIQS]
+    record_liquidation(liqs, counts, t, event, i, ISOLATED, q, entry, trigger, exec_price, fee,
+                       realized, margin - remaining, equity_before, shortfall, gapped, bankrupt,
+                       False)
+    record_fill(fills, counts, t, i, -q, exec_price, fee, realized, 0.0, FILL_LIQUIDATION)
     account[A_WALLET] += remaining
     state[S_QTY, i] = 0.0
     state[S_ENTRY, i] = 0.0
@@ -120,36 +246,108 @@ def liquidate_isolated(t, i, price, gapped, prices, state, mode, sym, account, f
 
 
 @njit(cache=True, _nrt=False)
-def liquidate_cross(t, prices, gapped, state, mode, sym, account, fills, liqs, counts):
-    """Close every cross position at ``prices``: the whole cross account goes together.
+def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before, state, account,
+                         fills, liqs, counts):
+    """Close cross position i at ``price`` paying ``fee``; returns the loss it caused."""
+    q = state[S_QTY, i]
+    entry = state[S_ENTRY, i]
+    realized = q * (price - entry)
+    account[A_WALLET] += realized - fee
+    loss = fee - realized
+    record_liquidation(liqs, counts, t, event, i, CROSS, q, entry, price, price, fee,
+                       realized, loss, equity_before, 0.0, gapped, bankrupt, False)
+    record_fill(fills, counts, t, i, -q, price, fee, realized, 0.0, FILL_LIQUIDATION)
+    state[S_QTY, i] = 0.0
+    state[S_ENTRY, i] = 0.0
+    return loss
 
-    The liquidation fee is charged on each closed notional; a wallet that would
-    go negative is set to zero and the shortfall (bankruptcy) recorded, shared
-    among the positions in proportion to their losses.
+
+@njit(cache=True, _nrt=False)
+def liquidate_cross(t, prices, gapped, state, mode, sym, tiers, n_tiers, account, fills, liqs,
+                    counts):
+    """Liquidate the cross account, triggered at ``prices``.
+
+    - Binance, OKX: every cross position closes at the trigger prices, the
+      liquidation fee charged on each closed notional.
+    - Bybit: every position is settled at its bankruptcy price: the margin
+      balance left at the trigger is shared out in proportion to each position's
+      MM, and the wallet goes to zero.
+    - Kraken spot margin: positions close oldest first (FIFO), each paying the
+      taker fee, until the margin level is back above the liquidation level.
+
+    A wallet that would go negative is set to zero and the shortfall (bankruptcy)
+    recorded, shared among the positions in proportion to their losses. Each
+    record's ``trigger_price`` is the position's mark at the trigger and its
+    ``bankruptcy_price`` the mark at which the account's equity would be zero
+    with the others frozen, ``P - MB / q``.
     """
     n = state.shape[1]
     equity_before = account_equity(state, account, prices)
     event = int(account[A_EVENTS])
     account[A_EVENTS] += 1.0
     first = counts[C_LIQS]
-    total_loss = 0.0
+    # the account's model: that of its cross positions (one venue per run)
+    model = -1
+    settlement = 0.0
+    balance = account[A_WALLET]
+    total_mm = 0.0
     for i in range(n):
         q = state[S_QTY, i]
         if q == 0.0 or mode[i] != CROSS:
             continue
-        price = prices[i]
+        model = int(sym[SYM_MM_RULE, i])
+        settlement = sym[SYM_SETTLEMENT, i]
         entry = state[S_ENTRY, i]
-        realized = q * (price - entry)
-        fee = abs(q) * price * sym[SYM_LIQ_FEE, i]
-        account[A_WALLET] += realized - fee
-        loss = fee - realized
-        if loss > 0.0:
-            total_loss += loss
-        record_liquidation(liqs, counts, t, event, i, CROSS, q, entry, price, price, fee, realized,
-                           loss, equity_before, 0.0, gapped)
-        record_fill(fills, counts, t, i, -q, price, fee, realized, 0.0, FILL_LIQUIDATION)
-        state[S_QTY, i] = 0.0
-        state[S_ENTRY, i] = 0.0
+        balance += q * (prices[i] - entry)
+        total_mm += position_maintenance(i, q, entry, prices[i], sym, tiers, n_tiers)
+    total_loss = 0.0
+    if model == MM_MARGIN_LEVEL:
+        # FIFO: the oldest position first, until the account is safe again
+        while True:
+            oldest = -1
+            for i in range(n):
+                if state[S_QTY, i] != 0.0 and mode[i] == CROSS and (
+                        oldest < 0 or state[S_OPENED, i] < state[S_OPENED, oldest]):
+                    oldest = i
+            if oldest < 0:
+                break
+            q = state[S_QTY, oldest]
+            fee = abs(q) * prices[oldest] * sym[SYM_LIQ_FEE, oldest]
+            loss = close_cross_position(t, event, oldest, prices[oldest], fee, gapped,
+                                        prices[oldest] - balance / q, equity_before, state,
+                                        account, fills, liqs, counts)
+            if loss > 0.0:
+                total_loss += loss
+            if not has_cross_position(state, mode) or cross_trigger_value(
+                    state, mode, sym, tiers, n_tiers, account, prices) > 0.0:
+                break
+    else:
+        for i in range(n):
+            q = state[S_QTY, i]
+            if q == 0.0 or mode[i] != CROSS:
+                continue
+            price = prices[i]
+            bankrupt = price - balance / q
+            if settlement == SETTLE_AT_BANKRUPTCY and balance > 0.0 and total_mm > 0.0:
+                entry = state[S_ENTRY, i]
+                share = balance * position_maintenance(i, q, entry, price, sym, tiers,
+                                                       n_tiers) / total_mm
+                fee = 0.0
+                if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+                    fee = min(fee_in_margin(i, q, entry, price, sym), share)
+                price = price - (share - fee) / q
+                bankrupt = price
+            elif settlement == SETTLE_AT_BANKRUPTCY:
+                fee = 0.0
+            else:
+                fee = abs(q) * price * sym[SYM_LIQ_FEE, i]
+            loss = close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before,
+                                        state, account, fills, liqs, counts)
+            if loss > 0.0:
+                total_loss += loss
+        if settlement == SETTLE_AT_BANKRUPTCY and balance > 0.0 and abs(account[A_WALLET]) <= (
+                1e-9 * max(1.0, balance)):
+            account[A_WALLET] = 0.0  # settled to zero: rounding dust is not a shortfall
     shortfall = 0.0
     if account[A_WALLET] < 0.0:
         shortfall = -account[A_WALLET]
@@ -161,16 +359,19 @@ def liquidate_cross(t, prices, gapped, state, mode, sym, account, fills, liqs, c
             share = shortfall * loss / total_loss
             liqs[c]["shortfall"] = share
             liqs[c]["margin_lost"] = loss - share
+        liqs[c]["trigger_price"] = prices[liqs[c]["symbol"]]
         liqs[c]["equity_after"] = equity_after
 
 
 @njit(cache=True, _nrt=False)
-def cross_trigger_point(a, b, state, mode, tiers, n_tiers, account, out):
+def cross_trigger_point(a, b, state, mode, sym, tiers, n_tiers, account, out):
     """Fraction s in (0, 1] of the segment a -> b where the cross trigger first holds.
 
     ``MB - sum(MM)`` is concave along a straight segment (MM is convex in
-    price), so with a positive value at a and a non-positive one at b the root
-    is unique: bisection to machine precision; the prices there are left in ``out``.
+    price under the bracket rule and affine under the others, whose tier is
+    fixed between fills), so with a positive value at a and a non-positive one at
+    b the root is unique: bisection to machine precision; the prices there are
+    left in ``out``.
     """
     lo = 0.0
     hi = 1.0
@@ -179,7 +380,7 @@ def cross_trigger_point(a, b, state, mode, tiers, n_tiers, account, out):
         if mid <= lo or mid >= hi:
             break
         interpolate(a, b, mid, out)
-        if cross_trigger_value(state, mode, tiers, n_tiers, account, out) <= 0.0:
+        if cross_trigger_value(state, mode, sym, tiers, n_tiers, account, out) <= 0.0:
             hi = mid
         else:
             lo = mid
@@ -188,30 +389,56 @@ def cross_trigger_point(a, b, state, mode, tiers, n_tiers, account, out):
 
 
 @njit(cache=True, _nrt=False)
+def check_margin_call(t, n_cp, cp, state, mode, sym, account, events, counts):
+    """Record a margin call (spot margin) the first time along the path that the margin level
+    reaches the call level; one event per call, re-armed once the level is back above it."""
+    if account[A_IN_CALL] != 0.0 or not has_cross_position(state, mode):
+        return
+    for k in range(n_cp):
+        if cross_level_value(state, mode, sym, account, cp[k], SYM_CALL_LEVEL) <= 0.0:
+            level = margin_level(state, mode, sym, account, cp[k])
+            call = 0.0
+            for i in range(state.shape[1]):
+                if state[S_QTY, i] != 0.0 and mode[i] == CROSS:
+                    call = sym[SYM_CALL_LEVEL, i]
+                    break
+            record_event(events, counts, t, -1, EVENT_MARGIN_CALL, 0.0, np.nan, call, 0.0,
+                         level)
+            account[A_IN_CALL] = 1.0
+            return
+
+
+@njit(cache=True, _nrt=False)
 def check_liquidations(t, n_cp, cp, state, mode, sym, tiers, n_tiers, account, scratch, scratch2,
-                       fills, liqs, counts):
+                       start, fills, liqs, counts):
     """Walk the bar's checkpoints and liquidate, in the order the triggers occur.
 
     At the open (k = 0) a trigger that already holds is a gap: the position
     closes at the open. On each later segment, isolated positions close at
     their liquidation price and the cross account at the point where
-    ``MB == sum(MM)``; whichever comes first along the segment goes first
-    (an isolated liquidation can only return margin to the wallet).
+    ``MB == sum(MM)``; whichever comes first along the segment goes first. After
+    each event the walk goes on from the point where it happened (``start``):
+    what is left of the account (a cut position, the cross positions a FIFO
+    liquidation kept) is checked on the rest of the segment only.
     """
     n = state.shape[1]
     for i in range(n):
         q = state[S_QTY, i]
         if q != 0.0 and mode[i] == ISOLATED and isolated_triggered(q, cp[0, i],
                                                                    state[S_LIQ_PX, i]):
-            liquidate_isolated(t, i, cp[0, i], True, cp[0], state, mode, sym, account, fills, liqs,
-                               counts)
-    if has_cross_position(state, mode) and cross_trigger_value(
-        state, mode, tiers, n_tiers, account, cp[0]
-    ) <= 0.0:
-        liquidate_cross(t, cp[0], True, state, mode, sym, account, fills, liqs, counts)
+            liquidate_isolated(t, i, cp[0, i], True, cp[0], state, mode, sym, tiers, n_tiers,
+                               account, fills, liqs, counts)
+    for _ in range(n + 1):
+        if has_cross_position(state, mode) and cross_trigger_value(
+                state, mode, sym, tiers, n_tiers, account, cp[0]) <= 0.0:
+            liquidate_cross(t, cp[0], True, state, mode, sym, tiers, n_tiers, account, fills,
+                            liqs, counts)
+        else:
+            break
     for k in range(1, n_cp):
-        a = cp[k - 1]
         b = cp[k]
+        for i in range(n):
+            start[i] = cp[k - 1, i]
         while True:
             s_iso = 2.0
             i_iso = -1
@@ -221,21 +448,38 @@ def check_liquidations(t, n_cp, cp, state, mode, sym, tiers, n_tiers, account, s
                     continue
                 lp = state[S_LIQ_PX, i]
                 if isolated_triggered(q, b[i], lp):
-                    s = (lp - a[i]) / (b[i] - a[i]) if b[i] != a[i] else 0.0
+                    s = (lp - start[i]) / (b[i] - start[i]) if b[i] != start[i] else 0.0
                     if s < s_iso:
                         s_iso = s
                         i_iso = i
             s_cross = 2.0
             if has_cross_position(state, mode) and cross_trigger_value(
-                state, mode, tiers, n_tiers, account, b
+                state, mode, sym, tiers, n_tiers, account, b
             ) <= 0.0:
-                s_cross = cross_trigger_point(a, b, state, mode, tiers, n_tiers, account, scratch2)
+                if cross_trigger_value(state, mode, sym, tiers, n_tiers, account, start) <= 0.0:
+                    s_cross = 0.0  # what is left after an event already triggers there
+                    for i in range(n):
+                        scratch2[i] = start[i]
+                else:
+                    s_cross = cross_trigger_point(start, b, state, mode, sym, tiers, n_tiers,
+                                                  account, scratch2)
             if i_iso < 0 and s_cross > 1.0:
                 break
             if i_iso >= 0 and s_iso <= s_cross:
-                interpolate(a, b, max(s_iso, 0.0), scratch)
-                liquidate_isolated(t, i_iso, state[S_LIQ_PX, i_iso], False, scratch, state, mode,
-                                   sym, account, fills, liqs, counts)
+                s = max(s_iso, 0.0)
+                interpolate(start, b, s, scratch)
+                q = state[S_QTY, i_iso]
+                # a gap when the position already triggered at the segment's start
+                price = state[S_LIQ_PX, i_iso]
+                if isolated_triggered(q, start[i_iso], price):
+                    price = start[i_iso]
+                scratch[i_iso] = price
+                liquidate_isolated(t, i_iso, price, False, scratch, state, mode, sym, tiers,
+                                   n_tiers, account, fills, liqs, counts)
             else:
-                liquidate_cross(t, scratch2, False, state, mode, sym, account, fills, liqs,
-                                counts)
+                for i in range(n):
+                    scratch[i] = scratch2[i]
+                liquidate_cross(t, scratch, False, state, mode, sym, tiers, n_tiers, account,
+                                fills, liqs, counts)
+            for i in range(n):
+                start[i] = scratch[i]

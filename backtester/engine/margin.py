@@ -78,6 +78,14 @@ def liquidation_price(qty, entry_price, collateral, floors, caps, mmrs, cums, n)
     positive price for a short (``collateral + Q*EP <= 0``: already liquidatable).
     With MMR < 1 a short always has a finite liquidation price.
     """
+    return liquidation_price_plus(qty, entry_price, collateral, floors, caps, mmrs, cums, n, 0.0)
+
+
+@njit(cache=True, _nrt=False)
+def liquidation_price_plus(qty, entry_price, collateral, floors, caps, mmrs, cums, n,
+                           extra_rate):
+    """``liquidation_price`` with ``extra_rate`` added to every tier's rate: the requirement
+    is ``MM(|qty| * P) + extra_rate * |qty| * P`` (OKX adds its liquidation fee rate)."""
     if qty == 0.0:
         return np.nan
     q = abs(qty)
@@ -86,11 +94,13 @@ def liquidation_price(qty, entry_price, collateral, floors, caps, mmrs, cums, n)
     while k < n - 1:
         cap = caps[k]
         # f at P = cap / q, using tier k's own line (MM is continuous at the cap)
-        trigger_at_cap = collateral + side * (cap - q * entry_price) - (cap * mmrs[k] - cums[k])
+        trigger_at_cap = collateral + side * (cap - q * entry_price) - (
+            cap * (mmrs[k] + extra_rate) - cums[k])
         if side * trigger_at_cap >= 0.0:
             break
         k += 1
-    return (collateral + cums[k] - side * q * entry_price) / (q * mmrs[k] - side * q)
+    return (collateral + cums[k] - side * q * entry_price) / (
+        q * (mmrs[k] + extra_rate) - side * q)
 
 
 @njit(cache=True, _nrt=False)

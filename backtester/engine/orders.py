@@ -14,19 +14,25 @@ from numba import njit
 from .account import (
     account_equity,
     available_balance,
+    cross_level_value,
+    has_cross_position,
     increase_position,
     reduce_position,
     refresh_liq_price,
     removable_margin,
     tier_at,
+    tier_key,
 )
 from .enums import (
     A_EQUITY_PREV,
     A_WALLET,
     CROSS,
+    EVENT_OPENING_FEE,
+    FEE_IN_MARGIN_TO_CLOSE,
     FILL_REDUCE_ONLY,
     FILL_STRATEGY,
     ISOLATED,
+    MM_MARGIN_LEVEL,
     N_ORDER_FIELDS,
     O_DELTA,
     O_LEVERAGE,
@@ -34,9 +40,11 @@ from .enums import (
     O_MODE,
     O_TARGET,
     REJECT_ACCOUNT_BANKRUPT,
+    REJECT_HEDGE_LEG_SIDE,
     REJECT_INSUFFICIENT_MARGIN,
     REJECT_INVALID_ORDER,
     REJECT_LEVERAGE_ABOVE_TIER,
+    REJECT_MARGIN_LEVEL,
     REJECT_MARGIN_REMOVAL,
     REJECT_MODE_SWITCH_OPEN,
     REJECT_NO_PRICE,
@@ -47,15 +55,24 @@ from .enums import (
     S_LAST_CLOSE,
     S_LIQ_PX,
     S_MARK,
+    S_OPENED,
     S_QTY,
+    S_ROLLOVERS,
     SPOT,
+    SYM_BORROW_OPEN_LONG,
+    SYM_BORROW_OPEN_SHORT,
+    SYM_FEE_RULE,
+    SYM_LEG,
     SYM_LEVERAGE,
+    SYM_MM_RULE,
+    SYM_OPEN_LEVEL,
+    SYM_ROLLOVER_HOURS,
     SYM_TAKER_FEE,
     TARGET_EQUITY,
     TARGET_NOTIONAL,
     TIER_MAX_LEVERAGE,
 )
-from .records import record_fill, record_rejection
+from .records import record_event, record_fill, record_rejection
 
 # Compiled without NRT (``_nrt=False``): these functions allocate nothing, and
 # without NRT numba does not reference-count the arrays they receive. That count
@@ -65,16 +82,41 @@ from .records import record_fill, record_rejection
 
 
 @njit(cache=True, _nrt=False)
-def execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers, account,
-                  fills, rejects, counts):
-    """Trade ``delta`` units of symbol i at ``price`` under DESIGN.md §3's margin rules.
+def opening_cost_rate(i, side, sym):
+    """What opening one unit of notional costs besides its initial margin, as a rate: the
+    taker fee, Bybit's fee to close counted in the margin, Kraken's borrowing fee."""
+    rate = sym[SYM_TAKER_FEE, i]
+    if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+        rate += (1.0 - side / sym[SYM_LEVERAGE, i]) * sym[SYM_TAKER_FEE, i]
+    if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
+        rate += sym[SYM_BORROW_OPEN_LONG, i] if side > 0.0 else sym[SYM_BORROW_OPEN_SHORT, i]
+    return rate
+
+
+@njit(cache=True, _nrt=False)
+def charge_opening_fee(t, i, open_qty, price, state, sym, account, events, counts):
+    """Spot margin: the opening fee on what the new position borrows (a long its cost in
+    quote, a short its size in base, valued at the fill price), from the wallet."""
+    rate = sym[SYM_BORROW_OPEN_LONG, i] if open_qty > 0.0 else sym[SYM_BORROW_OPEN_SHORT, i]
+    amount = abs(open_qty) * price * rate
+    account[A_WALLET] -= amount
+    record_event(events, counts, t, i, EVENT_OPENING_FEE, open_qty, price, rate, amount, np.nan)
+
+
+@njit(cache=True, _nrt=False)
+def execute_order(t, now, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers,
+                  account, fills, rejects, events, counts):
+    """Trade ``delta`` units of symbol i at ``price`` (at time ``now``, hours) under DESIGN.md
+    §3's margin rules.
 
     The reducing part of an order always fills. The opening part needs its
-    initial margin plus fee from the available balance, and the symbol's
-    leverage may not exceed the max leverage of the tier its new notional lands
-    in; otherwise it is rejected with a reason code (or, with
-    ``reduce_to_fit``, cut to what the balance allows). A spot holding cannot
-    go short: selling beyond it fills down to zero and the rest is rejected.
+    initial margin plus fees from the available balance, and the symbol's
+    leverage may not exceed the max leverage of the tier its new size lands in;
+    otherwise it is rejected with a reason code (or, with ``reduce_to_fit``, cut
+    to what the balance allows). A spot holding cannot go short, and a hedge-mode
+    leg cannot change side: selling beyond it fills down to zero and the rest is
+    rejected. On spot margin (Kraken) no position opens while the margin level is
+    below the opening level, and an opening pays the borrowing fee.
     """
     old = state[S_QTY, i]
     fee_rate = sym[SYM_TAKER_FEE, i]
@@ -89,17 +131,25 @@ def execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_
         realized, fee = reduce_position(i, close_qty, price, fee_rate, state, mode, account)
     if open_qty != 0.0:
         lev = sym[SYM_LEVERAGE, i]
-        k = tier_at((abs(state[S_QTY, i]) + abs(open_qty)) * price, i, tiers, n_tiers)
+        new_q = state[S_QTY, i] + open_qty
+        k = tier_at(tier_key(i, new_q, price, price, sym), i, tiers, n_tiers)
         avail = available_balance(state, mode, sym, account)
-        per_unit = price * (1.0 / lev + fee_rate)
+        side = 1.0 if open_qty > 0.0 else -1.0
+        per_unit = price * (1.0 / lev + opening_cost_rate(i, side, sym))
         required = abs(open_qty) * per_unit
         reject = -1
         if open_qty < 0.0 and mode[i] == SPOT:
             reject = REJECT_SPOT_SHORT
+        elif sym[SYM_LEG, i] * open_qty < 0.0:
+            reject = REJECT_HEDGE_LEG_SIDE
         elif lev > tiers[TIER_MAX_LEVERAGE, i, k]:
             reject = REJECT_LEVERAGE_ABOVE_TIER
         elif avail <= 0.0 and account_equity(state, account, state[S_MARK]) <= 0.0:
             reject = REJECT_ACCOUNT_BANKRUPT
+        elif (sym[SYM_MM_RULE, i] == MM_MARGIN_LEVEL and has_cross_position(state, mode)
+              and cross_level_value(state, mode, sym, account, state[S_MARK],
+                                    SYM_OPEN_LEVEL) < 0.0):
+            reject = REJECT_MARGIN_LEVEL
         elif required > avail:
             if reduce_to_fit and avail > 0.0:
                 open_qty = np.sign(open_qty) * avail / per_unit
@@ -110,11 +160,16 @@ def execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_
             record_rejection(rejects, counts, t, i, open_qty, price, required, avail, reject)
             open_qty = 0.0
         else:
+            if state[S_QTY, i] == 0.0:
+                state[S_OPENED, i] = now
+                state[S_ROLLOVERS, i] = 0.0
             fee += increase_position(i, open_qty, price, fee_rate, state, mode, sym, account)
+            if sym[SYM_ROLLOVER_HOURS, i] > 0.0 and mode[i] == CROSS:
+                charge_opening_fee(t, i, open_qty, price, state, sym, account, events, counts)
     filled = close_qty + open_qty
     if filled != 0.0:
         record_fill(fills, counts, t, i, filled, price, fee, realized, state[S_QTY, i], reason)
-        refresh_liq_price(i, state, mode, tiers, n_tiers)
+        refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
 
 
 @njit(cache=True, _nrt=False)
@@ -165,8 +220,8 @@ def targets_to_wants(t, targets_row, target_kind, decision_price, want, state, a
 
 
 @njit(cache=True, _nrt=False)
-def fill_wants(t, reducing_pass, want, fill_price, slippage, reduce_to_fit, state, mode, sym,
-               tiers, n_tiers, account, fills, rejects, counts):
+def fill_wants(t, now, reducing_pass, want, fill_price, slippage, reduce_to_fit, state, mode,
+               sym, tiers, n_tiers, account, fills, rejects, events, counts):
     """Fill the orders in ``want`` that reduce a position (``reducing_pass``) or the others."""
     for i in range(state.shape[1]):
         target = want[i]
@@ -182,14 +237,14 @@ def fill_wants(t, reducing_pass, want, fill_price, slippage, reduce_to_fit, stat
             record_rejection(rejects, counts, t, i, delta, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
             continue
         price *= 1.0 + slippage * np.sign(delta)
-        execute_order(t, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers,
-                      account, fills, rejects, counts)
+        execute_order(t, now, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers,
+                      account, fills, rejects, events, counts)
 
 
 @njit(cache=True, _nrt=False)
-def process_orders(t, targets_row, target_kind, decision_price, fill_price, slippage,
+def process_orders(t, now, targets_row, target_kind, decision_price, fill_price, slippage,
                    reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills, rejects,
-                   counts):
+                   events, counts):
     """Turn one row of targets into orders and fill them, reductions first to free margin.
 
     Notional and equity-fraction targets are converted to units at the
@@ -198,10 +253,10 @@ def process_orders(t, targets_row, target_kind, decision_price, fill_price, slip
     """
     targets_to_wants(t, targets_row, target_kind, decision_price, want, state, account, rejects,
                      counts)
-    fill_wants(t, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
-               n_tiers, account, fills, rejects, counts)
-    fill_wants(t, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
-               n_tiers, account, fills, rejects, counts)
+    fill_wants(t, now, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, events, counts)
+    fill_wants(t, now, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, events, counts)
 
 
 # --- step 2 with a strategy callback: its orders (enums.O_*) -------------------------------
@@ -245,7 +300,7 @@ def change_isolated_margin(t, i, amount, state, mode, sym, tiers, n_tiers, accou
             return
     state[S_ISO_MARGIN, i] += amount
     account[A_WALLET] -= amount
-    refresh_liq_price(i, state, mode, tiers, n_tiers)
+    refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
 
 
 @njit(cache=True, _nrt=False)
@@ -261,7 +316,8 @@ def change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, r
         record_rejection(rejects, counts, t, i, 0.0, mark, leverage, np.nan, REJECT_INVALID_ORDER)
         return
     q = state[S_QTY, i]
-    k = tier_at(abs(q) * mark if q != 0.0 else 0.0, i, tiers, n_tiers)
+    key = tier_key(i, q, state[S_ENTRY, i], mark, sym) if q != 0.0 else 0.0
+    k = tier_at(key, i, tiers, n_tiers)
     cap = tiers[TIER_MAX_LEVERAGE, i, k]
     if leverage > cap:
         record_rejection(rejects, counts, t, i, 0.0, mark, leverage, cap,
@@ -296,9 +352,9 @@ def switch_margin_mode(t, i, new_mode, state, mode, rejects, counts):
 
 
 @njit(cache=True, _nrt=False)
-def apply_callback_orders(t, orders, target_kind, decision_price, fill_price, slippage,
+def apply_callback_orders(t, now, orders, target_kind, decision_price, fill_price, slippage,
                           reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills,
-                          rejects, counts):
+                          rejects, events, counts):
     """Carry out a callback's orders (enums.O_*), then clear them.
 
     Order of work: margin changes; trades that reduce a position; leverage and
@@ -326,8 +382,8 @@ def apply_callback_orders(t, orders, target_kind, decision_price, fill_price, sl
             record_rejection(rejects, counts, t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
             continue
         set_want(i, target, want, state)
-    fill_wants(t, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
-               n_tiers, account, fills, rejects, counts)
+    fill_wants(t, now, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, events, counts)
     for i in range(n):
         leverage = orders[O_LEVERAGE, i]
         if leverage == leverage:
@@ -336,8 +392,8 @@ def apply_callback_orders(t, orders, target_kind, decision_price, fill_price, sl
         new_mode = orders[O_MODE, i]
         if new_mode == new_mode:
             switch_margin_mode(t, i, new_mode, state, mode, rejects, counts)
-    fill_wants(t, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
-               n_tiers, account, fills, rejects, counts)
+    fill_wants(t, now, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
+               n_tiers, account, fills, rejects, events, counts)
     for f in range(N_ORDER_FIELDS):
         for i in range(n):
             orders[f, i] = np.nan

@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit
 
 from .enums import (
+    C_EVENTS,
     C_FILLS,
     C_FUNDING,
     C_LIQS,
@@ -86,7 +87,8 @@ def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
 
 @njit(cache=True, _nrt=False)
 def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigger_price, price,
-                       fee, realized, margin_lost, equity_before, shortfall, gapped):
+                       fee, realized, margin_lost, equity_before, shortfall, gapped, bankrupt,
+                       partial):
     c = counts[C_LIQS]
     liqs[c]["bar"] = t
     liqs[c]["event"] = event
@@ -103,4 +105,20 @@ def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigge
     liqs[c]["equity_after"] = np.nan  # completed by the caller once the event is over
     liqs[c]["shortfall"] = shortfall
     liqs[c]["gapped"] = gapped
+    liqs[c]["bankruptcy_price"] = bankrupt
+    liqs[c]["partial"] = partial
     counts[C_LIQS] = c + 1
+
+
+@njit(cache=True, _nrt=False)
+def record_event(events, counts, t, i, kind, qty, price, rate, amount, level):
+    c = counts[C_EVENTS]
+    events[c]["bar"] = t
+    events[c]["symbol"] = i
+    events[c]["kind"] = kind
+    events[c]["qty"] = qty
+    events[c]["price"] = price
+    events[c]["rate"] = rate
+    events[c]["amount"] = amount
+    events[c]["margin_level"] = level
+    counts[C_EVENTS] = c + 1

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from ..data.market import Market
-from ..engine import batch
+from ..engine import batch, enums
 from .execute import ChunkOutput, ChunkRunner
 from .grid import Run
 
@@ -65,10 +65,12 @@ def warm_up_serial() -> None:
     tiers[0, 1] = np.inf
     tiers[0, 4] = 1.0
     runs = np.zeros((0, batch.N_RUN_FIELDS))
-    batch.run_batch_serial(0, 1, market, np.zeros(1, dtype=np.bool_), np.zeros((1, 1, 1)),
-                           np.zeros((1, 1), dtype=np.bool_), runs, np.zeros((0, 1), np.int64),
-                           np.zeros((0, 3, 1)), np.zeros(1, np.int64), tiers,
-                           np.ones((1, 1), np.int64), np.zeros((1, 2, 1)), 8760.0,
+    n_fields = enums.N_SYMBOL_FIELDS
+    batch.run_batch_serial(0, 1, market, np.zeros(1, dtype=np.bool_), np.zeros(2),
+                           np.zeros((1, 1, 1)), np.zeros((1, 1), dtype=np.bool_), runs,
+                           np.zeros((0, 1), np.int64), np.zeros((0, n_fields, 1)),
+                           np.zeros(1, np.int64), tiers, np.ones((1, 1), np.int64),
+                           np.zeros((1, n_fields, 1)), 8760.0,
                            np.zeros((0, batch.N_METRICS)), np.zeros((0, 1)))
 
 

@@ -18,10 +18,10 @@ import numba
 import numpy as np
 import pandas as pd
 
-from ..backtest import choice, per_symbol, rules_in_force, targets_array
+from ..backtest import check_model_modes, choice, per_symbol, rules_in_force, targets_array
 from ..data.market import Market
 from ..engine import batch, enums
-from ..engine.driver import pack_symbol_params
+from ..engine.driver import bar_hours, pack_symbol_params
 from ..venues import check_simulated, load_venue
 from .grid import MARGIN_MODES, Run
 
@@ -52,9 +52,7 @@ class _Rules:
     version_bars: np.ndarray  # (V,) int64, starting with 0
     tiers_v: np.ndarray  # (V, N_TIER_FIELDS, N, K)
     n_tiers_v: np.ndarray  # (V, N) int64
-    fees_v: np.ndarray  # (V, 2, N): taker fee, liquidation fee
-    taker_fee: np.ndarray  # of the first version (the runs' sym arrays start with them)
-    liquidation_fee: np.ndarray
+    rules_v: np.ndarray  # (V, N_SYMBOL_FIELDS, N): fees and margin rules (enums.SYM_*)
 
 
 def window_bounds(market: Market, window: tuple[str | None, str | None]) -> tuple[int, int]:
@@ -110,18 +108,16 @@ class ChunkRunner:
         if key not in self._rules:
             w = self.window(window)
             v = load_venue(venue, **overrides)
-            check_simulated(v)  # as run(): venues with formulas only have no kernel yet
+            check_simulated(v)
             # the same versions, at the same bars, as run() (tables changing in the window)
             first, schedule, _ = rules_in_force(v, w.market, set(), 0.0)
             versions = [first] + [change[1:] for change in schedule]
             self._rules[key] = _Rules(
                 venue=v, version_bars=np.array([0] + [c[0] for c in schedule], dtype=np.int64),
-                tiers_v=np.ascontiguousarray(np.stack([t for t, _, _, _ in versions])),
-                n_tiers_v=np.ascontiguousarray(np.stack([n for _, n, _, _ in versions]),
+                tiers_v=np.ascontiguousarray(np.stack([t for t, _, _ in versions])),
+                n_tiers_v=np.ascontiguousarray(np.stack([n for _, n, _ in versions]),
                                                dtype=np.int64),
-                fees_v=np.ascontiguousarray(np.stack([np.stack([f, lf])
-                                                      for _, _, f, lf in versions])),
-                taker_fee=first[2], liquidation_fee=first[3])
+                rules_v=np.ascontiguousarray(np.stack([r for _, _, r in versions])))
         return self._rules[key]
 
     def mode(self, margin_mode, key: str) -> np.ndarray:
@@ -247,15 +243,19 @@ class ChunkRunner:
         row[batch.RUN_REDUCE_TO_FIT] = float(o["reduce_to_fit"])
         row[batch.RUN_INITIAL_BALANCE] = o["initial_balance"]
         row[batch.RUN_SLIPPAGE] = o["slippage"]
-        sym = pack_symbol_params(lev, rules.taker_fee, rules.liquidation_fee)
+        first = rules.rules_v[0]
+        check_model_modes(rules.venue, mode, self.market.symbols)
+        sym = pack_symbol_params(lev, first[enums.SYM_TAKER_FEE], first[enums.SYM_LIQ_FEE],
+                                 rules=first)
         return row, mode, sym
 
     def _call(self, inputs, ok: list[int], out: ChunkOutput, equity: bool, parallel: bool):
         w, rules, targets, has_target, rows, modes, syms = inputs
         summary = np.full((len(ok), batch.N_METRICS), np.nan)
         curves = np.empty((len(ok) if equity else 0, w.market.n_bars))
-        args = (w.stacked, w.has_funding, targets, has_target, rows, modes, syms,
-                rules.version_bars, rules.tiers_v, rules.n_tiers_v, rules.fees_v,
+        args = (w.stacked, w.has_funding, bar_hours(w.market.index, w.market.bar_ns), targets,
+                has_target, rows, modes, syms, rules.version_bars, rules.tiers_v,
+                rules.n_tiers_v, rules.rules_v,
                 float(w.market.bars_per_year), summary, curves)
         try:
             if parallel and len(ok) > 1:

@@ -53,6 +53,10 @@ MODELS: dict[str, Model] = {
             "risk_limit": Rule("manual", "'manual': the trader picks a tier; 'auto': the tier "
                                "follows the position value (from 2024-03-12)",
                                ("manual", "auto")),
+            "partial_liquidation": Rule("step_down", "'step_down': a triggered position above "
+                                        "the lowest tier is first cut to a lower tier's limit "
+                                        "(VENUES.md §3.6); 'none': always a full close",
+                                        ("step_down", "none")),
         },
         params={},
     ),
@@ -92,7 +96,7 @@ MODELS: dict[str, Model] = {
 }
 
 # The margin models the engine kernel simulates today (``run()`` refuses the others).
-ENGINE_MODELS: tuple[str, ...] = ("binance",)
+ENGINE_MODELS: tuple[str, ...] = ("binance", "bybit_uta", "okx", "kraken_spot")
 
 
 def check_rule(model: str, key: str, value: Any, where: str) -> Any:

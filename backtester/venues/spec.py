@@ -303,14 +303,21 @@ class VenueArrays:
     taker_fee: np.ndarray
     maker_fee: np.ndarray
     liquidation_fee: np.ndarray
+    rules: np.ndarray | None = None  # (N_SYMBOL_FIELDS, N) the kernel's rule rows (enums.SYM_*)
 
     @classmethod
-    def from_specs(cls, specs: Sequence[SymbolSpec]) -> VenueArrays:
+    def from_specs(cls, specs: Sequence[SymbolSpec], rules: np.ndarray | None = None
+                   ) -> VenueArrays:
         n = len(specs)
         width = max((len(s.tiers) for s in specs), default=1)
         table = np.zeros((5, n, width), dtype=np.float64)
         for i, spec in enumerate(specs):
-            rows = [(t.floor, t.cap, t.mmr, t.cum, t.max_leverage) for t in spec.tiers]
+            # tiers in contracts (OKX) are kept in base units: the kernel looks them up with
+            # the position's size |q| (enums.MM_BY_SIZE)
+            unit = float(spec.params.get("contract_size", 1.0)) if spec.tier_unit == "contracts" \
+                else 1.0
+            rows = [(t.floor * unit, t.cap * unit, t.mmr, t.cum * unit, t.max_leverage)
+                    for t in spec.tiers]
             rows += [rows[-1]] * (width - len(rows))
             table[:, i, :] = np.array(rows, dtype=np.float64).T
         floors, caps, mmrs, cums, max_leverage = (np.ascontiguousarray(a) for a in table)
@@ -323,5 +330,5 @@ class VenueArrays:
             floors=floors, caps=caps, mmrs=mmrs, cums=cums, max_leverage=max_leverage,
             n_tiers=np.array([len(s.tiers) for s in specs], dtype=np.int64),
             taker_fee=rates("taker_fee"), maker_fee=rates("maker_fee"),
-            liquidation_fee=rates("liquidation_fee"),
+            liquidation_fee=rates("liquidation_fee"), rules=rules,
         )

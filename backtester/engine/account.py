@@ -65,7 +65,7 @@ from .margin import liquidation_price_plus
 # is atomic and costs ~75 ns per call, more than most of these functions' work.
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def tier_at(key, i, tiers, n_tiers):
     """Tier of symbol i that holds ``key`` (floor < key <= cap; the last tier above it)."""
     k = 0
@@ -75,7 +75,7 @@ def tier_at(key, i, tiers, n_tiers):
     return k
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def tier_key(i, qty, entry, price, sym):
     """The size that picks symbol i's tier: the notional at ``price`` (bracket rule, margin
     level), the entry value (MM on the entry value) or the size itself (OKX tiers)."""
@@ -87,7 +87,7 @@ def tier_key(i, qty, entry, price, sym):
     return abs(qty) * price
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def fee_in_margin(i, qty, entry, price, sym):
     """The fee the venue counts inside the margin of a position (0 for most venues).
 
@@ -104,7 +104,7 @@ def fee_in_margin(i, qty, entry, price, sym):
     return 0.0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def used_margin(i, qty, entry, price, sym):
     """Kraken's used margin: a long's cost over its leverage (fixed), a short's borrowed
     base over its leverage, revalued at ``price`` (VENUES.md §5.1)."""
@@ -113,7 +113,7 @@ def used_margin(i, qty, entry, price, sym):
     return -qty * price / sym[SYM_LEVERAGE, i]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def maintenance_at(i, qty, entry, price, k, sym, tiers):
     """Maintenance margin of symbol i's position ``(qty, entry)`` at mark ``price``, in tier k
     (the tier of ``tier_key``), the fee the venue counts in the margin included."""
@@ -129,14 +129,14 @@ def maintenance_at(i, qty, entry, price, k, sym, tiers):
     return mm
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def position_maintenance(i, qty, entry, price, sym, tiers, n_tiers):
     """Maintenance margin of symbol i's position ``(qty, entry)`` at mark ``price``."""
     k = tier_at(tier_key(i, qty, entry, price, sym), i, tiers, n_tiers)
     return maintenance_at(i, qty, entry, price, k, sym, tiers)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def initial_margin_of(i, qty, entry, price, sym):
     """Initial margin a position locks: ``|q| * EP / L`` (a Kraken short: at ``price``),
     plus Bybit's fee to close where the venue counts it in the margin."""
@@ -158,7 +158,11 @@ def available_balance(state, mode, sym, account):
         if q != 0.0 and mode[i] == CROSS:
             entry = state[S_ENTRY, i]
             mark = state[S_MARK, i]
-            total += q * (mark - entry) - initial_margin_of(i, q, entry, mark, sym)
+            if sym[SYM_MM_RULE, i] == MM_BRACKET and sym[SYM_FEE_RULE, i] == 0.0:
+                im = abs(q) * entry / sym[SYM_LEVERAGE, i]  # the common case, kept inline
+            else:
+                im = initial_margin_of(i, q, entry, mark, sym)
+            total += q * (mark - entry) - im
     return total
 
 
@@ -225,7 +229,7 @@ def has_cross_position(state, mode):
     return False
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def solve_liquidation_price(i, qty, entry, collateral, sym, tiers, n_tiers):
     """Mark at which ``collateral + qty * (P - entry) == MM_i(P)``, the venue's model applied.
 
@@ -275,21 +279,26 @@ def apply_funding(i, rate, mark, state, mode, sym, account):
 
     Cross positions pay from the wallet. Isolated ones pay from their own margin
     (which moves their liquidation price), except on venues that take it from the
-    available balance first (Bybit): there the position margin pays only what the
-    balance cannot, and funding received goes to the balance.
+    available balance first (Bybit, ``pay_from_available``).
     """
     payment = state[S_QTY, i] * mark * rate
-    if mode[i] == ISOLATED:
-        if sym[SYM_FUNDING_RULE, i] == FUNDING_FROM_AVAILABLE:
-            free = max(available_balance(state, mode, sym, account), 0.0)
-            from_wallet = payment if payment <= free else free
-            account[A_WALLET] -= from_wallet
-            state[S_ISO_MARGIN, i] -= payment - from_wallet
-        else:
-            state[S_ISO_MARGIN, i] -= payment
-    else:
+    if mode[i] != ISOLATED:
         account[A_WALLET] -= payment
+    elif sym[SYM_FUNDING_RULE, i] == FUNDING_FROM_AVAILABLE:
+        pay_from_available(i, payment, state, mode, sym, account)
+    else:
+        state[S_ISO_MARGIN, i] -= payment
     return payment
+
+
+@njit(cache=True, _nrt=False)
+def pay_from_available(i, payment, state, mode, sym, account):
+    """Bybit: an isolated position's funding comes from the available balance; the position
+    margin pays only what the balance cannot, and funding received goes to the balance."""
+    free = max(available_balance(state, mode, sym, account), 0.0)
+    from_wallet = payment if payment <= free else free
+    account[A_WALLET] -= from_wallet
+    state[S_ISO_MARGIN, i] -= payment - from_wallet
 
 
 @njit(cache=True, _nrt=False)

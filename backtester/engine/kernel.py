@@ -210,11 +210,15 @@ def record_liquidation_prices(state, mode, sym, tiers, n_tiers, account, out_row
     maint = 0.0
     upnl = 0.0
     n = state.shape[1]
+    # first pass: each cross position's MM, kept in its own cell of ``out_row`` until the
+    # second pass replaces it with its liquidation price
     for i in range(n):
         q = state[S_QTY, i]
         if q != 0.0 and mode[i] == CROSS:
             entry = state[S_ENTRY, i]
-            maint += position_maintenance(i, q, entry, state[S_MARK, i], sym, tiers, n_tiers)
+            mm = position_maintenance(i, q, entry, state[S_MARK, i], sym, tiers, n_tiers)
+            out_row[i] = mm
+            maint += mm
             upnl += q * (state[S_MARK, i] - entry)
     for i in range(n):
         q = state[S_QTY, i]
@@ -223,25 +227,23 @@ def record_liquidation_prices(state, mode, sym, tiers, n_tiers, account, out_row
         elif mode[i] == ISOLATED:
             out_row[i] = state[S_LIQ_PX, i]
         else:
-            own_mm = 0.0
-            own_u = 0.0
+            entry = state[S_ENTRY, i]
+            own_mm = out_row[i]
+            own_u = q * (state[S_MARK, i] - entry)
             partner = int(sym[SYM_PARTNER, i])
-            if partner >= 0 and (mode[partner] != CROSS or state[S_QTY, partner] == 0.0):
-                partner = -1
-            for j in (i, partner):
-                if j >= 0:
-                    qj = state[S_QTY, j]
-                    entry = state[S_ENTRY, j]
-                    own_mm += position_maintenance(j, qj, entry, state[S_MARK, j], sym, tiers,
-                                                   n_tiers)
-                    own_u += qj * (state[S_MARK, j] - entry)
-            collateral = account[A_WALLET] - (maint - own_mm) + (upnl - own_u)
-            if partner >= 0:
+            if partner >= 0 and mode[partner] == CROSS and state[S_QTY, partner] != 0.0:
+                qp = state[S_QTY, partner]
+                ep = state[S_ENTRY, partner]
+                own_mm += position_maintenance(partner, qp, ep, state[S_MARK, partner], sym,
+                                               tiers, n_tiers)
+                own_u += qp * (state[S_MARK, partner] - ep)
+                collateral = account[A_WALLET] - (maint - own_mm) + (upnl - own_u)
                 out_row[i] = legs_liquidation_price(i, partner, collateral, state, sym, tiers,
                                                     n_tiers)
             else:
-                out_row[i] = solve_liquidation_price(i, q, state[S_ENTRY, i], collateral, sym,
-                                                     tiers, n_tiers)
+                collateral = account[A_WALLET] - (maint - own_mm) + (upnl - own_u)
+                out_row[i] = solve_liquidation_price(i, q, entry, collateral, sym, tiers,
+                                                     n_tiers)
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -307,7 +309,10 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
     # cut a position and close it in one bar
     borrowing = False
     calls = False
+    plain = True  # every symbol on Binance's rule: bracket MM at the mark, no fee in margin
     for i in range(n):
+        if sym[SYM_MM_RULE, i] != MM_BRACKET or sym[SYM_FEE_RULE, i] != 0.0:
+            plain = False
         if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
             borrowing = True
         if sym[SYM_MM_RULE, i] == MM_MARGIN_LEVEL and sym[SYM_CALL_LEVEL, i] > 0.0:
@@ -390,7 +395,7 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
             net += q * m
             if mode[i] == SPOT:  # (spot holdings are never liquidated)
                 continue
-            bracket = sym[SYM_MM_RULE, i] == MM_BRACKET
+            bracket = plain or sym[SYM_MM_RULE, i] == MM_BRACKET
             if bracket:
                 nt = n_tiers[i]
                 k = tier[i]
@@ -400,7 +405,7 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                     k -= 1
                 tier[i] = k
                 mm = notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
-                if sym[SYM_FEE_RULE, i] != 0.0:
+                if not plain and sym[SYM_FEE_RULE, i] != 0.0:
                     mm += fee_in_margin(i, q, entry, m, sym)
             else:
                 mm = position_maintenance(i, q, entry, m, sym, tiers, n_tiers)
@@ -420,7 +425,7 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                     while ke < nt - 1 and extreme > tiers[TIER_CAP, i, ke]:
                         ke += 1
                     mm_high = extreme * tiers[TIER_MMR, i, ke] - tiers[TIER_CUM, i, ke]
-                    if sym[SYM_FEE_RULE, i] != 0.0:
+                    if not plain and sym[SYM_FEE_RULE, i] != 0.0:
                         mm_high += fee_in_margin(i, q, entry, hi, sym)
                 else:
                     mm_high = position_maintenance(i, q, entry, hi, sym, tiers, n_tiers)

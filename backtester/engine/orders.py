@@ -103,7 +103,7 @@ def charge_opening_fee(t, i, open_qty, price, state, sym, account, events, count
     record_event(events, counts, t, i, EVENT_OPENING_FEE, open_qty, price, rate, amount, np.nan)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def execute_order(t, now, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers,
                   account, fills, rejects, events, counts):
     """Trade ``delta`` units of symbol i at ``price`` (at time ``now``, hours) under DESIGN.md

@@ -58,6 +58,14 @@ class RunConfig:
       short (such an order is rejected); it counts in equity and exposure.
       ``margin_mode`` and ``leverage`` apply to the perpetuals only.
     - ``spot_fee``: the taker fee rate of spot fills (0.001 = Binance spot's 0.1%).
+    - ``position_mode``: ``"one_way"`` (one net position per symbol) or ``"hedge"``
+      (Binance's hedge mode: a long and a short leg side by side), or a mapping
+      symbol -> mode. A hedge symbol's legs are the market columns ``SYM.long`` and
+      ``SYM.short``: targets name the legs (long leg >= 0, short leg <= 0), and the
+      Result reports each leg as a symbol. Each leg has its own entry, margin and
+      bracket; isolated legs are liquidated one by one, cross legs together with
+      the account (their shared liquidation price solves Binance's hedge formula).
+      ``margin_mode`` and ``leverage`` given for ``SYM`` apply to both legs.
     """
 
     initial_balance: float = 10_000.0
@@ -73,6 +81,7 @@ class RunConfig:
     venue_overrides: Mapping[str, float] = field(default_factory=dict)
     instruments: Mapping[str, str] = field(default_factory=dict)
     spot_fee: float = 0.001
+    position_mode: str | Mapping[str, str] = "one_way"
 
     def replace(self, **changes) -> RunConfig:
         """A copy with some fields changed (unknown names raise a clear error)."""
@@ -109,7 +118,7 @@ def per_symbol(name: str, value, symbols: tuple[str, ...], convert) -> list:
     return [convert(value, s) for s in symbols]
 
 
-def targets_array(targets, market: Market) -> np.ndarray:
+def targets_array(targets, market: Market, hedge=()) -> np.ndarray:
     """Targets as a (T, N) float64 array aligned to the market (NaN = leave the position as is).
 
     A DataFrame is aligned on the market's timestamps (rows the market does not
@@ -121,6 +130,12 @@ def targets_array(targets, market: Market) -> np.ndarray:
         targets = targets.to_frame()
     if isinstance(targets, pd.DataFrame):
         unknown = [c for c in targets.columns if c not in market.symbols]
+        legs = [c for c in unknown if c in hedge]
+        if legs:
+            raise ValueError(
+                f"{', '.join(legs)} in hedge mode: give targets to the legs "
+                + ", ".join(f"{c}.long (>= 0) and {c}.short (<= 0)" for c in legs)
+                + ", not to the symbol")
         if unknown:
             raise ValueError(
                 f"targets have column(s) {unknown} that are not market symbols "
@@ -161,7 +176,57 @@ def targets_array(targets, market: Market) -> np.ndarray:
             f"targets hold an infinite value at bar {t} ({market.timestamps[t]}), "
             f"symbol {market.symbols[i]}"
         )
+    for symbol in hedge:
+        for suffix, sign in ((".long", 1.0), (".short", -1.0)):
+            i = market.symbol_index(symbol + suffix)
+            wrong = np.flatnonzero(array[:, i] * sign < 0.0)
+            if len(wrong):
+                t = wrong[0]
+                side = "long" if sign > 0 else "short"
+                raise ValueError(
+                    f"targets of {symbol}{suffix} must be {'>= 0' if sign > 0 else '<= 0'} (a "
+                    f"hedge-mode {side} leg keeps its side), got {array[t, i]:g} at bar {t} "
+                    f"({market.timestamps[t]})")
     return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def _hedge_symbols(config: RunConfig, symbols: tuple[str, ...], spot: set[str]) -> list[str]:
+    """The symbols ``config.position_mode`` puts in hedge mode (checked against the market)."""
+    value = config.position_mode
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(symbols))
+        if unknown:
+            raise ValueError(f"position_mode names unknown symbol(s) {', '.join(unknown)}; the "
+                             f"market holds {', '.join(symbols)}")
+        modes = {s: choice(f"position_mode of {s}", value.get(s, "one_way"),
+                           enums.POSITION_MODE_NAMES) for s in symbols}
+    else:
+        code = choice("position_mode", value, enums.POSITION_MODE_NAMES)
+        modes = dict.fromkeys(symbols, code)
+    hedge = [s for s in symbols if modes[s] == 1]
+    both = sorted(set(hedge) & spot)
+    if both:
+        raise ValueError(f"position_mode 'hedge' is for perpetuals; {', '.join(both)} is spot")
+    return hedge
+
+
+def _to_legs(name: str, value, hedge: list[str], same: bool):
+    """A per-symbol option for a market whose hedge symbols became two legs: a value given for
+    ``SYM`` applies to both; ``same``: the two legs must agree (Binance sets the margin mode
+    per symbol)."""
+    if not isinstance(value, Mapping):
+        return value
+    out = dict(value)
+    for symbol in hedge:
+        if symbol in out:
+            given = out.pop(symbol)
+            out.setdefault(f"{symbol}.long", given)
+            out.setdefault(f"{symbol}.short", given)
+        if same and f"{symbol}.long" in out and out[f"{symbol}.long"] != out.get(
+                f"{symbol}.short"):
+            raise ValueError(f"{name} of {symbol}.long and {symbol}.short must be the same: "
+                             f"the venue sets it per symbol, for both legs")
+    return out
 
 
 def _spot_symbols(config: RunConfig, symbols: tuple[str, ...]) -> set[str]:
@@ -189,11 +254,13 @@ def _perp_only(name: str, value, spot: set[str], fill):
 
 
 def _symbol_arrays(venue: Venue, symbols, spot: set[str], at, spot_fee: float):
-    """(tiers, n_tiers, rule rows) of every symbol: the venue's for the perpetuals, one tier
-    without maintenance margin and 1x max leverage for spot. The rule rows
+    """(tiers, n_tiers, rule rows) of every column (``symbols``: the venue's names): the
+    venue's for the perpetuals, one tier without maintenance margin and 1x max leverage
+    for spot. The rule rows
     (``enums.SYM_*``, (N_SYMBOL_FIELDS, N)) carry the fees and the venue's margin model;
     their leverage row is 0 (the run's leverage goes there)."""
     perps = [s for s in symbols if s not in spot]
+    perp_columns = [i for i, s in enumerate(symbols) if s not in spot]
     if not spot:
         a = venue.arrays(symbols, at=at)
         return (pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage), a.n_tiers, a.rules)
@@ -209,8 +276,7 @@ def _symbol_arrays(venue: Venue, symbols, spot: set[str], at, spot_fee: float):
     n_tiers = np.ones(n, dtype=np.int64)
     rules = default_symbol_rules(n)
     rules[enums.SYM_TAKER_FEE] = float(spot_fee)
-    for j, symbol in enumerate(perps):
-        i = symbols.index(symbol)
+    for j, i in enumerate(perp_columns):
         tiers[:, i] = perp_tiers[:, j]
         n_tiers[i] = a.n_tiers[j]
         rules[:, i] = a.rules[:, j]
@@ -265,11 +331,26 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
             memory=targets.memory_array(), high=market.high, low=market.low,
             volume=market.volume)
     config = (config or RunConfig()).replace(**options)
-    symbols = market.symbols
     venue = load_venue(config.venue, **dict(config.venue_overrides))
     check_simulated(venue)
     start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
-    spot = _spot_symbols(config, symbols)
+    spot = _spot_symbols(config, market.symbols)
+    hedge = _hedge_symbols(config, market.symbols, spot)
+    margin_mode = _perp_only("margin_mode", config.margin_mode, spot, "cross")
+    leverage_option = _perp_only("leverage", config.leverage, spot, 1.0)
+    base = {s: s for s in market.symbols}  # market column -> the venue's symbol
+    if hedge:
+        market = market.with_hedge_legs(hedge)
+        for symbol in hedge:
+            base[f"{symbol}.long"] = base[f"{symbol}.short"] = symbol
+        margin_mode = _to_legs("margin_mode", margin_mode, hedge, same=True)
+        leverage_option = _to_legs("leverage", leverage_option, hedge, same=False)
+        if callback_inputs is not None:  # the callback's view is of the legs' columns
+            callback_inputs.update(
+                series=targets.series_array(market.n_bars, market.n_symbols),
+                high=market.high, low=market.low, volume=market.volume)
+    symbols = market.symbols
+    names = tuple(base[s] for s in symbols)
 
     def to_mode(value, symbol):
         if symbol in spot:
@@ -280,11 +361,9 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         if symbol in spot:
             return 1.0
         lev = float(value)
-        venue.check_leverage(symbol, lev, at=start)
+        venue.check_leverage(base[symbol], lev, at=start)
         return lev
 
-    margin_mode = _perp_only("margin_mode", config.margin_mode, spot, "cross")
-    leverage_option = _perp_only("leverage", config.leverage, spot, 1.0)
     mode = np.array(per_symbol("margin_mode", margin_mode, symbols, to_mode), np.int64)
     leverage = np.array(per_symbol("leverage", leverage_option, symbols, to_leverage),
                         np.float64)
@@ -298,8 +377,16 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     if not 0.0 <= config.spot_fee < 0.1:
         raise ValueError(f"spot_fee is a fee rate in [0, 0.1), got {config.spot_fee}")
     check_model_modes(venue, mode, symbols)
+    if hedge and venue.model != "binance":
+        raise ValueError(f"position_mode 'hedge' is simulated on Binance's model only; venue "
+                         f"{venue.name} uses {venue.model!r}")
     (tiers, n_tiers, rules), schedule, specs = rules_in_force(venue, market, spot,
-                                                              config.spot_fee)
+                                                              config.spot_fee, names=names)
+    for symbol in hedge:
+        long_leg, short_leg = symbols.index(f"{symbol}.long"), symbols.index(f"{symbol}.short")
+        rules[enums.SYM_LEG, long_leg], rules[enums.SYM_LEG, short_leg] = 1.0, -1.0
+        rules[enums.SYM_PARTNER, long_leg], rules[enums.SYM_PARTNER, short_leg] = (
+            short_leg, long_leg)
     inputs = dict(
         open_=market.open, close=market.close, mark_open=market.mark_open,
         mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
@@ -315,17 +402,19 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     if callback_inputs is not None:
         output = _run_callback(market, targets, {**inputs, **callback_inputs})
     else:
-        output = simulate_arrays(targets=targets_array(targets, market), **inputs)
+        array = targets_array(targets, market, hedge)
+        output = simulate_arrays(targets=array, **inputs)
     return Result(market=market, config=config, venue=venue, output=output, margin_mode=mode,
                   leverage=leverage, specs=specs)
 
 
 def version_bars(venue: Venue, market: Market, symbols) -> list[int]:
-    """Bars (after the first) at which a version of ``symbols``' venue rules comes into force.
+    """Bars (after the first) at which a version of ``symbols``' venue rules comes into force:
+    a symbol's tier table and fees, or the model's rules (Bybit's 2025-09-02 margin formula).
 
     A version dated ``valid_from`` applies from the first bar opening at or after it.
     """
-    starts = set()
+    starts = {r.valid_from.value for r in venue.rule_history if r.valid_from is not None}
     for symbol in symbols:
         for spec in venue.history.get(normalise_symbol(symbol), venue.default_history):
             if spec.valid_from is not None:
@@ -335,15 +424,18 @@ def version_bars(venue: Venue, market: Market, symbols) -> list[int]:
     return sorted(b for b in bars if 0 < b < len(index))
 
 
-def rules_in_force(venue: Venue, market: Market, spot: set[str], spot_fee: float):
+def rules_in_force(venue: Venue, market: Market, spot: set[str], spot_fee: float,
+                   names: tuple[str, ...] | None = None):
     """The rule arrays at the first bar, the changes inside the run, and the versions used.
 
     Returns ``((tiers, n_tiers, rules), schedule, specs)``, ``rules`` the
     (N_SYMBOL_FIELDS, N) rule rows (``enums.SYM_*``, fees included):
     ``schedule`` as ``engine.driver.simulate_arrays`` takes it, every tier array
     padded to one width; ``specs`` maps each perpetual to the versions it ran under.
+    ``names``: the venue's symbol of each market column (default the columns' own names;
+    the two legs of a hedge-mode symbol name the symbol).
     """
-    symbols = market.symbols
+    symbols = tuple(names) if names is not None else market.symbols
     perps = [s for s in symbols if s not in spot]
     bars = [0] + version_bars(venue, market, perps)
     at = [pd.Timestamp(int(market.index[b]), tz="UTC") if market.n_bars else None for b in bars]

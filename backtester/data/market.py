@@ -152,6 +152,33 @@ class Market:
         """One field (``open``, ``close``, ``mark_close``, ``funding_rate``...) as a DataFrame."""
         return pd.DataFrame(getattr(self, field_name), index=self.timestamps, columns=self.symbols)
 
+    def with_hedge_legs(self, symbols) -> Market:
+        """A Market in which each of ``symbols`` is two columns, ``SYM.long`` and ``SYM.short``,
+        with the same prices: the two legs of a hedge-mode position (Binance's LONG and
+        SHORT positions on one symbol), each with its own entry, margin and bracket."""
+        hedge = set(symbols)
+        columns, names = [], []
+        for j, symbol in enumerate(self.symbols):
+            if symbol in hedge:
+                columns += [j, j]
+                names += [f"{symbol}.long", f"{symbol}.short"]
+            else:
+                columns.append(j)
+                names.append(symbol)
+        arrays = {
+            name: np.ascontiguousarray(getattr(self, name)[:, columns])
+            for name in (
+                "open", "high", "low", "close", "volume",
+                "mark_open", "mark_high", "mark_low", "mark_close", "funding_rate",
+            )
+        }
+        has_mark = tuple(self.has_mark[j] for j in columns) if self.has_mark else ()
+        sources = {name: self.sources[self.symbols[j]] for name, j in zip(names, columns,
+                                                                          strict=True)
+                   if self.symbols[j] in self.sources}
+        return Market(symbols=tuple(names), index=self.index, bar_ns=self.bar_ns,
+                      has_mark=has_mark, sources=sources, **arrays)
+
     def slice(self, start: int, stop: int) -> Market:
         """The bars ``start:stop`` as a new Market (views, no copies)."""
         arrays = {

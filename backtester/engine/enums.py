@@ -22,6 +22,9 @@ ISOLATED = 1
 SPOT = 2
 MARGIN_MODE_NAMES = ("cross", "isolated", "spot")
 INSTRUMENT_NAMES = ("perpetual", "spot")  # what ``run(instruments={symbol: kind})`` accepts
+# position mode of a symbol (Binance): one net position, or a long and a short leg side by
+# side (``run(position_mode=...)``; each leg is a column ``SYM.long`` / ``SYM.short``)
+POSITION_MODE_NAMES = ("one_way", "hedge")
 
 # --- how a target is expressed ---------------------------------------------------
 TARGET_UNITS = 0  # base units (coins / contracts x contract size), signed
@@ -208,7 +211,9 @@ SYM_LIQ_LEVEL = 15  # MM_MARGIN_LEVEL: liquidation at equity <= this x used marg
 SYM_CALL_LEVEL = 16  # MM_MARGIN_LEVEL: margin call (an event) at this x used margin (0.8)
 SYM_OPEN_LEVEL = 17  # MM_MARGIN_LEVEL: no new position below this x used margin (1.0)
 N_SYMBOL_FIELDS = 18
-VENUE_SYMBOL_FIELDS = tuple(range(1, N_SYMBOL_FIELDS))  # the rows a venue's version sets
+# the rows a venue's version sets (the leverage and the hedge legs are the run's)
+VENUE_SYMBOL_FIELDS = tuple(r for r in range(N_SYMBOL_FIELDS)
+                            if r not in (SYM_LEVERAGE, SYM_LEG, SYM_PARTNER))
 
 # SYM_MM_RULE: maintenance margin of a position of size Q, entry EP, at mark P
 MM_BRACKET = 0  # Q*P*mmr_k - cum_k, tier k of the notional Q*P (Binance; Bybit since

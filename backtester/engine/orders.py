@@ -66,6 +66,7 @@ from .enums import (
     SYM_LEVERAGE,
     SYM_MM_RULE,
     SYM_OPEN_LEVEL,
+    SYM_PARTNER,
     SYM_ROLLOVER_HOURS,
     SYM_TAKER_FEE,
     TARGET_EQUITY,
@@ -335,20 +336,28 @@ def change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, r
 
 
 @njit(cache=True, _nrt=False)
-def switch_margin_mode(t, i, new_mode, state, mode, rejects, counts):
-    """Set symbol i's margin mode to CROSS or ISOLATED; refused while it holds a position."""
+def switch_margin_mode(t, i, new_mode, state, mode, sym, rejects, counts):
+    """Set symbol i's margin mode to CROSS or ISOLATED; refused while it holds a position.
+
+    A hedge-mode leg switches with its partner (the venue sets the mode per symbol),
+    so both legs must be flat.
+    """
     mark = state[S_MARK, i]
     if mode[i] == SPOT or (new_mode != CROSS and new_mode != ISOLATED):
         record_rejection(rejects, counts, t, i, 0.0, mark, new_mode, np.nan, REJECT_INVALID_ORDER)
         return
     if new_mode == mode[i]:
         return
-    if state[S_QTY, i] != 0.0:
+    partner = int(sym[SYM_PARTNER, i])
+    if state[S_QTY, i] != 0.0 or (partner >= 0 and state[S_QTY, partner] != 0.0):
         record_rejection(rejects, counts, t, i, 0.0, mark, new_mode, np.nan,
                          REJECT_MODE_SWITCH_OPEN)
         return
     mode[i] = int(new_mode)
     state[S_LIQ_PX, i] = np.nan
+    if partner >= 0:
+        mode[partner] = int(new_mode)
+        state[S_LIQ_PX, partner] = np.nan
 
 
 @njit(cache=True, _nrt=False)
@@ -391,7 +400,7 @@ def apply_callback_orders(t, now, orders, target_kind, decision_price, fill_pric
                             counts)
         new_mode = orders[O_MODE, i]
         if new_mode == new_mode:
-            switch_margin_mode(t, i, new_mode, state, mode, rejects, counts)
+            switch_margin_mode(t, i, new_mode, state, mode, sym, rejects, counts)
     fill_wants(t, now, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
                n_tiers, account, fills, rejects, events, counts)
     for f in range(N_ORDER_FIELDS):

@@ -283,6 +283,20 @@ def _symbol_arrays(venue: Venue, symbols, spot: set[str], at, spot_fee: float):
     return tiers, n_tiers, rules
 
 
+def venue_funding(venue: Venue, market: Market, names, at, spot=()) -> np.ndarray:
+    """The market's funding rates, without those of symbols the venue pays no funding on
+    (spot margin: ``funding_interval_hours = 0``), whose positions are borrowings, not
+    perpetual swaps. ``names``: the venue's symbol of each column."""
+    rates = market.funding_rate
+    none = [i for i, name in enumerate(names)
+            if name not in spot and venue.spec(name, at).funding_interval_hours == 0]
+    if not none or np.isnan(rates[:, none]).all():
+        return rates
+    rates = rates.copy()
+    rates[:, none] = np.nan
+    return rates
+
+
 def check_model_modes(venue: Venue, modes, symbols) -> None:
     """Refuse margin modes the venue's model does not have (Kraken spot margin: cross only)."""
     if venue.model == "kraken_spot":
@@ -390,7 +404,7 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     inputs = dict(
         open_=market.open, close=market.close, mark_open=market.mark_open,
         mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
-        funding_rate=market.funding_rate, target_kind=target_kind,
+        funding_rate=venue_funding(venue, market, names, start, spot), target_kind=target_kind,
         mode=mode.copy(),  # a callback may switch modes: the Result keeps those of the start
         sym=pack_symbol_params(leverage, rules[enums.SYM_TAKER_FEE], rules[enums.SYM_LIQ_FEE],
                                rules=rules), tiers=tiers,

@@ -88,6 +88,9 @@ def _cmd_run(args) -> int:
     if args.leverage is not None:
         options["leverage"] = args.leverage
     modes = ("cross", "isolated") if args.margin_mode == "both" else (args.margin_mode,)
+    if args.margin_mode == "both" and not venue_has_isolated(args.venue):
+        print(f"venue {args.venue} has cross margin only (spot margin): running cross")
+        modes = ("cross",)
     out = Path(args.out)
     results = {}
     for mode in modes:
@@ -135,6 +138,13 @@ def _cmd_data_import(args) -> int:
                       timestamp_column=args.timestamp_column, timeframe=args.timeframe)
     print(f"wrote {path}")
     return 0
+
+
+def venue_has_isolated(name: str) -> bool:
+    """Whether a venue's margin model has an isolated mode (spot margin has not)."""
+    from .venues import load_venue
+
+    return load_venue(name).model != "kraken_spot"
 
 
 def _add_venues(sub) -> None:

@@ -322,18 +322,21 @@ def liquidate_cross(t, prices, gapped, state, mode, sym, tiers, n_tiers, account
                     state, mode, sym, tiers, n_tiers, account, prices) > 0.0:
                 break
     else:
+        bybit = settlement == SETTLE_AT_BANKRUPTCY and total_mm > 0.0
         for i in range(n):
             q = state[S_QTY, i]
             if q == 0.0 or mode[i] != CROSS:
                 continue
             price = prices[i]
             bankrupt = price - balance / q
-            if settlement == SETTLE_AT_BANKRUPTCY and balance > 0.0 and total_mm > 0.0:
+            if bybit:
+                # each position at its bankruptcy price: the margin balance left at the
+                # trigger (negative after a gap through zero) shared in proportion to MM
                 entry = state[S_ENTRY, i]
                 share = balance * position_maintenance(i, q, entry, price, sym, tiers,
                                                        n_tiers) / total_mm
                 fee = 0.0
-                if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+                if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE and share > 0.0:
                     fee = min(fee_in_margin(i, q, entry, price, sym), share)
                 price = price - (share - fee) / q
                 bankrupt = price
@@ -345,9 +348,14 @@ def liquidate_cross(t, prices, gapped, state, mode, sym, tiers, n_tiers, account
                                         state, account, fills, liqs, counts)
             if loss > 0.0:
                 total_loss += loss
-        if settlement == SETTLE_AT_BANKRUPTCY and balance > 0.0 and abs(account[A_WALLET]) <= (
-                1e-9 * max(1.0, balance)):
-            account[A_WALLET] = 0.0  # settled to zero: rounding dust is not a shortfall
+        if bybit:
+            account[A_WALLET] = 0.0  # settled to zero (up to rounding dust)
+            if balance < 0.0:
+                # a gap beyond the bankruptcy prices: the insurance fund takes what the
+                # positions lose past them, q * (bankruptcy price - trigger price) each
+                for c in range(first, counts[C_LIQS]):
+                    i = liqs[c]["symbol"]
+                    liqs[c]["shortfall"] = liqs[c]["qty"] * (liqs[c]["price"] - prices[i])
     shortfall = 0.0
     if account[A_WALLET] < 0.0:
         shortfall = -account[A_WALLET]

@@ -58,6 +58,7 @@ from .enums import (
     S_OPENED,
     S_QTY,
     S_ROLLOVERS,
+    SETTLE_AT_BANKRUPTCY,
     SPOT,
     SYM_BORROW_OPEN_LONG,
     SYM_BORROW_OPEN_SHORT,
@@ -68,6 +69,7 @@ from .enums import (
     SYM_OPEN_LEVEL,
     SYM_PARTNER,
     SYM_ROLLOVER_HOURS,
+    SYM_SETTLEMENT,
     SYM_TAKER_FEE,
     TARGET_EQUITY,
     TARGET_NOTIONAL,
@@ -85,9 +87,11 @@ from .records import record_event, record_fill, record_rejection
 @njit(cache=True, _nrt=False)
 def opening_cost_rate(i, side, sym):
     """What opening one unit of notional costs besides its initial margin, as a rate: the
-    taker fee, Bybit's fee to close counted in the margin, Kraken's borrowing fee."""
+    taker fee, Bybit's fee to close at the bankruptcy price (its order cost counts it in
+    every era, VENUES.md §3.7), Kraken's borrowing fee."""
     rate = sym[SYM_TAKER_FEE, i]
-    if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+    if (sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE
+            or sym[SYM_SETTLEMENT, i] == SETTLE_AT_BANKRUPTCY):
         rate += (1.0 - side / sym[SYM_LEVERAGE, i]) * sym[SYM_TAKER_FEE, i]
     if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
         rate += sym[SYM_BORROW_OPEN_LONG, i] if side > 0.0 else sym[SYM_BORROW_OPEN_SHORT, i]

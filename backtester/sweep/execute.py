@@ -18,7 +18,14 @@ import numba
 import numpy as np
 import pandas as pd
 
-from ..backtest import check_model_modes, choice, per_symbol, rules_in_force, targets_array
+from ..backtest import (
+    check_model_modes,
+    choice,
+    per_symbol,
+    rules_in_force,
+    targets_array,
+    venue_funding,
+)
 from ..data.market import Market
 from ..engine import batch, enums
 from ..engine.driver import bar_hours, pack_symbol_params
@@ -53,6 +60,8 @@ class _Rules:
     tiers_v: np.ndarray  # (V, N_TIER_FIELDS, N, K)
     n_tiers_v: np.ndarray  # (V, N) int64
     rules_v: np.ndarray  # (V, N_SYMBOL_FIELDS, N): fees and margin rules (enums.SYM_*)
+    stacked: np.ndarray  # the window's market, funding dropped where the venue has none
+    has_funding: np.ndarray
 
 
 def window_bounds(market: Market, window: tuple[str | None, str | None]) -> tuple[int, int]:
@@ -112,12 +121,19 @@ class ChunkRunner:
             # the same versions, at the same bars, as run() (tables changing in the window)
             first, schedule, _ = rules_in_force(v, w.market, set(), 0.0)
             versions = [first] + [change[1:] for change in schedule]
+            funding = venue_funding(v, w.market, w.market.symbols, w.start)
+            stacked, has_funding = w.stacked, w.has_funding
+            if funding is not w.market.funding_rate:  # spot margin: borrowings pay no funding
+                stacked = w.stacked.copy()
+                stacked[batch.MK_FUNDING_RATE] = funding
+                has_funding = ~np.isnan(funding).all(axis=1)
             self._rules[key] = _Rules(
                 venue=v, version_bars=np.array([0] + [c[0] for c in schedule], dtype=np.int64),
                 tiers_v=np.ascontiguousarray(np.stack([t for t, _, _ in versions])),
                 n_tiers_v=np.ascontiguousarray(np.stack([n for _, n, _ in versions]),
                                                dtype=np.int64),
-                rules_v=np.ascontiguousarray(np.stack([r for _, _, r in versions])))
+                rules_v=np.ascontiguousarray(np.stack([r for _, _, r in versions])),
+                stacked=stacked, has_funding=has_funding)
         return self._rules[key]
 
     def mode(self, margin_mode, key: str) -> np.ndarray:
@@ -253,8 +269,8 @@ class ChunkRunner:
         w, rules, targets, has_target, rows, modes, syms = inputs
         summary = np.full((len(ok), batch.N_METRICS), np.nan)
         curves = np.empty((len(ok) if equity else 0, w.market.n_bars))
-        args = (w.stacked, w.has_funding, bar_hours(w.market.index, w.market.bar_ns), targets,
-                has_target, rows, modes, syms, rules.version_bars, rules.tiers_v,
+        args = (rules.stacked, rules.has_funding, bar_hours(w.market.index, w.market.bar_ns),
+                targets, has_target, rows, modes, syms, rules.version_bars, rules.tiers_v,
                 rules.n_tiers_v, rules.rules_v,
                 float(w.market.bars_per_year), summary, curves)
         try:

@@ -1,0 +1,549 @@
+"""Bybit, OKX and Kraken margin models against hand calculations (VENUES.md §3, §4, §5.1).
+
+Every expected number is worked out in the comment beside it from the venue's published
+formula (the E-* oracles of VENUES.md where there is one), not read off the engine.
+Targets are base units decided at a close and filled at the next open (fill_at="open").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import NAN, units
+
+import backtester.venues
+from backtester import Market, load_venue, run
+
+VENUE_DIR = Path(backtester.venues.__file__).parent
+CLASSIC = "2024-06-01"  # Bybit: auto risk limit, MM on the entry value (before 2025-09-02)
+NEW = "2025-10-01"  # Bybit: MM at mark, the fee to close counted in IM and MM
+
+
+def mkt(symbols, bars, start="2024-06-01", bar="1h", funding_rate=None):
+    """A Market from per-bar lists of (open, high, low, close), one tuple per symbol."""
+    arr = np.array(bars, dtype=float)
+    if arr.ndim == 2:
+        arr = arr[:, None, :]
+    return Market.from_arrays(symbols, arr[..., 0], arr[..., 1], arr[..., 2], arr[..., 3],
+                              start=start, bar=bar, funding_rate=funding_rate)
+
+
+def flat_bars(price, n):
+    return [(price,) * 4] * n
+
+
+def venue_with(tmp_path, name, symbols, **overrides):
+    """Built-in venue ``name`` (its fees and dated rules) with only the ``symbols`` TOML tables
+    given here, so that a test can list a second symbol or its own tier table."""
+    text = (VENUE_DIR / f"{name}.toml").read_text()
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text[:text.index("[[symbols.")] + symbols)
+    return load_venue(path, **overrides)
+
+
+def run1(m, targets, venue, mode="isolated", lev=50, **kw):
+    return run(m, targets, venue=venue, margin_mode=mode, leverage=lev, target_kind="units",
+               fill_at="open", path="path", **kw)
+
+
+# --- Bybit (VENUES.md §3) ---------------------------------------------------------------------
+
+BYBIT_TIER_1 = """
+[[symbols.{}]]
+source = "test: tier 1 of the BTCUSDT ladder (VENUES.md §3.2)"
+tier_rule = "bracket"
+tiers = [{{ floor = 0, cap = 2_000_000, max_leverage = 100, mmr = 0.005, imr = 0.01 }}]
+"""
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_bybit_classic_isolated_e_y1_liquidates_at_lp_and_settles_at_bankruptcy(side):
+    # E-Y1: 1 BTC @ 20,000, 50x, MMR 0.5%: IM = 400, MM = 20,000 * 0.5% = 100 (entry value),
+    # LP = 20,000 -+ (400 - 100) = 19,700 long / 20,300 short; BP = 20,000 -+ 400 = 19,600 /
+    # 20,400 (§3.4: EP * (1 -+ 1/L)). The wick reaches the LP but not the BP.
+    bar = (20000, 20000, 19650, 19650) if side > 0 else (20000, 20350, 20000, 20350)
+    m = mkt(["BTC_USDT"], flat_bars(20000, 2) + [bar], start=CLASSIC)
+    r = run1(m, units(3, [side]), load_venue("bybit_linear", taker_fee=0.0))
+    assert r.liquidation_prices["BTC_USDT"].iloc[1] == pytest.approx(20000 - side * 300)
+    liq = r.liquidations.iloc[0]
+    assert liq["trigger_price"] == pytest.approx(20000 - side * 300)
+    assert liq["price"] == pytest.approx(20000 - side * 400)  # settled at BP, not the LP
+    assert liq["bankruptcy_price"] == pytest.approx(20000 - side * 400)
+    assert liq["margin_lost"] == pytest.approx(400.0)  # the whole position margin
+    assert liq["fee"] == 0.0 and liq["shortfall"] == 0.0 and not liq["partial"]
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(9600.0)  # 10,000 - 400
+    assert r.equity.iloc[-1] == pytest.approx(9600.0)
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_bybit_new_rules_e_y3_fee_to_close_in_margin(side):
+    # From 2025-09-02, taker 0.055%, 1 BTC @ 20,000, 50x (E-Y3):
+    # feeClose = 20,000 * (1 -+ 1/50) * 0.00055 = 10.78 long / 11.22 short
+    # margin moved = 400 + feeClose = 410.78 / 411.22; opening fee 20,000 * 0.00055 = 11
+    fee_close = 20000 * (1 - side / 50) * 0.00055
+    assert fee_close == pytest.approx(10.78 if side > 0 else 11.22)
+    margin = 400 + fee_close
+    # MM(P) = P * 0.005 + feeClose, so the fee cancels: long 400 + (P - 20,000) = 0.005 P
+    # -> LP = 19,600 / 0.995 = 19,698.49 (E-Y3); short 400 - (P - 20,000) = 0.005 P
+    # -> LP = 20,400 / 1.005 = 20,298.51. BP = EP -+ (M - feeClose) = 19,600 / 20,400.
+    lp = 19600 / 0.995 if side > 0 else 20400 / 1.005
+    bp = 20000 - side * 400
+    bar = (20000, 20000, 19650, 19650) if side > 0 else (20000, 20350, 20000, 20350)
+    m = mkt(["BTC_USDT"], flat_bars(20000, 2) + [bar], start=NEW)
+    r = run1(m, units(3, [side]), "bybit_linear")
+    if side > 0:
+        assert round(r.liquidation_prices["BTC_USDT"].iloc[1], 2) == 19698.49
+    assert r.account["isolated_margin"].iloc[1] == pytest.approx(margin)
+    assert r.account["wallet_balance"].iloc[1] == pytest.approx(10000 - 11 - margin)
+    liq = r.liquidations.iloc[0]
+    assert liq["trigger_price"] == pytest.approx(lp)
+    assert liq["price"] == pytest.approx(bp) and liq["bankruptcy_price"] == pytest.approx(bp)
+    assert liq["fee"] == pytest.approx(fee_close)  # the reserved fee to close is what it pays
+    assert liq["margin_lost"] == pytest.approx(margin)
+    # nothing comes back: the wallet stays at 10,000 - 11 - margin
+    assert r.equity.iloc[-1] == pytest.approx(10000 - 11 - margin)
+
+
+def test_bybit_gap_through_bankruptcy_price_loses_only_the_margin():
+    # Classic 50x long 1 @ 20,000: margin 400, BP 19,600. Bar 3 opens at 19,500: the
+    # position settles at BP, the trader loses 400, the insurance fund 1 * (19,600 - 19,500).
+    bars = flat_bars(20000, 3) + [(19500, 19800, 19400, 19700)]
+    m = mkt(["BTC_USDT"], bars, start=CLASSIC)
+    r = run1(m, units(4, [1]), load_venue("bybit_linear", taker_fee=0.0))
+    liq = r.liquidations.iloc[0]
+    assert bool(liq["gapped"]) and liq["price"] == pytest.approx(19600.0)
+    assert liq["margin_lost"] == pytest.approx(400.0)
+    assert liq["shortfall"] == pytest.approx(100.0)
+    assert r.equity.iloc[-1] == pytest.approx(9600.0)
+
+
+def test_bybit_isolated_funding_comes_from_the_available_balance():
+    # Classic 50x long 1 @ 20,000 (margin 400, LP 19,700), funding 1% at bar 2's open at mark
+    # 20,000: payment 1 * 20,000 * 1% = 200, from the wallet (9,600 -> 9,400); the position
+    # margin stays 400 so the LP stays 19,700 (VENUES.md §3.3).
+    rate = np.full((3, 1), NAN)
+    rate[2, 0] = 0.01
+    m = mkt(["BTC_USDT"], flat_bars(20000, 3), start=CLASSIC, funding_rate=rate)
+    r = run1(m, units(3, [1]), load_venue("bybit_linear", taker_fee=0.0))
+    assert r.funding["payment"].tolist() == pytest.approx([200.0])
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(9400.0)
+    assert r.account["isolated_margin"].iloc[-1] == pytest.approx(400.0)
+    assert r.liquidation_prices["BTC_USDT"].iloc[-1] == pytest.approx(19700.0)
+
+
+def test_bybit_isolated_funding_beyond_the_available_balance_moves_the_lp():
+    # The same with a 450 deposit: the wallet keeps 50 after the open, so of the 200 funding
+    # 50 comes from it and 150 from the margin: M = 250, LP = 20,000 - (250 - 100) = 19,850.
+    rate = np.full((3, 1), NAN)
+    rate[2, 0] = 0.01
+    m = mkt(["BTC_USDT"], flat_bars(20000, 3), start=CLASSIC, funding_rate=rate)
+    r = run1(m, units(3, [1]), load_venue("bybit_linear", taker_fee=0.0), initial_balance=450)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.0, abs=1e-9)
+    assert r.account["isolated_margin"].iloc[-1] == pytest.approx(250.0)
+    assert r.liquidation_prices["BTC_USDT"].iloc[-1] == pytest.approx(19850.0)
+
+
+def test_bybit_isolated_funding_first_uses_what_cross_margin_leaves_available(tmp_path):
+    # Classic, 1,000 deposit: BTC isolated 50x long 1 @ 20,000 (M = 400, wallet 600) and ETH
+    # cross 10x long 2 @ 2,000 (IM 400): available = 600 - 400 = 200. BTC funding 1.5% at
+    # mark 20,000 = 300: 200 from the available balance, 100 from the margin -> M = 300,
+    # LP = 20,000 - (300 - 100) = 19,800; the wallet keeps 400 (ETH's IM).
+    venue = venue_with(tmp_path, "bybit_linear", BYBIT_TIER_1.format("BTCUSDT")
+                       + BYBIT_TIER_1.format("ETHUSDT"), taker_fee=0.0)
+    rate = np.full((3, 2), NAN)
+    rate[2, 0] = 0.015
+    m = mkt(["BTC_USDT", "ETH_USDT"], [[(20000,) * 4, (2000,) * 4]] * 3, start=CLASSIC,
+            funding_rate=rate)
+    r = run1(m, units(3, [1, 2]), venue, initial_balance=1000,
+             mode={"BTC_USDT": "isolated", "ETH_USDT": "cross"},
+             lev={"BTC_USDT": 50, "ETH_USDT": 10})
+    assert r.funding["payment"].tolist() == pytest.approx([300.0])
+    assert r.account["isolated_margin"].iloc[-1] == pytest.approx(300.0)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(400.0)
+    assert r.liquidation_prices["BTC_USDT"].iloc[-1] == pytest.approx(19800.0)
+
+
+@pytest.mark.parametrize("start,lp", [(CLASSIC, 19100.0), (NEW, 19000 / 0.995)])
+def test_bybit_cross_single_position_settles_the_wallet_to_zero(start, lp):
+    # Cross 50x long 1 @ 20,000 on a 1,000 deposit (IM 400), no fees.
+    # classic: MM on the entry value = 100: 1,000 + (P - 20,000) = 100 -> P = 19,100
+    # new: MM at the mark = 0.005 P: 1,000 + P - 20,000 = 0.005 P -> P = 19,000/0.995
+    # = 19,095.48. Either way the 100 / 95.48 left is the position's share: it closes at
+    # P - share/1 = 19,000 (the bankruptcy price) and the wallet ends at 0.
+    m = mkt(["BTC_USDT"], flat_bars(20000, 2) + [(20000, 20000, 18900, 18900)], start=start)
+    r = run1(m, units(3, [1]), load_venue("bybit_linear", taker_fee=0.0), mode="cross",
+             initial_balance=1000)
+    assert r.liquidation_prices["BTC_USDT"].iloc[1] == pytest.approx(lp, rel=1e-9)
+    liq = r.liquidations.iloc[0]
+    assert liq["mode"] == "cross"
+    assert liq["trigger_price"] == pytest.approx(lp, rel=1e-9)
+    assert liq["price"] == pytest.approx(19000.0, rel=1e-9)
+    assert liq["margin_lost"] == pytest.approx(1000.0)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bybit_cross_gap_loses_the_wallet_and_the_fund_takes_the_rest():
+    # Classic cross 50x long 1 @ 20,000 on 1,000: BP = 20,000 - 1,000 = 19,000. Bar 3 opens at
+    # 18,500: the trader loses the 1,000 wallet, the fund 1 * (19,000 - 18,500) = 500.
+    bars = flat_bars(20000, 3) + [(18500, 18600, 18400, 18500)]
+    m = mkt(["BTC_USDT"], bars, start=CLASSIC)
+    r = run1(m, units(4, [1]), load_venue("bybit_linear", taker_fee=0.0), mode="cross",
+             initial_balance=1000)
+    liq = r.liquidations.iloc[0]
+    assert bool(liq["gapped"]) and liq["bankruptcy_price"] == pytest.approx(19000.0)
+    assert liq["margin_lost"] == pytest.approx(1000.0)
+    assert liq["shortfall"] == pytest.approx(500.0)
+    assert r.equity.iloc[-1] == 0.0
+
+
+def test_bybit_cross_gap_settles_at_the_bankruptcy_price():
+    bars = flat_bars(20000, 3) + [(18500, 18600, 18400, 18500)]
+    m = mkt(["BTC_USDT"], bars, start=CLASSIC)
+    r = run1(m, units(4, [1]), load_venue("bybit_linear", taker_fee=0.0), mode="cross",
+             initial_balance=1000)
+    liq = r.liquidations.iloc[0]
+    # as for an isolated gap: the trader's fill at BP, the fund's 500 beyond it
+    assert liq["price"] == pytest.approx(19000.0)
+    assert liq["realized_pnl"] == pytest.approx(-1000.0)
+
+
+def test_bybit_cross_shares_the_margin_balance_in_proportion_to_mm(tmp_path):
+    # Classic cross, 4,000 deposit: BTC long 1 @ 20,000 (MM 100) and ETH long 5 @ 2,000
+    # (MM 10,000 * 0.5% = 50), both 10x (ETH given BTC's ladder). ETH stays at 2,000, BTC falls:
+    # 4,000 + (P - 20,000) = 150 -> P = 16,150. The 150 left is shared 100 : 50, so BTC
+    # closes at 16,150 - 100/1 = 16,050 and ETH at 2,000 - 50/5 = 1,990; the wallet is
+    # 4,000 - 3,950 - 50 = 0.
+    venue = venue_with(tmp_path, "bybit_linear", BYBIT_TIER_1.format("BTCUSDT")
+                       + BYBIT_TIER_1.format("ETHUSDT"), taker_fee=0.0)
+    bars = [[(20000,) * 4, (2000,) * 4]] * 2 + [[(20000, 20000, 16000, 16000), (2000,) * 4]]
+    m = mkt(["BTC_USDT", "ETH_USDT"], bars, start=CLASSIC)
+    r = run1(m, units(3, [1, 5]), venue, mode="cross", lev=10, initial_balance=4000)
+    liq = r.liquidations.set_index("symbol")
+    assert liq["event"].nunique() == 1
+    assert liq.loc["BTC_USDT", "trigger_price"] == pytest.approx(16150.0, rel=1e-9)
+    assert liq.loc["BTC_USDT", "price"] == pytest.approx(16050.0, rel=1e-9)
+    assert liq.loc["ETH_USDT", "price"] == pytest.approx(1990.0, rel=1e-9)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.0, abs=1e-6)
+    assert r.positions.iloc[-1].tolist() == [0.0, 0.0]
+
+
+def test_bybit_partial_liquidation_steps_down_to_the_lower_tier_then_closes():
+    # Classic, taker 0.055%, 200,000 deposit: long 120 BTC @ 20,000 at 20x. Entry value
+    # 2,400,000 is in tier 2 (mmr 1%, ded = 2,000,000 * (1% - 0.5%) = 10,000):
+    # M = 120,000; MM = 24,000 - 10,000 = 14,000; LP = 20,000 - 106,000/120 = 19,116.67.
+    # Opening fee 2,400,000 * 0.00055 = 1,320 -> wallet 200,000 - 1,320 - 120,000 = 78,680.
+    lp1 = 20000 - (120000 - 14000) / 120
+    # At the LP the position's equity is MM = 14,000; tier 1 (cap 2M, mmr 0.5%, ded 0):
+    # 14,000 * 2M/2.4M = 11,666.67 >= 2M * 0.5% = 10,000, so cut to 120 * 2/2.4 = 100 BTC:
+    # 20 BTC sold at 19,116.67 with the taker fee 20 * 19,116.67 * 0.00055 = 210.28.
+    cut_fee = 20 * lp1 * 0.00055
+    # the rest: 100 BTC, M = 100,000, entry value 2M (tier 1): MM = 10,000,
+    # LP = 20,000 - 90,000/100 = 19,100; BP = 20,000 - 100,000/100 = 19,000
+    wallet_after_cut = 78680 + 20000 + 20 * (lp1 - 20000) - cut_fee  # released + PnL - fee
+    bars = flat_bars(20000, 2) + [(20000, 20000, 19110, 19110), (19110, 19110, 19050, 19050)]
+    m = mkt(["BTC_USDT"], bars, start=CLASSIC)
+    r = run1(m, units(4, [120]), "bybit_linear", lev=20, initial_balance=200_000)
+    liq = r.liquidations
+    assert liq["partial"].tolist() == [True, False]
+    assert liq["bar"].tolist() == [2, 3]
+    cut, rest = liq.iloc[0], liq.iloc[1]
+    assert cut["qty"] == pytest.approx(20.0)
+    assert cut["price"] == pytest.approx(lp1) and cut["trigger_price"] == pytest.approx(lp1)
+    assert cut["fee"] == pytest.approx(cut_fee)
+    assert r.positions["BTC_USDT"].iloc[2] == pytest.approx(100.0)
+    assert r.liquidation_prices["BTC_USDT"].iloc[2] == pytest.approx(19100.0)
+    assert r.account["wallet_balance"].iloc[2] == pytest.approx(wallet_after_cut)
+    assert rest["qty"] == pytest.approx(100.0)
+    assert rest["trigger_price"] == pytest.approx(19100.0)
+    assert rest["price"] == pytest.approx(19000.0)
+    assert rest["margin_lost"] == pytest.approx(100000.0)
+    assert r.equity.iloc[-1] == pytest.approx(wallet_after_cut)  # 80,803.05
+
+
+def test_bybit_new_rules_partial_liquidation_keys_the_tier_on_the_notional_at_mark():
+    # From 2025-09-02, no fees: long 120 BTC @ 20,000, 20x, M = 120,000; MM at the mark,
+    # tier 2 (1%, ded 10,000): 120,000 + 120 (P - 20,000) = 1.2 P - 10,000
+    # -> P = 2,270,000 / 118.8 = 19,107.74 (notional 2,292,929: tier 2 indeed).
+    lp1 = 2_270_000 / 118.8
+    # equity there = MM = 12,929.29; tier 1: 12,929.29 * 2M / 2,292,929 = 11,277 >= 10,000,
+    # so keep the size worth 2M at the mark: 2,000,000 / 19,107.74 = 104.67 BTC. The rest
+    # has 1,000 of margin per BTC: LP = 19,000 / 0.995 = 19,095.48, BP = 19,000.
+    keep = 2_000_000 / lp1
+    bars = flat_bars(20000, 2) + [(20000, 20000, 19100, 19100), (19100, 19100, 19050, 19050)]
+    m = mkt(["BTC_USDT"], bars, start=NEW)
+    r = run1(m, units(4, [120]), load_venue("bybit_linear", taker_fee=0.0), lev=20,
+             initial_balance=200_000)
+    cut, rest = r.liquidations.iloc[0], r.liquidations.iloc[1]
+    assert bool(cut["partial"]) and not rest["partial"]
+    assert cut["price"] == pytest.approx(lp1) and cut["qty"] == pytest.approx(120 - keep)
+    assert r.positions["BTC_USDT"].iloc[2] == pytest.approx(keep)
+    assert r.liquidation_prices["BTC_USDT"].iloc[2] == pytest.approx(19000 / 0.995)
+    assert rest["trigger_price"] == pytest.approx(19000 / 0.995)
+    assert rest["price"] == pytest.approx(19000.0)
+    # wallet: 200,000 - 120,000 at the open; the cut returns its margin share (1,000 per
+    # BTC) plus its PnL, (120 - keep) * (lp1 - 20,000); the close at BP returns nothing
+    assert r.equity.iloc[-1] == pytest.approx(80000 + (120 - keep) * (lp1 - 19000))
+
+
+def test_bybit_new_rules_order_cost_includes_open_and_close_fees_e_y8():
+    # E-Y8: long 1 BTC @ 50,000 at 10x, taker 0.055%: IM 5,000 + open 27.50 + close
+    # 50,000 * 0.9 * 0.00055 = 24.75 -> 5,052.25. A 5,052 deposit cannot pay it.
+    m = mkt(["BTC_USDT"], flat_bars(50000, 2), start=NEW)
+    r = run1(m, units(2, [1]), "bybit_linear", lev=10, initial_balance=5052.0)
+    rej = r.rejections.iloc[0]
+    assert rej["reason"] == "insufficient_margin"
+    assert rej["required"] == pytest.approx(5052.25)
+    r = run1(m, units(2, [1]), "bybit_linear", lev=10, initial_balance=5052.5)
+    assert len(r.rejections) == 0 and r.fills["qty"].iloc[0] == 1.0
+    # what is left: 5,052.50 - 27.50 - (5,000 + 24.75) = 0.25
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.25)
+
+
+# --- OKX (VENUES.md §4) -----------------------------------------------------------------------
+
+OKX_BTC = """
+[[symbols.BTCUSDT]]
+valid_from = 2021-04-01
+source = "test: E-O2's illustrative 0.4% mmr"
+contract_size = 0.01
+tiers = [{ floor = 0, cap = 100_000, max_leverage = 100, mmr = 0.004, imr = 0.01 }]
+"""
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_okx_isolated_e_o2_liquidation_price_and_fee(tmp_path, side):
+    # E-O2: 1 BTC @ 60,000, 10x (M = 6,000), mmr 0.4%, taker 0.05%:
+    # long (60,000 - 6,000) / (1 - 0.0045) = 54,244.10; short 66,000 / 1.0045 = 65,704.33
+    lp = 54000 / 0.9955 if side > 0 else 66000 / 1.0045
+    assert round(lp, 2) == (54244.10 if side > 0 else 65704.33)
+    venue = venue_with(tmp_path, "okx_swap", OKX_BTC)
+    bar = (60000, 60000, 50000, 50000) if side > 0 else (60000, 70000, 60000, 70000)
+    m = mkt(["BTC_USDT"], flat_bars(60000, 2) + [bar])
+    r = run1(m, units(3, [side]), venue, lev=10)
+    assert r.liquidation_prices["BTC_USDT"].iloc[1] == pytest.approx(lp, rel=1e-12)
+    liq = r.liquidations.iloc[0]
+    assert liq["trigger_price"] == pytest.approx(lp) and liq["price"] == pytest.approx(lp)
+    assert liq["fee"] == pytest.approx(lp * 0.0005)  # 27.12 / 32.85
+    # at the LP, M + U = (mmr + fee) * P; after the fee the margin left is 0.4% * P and
+    # returns to the wallet: 10,000 - 30 (opening fee) - 6,000 + 0.004 * LP
+    assert liq["margin_lost"] == pytest.approx(6000 - 0.004 * lp)
+    assert r.equity.iloc[-1] == pytest.approx(10000 - 30 - 6000 + 0.004 * lp)
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_okx_chz_isolated_uses_the_1pct_tier_1_rate(side):
+    # CHZ tier 1 (up to 5,000 contracts = 50,000 CHZ): mmr 1%, fee 0.05%. 10,000 CHZ @ 1.00,
+    # 10x, M = 1,000: long (1 - 0.1) / (1 - 0.0105) = 0.909550; short 1.1 / 1.0105 = 1.088570
+    lp = 0.9 / 0.9895 if side > 0 else 1.1 / 1.0105
+    bar = (1.0, 1.0, 0.85, 0.85) if side > 0 else (1.0, 1.15, 1.0, 1.15)
+    m = mkt(["CHZ_USDT"], flat_bars(1.0, 2) + [bar])
+    r = run1(m, units(3, [side * 10_000]), load_venue("okx_swap", taker_fee=0.0), lev=10)
+    assert r.liquidation_prices["CHZ_USDT"].iloc[1] == pytest.approx(lp, rel=1e-12)
+    assert r.liquidations["price"].iloc[0] == pytest.approx(lp, rel=1e-12)
+    # left after the 0.05% fee: 1% of 10,000 * LP, back to the wallet
+    assert r.equity.iloc[-1] == pytest.approx(9000 + 0.01 * 10000 * lp)
+
+
+def test_okx_tiers_are_by_size_in_contracts_not_by_notional():
+    # 45,000 CHZ = 4,500 contracts (x 10): tier 1 (1%) although the notional at 2.00 is 90,000;
+    # long 10x @ 2.00, M = 9,000: LP = (2 - 0.2) / (1 - 0.0105) = 1.819101
+    m = mkt(["CHZ_USDT"], flat_bars(2.0, 2))
+    r = run1(m, units(2, [45_000]), load_venue("okx_swap", taker_fee=0.0), lev=10,
+             initial_balance=100_000)
+    assert r.liquidation_prices["CHZ_USDT"].iloc[1] == pytest.approx(1.8 / 0.9895, rel=1e-12)
+    # 60,000 CHZ = 6,000 contracts: tier 2, the whole position at 1.5% (no deduction):
+    # @ 1.00, 10x: LP = 0.9 / (1 - 0.0155) = 0.914170
+    m = mkt(["CHZ_USDT"], flat_bars(1.0, 2))
+    r = run1(m, units(2, [60_000]), load_venue("okx_swap", taker_fee=0.0), lev=10,
+             initial_balance=100_000)
+    assert r.liquidation_prices["CHZ_USDT"].iloc[1] == pytest.approx(0.9 / 0.9845, rel=1e-12)
+
+
+def test_okx_partial_liquidation_drops_two_tiers_then_closes():
+    # 200,000 CHZ = 20,000 contracts: tier 4 (index 3, mmr 2.5%). Long @ 1.00, 10x, M = 20,000:
+    # LP = 0.9 / (1 - 0.0255) = 0.923551. At the trigger it is cut to the cap two tiers down,
+    # tier 2's 7,500 contracts = 75,000 CHZ: 125,000 CHZ sold at 0.923551, fee 0.05%.
+    lp1 = 0.9 / 0.9745
+    cut_fee = 125_000 * lp1 * 0.0005  # 57.72
+    # the rest: 75,000 CHZ (tier 2, 1.5%), M = 20,000 * 75/200 = 7,500:
+    # LP = (1 - 0.1) / (1 - 0.0155) = 0.914170, below 0.923551: safe after the cut
+    lp2 = 0.9 / 0.9845
+    bars = flat_bars(1.0, 2) + [(1.0, 1.0, 0.92, 0.92), (0.92, 0.92, 0.90, 0.90)]
+    m = mkt(["CHZ_USDT"], bars)
+    r = run1(m, units(4, [200_000]), load_venue("okx_swap", taker_fee=0.0), lev=10,
+             initial_balance=100_000)
+    liq = r.liquidations
+    assert liq["partial"].tolist() == [True, False]
+    cut, rest = liq.iloc[0], liq.iloc[1]
+    assert cut["qty"] == pytest.approx(125_000) and cut["price"] == pytest.approx(lp1)
+    assert cut["fee"] == pytest.approx(cut_fee)
+    assert r.positions["CHZ_USDT"].iloc[2] == pytest.approx(75_000)
+    assert r.liquidation_prices["CHZ_USDT"].iloc[2] == pytest.approx(lp2)
+    assert rest["price"] == pytest.approx(lp2)
+    assert rest["fee"] == pytest.approx(75_000 * lp2 * 0.0005)  # 34.28
+    # wallet: 80,000 after the open; the cut returns 12,500 + 125,000 * (LP1 - 1) - fee;
+    # the close returns what is left of 7,500, which is 1.5% of 75,000 * LP2 = 1,028.44
+    expected = 80000 + 12500 + 125_000 * (lp1 - 1) - cut_fee + 0.015 * 75_000 * lp2
+    assert r.equity.iloc[-1] == pytest.approx(expected)
+
+
+def test_okx_cross_trigger_counts_the_liquidation_fee():
+    # Cross long 10,000 CHZ @ 1.00, 10x, 1,000 deposit: equity 1,000 + 10,000 (P - 1) <= MM +
+    # fee = 10,000 P (1% + 0.05%) -> P = 9,000 / 9,895 = 0.909550 (0.909091 without the fee).
+    lp = 9000 / 9895
+    m = mkt(["CHZ_USDT"], flat_bars(1.0, 2) + [(1.0, 1.0, 0.85, 0.85)])
+    r = run1(m, units(3, [10_000]), load_venue("okx_swap", taker_fee=0.0), mode="cross",
+             lev=10, initial_balance=1000)
+    liq = r.liquidations.iloc[0]
+    assert liq["trigger_price"] == pytest.approx(lp, rel=1e-9)
+    assert liq["price"] == pytest.approx(lp, rel=1e-9)
+    assert liq["fee"] == pytest.approx(10_000 * lp * 0.0005, rel=1e-9)  # 4.55
+    # the wallet keeps the 1% MM: 1,000 - 10,000 (1 - LP) - 0.05% * 10,000 LP = 90.96
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.01 * 10_000 * lp, rel=1e-6)
+
+
+# --- Kraken spot margin (VENUES.md §5.1) ----------------------------------------------------
+
+NO_FEES = dict(taker_fee=0.0, liquidation_fee=0.0, long_opening_fee=0.0, long_rollover_fee=0.0,
+               short_opening_fee=0.0, short_rollover_fee=0.0)
+KRAKEN_PAIRS = """
+[[symbols.BTCUSD]]
+source = "test"
+long_opening_fee = 0.0
+long_rollover_fee = 0.0
+short_opening_fee = 0.0
+short_rollover_fee = 0.0
+tiers = [{ floor = 0, cap = inf, max_leverage = 5, mmr = 0.0 }]
+
+[[symbols.ETHUSD]]
+source = "test"
+long_opening_fee = 0.0
+long_rollover_fee = 0.0
+short_opening_fee = 0.0
+short_rollover_fee = 0.0
+tiers = [{ floor = 0, cap = inf, max_leverage = 5, mmr = 0.0 }]
+"""
+
+
+def test_kraken_refuses_isolated_margin():
+    m = mkt(["BTC_USD"], flat_bars(20000, 2))
+    with pytest.raises(ValueError):
+        run1(m, units(2, [1]), "kraken_spot", mode="isolated", lev=5)
+
+
+def test_kraken_e_k2_margin_call_at_13200_and_liquidation_at_11600():
+    # E-K2: 1 BTC long @ 20,000 at 5x, trade balance 10,000: used margin 4,000.
+    # call (80%): 10,000 + (P - 20,000) = 3,200 -> 13,200; liquidation (40%): 1,600 -> 11,600
+    bars = flat_bars(20000, 2) + [
+        (20000, 20000, 13250, 13250),  # level (10,000 - 6,750) / 4,000 = 81.25%: no call
+        (13250, 13250, 13150, 13150),  # 3,150 / 4,000 = 78.75%: the call
+        (13150, 13150, 11650, 11650),  # 1,650 / 4,000 = 41.25%: no liquidation yet
+        (11650, 11650, 11000, 11000),  # through 11,600: liquidated there
+    ]
+    m = mkt(["BTC_USD"], bars)
+    r = run1(m, units(6, [1]), load_venue("kraken_spot", **NO_FEES), mode="cross", lev=5)
+    assert r.liquidation_prices["BTC_USD"].iloc[1] == pytest.approx(11600.0)
+    calls = r.events[r.events["kind"] == "margin_call"]
+    assert calls["bar"].tolist() == [3] and calls["symbol"].isna().all()
+    assert calls["margin_level"].iloc[0] == pytest.approx(3150 / 4000)
+    assert r.summary()["margin_calls"] == 1
+    liq = r.liquidations
+    assert liq["bar"].tolist() == [5]
+    assert liq["trigger_price"].iloc[0] == pytest.approx(11600.0, rel=1e-9)
+    assert liq["price"].iloc[0] == pytest.approx(11600.0, rel=1e-9)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(1600.0, rel=1e-9)
+
+
+def test_kraken_e_k3_short_used_margin_is_revalued_at_the_current_price():
+    # E-K3: 5,000 account, short 0.2 BTC @ 50,000 at 5x: used 0.04 BTC = 2,000 (level 250%).
+    # At 65,200: equity 5,000 - 0.2 * 15,200 = 1,960, used 0.04 * 65,200 = 2,608: 75.15%.
+    # 40%: 5,000 - 0.2 (P - 50,000) = 0.4 * 0.04 P -> P = 15,000 / 0.216 = 69,444.44
+    bars = flat_bars(50000, 2) + [(50000, 65200, 50000, 65200), (65200, 70000, 65200, 70000)]
+    m = mkt(["BTC_USD"], bars)
+    r = run1(m, units(4, [-0.2]), load_venue("kraken_spot", **NO_FEES), mode="cross", lev=5,
+             initial_balance=5000)
+    calls = r.events[r.events["kind"] == "margin_call"]
+    assert calls["bar"].tolist() == [2]
+    assert calls["margin_level"].iloc[0] == pytest.approx(1960 / 2608)
+    liq = r.liquidations
+    assert liq["bar"].tolist() == [3]
+    assert liq["price"].iloc[0] == pytest.approx(15000 / 0.216, rel=1e-9)
+    # left: 0.016 * 69,444.44 = 1,111.11
+    assert r.equity.iloc[-1] == pytest.approx(0.016 * 15000 / 0.216, rel=1e-6)
+
+
+def test_kraken_liquidates_fifo_oldest_first_until_above_40pct(tmp_path):
+    # 10,000 account, 5x: BTC long 1 @ 20,000 opened at bar 1 (used 4,000), ETH long 10
+    # @ 2,000 opened at bar 2 (used 4,000). ETH (the younger, the loser) falls, BTC stays:
+    # 10,000 + 10 (P - 2,000) = 0.4 * 8,000 -> P = 1,320. FIFO closes BTC first, at 20,000
+    # with the 0.4% fee 80: wallet 9,920; ETH alone: (9,920 - 6,800) / 4,000 = 78% > 40%.
+    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0)
+    bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000,) * 4, (2000, 2000, 1300, 1300)]]
+    m = mkt(["BTC_USD", "ETH_USD"], bars)
+    targets = np.full((4, 2), NAN)
+    targets[0] = [1, NAN]
+    targets[1] = [NAN, 10]
+    r = run1(m, targets, venue, mode="cross", lev=5)
+    liq = r.liquidations
+    assert liq["symbol"].tolist() == ["BTC_USD"]
+    assert liq["price"].iloc[0] == pytest.approx(20000.0)
+    assert liq["fee"].iloc[0] == pytest.approx(80.0)
+    assert r.positions.iloc[-1].tolist() == [0.0, 10.0]
+    # at the close (ETH 1,300): 9,920 + 10 * (1,300 - 2,000) = 2,920
+    assert r.equity.iloc[-1] == pytest.approx(2920.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("btc,opens", [(18500, False), (19500, True)])
+def test_kraken_no_new_position_below_100pct_margin_level(tmp_path, btc, opens):
+    # 5,000 account, BTC long 1 @ 20,000 at 5x: used 4,000. BTC at 18,500: level
+    # 3,500 / 4,000 = 87.5% (no call): an ETH order is refused. At 19,500: 4,500 / 4,000 =
+    # 112.5%, and ETH 1 @ 2,000 (used 400 <= available 4,500 - 4,000 = 500) fills.
+    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, **NO_FEES)
+    bars = [[(20000,) * 4, (2000,) * 4]] * 2 + [[(btc,) * 4, (2000,) * 4]] * 2
+    m = mkt(["BTC_USD", "ETH_USD"], bars)
+    targets = np.full((4, 2), NAN)
+    targets[0] = [1, NAN]
+    targets[2] = [NAN, 1]
+    r = run1(m, targets, venue, mode="cross", lev=5, initial_balance=5000)
+    if opens:
+        assert len(r.rejections) == 0 and r.positions["ETH_USD"].iloc[-1] == 1.0
+    else:
+        assert r.rejections["reason"].tolist() == ["margin_level_below_open_level"]
+        assert r.rejections["bar"].tolist() == [3]
+        assert r.positions["ETH_USD"].iloc[-1] == 0.0
+    assert len(r.events[r.events["kind"] == "margin_call"]) == 0
+
+
+def test_kraken_e_k5_long_opening_and_rollover_fees():
+    # 2026 table: 0.025% opening and per 4 h on the quote a long borrows. 0.8 BTC @ 20,000
+    # = 16,000 USD: opening fee 4.00 at the fill (bar 1, hour 1); rollovers after each full
+    # 4 h: hours 5, 9, 13, 17, 21, 25 -> 6 x 4.00 = 24 over 24 h (E-K5).
+    m = mkt(["BTC_USD"], flat_bars(20000, 26), start="2026-03-01")
+    r = run1(m, units(26, [0.8]), load_venue("kraken_spot", taker_fee=0.0), mode="cross",
+             lev=5)
+    ev = r.events
+    opening = ev[ev["kind"] == "opening_fee"]
+    assert opening["bar"].tolist() == [1]
+    assert opening["amount"].tolist() == pytest.approx([4.0])
+    roll = ev[ev["kind"] == "rollover_fee"]
+    assert roll["bar"].tolist() == [5, 9, 13, 17, 21, 25]
+    assert roll["amount"].sum() == pytest.approx(24.0)
+    assert r.summary()["borrowing_fees"] == pytest.approx(28.0)
+    assert r.equity.iloc[-1] == pytest.approx(10000 - 28.0)
+
+
+def test_kraken_short_fees_on_the_borrowed_base_at_the_current_price():
+    # 2026 table: 0.01% on the BTC a short borrows. 2h bars; short 1 BTC filled at hour 2 @
+    # 20,000: opening fee 2.00. 4h marks at hours 6 and 10 fall on bars 3 and 5, valued at
+    # those opens: 1 * 22,000 * 0.01% = 2.20 and 1 * 18,000 * 0.01% = 1.80.
+    bars = flat_bars(20000, 2) + [(21000,) * 4, (22000,) * 4, (20000,) * 4, (18000,) * 4]
+    m = mkt(["BTC_USD"], bars, start="2026-03-01", bar="2h")
+    r = run1(m, units(6, [-1]), load_venue("kraken_spot", taker_fee=0.0), mode="cross",
+             lev=5)
+    ev = r.events
+    assert ev.loc[ev["kind"] == "opening_fee", "amount"].tolist() == pytest.approx([2.0])
+    roll = ev[ev["kind"] == "rollover_fee"]
+    assert roll["bar"].tolist() == [3, 5]
+    assert roll["amount"].tolist() == pytest.approx([2.2, 1.8])

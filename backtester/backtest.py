@@ -66,6 +66,13 @@ class RunConfig:
       bracket; isolated legs are liquidated one by one, cross legs together with
       the account (their shared liquidation price solves Binance's hedge formula).
       ``margin_mode`` and ``leverage`` given for ``SYM`` apply to both legs.
+    - ``collateral``: OKX multi-currency margin: coins held besides the quote balance,
+      e.g. ``{"BTC": 1.0}``, each valued at the mark of the market's ``BTC_USDT``
+      column. They back the cross account at their discounted value (the venue's
+      progressive discount tiers), pay no funding and are not traded; the Result
+      reports each as a column named by the currency. A quote balance that losses
+      take below zero is a loan charged the venue's ``loan_rate``; after a cross
+      liquidation collateral is sold at the trigger prices to repay it.
     """
 
     initial_balance: float = 10_000.0
@@ -82,6 +89,7 @@ class RunConfig:
     instruments: Mapping[str, str] = field(default_factory=dict)
     spot_fee: float = 0.001
     position_mode: str | Mapping[str, str] = "one_way"
+    collateral: Mapping[str, float] = field(default_factory=dict)
 
     def replace(self, **changes) -> RunConfig:
         """A copy with some fields changed (unknown names raise a clear error)."""
@@ -118,7 +126,7 @@ def per_symbol(name: str, value, symbols: tuple[str, ...], convert) -> list:
     return [convert(value, s) for s in symbols]
 
 
-def targets_array(targets, market: Market, hedge=()) -> np.ndarray:
+def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
     """Targets as a (T, N) float64 array aligned to the market (NaN = leave the position as is).
 
     A DataFrame is aligned on the market's timestamps (rows the market does not
@@ -164,8 +172,11 @@ def targets_array(targets, market: Market, hedge=()) -> np.ndarray:
         array = out
     else:
         array = np.asarray(targets, dtype=np.float64)
-        if array.ndim == 1 and market.n_symbols == 1:
+        traded = market.n_symbols - len(held)  # collateral columns come last, never traded
+        if array.ndim == 1 and traded == 1:
             array = array[:, None]
+        if held and array.ndim == 2 and array.shape == (market.n_bars, traded):
+            array = np.hstack([array, np.full((market.n_bars, len(held)), np.nan)])
         if array.shape != shape:
             raise ValueError(
                 f"targets must have shape (bars, symbols) = {shape}, got {array.shape}"
@@ -188,6 +199,74 @@ def targets_array(targets, market: Market, hedge=()) -> np.ndarray:
                     f"hedge-mode {side} leg keeps its side), got {array[t, i]:g} at bar {t} "
                     f"({market.timestamps[t]})")
     return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def _collateral_columns(config: RunConfig, venue: Venue, symbols) -> dict[str, str]:
+    """Collateral currency -> the market column that prices it (``BTC`` -> ``BTC_USDT``)."""
+    held = {}
+    for currency, amount in dict(config.collateral).items():
+        name = str(currency).upper()
+        if venue.model != "okx":
+            raise ValueError(f"collateral is OKX's multi-currency margin; venue {venue.name} "
+                             f"uses the {venue.model!r} model")
+        if not (isinstance(amount, int | float) and np.isfinite(amount) and amount > 0):
+            raise ValueError(f"collateral {name} must be a positive amount of coins, got "
+                             f"{amount!r}")
+        columns = [s for s in symbols if normalise_symbol(s) in (f"{name}USDT", f"{name}USD")]
+        if name in ("USDT", "USD"):
+            raise ValueError(f"{name} is the quote balance: give it as initial_balance")
+        if not columns:
+            raise ValueError(f"collateral {name} needs a {name}_USDT price column in the "
+                             f"market to value it; the market holds {', '.join(symbols)}")
+        venue.discount_tiers(name)  # a clear error when the venue has none for it
+        held[name] = columns[0]
+    return held
+
+
+def _fill_for(value, names, fill):
+    """A per-symbol mapping completed with ``fill`` for the collateral columns."""
+    if not isinstance(value, Mapping):
+        return value
+    return {**dict.fromkeys(names, fill), **value}
+
+
+def _discount_tiers(venue: Venue, at, symbols, held, tiers, n_tiers, rules, schedule):
+    """Put each collateral column's discount tiers (in force at ``at``) in the tier arrays of
+    the run and of every scheduled version: bounds in TIER_FLOOR / TIER_CAP, the discount
+    rate in TIER_MMR (``engine.account.collateral_value`` reads them so)."""
+    tables = {c: venue.discount_tiers(c, at) for c in held}
+    width = max([tiers.shape[2]] + [len(d.rates) for d in tables.values()])
+
+    def fill(t):
+        t = np.pad(t, ((0, 0), (0, 0), (0, width - t.shape[2])), mode="edge")
+        for currency, table in tables.items():
+            i = symbols.index(currency)
+            floors, caps, rates, n = table.arrays()
+            pad = width - n
+            t[enums.TIER_FLOOR, i] = np.pad(floors, (0, pad), constant_values=np.inf)
+            t[enums.TIER_CAP, i] = np.pad(caps, (0, pad), constant_values=np.inf)
+            t[enums.TIER_MMR, i] = np.pad(rates, (0, pad))
+            t[enums.TIER_CUM, i] = 0.0
+            t[enums.TIER_MAX_LEVERAGE, i] = 1.0
+        return np.ascontiguousarray(t)
+
+    for currency, table in tables.items():
+        i = symbols.index(currency)
+        rules[enums.SYM_DISCOUNT_IN_COIN, i] = 1.0 if table.unit == "coin" else 0.0
+    n_tiers_of = {symbols.index(c): len(t.rates) for c, t in tables.items()}
+
+    def counts(n_tiers):
+        n_tiers = n_tiers.copy()
+        for i, n in n_tiers_of.items():
+            n_tiers[i] = n
+        return n_tiers
+
+    new_schedule = []
+    for bar, t, version_n_tiers, version_rules in schedule:
+        version_rules = version_rules.copy()
+        version_rules[enums.SYM_DISCOUNT_IN_COIN] = rules[enums.SYM_DISCOUNT_IN_COIN]
+        new_schedule.append((bar, fill(t), counts(version_n_tiers), version_rules))
+    return fill(tiers), counts(n_tiers), new_schedule
 
 
 def _hedge_symbols(config: RunConfig, symbols: tuple[str, ...], spot: set[str]) -> list[str]:
@@ -363,16 +442,24 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
             callback_inputs.update(
                 series=targets.series_array(market.n_bars, market.n_symbols),
                 high=market.high, low=market.low, volume=market.volume)
+    held = _collateral_columns(config, venue, market.symbols)
+    if held:
+        market = market.with_copies(held)
+        base.update({c: c for c in held})
+        margin_mode = _fill_for(margin_mode, held, "cross")
+        leverage_option = _fill_for(leverage_option, held, 1.0)
     symbols = market.symbols
     names = tuple(base[s] for s in symbols)
 
     def to_mode(value, symbol):
+        if symbol in held:
+            return enums.COLLATERAL
         if symbol in spot:
             return enums.SPOT
         return choice(f"margin_mode of {symbol}", value, enums.MARGIN_MODE_NAMES[:2])
 
     def to_leverage(value, symbol):
-        if symbol in spot:
+        if symbol in spot or symbol in held:
             return 1.0
         lev = float(value)
         venue.check_leverage(base[symbol], lev, at=start)
@@ -394,8 +481,11 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     if hedge and venue.model != "binance":
         raise ValueError(f"position_mode 'hedge' is simulated on Binance's model only; venue "
                          f"{venue.name} uses {venue.model!r}")
-    (tiers, n_tiers, rules), schedule, specs = rules_in_force(venue, market, spot,
+    (tiers, n_tiers, rules), schedule, specs = rules_in_force(venue, market, spot | set(held),
                                                               config.spot_fee, names=names)
+    if held:
+        tiers, n_tiers, schedule = _discount_tiers(venue, start, symbols, held, tiers, n_tiers,
+                                                   rules, schedule)
     for symbol in hedge:
         long_leg, short_leg = symbols.index(f"{symbol}.long"), symbols.index(f"{symbol}.short")
         rules[enums.SYM_LEG, long_leg], rules[enums.SYM_LEG, short_leg] = 1.0, -1.0
@@ -404,7 +494,8 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     inputs = dict(
         open_=market.open, close=market.close, mark_open=market.mark_open,
         mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
-        funding_rate=venue_funding(venue, market, names, start, spot), target_kind=target_kind,
+        funding_rate=venue_funding(venue, market, names, start, spot | set(held)),
+        target_kind=target_kind,
         mode=mode.copy(),  # a callback may switch modes: the Result keeps those of the start
         sym=pack_symbol_params(leverage, rules[enums.SYM_TAKER_FEE], rules[enums.SYM_LIQ_FEE],
                                rules=rules), tiers=tiers,
@@ -412,14 +503,23 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         slippage=float(config.slippage), fill_at=fill_at, path=path,
         reduce_to_fit=bool(config.reduce_to_fit), record_positions=bool(config.record_positions),
         schedule=schedule, hours=bar_hours(market.index, market.bar_ns),
+        holdings=np.array([config.collateral.get(s, 0.0) if s in held else 0.0
+                           for s in symbols], dtype=np.float64) if held else None,
+        loan_rate=venue.rules(start).get("loan_rate", 0.0) / 8760.0 if held else 0.0,
     )
     if callback_inputs is not None:
         output = _run_callback(market, targets, {**inputs, **callback_inputs})
     else:
-        array = targets_array(targets, market, hedge)
+        array = targets_array(targets, market, hedge, held)
         output = simulate_arrays(targets=array, **inputs)
+    initial_equity = float(config.initial_balance)
+    if held:  # the holdings' value at the start, however much of them is left at the end
+        first = np.array([np.nan_to_num(market.mark_open[:, symbols.index(c)])[
+            np.argmax(~np.isnan(market.mark_open[:, symbols.index(c)]))] for c in held])
+        initial_equity = float(config.initial_balance) + float(
+            (first * np.array([config.collateral[c] for c in held])).sum())
     return Result(market=market, config=config, venue=venue, output=output, margin_mode=mode,
-                  leverage=leverage, specs=specs)
+                  leverage=leverage, specs=specs, initial_equity=initial_equity)
 
 
 def version_bars(venue: Venue, market: Market, symbols) -> list[int]:

@@ -45,7 +45,7 @@ class Result:
     """
 
     def __init__(self, *, market: Market, config, venue, output: KernelOutput, margin_mode,
-                 leverage, specs: dict | None = None):
+                 leverage, specs: dict | None = None, initial_equity: float | None = None):
         self.market = market
         self.config = config
         self.venue = venue
@@ -53,6 +53,10 @@ class Result:
         self.margin_mode = margin_mode
         self.leverage = leverage
         self.specs = specs or {}
+        # what the account held at the start: the deposit, plus collateral coins at their
+        # first mark (multi-currency margin); returns are measured from it
+        self.initial_equity = float(config.initial_balance if initial_equity is None
+                                    else initial_equity)
         self._account = output.account
         self._fills = output.fills
         self._liquidations = output.liquidations
@@ -133,13 +137,13 @@ class Result:
         events = self._account_events
         borrowing = events["amount"][events["kind"] != enums.EVENT_MARGIN_CALL]
         return {
-            "initial_balance": float(self.config.initial_balance),
+            "initial_balance": self.initial_equity,
             "final_equity": float(equity.iloc[-1]) if len(equity) else float("nan"),
             "total_return": metrics.total_return(
-                pd.concat([pd.Series([self.config.initial_balance]), equity], ignore_index=True)
+                pd.concat([pd.Series([self.initial_equity]), equity], ignore_index=True)
             ),
             "max_drawdown": metrics.max_drawdown(
-                pd.concat([pd.Series([self.config.initial_balance]), equity], ignore_index=True)
+                pd.concat([pd.Series([self.initial_equity]), equity], ignore_index=True)
             ),
             "sharpe": metrics.sharpe_ratio(equity, self.market.bars_per_year),
             "liquidations": int(len(np.unique(liq["event"]))) if len(liq) else 0,

@@ -210,7 +210,7 @@ def wallet_balance(ctx):
 @njit(cache=True, _nrt=False)
 def available_balance(ctx):
     """Balance free for new margin: wallet + cross unrealized PnL - cross initial margin."""
-    return _available_balance(ctx.state, ctx.mode, ctx.sym, ctx.account)
+    return _available_balance(ctx.state, ctx.mode, ctx.sym, ctx.tiers, ctx.n_tiers, ctx.account)
 
 
 # --- writing orders ------------------------------------------------------------------------------

@@ -587,7 +587,8 @@ def test_a_good_model_file_loads():
     from backtester.venues.files import venue_from_dict
 
     venue = venue_from_dict(tomllib.loads(textwrap.dedent(MODEL_FILE)), "toy")
-    assert venue.rules() == {"liquidation_fee_in_trigger": True, "partial_liquidation": "none"}
+    assert venue.rules() == {"liquidation_fee_in_trigger": True, "partial_liquidation": "none",
+                             "loan_rate": 0.0}
     assert venue.spec("XUSDT").tiers[1].cum == 0.0
     assert venue.discount_tiers("XXX").rates == (0.9,)
 

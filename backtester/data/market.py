@@ -179,6 +179,23 @@ class Market:
         return Market(symbols=tuple(names), index=self.index, bar_ns=self.bar_ns,
                       has_mark=has_mark, sources=sources, **arrays)
 
+    def with_copies(self, copies: dict) -> Market:
+        """A Market with extra columns named by ``copies``' keys, each holding the prices of the
+        column its value names (a collateral currency valued at its market's prices)."""
+        names = list(self.symbols) + list(copies)
+        columns = list(range(self.n_symbols)) + [self.symbol_index(s) for s in copies.values()]
+        arrays = {
+            name: np.ascontiguousarray(getattr(self, name)[:, columns])
+            for name in (
+                "open", "high", "low", "close", "volume",
+                "mark_open", "mark_high", "mark_low", "mark_close", "funding_rate",
+            )
+        }
+        arrays["funding_rate"][:, self.n_symbols:] = np.nan  # a holding pays no funding
+        has_mark = tuple(self.has_mark[j] for j in columns) if self.has_mark else ()
+        return Market(symbols=tuple(names), index=self.index, bar_ns=self.bar_ns,
+                      has_mark=has_mark, sources=self.sources, **arrays)
+
     def slice(self, start: int, stop: int) -> Market:
         """The bars ``start:stop`` as a new Market (views, no copies)."""
         arrays = {

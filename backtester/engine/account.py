@@ -30,6 +30,7 @@ from numba import njit
 
 from .enums import (
     A_WALLET,
+    COLLATERAL,
     CROSS,
     FEE_IN_MARGIN_LIQUIDATION,
     FEE_IN_MARGIN_TO_CLOSE,
@@ -45,6 +46,7 @@ from .enums import (
     S_MARK,
     S_QTY,
     SPOT,
+    SYM_DISCOUNT_IN_COIN,
     SYM_FEE_RULE,
     SYM_FUNDING_RULE,
     SYM_LEVERAGE,
@@ -150,8 +152,37 @@ def initial_margin_of(i, qty, entry, price, sym):
 
 
 @njit(cache=True, _nrt=False)
-def available_balance(state, mode, sym, account):
-    """Balance free for new orders, ``MB - sum(IM_i, cross)``, at the current marks."""
+def collateral_value(i, qty, price, sym, tiers, n_tiers):
+    """Discounted value of a collateral holding of ``qty`` coins at ``price`` (OKX §4.5): the
+    slice of the holding in each discount tier counts at that tier's rate (a tax-bracket
+    sum, concave in the holding), the bounds in USD or in coins."""
+    in_coin = sym[SYM_DISCOUNT_IN_COIN, i] != 0.0
+    amount = qty if in_coin else qty * price
+    total = 0.0
+    for k in range(n_tiers[i]):
+        floor = tiers[TIER_FLOOR, i, k]
+        if amount <= floor:
+            break
+        top = min(amount, tiers[TIER_CAP, i, k])
+        total += (top - floor) * tiers[TIER_MMR, i, k]
+    return total * price if in_coin else total
+
+
+@njit(cache=True, _nrt=False)
+def collateral_total(state, mode, sym, tiers, n_tiers, prices):
+    """Discounted value of every collateral holding at ``prices`` (0 without collateral)."""
+    total = 0.0
+    for i in range(state.shape[1]):
+        q = state[S_QTY, i]
+        if q > 0.0 and mode[i] == COLLATERAL:
+            total += collateral_value(i, q, prices[i], sym, tiers, n_tiers)
+    return total
+
+
+@njit(cache=True, _nrt=False)
+def available_balance(state, mode, sym, tiers, n_tiers, account):
+    """Balance free for new orders, ``MB - sum(IM_i, cross)``, at the current marks (MB with
+    the discounted value of collateral holdings, under multi-currency margin)."""
     total = account[A_WALLET]
     for i in range(state.shape[1]):
         q = state[S_QTY, i]
@@ -163,6 +194,9 @@ def available_balance(state, mode, sym, account):
             else:
                 im = initial_margin_of(i, q, entry, mark, sym)
             total += q * (mark - entry) - im
+        elif q > 0.0 and mode[i] == COLLATERAL:
+            # multi-currency margin: the holding's discounted value backs new orders
+            total += collateral_value(i, q, state[S_MARK, i], sym, tiers, n_tiers)
     return total
 
 
@@ -188,6 +222,8 @@ def cross_trigger_value(state, mode, sym, tiers, n_tiers, account, prices):
             entry = state[S_ENTRY, i]
             total += q * (prices[i] - entry) - position_maintenance(
                 i, q, entry, prices[i], sym, tiers, n_tiers)
+        elif q > 0.0 and mode[i] == COLLATERAL:
+            total += collateral_value(i, q, prices[i], sym, tiers, n_tiers)
     return total
 
 
@@ -274,7 +310,7 @@ def refresh_liq_price(i, state, mode, sym, tiers, n_tiers):
 
 
 @njit(cache=True, _nrt=False)
-def apply_funding(i, rate, mark, state, mode, sym, account):
+def apply_funding(i, rate, mark, state, mode, sym, tiers, n_tiers, account):
     """Settle one funding payment ``q * mark * rate`` (> 0: the account pays).
 
     Cross positions pay from the wallet. Isolated ones pay from their own margin
@@ -285,17 +321,17 @@ def apply_funding(i, rate, mark, state, mode, sym, account):
     if mode[i] != ISOLATED:
         account[A_WALLET] -= payment
     elif sym[SYM_FUNDING_RULE, i] == FUNDING_FROM_AVAILABLE:
-        pay_from_available(i, payment, state, mode, sym, account)
+        pay_from_available(i, payment, state, mode, sym, tiers, n_tiers, account)
     else:
         state[S_ISO_MARGIN, i] -= payment
     return payment
 
 
 @njit(cache=True, _nrt=False)
-def pay_from_available(i, payment, state, mode, sym, account):
+def pay_from_available(i, payment, state, mode, sym, tiers, n_tiers, account):
     """Bybit: an isolated position's funding comes from the available balance; the position
     margin pays only what the balance cannot, and funding received goes to the balance."""
-    free = max(available_balance(state, mode, sym, account), 0.0)
+    free = max(available_balance(state, mode, sym, tiers, n_tiers, account), 0.0)
     from_wallet = payment if payment <= free else free
     account[A_WALLET] -= from_wallet
     state[S_ISO_MARGIN, i] -= payment - from_wallet
@@ -437,7 +473,7 @@ def position_liquidation_price(i, state, mode, sym, tiers, n_tiers, account):
     symbol or a spot holding (never liquidated).
     """
     q = state[S_QTY, i]
-    if q == 0.0 or mode[i] == SPOT:
+    if q == 0.0 or mode[i] >= SPOT:
         return np.nan
     if mode[i] == ISOLATED:
         return state[S_LIQ_PX, i]
@@ -453,7 +489,8 @@ def position_liquidation_price(i, state, mode, sym, tiers, n_tiers, account):
             entry = state[S_ENTRY, j]
             others_mm += position_maintenance(j, qj, entry, mark, sym, tiers, n_tiers)
             others_upnl += qj * (mark - entry)
-    collateral = account[A_WALLET] - others_mm + others_upnl
+    collateral = account[A_WALLET] - others_mm + others_upnl + collateral_total(
+        state, mode, sym, tiers, n_tiers, state[S_MARK])
     if partner >= 0:
         return legs_liquidation_price(i, partner, collateral, state, sym, tiers, n_tiers)
     return solve_liquidation_price(i, q, state[S_ENTRY, i], collateral, sym, tiers, n_tiers)

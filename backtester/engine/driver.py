@@ -123,7 +123,7 @@ def simulate_arrays(
     fill_at: int = enums.FILL_NEXT_OPEN, path: int = enums.PATH_OHLC,
     reduce_to_fit: bool = False, record_positions: bool = False,
     callback=None, params=None, series=None, memory=None, high=None, low=None, volume=None,
-    schedule=(), hours=None,
+    schedule=(), hours=None, holdings=None, loan_rate: float = 0.0,
 ) -> KernelOutput:
     """Run the kernel over every bar. Inputs must be validated, C-contiguous float64/int64.
 
@@ -146,7 +146,12 @@ def simulate_arrays(
     positions.
 
     ``hours``: (T + 1,) the bars' times in hours (``bar_hours``); default one hour
-    a bar. Only spot-margin rollover fees read it.
+    a bar. Only spot-margin rollover fees and loan interest read it.
+
+    ``holdings``: (N,) coins held at the start in the columns whose mode is
+    ``COLLATERAL`` (multi-currency margin), valued from their first mark; they are
+    deposited on top of ``initial_balance``. ``loan_rate``: interest per hour on a
+    negative wallet balance (a loan backed by that collateral).
     """
     n_bars, n = open_.shape
     if targets is None:
@@ -170,6 +175,17 @@ def simulate_arrays(
     liq_prices = np.empty(shape)
     counts = np.zeros(N_COUNTS, dtype=np.int64)
     state, tier, account = new_state(n, float(initial_balance))
+    account[enums.A_LOAN_RATE] = float(loan_rate)
+    if holdings is not None:
+        for i in np.flatnonzero(np.asarray(holdings) > 0.0):
+            marks = mark_open[:, i][~np.isnan(mark_open[:, i])]
+            if not len(marks):
+                raise ValueError(f"collateral column {i} has no mark price to value it")
+            state[enums.S_QTY, i] = holdings[i]
+            state[enums.S_ENTRY, i] = marks[0]
+            state[enums.S_ISO_MARGIN, i] = holdings[i] * marks[0]
+            state[enums.S_MARK, i] = marks[0]
+            account[A_EQUITY_PREV] += holdings[i] * marks[0]
     extra = ()
     if callback is not None:
         ctx, orders, params = callback_arguments(

@@ -20,7 +20,13 @@ ISOLATED = 1
 # per-symbol ``mode`` array so that every ``mode == CROSS`` / ``mode == ISOLATED`` test
 # leaves it out without a second per-symbol array; ``run(instruments=...)`` sets it.
 SPOT = 2
-MARGIN_MODE_NAMES = ("cross", "isolated", "spot")
+# A holding of another currency that backs the cross account (OKX multi-currency margin):
+# kept like a spot holding (its cost in S_ISO_MARGIN, valued at its market column's mark),
+# it counts in the cross margin balance at its discounted value (the column's tier table
+# holds the discount tiers: TIER_FLOOR / TIER_CAP bounds, TIER_MMR the rate), is never
+# traded by orders and is sold only to repay a loan after a cross liquidation.
+COLLATERAL = 3
+MARGIN_MODE_NAMES = ("cross", "isolated", "spot", "collateral")
 INSTRUMENT_NAMES = ("perpetual", "spot")  # what ``run(instruments={symbol: kind})`` accepts
 # position mode of a symbol (Binance): one net position, or a long and a short leg side by
 # side (``run(position_mode=...)``; each leg is a column ``SYM.long`` / ``SYM.short``)
@@ -144,7 +150,8 @@ funding_dt = np.dtype(
 EVENT_OPENING_FEE = 0  # spot margin: fee on the amount borrowed, charged at the opening fill
 EVENT_ROLLOVER_FEE = 1  # spot margin: fee on the amount borrowed, every rollover period
 EVENT_MARGIN_CALL = 2  # spot margin: the margin level fell to the margin-call level
-EVENT_NAMES = ("opening_fee", "rollover_fee", "margin_call")
+EVENT_LOAN_INTEREST = 3  # multi-currency margin: interest on a negative quote balance (a loan)
+EVENT_NAMES = ("opening_fee", "rollover_fee", "margin_call", "loan_interest")
 
 event_dt = np.dtype(
     [
@@ -210,7 +217,9 @@ SYM_ROLLOVER_HOURS = 14  # spot margin: hours between rollover fees (0: no borro
 SYM_LIQ_LEVEL = 15  # MM_MARGIN_LEVEL: liquidation at equity <= this x used margin (0.4)
 SYM_CALL_LEVEL = 16  # MM_MARGIN_LEVEL: margin call (an event) at this x used margin (0.8)
 SYM_OPEN_LEVEL = 17  # MM_MARGIN_LEVEL: no new position below this x used margin (1.0)
-N_SYMBOL_FIELDS = 18
+SYM_DISCOUNT_IN_COIN = 18  # COLLATERAL: 1 when the discount tier bounds are coin amounts,
+#                            0 when they are USD values
+N_SYMBOL_FIELDS = 19
 # the rows a venue's version sets (the leverage and the hedge legs are the run's)
 VENUE_SYMBOL_FIELDS = tuple(r for r in range(N_SYMBOL_FIELDS)
                             if r not in (SYM_LEVERAGE, SYM_LEG, SYM_PARTNER))
@@ -269,7 +278,8 @@ A_EVENTS = 2  # liquidation events so far (event ids), as a float
 A_BAR = 3  # the bar being simulated, as a float (kept only with a strategy callback, so
 #            that an error raised inside the callback can name the bar)
 A_IN_CALL = 4  # 1.0 while a margin call is standing (MM_MARGIN_LEVEL): one event per call
-N_ACCOUNT = 5
+A_LOAN_RATE = 5  # interest rate per hour on a negative wallet balance (multi-currency margin)
+N_ACCOUNT = 6
 
 # per-bar outputs, shape (N_OUT, T)
 OUT_EQUITY = 0

@@ -32,6 +32,8 @@ from numba import njit
 
 from .account import (
     apply_funding,
+    collateral_total,
+    collateral_value,
     cross_level_value,
     fee_in_margin,
     legs_liquidation_price,
@@ -43,12 +45,15 @@ from .enums import (
     A_BAR,
     A_EQUITY_PREV,
     A_IN_CALL,
+    A_LOAN_RATE,
     A_WALLET,
     C_EVENTS,
     C_FILLS,
     C_LIQS,
     C_REJECTS,
+    COLLATERAL,
     CROSS,
+    EVENT_LOAN_INTEREST,
     EVENT_ROLLOVER_FEE,
     FILL_NEXT_OPEN,
     ISOLATED,
@@ -188,7 +193,9 @@ def mark_to_market(t, state, mode, sym, tiers, n_tiers, account, out):
         upnl += u
         gross += notional
         net += q * price
-        if mode[i] == SPOT:
+        if mode[i] == COLLATERAL:  # backs the cross margin balance at its discounted value
+            upnl_cross += collateral_value(i, q, price, sym, tiers, n_tiers)
+        if mode[i] >= SPOT:
             continue
         mm = position_maintenance(i, q, entry, price, sym, tiers, n_tiers)
         maint += mm
@@ -208,7 +215,7 @@ def record_liquidation_prices(state, mode, sym, tiers, n_tiers, account, out_row
     legs of a hedge-mode symbol share one price (``legs_liquidation_price``).
     """
     maint = 0.0
-    upnl = 0.0
+    upnl = collateral_total(state, mode, sym, tiers, n_tiers, state[S_MARK])
     n = state.shape[1]
     # first pass: each cross position's MM, kept in its own cell of ``out_row`` until the
     # second pass replaces it with its liquidation price
@@ -222,7 +229,7 @@ def record_liquidation_prices(state, mode, sym, tiers, n_tiers, account, out_row
             upnl += q * (state[S_MARK, i] - entry)
     for i in range(n):
         q = state[S_QTY, i]
-        if q == 0.0 or mode[i] == SPOT:
+        if q == 0.0 or mode[i] >= SPOT:
             out_row[i] = np.nan
         elif mode[i] == ISOLATED:
             out_row[i] = state[S_LIQ_PX, i]
@@ -296,7 +303,8 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
     scratch2 = np.empty(n)
     seg_start = np.empty(n)
     cp = np.empty((4, n))
-    fill_room = 2 * n  # a bar's worst case: an order fill and a liquidation per symbol
+    fill_room = 3 * n  # a bar's worst case: an order fill, a liquidation and a collateral
+    #                    sale per symbol
     reject_room = n
     pending = False  # a callback's orders wait for the next open
     if callback is not None:
@@ -337,13 +345,21 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                 rate = funding_rate[t, i]
                 q = state[S_QTY, i]
                 mark = state[S_MARK, i]
-                if rate == rate and q != 0.0 and mark == mark and mode[i] != SPOT:
-                    payment = apply_funding(i, rate, mark, state, mode, sym, account)
+                if rate == rate and q != 0.0 and mark == mark and mode[i] < SPOT:
+                    payment = apply_funding(i, rate, mark, state, mode, sym, tiers, n_tiers,
+                                            account)
                     record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
                     if mode[i] == ISOLATED:
                         refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
         if borrowing:
             charge_rollovers(t, hours[t], mark_open, state, mode, sym, account, events, counts)
+        if account[A_WALLET] < 0.0 and account[A_LOAN_RATE] > 0.0 and t > 0:
+            # multi-currency margin: a negative quote balance is a loan, charged interest for
+            # the bar that just ended
+            interest = -account[A_WALLET] * account[A_LOAN_RATE] * (hours[t] - hours[t - 1])
+            account[A_WALLET] -= interest
+            record_event(events, counts, t, -1, EVENT_LOAN_INTEREST, 0.0, np.nan,
+                         account[A_LOAN_RATE], interest, np.nan)
         # 2. orders decided at close[t-1] fill at open[t]
         if orders_now:
             process_orders(t, hours[t], targets[t - 1], target_kind, close[t - 1], open_[t],
@@ -393,7 +409,10 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
             upnl += u
             gross += notional
             net += q * m
-            if mode[i] == SPOT:  # (spot holdings are never liquidated)
+            if mode[i] >= SPOT:  # (spot and collateral holdings are never liquidated)
+                if mode[i] == COLLATERAL:  # its discounted value backs the cross account
+                    upnl_cross += collateral_value(i, q, m, sym, tiers, n_tiers)
+                    worst += collateral_value(i, q, lo, sym, tiers, n_tiers)
                 continue
             bracket = plain or sym[SYM_MM_RULE, i] == MM_BRACKET
             if bracket:

@@ -26,6 +26,7 @@ from .enums import (
     A_IN_CALL,
     A_WALLET,
     C_LIQS,
+    COLLATERAL,
     CROSS,
     EVENT_MARGIN_CALL,
     FEE_IN_MARGIN_TO_CLOSE,
@@ -356,6 +357,16 @@ def liquidate_cross(t, prices, gapped, state, mode, sym, tiers, n_tiers, account
                 for c in range(first, counts[C_LIQS]):
                     i = liqs[c]["symbol"]
                     liqs[c]["shortfall"] = liqs[c]["qty"] * (liqs[c]["price"] - prices[i])
+    # multi-currency margin: a negative quote balance left is repaid by selling collateral
+    for i in range(n):
+        if account[A_WALLET] >= 0.0:
+            break
+        q = state[S_QTY, i]
+        if q > 0.0 and mode[i] == COLLATERAL and prices[i] > 0.0:
+            sell = min(q, -account[A_WALLET] / prices[i])
+            realized, fee = reduce_position(i, -sell, prices[i], 0.0, state, mode, account)
+            record_fill(fills, counts, t, i, -sell, prices[i], 0.0, realized, state[S_QTY, i],
+                        FILL_LIQUIDATION)
     shortfall = 0.0
     if account[A_WALLET] < 0.0:
         shortfall = -account[A_WALLET]

@@ -26,6 +26,7 @@ from .account import (
 from .enums import (
     A_EQUITY_PREV,
     A_WALLET,
+    COLLATERAL,
     CROSS,
     EVENT_OPENING_FEE,
     FEE_IN_MARGIN_TO_CLOSE,
@@ -138,12 +139,14 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, state, mode, sym, tier
         lev = sym[SYM_LEVERAGE, i]
         new_q = state[S_QTY, i] + open_qty
         k = tier_at(tier_key(i, new_q, price, price, sym), i, tiers, n_tiers)
-        avail = available_balance(state, mode, sym, account)
+        avail = available_balance(state, mode, sym, tiers, n_tiers, account)
         side = 1.0 if open_qty > 0.0 else -1.0
         per_unit = price * (1.0 / lev + opening_cost_rate(i, side, sym))
         required = abs(open_qty) * per_unit
         reject = -1
-        if open_qty < 0.0 and mode[i] == SPOT:
+        if mode[i] == COLLATERAL:
+            reject = REJECT_INVALID_ORDER
+        elif open_qty < 0.0 and mode[i] == SPOT:
             reject = REJECT_SPOT_SHORT
         elif sym[SYM_LEG, i] * open_qty < 0.0:
             reject = REJECT_HEDGE_LEG_SIDE
@@ -238,6 +241,9 @@ def fill_wants(t, now, reducing_pass, want, fill_price, slippage, reduce_to_fit,
             continue
         delta = target - q
         price = fill_price[i]
+        if mode[i] == COLLATERAL:  # collateral is not traded by orders
+            record_rejection(rejects, counts, t, i, delta, price, 0.0, 0.0, REJECT_INVALID_ORDER)
+            continue
         if price != price:
             record_rejection(rejects, counts, t, i, delta, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
             continue
@@ -292,7 +298,7 @@ def change_isolated_margin(t, i, amount, state, mode, sym, tiers, n_tiers, accou
         record_rejection(rejects, counts, t, i, 0.0, mark, amount, 0.0, REJECT_NOT_ISOLATED)
         return
     if amount > 0.0:
-        avail = available_balance(state, mode, sym, account)
+        avail = available_balance(state, mode, sym, tiers, n_tiers, account)
         if amount > avail:
             record_rejection(rejects, counts, t, i, 0.0, mark, amount, avail,
                              REJECT_INSUFFICIENT_MARGIN)
@@ -317,7 +323,7 @@ def change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, r
     so lowering its leverage needs the extra margin from the available balance.
     """
     mark = state[S_MARK, i]
-    if mode[i] == SPOT or not leverage >= 1.0:
+    if mode[i] >= SPOT or not leverage >= 1.0:
         record_rejection(rejects, counts, t, i, 0.0, mark, leverage, np.nan, REJECT_INVALID_ORDER)
         return
     q = state[S_QTY, i]
@@ -331,7 +337,7 @@ def change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, r
     old = sym[SYM_LEVERAGE, i]
     if mode[i] == CROSS and q != 0.0 and leverage < old:
         extra = abs(q) * state[S_ENTRY, i] * (1.0 / leverage - 1.0 / old)
-        avail = available_balance(state, mode, sym, account)
+        avail = available_balance(state, mode, sym, tiers, n_tiers, account)
         if extra > avail:
             record_rejection(rejects, counts, t, i, 0.0, mark, extra, avail,
                              REJECT_INSUFFICIENT_MARGIN)
@@ -347,7 +353,7 @@ def switch_margin_mode(t, i, new_mode, state, mode, sym, rejects, counts):
     so both legs must be flat.
     """
     mark = state[S_MARK, i]
-    if mode[i] == SPOT or (new_mode != CROSS and new_mode != ISOLATED):
+    if mode[i] >= SPOT or (new_mode != CROSS and new_mode != ISOLATED):
         record_rejection(rejects, counts, t, i, 0.0, mark, new_mode, np.nan, REJECT_INVALID_ORDER)
         return
     if new_mode == mode[i]:

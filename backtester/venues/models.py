@@ -72,6 +72,8 @@ MODELS: dict[str, Model] = {
                                         "'two_tiers' (tier >= 3 drops two tiers), 'to_tier_1' "
                                         "(legacy 2020 rule) or 'none'",
                                         ("two_tiers", "to_tier_1", "none")),
+            "loan_rate": Rule(0.0, "multi-currency margin: yearly interest rate on a negative "
+                              "quote balance (the loan that auto-borrowing makes of it)"),
         },
         params={"contract_size": "base units per contract (OKX ctVal)"},
     ),

@@ -60,6 +60,23 @@ def assert_row_matches(row: pd.Series, expected: dict) -> None:
 # --- the compiled batch against run() -------------------------------------------------------
 
 
+@pytest.mark.parametrize(("venue", "modes"), [("bybit_linear", ["cross", "isolated"]),
+                                              ("okx_swap", ["cross", "isolated"]),
+                                              ("kraken_spot", ["cross"])])
+def test_batch_rows_equal_run_summary_on_every_venue_model(market, venue, modes):
+    # Bybit, OKX and Kraken rules (bankruptcy settlement, size tiers, borrowing fees) reach
+    # the batch through the same rule rows as run()
+    grid = {"exposure": [1.0, 4.0], "venue": venue, "margin_mode": modes, "leverage": [2, 5],
+            "target_kind": "equity"}
+    rows = sweep(market, hedged_pair, grid, progress=False)
+    assert rows["error"].isna().all()
+    for _, row in rows.iterrows():
+        expected = expected_row(market, hedged_pair, {"exposure": row["exposure"]},
+                                venue=venue, margin_mode=row["margin_mode"],
+                                leverage=row["leverage"], target_kind="equity")
+        assert_row_matches(row, expected)
+
+
 def test_batch_rows_equal_run_summary_for_a_handful_of_runs(market):
     grid = [
         # equity targets, both modes, leverages that liquidate isolated legs and reject orders

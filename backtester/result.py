@@ -160,6 +160,17 @@ class Result:
             "rejected_orders": int(len(self._rejections)),
         }
 
+    def rules_used(self) -> list[str]:
+        """The venue's dated rule changes in force at some bar of the run (Bybit's margin
+        formula, Kraken's levels...), oldest first, as ``"from DATE: key=value, ..."``."""
+        history = getattr(self.venue, "rule_history", ())
+        if not history or not self.market.n_bars:
+            return []
+        end = pd.Timestamp(int(self.market.index[-1]), tz="UTC")
+        return [f"from {r.valid_from.date() if r.valid_from is not None else 'the start'}: "
+                + ", ".join(f"{k}={v}" for k, v in r.values.items())
+                for r in history if r.valid_from is None or r.valid_from <= end]
+
     def describe(self) -> str:
         """The summary as aligned text lines, for a terminal."""
         s = self.summary()
@@ -240,6 +251,7 @@ class Result:
             "end": str(self.market.timestamps[-1]),
             "venue_specs": {sym: [spec.label for spec in versions]
                             for sym, versions in self.specs.items()},
+            "venue_rules": self.rules_used(),
             "summary": self.summary(),
         }
         (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))

@@ -36,6 +36,9 @@ def _add_run(sub) -> None:
                    help="default hedged pair: bars between rebalances to equal and opposite "
                    "notionals (24)")
     p.add_argument("--balance", type=float, default=10_000.0, help="initial balance, USDT")
+    p.add_argument("--collateral", action="append", default=[], metavar="COIN=AMOUNT",
+                   help="OKX multi-currency margin: coins held beside the balance, repeatable "
+                   "(e.g. --collateral BTC=0.5; needs --venue okx_swap)")
     p.add_argument("--path", default="path", choices=("path", "worst", "close"),
                    help="intrabar price path for liquidation checks (path)")
     p.add_argument("--fill-at", default="open", choices=("open", "close"),
@@ -96,6 +99,7 @@ def _cmd_run(args) -> int:
     for mode in modes:
         result = quietly(run, market, orders, **{
             **options, "venue": args.venue, "margin_mode": mode, "initial_balance": args.balance,
+            "collateral": _amounts(args.collateral),
             "path": args.path, "fill_at": args.fill_at, "slippage": args.slippage})
         results[mode] = result
         target_dir = out / mode if len(modes) > 1 else out
@@ -138,6 +142,20 @@ def _cmd_data_import(args) -> int:
                       timestamp_column=args.timestamp_column, timeframe=args.timeframe)
     print(f"wrote {path}")
     return 0
+
+
+def _amounts(pairs: list[str]) -> dict[str, float]:
+    """``["BTC=0.5"]`` -> ``{"BTC": 0.5}`` (a clear error for anything else)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            out[key.strip().upper()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ValueError(f"--collateral takes COIN=AMOUNT, e.g. BTC=0.5; got {pair!r}")
+    return out
 
 
 def venue_has_isolated(name: str) -> bool:

@@ -76,3 +76,39 @@ def test_an_all_isolated_run_has_no_margin_ratio_to_show(tmp_path, capsys):
     assert main(["run", "--start", "2024-01-01", "--end", "2024-02-01", "--margin-mode",
                  "isolated", "--out", str(tmp_path), "--no-plot"]) == 0
     assert "worst margin ratio    n/a (no cross position)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("venue", ["bybit_linear", "okx_swap"])
+def test_run_on_every_futures_venue_saves_both_modes(venue, tmp_path, capsys):
+    code = main(["run", "--venue", venue, "--start", "2024-01-01", "--end", "2024-02-01",
+                 "--leverage", "5", "--out", str(tmp_path), "--no-plot"])
+    assert code == 0
+    for mode in ("cross", "isolated"):
+        meta = json.loads((tmp_path / mode / "run.json").read_text())
+        assert meta["config"]["venue"] == venue
+        assert meta["venue_specs"]["BTC_USDT"]  # the versions of the venue's table it used
+
+
+def test_run_on_spot_margin_runs_cross_only_and_records_borrowing_fees(tmp_path, capsys):
+    code = main(["run", "--venue", "kraken_spot", "--start", "2024-01-01", "--end",
+                 "2024-02-01", "--leverage", "3", "--out", str(tmp_path), "--no-plot"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "has cross margin only (spot margin): running cross" in printed
+    assert "borrowing fees" in printed and "lowest margin level" in printed
+    events = pd.read_parquet(tmp_path / "events.parquet")
+    assert {"opening_fee", "rollover_fee"} <= set(events["kind"])
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["summary"]["borrowing_fees"] == pytest.approx(events["amount"].sum())
+    assert meta["summary"]["funding_paid"] == 0.0  # borrowings pay no funding
+
+
+def test_run_with_collateral_on_okx(tmp_path, capsys):
+    code = main(["run", "--venue", "okx_swap", "--collateral", "BTC=0.5", "--margin-mode",
+                 "cross", "--start", "2024-01-01", "--end", "2024-02-01", "--out",
+                 str(tmp_path), "--no-plot"])
+    assert code == 0
+    positions = pd.read_parquet(tmp_path / "positions.parquet")
+    assert positions["BTC"].iloc[0] == 0.5
+    assert main(["run", "--collateral", "BTC", "--out", str(tmp_path)]) == 2
+    assert "--collateral takes COIN=AMOUNT" in capsys.readouterr().err

@@ -404,6 +404,56 @@ def test_okx_cross_trigger_counts_the_liquidation_fee():
     assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.01 * 10_000 * lp, rel=1e-6)
 
 
+def test_bybit_cross_step_down_cuts_the_position_to_a_lower_tier_then_settles():
+    # Classic rules with the auto-era brackets (MM on the entry value): cross long 120 BTC @
+    # 20,000 at 50x, 60,000 deposit, no fees. Entry value 2.4M is tier 2: MM = 2.4M x 1% -
+    # 10,000 = 14,000. Trigger: 60,000 + 120 (P - 20,000) = 14,000 -> P1 = 19,616.667.
+    # The free margin (MB less the other positions' MM) is 14,000; tier 1's MM at its 2M
+    # limit is 10,000 <= 14,000, so the position is cut to 2M / 2.4M x 120 = 100 BTC at P1
+    # (a partial row of 20 BTC). The rest: wallet 60,000 - 20 x 383.333 = 52,333.33, MM
+    # 10,000, trigger 52,333.33 + 100 (P - 20,000) = 10,000 -> P2 = 19,576.667, where, in the
+    # lowest tier, it is settled at its bankruptcy price P2 - 10,000 / 100 = 19,476.667.
+    p1 = 20_000 - 46_000 / 120
+    p2 = 20_000 - 42_333.3333333333 / 100
+    bars = flat_bars(20000, 2) + [(20000, 20000, 19000, 19000)]
+    m = mkt(["BTC_USDT"], bars, start=CLASSIC)
+    r = run1(m, units(3, [120]), load_venue("bybit_linear", taker_fee=0.0), mode="cross",
+             initial_balance=60_000)
+    liq = r.liquidations
+    assert liq["partial"].tolist() == [True, False]
+    assert liq["event"].nunique() == 2
+    cut, rest = liq.iloc[0], liq.iloc[1]
+    assert cut["qty"] == pytest.approx(20.0) and cut["price"] == pytest.approx(p1)
+    assert rest["qty"] == pytest.approx(100.0)
+    assert rest["trigger_price"] == pytest.approx(p2, rel=1e-9)
+    assert rest["price"] == pytest.approx(p2 - 100.0, rel=1e-9)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_okx_cross_partial_liquidation_drops_two_tiers():
+    # Cross long 200,000 CHZ (20,000 contracts, tier 4 at 2.5%) @ 1.00, 10x, 30,000 deposit,
+    # no taker fee. Trigger: 30,000 + 200,000 (P - 1) = 200,000 P (2.5% + 0.05%)
+    #   -> P1 = 170,000 / 194,900 = 0.872242; cut to tier 2's cap, 75,000 CHZ, paying the
+    # liquidation fee on 125,000 P1. Left: wallet W = 30,000 + 125,000 (P1 - 1) - fee, and
+    # 75,000 CHZ at 1.55%: W + 75,000 (P - 1) = 75,000 P x 1.55% -> P2 = (75,000 - W) /
+    # (75,000 x 0.9845), below P1, so the cut made the account safe at P1.
+    p1 = 170_000 / 194_900
+    fee = 125_000 * p1 * 0.0005
+    w = 30_000 + 125_000 * (p1 - 1) - fee
+    p2 = (75_000 - w) / (75_000 * 0.9845)
+    assert p2 < p1
+    bars = flat_bars(1.0, 2) + [(1.0, 1.0, 0.80, 0.80)]
+    m = mkt(["CHZ_USDT"], bars)
+    r = run1(m, units(3, [200_000]), load_venue("okx_swap", taker_fee=0.0), mode="cross",
+             lev=10, initial_balance=30_000)
+    liq = r.liquidations
+    assert liq["partial"].tolist() == [True, False]
+    assert liq["qty"].iloc[0] == pytest.approx(125_000)
+    assert liq["price"].iloc[0] == pytest.approx(p1, rel=1e-9)
+    assert liq["fee"].iloc[0] == pytest.approx(fee, rel=1e-9)
+    assert liq["price"].iloc[1] == pytest.approx(p2, rel=1e-9)
+
+
 # --- Kraken spot margin (VENUES.md §5.1) ----------------------------------------------------
 
 NO_FEES = dict(taker_fee=0.0, liquidation_fee=0.0, long_opening_fee=0.0, long_rollover_fee=0.0,

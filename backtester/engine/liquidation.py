@@ -264,6 +264,72 @@ def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_befor
 
 
 @njit(cache=True, _nrt=False)
+def cut_cross(t, event, prices, gapped, equity_before, state, mode, sym, tiers, n_tiers, account,
+              fills, liqs, counts):
+    """Partial liquidation of a cross account at the trigger ``prices``: the largest position
+    that can drop a tier is cut, then the next, until the account is compliant again
+    (returns True) or no cut helps (False: the caller closes what is left).
+
+    Bybit (§3.6, cross): cut to the limit of the highest lower tier whose MM the free
+    margin (margin balance less the other positions' MM, unchanged by a cut at the mark)
+    covers. OKX (§4.4): from tier 3 up, two tiers down (or the legacy rule). Each cut
+    pays the venue's rate (Bybit's taker fee on its Fill-or-Kill order, OKX's
+    liquidation fee) and is a liquidation record with ``partial`` set.
+    """
+    n = state.shape[1]
+    for _ in range(4 * n * n_tiers.shape[0] + 1):
+        margin_balance = cross_trigger_value(state, mode, sym, tiers, n_tiers, account, prices)
+        if margin_balance > 0.0:
+            return True
+        # the largest position (by the size that picks its tier) that is above the lowest
+        # tier it could be cut to
+        best = -1
+        best_key = 0.0
+        for i in range(n):
+            q = state[S_QTY, i]
+            if q == 0.0 or mode[i] != CROSS:
+                continue
+            key = tier_key(i, q, state[S_ENTRY, i], prices[i], sym)
+            k = tier_at(key, i, tiers, n_tiers)
+            lowest = 1 if sym[SYM_PARTIAL, i] == PARTIAL_STEP_DOWN else 2
+            if k >= lowest and key > best_key:
+                best = i
+                best_key = key
+        if best < 0:
+            return False
+        i = best
+        q = state[S_QTY, i]
+        entry = state[S_ENTRY, i]
+        price = prices[i]
+        own_mm = position_maintenance(i, q, entry, price, sym, tiers, n_tiers)
+        target = 0.0
+        if sym[SYM_PARTIAL, i] == PARTIAL_STEP_DOWN:
+            free = margin_balance + own_mm  # MB - sum(MM) + own MM = MB - others' MM
+            fee = fee_in_margin(i, q, entry, price, sym)
+            k = tier_at(best_key, i, tiers, n_tiers)
+            for j in range(k - 1, -1, -1):
+                cap = tiers[TIER_CAP, i, j]
+                if free >= cap * tiers[TIER_MMR, i, j] - tiers[TIER_CUM, i, j] + (
+                        fee * cap / best_key):
+                    target = abs(q) * cap / best_key
+                    break
+        else:
+            target = partial_target(i, q, entry, price, 0.0, sym, tiers, n_tiers)
+        if not (target > 0.0 and target < abs(q) * (1.0 - 1e-12)):
+            return False
+        close_qty = -(q - np.sign(q) * target)
+        rate = sym[SYM_TAKER_FEE, i] if sym[SYM_PARTIAL, i] == PARTIAL_STEP_DOWN else sym[
+            SYM_LIQ_FEE, i]
+        realized, fee_paid = reduce_position(i, close_qty, price, rate, state, mode, account)
+        record_liquidation(liqs, counts, t, event, i, CROSS, -close_qty, entry, price, price,
+                           fee_paid, realized, max(fee_paid - realized, 0.0), equity_before,
+                           0.0, gapped, np.nan, True)
+        record_fill(fills, counts, t, i, close_qty, price, fee_paid, realized, state[S_QTY, i],
+                    FILL_LIQUIDATION)
+    return False
+
+
+@njit(cache=True, _nrt=False)
 def liquidate_cross(t, prices, gapped, state, mode, sym, tiers, n_tiers, account, fills, liqs,
                     counts):
     """Liquidate the cross account, triggered at ``prices``.
@@ -290,19 +356,29 @@ def liquidate_cross(t, prices, gapped, state, mode, sym, tiers, n_tiers, account
     # the account's model: that of its cross positions (one venue per run)
     model = -1
     settlement = 0.0
+    partial = PARTIAL_NONE
+    for i in range(n):
+        if state[S_QTY, i] != 0.0 and mode[i] == CROSS:
+            model = int(sym[SYM_MM_RULE, i])
+            settlement = sym[SYM_SETTLEMENT, i]
+            partial = sym[SYM_PARTIAL, i]
+    safe = False
+    if partial != PARTIAL_NONE:
+        safe = cut_cross(t, event, prices, gapped, equity_before, state, mode, sym, tiers,
+                         n_tiers, account, fills, liqs, counts)
     balance = account[A_WALLET]
     total_mm = 0.0
     for i in range(n):
         q = state[S_QTY, i]
         if q == 0.0 or mode[i] != CROSS:
             continue
-        model = int(sym[SYM_MM_RULE, i])
-        settlement = sym[SYM_SETTLEMENT, i]
         entry = state[S_ENTRY, i]
         balance += q * (prices[i] - entry)
         total_mm += position_maintenance(i, q, entry, prices[i], sym, tiers, n_tiers)
     total_loss = 0.0
-    if model == MM_MARGIN_LEVEL:
+    if safe:
+        pass  # the cuts made the account compliant: nothing more is closed
+    elif model == MM_MARGIN_LEVEL:
         # FIFO: the oldest position first, until the account is safe again
         while True:
             oldest = -1

@@ -184,29 +184,21 @@ def test_bybit_cross_single_position_settles_the_wallet_to_zero(start, lp):
     assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_bybit_cross_gap_loses_the_wallet_and_the_fund_takes_the_rest():
+def test_bybit_cross_gap_settles_at_the_bankruptcy_price_and_the_fund_takes_the_rest():
     # Classic cross 50x long 1 @ 20,000 on 1,000: BP = 20,000 - 1,000 = 19,000. Bar 3 opens at
-    # 18,500: the trader loses the 1,000 wallet, the fund 1 * (19,000 - 18,500) = 500.
+    # 18,500: as for an isolated gap, the trader's fill is at the BP (realized -1,000, the
+    # whole wallet) and the fund takes 1 * (19,000 - 18,500) = 500 beyond it.
     bars = flat_bars(20000, 3) + [(18500, 18600, 18400, 18500)]
     m = mkt(["BTC_USDT"], bars, start=CLASSIC)
     r = run1(m, units(4, [1]), load_venue("bybit_linear", taker_fee=0.0), mode="cross",
              initial_balance=1000)
     liq = r.liquidations.iloc[0]
     assert bool(liq["gapped"]) and liq["bankruptcy_price"] == pytest.approx(19000.0)
+    assert liq["price"] == pytest.approx(19000.0)
+    assert liq["realized_pnl"] == pytest.approx(-1000.0)
     assert liq["margin_lost"] == pytest.approx(1000.0)
     assert liq["shortfall"] == pytest.approx(500.0)
     assert r.equity.iloc[-1] == 0.0
-
-
-def test_bybit_cross_gap_settles_at_the_bankruptcy_price():
-    bars = flat_bars(20000, 3) + [(18500, 18600, 18400, 18500)]
-    m = mkt(["BTC_USDT"], bars, start=CLASSIC)
-    r = run1(m, units(4, [1]), load_venue("bybit_linear", taker_fee=0.0), mode="cross",
-             initial_balance=1000)
-    liq = r.liquidations.iloc[0]
-    # as for an isolated gap: the trader's fill at BP, the fund's 500 beyond it
-    assert liq["price"] == pytest.approx(19000.0)
-    assert liq["realized_pnl"] == pytest.approx(-1000.0)
 
 
 def test_bybit_cross_shares_the_margin_balance_in_proportion_to_mm(tmp_path):

@@ -431,36 +431,35 @@ def legs_liquidation_price(i, j, collateral, state, sym, tiers, n_tiers):
         return mark
     best = np.nan
     # below the mark: a root exists when the trigger holds near a price of zero
-    lo = mark * 1e-9
-    if legs_trigger_value(i, j, collateral, lo, state, sym, tiers, n_tiers) <= 0.0:
-        hi = mark
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            if mid <= lo or mid >= hi:
-                break
-            if legs_trigger_value(i, j, collateral, mid, state, sym, tiers, n_tiers) <= 0.0:
-                lo = mid
-            else:
-                hi = mid
-        best = hi
+    low = mark * 1e-9
+    if legs_trigger_value(i, j, collateral, low, state, sym, tiers, n_tiers) <= 0.0:
+        best = legs_root(i, j, collateral, mark, low, state, sym, tiers, n_tiers)
     # above the mark: double until the trigger holds (or give up far away)
-    hi = mark * 2.0
-    while hi < mark * 1e6 and legs_trigger_value(i, j, collateral, hi, state, sym, tiers,
-                                                 n_tiers) > 0.0:
-        hi *= 2.0
-    if hi < mark * 1e6:
-        lo = hi * 0.5 if hi > mark * 2.0 else mark
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            if mid <= lo or mid >= hi:
-                break
-            if legs_trigger_value(i, j, collateral, mid, state, sym, tiers, n_tiers) <= 0.0:
-                hi = mid
-            else:
-                lo = mid
-        if best != best or hi - mark < mark - best:
-            best = hi
+    high = mark * 2.0
+    while high < mark * 1e6 and legs_trigger_value(i, j, collateral, high, state, sym, tiers,
+                                                   n_tiers) > 0.0:
+        high *= 2.0
+    if high < mark * 1e6:
+        safe = high * 0.5 if high > mark * 2.0 else mark
+        above = legs_root(i, j, collateral, safe, high, state, sym, tiers, n_tiers)
+        if best != best or above - mark < mark - best:
+            best = above
     return best
+
+
+@njit(cache=True, _nrt=False)
+def legs_root(i, j, collateral, safe, unsafe, state, sym, tiers, n_tiers):
+    """Bisect between a mark where the legs i, j are safe and one where they are liquidated;
+    returns the first liquidated mark, to machine precision."""
+    for _ in range(200):
+        mid = 0.5 * (safe + unsafe)
+        if mid == safe or mid == unsafe:
+            break
+        if legs_trigger_value(i, j, collateral, mid, state, sym, tiers, n_tiers) <= 0.0:
+            unsafe = mid
+        else:
+            safe = mid
+    return unsafe
 
 
 @njit(cache=True, _nrt=False)

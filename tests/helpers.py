@@ -32,7 +32,7 @@ def units(n_bars, first_row):
     return targets
 
 
-def random_market(seed, n_bars=600):
+def random_market(seed, n_bars=600, start="2024-01-01"):
     """Three fat-tailed symbols with mark prices and funding, and sparse random targets
     (fractions of equity): a run that trades, pays funding and gets liquidated."""
     rng = np.random.default_rng(seed)
@@ -45,6 +45,6 @@ def random_market(seed, n_bars=600):
     rate[::8] = rng.normal(0.0001, 0.0005, (len(rate[::8]), n))
     mark = (open_ * 1.001, high * 1.001, low * 0.999, close * 0.9995)
     m = Market.from_arrays(["A", "B", "C"], open_, high, low, close, mark=mark,
-                           funding_rate=rate)
+                           funding_rate=rate, start=start)
     targets = np.where(rng.random((n_bars, n)) < 0.1, rng.normal(0, 1.5, (n_bars, n)), NAN)
     return m, targets

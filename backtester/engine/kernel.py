@@ -32,7 +32,6 @@ from numba import njit
 
 from .account import (
     apply_funding,
-    collateral_total,
     collateral_value,
     cross_level_value,
     fee_in_margin,
@@ -215,7 +214,7 @@ def record_liquidation_prices(state, mode, sym, tiers, n_tiers, account, out_row
     legs of a hedge-mode symbol share one price (``legs_liquidation_price``).
     """
     maint = 0.0
-    upnl = collateral_total(state, mode, sym, tiers, n_tiers, state[S_MARK])
+    upnl = 0.0  # of the cross positions, and the discounted value of collateral
     n = state.shape[1]
     # first pass: each cross position's MM, kept in its own cell of ``out_row`` until the
     # second pass replaces it with its liquidation price
@@ -227,6 +226,8 @@ def record_liquidation_prices(state, mode, sym, tiers, n_tiers, account, out_row
             out_row[i] = mm
             maint += mm
             upnl += q * (state[S_MARK, i] - entry)
+        elif q > 0.0 and mode[i] == COLLATERAL:
+            upnl += collateral_value(i, q, state[S_MARK, i], sym, tiers, n_tiers)
     for i in range(n):
         q = state[S_QTY, i]
         if q == 0.0 or mode[i] >= SPOT:

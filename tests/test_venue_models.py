@@ -626,3 +626,20 @@ def test_equity_is_deposit_plus_pnl_minus_fees_funding_and_borrowing(venue, star
                 - per_bar(r.events, "amount") + covered)
     np.testing.assert_allclose(r.equity.to_numpy(), expected, rtol=1e-9, atol=1e-6)
     assert len(r.fills) > 10
+
+
+def test_bybit_open_position_switches_to_the_new_margin_formula_on_2025_09_02():
+    # Isolated long 1 BTC @ 20,000 at 50x, taker 0.055%, opened at 22:00 on 2025-09-01 under the
+    # classic rules: margin 400 (no fee to close reserved then), LP = 20,000 - (400 - 100) =
+    # 19,700. From the bar of 2025-09-02 00:00 the new formula applies to it: MM at mark plus
+    # the fee to close 20,000 x (1 - 1/50) x 0.055% = 10.78, so LP = (400 - 10.78 - 20,000) /
+    # (0.005 - 1) = 19,709.82... (Binance's form on the collateral less the fee).
+    fee_close = 20_000 * 0.98 * 0.00055
+    new_lp = (400 - fee_close - 20_000) / (0.005 - 1)
+    m = mkt(["BTC_USDT"], flat_bars(20000, 6), start="2025-09-01 21:00")
+    r = run1(m, units(6, [1]), load_venue("bybit_linear"), initial_balance=10_000)
+    lp = r.liquidation_prices["BTC_USDT"]
+    assert lp.loc["2025-09-01 22:00"].item() == pytest.approx(19_700.0)
+    assert lp.loc["2025-09-01 23:00"].item() == pytest.approx(19_700.0)
+    assert lp.loc["2025-09-02 00:00"].item() == pytest.approx(new_lp, rel=1e-12)
+    assert r.rules_used()[-1].startswith("from 2025-09-02: margin_price=mark")

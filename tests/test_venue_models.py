@@ -643,3 +643,27 @@ def test_bybit_open_position_switches_to_the_new_margin_formula_on_2025_09_02():
     assert lp.loc["2025-09-01 23:00"].item() == pytest.approx(19_700.0)
     assert lp.loc["2025-09-02 00:00"].item() == pytest.approx(new_lp, rel=1e-12)
     assert r.rules_used()[-1].startswith("from 2025-09-02: margin_price=mark")
+
+
+def test_okx_cascade_of_cuts_in_one_bar_on_several_symbols():
+    # 550,000 CHZ = 55,000 contracts: tier 6 (index 5). A crash bar takes each of three
+    # isolated positions down the ladder within the bar: cut to tier 4's cap (30,000
+    # contracts), then to tier 2's (7,500), then closed: 3 records per symbol, 9 in the bar,
+    # with the tiers' rates, and no position left.
+    n = 3
+    bars = [[(1.0,) * 4] * n] * 2 + [[(1.0, 1.0, 0.5, 0.5)] * n]
+    m = mkt([f"CHZ{k}_USDT" for k in range(n)], bars)
+    venue = load_venue("okx_swap", taker_fee=0.0)
+    chz = venue.spec("CHZUSDT")
+    from backtester.venues import Venue
+
+    venue = Venue(name="okx chz", description="test", symbols={}, default=chz,
+                  model="okx", rule_history=venue.rule_history)
+    r = run1(m, units(3, [550_000] * n), venue, lev=10, initial_balance=1_000_000)
+    liq = r.liquidations
+    assert len(liq) == 3 * n
+    for k in range(n):
+        rows = liq[liq["symbol"] == f"CHZ{k}_USDT"]
+        assert rows["partial"].tolist() == [True, True, False]
+        assert rows["qty"].tolist() == pytest.approx([250_000, 225_000, 75_000])
+    assert (r.positions.iloc[-1] == 0).all()

@@ -428,10 +428,10 @@ def run_batch_serial(w, n_workers, market, has_funding, hours, targets, has_targ
     returns = np.empty(max(n_bars, 1))
     no_positions = np.empty((0, n))
     fills = np.empty(max(64, min(n_rows * n + 2 * n, 1 << 22)), dtype=fill_dt)
-    liqs = np.empty(max(64, n), dtype=liquidation_dt)
+    liqs = np.empty(max(64, n * (tiers_v.shape[3] + 1)), dtype=liquidation_dt)
     funding = np.empty(max(1, n_funding), dtype=funding_dt)
     rejects = np.empty(max(64, n), dtype=rejection_dt)
-    events = np.empty(max(64, 3 * n + 1), dtype=event_dt)
+    events = np.empty(max(64, 4 * n + 2), dtype=event_dt)
     for r in range(w, runs.shape[0], n_workers):
         fills, liqs, rejects, events = run_one(
             r, market, has_funding, hours, targets, has_target, runs, mode, sym, version_bars,

@@ -162,10 +162,10 @@ def simulate_arrays(
     has_funding, n_funding = rows_with_values(funding_rate)
     # a fill per symbol per target row is the common case; more grow by doubling
     fills = np.empty(max(64, min(int(has_target.sum()) * n + 2 * n, 1 << 22)), dtype=enums.fill_dt)
-    liqs = np.empty(max(64, n), dtype=enums.liquidation_dt)
+    liqs = np.empty(max(64, n * (tiers.shape[2] + 1)), dtype=enums.liquidation_dt)
     funding = np.empty(max(1, n_funding), dtype=enums.funding_dt)
     rejects = np.empty(max(64, n), dtype=enums.rejection_dt)
-    events = np.empty(max(64, 3 * n + 1), dtype=enums.event_dt)
+    events = np.empty(max(64, 4 * n + 2), dtype=enums.event_dt)
     if hours is None:
         hours = np.arange(n_bars + 1, dtype=np.float64)
     hours = np.ascontiguousarray(hours, dtype=np.float64)
@@ -218,12 +218,14 @@ def simulate_arrays(
             put_rules_in_force(new_tiers, new_n_tiers, new_sym, tiers, n_tiers, sym, state, mode,
                                tier)
             continue
-        # a bar's worst case: an order fill and a liquidation per symbol, a rejection per
-        # symbol (with a callback: targets and its orders fill, each of its fields refused)
-        fills = grow_buffer(fills, counts[C_FILLS] + 4 * n + 1)
-        liqs = grow_buffer(liqs, counts[C_LIQS] + 2 * n + 1)
+        # a bar's worst case per symbol: an order fill (with a callback: targets and its
+        # orders), a liquidation, a collateral sale and a partial cut; a rejection (with a
+        # callback: each of its fields refused); the events of ``simulate``'s room check
+        cuts = n * tiers.shape[2]
+        fills = grow_buffer(fills, counts[C_FILLS] + 4 * n + cuts + 1)
+        liqs = grow_buffer(liqs, counts[C_LIQS] + n + cuts + 1)
         rejects = grow_buffer(rejects, counts[C_REJECTS] + 6 * n + 1)
-        events = grow_buffer(events, counts[C_EVENTS] + 3 * n + 2)
+        events = grow_buffer(events, counts[C_EVENTS] + 4 * n + 3)
     return KernelOutput(
         account=out,
         fills=_used(fills, counts[C_FILLS]),

@@ -304,18 +304,21 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
     scratch2 = np.empty(n)
     seg_start = np.empty(n)
     cp = np.empty((4, n))
-    fill_room = 3 * n  # a bar's worst case: an order fill, a liquidation and a collateral
-    #                    sale per symbol
+    # a bar's worst case per symbol: an order fill, a liquidation, a collateral sale, and a
+    # partial cut per tier (each cut takes a position at least one tier down)
+    cut_room = n * tiers.shape[2]
+    fill_room = 3 * n
     reject_room = n
     pending = False  # a callback's orders wait for the next open
     if callback is not None:
         # targets and a callback's orders may both fill in one bar, and each of the
         # callback's five fields may be refused
-        fill_room = 3 * n
+        fill_room = 4 * n
         reject_room = 6 * n
         pending = fill_at == FILL_NEXT_OPEN and has_orders(orders)
     # spot margin (Kraken): borrowing fees and margin calls; a partial liquidation may
-    # cut a position and close it in one bar
+    # cut a position and close it in one bar. A bar's events: a rollover fee per symbol,
+    # an opening fee per fill (targets and a callback's orders), a call, a loan's interest
     borrowing = False
     calls = False
     plain = True  # every symbol on Binance's rule: bracket MM at the mark, no fee in margin
@@ -327,9 +330,9 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
         if sym[SYM_MM_RULE, i] == MM_MARGIN_LEVEL and sym[SYM_CALL_LEVEL, i] > 0.0:
             calls = True
     for t in range(start, end):
-        if (counts[C_FILLS] + fill_room + n > fills.shape[0] or counts[C_LIQS] + 2 * n
-                > liqs.shape[0] or counts[C_REJECTS] + reject_room > rejects.shape[0]
-                or counts[C_EVENTS] + 3 * n + 1 > events.shape[0]):
+        if (counts[C_FILLS] + fill_room + cut_room > fills.shape[0] or counts[C_LIQS] + n
+                + cut_room > liqs.shape[0] or counts[C_REJECTS] + reject_room > rejects.shape[0]
+                or counts[C_EVENTS] + 4 * n + 2 > events.shape[0]):
             return t
         orders_now = fill_at == FILL_NEXT_OPEN and t > 0 and has_target[t - 1]
         if callback is not None:

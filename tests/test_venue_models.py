@@ -667,3 +667,30 @@ def test_okx_cascade_of_cuts_in_one_bar_on_several_symbols():
         assert rows["partial"].tolist() == [True, True, False]
         assert rows["qty"].tolist() == pytest.approx([250_000, 225_000, 75_000])
     assert (r.positions.iloc[-1] == 0).all()
+
+
+@pytest.mark.parametrize(("low", "call"), [(28_133.30, True), (28_135.0, False)])
+def test_kraken_e_k1_margin_call_level_reached_at_28133(low, call):
+    # E-K1: $10,000 account, long 1.5 BTC @ 30,000 at 5:1: used margin 9,000. At 28,133.30 the
+    # loss is 1.5 x 1,866.70 = 2,800.05, equity 7,199.95, margin level 79.999%: the call. At
+    # 28,135 the level is (10,000 - 2,797.50) / 9,000 = 80.03%: none.
+    bars = flat_bars(30000, 2) + [(30000, 30000, low, 30000)]
+    m = mkt(["BTC_USD"], bars)
+    r = run1(m, units(3, [1.5]), load_venue("kraken_spot", **NO_FEES), mode="cross", lev=5)
+    calls = r.events[r.events["kind"] == "margin_call"]
+    assert len(calls) == int(call)
+    if call:
+        assert calls["margin_level"].iloc[0] == pytest.approx(7_199.95 / 9_000, abs=1e-9)
+
+
+def test_kraken_e_k4_short_at_2x_opens_at_100pct_and_calls_at_54500():
+    # E-K4: $5,000 account, short $10,000 of BTC @ 50,000 (0.2 BTC) at 2x: used margin 0.1 BTC
+    # = $5,000, level 100% at the open (allowed: no position is open before it). At 54,500:
+    # equity 5,000 - 0.2 x 4,500 = 4,100, used 0.1 x 54,500 = 5,450: 75.23%.
+    bars = flat_bars(50000, 2) + [(50000, 54500, 50000, 50000)]
+    m = mkt(["BTC_USD"], bars)
+    r = run1(m, units(3, [-0.2]), load_venue("kraken_spot", **NO_FEES), mode="cross", lev=2,
+             initial_balance=5_000)
+    assert len(r.rejections) == 0
+    calls = r.events[r.events["kind"] == "margin_call"]
+    assert calls["margin_level"].tolist() == pytest.approx([4_100 / 5_450], abs=1e-12)

@@ -694,3 +694,29 @@ def test_kraken_e_k4_short_at_2x_opens_at_100pct_and_calls_at_54500():
     assert len(r.rejections) == 0
     calls = r.events[r.events["kind"] == "margin_call"]
     assert calls["margin_level"].tolist() == pytest.approx([4_100 / 5_450], abs=1e-12)
+
+
+# --- Binance through the engine (VENUES.md §2.6) -----------------------------------------------
+
+
+def test_binance_e_b2_cross_liquidation_prices_of_two_positions():
+    # E-B2: WB 1,535,443.01; BTC long 109.488 @ 32,481.98, mark 31,967.27; ETH long 3,683.979 @
+    # 1,456.84, mark 1,335.18; the 2021 brackets (BTC 2.5% / cum 16,300 at 3.5M, ETH 10% /
+    # cum 135,365 at 4.9M). Binance's formula with the other position frozen gives LP(BTC) =
+    # 26,316.89 and LP(ETH) = 1,153.26 (freqtrade asserts both), margin ratio 41.49%.
+    # Filled at the opens with no fee (BTC at 20x, ETH at 4x: the brackets' caps).
+    entry = (32_481.98, 1_456.84)
+    mark = (31_967.27, 1_335.18)
+    close = np.array([entry, entry])
+    marks = (close.copy(), close.copy(), np.array([entry, mark]), np.array([entry, mark]))
+    m = Market.from_arrays(["BTC_USDT", "ETH_USDT"], close, close, close, close, mark=marks,
+                           start="2021-07-01")
+    targets = np.array([[109.488, 3_683.979], [NAN, NAN]])
+    r = run(m, targets, venue=load_venue("binance_usdm", taker_fee=0.0),
+            margin_mode="cross", leverage={"BTC_USDT": 20, "ETH_USDT": 4},
+            initial_balance=1_535_443.01)
+    assert len(r.rejections) == 0 and len(r.liquidations) == 0
+    lp = r.liquidation_prices.iloc[1]
+    assert lp["BTC_USDT"] == pytest.approx(26_316.89, abs=0.005)
+    assert lp["ETH_USDT"] == pytest.approx(1_153.26, abs=0.005)
+    assert r.account["margin_ratio"].iloc[1] == pytest.approx(0.4149, abs=5e-5)

@@ -350,11 +350,14 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                 q = state[S_QTY, i]
                 mark = state[S_MARK, i]
                 if rate == rate and q != 0.0 and mark == mark and mode[i] < SPOT:
-                    payment = apply_funding(i, rate, mark, state, mode, sym, tiers, n_tiers,
-                                            account)
-                    record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
-                    if mode[i] == ISOLATED:
+                    if mode[i] == CROSS:  # the common case, without a call: from the wallet
+                        payment = q * mark * rate
+                        account[A_WALLET] -= payment
+                    else:
+                        payment = apply_funding(i, rate, mark, state, mode, sym, tiers,
+                                                n_tiers, account)
                         refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
+                    record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
         if borrowing:
             charge_rollovers(t, hours[t], mark_open, state, mode, sym, account, events, counts)
         if account[A_WALLET] < 0.0 and account[A_LOAN_RATE] > 0.0 and t > 0:

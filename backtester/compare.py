@@ -15,6 +15,7 @@ from .data.market import Market
 from .report.render import Heading, Table, Text, to_html, write
 from .report.tables import format_metrics
 from .report.verdict import build_verdict
+from .venues import load_venue
 
 # the figure modules (matplotlib, ~0.4 s to import) load only when a figure is drawn
 
@@ -131,7 +132,8 @@ def compare(
     - ``leverage``: one leverage or several (``[5, 10, 20]``): every mode runs at
       each. Default: the config's.
     - ``venue``: one venue or several (names, TOML paths or ``Venue``). Default:
-      the config's.
+      the config's. A venue without isolated margin (spot margin: ``kraken_spot``)
+      runs its cross mode only.
     - ``config`` and ``options``: everything else, as for :func:`backtester.run`
       (``target_kind``, ``initial_balance``, ``path``...).
 
@@ -159,8 +161,11 @@ def compare(
     results = {}
     for v in venues:
         venue_name = v if isinstance(v, str) else getattr(v, "name", str(v))
+        cross_only = load_venue(v, **dict(base.venue_overrides)).model == "kraken_spot"
         for lev in leverages:
             for mode in modes:
+                if cross_only and mode == "isolated" and len(venues) > 1:
+                    continue  # spot margin has no isolated mode; the other venues show it
                 label = mode
                 if len(leverages) > 1:
                     label += f" {lev:g}x" if not isinstance(lev, Mapping) else f" {lev}"

@@ -374,3 +374,15 @@ def test_compare_on_the_embedded_data_says_which_mode_ended_higher():
     gap = abs(cross - iso)
     gap_text = f"{gap:,.0f}" if gap >= 100 else f"{gap:,.2f}"
     assert f"; {higher} ended {gap_text} higher." in comparison.verdict
+
+
+def test_compare_across_venues_runs_spot_margin_cross_only():
+    m = load_market(start="2024-01-01", end="2024-02-01")
+    from strategies import hedged_pair
+
+    comparison = compare(m, hedged_pair(m, exposure=1.0), target_kind="equity", leverage=3,
+                         venue=["bybit_linear", "kraken_spot"])
+    assert list(comparison.results) == ["cross bybit_linear", "isolated bybit_linear",
+                                        "cross kraken_spot"]
+    kraken = comparison.results["cross kraken_spot"]
+    assert kraken.summary()["borrowing_fees"] > 0 and kraken.summary()["funding_paid"] == 0

@@ -438,16 +438,17 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
             base[f"{symbol}.long"] = base[f"{symbol}.short"] = symbol
         margin_mode = _to_legs("margin_mode", margin_mode, hedge, same=True)
         leverage_option = _to_legs("leverage", leverage_option, hedge, same=False)
-        if callback_inputs is not None:  # the callback's view is of the legs' columns
-            callback_inputs.update(
-                series=targets.series_array(market.n_bars, market.n_symbols),
-                high=market.high, low=market.low, volume=market.volume)
     held = _collateral_columns(config, venue, market.symbols)
     if held:
         market = market.with_copies(held)
         base.update({c: c for c in held})
         margin_mode = _fill_for(margin_mode, held, "cross")
         leverage_option = _fill_for(leverage_option, held, 1.0)
+    if (hedge or held) and callback_inputs is not None:
+        # the callback's view is of the run's columns: the legs, then the collateral
+        callback_inputs.update(
+            series=targets.series_array(market.n_bars, market.n_symbols),
+            high=market.high, low=market.low, volume=market.volume)
     symbols = market.symbols
     names = tuple(base[s] for s in symbols)
 

@@ -1,10 +1,10 @@
 """Venue specs: exchange margin rules kept as dated TOML data files, loaded into frozen types.
 
-Built-in venues (``list_venues()``): ``binance_usdm`` and ``flat`` (model
-``binance``, simulated by ``run()``), ``bybit_linear`` (``bybit_uta``),
-``okx_swap`` (``okx``) and ``kraken_spot`` (``kraken_spot``), whose formulas live
-in ``backtester.venues.bybit``, ``.okx`` and ``.kraken``. What the engine
-simulates of each model, and what it still needs, is in ``MODELS.md`` next to
+Built-in venues (``list_venues()``), all simulated by ``run()``: ``binance_usdm``
+and ``flat`` (model ``binance``), ``bybit_linear`` (``bybit_uta``), ``okx_swap``
+(``okx``) and ``kraken_spot`` (``kraken_spot``); the formulas of VENUES.md's worked
+examples live in ``backtester.venues.bybit``, ``.okx`` and ``.kraken``. What the
+engine simulates of each model, and what it leaves out, is in ``MODELS.md`` next to
 this file.
 
 A venue file (or any path) has this shape::

@@ -420,9 +420,7 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     if isinstance(targets, Callback):  # the author's mistakes first, before any data work
         callback_inputs = dict(
             callback=targets.compiled(), params=targets.param_values,
-            series=targets.series_array(market.n_bars, market.n_symbols),
-            memory=targets.memory_array(), high=market.high, low=market.low,
-            volume=market.volume)
+            memory=targets.memory_array())
     config = (config or RunConfig()).replace(**options)
     venue = load_venue(config.venue, **dict(config.venue_overrides))
     check_simulated(venue)
@@ -444,8 +442,8 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         base.update({c: c for c in held})
         margin_mode = _fill_for(margin_mode, held, "cross")
         leverage_option = _fill_for(leverage_option, held, 1.0)
-    if (hedge or held) and callback_inputs is not None:
-        # the callback's view is of the run's columns: the legs, then the collateral
+    if callback_inputs is not None:
+        # the callback's view is of the run's columns (hedge legs, then collateral coins)
         callback_inputs.update(
             series=targets.series_array(market.n_bars, market.n_symbols),
             high=market.high, low=market.low, volume=market.volume)

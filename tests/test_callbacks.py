@@ -157,6 +157,22 @@ def test_mode_switch_is_refused_while_open_and_done_once_flat():
     assert r.account["wallet_balance"].iloc[-1] == pytest.approx(10_000 - 100)
 
 
+def test_a_hedge_legs_mode_switches_with_its_partner_only_when_both_are_flat():
+    # Hedge mode on X: columns X.long and X.short. Bar 0 decides: long leg 10, short leg -5.
+    # Bar 1: switch X.long to isolated while both legs are open -> refused. Bar 2: close the
+    # long leg and switch it -> refused (the short leg is still open). Bar 3: close the short
+    # leg and switch it -> both legs become isolated (the venue sets the mode per symbol).
+    m = market(["X"], [(100,) * 4] * 6)
+    steps = {(0, 0, 0): 10.0, (0, 0, 1): -5.0, (1, 4, 0): ISOLATED, (2, 0, 0): 0.0,
+             (2, 4, 0): ISOLATED, (3, 0, 1): 0.0, (3, 4, 1): ISOLATED}
+    r = run(m, scripted(6, 2, steps), leverage=10, position_mode="hedge", **flat())
+    rej = r.rejections
+    assert rej["reason"].tolist() == ["mode_switch_with_open_position"] * 2
+    assert rej["symbol"].tolist() == ["X.long", "X.long"]
+    assert r.output.mode.tolist() == [ISOLATED, ISOLATED]
+    assert r.fills["qty"].tolist() == [10.0, -5.0, -10.0, 5.0]
+
+
 def test_isolated_after_a_switch_liquidates_alone_at_the_isolated_price():
     # Switch to isolated while flat, then long 1 @ 30,000 at 10x: margin 3,000.
     # LP = (30,000 - 3,000) / (1 - 0.005) = 27,135.68; the drop to 26,000 liquidates it,

@@ -437,6 +437,7 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         margin_mode = _to_legs("margin_mode", margin_mode, hedge, same=True)
         leverage_option = _to_legs("leverage", leverage_option, hedge, same=False)
     held = _collateral_columns(config, venue, market.symbols)
+    amounts = {str(c).upper(): float(a) for c, a in dict(config.collateral).items()}
     if held:
         market = market.with_copies(held)
         base.update({c: c for c in held})
@@ -502,8 +503,7 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         slippage=float(config.slippage), fill_at=fill_at, path=path,
         reduce_to_fit=bool(config.reduce_to_fit), record_positions=bool(config.record_positions),
         schedule=schedule, hours=bar_hours(market.index, market.bar_ns),
-        holdings=np.array([config.collateral.get(s, 0.0) if s in held else 0.0
-                           for s in symbols], dtype=np.float64) if held else None,
+        holdings=np.array([amounts.get(s, 0.0) for s in symbols]) if held else None,
         loan_rate=venue.rules(start).get("loan_rate", 0.0) / 8760.0 if held else 0.0,
     )
     if callback_inputs is not None:
@@ -516,7 +516,7 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
         first = np.array([np.nan_to_num(market.mark_open[:, symbols.index(c)])[
             np.argmax(~np.isnan(market.mark_open[:, symbols.index(c)]))] for c in held])
         initial_equity = float(config.initial_balance) + float(
-            (first * np.array([config.collateral[c] for c in held])).sum())
+            (first * np.array([amounts[c] for c in held])).sum())
     return Result(market=market, config=config, venue=venue, output=output, margin_mode=mode,
                   leverage=leverage, specs=specs, initial_equity=initial_equity)
 

@@ -45,7 +45,7 @@ def test_collateral_backs_an_order_the_quote_balance_cannot():
     alone = okx_run(market, long_btc(2.0), initial_balance=3_000)
     assert alone.rejections["reason"].tolist() == ["insufficient_margin"]
     assert alone.rejections["available"].iloc[0] == pytest.approx(3_000.0)
-    backed = okx_run(market, long_btc(2.0), initial_balance=3_000, collateral={"BTC": 0.2})
+    backed = okx_run(market, long_btc(2.0), initial_balance=3_000, collateral={"btc": 0.2})
     assert len(backed.rejections) == 0
     assert backed.positions["BTC_USDT"].iloc[-1] == 2.0
     # the account starts with 3,000 + 0.2 x 20,000 = 7,000

@@ -335,9 +335,8 @@ def _perp_only(name: str, value, spot: set[str], fill):
 def _symbol_arrays(venue: Venue, symbols, spot: set[str], at, spot_fee: float):
     """(tiers, n_tiers, rule rows) of every column (``symbols``: the venue's names): the
     venue's for the perpetuals, one tier without maintenance margin and 1x max leverage
-    for spot. The rule rows
-    (``enums.SYM_*``, (N_SYMBOL_FIELDS, N)) carry the fees and the venue's margin model;
-    their leverage row is 0 (the run's leverage goes there)."""
+    for spot. The rule rows (``enums.SYM_*``, (N_SYMBOL_FIELDS, N)) carry the fees and the
+    venue's margin model; their leverage row is 0 (the run's leverage goes there)."""
     perps = [s for s in symbols if s not in spot]
     perp_columns = [i for i, s in enumerate(symbols) if s not in spot]
     if not spot:
@@ -511,14 +510,8 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     else:
         array = targets_array(targets, market, hedge, held)
         output = simulate_arrays(targets=array, **inputs)
-    initial_equity = float(config.initial_balance)
-    if held:  # the holdings' value at the start, however much of them is left at the end
-        first = np.array([np.nan_to_num(market.mark_open[:, symbols.index(c)])[
-            np.argmax(~np.isnan(market.mark_open[:, symbols.index(c)]))] for c in held])
-        initial_equity = float(config.initial_balance) + float(
-            (first * np.array([amounts[c] for c in held])).sum())
     return Result(market=market, config=config, venue=venue, output=output, margin_mode=mode,
-                  leverage=leverage, specs=specs, initial_equity=initial_equity)
+                  leverage=leverage, specs=specs, initial_equity=output.initial_equity)
 
 
 def version_bars(venue: Venue, market: Market, symbols) -> list[int]:

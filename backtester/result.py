@@ -191,19 +191,24 @@ class Result:
             ("liquidation fees", f"{s['liquidation_fees']:,.2f}"),
             ("bankruptcy shortfall", f"{s['bankruptcy_shortfall']:,.2f}"),
             ("trading fees", f"{s['fees_paid']:,.2f}"),
-            ("funding paid", f"{s['funding_paid']:,.2f}"),
-            ("worst margin ratio", f"{s['worst_margin_ratio']:.2%}" if (
-                self.margin_mode == enums.CROSS).any() else "n/a (no cross position)"),
-            ("fills / rejected", f"{s['fills']} / {s['rejected_orders']}"),
         ]
         if getattr(self.venue, "model", "") == "kraken_spot":
             # spot margin: the cost of carry is borrowing fees, and risk is the margin level
             # (equity / used margin; the margin ratio is liquidation level / margin level)
             level = self.venue.rules()["liquidation_level"]
             worst = s["worst_margin_ratio"]
-            rows[10] = ("borrowing fees", f"{s['borrowing_fees']:,.2f}")
-            rows[11] = ("lowest margin level", f"{level / worst:.2%}" if worst > 0 else "n/a")
-            rows.insert(12, ("margin calls", f"{s['margin_calls']}"))
+            rows += [
+                ("borrowing fees", f"{s['borrowing_fees']:,.2f}"),
+                ("lowest margin level", f"{level / worst:.2%}" if worst > 0 else "n/a"),
+                ("margin calls", f"{s['margin_calls']}"),
+            ]
+        else:
+            rows += [
+                ("funding paid", f"{s['funding_paid']:,.2f}"),
+                ("worst margin ratio", f"{s['worst_margin_ratio']:.2%}" if (
+                    self.margin_mode == enums.CROSS).any() else "n/a (no cross position)"),
+            ]
+        rows.append(("fills / rejected", f"{s['fills']} / {s['rejected_orders']}"))
         width = max(len(k) for k, _ in rows)
         lines += [f"  {k:<{width}}  {v}" for k, v in rows]
         return "\n".join(lines)

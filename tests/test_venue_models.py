@@ -450,23 +450,16 @@ def test_okx_cross_partial_liquidation_drops_two_tiers():
 
 NO_FEES = dict(taker_fee=0.0, liquidation_fee=0.0, long_opening_fee=0.0, long_rollover_fee=0.0,
                short_opening_fee=0.0, short_rollover_fee=0.0)
-KRAKEN_PAIRS = """
-[[symbols.BTCUSD]]
+KRAKEN_PAIR = """
+[[symbols.{}]]
 source = "test"
 long_opening_fee = 0.0
 long_rollover_fee = 0.0
 short_opening_fee = 0.0
 short_rollover_fee = 0.0
-tiers = [{ floor = 0, cap = inf, max_leverage = 5, mmr = 0.0 }]
-
-[[symbols.ETHUSD]]
-source = "test"
-long_opening_fee = 0.0
-long_rollover_fee = 0.0
-short_opening_fee = 0.0
-short_rollover_fee = 0.0
-tiers = [{ floor = 0, cap = inf, max_leverage = 5, mmr = 0.0 }]
+tiers = [{{ floor = 0, cap = inf, max_leverage = 5, mmr = 0.0 }}]
 """
+KRAKEN_PAIRS = KRAKEN_PAIR.format("BTCUSD") + KRAKEN_PAIR.format("ETHUSD")
 
 
 def test_kraken_refuses_isolated_margin():

@@ -169,17 +169,6 @@ def collateral_value(i, qty, price, sym, tiers, n_tiers):
 
 
 @njit(cache=True, _nrt=False)
-def collateral_total(state, mode, sym, tiers, n_tiers, prices):
-    """Discounted value of every collateral holding at ``prices`` (0 without collateral)."""
-    total = 0.0
-    for i in range(state.shape[1]):
-        q = state[S_QTY, i]
-        if q > 0.0 and mode[i] == COLLATERAL:
-            total += collateral_value(i, q, prices[i], sym, tiers, n_tiers)
-    return total
-
-
-@njit(cache=True, _nrt=False)
 def available_balance(state, mode, sym, tiers, n_tiers, account):
     """Balance free for new orders, ``MB - sum(IM_i, cross)``, at the current marks (MB with
     the discounted value of collateral holdings, under multi-currency margin)."""
@@ -189,11 +178,7 @@ def available_balance(state, mode, sym, tiers, n_tiers, account):
         if q != 0.0 and mode[i] == CROSS:
             entry = state[S_ENTRY, i]
             mark = state[S_MARK, i]
-            if sym[SYM_MM_RULE, i] == MM_BRACKET and sym[SYM_FEE_RULE, i] == 0.0:
-                im = abs(q) * entry / sym[SYM_LEVERAGE, i]  # the common case, kept inline
-            else:
-                im = initial_margin_of(i, q, entry, mark, sym)
-            total += q * (mark - entry) - im
+            total += q * (mark - entry) - initial_margin_of(i, q, entry, mark, sym)
         elif q > 0.0 and mode[i] == COLLATERAL:
             # multi-currency margin: the holding's discounted value backs new orders
             total += collateral_value(i, q, state[S_MARK, i], sym, tiers, n_tiers)
@@ -310,21 +295,15 @@ def refresh_liq_price(i, state, mode, sym, tiers, n_tiers):
 
 
 @njit(cache=True, _nrt=False)
-def apply_funding(i, rate, mark, state, mode, sym, tiers, n_tiers, account):
-    """Settle one funding payment ``q * mark * rate`` (> 0: the account pays).
-
-    Cross positions pay from the wallet. Isolated ones pay from their own margin
-    (which moves their liquidation price), except on venues that take it from the
-    available balance first (Bybit, ``pay_from_available``).
-    """
-    payment = state[S_QTY, i] * mark * rate
-    if mode[i] != ISOLATED:
-        account[A_WALLET] -= payment
-    elif sym[SYM_FUNDING_RULE, i] == FUNDING_FROM_AVAILABLE:
+def pay_isolated_funding(i, payment, state, mode, sym, tiers, n_tiers, account):
+    """An isolated position's funding ``payment`` (> 0: it pays; cross positions pay from the
+    wallet, in the bar loop). From its own margin, which moves its liquidation price
+    (DESIGN.md §4), except on venues that take it from the available balance first (Bybit,
+    ``pay_from_available``)."""
+    if sym[SYM_FUNDING_RULE, i] == FUNDING_FROM_AVAILABLE:
         pay_from_available(i, payment, state, mode, sym, tiers, n_tiers, account)
     else:
         state[S_ISO_MARGIN, i] -= payment
-    return payment
 
 
 @njit(cache=True, _nrt=False)
@@ -488,8 +467,9 @@ def position_liquidation_price(i, state, mode, sym, tiers, n_tiers, account):
             entry = state[S_ENTRY, j]
             others_mm += position_maintenance(j, qj, entry, mark, sym, tiers, n_tiers)
             others_upnl += qj * (mark - entry)
-    collateral = account[A_WALLET] - others_mm + others_upnl + collateral_total(
-        state, mode, sym, tiers, n_tiers, state[S_MARK])
+        elif qj > 0.0 and mode[j] == COLLATERAL:  # multi-currency margin, at its discount
+            others_upnl += collateral_value(j, qj, state[S_MARK, j], sym, tiers, n_tiers)
+    collateral = account[A_WALLET] - others_mm + others_upnl
     if partner >= 0:
         return legs_liquidation_price(i, partner, collateral, state, sym, tiers, n_tiers)
     return solve_liquidation_price(i, q, state[S_ENTRY, i], collateral, sym, tiers, n_tiers)

@@ -70,6 +70,7 @@ class KernelOutput:
     mode: np.ndarray | None = None  # (N,) margin modes at the end (a callback may switch them)
     sym: np.ndarray | None = None  # (N_SYMBOL_FIELDS, N) at the end (a callback may re-lever)
     memory: np.ndarray | None = None  # the callback's scratch space at the end
+    initial_equity: float | None = None  # the deposit plus collateral at its first mark
 
 
 def new_state(n_symbols: int, initial_balance: float):
@@ -176,6 +177,7 @@ def simulate_arrays(
     counts = np.zeros(N_COUNTS, dtype=np.int64)
     state, tier, account = new_state(n, float(initial_balance))
     account[enums.A_LOAN_RATE] = float(loan_rate)
+    initial_equity = float(initial_balance)
     if holdings is not None:
         for i in np.flatnonzero(np.asarray(holdings) > 0.0):
             marks = mark_open[:, i][~np.isnan(mark_open[:, i])]
@@ -186,6 +188,7 @@ def simulate_arrays(
             state[enums.S_ISO_MARGIN, i] = holdings[i] * marks[0]
             state[enums.S_MARK, i] = marks[0]
             account[A_EQUITY_PREV] += holdings[i] * marks[0]
+            initial_equity += holdings[i] * marks[0]
     extra = ()
     if callback is not None:
         ctx, orders, params = callback_arguments(
@@ -240,6 +243,7 @@ def simulate_arrays(
         mode=mode,
         sym=sym,
         memory=extra[1].memory if extra else None,
+        initial_equity=initial_equity,
     )
 
 

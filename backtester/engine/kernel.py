@@ -31,11 +31,11 @@ import numpy as np
 from numba import njit
 
 from .account import (
-    apply_funding,
     collateral_value,
     cross_level_value,
     fee_in_margin,
     legs_liquidation_price,
+    pay_isolated_funding,
     position_maintenance,
     refresh_liq_price,
     solve_liquidation_price,
@@ -350,12 +350,13 @@ def simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close, fu
                 q = state[S_QTY, i]
                 mark = state[S_MARK, i]
                 if rate == rate and q != 0.0 and mark == mark and mode[i] < SPOT:
-                    if mode[i] == CROSS:  # the common case, without a call: from the wallet
-                        payment = q * mark * rate
+                    # q * mark * rate, > 0: paid; a cross position pays from the wallet
+                    payment = q * mark * rate
+                    if mode[i] == CROSS:
                         account[A_WALLET] -= payment
                     else:
-                        payment = apply_funding(i, rate, mark, state, mode, sym, tiers,
-                                                n_tiers, account)
+                        pay_isolated_funding(i, payment, state, mode, sym, tiers, n_tiers,
+                                             account)
                         refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
                     record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
         if borrowing:

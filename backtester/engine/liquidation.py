@@ -277,7 +277,7 @@ def cut_cross(t, event, prices, gapped, equity_before, state, mode, sym, tiers, 
     liquidation fee) and is a liquidation record with ``partial`` set.
     """
     n = state.shape[1]
-    for _ in range(4 * n * n_tiers.shape[0] + 1):
+    for _ in range(n * tiers.shape[2] + 1):  # each cut takes a position a tier down
         margin_balance = cross_trigger_value(state, mode, sym, tiers, n_tiers, account, prices)
         if margin_balance > 0.0:
             return True

@@ -177,10 +177,7 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, state, mode, sym, tier
     filled = close_qty + open_qty
     if filled != 0.0:
         record_fill(fills, counts, t, i, filled, price, fee, realized, state[S_QTY, i], reason)
-        if mode[i] == ISOLATED:
-            refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
-        else:  # (what refresh_liq_price would do, without the call)
-            state[S_LIQ_PX, i] = np.nan
+        refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
 
 
 @njit(cache=True, _nrt=False)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..engine import enums
 from .models import MODELS, default_rules
 from .spec import (
     SymbolSpec,
@@ -233,45 +234,43 @@ class Venue:
         """The kernel's rule rows (``enums.SYM_*``, (N_SYMBOL_FIELDS, N)) of ``specs`` at ``at``:
         how this venue's model values margin, settles a liquidation and charges funding
         and borrowing. The leverage row is left 0 (it is the run's)."""
-        from ..engine import enums as e
-
         rules = self.rules(at)
-        out = np.zeros((e.N_SYMBOL_FIELDS, len(specs)))
-        out[e.SYM_PARTNER] = -1.0
+        out = np.zeros((enums.N_SYMBOL_FIELDS, len(specs)))
+        out[enums.SYM_PARTNER] = -1.0
         for i, spec in enumerate(specs):
-            out[e.SYM_TAKER_FEE, i] = spec.taker_fee
-            out[e.SYM_LIQ_FEE, i] = spec.liquidation_fee
+            out[enums.SYM_TAKER_FEE, i] = spec.taker_fee
+            out[enums.SYM_LIQ_FEE, i] = spec.liquidation_fee
             if self.model == "bybit_uta":
-                out[e.SYM_MM_RULE, i] = (e.MM_BRACKET if rules["margin_price"] == "mark"
-                                         else e.MM_AT_ENTRY)
-                out[e.SYM_FEE_RULE, i] = (e.FEE_IN_MARGIN_TO_CLOSE
+                out[enums.SYM_MM_RULE, i] = (enums.MM_BRACKET if rules["margin_price"] == "mark"
+                                         else enums.MM_AT_ENTRY)
+                out[enums.SYM_FEE_RULE, i] = (enums.FEE_IN_MARGIN_TO_CLOSE
                                           if rules["fee_to_close_in_margin"]
-                                          else e.FEE_IN_MARGIN_NONE)
-                out[e.SYM_SETTLEMENT, i] = e.SETTLE_AT_BANKRUPTCY
-                out[e.SYM_FUNDING_RULE, i] = e.FUNDING_FROM_AVAILABLE
-                out[e.SYM_PARTIAL, i] = (e.PARTIAL_STEP_DOWN if rules["partial_liquidation"]
-                                         == "step_down" else e.PARTIAL_NONE)
+                                          else enums.FEE_IN_MARGIN_NONE)
+                out[enums.SYM_SETTLEMENT, i] = enums.SETTLE_AT_BANKRUPTCY
+                out[enums.SYM_FUNDING_RULE, i] = enums.FUNDING_FROM_AVAILABLE
+                out[enums.SYM_PARTIAL, i] = (enums.PARTIAL_STEP_DOWN if rules["partial_liquidation"]
+                                         == "step_down" else enums.PARTIAL_NONE)
             elif self.model == "okx":
-                out[e.SYM_MM_RULE, i] = e.MM_BY_SIZE if spec.tier_unit == "contracts" \
-                    else e.MM_BRACKET
-                out[e.SYM_FEE_RULE, i] = (e.FEE_IN_MARGIN_LIQUIDATION
+                out[enums.SYM_MM_RULE, i] = enums.MM_BY_SIZE if spec.tier_unit == "contracts" \
+                    else enums.MM_BRACKET
+                out[enums.SYM_FEE_RULE, i] = (enums.FEE_IN_MARGIN_LIQUIDATION
                                           if rules["liquidation_fee_in_trigger"]
-                                          else e.FEE_IN_MARGIN_NONE)
-                out[e.SYM_PARTIAL, i] = {"two_tiers": e.PARTIAL_TWO_TIERS,
-                                         "to_tier_1": e.PARTIAL_TO_TIER_1,
-                                         "none": e.PARTIAL_NONE}[rules["partial_liquidation"]]
+                                          else enums.FEE_IN_MARGIN_NONE)
+                out[enums.SYM_PARTIAL, i] = {"two_tiers": enums.PARTIAL_TWO_TIERS,
+                                         "to_tier_1": enums.PARTIAL_TO_TIER_1,
+                                         "none": enums.PARTIAL_NONE}[rules["partial_liquidation"]]
             elif self.model == "kraken_spot":
-                out[e.SYM_MM_RULE, i] = e.MM_MARGIN_LEVEL
-                out[e.SYM_LIQ_LEVEL, i] = rules["liquidation_level"]
-                out[e.SYM_CALL_LEVEL, i] = rules["margin_call_level"]
-                out[e.SYM_OPEN_LEVEL, i] = rules["open_level"]
-                out[e.SYM_ROLLOVER_HOURS, i] = rules["rollover_hours"]
+                out[enums.SYM_MM_RULE, i] = enums.MM_MARGIN_LEVEL
+                out[enums.SYM_LIQ_LEVEL, i] = rules["liquidation_level"]
+                out[enums.SYM_CALL_LEVEL, i] = rules["margin_call_level"]
+                out[enums.SYM_OPEN_LEVEL, i] = rules["open_level"]
+                out[enums.SYM_ROLLOVER_HOURS, i] = rules["rollover_hours"]
                 p = spec.params
-                out[e.SYM_BORROW_OPEN_LONG, i] = p.get("long_opening_fee", 0.0)
-                out[e.SYM_BORROW_ROLL_LONG, i] = p.get("long_rollover_fee", 0.0)
-                out[e.SYM_BORROW_OPEN_SHORT, i] = p.get("short_opening_fee", 0.0)
-                out[e.SYM_BORROW_ROLL_SHORT, i] = p.get("short_rollover_fee", 0.0)
-            if (spec.tier_rule == "whole" and out[e.SYM_MM_RULE, i] == e.MM_BRACKET
+                out[enums.SYM_BORROW_OPEN_LONG, i] = p.get("long_opening_fee", 0.0)
+                out[enums.SYM_BORROW_ROLL_LONG, i] = p.get("long_rollover_fee", 0.0)
+                out[enums.SYM_BORROW_OPEN_SHORT, i] = p.get("short_opening_fee", 0.0)
+                out[enums.SYM_BORROW_ROLL_SHORT, i] = p.get("short_rollover_fee", 0.0)
+            if (spec.tier_rule == "whole" and out[enums.SYM_MM_RULE, i] == enums.MM_BRACKET
                     and len(spec.tiers) > 1):
                 raise VenueSpecError(
                     f"venue {self.name}, {spec.label}: tier_rule 'whole' on notional tiers "

@@ -12,8 +12,9 @@ from . import _numba_cache
 
 _numba_cache.refresh(_Path(__file__).resolve().parent)  # before any compiled module loads
 
-from .backtest import RunConfig, run
+from .backtest import run
 from .compare import Comparison, compare
+from .config import RunConfig
 from .data import DataError, Market, import_csv, load_market
 from .liquidation import bankruptcy_price, cross_liquidation_prices, liquidation_price
 from .result import Result

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
+from .config import RunConfig
 from .data.market import Market
 from .engine import enums
 from .engine.driver import KernelOutput
@@ -291,8 +292,6 @@ class Result:
                  if (folder / f"{name}.parquet").exists() else None
                  for name in ("positions", "liquidation_prices")}
         saved = meta["config"]
-        from .backtest import RunConfig  # backtest imports this module
-
         fields = {f.name for f in dataclasses.fields(RunConfig)}
         config = RunConfig(**{k: v for k, v in saved.items() if k in fields})
         try:

@@ -63,12 +63,7 @@ from numba.core.errors import NumbaError
 
 from .engine import driver
 from .engine.account import available_balance as _available_balance
-from .engine.account import (
-    initial_margin_of,
-    position_liquidation_price,
-    position_maintenance,
-    removable_margin,
-)
+from .engine.account import position_liquidation_price, removable_margin
 from .engine.enums import (  # noqa: F401  (re-exported for strategy authors)
     A_EQUITY_PREV,
     A_WALLET,
@@ -96,6 +91,8 @@ from .engine.enums import (  # noqa: F401  (re-exported for strategy authors)
     TIER_MMR,
     BarContext,
 )
+from .engine.rules import initial_margin
+from .engine.rules import maintenance_margin as _maintenance_margin
 
 
 class StrategyError(ValueError):
@@ -138,7 +135,7 @@ def position_margin(ctx, i):
         q = ctx.state[S_QTY, i]
         if q == 0.0:
             return 0.0
-        return initial_margin_of(i, q, ctx.state[S_ENTRY, i], ctx.state[S_MARK, i], ctx.sym)
+        return initial_margin(i, q, ctx.state[S_ENTRY, i], ctx.state[S_MARK, i], ctx.sym)
     return ctx.state[S_ISO_MARGIN, i]
 
 
@@ -147,18 +144,17 @@ def maintenance_margin(ctx, i):
     """Maintenance margin of symbol i's position at its mark, under the venue's model
     (tiered; 0 for spot)."""
     q = ctx.state[S_QTY, i]
-    if q == 0.0 or ctx.mode[i] == SPOT:
+    if q == 0.0 or ctx.mode[i] >= SPOT:
         return 0.0
-    return position_maintenance(i, q, ctx.state[S_ENTRY, i], ctx.state[S_MARK, i], ctx.sym,
-                                ctx.tiers, ctx.n_tiers)
+    return _maintenance_margin(i, q, ctx.state[S_ENTRY, i], ctx.state[S_MARK, i], ctx.sym,
+                               ctx.tiers, ctx.n_tiers)
 
 
 @njit(cache=True, _nrt=False)
 def liquidation_price(ctx, i):
     """Mark price at which symbol i's position is liquidated, all else fixed (NaN: flat or
     spot). Cross: Binance's formula with the other cross positions at their marks."""
-    return position_liquidation_price(i, ctx.state, ctx.mode, ctx.sym, ctx.tiers, ctx.n_tiers,
-                                      ctx.account)
+    return position_liquidation_price(i, ctx.book)
 
 
 @njit(cache=True, _nrt=False)
@@ -179,14 +175,14 @@ def isolated_margin_for(ctx, i, price):
     ``M + q * (price - entry) == MM(price)``); compare with ``position_margin``."""
     q = ctx.state[S_QTY, i]
     entry = ctx.state[S_ENTRY, i]
-    mm = position_maintenance(i, q, entry, price, ctx.sym, ctx.tiers, ctx.n_tiers)
+    mm = _maintenance_margin(i, q, entry, price, ctx.sym, ctx.tiers, ctx.n_tiers)
     return mm - q * (price - entry)
 
 
 @njit(cache=True, _nrt=False)
 def free_isolated_margin(ctx, i):
     """Isolated margin symbol i could give back now (``remove_margin`` beyond it is refused)."""
-    return removable_margin(i, ctx.state, ctx.sym)
+    return removable_margin(i, ctx.book)
 
 
 @njit(cache=True, _nrt=False)
@@ -210,7 +206,7 @@ def wallet_balance(ctx):
 @njit(cache=True, _nrt=False)
 def available_balance(ctx):
     """Balance free for new margin: wallet + cross unrealized PnL - cross initial margin."""
-    return _available_balance(ctx.state, ctx.mode, ctx.sym, ctx.tiers, ctx.n_tiers, ctx.account)
+    return _available_balance(ctx.book)
 
 
 # --- writing orders ------------------------------------------------------------------------------

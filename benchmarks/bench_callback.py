@@ -9,7 +9,7 @@ symbol, funding every 8 bars.
 
 Prints, compile excluded (a warm-up run first), best of ``--repeat``:
 
-- targets: ``engine.driver.simulate_arrays`` with the (T, N) targets array;
+- targets: ``engine.driver.execute`` of the run's inputs with the (T, N) targets array;
 - callback: the same kernel with no targets and a callback writing the same orders
   every 24th bar (a call on every bar, orders on 1 bar in 24);
 - callback + reads: a callback that also reads every position, the equity and the
@@ -28,8 +28,8 @@ from numba import njit
 
 from backtester.data import make_market
 from backtester.engine import enums
-from backtester.engine.driver import compile_callback, simulate_arrays
-from backtester.strategy import equity, margin_ratio, order_target, position
+from backtester.engine.driver import execute
+from backtester.strategy import Callback, equity, margin_ratio, order_target, position
 
 
 @njit
@@ -65,18 +65,13 @@ def main() -> None:
     market = make_market(n_bars, n, seed=7, funding_every=8)
     venue = binance_tiers_for_all(market.symbols)
     targets = hedged_targets(n_bars, n, every=24)
-    params = np.array([24.0, 0.1])
+    params = [24.0, 0.1]
 
-    def inputs():
-        return kernel_inputs(market, venue)
-
-    callbacks = {"callback": compile_callback(rebalance),
-                 "callback + reads": compile_callback(rebalance_reading)}
-    runs = {"targets": lambda: simulate_arrays(targets=targets, **inputs())}
-    for name, cb in callbacks.items():
-        runs[name] = (lambda cb=cb: simulate_arrays(
-            targets=None, callback=cb, params=params, high=market.high, low=market.low,
-            volume=market.volume, **inputs()))
+    callbacks = {"callback": Callback(rebalance, params=params),
+                 "callback + reads": Callback(rebalance_reading, params=params)}
+    prepared = {"targets": kernel_inputs(market, venue, targets)}
+    prepared.update({name: kernel_inputs(market, venue, cb) for name, cb in callbacks.items()})
+    runs = {name: (lambda inputs=inputs: execute(inputs)) for name, inputs in prepared.items()}
     t0 = time.perf_counter()
     outputs = {name: fn() for name, fn in runs.items()}  # warm-up: compile or cache load
     print(f"{n_bars:,} bars x {n} symbols; warm-up (compile or cache load) "

@@ -9,7 +9,9 @@ for every symbol, funding every 8 bars, the default intrabar path.
 
 Prints:
 - kernel throughput: bar-symbols per second of the compiled loop alone
-  (``engine.driver.simulate_arrays``), compile excluded (a warm-up run first);
+  (``engine.driver.execute`` of inputs ``prepare.prepare_run`` built beforehand: the
+  account opened, the record buffers allocated, every bar run), compile excluded (a
+  warm-up run first);
 - end to end: ``run(market, targets)`` from a Market in memory to the Result's
   equity Series, with positions and liquidation prices recorded (the default);
 - peak memory (RSS high-water mark) of the process;
@@ -29,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from backtester import run
+from backtester import RunConfig, run
 from backtester.data import load_market, make_market, write_market
-from backtester.engine import enums
-from backtester.engine.driver import pack_symbol_params, pack_tiers, simulate_arrays
+from backtester.engine.driver import KernelInputs, execute
+from backtester.prepare import prepare_run
 from backtester.venues import Venue, load_venue
 
 
@@ -50,21 +52,14 @@ def hedged_targets(n_bars: int, n_symbols: int, every: int = 24) -> np.ndarray:
     return targets
 
 
-def kernel_inputs(market, venue: Venue, leverage: float = 5.0) -> dict:
-    """The kernel's inputs for the scenario (new mode/parameter arrays on every call, since
-    a strategy callback may change them), targets left out."""
-    n = market.n_symbols
-    arrays = venue.arrays(market.symbols)
-    return dict(
-        open_=market.open, close=market.close, mark_open=market.mark_open,
-        mark_high=market.mark_high, mark_low=market.mark_low, mark_close=market.mark_close,
-        funding_rate=market.funding_rate, target_kind=enums.TARGET_EQUITY,
-        mode=np.zeros(n, dtype=np.int64),
-        sym=pack_symbol_params(np.full(n, leverage), arrays.taker_fee, arrays.liquidation_fee),
-        tiers=pack_tiers(arrays.floors, arrays.caps, arrays.mmrs, arrays.cums,
-                         arrays.max_leverage),
-        n_tiers=arrays.n_tiers, initial_balance=1_000_000.0,
-    )
+def kernel_inputs(market, venue: Venue, orders, leverage: float = 5.0,
+                  record_positions: bool = False) -> KernelInputs:
+    """The kernel's inputs for the scenario (``orders``: targets or a Callback), through the
+    one path that ``run()`` takes: equity-fraction targets, cross margin, 1,000,000 USDT."""
+    config = RunConfig(venue=venue, margin_mode="cross", leverage=leverage,
+                       target_kind="equity", initial_balance=1_000_000.0,
+                       record_positions=record_positions)
+    return prepare_run(market, orders, config).inputs
 
 
 def peak_rss_mb() -> float:
@@ -94,19 +89,17 @@ def main() -> None:
           f"{time.perf_counter() - t0:.1f} s")
     targets = hedged_targets(n_bars, n)
     venue = binance_tiers_for_all(market.symbols)
-    kernel_inputs_ = dict(kernel_inputs(market, venue), targets=targets)
+    inputs = kernel_inputs(market, venue, targets)
 
     t0 = time.perf_counter()
-    small = {k: (v[:1000] if isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[0] == n_bars
-                 else v) for k, v in kernel_inputs_.items()}
-    simulate_arrays(**small)
+    execute(kernel_inputs(market.slice(0, 1000), venue, targets[:1000]))
     print(f"warm-up (compile or cache load): {time.perf_counter() - t0:.2f} s")
 
     out = None
 
     def kernel():
         nonlocal out
-        out = simulate_arrays(**kernel_inputs_)
+        out = execute(inputs)
 
     dt = best_of(kernel, args.repeat)
     print(f"kernel:     {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "

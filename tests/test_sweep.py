@@ -16,6 +16,7 @@ import pytest
 from backtester import Market, load_market, run
 from backtester.cli import main
 from backtester.engine import batch
+from backtester.strategy import Plan
 from backtester.sweep import Grid, read_equity, read_sweep, run_id, sweep
 from strategies import hedged_pair
 
@@ -208,14 +209,19 @@ def test_bad_grids_fail_before_anything_runs(market):
         sweep(market, hedged_pair, {"margin_mode": ["spot"]})  # spot is an instrument
 
 
-def test_a_strategy_returning_a_plan_fails_its_runs_with_advice(market):
-    from types import SimpleNamespace
+def test_a_strategy_returning_a_plan_runs_under_the_plans_options(market):
+    # a Plan's options apply where the grid sets none (as run()'s keyword options win over
+    # a plan's), and the table shows what each run used
+    def planned(m, exposure=1.0):
+        return Plan(hedged_pair(m, exposure=exposure), {"target_kind": "equity"})
 
-    def planned(m):
-        return SimpleNamespace(orders=hedged_pair(m), options={"target_kind": "equity"})
-
-    table = sweep(market, planned, {"leverage": [5, 10]})
-    assert table["error"].str.contains("returned a Plan").all()
+    table = sweep(market, planned, {"exposure": [1.0, 3.0], "leverage": [5, 10]})
+    assert table["error"].isna().all()
+    assert (table["target_kind"] == "equity").all()
+    for _, row in table.iterrows():
+        expected = run(market, planned(market, row["exposure"]), leverage=row["leverage"],
+                       record_positions=False).summary()
+        assert_row_matches(row, expected)
 
 
 def test_windows_run_on_their_own_bars(market):

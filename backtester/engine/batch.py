@@ -1,27 +1,31 @@
 """Many runs on one shared market in one compiled call: the fast path of sweeps.
 
-A batch is R runs that share a market window and a venue's tier tables; each
-run has its own targets (an index into a stack of distinct target arrays),
-margin modes, leverages, fees, balance and simulation choices. Every run owns
-its state while it runs; the per-bar outputs and record buffers are scratch
-space of the worker thread that runs it, reused by its next run, so that no
-(T,) array outlives its run. Each run leaves one row of ``METRICS`` (and, only
-when asked, its equity curve).
+A batch is R runs that share a market window (``enums.Bars``) and a venue's rule
+versions (``enums.Versions``); each run has its own targets (an index into a stack of
+distinct target arrays), margin modes, symbol rows (leverage, fees), collateral,
+balance and simulation choices (``Runs``). Every run opens its own account
+(``account.open_account``) and runs ``kernel.run_to_end``, exactly as ``run()`` does;
+the per-bar outputs and record buffers are scratch space of the worker thread that
+runs it, reused by its next run, so that no (T,) array outlives its run. Each run
+leaves one row of ``METRICS`` (and, only when asked, its equity curve).
 
 The metrics are those of ``Result.summary()``, computed the same way: sums use
 numpy's pairwise summation (``pairwise_sum``), and the mean and standard
 deviation of bar returns follow pandas' two-pass formulas, so the figures agree
-with ``run(...).summary()`` to the last bit or nearly so, whatever the backend.
+with ``run(...).summary()`` to the last bit, whatever the backend. A sweep's runs
+with a strategy callback run one by one through ``engine.driver`` and are
+summarised by the same ``summarise``.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, prange
 
+from .account import open_account
 from .enums import (
-    A_EQUITY_PREV,
-    A_WALLET,
     C_EVENTS,
     C_FILLS,
     C_FUNDING,
@@ -29,23 +33,14 @@ from .enums import (
     C_REJECTS,
     EVENT_MARGIN_CALL,
     FILL_LIQUIDATION,
-    N_ACCOUNT,
-    N_COUNTS,
     N_OUT,
-    N_STATE,
     OUT_EQUITY,
     OUT_MARGIN_RATIO,
-    S_LAST_CLOSE,
-    S_LIQ_PX,
-    S_MARK,
-    event_dt,
-    fill_dt,
-    funding_dt,
-    liquidation_dt,
-    rejection_dt,
+    Outputs,
+    Trading,
 )
-from .kernel import put_rules_in_force, simulate
-from .records import grow_buffer
+from .kernel import run_to_end
+from .records import new_records
 
 # one row per run, in this column order (floats; counts are whole numbers)
 METRICS = (
@@ -86,16 +81,6 @@ M_FILLS = 14
 M_REJECTED_ORDERS = 15
 N_METRICS = 16
 
-# the market of a batch, shape (N_MARKET_FIELDS, T, N): ``stack_market`` builds it
-MK_OPEN = 0
-MK_CLOSE = 1
-MK_MARK_OPEN = 2
-MK_MARK_HIGH = 3
-MK_MARK_LOW = 4
-MK_MARK_CLOSE = 5
-MK_FUNDING_RATE = 6
-N_MARKET_FIELDS = 7
-
 # the choices of each run, shape (R, N_RUN_FIELDS), codes as in ``enums`` stored as floats
 RUN_TARGETS = 0  # row of the targets stack the run trades
 RUN_TARGET_KIND = 1  # TARGET_* code
@@ -106,27 +91,18 @@ RUN_INITIAL_BALANCE = 5  # the deposit, quote currency
 RUN_SLIPPAGE = 6  # fraction of the price paid against the trader
 N_RUN_FIELDS = 7
 
-
-# --- the one call of the bar loop ---------------------------------------------------------
-
-
-@njit(cache=True)
-def simulate_run(start, open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate,
-                 has_funding, hours, targets, has_target, target_kind, mode, sym, tiers, n_tiers,
-                 slippage, fill_at, path, reduce_to_fit, record_positions, state, tier, account,
-                 out, no_positions, fills, liqs, funding, rejects, events, counts, stop):
-    """``engine.kernel.simulate`` without per-bar position records; returns where it stopped.
-
-    The only place sweeps call the kernel: a change of its signature is fixed here.
-    Every argument is a runtime value of the types ``engine.driver`` passes (a
-    literal ``False`` or ``0`` would make numba compile, and cache, another
-    specialisation of the whole bar loop).
-    """
-    return simulate(start, open_, close, mark_open, mark_high, mark_low, mark_close,
-                    funding_rate, has_funding, hours, targets, has_target, target_kind, mode, sym,
-                    tiers, n_tiers, slippage, fill_at, path, reduce_to_fit, record_positions,
-                    state, tier, account, out, no_positions, no_positions, fills, liqs, funding,
-                    rejects, events, counts, stop=stop)
+# the runs of a batch
+Runs = namedtuple(
+    "Runs",
+    [
+        "targets",  # (U, T, N) the distinct target arrays
+        "has_target",  # (U, T) bool: row t of target array u holds a target
+        "choices",  # (R, N_RUN_FIELDS) each run's choices (RUN_*)
+        "mode",  # (R, N) int64 each run's margin modes
+        "sym",  # (R, N_SYMBOL_FIELDS, N) each run's symbol rows (version 0's, its leverage)
+        "holdings",  # (R, N) coins each run holds at the start in COLLATERAL columns
+    ],
+)
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -222,16 +198,16 @@ def pairwise_sum(a, lo, n):
 
 
 @njit(cache=True)
-def equity_metrics(equity, n_bars, initial_balance, bars_per_year, returns, row):
+def equity_metrics(equity, n_bars, initial_equity, bars_per_year, returns, row):
     """Total return, max drawdown and annualised Sharpe of one equity curve, into ``row``.
 
     As ``backtester.metrics``: the drawdown and total return are measured from
-    the initial balance; the Sharpe ratio uses bar returns (0 after equity hit
+    the initial equity; the Sharpe ratio uses bar returns (0 after equity hit
     zero), their mean over their sample standard deviation (ddof 1).
     """
     row[M_FINAL_EQUITY] = equity[n_bars - 1]
-    row[M_TOTAL_RETURN] = equity[n_bars - 1] / initial_balance - 1.0
-    peak = initial_balance
+    row[M_TOTAL_RETURN] = equity[n_bars - 1] / initial_equity - 1.0
+    peak = initial_equity
     worst = 0.0
     for t in range(n_bars):
         value = equity[t]
@@ -262,11 +238,14 @@ def equity_metrics(equity, n_bars, initial_balance, bars_per_year, returns, row)
 
 
 @njit(cache=True)
-def record_metrics(fills, liqs, funding, rejects, account_events, counts, values, row):
+def record_metrics(records, values, row):
     """Liquidation, fee, funding and order counts of one run's records, into ``row``.
 
     ``values`` is scratch space at least as long as the largest record count.
     """
+    fills, liqs, funding, account_events, counts = (records.fills, records.liqs,
+                                                    records.funding, records.events,
+                                                    records.counts)
     n_liq = counts[C_LIQS]
     row[M_LIQUIDATED_POSITIONS] = n_liq
     # event ids count up and the positions of one event are recorded together
@@ -318,93 +297,52 @@ def worst_margin_ratio(ratio, n_bars):
 # --- one run ---------------------------------------------------------------------------------
 
 
-def stack_market(open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate):
-    """The (N_MARKET_FIELDS, T, N) market array of a batch from a Market's (T, N) fields."""
-    return np.ascontiguousarray(
-        np.stack([open_, close, mark_open, mark_high, mark_low, mark_close, funding_rate]),
-        dtype=np.float64,
-    )
+@njit(cache=True)
+def summarise(out, records, initial_equity, bars_per_year, values, row):
+    """The ``METRICS`` row of one finished run, from its per-bar outputs and records.
+
+    ``values`` is scratch space at least as long as the run (and its largest record count
+    when that is longer, else a new array is used).
+    """
+    n_bars = out.shape[1]
+    equity_metrics(out[OUT_EQUITY], n_bars, initial_equity, bars_per_year, values, row)
+    row[M_WORST_MARGIN_RATIO] = worst_margin_ratio(out[OUT_MARGIN_RATIO], n_bars)
+    counts = records.counts
+    largest = max(counts[C_FILLS], counts[C_LIQS], counts[C_FUNDING], counts[C_EVENTS])
+    if largest > values.shape[0]:
+        values = np.empty(largest)
+    record_metrics(records, values, row)
 
 
 @njit(cache=True)
-def target_rows(targets):
-    """(T,) True where a row of ``targets`` (T, N) holds any target (not all NaN)."""
-    n_bars, n = targets.shape
-    out = np.zeros(n_bars, dtype=np.bool_)
-    for t in range(n_bars):
-        for i in range(n):
-            if targets[t, i] == targets[t, i]:
-                out[t] = True
-                break
-    return out
-
-
-@njit(cache=True)
-def run_one(r, market, has_funding, hours, targets, has_target, runs, mode, sym, version_bars,
-            tiers_v, n_tiers_v, rules_v, bars_per_year, summary, equity, out, returns,
-            no_positions, fills, liqs, funding, rejects, events):
+def run_one(r, bars, versions, runs, bars_per_year, summary, equity, out, values, records):
     """Run r of the batch from a flat account; write its metrics row (and its equity curve).
 
-    ``out``, ``returns`` and the record buffers are the worker's scratch space:
-    they are returned, grown where this run needed more, for its next run.
+    ``out``, ``values`` and the record buffers are the worker's scratch space: the
+    buffers are returned, grown where this run needed more, for its next run.
     """
-    n_bars, n = market.shape[1], market.shape[2]
-    choices = runs[r]
-    balance = choices[RUN_INITIAL_BALANCE]
-    state = np.zeros((N_STATE, n))
-    for i in range(n):
-        state[S_LIQ_PX, i] = np.nan
-        state[S_MARK, i] = np.nan
-        state[S_LAST_CLOSE, i] = np.nan
-    tier = np.zeros(n, dtype=np.int64)
-    account = np.zeros(N_ACCOUNT)
-    account[A_WALLET] = balance
-    account[A_EQUITY_PREV] = balance
-    counts = np.zeros(N_COUNTS, dtype=np.int64)
+    n = bars.open.shape[1]
+    choices = runs.choices[r]
+    book, initial_equity = open_account(choices[RUN_INITIAL_BALANCE], runs.mode[r].copy(),
+                                        runs.sym[r].copy(), versions, runs.holdings[r],
+                                        bars.mark_open)
+    records.counts[:] = 0
     u = int(choices[RUN_TARGETS])
-    start = counts[C_FILLS]  # 0, typed int64 (see simulate_run)
-    record_positions = start < 0  # False, typed bool
-    # this run's own copy of the venue's rules: they change in place at version bars
-    tiers = tiers_v[0].copy()
-    n_tiers = n_tiers_v[0].copy()
-    version = 0
-    while True:
-        stop = version_bars[version + 1] if version + 1 < version_bars.shape[0] else n_bars
-        start = simulate_run(
-            start, market[MK_OPEN], market[MK_CLOSE], market[MK_MARK_OPEN], market[MK_MARK_HIGH],
-            market[MK_MARK_LOW], market[MK_MARK_CLOSE], market[MK_FUNDING_RATE], has_funding,
-            hours, targets[u], has_target[u], int(choices[RUN_TARGET_KIND]), mode[r], sym[r], tiers,
-            n_tiers, choices[RUN_SLIPPAGE], int(choices[RUN_FILL_AT]), int(choices[RUN_PATH]),
-            choices[RUN_REDUCE_TO_FIT] != 0.0, record_positions, state, tier, account, out,
-            no_positions, fills, liqs, funding, rejects, events, counts, stop)
-        if start >= n_bars:
-            break
-        if start == stop:  # a new version of the venue's rules comes into force
-            version += 1
-            put_rules_in_force(tiers_v[version], n_tiers_v[version], rules_v[version], tiers,
-                               n_tiers, sym[r], state, mode[r], tier)
-            continue
-        # the kernel stopped because a record buffer might overflow in the next bar:
-        # doubling all three always makes room, whatever margin the kernel asks for
-        fills = grow_buffer(fills, 2 * fills.shape[0])
-        liqs = grow_buffer(liqs, 2 * liqs.shape[0])
-        rejects = grow_buffer(rejects, 2 * rejects.shape[0])
-        events = grow_buffer(events, 2 * events.shape[0])
-    row = summary[r]
-    equity_metrics(out[OUT_EQUITY], n_bars, balance, bars_per_year, returns, row)
-    row[M_WORST_MARGIN_RATIO] = worst_margin_ratio(out[OUT_MARGIN_RATIO], n_bars)
-    largest = max(counts[C_FILLS], counts[C_LIQS], counts[C_FUNDING], counts[C_EVENTS])
-    values = returns if largest <= returns.shape[0] else np.empty(largest)
-    record_metrics(fills, liqs, funding, rejects, events, counts, values, row)
+    trading = Trading(runs.targets[u], runs.has_target[u], int(choices[RUN_TARGET_KIND]),
+                      int(choices[RUN_FILL_AT]), choices[RUN_SLIPPAGE],
+                      choices[RUN_REDUCE_TO_FIT] != 0.0)
+    no_positions = np.empty((0, n))
+    outputs = Outputs(out, no_positions, no_positions)
+    records = run_to_end(bars, book, trading, int(choices[RUN_PATH]), versions, records,
+                         outputs)
+    summarise(out, records, initial_equity, bars_per_year, values, summary[r])
     if equity.shape[0] > 0:
         equity[r, :] = out[OUT_EQUITY]
-    return fills, liqs, rejects, events
+    return records
 
 
 @njit(cache=True, nogil=True)
-def run_batch_serial(w, n_workers, market, has_funding, hours, targets, has_target, runs, mode,
-                     sym, version_bars, tiers_v, n_tiers_v, rules_v, bars_per_year, summary,
-                     equity):
+def run_batch_serial(w, n_workers, bars, versions, runs, bars_per_year, summary, equity):
     """Runs w, w + n_workers, w + 2 n_workers... of the batch on the calling thread.
 
     ``(0, 1, ...)`` runs them all: process-pool and Dask workers call it so (the
@@ -412,52 +350,39 @@ def run_batch_serial(w, n_workers, market, has_funding, hours, targets, has_targ
     ``run_batch_parallel`` calls it for its share. Buffers are allocated once here.
     Arguments as ``run_batch_parallel``.
     """
-    n_bars, n = market.shape[1], market.shape[2]
+    n_bars, n = bars.open.shape
     n_funding = 0
     for t in range(n_bars):
         for i in range(n):
-            if market[MK_FUNDING_RATE, t, i] == market[MK_FUNDING_RATE, t, i]:
+            if bars.funding_rate[t, i] == bars.funding_rate[t, i]:
                 n_funding += 1
     # a fill per symbol per target row is the common case (as engine.driver sizes it)
     n_rows = 0
-    if w < runs.shape[0]:
-        u = int(runs[w, RUN_TARGETS])
+    if w < runs.choices.shape[0]:
+        u = int(runs.choices[w, RUN_TARGETS])
         for t in range(n_bars):
-            n_rows += has_target[u, t]
+            n_rows += runs.has_target[u, t]
     out = np.empty((N_OUT, n_bars))
-    returns = np.empty(max(n_bars, 1))
-    no_positions = np.empty((0, n))
-    fills = np.empty(max(64, min(n_rows * n + 2 * n, 1 << 22)), dtype=fill_dt)
-    liqs = np.empty(max(64, n * (tiers_v.shape[3] + 1)), dtype=liquidation_dt)
-    funding = np.empty(max(1, n_funding), dtype=funding_dt)
-    rejects = np.empty(max(64, n), dtype=rejection_dt)
-    events = np.empty(max(64, 4 * n + 2), dtype=event_dt)
-    for r in range(w, runs.shape[0], n_workers):
-        fills, liqs, rejects, events = run_one(
-            r, market, has_funding, hours, targets, has_target, runs, mode, sym, version_bars,
-            tiers_v, n_tiers_v, rules_v, bars_per_year, summary, equity, out, returns,
-            no_positions, fills, liqs, funding, rejects, events)
+    values = np.empty(max(n_bars, 1))
+    records = new_records(n, versions.tiers.shape[3], min(n_rows * n + 2 * n, 1 << 22),
+                          n_funding)
+    for r in range(w, runs.choices.shape[0], n_workers):
+        records = run_one(r, bars, versions, runs, bars_per_year, summary, equity, out, values,
+                          records)
 
 
 @njit(cache=True, parallel=True)
-def run_batch_parallel(n_workers, market, has_funding, hours, targets, has_target, runs, mode,
-                       sym, version_bars, tiers_v, n_tiers_v, rules_v, bars_per_year, summary,
-                       equity):
+def run_batch_parallel(n_workers, bars, versions, runs, bars_per_year, summary, equity):
     """Every run of the batch, interleaved over ``n_workers`` threads (the in-process path).
 
-    - ``market`` (N_MARKET_FIELDS, T, N), shared and read-only; ``has_funding`` (T,);
-      ``hours`` (T + 1,) the bars' times in hours (``driver.bar_hours``);
-    - ``targets`` (U, T, N) the distinct target arrays, ``has_target`` (U, T);
-    - per run r: ``runs[r]`` (N_RUN_FIELDS,), ``mode[r]`` (N,), ``sym[r]``
-      (N_SYMBOL_FIELDS, N), its fees those of the first version;
-    - the venue's rules, shared: version v in force from bar ``version_bars[v]``
-      (``version_bars[0] == 0``), its tiers ``tiers_v[v]`` (N_TIER_FIELDS, N, K),
-      ``n_tiers_v[v]`` (N,) and rule rows ``rules_v[v]`` (N_SYMBOL_FIELDS, N) (fees and
-      margin rules; their leverage row is unused);
+    - ``bars`` (``enums.Bars``): the market window, shared and read-only;
+    - ``versions`` (``enums.Versions``): the venue's rules, version v in force from
+      bar ``versions.bars[v]``, shared (each run copies what it changes);
+    - ``runs`` (``Runs``): the target stack and each run's choices, modes, symbol rows
+      and collateral;
     - out: ``summary`` (R, N_METRICS); ``equity`` (R, T), or (0, T) to keep none.
     """
     for w in prange(n_workers):
         # prange numbers its threads with unsigned ints: one signature for both callers
-        run_batch_serial(np.int64(w), n_workers, market, has_funding, hours, targets, has_target,
-                         runs, mode, sym, version_bars, tiers_v, n_tiers_v, rules_v,
-                         bars_per_year, summary, equity)
+        run_batch_serial(np.int64(w), n_workers, bars, versions, runs, bars_per_year, summary,
+                         equity)

@@ -198,13 +198,14 @@ N_TIER_FIELDS = 5
 
 # per-symbol parameters, shape (N_SYMBOL_FIELDS, N): the run's leverage and the venue's
 # rules in force (``put_rules_in_force`` replaces every row but the leverage at a venue's
-# dated change). Codes are stored as floats.
+# dated change). Codes are stored as floats. Each row is one rule axis: the engine has one
+# dispatch point per row (``engine.rules``), and no row decides another's rule.
 SYM_LEVERAGE = 0  # the position's leverage (initial margin = notional / leverage)
 SYM_TAKER_FEE = 1  # taker fee rate on strategy fills
 SYM_LIQ_FEE = 2  # liquidation (clearance) fee rate on liquidated notional
 SYM_MM_RULE = 3  # how maintenance margin is valued: MM_* below
 SYM_FEE_RULE = 4  # a fee counted inside initial and maintenance margin: FEE_IN_MARGIN_* below
-SYM_SETTLEMENT = 5  # where a liquidated position is closed: SETTLE_* below
+SYM_SETTLEMENT = 5  # where a liquidated isolated position is closed: SETTLE_* below
 SYM_FUNDING_RULE = 6  # who pays an isolated position's funding: FUNDING_FROM_* below
 SYM_PARTIAL = 7  # partial liquidation before a full close: PARTIAL_* below
 SYM_LEG = 8  # hedge mode: +1 this column is a symbol's long leg, -1 its short leg, 0 one-way
@@ -215,10 +216,11 @@ SYM_BORROW_OPEN_SHORT = 12  # spot margin: opening fee rate on the base a short 
 SYM_BORROW_ROLL_SHORT = 13  # spot margin: rollover fee rate on it, per rollover period
 SYM_ROLLOVER_HOURS = 14  # spot margin: hours between rollover fees (0: no borrowing fees)
 SYM_LIQ_LEVEL = 15  # MM_MARGIN_LEVEL: liquidation at equity <= this x used margin (0.4)
-SYM_CALL_LEVEL = 16  # MM_MARGIN_LEVEL: margin call (an event) at this x used margin (0.8)
-SYM_OPEN_LEVEL = 17  # MM_MARGIN_LEVEL: no new position below this x used margin (1.0)
-SYM_DISCOUNT_IN_COIN = 18  # COLLATERAL: 1 when the discount tier bounds are coin amounts,
+SYM_DISCOUNT_IN_COIN = 16  # COLLATERAL: 1 when the discount tier bounds are coin amounts,
 #                            0 when they are USD values
+SYM_CUT_FEE = 17  # fee rate of a partial-liquidation cut (Bybit: the taker fee of its
+#                   Fill-or-Kill order; OKX: the liquidation fee)
+SYM_ORDER_COST = 18  # what an opening order must have available: ORDER_COST_* below
 N_SYMBOL_FIELDS = 19
 # the rows a venue's version sets (the leverage and the hedge legs are the run's)
 VENUE_SYMBOL_FIELDS = tuple(r for r in range(N_SYMBOL_FIELDS)
@@ -252,6 +254,11 @@ FUNDING_FROM_POSITION = 0  # an isolated position pays funding from its own marg
 FUNDING_FROM_AVAILABLE = 1  # from the available balance, the position margin only for what
 #                             that cannot pay (Bybit, VENUES.md §3.3)
 
+# SYM_ORDER_COST
+ORDER_COST_MARGIN_AND_FEE = 0  # initial margin plus the taker fee to open
+ORDER_COST_FEE_TO_CLOSE = 1  # plus the taker fee to close at the bankruptcy price, Q*P*(1 -
+#                              s/L)*taker (Bybit's order cost, VENUES.md §3.7, in every era)
+
 # SYM_PARTIAL
 PARTIAL_NONE = 0
 PARTIAL_STEP_DOWN = 1  # Bybit: a position above the lowest tier is cut to the highest lower
@@ -277,9 +284,25 @@ A_EQUITY_PREV = 1  # equity at the last close (sizes equity-fraction targets)
 A_EVENTS = 2  # liquidation events so far (event ids), as a float
 A_BAR = 3  # the bar being simulated, as a float (kept only with a strategy callback, so
 #            that an error raised inside the callback can name the bar)
-A_IN_CALL = 4  # 1.0 while a margin call is standing (MM_MARGIN_LEVEL): one event per call
-A_LOAN_RATE = 5  # interest rate per hour on a negative wallet balance (multi-currency margin)
-N_ACCOUNT = 6
+A_IN_CALL = 4  # 1.0 while a margin call is standing (R_CALL_LEVEL): one event per call
+N_ACCOUNT = 5
+
+# the account's rules, shape (N_ACCOUNT_RULES,): what the venue does with the account as a
+# whole (dated like the symbol rows; ``put_rules_in_force`` replaces them)
+R_CROSS_CLOSE = 0  # how a triggered cross account is closed: CROSS_* below
+R_CALL_LEVEL = 1  # spot margin: a margin call (an event) at equity <= this x used margin
+#                   (0: no margin calls)
+R_OPEN_LEVEL = 2  # spot margin: no new position while equity < this x used margin (0: none)
+R_LOAN_RATE = 3  # multi-currency margin: interest per hour on a negative wallet balance
+N_ACCOUNT_RULES = 4
+
+# R_CROSS_CLOSE (after any partial cuts the symbols' SYM_PARTIAL rows allow)
+CROSS_CLOSE_AT_TRIGGER = 0  # every cross position at the trigger prices, each paying the
+#                             liquidation fee (Binance, OKX)
+CROSS_SETTLE_AT_BANKRUPTCY = 1  # every cross position at its bankruptcy price, the margin
+#                                 balance left shared in proportion to MM (Bybit)
+CROSS_CLOSE_FIFO = 2  # oldest position first, at the trigger prices with the liquidation
+#                       fee, until the account no longer triggers (Kraken spot margin)
 
 # per-bar outputs, shape (N_OUT, T)
 OUT_EQUITY = 0
@@ -299,6 +322,88 @@ C_FUNDING = 2
 C_REJECTS = 3
 C_EVENTS = 4
 N_COUNTS = 5
+
+# --- the bundles the compiled functions pass around ------------------------------------------
+# Arrays that travel together travel as one named tuple: numba passes a tuple's fields as it
+# passes arrays one by one (no extra cost), and a signature of six reads better than one of
+# thirty. Every field is a C-contiguous array or a scalar of one fixed type, so that each
+# compiled function has one signature.
+
+Bars = namedtuple(
+    "Bars",
+    [
+        "open",  # (T, N) last-price open: what orders fill at
+        "close",  # (T, N) last-price close: what targets are sized at
+        "mark_open",  # (T, N) mark-price bars: what margin and liquidation are computed on
+        "mark_high",
+        "mark_low",
+        "mark_close",
+        "funding_rate",  # (T, N) rate settled at each bar's open, NaN where none
+        "has_funding",  # (T,) bool: any funding settles at that bar
+        "hours",  # (T + 1,) each bar's open in hours from the first bar's, and the last
+        #           bar's end: the clock of spot-margin rollover fees and loan interest
+    ],
+)
+
+Book = namedtuple(
+    "Book",
+    [
+        "state",  # (N_STATE, N) positions, entries, isolated margins, marks (S_*)
+        "tier",  # (N,) int64: each position's tier at the last close (a lookup hint)
+        "account",  # (N_ACCOUNT,) the account's scalars (A_*)
+        "mode",  # (N,) int64 margin mode of each column (CROSS, ISOLATED, SPOT, COLLATERAL)
+        "sym",  # (N_SYMBOL_FIELDS, N) leverage, fees and the venue's rule rows (SYM_*)
+        "tiers",  # (N_TIER_FIELDS, N, K) tier tables (TIER_*)
+        "n_tiers",  # (N,) int64 tiers in use per column
+        "rules",  # (N_ACCOUNT_RULES,) the venue's account-wide rules (R_*)
+    ],
+)
+
+Trading = namedtuple(
+    "Trading",
+    [
+        "targets",  # (T, N) target positions decided at each close, NaN = no order; (0, N)
+        #             when a strategy callback decides
+        "has_target",  # (T,) bool: the row holds a target
+        "target_kind",  # int64 TARGET_*: what the numbers mean
+        "fill_at",  # int64 FILL_*: when orders fill
+        "slippage",  # float64: fraction of the price paid against the trader on each fill
+        "reduce_to_fit",  # bool: cut an order to the available balance instead of refusing
+    ],
+)
+
+Records = namedtuple(
+    "Records",
+    [
+        "fills",  # fill_dt buffer
+        "liqs",  # liquidation_dt buffer
+        "funding",  # funding_dt buffer
+        "rejects",  # rejection_dt buffer
+        "events",  # event_dt buffer
+        "counts",  # (N_COUNTS,) int64: rows used in each buffer (C_*)
+    ],
+)
+
+Outputs = namedtuple(
+    "Outputs",
+    [
+        "out",  # (N_OUT, T) the per-bar account record (OUT_*)
+        "positions",  # (T, N) position at each close, or (0, N) when not recorded
+        "liq_prices",  # (T, N) each position's liquidation price at each close, or (0, N)
+    ],
+)
+
+Versions = namedtuple(
+    "Versions",
+    [
+        "bars",  # (V,) int64: bar from which version v is in force (bars[0] == 0)
+        "tiers",  # (V, N_TIER_FIELDS, N, K)
+        "n_tiers",  # (V, N) int64
+        "sym",  # (V, N_SYMBOL_FIELDS, N): the venue rows (VENUE_SYMBOL_FIELDS) of each
+        #         version; the leverage and hedge-leg rows are the run's
+        "rules",  # (V, N_ACCOUNT_RULES)
+    ],
+)
 
 # --- event-driven strategies: the callback's orders and its view -----------------------------
 # A strategy callback ``callback(t, ctx, orders, params) -> bool`` runs at the close of every
@@ -344,5 +449,7 @@ BarContext = namedtuple(
         "out",  # (N_OUT, T) per-bar record: equity, margin ratio... (columns <= t written)
         "memory",  # (M,) the strategy's own scratch space, zeros at the start, kept from
         #            bar to bar: the one field the callback may write
+        "book",  # the kernel's ``Book`` (the arrays above, with the tier hints and the
+        #          account rules), which the account helpers of ``backtester.strategy`` read
     ],
 )

@@ -1,7 +1,7 @@
 """Step 2 of a bar: orders become fills, under DESIGN.md §3's margin rules.
 
 A row of targets, or a strategy callback's orders (``enums.O_*``), is turned into
-units per symbol and filled: reductions first, so that they free margin, then the
+units per column and filled: reductions first, so that they free margin, then the
 orders that open or add; a callback's margin, leverage and mode changes are
 carried out around them. Every refusal is a rejection record with a reason code.
 """
@@ -20,8 +20,6 @@ from .account import (
     reduce_position,
     refresh_liq_price,
     removable_margin,
-    tier_at,
-    tier_key,
 )
 from .enums import (
     A_EQUITY_PREV,
@@ -29,17 +27,16 @@ from .enums import (
     COLLATERAL,
     CROSS,
     EVENT_OPENING_FEE,
-    FEE_IN_MARGIN_TO_CLOSE,
     FILL_REDUCE_ONLY,
     FILL_STRATEGY,
     ISOLATED,
-    MM_MARGIN_LEVEL,
     N_ORDER_FIELDS,
     O_DELTA,
     O_LEVERAGE,
     O_MARGIN,
     O_MODE,
     O_TARGET,
+    R_OPEN_LEVEL,
     REJECT_ACCOUNT_BANKRUPT,
     REJECT_HEDGE_LEG_SIDE,
     REJECT_INSUFFICIENT_MARGIN,
@@ -59,71 +56,71 @@ from .enums import (
     S_OPENED,
     S_QTY,
     S_ROLLOVERS,
-    SETTLE_AT_BANKRUPTCY,
     SPOT,
     SYM_BORROW_OPEN_LONG,
     SYM_BORROW_OPEN_SHORT,
-    SYM_FEE_RULE,
     SYM_LEG,
     SYM_LEVERAGE,
-    SYM_MM_RULE,
-    SYM_OPEN_LEVEL,
     SYM_PARTNER,
     SYM_ROLLOVER_HOURS,
-    SYM_SETTLEMENT,
     SYM_TAKER_FEE,
     TARGET_EQUITY,
     TARGET_NOTIONAL,
     TIER_MAX_LEVERAGE,
 )
 from .records import record_event, record_fill, record_rejection
+from .rules import order_cost_rate, tier_from, tier_key
 
-# Compiled without NRT (``_nrt=False``): these functions allocate nothing, and
-# without NRT numba does not reference-count the arrays they receive. That count
-# is atomic and costs ~75 ns per call, more than most of these functions' work.
+# Compiled without NRT (``_nrt=False``): see ``engine.rules``.
 
 # --- step 2: fills ----------------------------------------------------------------------
 
 
 @njit(cache=True, _nrt=False)
-def opening_cost_rate(i, side, sym):
-    """What opening one unit of notional costs besides its initial margin, as a rate: the
-    taker fee, Bybit's fee to close at the bankruptcy price (its order cost counts it in
-    every era, VENUES.md §3.7), Kraken's borrowing fee."""
-    rate = sym[SYM_TAKER_FEE, i]
-    if (sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE
-            or sym[SYM_SETTLEMENT, i] == SETTLE_AT_BANKRUPTCY):
-        rate += (1.0 - side / sym[SYM_LEVERAGE, i]) * sym[SYM_TAKER_FEE, i]
-    if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
-        rate += sym[SYM_BORROW_OPEN_LONG, i] if side > 0.0 else sym[SYM_BORROW_OPEN_SHORT, i]
-    return rate
-
-
-@njit(cache=True, _nrt=False)
-def charge_opening_fee(t, i, open_qty, price, state, sym, account, events, counts):
+def charge_opening_fee(t, i, open_qty, price, book, records):
     """Spot margin: the opening fee on what the new position borrows (a long its cost in
     quote, a short its size in base, valued at the fill price), from the wallet."""
+    sym = book.sym
     rate = sym[SYM_BORROW_OPEN_LONG, i] if open_qty > 0.0 else sym[SYM_BORROW_OPEN_SHORT, i]
     amount = abs(open_qty) * price * rate
-    account[A_WALLET] -= amount
-    record_event(events, counts, t, i, EVENT_OPENING_FEE, open_qty, price, rate, amount, np.nan)
+    book.account[A_WALLET] -= amount
+    record_event(records.events, records.counts,
+                 t, i, EVENT_OPENING_FEE, open_qty, price, rate, amount, np.nan)
 
 
 @njit(cache=True, _nrt=False, inline='always')
-def execute_order(t, now, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers,
-                  account, fills, rejects, events, counts):
-    """Trade ``delta`` units of symbol i at ``price`` (at time ``now``, hours) under DESIGN.md
+def opening_refusal(i, open_qty, price, book):
+    """Why an opening of ``open_qty`` at ``price`` must be refused whatever the balance
+    (a REJECT_* code), or -1: collateral is not traded, a spot holding cannot go short, a
+    hedge-mode leg keeps its side, the leverage must fit the tier the new size lands in,
+    an account with no equity cannot trade, and spot margin opens nothing below the
+    venue's opening level."""
+    state, mode, sym = book.state, book.mode, book.sym
+    new_q = state[S_QTY, i] + open_qty
+    k = tier_from(tier_key(i, new_q, price, price, sym), 0, i, book.tiers, book.n_tiers)
+    if mode[i] == COLLATERAL:
+        return REJECT_INVALID_ORDER
+    if open_qty < 0.0 and mode[i] == SPOT:
+        return REJECT_SPOT_SHORT
+    if sym[SYM_LEG, i] * open_qty < 0.0:
+        return REJECT_HEDGE_LEG_SIDE
+    if sym[SYM_LEVERAGE, i] > book.tiers[TIER_MAX_LEVERAGE, i, k]:
+        return REJECT_LEVERAGE_ABOVE_TIER
+    return -1
+
+
+@njit(cache=True, _nrt=False, inline='always')
+def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
+    """Trade ``delta`` units of column i at ``price`` (at time ``now``, hours) under DESIGN.md
     §3's margin rules.
 
     The reducing part of an order always fills. The opening part needs its
-    initial margin plus fees from the available balance, and the symbol's
-    leverage may not exceed the max leverage of the tier its new size lands in;
-    otherwise it is rejected with a reason code (or, with ``reduce_to_fit``, cut
-    to what the balance allows). A spot holding cannot go short, and a hedge-mode
-    leg cannot change side: selling beyond it fills down to zero and the rest is
-    rejected. On spot margin (Kraken) no position opens while the margin level is
-    below the opening level, and an opening pays the borrowing fee.
+    initial margin plus fees (``rules.order_cost_rate``) from the available
+    balance, and must pass ``opening_refusal``; otherwise it is rejected with a
+    reason code (or, with ``reduce_to_fit``, cut to what the balance allows). An
+    opening on spot margin pays the borrowing fee.
     """
+    state, mode, sym = book.state, book.mode, book.sym
     old = state[S_QTY, i]
     fee_rate = sym[SYM_TAKER_FEE, i]
     close_qty = 0.0
@@ -134,29 +131,19 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, state, mode, sym, tier
     fee = 0.0
     reason = FILL_STRATEGY
     if close_qty != 0.0:
-        realized, fee = reduce_position(i, close_qty, price, fee_rate, state, mode, account)
+        realized, fee = reduce_position(i, close_qty, price, fee_rate, book)
     if open_qty != 0.0:
-        lev = sym[SYM_LEVERAGE, i]
-        new_q = state[S_QTY, i] + open_qty
-        k = tier_at(tier_key(i, new_q, price, price, sym), i, tiers, n_tiers)
-        avail = available_balance(state, mode, sym, tiers, n_tiers, account)
+        avail = available_balance(book)
         side = 1.0 if open_qty > 0.0 else -1.0
-        per_unit = price * (1.0 / lev + opening_cost_rate(i, side, sym))
+        per_unit = price * (1.0 / sym[SYM_LEVERAGE, i] + order_cost_rate(i, side, sym))
         required = abs(open_qty) * per_unit
-        reject = -1
-        if mode[i] == COLLATERAL:
-            reject = REJECT_INVALID_ORDER
-        elif open_qty < 0.0 and mode[i] == SPOT:
-            reject = REJECT_SPOT_SHORT
-        elif sym[SYM_LEG, i] * open_qty < 0.0:
-            reject = REJECT_HEDGE_LEG_SIDE
-        elif lev > tiers[TIER_MAX_LEVERAGE, i, k]:
-            reject = REJECT_LEVERAGE_ABOVE_TIER
-        elif avail <= 0.0 and account_equity(state, account, state[S_MARK]) <= 0.0:
+        reject = opening_refusal(i, open_qty, price, book)
+        if reject >= 0:
+            pass
+        elif avail <= 0.0 and account_equity(book, state[S_MARK]) <= 0.0:
             reject = REJECT_ACCOUNT_BANKRUPT
-        elif (sym[SYM_MM_RULE, i] == MM_MARGIN_LEVEL and has_cross_position(state, mode)
-              and cross_level_value(state, mode, sym, account, state[S_MARK],
-                                    SYM_OPEN_LEVEL) < 0.0):
+        elif (book.rules[R_OPEN_LEVEL] > 0.0 and mode[i] == CROSS and has_cross_position(book)
+              and cross_level_value(book, state[S_MARK], book.rules[R_OPEN_LEVEL]) < 0.0):
             reject = REJECT_MARGIN_LEVEL
         elif required > avail:
             if reduce_to_fit and avail > 0.0:
@@ -165,24 +152,26 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, state, mode, sym, tier
             else:
                 reject = REJECT_INSUFFICIENT_MARGIN
         if reject >= 0:
-            record_rejection(rejects, counts, t, i, open_qty, price, required, avail, reject)
+            record_rejection(records.rejects, records.counts,
+                             t, i, open_qty, price, required, avail, reject)
             open_qty = 0.0
         else:
             if state[S_QTY, i] == 0.0:
                 state[S_OPENED, i] = now
                 state[S_ROLLOVERS, i] = 0.0
-            fee += increase_position(i, open_qty, price, fee_rate, state, mode, sym, account)
+            fee += increase_position(i, open_qty, price, fee_rate, book)
             if sym[SYM_ROLLOVER_HOURS, i] > 0.0 and mode[i] == CROSS:
-                charge_opening_fee(t, i, open_qty, price, state, sym, account, events, counts)
+                charge_opening_fee(t, i, open_qty, price, book, records)
     filled = close_qty + open_qty
     if filled != 0.0:
-        record_fill(fills, counts, t, i, filled, price, fee, realized, state[S_QTY, i], reason)
-        refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
+        record_fill(records.fills, records.counts,
+                    t, i, filled, price, fee, realized, state[S_QTY, i], reason)
+        refresh_liq_price(i, book)
 
 
 @njit(cache=True, _nrt=False)
-def to_units(i, amount, target_kind, decision_price, state, account):
-    """``amount`` of the run's target unit as base units of symbol i (NaN: no price).
+def to_units(i, amount, target_kind, decision_price, book):
+    """``amount`` of the run's target unit as base units of column i (NaN: no price).
 
     Notional and equity-fraction amounts are converted at the decision-time
     close (the last known close where that bar is missing), with the equity at
@@ -192,18 +181,18 @@ def to_units(i, amount, target_kind, decision_price, state, account):
         return amount
     ref = decision_price[i]
     if ref != ref:
-        ref = state[S_LAST_CLOSE, i]
+        ref = book.state[S_LAST_CLOSE, i]
     if ref != ref:
         return np.nan
     amount = amount / ref
     if target_kind == TARGET_EQUITY:
-        amount *= max(account[A_EQUITY_PREV], 0.0)
+        amount *= max(book.account[A_EQUITY_PREV], 0.0)
     return amount
 
 
 @njit(cache=True, _nrt=False)
 def set_want(i, target, want, state):
-    """Keep ``target`` (units) as symbol i's order unless it is (numerically) the position."""
+    """Keep ``target`` (units) as column i's order unless it is (numerically) the position."""
     q = state[S_QTY, i]
     delta = target - q
     if delta == 0.0 or abs(delta) <= 1e-9 * max(abs(target), abs(q)):
@@ -212,25 +201,9 @@ def set_want(i, target, want, state):
 
 
 @njit(cache=True, _nrt=False)
-def targets_to_wants(t, targets_row, target_kind, decision_price, want, state, account, rejects,
-                     counts):
-    """One row of targets as units per symbol in ``want`` (NaN = no order)."""
-    for i in range(state.shape[1]):
-        want[i] = np.nan
-        target = targets_row[i]
-        if target != target:
-            continue
-        target = to_units(i, target, target_kind, decision_price, state, account)
-        if target != target:
-            record_rejection(rejects, counts, t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
-            continue
-        set_want(i, target, want, state)
-
-
-@njit(cache=True, _nrt=False)
-def fill_wants(t, now, reducing_pass, want, fill_price, slippage, reduce_to_fit, state, mode,
-               sym, tiers, n_tiers, account, fills, rejects, events, counts):
+def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
     """Fill the orders in ``want`` that reduce a position (``reducing_pass``) or the others."""
+    state = book.state
     for i in range(state.shape[1]):
         target = want[i]
         if target != target:
@@ -241,33 +214,38 @@ def fill_wants(t, now, reducing_pass, want, fill_price, slippage, reduce_to_fit,
             continue
         delta = target - q
         price = fill_price[i]
-        if mode[i] == COLLATERAL:  # collateral is not traded by orders
-            record_rejection(rejects, counts, t, i, delta, price, 0.0, 0.0, REJECT_INVALID_ORDER)
+        if book.mode[i] == COLLATERAL:  # collateral is not traded by orders
+            record_rejection(records.rejects, records.counts,
+                             t, i, delta, price, 0.0, 0.0, REJECT_INVALID_ORDER)
             continue
         if price != price:
-            record_rejection(rejects, counts, t, i, delta, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+            record_rejection(records.rejects, records.counts,
+                             t, i, delta, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
             continue
-        price *= 1.0 + slippage * np.sign(delta)
-        execute_order(t, now, i, delta, price, reduce_to_fit, state, mode, sym, tiers, n_tiers,
-                      account, fills, rejects, events, counts)
+        price *= 1.0 + trading.slippage * np.sign(delta)
+        execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
 
 
 @njit(cache=True, _nrt=False)
-def process_orders(t, now, targets_row, target_kind, decision_price, fill_price, slippage,
-                   reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills, rejects,
-                   events, counts):
-    """Turn one row of targets into orders and fill them, reductions first to free margin.
-
-    Notional and equity-fraction targets are converted to units at the
-    decision-time close (the last known close where that bar is missing), with
-    the equity at the last close.
-    """
-    targets_to_wants(t, targets_row, target_kind, decision_price, want, state, account, rejects,
-                     counts)
-    fill_wants(t, now, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
-               n_tiers, account, fills, rejects, events, counts)
-    fill_wants(t, now, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
-               n_tiers, account, fills, rejects, events, counts)
+def process_orders(t, now, row, decision_price, fill_price, want, trading, book, records):
+    """Turn row ``row`` of the targets into orders and fill them, reductions first to free
+    margin. Notional and equity-fraction targets are converted to units at the
+    decision-time close (the last known close where that bar is missing), with the
+    equity at the last close."""
+    targets = trading.targets
+    for i in range(book.state.shape[1]):
+        want[i] = np.nan
+        target = targets[row, i]
+        if target != target:
+            continue
+        target = to_units(i, target, trading.target_kind, decision_price, book)
+        if target != target:
+            record_rejection(records.rejects, records.counts,
+                             t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+            continue
+        set_want(i, target, want, book.state)
+    fill_wants(t, now, True, want, fill_price, trading, book, records)
+    fill_wants(t, now, False, want, fill_price, trading, book, records)
 
 
 # --- step 2 with a strategy callback: its orders (enums.O_*) -------------------------------
@@ -284,84 +262,89 @@ def has_orders(orders):
 
 
 @njit(cache=True, _nrt=False)
-def change_isolated_margin(t, i, amount, state, mode, sym, tiers, n_tiers, account, rejects,
-                           counts):
+def change_isolated_margin(t, i, amount, book, records):
     """Move ``amount`` of quote into (> 0) or out of (< 0) isolated position i's margin.
 
     Adding takes it from the available balance; removing is limited to the
     margin above the position's initial margin at the mark (``removable_margin``).
     Either moves the liquidation price.
     """
+    state = book.state
     q = state[S_QTY, i]
     mark = state[S_MARK, i]
-    if mode[i] != ISOLATED or q == 0.0:
-        record_rejection(rejects, counts, t, i, 0.0, mark, amount, 0.0, REJECT_NOT_ISOLATED)
+    if book.mode[i] != ISOLATED or q == 0.0:
+        record_rejection(records.rejects, records.counts,
+                         t, i, 0.0, mark, amount, 0.0, REJECT_NOT_ISOLATED)
         return
     if amount > 0.0:
-        avail = available_balance(state, mode, sym, tiers, n_tiers, account)
+        avail = available_balance(book)
         if amount > avail:
-            record_rejection(rejects, counts, t, i, 0.0, mark, amount, avail,
+            record_rejection(records.rejects, records.counts, t, i, 0.0, mark, amount, avail,
                              REJECT_INSUFFICIENT_MARGIN)
             return
     else:
-        free = removable_margin(i, state, sym)
+        free = removable_margin(i, book)
         if -amount > free:
-            record_rejection(rejects, counts, t, i, 0.0, mark, -amount, free,
-                             REJECT_MARGIN_REMOVAL)
+            record_rejection(records.rejects, records.counts,
+                             t, i, 0.0, mark, -amount, free, REJECT_MARGIN_REMOVAL)
             return
     state[S_ISO_MARGIN, i] += amount
-    account[A_WALLET] -= amount
-    refresh_liq_price(i, state, mode, sym, tiers, n_tiers)
+    book.account[A_WALLET] -= amount
+    refresh_liq_price(i, book)
 
 
 @njit(cache=True, _nrt=False)
-def change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, rejects, counts):
-    """Set symbol i's leverage, within the max leverage of the tier its position is in.
+def change_leverage(t, i, leverage, book, records):
+    """Set column i's leverage, within the max leverage of the tier its position is in.
 
     An open isolated position keeps the margin it holds (the new leverage sizes
     what is added later); an open cross position's initial margin is re-priced,
     so lowering its leverage needs the extra margin from the available balance.
     """
+    state, mode, sym = book.state, book.mode, book.sym
     mark = state[S_MARK, i]
     if mode[i] >= SPOT or not leverage >= 1.0:
-        record_rejection(rejects, counts, t, i, 0.0, mark, leverage, np.nan, REJECT_INVALID_ORDER)
+        record_rejection(records.rejects, records.counts,
+                         t, i, 0.0, mark, leverage, np.nan, REJECT_INVALID_ORDER)
         return
     q = state[S_QTY, i]
     key = tier_key(i, q, state[S_ENTRY, i], mark, sym) if q != 0.0 else 0.0
-    k = tier_at(key, i, tiers, n_tiers)
-    cap = tiers[TIER_MAX_LEVERAGE, i, k]
+    k = tier_from(key, 0, i, book.tiers, book.n_tiers)
+    cap = book.tiers[TIER_MAX_LEVERAGE, i, k]
     if leverage > cap:
-        record_rejection(rejects, counts, t, i, 0.0, mark, leverage, cap,
-                         REJECT_LEVERAGE_ABOVE_TIER)
+        record_rejection(records.rejects, records.counts,
+                         t, i, 0.0, mark, leverage, cap, REJECT_LEVERAGE_ABOVE_TIER)
         return
     old = sym[SYM_LEVERAGE, i]
     if mode[i] == CROSS and q != 0.0 and leverage < old:
         extra = abs(q) * state[S_ENTRY, i] * (1.0 / leverage - 1.0 / old)
-        avail = available_balance(state, mode, sym, tiers, n_tiers, account)
+        avail = available_balance(book)
         if extra > avail:
-            record_rejection(rejects, counts, t, i, 0.0, mark, extra, avail,
-                             REJECT_INSUFFICIENT_MARGIN)
+            record_rejection(records.rejects, records.counts,
+                             t, i, 0.0, mark, extra, avail, REJECT_INSUFFICIENT_MARGIN)
             return
     sym[SYM_LEVERAGE, i] = leverage
 
 
 @njit(cache=True, _nrt=False)
-def switch_margin_mode(t, i, new_mode, state, mode, sym, rejects, counts):
-    """Set symbol i's margin mode to CROSS or ISOLATED; refused while it holds a position.
+def switch_margin_mode(t, i, new_mode, book, records):
+    """Set column i's margin mode to CROSS or ISOLATED; refused while it holds a position.
 
     A hedge-mode leg switches with its partner (the venue sets the mode per symbol),
     so both legs must be flat.
     """
+    state, mode = book.state, book.mode
     mark = state[S_MARK, i]
     if mode[i] >= SPOT or (new_mode != CROSS and new_mode != ISOLATED):
-        record_rejection(rejects, counts, t, i, 0.0, mark, new_mode, np.nan, REJECT_INVALID_ORDER)
+        record_rejection(records.rejects, records.counts,
+                         t, i, 0.0, mark, new_mode, np.nan, REJECT_INVALID_ORDER)
         return
     if new_mode == mode[i]:
         return
-    partner = int(sym[SYM_PARTNER, i])
+    partner = int(book.sym[SYM_PARTNER, i])
     if state[S_QTY, i] != 0.0 or (partner >= 0 and state[S_QTY, partner] != 0.0):
-        record_rejection(rejects, counts, t, i, 0.0, mark, new_mode, np.nan,
-                         REJECT_MODE_SWITCH_OPEN)
+        record_rejection(records.rejects, records.counts,
+                         t, i, 0.0, mark, new_mode, np.nan, REJECT_MODE_SWITCH_OPEN)
         return
     mode[i] = int(new_mode)
     state[S_LIQ_PX, i] = np.nan
@@ -371,21 +354,20 @@ def switch_margin_mode(t, i, new_mode, state, mode, sym, rejects, counts):
 
 
 @njit(cache=True, _nrt=False)
-def apply_callback_orders(t, now, orders, target_kind, decision_price, fill_price, slippage,
-                          reduce_to_fit, want, state, mode, sym, tiers, n_tiers, account, fills,
-                          rejects, events, counts):
+def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trading, book,
+                          records):
     """Carry out a callback's orders (enums.O_*), then clear them.
 
     Order of work: margin changes; trades that reduce a position; leverage and
     mode changes; trades that open or add. Targets and deltas are sized like a
     targets row (at the decision close, the equity at the last close).
     """
+    state = book.state
     n = state.shape[1]
     for i in range(n):
         amount = orders[O_MARGIN, i]
         if amount == amount and amount != 0.0:
-            change_isolated_margin(t, i, amount, state, mode, sym, tiers, n_tiers, account,
-                                   rejects, counts)
+            change_isolated_margin(t, i, amount, book, records)
     for i in range(n):
         want[i] = np.nan
         target = orders[O_TARGET, i]
@@ -393,26 +375,24 @@ def apply_callback_orders(t, now, orders, target_kind, decision_price, fill_pric
             delta = orders[O_DELTA, i]
             if delta != delta or delta == 0.0:
                 continue
-            target = to_units(i, delta, target_kind, decision_price, state, account)
+            target = to_units(i, delta, trading.target_kind, decision_price, book)
             target += state[S_QTY, i]
         else:
-            target = to_units(i, target, target_kind, decision_price, state, account)
+            target = to_units(i, target, trading.target_kind, decision_price, book)
         if target != target:
-            record_rejection(rejects, counts, t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+            record_rejection(records.rejects, records.counts,
+                             t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
             continue
         set_want(i, target, want, state)
-    fill_wants(t, now, True, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
-               n_tiers, account, fills, rejects, events, counts)
+    fill_wants(t, now, True, want, fill_price, trading, book, records)
     for i in range(n):
         leverage = orders[O_LEVERAGE, i]
         if leverage == leverage:
-            change_leverage(t, i, leverage, state, mode, sym, tiers, n_tiers, account, rejects,
-                            counts)
+            change_leverage(t, i, leverage, book, records)
         new_mode = orders[O_MODE, i]
         if new_mode == new_mode:
-            switch_margin_mode(t, i, new_mode, state, mode, sym, rejects, counts)
-    fill_wants(t, now, False, want, fill_price, slippage, reduce_to_fit, state, mode, sym, tiers,
-               n_tiers, account, fills, rejects, events, counts)
+            switch_margin_mode(t, i, new_mode, book, records)
+    fill_wants(t, now, False, want, fill_price, trading, book, records)
     for f in range(N_ORDER_FIELDS):
         for i in range(n):
             orders[f, i] = np.nan

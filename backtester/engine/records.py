@@ -1,8 +1,11 @@
 """The event records the kernel writes, and the buffers that hold them.
 
-Each ``record_*`` writes one row of an ``enums`` record dtype and counts it;
-the kernel checks before each bar that the buffers have room for the bar's worst
-case, and ``grow_buffer`` doubles a buffer when it stops for want of it.
+Each ``record_*`` writes one row of an ``enums`` record dtype into its buffer of
+the run's ``Records`` and counts it in ``records.counts`` (a writer takes the one
+buffer it writes: a call passing every buffer would cost more than the write).
+The kernel checks before each bar that the buffers have room for the bar's worst
+case (``bar_room``) and stops at a bar that might overflow one; ``grow_records``
+then makes room and the run goes on from there.
 """
 
 from __future__ import annotations
@@ -16,18 +19,21 @@ from .enums import (
     C_FUNDING,
     C_LIQS,
     C_REJECTS,
+    N_COUNTS,
+    Records,
+    event_dt,
+    fill_dt,
+    funding_dt,
+    liquidation_dt,
+    rejection_dt,
 )
 
-# --- record buffers ----------------------------------------------------------------------
+# --- buffers -------------------------------------------------------------------------------
 
 
 @njit(cache=True)
 def grow_buffer(buf, needed):
-    """``buf`` itself when it holds ``needed`` rows, else a copy doubled until it does.
-
-    ``simulate`` stops at a bar whose events might overflow a buffer; its caller
-    grows the buffers with this and resumes from that bar.
-    """
+    """``buf`` itself when it holds ``needed`` rows, else a copy doubled until it does."""
     if buf.shape[0] >= needed:
         return buf
     size = max(buf.shape[0], 64)
@@ -38,12 +44,56 @@ def grow_buffer(buf, needed):
     return new
 
 
-# --- records ---------------------------------------------------------------------------
+@njit(cache=True, _nrt=False, inline='always')
+def bar_room(n, n_tiers_max, with_callback):
+    """The most rows one bar can add to each buffer, ``(fills, liquidations, rejections,
+    events)``, for ``n`` columns of tier tables ``n_tiers_max`` wide.
+
+    Per column: an order fill (with a strategy callback: targets and its orders),
+    a liquidation, a collateral sale and a partial cut per tier (each cut takes a
+    position at least one tier down); a rejection (with a callback: each of its
+    five order fields refused too); a rollover fee and an opening fee per fill,
+    plus a margin call and a loan's interest for the account.
+    """
+    cuts = n * n_tiers_max
+    fills = (4 * n if with_callback else 3 * n) + cuts
+    rejects = 6 * n if with_callback else n
+    return fills, n + cuts, rejects, 4 * n + 2
 
 
-# Compiled without NRT (``_nrt=False``): these functions allocate nothing, and
-# without NRT numba does not reference-count the arrays they receive. That count
-# is atomic and costs ~75 ns per call, more than most of these functions' work.
+@njit(cache=True)
+def new_records(n, n_tiers_max, fill_rows, funding_rows):
+    """Empty record buffers for a run of ``n`` columns: ``fill_rows`` fills expected (more
+    grow by doubling), room for every funding payment, and one bar's worst case of the rest."""
+    fills, liqs, rejects, events = bar_room(n, n_tiers_max, True)
+    return Records(
+        np.empty(max(64, fill_rows, fills), dtype=fill_dt),
+        np.empty(max(64, liqs), dtype=liquidation_dt),
+        np.empty(max(1, funding_rows), dtype=funding_dt),
+        np.empty(max(64, rejects), dtype=rejection_dt),
+        np.empty(max(64, events), dtype=event_dt),
+        np.zeros(N_COUNTS, dtype=np.int64),
+    )
+
+
+@njit(cache=True)
+def grow_records(records, n, n_tiers_max, with_callback):
+    """``records`` with room for one more bar's worst case in every buffer (doubling the
+    ones that lack it): called where the kernel stopped for want of room."""
+    counts = records.counts
+    fills, liqs, rejects, events = bar_room(n, n_tiers_max, with_callback)
+    return Records(
+        grow_buffer(records.fills, counts[C_FILLS] + fills + 1),
+        grow_buffer(records.liqs, counts[C_LIQS] + liqs + 1),
+        records.funding,  # sized for every funding rate of the market: it never fills up
+        grow_buffer(records.rejects, counts[C_REJECTS] + rejects + 1),
+        grow_buffer(records.events, counts[C_EVENTS] + events + 1),
+        counts,
+    )
+
+
+# --- records ---------------------------------------------------------------------------------
+
 
 @njit(cache=True, _nrt=False)
 def record_fill(fills, counts, t, i, qty, price, fee, realized, position_after, reason):
@@ -87,8 +137,9 @@ def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
 
 @njit(cache=True, _nrt=False)
 def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigger_price, price,
-                       fee, realized, margin_lost, equity_before, shortfall, gapped, bankrupt,
-                       partial):
+                       bankrupt, gapped, partial):
+    """One liquidated (or cut) position and its prices; returns its row, whose money
+    (``record_settlement``) and ``equity_after`` the caller writes once they are known."""
     c = counts[C_LIQS]
     liqs[c]["bar"] = t
     liqs[c]["event"] = event
@@ -98,16 +149,23 @@ def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigge
     liqs[c]["entry_price"] = entry_price
     liqs[c]["trigger_price"] = trigger_price
     liqs[c]["price"] = price
+    liqs[c]["bankruptcy_price"] = bankrupt
+    liqs[c]["gapped"] = gapped
+    liqs[c]["partial"] = partial
+    liqs[c]["equity_after"] = np.nan
+    counts[C_LIQS] = c + 1
+    return c
+
+
+@njit(cache=True, _nrt=False)
+def record_settlement(liqs, c, fee, realized, margin_lost, shortfall, equity_before):
+    """The money of liquidation row ``c``: the fee charged, the PnL realized, what the
+    trader's margin lost, the shortfall past bankruptcy, and the equity before the event."""
     liqs[c]["fee"] = fee
     liqs[c]["realized_pnl"] = realized
     liqs[c]["margin_lost"] = margin_lost
-    liqs[c]["equity_before"] = equity_before
-    liqs[c]["equity_after"] = np.nan  # completed by the caller once the event is over
     liqs[c]["shortfall"] = shortfall
-    liqs[c]["gapped"] = gapped
-    liqs[c]["bankruptcy_price"] = bankrupt
-    liqs[c]["partial"] = partial
-    counts[C_LIQS] = c + 1
+    liqs[c]["equity_before"] = equity_before
 
 
 @njit(cache=True, _nrt=False)

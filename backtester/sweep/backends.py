@@ -17,8 +17,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import numba
 import numpy as np
 
+from ..config import RunConfig
 from ..data.market import Market
-from ..engine import batch, enums
+from ..engine import batch
 from .execute import ChunkOutput, ChunkRunner
 from .grid import Run
 
@@ -59,18 +60,16 @@ def warm_up_serial() -> None:
 
     Workers then load it from the on-disk cache instead of each compiling it.
     """
-    market = np.zeros((batch.N_MARKET_FIELDS, 1, 1))
-    market[batch.MK_FUNDING_RATE] = np.nan
-    tiers = np.zeros((1, 5, 1, 1))
-    tiers[0, 1] = np.inf
-    tiers[0, 4] = 1.0
-    runs = np.zeros((0, batch.N_RUN_FIELDS))
-    n_fields = enums.N_SYMBOL_FIELDS
-    batch.run_batch_serial(0, 1, market, np.zeros(1, dtype=np.bool_), np.zeros(2),
-                           np.zeros((1, 1, 1)), np.zeros((1, 1), dtype=np.bool_), runs,
-                           np.zeros((0, 1), np.int64), np.zeros((0, n_fields, 1)),
-                           np.zeros(1, np.int64), tiers, np.ones((1, 1), np.int64),
-                           np.zeros((1, n_fields, 1)), 8760.0,
+    from ..data.market import Market
+    from ..prepare import prepare_run
+
+    market = Market.from_arrays(["WARM_UP"], [1.0], [1.0], [1.0], [1.0])
+    prepared = prepare_run(market, np.full((1, 1), np.nan), RunConfig(venue="flat", leverage=1))
+    inputs = prepared.inputs
+    runs = batch.Runs(inputs.trading.targets[None], inputs.trading.has_target[None],
+                      np.zeros((0, batch.N_RUN_FIELDS)), np.zeros((0, 1), dtype=np.int64),
+                      np.zeros((0,) + inputs.sym.shape), np.zeros((0, 1)))
+    batch.run_batch_serial(0, 1, inputs.bars, inputs.versions, runs, 8760.0,
                            np.zeros((0, batch.N_METRICS)), np.zeros((0, 1)))
 
 

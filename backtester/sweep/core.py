@@ -12,7 +12,8 @@ import pandas as pd
 
 from ..data.market import Market
 from ..engine import batch
-from ..venues import check_simulated, load_venue
+from ..strategy import StrategyDef
+from ..venues import load_venue
 from .backends import BACKENDS, run_dask, run_inprocess, run_processes
 from .execute import window_bounds
 from .grid import Grid, Run, load_grid, strategy_name
@@ -84,9 +85,9 @@ def sweep(
     """
     if not isinstance(market, Market):
         raise TypeError(f"market must be a backtester Market, got {type(market).__name__}")
-    if not callable(strategy):
-        raise TypeError(f"strategy must be a function market, **params -> targets, got "
-                        f"{strategy!r}")
+    if not (callable(strategy) or isinstance(strategy, StrategyDef)):
+        raise TypeError(f"strategy must be a function market, **params -> targets (or a "
+                        f"Plan or Callback), or a StrategyDef, got {strategy!r}")
     if isinstance(grid, str | Path):
         grid = load_grid(grid)
     backend = _backend(backend, client, scheduler)
@@ -118,7 +119,7 @@ def sweep(
     frames = []
     try:
         for runs, output in finished:
-            frame = summary_frame(runs, output.metrics, output.errors, kinds)
+            frame = summary_frame(runs, output.metrics, output.errors, kinds, output.options)
             if store is not None:
                 curves = None
                 if equity:
@@ -162,7 +163,7 @@ def _check_inputs(market: Market, plan: Grid) -> dict:
     bounds = {w: window_bounds(market, w) for w in dict.fromkeys(plan.values("window"))}
     for venue in dict.fromkeys(plan.values("venue")):
         for overrides in plan.values("venue_overrides") or [{}]:
-            check_simulated(load_venue(venue, **overrides))
+            load_venue(venue, **overrides)  # an unknown venue or override, before any run
     return bounds
 
 

@@ -25,13 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..backtest import RunConfig
+from ..config import RunConfig
 from ..engine import enums
+from ..strategy import StrategyDef
 
-# the run options a grid may set; every other name is a strategy parameter
+# the run options a grid may set (every field of RunConfig but record_positions, and the
+# data window); every other name is a strategy parameter
 RUN_OPTIONS = (
     "window", "venue", "venue_overrides", "margin_mode", "leverage", "initial_balance",
-    "target_kind", "fill_at", "path", "slippage", "reduce_to_fit",
+    "target_kind", "fill_at", "path", "slippage", "reduce_to_fit", "instruments", "spot_fee",
+    "position_mode", "collateral",
 )
 # the margin modes of a perpetual, as run() accepts them (spot is an instrument, not a mode)
 MARGIN_MODES = tuple(m for m in enums.MARGIN_MODE_NAMES if m in ("cross", "isolated"))
@@ -45,6 +48,9 @@ OPTION_DEFAULTS = {name: _DEFAULTS.get(name) for name in RUN_OPTIONS}  # window 
 class Run:
     """One run of a sweep: its id, the strategy's keyword arguments and every run option.
 
+    ``options`` holds every run option; ``given`` names those the grid (or the sweep's
+    fixed options) set: the others are ``run()``'s defaults, which the options of a
+    strategy's ``Plan`` override (as keyword options of ``run()`` override the plan's).
     ``keys`` holds each parameter's and option's canonical JSON text (what the id
     hashes), which the runner uses to share work between runs with equal values.
     """
@@ -53,6 +59,13 @@ class Run:
     params: dict
     options: dict
     keys: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    given: frozenset = dataclasses.field(default_factory=frozenset, compare=False, repr=False)
+
+    def config(self, plan_options: Mapping | None = None) -> RunConfig:
+        """The run's ``RunConfig``: the options given, over the strategy plan's, over
+        ``run()``'s defaults."""
+        base = RunConfig().replace(**dict(plan_options or {}))
+        return base.replace(**{k: self.options[k] for k in self.given if k != "window"})
 
     def key(self, tag: str) -> str:
         """The canonical text of parameter ``p:NAME`` or option ``o:NAME``."""
@@ -134,6 +147,28 @@ def _option(name: str, value):
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"reduce_to_fit is true or false, got {value!r}")
         return bool(value)
+    if name == "spot_fee":
+        number = _number(name, value)
+        if not 0.0 <= number < 0.1:
+            raise ValueError(f"spot_fee is a fee rate in [0, 0.1), got {value!r}")
+        return number
+    if name == "instruments":
+        if not isinstance(value, Mapping):
+            raise ValueError(f"instruments is a table symbol -> kind, e.g. "
+                             f"{{BTC_USDT_SPOT = \"spot\"}}, got {value!r}")
+        for v in value.values():
+            _check_choice("instrument kind", v, enums.INSTRUMENT_NAMES)
+        return {str(k): v for k, v in sorted(value.items())}
+    if name == "position_mode":
+        values = value.values() if isinstance(value, Mapping) else [value]
+        for v in values:
+            _check_choice(name, v, enums.POSITION_MODE_NAMES)
+        return dict(sorted(value.items())) if isinstance(value, Mapping) else value
+    if name == "collateral":
+        if not isinstance(value, Mapping):
+            raise ValueError(f"collateral is a table coin -> amount, e.g. {{BTC = 0.5}}, got "
+                             f"{value!r}")
+        return {str(k).upper(): _number(f"collateral {k}", v) for k, v in sorted(value.items())}
     if name == "venue":
         if not isinstance(value, str | Path):
             raise ValueError(f"venue in a sweep is a built-in venue name or the path of a "
@@ -178,7 +213,10 @@ def canonical(value) -> Any:
 
 
 def strategy_name(strategy: Callable) -> str:
-    """``module:qualname`` of a strategy function: part of every run id."""
+    """``module:qualname`` of a strategy function (of a ``StrategyDef``'s build function):
+    part of every run id."""
+    if isinstance(strategy, StrategyDef):
+        strategy = strategy.build
     return f"{getattr(strategy, '__module__', '?')}:{getattr(strategy, '__qualname__', strategy)}"
 
 
@@ -251,25 +289,27 @@ class Grid:
             if is_option:
                 values = [_option(name, v) for v in values]
             axes[name] = (is_option, values)
+        given = frozenset(n for n in axes if n in RUN_OPTIONS)
         for name in RUN_OPTIONS:
             if name not in axes:
                 axes[name] = (True, [_option(name, OPTION_DEFAULTS[name])])
         outer = list(_OUTER)
         params = [n for n, (opt, _) in axes.items() if not opt]
         inner = [n for n in axes if n in RUN_OPTIONS and n not in _OUTER]
-        return [(n, axes[n][0], axes[n][1]) for n in outer + params + inner]
+        return [(n, axes[n][0], axes[n][1], n in given) for n in outer + params + inner]
 
     def __len__(self) -> int:
-        return sum(math.prod(len(values) for _, _, values in part) for part in self._parts)
+        return sum(math.prod(len(values) for _, _, values, _ in part) for part in self._parts)
 
     def __iter__(self) -> Iterator[Run]:
         for part in self._parts:
-            names = [n for n, _, _ in part]
-            tags = [f"{'o' if opt else 'p'}:{n}" for n, opt, _ in part]
-            is_option = [o for _, o, _ in part]
+            names = [n for n, _, _, _ in part]
+            tags = [f"{'o' if opt else 'p'}:{n}" for n, opt, _, _ in part]
+            is_option = [o for _, o, _, _ in part]
+            given = frozenset(n for n, _, _, g in part if g)
             # each value's JSON text once, not once per run: ids of 100,000 runs stay cheap
             axes = [list(zip(values, map(value_key, values), strict=True))
-                    for _, _, values in part]
+                    for _, _, values, _ in part]
             for combo in itertools.product(*axes):
                 params = {}
                 options = {}
@@ -278,26 +318,28 @@ class Grid:
                                                         strict=True):
                     (options if opt else params)[name] = value
                     keys[tag] = key
-                yield Run(_hash(self.strategy, keys), params, options, keys)
+                yield Run(_hash(self.strategy, keys), params, options, keys, given)
 
     def param_names(self) -> list[str]:
         """The strategy parameters the grid sets, in order of first appearance."""
         names: dict[str, None] = {}
         for part in self._parts:
-            names.update({n: None for n, opt, _ in part if not opt})
+            names.update({n: None for n, opt, _, _ in part if not opt})
         return list(names)
 
     def values(self, name: str) -> list:
         """Every value the grid gives ``name`` (a strategy parameter or run option)."""
         out = []
         for part in self._parts:
-            for n, _, values in part:
+            for n, _, values, _ in part:
                 if n == name:
                     out.extend(values)
         return out
 
     def check_strategy(self, strategy: Callable) -> None:
         """A clear error when the grid names a parameter the strategy does not take."""
+        if isinstance(strategy, StrategyDef):
+            strategy = strategy.build
         try:
             signature = inspect.signature(strategy)
         except (TypeError, ValueError):

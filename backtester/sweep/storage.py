@@ -28,13 +28,13 @@ import pyarrow.parquet as pq
 
 from ..data.market import Market
 from ..engine.batch import COUNT_METRICS, METRICS
-from .grid import RUN_OPTIONS, Grid, Run
+from .grid import OPTION_DEFAULTS, RUN_OPTIONS, Grid, Run
 
 META = "_sweep.json"
 EQUITY_DIR = "_equity"
 OPTION_COLUMNS = ("margin_mode", "leverage", "venue", "venue_overrides", "initial_balance",
-                  "target_kind", "fill_at", "path", "slippage", "reduce_to_fit", "window_start",
-                  "window_end")
+                  "target_kind", "fill_at", "path", "slippage", "reduce_to_fit", "instruments",
+                  "spot_fee", "position_mode", "collateral", "window_start", "window_end")
 RESERVED = {"run_id", "error", *OPTION_COLUMNS, *METRICS, *RUN_OPTIONS}
 
 
@@ -72,6 +72,13 @@ def column_kinds(grid: Grid) -> dict[str, str]:
         kinds["venue_overrides"] = "json"
     kinds.update(initial_balance="float", target_kind="str", fill_at="str", path="str",
                  slippage="float", reduce_to_fit="bool")
+    # the options of spot legs, hedge mode and collateral: columns only where the grid
+    # sets them (a strategy's plan may set them too: the row shows what the run used)
+    for name in ("instruments", "position_mode", "collateral", "spot_fee"):
+        values = grid.values(name)
+        if any(v != OPTION_DEFAULTS[name] for v in values):
+            kinds[name] = "float" if name == "spot_fee" else (
+                "str" if _kind(values) == "str" else "json")
     return kinds
 
 
@@ -89,12 +96,22 @@ def _column(values: list, kind: str):
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def summary_frame(runs: list[Run], metrics: np.ndarray, errors: list, kinds: dict) -> pd.DataFrame:
-    """The summary rows of finished runs: id, parameters, options, metrics, error."""
+def summary_frame(runs: list[Run], metrics: np.ndarray, errors: list, kinds: dict,
+                  options: list | None = None) -> pd.DataFrame:
+    """The summary rows of finished runs: id, parameters, options, metrics, error.
+
+    ``options``: each run's options as it ran (the grid's over its strategy plan's), where
+    known; otherwise the grid's."""
     columns: dict = {"run_id": pd.array([r.run_id for r in runs], dtype="string")}
+    used = options if options is not None else [None] * len(runs)
     for name, kind in kinds.items():
-        source = [r.options.get(name) if name in RUN_OPTIONS else r.params.get(name)
-                  for r in runs]
+        if name in RUN_OPTIONS:
+            source = [(ran if ran is not None and name in ran else r.options).get(name)
+                      for r, ran in zip(runs, used, strict=True)]
+            if kind == "float":
+                source = [v if isinstance(v, int | float) else None for v in source]
+        else:
+            source = [r.params.get(name) for r in runs]
         columns[name] = _column(source, kind)
     for k, end in enumerate(("window_start", "window_end")):
         columns[end] = pd.to_datetime([r.options["window"][k] for r in runs],

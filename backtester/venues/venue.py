@@ -240,7 +240,10 @@ class Venue:
         for i, spec in enumerate(specs):
             out[enums.SYM_TAKER_FEE, i] = spec.taker_fee
             out[enums.SYM_LIQ_FEE, i] = spec.liquidation_fee
+            out[enums.SYM_CUT_FEE, i] = spec.liquidation_fee
             if self.model == "bybit_uta":
+                out[enums.SYM_ORDER_COST, i] = enums.ORDER_COST_FEE_TO_CLOSE
+                out[enums.SYM_CUT_FEE, i] = spec.taker_fee
                 out[enums.SYM_MM_RULE, i] = (enums.MM_BRACKET if rules["margin_price"] == "mark"
                                          else enums.MM_AT_ENTRY)
                 out[enums.SYM_FEE_RULE, i] = (enums.FEE_IN_MARGIN_TO_CLOSE
@@ -262,8 +265,6 @@ class Venue:
             elif self.model == "kraken_spot":
                 out[enums.SYM_MM_RULE, i] = enums.MM_MARGIN_LEVEL
                 out[enums.SYM_LIQ_LEVEL, i] = rules["liquidation_level"]
-                out[enums.SYM_CALL_LEVEL, i] = rules["margin_call_level"]
-                out[enums.SYM_OPEN_LEVEL, i] = rules["open_level"]
                 out[enums.SYM_ROLLOVER_HOURS, i] = rules["rollover_hours"]
                 p = spec.params
                 out[enums.SYM_BORROW_OPEN_LONG, i] = p.get("long_opening_fee", 0.0)
@@ -277,6 +278,22 @@ class Venue:
                     f"valued at the mark makes MM jump at every tier bound along a bar's price "
                     f"path, which the engine does not simulate; use bracket tiers, tiers in "
                     f"contracts, or MM on the entry value (Bybit's margin_price = 'entry')")
+        return out
+
+    def account_rules(self, at: Timestamp | None = None) -> np.ndarray:
+        """The kernel's account rules (``enums.R_*``, (N_ACCOUNT_RULES,)) at ``at``: how a
+        triggered cross account is closed, spot margin's call and opening levels, and the
+        hourly interest on a loan under multi-currency margin."""
+        rules = self.rules(at)
+        out = np.zeros(enums.N_ACCOUNT_RULES)
+        if self.model == "bybit_uta":
+            out[enums.R_CROSS_CLOSE] = enums.CROSS_SETTLE_AT_BANKRUPTCY
+        elif self.model == "okx":
+            out[enums.R_LOAN_RATE] = rules["loan_rate"] / 8760.0
+        elif self.model == "kraken_spot":
+            out[enums.R_CROSS_CLOSE] = enums.CROSS_CLOSE_FIFO
+            out[enums.R_CALL_LEVEL] = rules["margin_call_level"]
+            out[enums.R_OPEN_LEVEL] = rules["open_level"]
         return out
 
     def check_leverage(

@@ -1,0 +1,114 @@
+"""``RunConfig``: how one backtest is run, and the checks of its options.
+
+Its own module so that everything that reads a run's configuration (``prepare``,
+``result``, ``sweep``, ``compare``) imports it without importing ``run()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .venues import Venue
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How one backtest is run: the account, the venue rules and the simulation choices.
+
+    - ``initial_balance``: the deposit, in the quote currency (USDT).
+    - ``venue``: a built-in venue name (``"binance_usdm"``, ``"flat"``), a TOML
+      path or a ``Venue``; it supplies tiers, fees and the liquidation fee.
+    - ``margin_mode``: ``"cross"`` or ``"isolated"``, or a mapping symbol -> mode.
+    - ``leverage``: the leverage of each position (initial margin = notional /
+      leverage), one number or a mapping symbol -> leverage. It may not exceed
+      the venue's cap; an order whose notional lands in a tier with a lower max
+      leverage is rejected.
+    - ``target_kind``: what the target numbers mean: ``"units"`` (signed base
+      units), ``"notional"`` (signed quote notional) or ``"equity"`` (signed
+      fraction of account equity), converted at the decision-time close.
+    - ``fill_at``: ``"open"`` (decided at close[t], filled at open[t+1]) or
+      ``"close"`` (decided and filled at close[t]: optimistic, it assumes you
+      can trade at the price you just saw).
+    - ``path``: the intrabar price path for liquidation checks: ``"path"``
+      (open -> low -> high -> close, or open -> high -> low -> close on a down
+      bar), ``"worst"`` (every position at its adverse extreme at once: a stress
+      view) or ``"close"`` (straight from open to close, extremes ignored).
+    - ``slippage``: a fraction of the price paid against the trader on every
+      strategy fill (0.0005 = 5 bps).
+    - ``reduce_to_fit``: cut an order that needs more margin than is available
+      down to what is available, instead of rejecting it.
+    - ``record_positions``: keep the (T, N) positions and liquidation prices.
+    - ``instruments``: a mapping symbol -> ``"perpetual"`` (the default for any
+      symbol left out) or ``"spot"``. A spot holding is fully paid from the
+      wallet (no leverage), pays no funding, is never liquidated and cannot be
+      short (such an order is rejected); it counts in equity and exposure.
+      ``margin_mode`` and ``leverage`` apply to the perpetuals only.
+    - ``spot_fee``: the taker fee rate of spot fills (0.001 = Binance spot's 0.1%).
+    - ``position_mode``: ``"one_way"`` (one net position per symbol) or ``"hedge"``
+      (Binance's hedge mode: a long and a short leg side by side), or a mapping
+      symbol -> mode. A hedge symbol's legs are the market columns ``SYM.long`` and
+      ``SYM.short``: targets name the legs (long leg >= 0, short leg <= 0), and the
+      Result reports each leg as a symbol. Each leg has its own entry, margin and
+      bracket; isolated legs are liquidated one by one, cross legs together with
+      the account (their shared liquidation price solves Binance's hedge formula).
+      ``margin_mode`` and ``leverage`` given for ``SYM`` apply to both legs.
+    - ``collateral``: OKX multi-currency margin: coins held besides the quote balance,
+      e.g. ``{"BTC": 1.0}``, each valued at the mark of the market's ``BTC_USDT``
+      column. They back the cross account at their discounted value (the venue's
+      progressive discount tiers), pay no funding and are not traded; the Result
+      reports each as a column named by the currency. A quote balance that losses
+      take below zero is a loan charged the venue's ``loan_rate``; after a cross
+      liquidation collateral is sold at the trigger prices to repay it.
+    """
+
+    initial_balance: float = 10_000.0
+    venue: str | Venue = "binance_usdm"
+    margin_mode: str | Mapping[str, str] = "cross"
+    leverage: float | Mapping[str, float] = 10.0
+    target_kind: str = "units"
+    fill_at: str = "open"
+    path: str = "path"
+    slippage: float = 0.0
+    reduce_to_fit: bool = False
+    record_positions: bool = True
+    venue_overrides: Mapping[str, float] = field(default_factory=dict)
+    instruments: Mapping[str, str] = field(default_factory=dict)
+    spot_fee: float = 0.001
+    position_mode: str | Mapping[str, str] = "one_way"
+    collateral: Mapping[str, float] = field(default_factory=dict)
+
+    def replace(self, **changes) -> RunConfig:
+        """A copy with some fields changed (unknown names raise a clear error)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(
+                f"unknown run option(s) {', '.join(unknown)}; "
+                f"valid options: {', '.join(sorted(names))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+
+def choice(name: str, value: str, names: tuple[str, ...]) -> int:
+    """The code of ``value`` among ``names`` (a clear error naming the option otherwise)."""
+    if value not in names:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, names))}, got {value!r}")
+    return names.index(value)
+
+
+def per_symbol(name: str, value, symbols: tuple[str, ...], convert) -> list:
+    """One value per symbol from a scalar or a {symbol: value} mapping (all symbols required)."""
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(symbols))
+        if unknown:
+            raise ValueError(
+                f"{name} names unknown symbol(s) {', '.join(unknown)}; the market holds "
+                f"{', '.join(symbols)}"
+            )
+        missing = [s for s in symbols if s not in value]
+        if missing:
+            raise ValueError(f"{name} gives no value for {', '.join(missing)}")
+        return [convert(value[s], s) for s in symbols]
+    return [convert(value, s) for s in symbols]

@@ -1,0 +1,492 @@
+"""Steps 3 and 4 of a bar: the intrabar path, and the liquidations along it.
+
+Only called for a bar whose cheap bound says something might be liquidated. The
+venue's rules enter through ``engine.rules`` (the size a position is cut to, where
+an isolated position settles) and the account rule ``R_CROSS_CLOSE`` (how a
+triggered cross account is closed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .account import (
+    account_equity,
+    cross_level_value,
+    cross_trigger_value,
+    has_cross_position,
+    margin_level,
+    reduce_position,
+    refresh_liq_price,
+)
+from .enums import (
+    A_EVENTS,
+    A_IN_CALL,
+    A_WALLET,
+    C_LIQS,
+    COLLATERAL,
+    CROSS,
+    CROSS_CLOSE_FIFO,
+    CROSS_SETTLE_AT_BANKRUPTCY,
+    EVENT_MARGIN_CALL,
+    FEE_IN_MARGIN_TO_CLOSE,
+    FILL_LIQUIDATION,
+    ISOLATED,
+    PATH_OHLC,
+    PATH_WORST,
+    R_CALL_LEVEL,
+    R_CROSS_CLOSE,
+    S_ENTRY,
+    S_ISO_MARGIN,
+    S_LIQ_PX,
+    S_MARK,
+    S_OPENED,
+    S_QTY,
+    SYM_CUT_FEE,
+    SYM_FEE_RULE,
+    SYM_LIQ_FEE,
+)
+from .records import (
+    record_event,
+    record_fill,
+    record_liquidation,
+    record_settlement,
+)
+from .rules import (
+    fee_in_margin,
+    isolated_settlement,
+    lowest_cut_tier,
+    maintenance_margin,
+    partial_target,
+    tier_from,
+    tier_key,
+)
+
+# Compiled without NRT (``_nrt=False``): see ``engine.rules``.
+
+# --- step 3: the path --------------------------------------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def build_checkpoints(t, path, bars, state, cp):
+    """Fill ``cp[k, i]`` with the checkpoint prices of bar t; returns their count.
+
+    ``path``: open -> low -> high -> close when close >= open, else open -> high
+    -> low -> close; ``worst``: open -> each position's adverse extreme -> close;
+    ``close``: open -> close. A column without a bar stays at its last mark.
+    """
+    n = state.shape[1]
+    n_cp = 4 if path == PATH_OHLC else (3 if path == PATH_WORST else 2)
+    for i in range(n):
+        o = bars.mark_open[t, i]
+        if o != o:
+            for k in range(n_cp):
+                cp[k, i] = state[S_MARK, i]
+            continue
+        c = bars.mark_close[t, i]
+        cp[0, i] = o
+        cp[n_cp - 1, i] = c
+        if path == PATH_OHLC:
+            if c >= o:
+                cp[1, i] = bars.mark_low[t, i]
+                cp[2, i] = bars.mark_high[t, i]
+            else:
+                cp[1, i] = bars.mark_high[t, i]
+                cp[2, i] = bars.mark_low[t, i]
+        elif path == PATH_WORST:
+            q = state[S_QTY, i]
+            cp[1, i] = bars.mark_low[t, i] if q > 0.0 else (
+                bars.mark_high[t, i] if q < 0.0 else c)
+    return n_cp
+
+
+@njit(cache=True, _nrt=False)
+def interpolate(a, b, s, out):
+    """Prices a fraction ``s`` of the way along the straight segment a -> b."""
+    for i in range(out.shape[0]):
+        out[i] = a[i] + (b[i] - a[i]) * s
+
+
+@njit(cache=True, _nrt=False)
+def isolated_triggered(q, price, liq_px):
+    """An isolated long triggers at or below its liquidation price, a short at or above."""
+    if q > 0.0:
+        return price <= liq_px
+    return price >= liq_px
+
+
+@njit(cache=True, _nrt=False)
+def cross_trigger_point(a, b, book, out):
+    """Fraction s in (0, 1] of the segment a -> b where the cross trigger first holds.
+
+    ``MB - sum(MM)`` is concave along a straight segment (MM is convex in
+    price under the bracket rule and affine under the others, whose tier is
+    fixed between fills), so with a positive value at a and a non-positive one at
+    b the root is unique: bisection to machine precision; the prices there are
+    left in ``out``.
+    """
+    lo = 0.0
+    hi = 1.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            break
+        interpolate(a, b, mid, out)
+        if cross_trigger_value(book, out) <= 0.0:
+            hi = mid
+        else:
+            lo = mid
+    interpolate(a, b, hi, out)
+    return hi
+
+
+# --- step 4: liquidation -----------------------------------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def next_event(account):
+    """A new liquidation event id."""
+    event = int(account[A_EVENTS])
+    account[A_EVENTS] += 1.0
+    return event
+
+
+@njit(cache=True, _nrt=False)
+def cut_position(t, event, i, target, price, gapped, equity_before, trigger, book, records):
+    """Partial liquidation: cut column i down to ``target`` units at ``price``, paying the
+    venue's cut fee (``SYM_CUT_FEE``); its share of an isolated margin and its realized
+    PnL go to the wallet. Recorded as a liquidation with ``partial`` set, and a fill."""
+    state = book.state
+    q = state[S_QTY, i]
+    entry = state[S_ENTRY, i]
+    close_qty = -(q - np.sign(q) * target)
+    bankrupt = np.nan
+    if book.mode[i] == ISOLATED:
+        bankrupt = entry - state[S_ISO_MARGIN, i] * abs(close_qty) / abs(q) / -close_qty
+    realized, fee = reduce_position(i, close_qty, price, book.sym[SYM_CUT_FEE, i], book)
+    c = record_liquidation(records.liqs, records.counts,
+                           t, event, i, book.mode[i], -close_qty, entry, trigger,
+                           price, bankrupt, gapped, True)
+    record_settlement(records.liqs, c, fee, realized, max(fee - realized, 0.0), 0.0, equity_before)
+    record_fill(records.fills, records.counts,
+                t, i, close_qty, price, fee, realized, state[S_QTY, i],
+                FILL_LIQUIDATION)
+    return c
+
+
+@njit(cache=True, _nrt=False)
+def liquidate_isolated(t, i, price, gapped, prices, book, records):
+    """Liquidate isolated position i, triggered at ``price``: it alone goes, its loss bounded
+    by its margin.
+
+    A venue with partial liquidation first cuts it down (``rules.partial_target``);
+    if what is left no longer triggers at ``price``, that is all. Otherwise it is
+    closed where the venue settles it (``rules.isolated_settlement``).
+    """
+    state, account = book.state, book.account
+    q = state[S_QTY, i]
+    entry = state[S_ENTRY, i]
+    margin = state[S_ISO_MARGIN, i]
+    target = partial_target(i, q, entry, price, margin + q * (price - entry), True, book.sym,
+                            book.tiers, book.n_tiers)
+    if target > 0.0 and target < abs(q) * (1.0 - 1e-12):
+        c = cut_position(t, next_event(account), i, target, price, gapped,
+                         account_equity(book, prices), state[S_LIQ_PX, i], book, records)
+        refresh_liq_price(i, book)
+        records.liqs[c]["equity_after"] = account_equity(book, prices)
+        q = state[S_QTY, i]
+        lp = state[S_LIQ_PX, i]
+        if q != 0.0 and not isolated_triggered(q, price, lp):
+            return
+        entry = state[S_ENTRY, i]
+        margin = state[S_ISO_MARGIN, i]
+    equity_before = account_equity(book, prices)
+    trigger = state[S_LIQ_PX, i]
+    exec_price, fee, realized, remaining, shortfall, bankrupt = isolated_settlement(
+        i, q, entry, margin, price, book.sym)
+    c = record_liquidation(records.liqs, records.counts,
+                           t, next_event(account), i, ISOLATED, q, entry, trigger,
+                           exec_price, bankrupt, gapped, False)
+    record_settlement(records.liqs, c, fee, realized, margin - remaining, shortfall, equity_before)
+    record_fill(records.fills, records.counts,
+                t, i, -q, exec_price, fee, realized, 0.0, FILL_LIQUIDATION)
+    account[A_WALLET] += remaining
+    state[S_QTY, i] = 0.0
+    state[S_ENTRY, i] = 0.0
+    state[S_ISO_MARGIN, i] = 0.0
+    state[S_LIQ_PX, i] = np.nan
+    records.liqs[c]["equity_after"] = account_equity(book, prices)
+
+
+@njit(cache=True, _nrt=False)
+def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before, book,
+                         records):
+    """Close cross position i at ``price`` paying ``fee``; returns the loss it caused."""
+    state = book.state
+    q = state[S_QTY, i]
+    entry = state[S_ENTRY, i]
+    realized = q * (price - entry)
+    book.account[A_WALLET] += realized - fee
+    loss = fee - realized
+    c = record_liquidation(records.liqs, records.counts,
+                           t, event, i, CROSS, q, entry, price, price, bankrupt,
+                           gapped, False)
+    record_settlement(records.liqs, c, fee, realized, loss, 0.0, equity_before)
+    record_fill(records.fills, records.counts,
+                t, i, -q, price, fee, realized, 0.0, FILL_LIQUIDATION)
+    state[S_QTY, i] = 0.0
+    state[S_ENTRY, i] = 0.0
+    return loss
+
+
+@njit(cache=True, _nrt=False)
+def cut_cross(t, event, prices, gapped, equity_before, book, records):
+    """Partial liquidation of a cross account at the trigger ``prices``: the largest position
+    that can drop a tier is cut (``rules.partial_target`` with the free margin, the
+    margin balance less the other positions' MM, which a cut at the mark leaves as it
+    is), then the next, until the account is compliant again (returns True) or no cut
+    helps (False: the caller closes what is left). A venue without partial liquidation
+    has nothing to cut."""
+    state, mode, sym = book.state, book.mode, book.sym
+    n = state.shape[1]
+    for _ in range(n * book.tiers.shape[2] + 1):  # each cut takes a position a tier down
+        margin_balance = cross_trigger_value(book, prices)
+        if margin_balance > 0.0:
+            return True
+        # the largest position (by the size that picks its tier) that is above the lowest
+        # tier it could be cut to
+        best = -1
+        best_key = 0.0
+        for i in range(n):
+            q = state[S_QTY, i]
+            if q == 0.0 or mode[i] != CROSS:
+                continue
+            lowest = lowest_cut_tier(i, sym)
+            key = tier_key(i, q, state[S_ENTRY, i], prices[i], sym)
+            k = tier_from(key, 0, i, book.tiers, book.n_tiers)
+            if lowest >= 0 and k >= lowest and key > best_key:
+                best = i
+                best_key = key
+        if best < 0:
+            return False
+        i = best
+        q = state[S_QTY, i]
+        entry = state[S_ENTRY, i]
+        own_mm = maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
+        free = margin_balance + own_mm  # MB - sum(MM) + own MM = MB - the others' MM
+        target = partial_target(i, q, entry, prices[i], free, False, sym, book.tiers,
+                                book.n_tiers)
+        if not (target > 0.0 and target < abs(q) * (1.0 - 1e-12)):
+            return False
+        cut_position(t, event, i, target, prices[i], gapped, equity_before, prices[i], book,
+                     records)
+    return False
+
+
+@njit(cache=True, _nrt=False)
+def liquidate_cross(t, prices, gapped, book, records):
+    """Liquidate the cross account, triggered at ``prices``; the account rule
+    ``R_CROSS_CLOSE`` says how, after any partial cuts (``cut_cross``):
+
+    - at the trigger (Binance, OKX): every cross position closes at the trigger
+      prices, the liquidation fee charged on each closed notional;
+    - at the bankruptcy price (Bybit): every position is settled at its bankruptcy
+      price: the margin balance left at the trigger is shared out in proportion to
+      each position's MM, and the wallet goes to zero;
+    - FIFO (Kraken spot margin): positions close oldest first, each paying the
+      liquidation fee, until the account no longer triggers.
+
+    A wallet that would go negative is set to zero and the shortfall (bankruptcy)
+    recorded, shared among the positions in proportion to their losses. Each
+    record's ``trigger_price`` is the position's mark at the trigger and its
+    ``bankruptcy_price`` the mark at which the account's equity would be zero
+    with the others frozen, ``P - MB / q``.
+    """
+    state, mode, sym, account = book.state, book.mode, book.sym, book.account
+    liqs = records.liqs
+    n = state.shape[1]
+    equity_before = account_equity(book, prices)
+    event = next_event(account)
+    first = records.counts[C_LIQS]
+    close = book.rules[R_CROSS_CLOSE]
+    safe = cut_cross(t, event, prices, gapped, equity_before, book, records)
+    balance = account[A_WALLET]
+    total_mm = 0.0
+    for i in range(n):
+        q = state[S_QTY, i]
+        if q == 0.0 or mode[i] != CROSS:
+            continue
+        entry = state[S_ENTRY, i]
+        balance += q * (prices[i] - entry)
+        total_mm += maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
+    total_loss = 0.0
+    if safe:
+        pass  # the cuts made the account compliant: nothing more is closed
+    elif close == CROSS_CLOSE_FIFO:
+        # the oldest position first, until the account is safe again
+        while True:
+            oldest = -1
+            for i in range(n):
+                if state[S_QTY, i] != 0.0 and mode[i] == CROSS and (
+                        oldest < 0 or state[S_OPENED, i] < state[S_OPENED, oldest]):
+                    oldest = i
+            if oldest < 0:
+                break
+            q = state[S_QTY, oldest]
+            fee = abs(q) * prices[oldest] * sym[SYM_LIQ_FEE, oldest]
+            loss = close_cross_position(t, event, oldest, prices[oldest], fee, gapped,
+                                        prices[oldest] - balance / q, equity_before, book,
+                                        records)
+            if loss > 0.0:
+                total_loss += loss
+            if not has_cross_position(book) or cross_trigger_value(book, prices) > 0.0:
+                break
+    else:
+        at_bankruptcy = close == CROSS_SETTLE_AT_BANKRUPTCY and total_mm > 0.0
+        for i in range(n):
+            q = state[S_QTY, i]
+            if q == 0.0 or mode[i] != CROSS:
+                continue
+            price = prices[i]
+            bankrupt = price - balance / q
+            if at_bankruptcy:
+                # each position at its bankruptcy price: the margin balance left at the
+                # trigger (negative after a gap through zero) shared in proportion to MM
+                entry = state[S_ENTRY, i]
+                share = balance * maintenance_margin(i, q, entry, price, sym, book.tiers,
+                                                     book.n_tiers) / total_mm
+                fee = 0.0
+                if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE and share > 0.0:
+                    fee = min(fee_in_margin(i, q, entry, price, sym), share)
+                price = price - (share - fee) / q
+                bankrupt = price
+            elif close == CROSS_SETTLE_AT_BANKRUPTCY:
+                fee = 0.0
+            else:
+                fee = abs(q) * price * sym[SYM_LIQ_FEE, i]
+            loss = close_cross_position(t, event, i, price, fee, gapped, bankrupt,
+                                        equity_before, book, records)
+            if loss > 0.0:
+                total_loss += loss
+        if at_bankruptcy:
+            account[A_WALLET] = 0.0  # settled to zero (up to rounding dust)
+            if balance < 0.0:
+                # a gap beyond the bankruptcy prices: the insurance fund takes what the
+                # positions lose past them, q * (bankruptcy price - trigger price) each
+                for c in range(first, records.counts[C_LIQS]):
+                    i = liqs[c]["symbol"]
+                    liqs[c]["shortfall"] = liqs[c]["qty"] * (liqs[c]["price"] - prices[i])
+    # multi-currency margin: a negative quote balance left is repaid by selling collateral
+    for i in range(n):
+        if account[A_WALLET] >= 0.0:
+            break
+        q = state[S_QTY, i]
+        if q > 0.0 and mode[i] == COLLATERAL and prices[i] > 0.0:
+            sell = min(q, -account[A_WALLET] / prices[i])
+            realized, fee = reduce_position(i, -sell, prices[i], 0.0, book)
+            record_fill(records.fills, records.counts,
+                        t, i, -sell, prices[i], 0.0, realized, state[S_QTY, i],
+                        FILL_LIQUIDATION)
+    shortfall = 0.0
+    if account[A_WALLET] < 0.0:
+        shortfall = -account[A_WALLET]
+        account[A_WALLET] = 0.0
+    equity_after = account_equity(book, prices)
+    for c in range(first, records.counts[C_LIQS]):
+        loss = liqs[c]["margin_lost"]
+        if shortfall > 0.0 and loss > 0.0:
+            share = shortfall * loss / total_loss
+            liqs[c]["shortfall"] = share
+            liqs[c]["margin_lost"] = loss - share
+        liqs[c]["trigger_price"] = prices[liqs[c]["symbol"]]
+        liqs[c]["equity_after"] = equity_after
+
+
+@njit(cache=True, _nrt=False)
+def check_margin_call(t, n_cp, cp, book, records):
+    """Record a margin call (spot margin) the first time along the path that the margin level
+    reaches the call level; one event per call, re-armed once the level is back above it."""
+    account = book.account
+    level = book.rules[R_CALL_LEVEL]
+    if account[A_IN_CALL] != 0.0 or not has_cross_position(book):
+        return
+    for k in range(n_cp):
+        if cross_level_value(book, cp[k], level) <= 0.0:
+            record_event(records.events, records.counts,
+                         t, -1, EVENT_MARGIN_CALL, 0.0, np.nan, level, 0.0,
+                         margin_level(book, cp[k]))
+            account[A_IN_CALL] = 1.0
+            return
+
+
+@njit(cache=True, _nrt=False)
+def check_liquidations(t, n_cp, cp, work, book, records):
+    """Walk the bar's checkpoints and liquidate, in the order the triggers occur.
+
+    At the open (k = 0) a trigger that already holds is a gap: the position
+    closes at the open. On each later segment, isolated positions close at
+    their liquidation price and the cross account at the point where
+    ``MB == sum(MM)``; whichever comes first along the segment goes first. After
+    each event the walk goes on from the point where it happened: what is left of
+    the account (a cut position, the cross positions a FIFO liquidation kept) is
+    checked on the rest of the segment only. ``work`` (3, N) is scratch space.
+    """
+    state, mode = book.state, book.mode
+    n = state.shape[1]
+    event_prices = work[0]
+    cross_point = work[1]
+    start = work[2]
+    for i in range(n):
+        q = state[S_QTY, i]
+        if q != 0.0 and mode[i] == ISOLATED and isolated_triggered(q, cp[0, i],
+                                                                   state[S_LIQ_PX, i]):
+            liquidate_isolated(t, i, cp[0, i], True, cp[0], book, records)
+    for _ in range(n + 1):
+        if has_cross_position(book) and cross_trigger_value(book, cp[0]) <= 0.0:
+            liquidate_cross(t, cp[0], True, book, records)
+        else:
+            break
+    for k in range(1, n_cp):
+        b = cp[k]
+        for i in range(n):
+            start[i] = cp[k - 1, i]
+        while True:
+            s_iso = 2.0
+            i_iso = -1
+            for i in range(n):
+                q = state[S_QTY, i]
+                if q == 0.0 or mode[i] != ISOLATED:
+                    continue
+                lp = state[S_LIQ_PX, i]
+                if isolated_triggered(q, b[i], lp):
+                    s = (lp - start[i]) / (b[i] - start[i]) if b[i] != start[i] else 0.0
+                    if s < s_iso:
+                        s_iso = s
+                        i_iso = i
+            s_cross = 2.0
+            if has_cross_position(book) and cross_trigger_value(book, b) <= 0.0:
+                if cross_trigger_value(book, start) <= 0.0:
+                    s_cross = 0.0  # what is left after an event already triggers there
+                    for i in range(n):
+                        cross_point[i] = start[i]
+                else:
+                    s_cross = cross_trigger_point(start, b, book, cross_point)
+            if i_iso < 0 and s_cross > 1.0:
+                break
+            if i_iso >= 0 and s_iso <= s_cross:
+                s = max(s_iso, 0.0)
+                interpolate(start, b, s, event_prices)
+                q = state[S_QTY, i_iso]
+                # a gap when the position already triggered at the segment's start
+                price = state[S_LIQ_PX, i_iso]
+                if isolated_triggered(q, start[i_iso], price):
+                    price = start[i_iso]
+                event_prices[i_iso] = price
+                liquidate_isolated(t, i_iso, price, False, event_prices, book, records)
+            else:
+                for i in range(n):
+                    event_prices[i] = cross_point[i]
+                liquidate_cross(t, event_prices, False, book, records)
+            for i in range(n):
+                start[i] = event_prices[i]

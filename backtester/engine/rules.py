@@ -1,0 +1,361 @@
+"""The margin rules of one position, each written once (DESIGN.md §3, §7a).
+
+Every function here values one position of column ``i`` from the rule rows of
+``sym`` (``enums.SYM_*``) and the tier table in ``tiers[:, i]``; each rule row has
+one dispatch point, in this module:
+
+- ``SYM_MM_RULE``: which size picks the tier (``tier_key``) and how maintenance
+  margin is valued in it (``maintenance_in_tier``): bracket ``N*mmr - cum`` at the
+  mark (Binance, Bybit since 2025-09-02), the same on the entry value (Bybit
+  classic), the whole position at its size tier's rate (OKX), or the liquidation
+  level times the used margin (Kraken spot margin);
+- ``SYM_FEE_RULE``: a fee the venue counts inside the margin (``fee_in_margin``);
+- ``SYM_ORDER_COST``: what opening needs from the available balance
+  (``order_cost_rate``);
+- ``SYM_PARTIAL``: the size a triggered position is cut to (``partial_target``);
+- ``SYM_SETTLEMENT``: where a liquidated isolated position closes
+  (``isolated_settlement``);
+- collateral (``collateral_value``) and the liquidation price (``solve_liquidation_price``).
+
+For a fixed tier every model's MM is affine in the mark, ``a + b * P``, so a
+liquidation price has a closed form; only the bracket rule (tier at the price
+itself) needs Binance's bracket search (``bracket_liquidation_price``).
+
+All compiled without NRT (``_nrt=False``): they allocate nothing, and numba then
+does not reference-count the arrays they receive (an atomic count costs ~75 ns a
+call, more than most of these functions' work). None is inlined by numba
+(``inline='always'`` re-types a function's whole call tree at every call site:
+the kernel took twice as long to compile, and ran no faster); LLVM inlines the
+small ones where they are called.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .enums import (
+    FEE_IN_MARGIN_LIQUIDATION,
+    FEE_IN_MARGIN_TO_CLOSE,
+    MM_AT_ENTRY,
+    MM_BRACKET,
+    MM_BY_SIZE,
+    MM_MARGIN_LEVEL,
+    ORDER_COST_FEE_TO_CLOSE,
+    PARTIAL_NONE,
+    PARTIAL_STEP_DOWN,
+    PARTIAL_TO_TIER_1,
+    SETTLE_AT_BANKRUPTCY,
+    SYM_BORROW_OPEN_LONG,
+    SYM_BORROW_OPEN_SHORT,
+    SYM_DISCOUNT_IN_COIN,
+    SYM_FEE_RULE,
+    SYM_LEVERAGE,
+    SYM_LIQ_FEE,
+    SYM_LIQ_LEVEL,
+    SYM_MM_RULE,
+    SYM_ORDER_COST,
+    SYM_PARTIAL,
+    SYM_ROLLOVER_HOURS,
+    SYM_SETTLEMENT,
+    SYM_TAKER_FEE,
+    TIER_CAP,
+    TIER_CUM,
+    TIER_FLOOR,
+    TIER_MMR,
+)
+
+# --- tiers ----------------------------------------------------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def tier_from(key, k, i, tiers, n_tiers):
+    """Tier of column i that holds ``key`` (``floor < key <= cap``; the last tier above it),
+    looked up from a guess ``k`` (the tier the position was in: O(1) when unchanged)."""
+    n = n_tiers[i]
+    while k < n - 1 and key > tiers[TIER_CAP, i, k]:
+        k += 1
+    while k > 0 and key <= tiers[TIER_FLOOR, i, k]:
+        k -= 1
+    return k
+
+
+@njit(cache=True, _nrt=False)
+def tier_key(i, qty, entry, price, sym):
+    """The size that picks column i's tier: the notional at ``price`` (bracket rule, margin
+    level), the entry value (MM on the entry value) or the size itself (OKX tiers)."""
+    rule = sym[SYM_MM_RULE, i]
+    if rule == MM_BY_SIZE:
+        return abs(qty)
+    if rule == MM_AT_ENTRY:
+        return abs(qty) * entry
+    return abs(qty) * price
+
+
+@njit(cache=True, _nrt=False)
+def bracket_maintenance(notional, i, k, tiers):
+    """Binance's tax-bracket maintenance margin ``N * mmr_k - cum_k`` of a notional in tier k
+    (VENUES.md §2.3): continuous and convex in N."""
+    return notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
+
+
+# --- margins --------------------------------------------------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def fee_in_margin(i, qty, entry, price, sym):
+    """The fee the venue counts inside the margin of a position (0 for most venues).
+
+    Bybit (since 2025-09-02): the taker fee to close at the bankruptcy price,
+    ``Q*EP*(1 - s/L)*taker`` (VENUES.md §3.3). OKX: the liquidation fee on the
+    notional at mark, ``Q*P*fee`` (trigger ``equity <= MM + liquidation fee``, §4.2).
+    """
+    rule = sym[SYM_FEE_RULE, i]
+    if rule == FEE_IN_MARGIN_TO_CLOSE:
+        side = 1.0 if qty > 0.0 else -1.0
+        return abs(qty) * entry * (1.0 - side / sym[SYM_LEVERAGE, i]) * sym[SYM_TAKER_FEE, i]
+    if rule == FEE_IN_MARGIN_LIQUIDATION:
+        return abs(qty) * price * sym[SYM_LIQ_FEE, i]
+    return 0.0
+
+
+@njit(cache=True, _nrt=False)
+def used_margin(i, qty, entry, price, sym):
+    """Kraken's used margin: a long's cost over its leverage (fixed), a short's borrowed
+    base over its leverage, revalued at ``price`` (VENUES.md §5.1)."""
+    if qty > 0.0:
+        return qty * entry / sym[SYM_LEVERAGE, i]
+    return -qty * price / sym[SYM_LEVERAGE, i]
+
+
+@njit(cache=True, _nrt=False)
+def maintenance_in_tier(i, qty, entry, price, k, sym, tiers):
+    """Maintenance margin of column i's position ``(qty, entry)`` at mark ``price``, in tier k
+    (the tier of ``tier_key``), the fee the venue counts in the margin included."""
+    rule = sym[SYM_MM_RULE, i]
+    if rule == MM_AT_ENTRY:
+        mm = bracket_maintenance(abs(qty) * entry, i, k, tiers)
+    elif rule == MM_MARGIN_LEVEL:
+        mm = sym[SYM_LIQ_LEVEL, i] * used_margin(i, qty, entry, price, sym)
+    else:
+        mm = bracket_maintenance(abs(qty) * price, i, k, tiers)
+    if sym[SYM_FEE_RULE, i] != 0.0:
+        mm += fee_in_margin(i, qty, entry, price, sym)
+    return mm
+
+
+@njit(cache=True, _nrt=False, inline='always')
+def maintenance_margin(i, qty, entry, price, sym, tiers, n_tiers):
+    """Maintenance margin of column i's position ``(qty, entry)`` at mark ``price``."""
+    k = tier_from(tier_key(i, qty, entry, price, sym), 0, i, tiers, n_tiers)
+    return maintenance_in_tier(i, qty, entry, price, k, sym, tiers)
+
+
+@njit(cache=True, _nrt=False)
+def initial_margin(i, qty, entry, price, sym):
+    """Initial margin a position locks: ``|q| * EP / L`` (a Kraken short: at ``price``),
+    plus Bybit's fee to close where the venue counts it in the margin."""
+    if sym[SYM_MM_RULE, i] == MM_MARGIN_LEVEL:
+        im = used_margin(i, qty, entry, price, sym)
+    else:
+        im = abs(qty) * entry / sym[SYM_LEVERAGE, i]
+    if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+        im += fee_in_margin(i, qty, entry, price, sym)
+    return im
+
+
+@njit(cache=True, _nrt=False)
+def isolated_margin_to_open(i, open_qty, price, sym):
+    """What opening ``open_qty`` at ``price`` moves into an isolated position's margin: its
+    initial margin ``|dq| * price / L``, with the fee to close where the venue counts it."""
+    im = abs(open_qty) * price / sym[SYM_LEVERAGE, i]
+    if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+        im += fee_in_margin(i, open_qty, price, price, sym)
+    return im
+
+
+@njit(cache=True, _nrt=False)
+def order_cost_rate(i, side, sym):
+    """What opening one unit of notional on ``side`` costs besides its initial margin, as a
+    rate: the taker fee; Bybit's fee to close at the bankruptcy price (its order cost,
+    VENUES.md §3.7); Kraken's opening fee on what the position borrows."""
+    rate = sym[SYM_TAKER_FEE, i]
+    if sym[SYM_ORDER_COST, i] == ORDER_COST_FEE_TO_CLOSE:
+        rate += (1.0 - side / sym[SYM_LEVERAGE, i]) * sym[SYM_TAKER_FEE, i]
+    if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
+        rate += sym[SYM_BORROW_OPEN_LONG, i] if side > 0.0 else sym[SYM_BORROW_OPEN_SHORT, i]
+    return rate
+
+
+@njit(cache=True, _nrt=False)
+def discounted_value(amount, i, tiers, n_tiers):
+    """The slice of ``amount`` in each of column i's discount tiers at that tier's rate, summed
+    (a tax-bracket sum, concave in the amount; VENUES.md §4.5). ``amount`` <= 0 gives 0."""
+    total = 0.0
+    for k in range(n_tiers[i]):
+        floor = tiers[TIER_FLOOR, i, k]
+        if amount <= floor:
+            break
+        top = min(amount, tiers[TIER_CAP, i, k])
+        total += (top - floor) * tiers[TIER_MMR, i, k]
+    return total
+
+
+@njit(cache=True, _nrt=False)
+def collateral_value(i, qty, price, sym, tiers, n_tiers):
+    """Discounted value of a collateral holding of ``qty`` coins at ``price`` (OKX §4.5): the
+    discount tiers (bounds in USD or in coins) in the column's tier table, rates in mmr."""
+    if sym[SYM_DISCOUNT_IN_COIN, i] != 0.0:
+        return discounted_value(qty, i, tiers, n_tiers) * price
+    return discounted_value(qty * price, i, tiers, n_tiers)
+
+
+# --- liquidation price ---------------------------------------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def bracket_liquidation_price(i, qty, entry, collateral, extra_rate, tiers, n_tiers):
+    """Mark at which ``collateral + qty * (P - entry) == MM(|qty| * P) + extra_rate*|qty|*P``
+    under the bracket rule, the tier taken at the price itself (VENUES.md §2.5).
+
+    This is Binance's one-way formula ``(C + cum - s*Q*EP) / (Q*(MMR + extra) - s*Q)``,
+    ``C`` what backs the position (isolated margin, or ``WB - TMM1 + UPNL1`` in cross).
+    The trigger ``f(P) = C + s*Q*(P - EP) - MM(Q*P)`` is strictly monotone in P while
+    every rate is below 1, so the root is unique and its tier is the first one whose upper
+    boundary already lies on the liquidated side: deciding the tier from the sign of f
+    at the boundaries cannot miss a root on a boundary. A value <= 0: a long is never
+    liquidated, a short always is. NaN for a flat position.
+    """
+    if qty == 0.0:
+        return np.nan
+    q = abs(qty)
+    side = 1.0 if qty > 0.0 else -1.0
+    n = n_tiers[i]
+    k = 0
+    while k < n - 1:
+        cap = tiers[TIER_CAP, i, k]
+        # f at P = cap / q, on tier k's own line (MM is continuous at the cap)
+        trigger_at_cap = collateral + side * (cap - q * entry) - (
+            cap * (tiers[TIER_MMR, i, k] + extra_rate) - tiers[TIER_CUM, i, k])
+        if side * trigger_at_cap >= 0.0:
+            break
+        k += 1
+    return (collateral + tiers[TIER_CUM, i, k] - side * q * entry) / (
+        q * (tiers[TIER_MMR, i, k] + extra_rate) - side * q)
+
+
+@njit(cache=True, _nrt=False, inline='always')
+def solve_liquidation_price(i, qty, entry, collateral, sym, tiers, n_tiers):
+    """Mark at which ``collateral + qty * (P - entry) == MM_i(P)``, the venue's model applied.
+
+    Bracket rule: Binance's formula with the tier at the liquidation price, a fee
+    counted in the margin taken from the collateral (Bybit's fee to close, fixed) or
+    added to the rate (OKX's fee at mark). Other rules fix the tier between fills, so
+    MM is ``a + b * P`` and ``P = (a - C + s*Q*EP) / (s*Q - b)``: Bybit's classic
+    ``EP -+ (M - MM)/Q``, OKX's ``(EP - M/Q) / (1 - mmr - fee)``, Kraken's level price.
+    """
+    if qty == 0.0:
+        return np.nan
+    rule = sym[SYM_MM_RULE, i]
+    fee_rule = sym[SYM_FEE_RULE, i]
+    if rule == MM_BRACKET:
+        extra = 0.0
+        if fee_rule == FEE_IN_MARGIN_TO_CLOSE:
+            collateral -= fee_in_margin(i, qty, entry, 0.0, sym)
+        elif fee_rule == FEE_IN_MARGIN_LIQUIDATION:
+            extra = sym[SYM_LIQ_FEE, i]
+        return bracket_liquidation_price(i, qty, entry, collateral, extra, tiers, n_tiers)
+    q = abs(qty)
+    side = 1.0 if qty > 0.0 else -1.0
+    # MM(P) = a + b * P with the tier fixed: MM(0) and the slope from two evaluations
+    k = tier_from(tier_key(i, qty, entry, 1.0, sym), 0, i, tiers, n_tiers)
+    a = maintenance_in_tier(i, qty, entry, 0.0, k, sym, tiers)
+    b = maintenance_in_tier(i, qty, entry, 1.0, k, sym, tiers) - a
+    return (a - collateral + side * q * entry) / (side * q - b)
+
+
+# --- partial and full liquidation ---------------------------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
+    """Size (base units, >= 0) a triggered position is cut down to before a full close; 0 means
+    close it all (VENUES.md §6.3).
+
+    - Bybit (step-down, §3.6): above the lowest tier, the limit of the highest lower
+      tier whose MM ``equity`` still covers once cut. ``scales``: an isolated position's
+      equity shrinks with the size kept (cutting at the mark releases margin in
+      proportion); a cross position's free margin (the margin balance less the other
+      positions' MM) does not.
+    - OKX (§4.4): from tier 3 up, the cap two tiers down (legacy rule: tier 1's cap);
+      ``equity`` plays no part.
+    """
+    rule = sym[SYM_PARTIAL, i]
+    if rule == PARTIAL_NONE:
+        return 0.0
+    key = tier_key(i, qty, entry, price, sym)
+    k = tier_from(key, 0, i, tiers, n_tiers)
+    size = abs(qty)
+    if rule == PARTIAL_STEP_DOWN:
+        if k == 0 or key <= 0.0:
+            return 0.0
+        # the fee counted in the margin scales with the size, like the margin does
+        fee = fee_in_margin(i, qty, entry, price, sym)
+        for j in range(k - 1, -1, -1):
+            cap = tiers[TIER_CAP, i, j]
+            if scales:
+                covered = (equity - fee) * cap / key >= bracket_maintenance(cap, i, j, tiers)
+            else:
+                covered = equity >= bracket_maintenance(cap, i, j, tiers) + fee * cap / key
+            if covered:
+                return size * cap / key
+        return 0.0
+    if k < 2:
+        return 0.0
+    cap = tiers[TIER_CAP, i, 0] if rule == PARTIAL_TO_TIER_1 else tiers[TIER_CAP, i, k - 2]
+    if sym[SYM_MM_RULE, i] == MM_BY_SIZE:
+        return cap
+    return size * cap / key
+
+
+@njit(cache=True, _nrt=False)
+def lowest_cut_tier(i, sym):
+    """The lowest tier a position must be above for a partial cut to apply (-1: never)."""
+    rule = sym[SYM_PARTIAL, i]
+    if rule == PARTIAL_NONE:
+        return -1
+    return 1 if rule == PARTIAL_STEP_DOWN else 2
+
+
+@njit(cache=True, _nrt=False)
+def isolated_settlement(i, qty, entry, margin, price, sym):
+    """Where a liquidated isolated position closes, and what it costs.
+
+    Returns ``(price, fee, realized, remaining, shortfall, bankruptcy price)``:
+
+    - at the trigger (Binance, OKX, Kraken): at ``price``, the liquidation fee charged
+      on the closed notional, what is left of the margin returning to the wallet;
+    - at the bankruptcy price (Bybit): the whole margin lost, the fee to close reserved
+      in it charged; a gap beyond that price is the insurance fund's.
+
+    A loss beyond the margin (a gap through the bankruptcy price) is the shortfall.
+    """
+    shortfall = 0.0
+    if sym[SYM_SETTLEMENT, i] == SETTLE_AT_BANKRUPTCY:
+        fee = 0.0
+        if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+            fee = fee_in_margin(i, qty, entry, price, sym)
+        bankrupt = entry - (margin - fee) / qty
+        # past the bankruptcy price (a gap) the insurance fund takes the rest
+        gap_loss = qty * (bankrupt - price)
+        if gap_loss > 0.0:
+            shortfall = gap_loss
+        return bankrupt, fee, qty * (bankrupt - entry), 0.0, shortfall, bankrupt
+    bankrupt = entry - margin / qty
+    realized = qty * (price - entry)
+    fee = abs(qty) * price * sym[SYM_LIQ_FEE, i]
+    remaining = margin + realized - fee
+    if remaining < 0.0:
+        shortfall = -remaining
+        remaining = 0.0
+    return price, fee, realized, remaining, shortfall, bankrupt

@@ -81,6 +81,7 @@ class PrepareCache:
     layouts: dict = field(default_factory=dict)
     venue_inputs: dict = field(default_factory=dict)
     columns: dict = field(default_factory=dict)
+    targets: dict = field(default_factory=dict)
 
     def venue(self, config: RunConfig) -> Venue:
         if isinstance(config.venue, Venue) and not config.venue_overrides:
@@ -92,10 +93,12 @@ class PrepareCache:
         return self.venues[key]
 
 
-def _key(value) -> str:
-    """A canonical text of an option value (mappings sorted), for cache keys."""
+def _key(value):
+    """A hashable, canonical form of an option value (mappings sorted), for cache keys."""
+    if isinstance(value, str | int | float | bool | None):
+        return value
     if isinstance(value, Mapping):
-        value = {str(k): value[k] for k in sorted(value, key=str)}
+        return tuple(sorted((str(k), _key(v)) for k, v in value.items()))
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -161,8 +164,7 @@ def prepare_run(market: Market, orders, config: RunConfig,
         targets = np.empty((0, run_market.n_symbols))
         has_target = np.zeros(run_market.n_bars, dtype=np.bool_)
     else:
-        targets = targets_array(orders, run_market, layout.hedge, layout.held)
-        has_target, _ = rows_with_values(targets)
+        targets, has_target = _targets(orders, layout, cache)
     trading = enums.Trading(targets, has_target, np.int64(target_kind), np.int64(fill_at),
                             float(slippage), bool(config.reduce_to_fit))
     inputs = KernelInputs(
@@ -259,6 +261,10 @@ def _collateral_columns(config: RunConfig, venue: Venue, symbols) -> dict[str, s
 
 def _layout(market: Market, config: RunConfig, venue: Venue, cache: PrepareCache) -> Layout:
     """The run's columns (hedge legs and collateral added), checked against the venue."""
+    options = (id(market), id(venue), _key(config.instruments), _key(config.position_mode),
+               _key(config.collateral))
+    if options in cache.layouts:
+        return cache.layouts[options][-1]
     spot = _spot_symbols(config, market.symbols)
     hedge = _hedge_symbols(config, market.symbols, spot)
     if hedge and venue.model != "binance":
@@ -269,9 +275,11 @@ def _layout(market: Market, config: RunConfig, venue: Venue, cache: PrepareCache
     held = _collateral_columns(config, venue, columns)
     amounts = {str(c).upper(): float(a) for c, a in dict(config.collateral).items()}
     key = (id(market), spot, hedge, tuple(held.items()))
-    if key in cache.layouts:
-        cached = cache.layouts[key][1]
-        return Layout(cached.market, cached.names, spot, hedge, held, amounts)
+    if key in cache.layouts:  # the same columns under other options' spellings
+        cached = cache.layouts[key][-1]
+        layout = Layout(cached.market, cached.names, spot, hedge, held, amounts)
+        cache.layouts[options] = (market, venue, layout)
+        return layout
     base = {s: s for s in market.symbols}  # market column -> the venue's symbol
     run_market = market
     if hedge:
@@ -283,7 +291,9 @@ def _layout(market: Market, config: RunConfig, venue: Venue, cache: PrepareCache
         base.update({c: c for c in held})
     names = tuple(base[s] for s in run_market.symbols)
     layout = Layout(run_market, names, spot, hedge, held, amounts)
-    cache.layouts[key] = (market, layout)  # the market kept alive: its id stays its own
+    # the market and venue kept alive with the entries: their ids stay their own
+    cache.layouts[key] = (market, layout)
+    cache.layouts[options] = (market, venue, layout)
     return layout
 
 
@@ -550,6 +560,19 @@ def _venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareC
 
 
 # --- targets ------------------------------------------------------------------------------
+
+
+def _targets(orders, layout: Layout, cache: PrepareCache) -> tuple[np.ndarray, np.ndarray]:
+    """``(targets, rows holding one)`` of the run's columns, converted once per target object
+    (the runs of a sweep's parameter set share one)."""
+    key = (id(orders), id(layout.market))
+    if key not in cache.targets:
+        array = targets_array(orders, layout.market, layout.hedge, layout.held)
+        has_target, _ = rows_with_values(array)
+        cache.targets[key] = (orders, layout.market, array, has_target)
+        while len(cache.targets) > 64:  # a sweep moves on from a parameter set for good
+            del cache.targets[next(iter(cache.targets))]
+    return cache.targets[key][2:]
 
 
 def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:

@@ -42,6 +42,7 @@ _OUTER = ("window", "venue", "venue_overrides")  # options that select the batch
 _DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
              for f in dataclasses.fields(RunConfig)}
 OPTION_DEFAULTS = {name: _DEFAULTS.get(name) for name in RUN_OPTIONS}  # window None: all bars
+CONFIG_FIELDS = frozenset(_DEFAULTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +62,16 @@ class Run:
     keys: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
     given: frozenset = dataclasses.field(default_factory=frozenset, compare=False, repr=False)
 
-    def config(self, plan_options: Mapping | None = None) -> RunConfig:
-        """The run's ``RunConfig``: the options given, over the strategy plan's, over
-        ``run()``'s defaults."""
-        base = RunConfig().replace(**dict(plan_options or {}))
-        return base.replace(**{k: self.options[k] for k in self.given if k != "window"})
+    def config(self, plan_options: Mapping | None = None, **fixed) -> RunConfig:
+        """The run's ``RunConfig``: ``fixed`` over the options given, over the strategy
+        plan's, over ``run()``'s defaults."""
+        fields = {**(plan_options or {}), **{k: self.options[k] for k in self.given
+                                              if k != "window"}, **fixed}
+        unknown = sorted(set(fields) - CONFIG_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown run option(s) {', '.join(unknown)}; valid options: "
+                            f"{', '.join(sorted(CONFIG_FIELDS))}")
+        return RunConfig(**fields)
 
     def key(self, tag: str) -> str:
         """The canonical text of parameter ``p:NAME`` or option ``o:NAME``."""

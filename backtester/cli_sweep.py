@@ -32,11 +32,15 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="a grid entry (repeatable; overrides --grid), e.g. -p leverage=5,10,20 "
                    "-p margin_mode=cross,isolated -p window=2023-01-01..2024-01-01,2024-01-01..")
-    p.add_argument("--strategy", default="strategies:hedged_pair", metavar="MODULE:FUNCTION",
-                   help="strategy function f(market, **params) -> targets "
-                   "(default strategies:hedged_pair)")
-    p.add_argument("--target-kind", default="equity", choices=("units", "notional", "equity"),
-                   help="what the strategy's targets mean, unless the grid sets it (equity)")
+    p.add_argument("--strategy", default="strategies:hedged_pair", metavar="NAME",
+                   help="a built-in strategy (hedged_pair, funding_carry, trend, margin_aware, "
+                   "grid), your own as path/to/file.py:NAME, or MODULE:FUNCTION, a function "
+                   "f(market, **params) returning targets (fractions of equity unless "
+                   "--target-kind says otherwise), a Callback or a Plan (default: "
+                   "strategies:hedged_pair, the vectorized hedged pair)")
+    p.add_argument("--target-kind", choices=("units", "notional", "equity"),
+                   help="what the strategy's targets mean, unless the grid sets it (default: "
+                   "the strategy's own; equity for a function returning bare targets)")
     add_market_options(p, "symbols to load, e.g. BTC_USDT,ETH_USDT")
     p.add_argument("--backend", default="inprocess", choices=("inprocess", "processes", "dask"),
                    help="where runs execute (inprocess: numba threads; processes: a local "
@@ -87,17 +91,47 @@ def parse_param(text: str) -> tuple[str, list]:
 
 
 def _strategy(spec: str):
+    """The ``StrategyDef`` that ``--strategy`` names: a built-in name, a file's ``NAME``, or a
+    ``MODULE:FUNCTION`` (a function is wrapped, as ``backtester run`` does: bare targets it
+    returns are fractions of equity)."""
+    from .strategy import BUILTIN_STRATEGIES, StrategyDef, load_strategy
+
+    if spec in BUILTIN_STRATEGIES or spec.rpartition(":")[0].endswith(".py"):
+        return load_strategy(spec)
     module, _, name = spec.partition(":")
     if not module or not name:
-        raise ValueError(f"--strategy {spec!r}: write MODULE:FUNCTION, e.g. "
-                         "strategies:hedged_pair")
+        raise ValueError(f"--strategy {spec!r}: give a built-in strategy "
+                         f"({', '.join(BUILTIN_STRATEGIES)}), path/to/file.py:NAME or "
+                         "MODULE:FUNCTION, e.g. strategies:hedged_pair")
     try:
         function = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"--strategy {spec}: cannot import it ({exc})") from None
+    if isinstance(function, StrategyDef):
+        return function
     if not callable(function):
         raise ValueError(f"--strategy {spec} is not a function")
-    return function
+    return StrategyDef(name, function)
+
+
+def _loader_params(strategy, grid: dict) -> dict:
+    """The grid's fixed strategy parameters that the strategy's own data loader reads (the
+    funding carry's ``symbol`` and ``spot_data``): they select the data, so one value each."""
+    if strategy.load_market is None:
+        return {}
+    from .sweep import RUN_OPTIONS
+
+    fixed = {}
+    for name, value in grid.items():
+        if name in RUN_OPTIONS or name not in strategy.parameters:
+            continue
+        if isinstance(value, list):
+            if len(value) > 1:
+                raise ValueError(f"-p {name}: {strategy.name} loads its data by {name}; sweep "
+                                 f"one value of it per sweep, got {value}")
+            value = value[0]
+        fixed[name] = value
+    return fixed
 
 
 def _cmd_sweep(args) -> int:
@@ -112,8 +146,9 @@ def _cmd_sweep(args) -> int:
         grid[name] = values
     if not grid:
         grid = dict(DEFAULT_GRID)
-    grid.setdefault("target_kind", args.target_kind)
-    market = market_from_options(args)
+    if args.target_kind:
+        grid.setdefault("target_kind", args.target_kind)
+    market = market_from_options(args, strategy.load_market, **_loader_params(strategy, grid))
     print(f"sweep of {args.strategy} on {', '.join(market.symbols)}, {market.n_bars:,} bars "
           f"({market.timestamps[0]} .. {market.timestamps[-1]}), backend {args.backend}"
           + (f" at {args.scheduler}" if args.scheduler else ""))

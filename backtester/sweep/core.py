@@ -27,7 +27,7 @@ DEFAULT_CHUNK = {"inprocess": 1024, "processes": 128, "dask": 128}
 
 def sweep(
     market: Market,
-    strategy: Callable,
+    strategy: Callable | StrategyDef,
     grid: Mapping | Sequence[Mapping] | str | Path,
     *,
     out: str | Path | None = None,
@@ -43,15 +43,27 @@ def sweep(
 ) -> pd.DataFrame:
     """Backtest every run of a grid and return one summary row per run.
 
-    - ``strategy``: a function ``strategy(market, **params) -> targets`` (as for
-      ``run``); it is called once per distinct parameter set and data window.
+    Every run is prepared by the function that prepares ``run()``'s
+    (``prepare.prepare_run``), so a sweep runs everything ``run()`` runs, and each
+    row's figures are those of ``run(...).summary()`` for that run.
+
+    - ``strategy``: a function ``strategy(market, **params)`` returning what
+      ``run()`` takes: targets, a ``Callback``, or a ``Plan`` (targets or a callback
+      with the run options they assume, such as spot legs); or a ``StrategyDef``
+      (``strategies.funding_carry.STRATEGY``, ``load_strategy("margin_aware")``). It
+      is called once per distinct parameter set and data window. Runs with targets
+      run many at a time in one compiled call; runs with a callback one by one.
     - ``grid``: a mapping (or a TOML file of one) from names to values; a list
-      is swept, anything else is fixed. Names of run options (``margin_mode``,
-      ``leverage``, ``venue``, ``venue_overrides``, ``initial_balance``,
-      ``target_kind``, ``fill_at``, ``path``, ``slippage``, ``reduce_to_fit``,
-      and ``window``: a ``(start, end)`` pair, start included, end excluded)
-      set the simulation; every other name is a strategy parameter. A list of
-      mappings is the union of their runs.
+      is swept, anything else is fixed. Names of run options (every field of
+      ``RunConfig`` but ``record_positions``: ``margin_mode`` and ``leverage``, one
+      value or a mapping per symbol, ``venue``, ``venue_overrides``,
+      ``initial_balance``, ``target_kind``, ``fill_at``, ``path``, ``slippage``,
+      ``reduce_to_fit``, ``instruments``, ``spot_fee``, ``position_mode``,
+      ``collateral``; and ``window``: a ``(start, end)`` pair, start included, end
+      excluded) set the simulation; every other name is a strategy parameter. A list
+      of mappings is the union of their runs. An option the grid leaves out takes the
+      value of the strategy's ``Plan`` if it sets one, else ``run()``'s default (as
+      ``run()``'s own keyword options win over a plan's).
     - ``out``: a directory for the parquet dataset, written chunk by chunk as runs
       finish. Rerunning into the same directory skips the runs already there
       (``retry_failed=True`` reruns the failed ones), so an interrupted sweep resumes.
@@ -65,7 +77,7 @@ def sweep(
     - ``options``: fixed run options under the grid, e.g. ``target_kind="equity"``.
 
     The row of a run holds ``run_id`` (a stable hash of its strategy, parameters
-    and options), the parameters and options, ``window_start``/``window_end``,
+    and options), the parameters and the options it ran with, ``window_start``/``window_end``,
     the figures of ``Result.summary()`` and ``error`` (the message of a run that
     failed, whose figures are NaN). Rows come in grid order; the figures do not
     depend on the backend or the number of workers.

@@ -103,17 +103,25 @@ def bracket_maintenance(notional, i, k, tiers):
 
 
 @njit(cache=True, _nrt=False)
+def fee_to_close(i, qty, entry, sym):
+    """Bybit's taker fee to close a position at its bankruptcy price, ``Q*EP*(1 - s/L)*taker``
+    (VENUES.md §3.3, §3.7): reserved in the margin since 2025-09-02, and in every era part
+    of what an opening order costs."""
+    side = 1.0 if qty > 0.0 else -1.0
+    return abs(qty) * entry * (1.0 - side / sym[SYM_LEVERAGE, i]) * sym[SYM_TAKER_FEE, i]
+
+
+@njit(cache=True, _nrt=False)
 def fee_in_margin(i, qty, entry, price, sym):
     """The fee the venue counts inside the margin of a position (0 for most venues).
 
-    Bybit (since 2025-09-02): the taker fee to close at the bankruptcy price,
-    ``Q*EP*(1 - s/L)*taker`` (VENUES.md §3.3). OKX: the liquidation fee on the
-    notional at mark, ``Q*P*fee`` (trigger ``equity <= MM + liquidation fee``, §4.2).
+    Bybit (since 2025-09-02): the taker fee to close at the bankruptcy price
+    (``fee_to_close``). OKX: the liquidation fee on the notional at mark, ``Q*P*fee``
+    (trigger ``equity <= MM + liquidation fee``, §4.2).
     """
     rule = sym[SYM_FEE_RULE, i]
     if rule == FEE_IN_MARGIN_TO_CLOSE:
-        side = 1.0 if qty > 0.0 else -1.0
-        return abs(qty) * entry * (1.0 - side / sym[SYM_LEVERAGE, i]) * sym[SYM_TAKER_FEE, i]
+        return fee_to_close(i, qty, entry, sym)
     if rule == FEE_IN_MARGIN_LIQUIDATION:
         return abs(qty) * price * sym[SYM_LIQ_FEE, i]
     return 0.0
@@ -181,7 +189,7 @@ def order_cost_rate(i, side, sym):
     VENUES.md §3.7); Kraken's opening fee on what the position borrows."""
     rate = sym[SYM_TAKER_FEE, i]
     if sym[SYM_ORDER_COST, i] == ORDER_COST_FEE_TO_CLOSE:
-        rate += (1.0 - side / sym[SYM_LEVERAGE, i]) * sym[SYM_TAKER_FEE, i]
+        rate += fee_to_close(i, side, 1.0, sym)  # per unit of notional
     if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
         rate += sym[SYM_BORROW_OPEN_LONG, i] if side > 0.0 else sym[SYM_BORROW_OPEN_SHORT, i]
     return rate

@@ -26,7 +26,6 @@ from .enums import (
     A_WALLET,
     COLLATERAL,
     CROSS,
-    FUNDING_FROM_AVAILABLE,
     ISOLATED,
     N_ACCOUNT,
     N_STATE,
@@ -37,7 +36,6 @@ from .enums import (
     S_MARK,
     S_QTY,
     SPOT,
-    SYM_FUNDING_RULE,
     SYM_LEVERAGE,
     SYM_PARTNER,
     Book,
@@ -45,6 +43,7 @@ from .enums import (
 from .rules import (
     collateral_value,
     initial_margin,
+    isolated_funding_split,
     isolated_margin_to_open,
     maintenance_margin,
     solve_liquidation_price,
@@ -343,19 +342,11 @@ def increase_position(i, open_qty, price, fee_rate, book):
 @njit(cache=True, _nrt=False)
 def pay_isolated_funding(i, payment, book):
     """An isolated position's funding ``payment`` (> 0: it pays; cross positions pay from the
-    wallet, in the bar loop). From its own margin, which moves its liquidation price
-    (DESIGN.md §4), except on venues that take it from the available balance first
-    (Bybit, VENUES.md §3.3): the position margin then pays only what the balance
-    cannot, and funding received goes to the balance. The liquidation price is
-    recomputed."""
-    state = book.state
-    if book.sym[SYM_FUNDING_RULE, i] == FUNDING_FROM_AVAILABLE:
-        free = max(available_balance(book), 0.0)
-        from_wallet = payment if payment <= free else free
-        book.account[A_WALLET] -= from_wallet
-        state[S_ISO_MARGIN, i] -= payment - from_wallet
-    else:
-        state[S_ISO_MARGIN, i] -= payment
+    wallet, in the bar loop), split between the wallet and its own margin by the venue's
+    rule (``rules.isolated_funding_split``); the liquidation price is recomputed."""
+    from_wallet = isolated_funding_split(i, payment, available_balance(book), book.sym)
+    book.account[A_WALLET] -= from_wallet
+    book.state[S_ISO_MARGIN, i] -= payment - from_wallet
     refresh_liq_price(i, book)  # the margin moved: so did the liquidation price
 
 

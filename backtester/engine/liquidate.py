@@ -27,10 +27,7 @@ from .enums import (
     C_LIQS,
     COLLATERAL,
     CROSS,
-    CROSS_CLOSE_FIFO,
-    CROSS_SETTLE_AT_BANKRUPTCY,
     EVENT_MARGIN_CALL,
-    FEE_IN_MARGIN_TO_CLOSE,
     FILL_LIQUIDATION,
     ISOLATED,
     PATH_OHLC,
@@ -41,11 +38,8 @@ from .enums import (
     S_ISO_MARGIN,
     S_LIQ_PX,
     S_MARK,
-    S_OPENED,
     S_QTY,
     SYM_CUT_FEE,
-    SYM_FEE_RULE,
-    SYM_LIQ_FEE,
 )
 from .records import (
     record_event,
@@ -54,11 +48,14 @@ from .records import (
     record_settlement,
 )
 from .rules import (
-    fee_in_margin,
+    cross_close_done,
+    cross_close_next,
+    cross_settlement,
     isolated_settlement,
     lowest_cut_tier,
     maintenance_margin,
     partial_target,
+    settles_to_zero,
     tier_from,
     tier_key,
 )
@@ -286,8 +283,10 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
 
 @njit(cache=True, _nrt=False)
 def liquidate_cross(t, prices, gapped, book, records):
-    """Liquidate the cross account, triggered at ``prices``; the account rule
-    ``R_CROSS_CLOSE`` says how, after any partial cuts (``cut_cross``):
+    """Liquidate the cross account, triggered at ``prices``; after any partial cuts
+    (``cut_cross``), the account rule ``R_CROSS_CLOSE`` says in which order its positions
+    close, where, and when it is done (``rules.cross_close_next``, ``cross_settlement``,
+    ``cross_close_done``):
 
     - at the trigger (Binance, OKX): every cross position closes at the trigger
       prices, the liquidation fee charged on each closed notional;
@@ -321,62 +320,30 @@ def liquidate_cross(t, prices, gapped, book, records):
         balance += q * (prices[i] - entry)
         total_mm += maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
     total_loss = 0.0
-    if safe:
-        pass  # the cuts made the account compliant: nothing more is closed
-    elif close == CROSS_CLOSE_FIFO:
-        # the oldest position first, until the account is safe again
-        while True:
-            oldest = -1
-            for i in range(n):
-                if state[S_QTY, i] != 0.0 and mode[i] == CROSS and (
-                        oldest < 0 or state[S_OPENED, i] < state[S_OPENED, oldest]):
-                    oldest = i
-            if oldest < 0:
-                break
-            q = state[S_QTY, oldest]
-            fee = abs(q) * prices[oldest] * sym[SYM_LIQ_FEE, oldest]
-            loss = close_cross_position(t, event, oldest, prices[oldest], fee, gapped,
-                                        prices[oldest] - balance / q, equity_before, book,
-                                        records)
-            if loss > 0.0:
-                total_loss += loss
-            if not has_cross_position(book) or cross_trigger_value(book, prices) > 0.0:
-                break
-    else:
-        at_bankruptcy = close == CROSS_SETTLE_AT_BANKRUPTCY and total_mm > 0.0
-        for i in range(n):
-            q = state[S_QTY, i]
-            if q == 0.0 or mode[i] != CROSS:
-                continue
-            price = prices[i]
-            bankrupt = price - balance / q
-            if at_bankruptcy:
-                # each position at its bankruptcy price: the margin balance left at the
-                # trigger (negative after a gap through zero) shared in proportion to MM
-                entry = state[S_ENTRY, i]
-                share = balance * maintenance_margin(i, q, entry, price, sym, book.tiers,
-                                                     book.n_tiers) / total_mm
-                fee = 0.0
-                if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE and share > 0.0:
-                    fee = min(fee_in_margin(i, q, entry, price, sym), share)
-                price = price - (share - fee) / q
-                bankrupt = price
-            elif close == CROSS_SETTLE_AT_BANKRUPTCY:
-                fee = 0.0
-            else:
-                fee = abs(q) * price * sym[SYM_LIQ_FEE, i]
-            loss = close_cross_position(t, event, i, price, fee, gapped, bankrupt,
-                                        equity_before, book, records)
-            if loss > 0.0:
-                total_loss += loss
-        if at_bankruptcy:
-            account[A_WALLET] = 0.0  # settled to zero (up to rounding dust)
-            if balance < 0.0:
-                # a gap beyond the bankruptcy prices: the insurance fund takes what the
-                # positions lose past them, q * (bankruptcy price - trigger price) each
-                for c in range(first, records.counts[C_LIQS]):
-                    i = liqs[c]["symbol"]
-                    liqs[c]["shortfall"] = liqs[c]["qty"] * (liqs[c]["price"] - prices[i])
+    done = safe  # the cuts made the account compliant: nothing more is closed
+    while not done:
+        i = cross_close_next(state, mode, close)
+        if i < 0:
+            break
+        q = state[S_QTY, i]
+        entry = state[S_ENTRY, i]
+        price, fee, bankrupt = cross_settlement(
+            i, q, entry, prices[i], balance,
+            maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers),
+            total_mm, close, sym)
+        loss = close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before,
+                                    book, records)
+        if loss > 0.0:
+            total_loss += loss
+        done = cross_close_done(close, cross_trigger_value(book, prices))
+    if not safe and settles_to_zero(close, total_mm):
+        account[A_WALLET] = 0.0  # settled to zero (up to rounding dust)
+        if balance < 0.0:
+            # a gap beyond the bankruptcy prices: the insurance fund takes what the
+            # positions lose past them, q * (bankruptcy price - trigger price) each
+            for c in range(first, records.counts[C_LIQS]):
+                i = liqs[c]["symbol"]
+                liqs[c]["shortfall"] = liqs[c]["qty"] * (liqs[c]["price"] - prices[i])
     # multi-currency margin: a negative quote balance left is repaid by selling collateral
     for i in range(n):
         if account[A_WALLET] >= 0.0:

@@ -15,6 +15,10 @@ one dispatch point, in this module:
 - ``SYM_PARTIAL``: the size a triggered position is cut to (``partial_target``);
 - ``SYM_SETTLEMENT``: where a liquidated isolated position closes
   (``isolated_settlement``);
+- ``SYM_FUNDING_RULE``: who pays an isolated position's funding (``isolated_funding_split``);
+- the account rule ``R_CROSS_CLOSE``: in which order a triggered cross account closes
+  its positions, where each closes, and when the account is done
+  (``cross_close_next``, ``cross_settlement``, ``cross_close_done``);
 - collateral (``collateral_value``) and the liquidation price (``solve_liquidation_price``).
 
 For a fixed tier every model's MM is affine in the mark, ``a + b * P``, so a
@@ -35,8 +39,12 @@ import numpy as np
 from numba import njit
 
 from .enums import (
+    CROSS,
+    CROSS_CLOSE_FIFO,
+    CROSS_SETTLE_AT_BANKRUPTCY,
     FEE_IN_MARGIN_LIQUIDATION,
     FEE_IN_MARGIN_TO_CLOSE,
+    FUNDING_FROM_AVAILABLE,
     MM_AT_ENTRY,
     MM_BRACKET,
     MM_BY_SIZE,
@@ -45,11 +53,14 @@ from .enums import (
     PARTIAL_NONE,
     PARTIAL_STEP_DOWN,
     PARTIAL_TO_TIER_1,
+    S_OPENED,
+    S_QTY,
     SETTLE_AT_BANKRUPTCY,
     SYM_BORROW_OPEN_LONG,
     SYM_BORROW_OPEN_SHORT,
     SYM_DISCOUNT_IN_COIN,
     SYM_FEE_RULE,
+    SYM_FUNDING_RULE,
     SYM_LEVERAGE,
     SYM_LIQ_FEE,
     SYM_LIQ_LEVEL,
@@ -367,3 +378,74 @@ def isolated_settlement(i, qty, entry, margin, price, sym):
         shortfall = -remaining
         remaining = 0.0
     return price, fee, realized, remaining, shortfall, bankrupt
+
+
+@njit(cache=True, _nrt=False)
+def isolated_funding_split(i, payment, available, sym):
+    """The part of an isolated position's funding ``payment`` the wallet pays; its own margin
+    pays the rest. DESIGN.md §4: the margin pays it all (it moves the liquidation price).
+    Bybit (VENUES.md §3.3): the available balance first, the margin only for what that
+    cannot pay; funding received goes to the balance."""
+    if sym[SYM_FUNDING_RULE, i] == FUNDING_FROM_AVAILABLE:
+        free = max(available, 0.0)
+        return payment if payment <= free else free
+    return 0.0
+
+
+# --- a triggered cross account (the account rule R_CROSS_CLOSE) -----------------------------
+
+
+@njit(cache=True, _nrt=False)
+def cross_close_next(state, mode, close):
+    """The cross position to close next (-1: none left): the oldest first under FIFO (Kraken),
+    else in column order (the whole account goes)."""
+    pick = -1
+    for i in range(state.shape[1]):
+        if state[S_QTY, i] != 0.0 and mode[i] == CROSS:
+            if close != CROSS_CLOSE_FIFO:
+                return i
+            if pick < 0 or state[S_OPENED, i] < state[S_OPENED, pick]:
+                pick = i
+    return pick
+
+
+@njit(cache=True, _nrt=False)
+def cross_close_done(close, trigger_value):
+    """Whether a cross liquidation may stop with positions left: under FIFO, once the account
+    no longer triggers (``trigger_value`` > 0); otherwise never (every position goes)."""
+    return close == CROSS_CLOSE_FIFO and trigger_value > 0.0
+
+
+@njit(cache=True, _nrt=False)
+def settles_to_zero(close, total_mm):
+    """Whether the cross account is settled at the positions' bankruptcy prices (Bybit): its
+    wallet ends at zero, and a gap past those prices is the insurance fund's."""
+    return close == CROSS_SETTLE_AT_BANKRUPTCY and total_mm > 0.0
+
+
+@njit(cache=True, _nrt=False)
+def cross_settlement(i, qty, entry, price, balance, mm, total_mm, close, sym):
+    """Where cross position i closes in a liquidation triggered at mark ``price``, and its fee:
+    ``(price, fee, bankruptcy price)``. ``balance`` is the account's margin balance at the
+    trigger, ``mm`` the position's maintenance margin there and ``total_mm`` the account's.
+
+    - at the trigger (Binance, OKX; Kraken's FIFO): at ``price``, the liquidation fee on
+      the closed notional;
+    - at the bankruptcy price (Bybit): the margin balance left at the trigger (negative
+      after a gap through zero) shared in proportion to MM; the fee to close reserved in
+      the margin charged from the position's share.
+
+    The bankruptcy price is the mark at which the account's equity would be zero with
+    the others frozen, ``P - MB / q``.
+    """
+    bankrupt = price - balance / qty
+    if settles_to_zero(close, total_mm):
+        share = balance * mm / total_mm
+        fee = 0.0
+        if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE and share > 0.0:
+            fee = min(fee_in_margin(i, qty, entry, price, sym), share)
+        settled = price - (share - fee) / qty
+        return settled, fee, settled
+    if close == CROSS_SETTLE_AT_BANKRUPTCY:
+        return price, 0.0, bankrupt
+    return price, abs(qty) * price * sym[SYM_LIQ_FEE, i], bankrupt

@@ -56,7 +56,6 @@ from .enums import (
     EVENT_ROLLOVER_FEE,
     FILL_NEXT_OPEN,
     ISOLATED,
-    MM_BRACKET,
     OUT_EQUITY,
     OUT_GROSS,
     OUT_ISO_MARGIN,
@@ -78,8 +77,6 @@ from .enums import (
     SPOT,
     SYM_BORROW_ROLL_LONG,
     SYM_BORROW_ROLL_SHORT,
-    SYM_FEE_RULE,
-    SYM_MM_RULE,
     SYM_ROLLOVER_HOURS,
     VENUE_SYMBOL_FIELDS,
 )
@@ -91,6 +88,7 @@ from .rules import (
     collateral_value,
     maintenance_in_tier,
     maintenance_margin,
+    plain_bracket,
     tier_from,
     tier_key,
 )
@@ -302,7 +300,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     # pass then needs no rule dispatch
     plain = True
     for i in range(n):
-        if sym[SYM_MM_RULE, i] != MM_BRACKET or sym[SYM_FEE_RULE, i] != 0.0:
+        if not plain_bracket(i, sym):
             plain = False
         if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
             borrowing = True

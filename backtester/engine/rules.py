@@ -43,6 +43,7 @@ from .enums import (
     CROSS_CLOSE_FIFO,
     CROSS_SETTLE_AT_BANKRUPTCY,
     FEE_IN_MARGIN_LIQUIDATION,
+    FEE_IN_MARGIN_NONE,
     FEE_IN_MARGIN_TO_CLOSE,
     FUNDING_FROM_AVAILABLE,
     MM_AT_ENTRY,
@@ -101,6 +102,13 @@ def tier_key(i, qty, entry, price, sym):
     if rule == MM_AT_ENTRY:
         return abs(qty) * entry
     return abs(qty) * price
+
+
+@njit(cache=True, _nrt=False)
+def plain_bracket(i, sym):
+    """Whether column i's maintenance margin is the bracket at the mark and nothing else
+    (Binance's rule): the kernel's bound pass then needs no dispatch for it."""
+    return sym[SYM_MM_RULE, i] == MM_BRACKET and sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_NONE
 
 
 @njit(cache=True, _nrt=False)

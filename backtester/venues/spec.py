@@ -161,7 +161,7 @@ class SymbolSpec:
     - ``tier_rule``: ``"bracket"`` (MM = N * mmr - cum, continuous) or ``"whole"``
       (the whole position at its tier's rate, cum = 0); ``tier_unit``: tier bounds
       in ``"quote"`` notional or in ``"contracts"``.
-    - ``params``: the model's per-symbol numbers (``backtester.venues.models``), e.g.
+    - ``params``: the model's per-symbol numbers (its ``MarginModel.params``), e.g.
       OKX ``contract_size``, Kraken borrowing fees.
     """
 

@@ -104,7 +104,7 @@ def _set_up(qty: float, entry_price: float, venue: Venue, symbol: str, margin_mo
                                  "amount the position holds")
             given = _number("margin", margin, allow_negative=False)
             # the leverage the margin implies (IM = |q| * EP / L): the venue may count it
-            lev = abs(qty) * entry_price / given if given > 0 else math.inf
+            lev = abs(qty) * entry_price / given if given * qty != 0.0 else math.inf
     else:
         if margin is not None or extra:
             raise ValueError(

@@ -415,6 +415,9 @@ def test_a_short_with_collateral_below_minus_its_entry_value_is_liquidatable_at_
 
 def test_a_flat_position_has_no_liquidation_price():
     assert np.isnan(liquidation_price(0.0, 20_000, leverage=10))
+    # on every model, the margin given outright too (Bybit counts its implied leverage)
+    assert np.isnan(liquidation_price(0.0, 20_000, venue="bybit_linear", margin=400))
+    assert np.isnan(bankruptcy_price(0.0, 20_000, venue="okx_swap", margin=400))
 
 
 def test_isolated_bankruptcy_price_is_where_the_margin_is_gone():

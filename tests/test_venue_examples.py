@@ -96,6 +96,11 @@ def test_ey3_fee_to_close_in_im_and_mm_gives_19698_49():
         19_698.49)
 
 
+def test_bybit_isolated_price_refuses_another_models_venue():
+    with pytest.raises(ValueError, match="follows the binance model, not Bybit's"):
+        bybit.isolated_liquidation_price(1.0, 20_000, 50, venue="binance_usdm")
+
+
 def test_2025_short_mirrors_the_long():
     # short: fee = 20,000 x 1.02 x 0.055% = 11.22; IM = 411.22;
     # IM + Q*EP + ded - fee = Q*P*(1 + MMR) -> (411.22 + 20,000 - 11.22) / 1.005 = 20,298.51

@@ -194,8 +194,13 @@ def isolated_liquidation_price(
         19698.49
     """
     from .. import liquidation
+    from . import load_venue
 
-    return liquidation.liquidation_price(qty, entry_price, venue=venue, symbol=symbol, at=at,
+    bybit = load_venue(venue)
+    if bybit.margin_model is not BYBIT_UTA:
+        raise ValueError(f"venue {bybit.name} follows the {bybit.model} model, not Bybit's: use "
+                         f"backtester.liquidation_price, which prices any venue by its model")
+    return liquidation.liquidation_price(qty, entry_price, venue=bybit, symbol=symbol, at=at,
                                          leverage=leverage, extra_margin=extra_margin)
 
 

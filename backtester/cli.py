@@ -162,7 +162,7 @@ def venue_has_isolated(name: str) -> bool:
     """Whether a venue's margin model has an isolated mode (spot margin has not)."""
     from .venues import load_venue
 
-    return load_venue(name).model != "kraken_spot"
+    return "isolated" in load_venue(name).margin_model.margin_modes
 
 
 def _add_venues(sub) -> None:
@@ -172,7 +172,7 @@ def _add_venues(sub) -> None:
 
 
 def _cmd_venues(args) -> int:
-    from .venues import ENGINE_MODELS, list_venues, load_venue
+    from .venues import list_venues, load_venue
 
     def day(ts) -> str:
         return "" if ts is None else str(ts.date())
@@ -180,9 +180,8 @@ def _cmd_venues(args) -> int:
     names = [args.name] if args.name else list_venues()
     for name in names:
         venue = load_venue(name)
-        simulated = "simulated by run()" if venue.model in ENGINE_MODELS else (
-            "formulas only: run() refuses it")
-        print(f"{venue.name} (model {venue.model}, {simulated}): {venue.description}")
+        allows = venue.margin_model.capabilities()
+        print(f"{venue.name} (model {venue.model}: {allows}): {venue.description}")
         for k, rule_set in enumerate(venue.rule_history):
             since = day(rule_set.valid_from) or "always"
             until = (day(venue.rule_history[k + 1].valid_from)

@@ -161,7 +161,8 @@ def compare(
     results = {}
     for v in venues:
         venue_name = v if isinstance(v, str) else getattr(v, "name", str(v))
-        cross_only = load_venue(v, **dict(base.venue_overrides)).model == "kraken_spot"
+        modes_there = load_venue(v, **dict(base.venue_overrides)).margin_model.margin_modes
+        cross_only = "isolated" not in modes_there
         for lev in leverages:
             for mode in modes:
                 if cross_only and mode == "isolated" and len(venues) > 1:

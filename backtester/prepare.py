@@ -31,6 +31,7 @@ from .engine.driver import (
 )
 from .strategy import Callback, Plan
 from .venues import Venue, load_venue
+from .venues.registry import models_where
 from .venues.spec import normalise_symbol
 
 
@@ -242,9 +243,10 @@ def _collateral_columns(config: RunConfig, venue: Venue, symbols) -> dict[str, s
     held = {}
     for currency, amount in dict(config.collateral).items():
         name = str(currency).upper()
-        if venue.model != "okx":
-            raise ValueError(f"collateral is OKX's multi-currency margin; venue {venue.name} "
-                             f"uses the {venue.model!r} model")
+        if not venue.margin_model.collateral:
+            raise ValueError(f"collateral is multi-currency margin, which "
+                             f"{models_where(lambda m: m.collateral)} simulates; venue "
+                             f"{venue.name} uses the {venue.model!r} model")
         if not (isinstance(amount, int | float) and np.isfinite(amount) and amount > 0):
             raise ValueError(f"collateral {name} must be a positive amount of coins, got "
                              f"{amount!r}")
@@ -267,8 +269,9 @@ def _layout(market: Market, config: RunConfig, venue: Venue, cache: PrepareCache
         return cache.layouts[options][-1]
     spot = _spot_symbols(config, market.symbols)
     hedge = _hedge_symbols(config, market.symbols, spot)
-    if hedge and venue.model != "binance":
-        raise ValueError(f"position_mode 'hedge' is simulated on Binance's model only; venue "
+    if hedge and "hedge" not in venue.margin_model.position_modes:
+        raise ValueError(f"position_mode 'hedge' is simulated on "
+                         f"{models_where(lambda m: 'hedge' in m.position_modes)} only; venue "
                          f"{venue.name} uses {venue.model!r}")
     columns = tuple(c for s in market.symbols
                     for c in ((f"{s}.long", f"{s}.short") if s in hedge else (s,)))
@@ -337,13 +340,10 @@ def _perp_only(name: str, value, spot, fill):
 
 def check_model_modes(venue: Venue, modes, symbols) -> None:
     """Refuse margin modes the venue's model does not have (Kraken spot margin: cross only)."""
-    if venue.model == "kraken_spot":
-        isolated = [s for s, m in zip(symbols, modes, strict=True) if m == enums.ISOLATED]
-        if isolated:
-            raise ValueError(
-                f"venue {venue.name} is spot margin trading, where every margin position shares "
-                f"one trade balance (cross); it has no isolated mode, but margin_mode is "
-                f"'isolated' for {', '.join(isolated)}")
+    for code, name in enumerate(enums.MARGIN_MODE_NAMES[:2]):  # cross, isolated
+        given = [s for s, m in zip(symbols, modes, strict=True) if m == code]
+        if given:
+            venue.margin_model.check_margin_mode(name, f"venue {venue.name}", given)
 
 
 def _columns(layout: Layout, config: RunConfig, venue: Venue,

@@ -193,22 +193,11 @@ class Result:
             ("bankruptcy shortfall", f"{s['bankruptcy_shortfall']:,.2f}"),
             ("trading fees", f"{s['fees_paid']:,.2f}"),
         ]
-        if getattr(self.venue, "model", "") == "kraken_spot":
-            # spot margin: the cost of carry is borrowing fees, and risk is the margin level
-            # (equity / used margin; the margin ratio is liquidation level / margin level)
-            level = self.venue.rules()["liquidation_level"]
-            worst = s["worst_margin_ratio"]
-            rows += [
-                ("borrowing fees", f"{s['borrowing_fees']:,.2f}"),
-                ("lowest margin level", f"{level / worst:.2%}" if worst > 0 else "n/a"),
-                ("margin calls", f"{s['margin_calls']}"),
-            ]
-        else:
-            rows += [
-                ("funding paid", f"{s['funding_paid']:,.2f}"),
-                ("worst margin ratio", f"{s['worst_margin_ratio']:.2%}" if (
-                    self.margin_mode == enums.CROSS).any() else "n/a (no cross position)"),
-            ]
+        from .venues.models import MarginModel
+
+        # the model's rows: cost of carry and risk (funding and the margin ratio, or spot
+        # margin's borrowing fees and margin level); a venue no longer loadable: a futures one
+        rows += getattr(self.venue, "margin_model", MarginModel()).summary_rows(self, s)
         rows.append(("fills / rejected", f"{s['fills']} / {s['rejected_orders']}"))
         width = max(len(k) for k, _ in rows)
         lines += [f"  {k:<{width}}  {v}" for k, v in rows]

@@ -155,6 +155,6 @@ def test_hedge_mode_is_refused_on_a_venue_without_it():
     market = Market.from_arrays(["CHZ_USDT"], *(np.full((T, 1), 0.1),) * 4)
     targets = pd.DataFrame(np.nan, index=market.timestamps,
                            columns=["CHZ_USDT.long", "CHZ_USDT.short"])
-    with pytest.raises(ValueError, match="position_mode 'hedge' is simulated on Binance's "
+    with pytest.raises(ValueError, match="position_mode 'hedge' is simulated on the binance "
                                          "model only; venue okx_swap"):
         run(market, targets, position_mode="hedge", venue="okx_swap", leverage=5)

@@ -2,6 +2,9 @@
 
 Every expected number is a VENUES.md figure or a hand calculation written next
 to it; the tier tables are typed here from VENUES.md, not read from the venue files.
+Each liquidation price is checked twice: Binance's formula as the ``binance`` model
+implements it (``venues.binance.bracket_liquidation_price``, the public calculators)
+and the kernel's solver (``engine.rules.solve_liquidation_price``).
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import pytest
 
 import backtester.liquidation
 import backtester.venues
+import backtester.venues.binance
 import backtester.venues.spec
-from backtester.engine import margin
+from backtester.engine import enums, rules
 from backtester.liquidation import bankruptcy_price, cross_liquidation_prices, liquidation_price
 from backtester.venues import SymbolSpec, Venue, load_venue, tiers_from_table
+from backtester.venues.binance import bracket_liquidation_price
+from backtester.venues.spec import derive_cums
 
 INF = float("inf")
 
@@ -87,7 +93,40 @@ def arrays(table):
 
 
 def flat(mmr):
-    return np.array([0.0]), np.array([INF]), np.array([mmr]), np.array([0.0]), 1
+    """A one-tier table at ``mmr`` (max leverage 1 / (2 mmr), unused)."""
+    return [(0, INF, 1 / (2 * mmr), mmr, 0.0)]
+
+
+def layout(table):
+    """``(sym, tiers, n_tiers)``: the table as column 0 of the kernel's layout, under the
+    bracket rule with no fee in the margin, with the PUBLISHED cums."""
+    floors, caps, mmrs, cums, n = arrays(table)
+    tiers = np.zeros((enums.N_TIER_FIELDS, 1, n))
+    tiers[enums.TIER_FLOOR, 0], tiers[enums.TIER_CAP, 0] = floors, caps
+    tiers[enums.TIER_MMR, 0], tiers[enums.TIER_CUM, 0] = mmrs, cums
+    sym = np.zeros((enums.N_SYMBOL_FIELDS, 1))
+    sym[enums.SYM_MM_RULE] = enums.MM_BRACKET
+    return sym, tiers, np.array([n], dtype=np.int64)
+
+
+def tier_of(notional, table):
+    """The engine's tier lookup (0-based)."""
+    _sym, tiers, n_tiers = layout(table)
+    return rules.tier_from(notional, 0, 0, tiers, n_tiers)
+
+
+def maintenance(notional, table):
+    """The engine's maintenance margin of a notional (a position of that size at price 1)."""
+    return rules.maintenance_margin(0, notional, 1.0, 1.0, *layout(table))
+
+
+def lp(qty, entry, collateral, table):
+    """The liquidation price by Binance's formula (the binance model's reference calculator)
+    and by the kernel's solver: they must agree; returns the reference."""
+    reference = bracket_liquidation_price(qty, entry, collateral, *arrays(table)[:4])
+    kernel = rules.solve_liquidation_price(0, qty, entry, collateral, *layout(table))
+    assert kernel == pytest.approx(reference, rel=1e-12, abs=1e-9 * entry)
+    return reference
 
 
 def mm_by_slices(notional, table):
@@ -106,48 +145,47 @@ def mm_by_slices(notional, table):
 
 @pytest.mark.parametrize("name", TABLES)
 def test_cum_recursion_reproduces_published_maintenance_amounts(name):
-    floors, _caps, mmrs, published, n = arrays(TABLES[name])
-    assert margin.derive_cums(floors, mmrs, n) == pytest.approx(published, abs=1e-6)
+    floors, _caps, mmrs, published, _n = arrays(TABLES[name])
+    assert derive_cums(floors, mmrs) == pytest.approx(published, abs=1e-6)
 
 
 def test_264k_btc_position_sits_in_the_1pct_bracket_of_the_2021_table():
-    floors, caps, mmrs, cums, n = arrays(BTC_2021)  # Binance FAQ example
-    assert mmrs[margin.tier_index(264_000.0, caps, n)] == 0.01
+    _floors, _caps, mmrs, _cums, _n = arrays(BTC_2021)  # Binance FAQ example
+    assert mmrs[tier_of(264_000.0, BTC_2021)] == 0.01
 
 
 def test_500k_btc_position_has_maintenance_amount_1300_in_the_2021_table():
-    floors, caps, mmrs, cums, n = arrays(BTC_2021)
-    assert cums[margin.tier_index(500_000.0, caps, n)] == 1_300  # 250,000 x (1% - 0.5%) + 50
+    _floors, _caps, _mmrs, cums, _n = arrays(BTC_2021)
+    assert cums[tier_of(500_000.0, BTC_2021)] == 1_300  # 250,000 x (1% - 0.5%) + 50
     # slices: 50k x 0.4% + 200k x 0.5% + 250k x 1% = 200 + 1,000 + 2,500
-    assert margin.maintenance_margin(500_000.0, floors, caps, mmrs, cums, n) == pytest.approx(3_700)
+    assert maintenance(500_000.0, BTC_2021) == pytest.approx(3_700)
 
 
 def test_2019_faq_level5_maintenance_amount_is_141300():
     # 1M-5M at 2.5% then 5M at 5%: 5,000,000 x (5% - 2.5%) + 16,300 = 141,300
     floors = np.array([0, 50e3, 250e3, 1e6, 5e6])
     mmrs = np.array([0.004, 0.005, 0.01, 0.025, 0.05])
-    assert margin.derive_cums(floors, mmrs, 5)[4] == pytest.approx(141_300)
+    assert derive_cums(floors, mmrs)[4] == pytest.approx(141_300)
 
 
 def test_tier_bounds_are_floor_exclusive_cap_inclusive():
-    _floors, caps, _mmrs, _cums, n = arrays(BTC_2024)
-    assert margin.tier_index(0.0, caps, n) == 0
-    assert margin.tier_index(50_000.0, caps, n) == 0
-    assert margin.tier_index(50_000.01, caps, n) == 1
-    assert margin.tier_index(5e9, caps, n) == n - 1  # above the last cap: the last tier
+    n = len(BTC_2024)
+    assert tier_of(0.0, BTC_2024) == 0
+    assert tier_of(50_000.0, BTC_2024) == 0
+    assert tier_of(50_000.01, BTC_2024) == 1
+    assert tier_of(5e9, BTC_2024) == n - 1  # above the last cap: the last tier
 
 
 @pytest.mark.parametrize("name", TABLES)
 def test_maintenance_margin_is_continuous_at_every_tier_boundary(name):
     table = TABLES[name]
-    floors, caps, mmrs, cums, n = arrays(table)
+    _floors, caps, mmrs, cums, n = arrays(table)
     for k in range(n - 1):
         cap = caps[k]
         below = cap * mmrs[k] - cums[k]
         above = cap * mmrs[k + 1] - cums[k + 1]
         assert above == pytest.approx(below, abs=1e-6), f"tier {k + 1} -> {k + 2}"
-        assert margin.maintenance_margin(cap * (1 + 1e-12), floors, caps, mmrs, cums, n) == (
-            pytest.approx(below, rel=1e-9))
+        assert maintenance(cap * (1 + 1e-12), table) == pytest.approx(below, rel=1e-9)
 
 
 @pytest.mark.parametrize("name", TABLES)
@@ -157,7 +195,7 @@ def test_maintenance_margin_equals_the_tax_bracket_sum(name):
     for notional in [0.0, 1.0, 9_999.0, 50_000.0, 264_000.0, 4_918_775.081, 7.5e7, 3.3e8, 1.1e9]:
         if notional > last_cap:
             continue  # beyond the table the engine extends the last tier; slices stop
-        got = margin.maintenance_margin(notional, *arrays(table))
+        got = maintenance(notional, table)
         assert got == pytest.approx(mm_by_slices(notional, table), rel=1e-12, abs=1e-9)
 
 
@@ -166,24 +204,24 @@ def test_maintenance_margin_equals_the_tax_bracket_sum(name):
 
 def test_eb1_btc_short_leg_liquidates_at_11383_99():
     # (10.72 - 1.3 + 0.47 + 0 + 0.005 x 9,451.53) / (0.005 x 0.004 + 0.005) = 11,383.994
-    lp = margin.liquidation_price(-0.005, 9_451.53, 10.72 - 1.3 + 0.47, *flat(0.004))
-    assert round(lp, 2) == 11_383.99
+    price = lp(-0.005, 9_451.53, 10.72 - 1.3 + 0.47, flat(0.004))
+    assert round(price, 2) == 11_383.99
     public = liquidation_price(-0.005, 9_451.53, margin_mode="cross", wallet_balance=10.72,
                                other_maintenance=1.3, other_unrealized=0.47)
-    assert public == pytest.approx(lp, rel=1e-15)
+    assert public == pytest.approx(price, rel=1e-15)
 
 
 def test_eb1_eth_long_leg_matches_binance_190_29_within_its_rounding():
     # (10.72 - 0.19 - 0.06 - 199.53) / (0.0065 - 1) = 190.2969...; Binance prints 190.29
     # ("difference due to rounding"), VENUES.md's script 190.297
-    lp = margin.liquidation_price(1.0, 199.53, 10.72 - 0.19 - 0.06, *flat(0.0065))
-    assert round(lp, 2) == 190.30
-    assert abs(lp - 190.29) < 0.01
+    price = lp(1.0, 199.53, 10.72 - 0.19 - 0.06, flat(0.0065))
+    assert round(price, 2) == 190.30
+    assert abs(price - 190.29) < 0.01
     venue = load_venue("flat", mmr=0.0065)  # the 2019 ETHUSDT first-bracket rate
     public = liquidation_price(1.0, 199.53, venue=venue, symbol="ETHUSDT", margin_mode="cross",
                                wallet_balance=10.72, other_maintenance=0.19,
                                other_unrealized=-0.06)
-    assert public == pytest.approx(lp, rel=1e-15)
+    assert public == pytest.approx(price, rel=1e-15)
 
 
 # --- E-B2: Binance's 2021 cross example, BTC + ETH (VENUES.md §2.6) -------------------------
@@ -206,10 +244,8 @@ def test_eb2_engine_formula_gives_binance_liquidation_prices():
     btc_mm, eth_mm = 71_200.811444, 356_512.508122
     btc_upnl = 109.488 * (31_967.27 - 32_481.98)   # -56,354.57
     eth_upnl = 3_683.979 * (1_335.18 - 1_456.84)   # -448,192.89
-    btc = margin.liquidation_price(109.488, 32_481.98, EB2_WALLET - eth_mm + eth_upnl,
-                                   *arrays(BTC_2021))
-    eth = margin.liquidation_price(3_683.979, 1_456.84, EB2_WALLET - btc_mm + btc_upnl,
-                                   *arrays(ETH_2021))
+    btc = lp(109.488, 32_481.98, EB2_WALLET - eth_mm + eth_upnl, BTC_2021)
+    eth = lp(3_683.979, 1_456.84, EB2_WALLET - btc_mm + btc_upnl, ETH_2021)
     assert round(btc, 2) == 26_316.89
     assert round(eth, 2) == 1_153.26
 
@@ -345,20 +381,17 @@ def test_long_whose_liquidation_notional_falls_into_the_lower_tier():
 def test_liquidation_price_is_the_root_of_the_trigger_in_any_tier(qty, leverage):
     entry = 61_000.0
     collateral = abs(qty) * entry / leverage
-    lp = margin.liquidation_price(qty, entry, collateral, *arrays(BTC_2024))
-    assert lp == pytest.approx(root_by_bisection(qty, entry, collateral, BTC_2024), rel=1e-10)
+    price = lp(qty, entry, collateral, BTC_2024)
+    assert price == pytest.approx(root_by_bisection(qty, entry, collateral, BTC_2024), rel=1e-10)
 
 
 def test_liquidation_exactly_on_a_tier_boundary():
     # long 1 @ 60,000; collateral 10,200: at P = 50,000 equity 200 = MM(50,000) = 50,000 x 0.4%
-    lp = margin.liquidation_price(1.0, 60_000.0, 10_200.0, *arrays(BTC_2024))
-    assert lp == pytest.approx(50_000.0, abs=1e-6)
+    assert lp(1.0, 60_000.0, 10_200.0, BTC_2024) == pytest.approx(50_000.0, abs=1e-6)
     # short 1 @ 45,000; collateral 5,200: at P = 50,000 equity 5,200 - 5,000 = 200 = MM
-    lp = margin.liquidation_price(-1.0, 45_000.0, 5_200.0, *arrays(BTC_2024))
-    assert lp == pytest.approx(50_000.0, abs=1e-6)
+    assert lp(-1.0, 45_000.0, 5_200.0, BTC_2024) == pytest.approx(50_000.0, abs=1e-6)
     # 600k boundary: 10 long @ 65,000, equity at 60,000 = collateral - 50,000 = MM(600k) = 2,950
-    lp = margin.liquidation_price(10.0, 65_000.0, 52_950.0, *arrays(BTC_2024))
-    assert lp == pytest.approx(60_000.0, abs=1e-6)
+    assert lp(10.0, 65_000.0, 52_950.0, BTC_2024) == pytest.approx(60_000.0, abs=1e-6)
 
 
 # --- edges and bankruptcy ---------------------------------------------------------------------
@@ -377,11 +410,14 @@ def test_a_1x_short_still_has_a_liquidation_price():
 
 def test_a_short_with_collateral_below_minus_its_entry_value_is_liquidatable_at_any_price():
     # collateral + Q x EP = -200 + 100 < 0: the trigger holds even at P = 0; never "safe" (inf)
-    assert margin.liquidation_price(-1.0, 100.0, -200.0, *arrays(BTC_2024)) <= 0
+    assert lp(-1.0, 100.0, -200.0, BTC_2024) <= 0
 
 
 def test_a_flat_position_has_no_liquidation_price():
     assert np.isnan(liquidation_price(0.0, 20_000, leverage=10))
+    # on every model, the margin given outright too (Bybit counts its implied leverage)
+    assert np.isnan(liquidation_price(0.0, 20_000, venue="bybit_linear", margin=400))
+    assert np.isnan(bankruptcy_price(0.0, 20_000, venue="okx_swap", margin=400))
 
 
 def test_isolated_bankruptcy_price_is_where_the_margin_is_gone():
@@ -413,7 +449,9 @@ def test_gap_between_liquidation_and_bankruptcy_is_the_maintenance_margin_per_un
         ({}, "exactly one of margin"),
         ({"leverage": 5, "wallet_balance": 100}, "isolated mode only"),
         ({"margin_mode": "cross"}, "needs wallet_balance"),
-        ({"margin_mode": "cross", "wallet_balance": 100, "leverage": 5}, "cross mode"),
+        ({"margin_mode": "cross", "wallet_balance": 100, "margin": 5}, "cross mode"),
+        ({"leverage": 5, "margin": None, "extra_margin": -1}, "must not be negative"),
+        ({"margin": 100, "extra_margin": 10}, "extra_margin goes with leverage"),
         ({"leverage": 150}, "exceeds binance_usdm's cap of 125x"),
         ({"leverage": 0}, "positive"),
         ({"margin": -5}, "must not be negative"),
@@ -436,7 +474,7 @@ def test_entry_price_must_be_positive():
 
 
 @pytest.mark.parametrize(
-    "module", [backtester.liquidation, backtester.venues.spec]
+    "module", [backtester.liquidation, backtester.venues.spec, backtester.venues.binance]
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
@@ -454,12 +492,56 @@ def test_public_liquidation_price_follows_bybit_rules_on_a_bybit_venue():
                                    at="2025-10-01"), 2) == 19_698.49
     # the bankruptcy price is the same definition on both: 20,000 x (1 - 1/50)
     assert bankruptcy_price(1.0, 20_000, venue="bybit_linear", leverage=50) == 19_600.0
+    # E-Y2: a short with 3,000 added, classic: 20,000 + (400 - 100) + 3,000
+    assert liquidation_price(-1.0, 20_000, venue="bybit_linear", leverage=50,
+                             extra_margin=3_000, at="2023-01-01") == 23_300.0
 
 
-@pytest.mark.parametrize(("venue", "symbol", "module"), [("okx_swap", "CHZUSDT", "okx"),
-                                                        ("kraken_spot", "BTCUSD", "kraken")])
-def test_public_functions_refuse_models_that_are_not_binances(venue, symbol, module):
-    with pytest.raises(ValueError, match=f"use the functions of backtester.venues.{module}"):
-        liquidation_price(1.0, 100.0, venue=venue, symbol=symbol, leverage=2)
-    with pytest.raises(ValueError, match="cross_liquidation_prices uses Binance's formula"):
-        cross_liquidation_prices([(symbol, 1.0, 100.0, 100.0)], 1_000.0, venue=venue)
+def test_public_liquidation_price_follows_okx_rules_on_an_okx_venue():
+    # E-O2 on the stand-in tier (MMR 0.4%, taker 0.05%): (60,000 - 6,000) / (1 - 0.0045)
+    long = liquidation_price(1.0, 60_000, venue="okx_swap", symbol="BTCUSDT", leverage=10)
+    short = liquidation_price(-1.0, 60_000, venue="okx_swap", symbol="BTCUSDT", margin=6_000)
+    assert round(long, 2) == 54_244.10
+    assert round(short, 2) == 65_704.33  # (60,000 + 6,000) / 1.0045
+
+
+def test_public_liquidation_price_follows_kraken_rules_and_refuses_isolated():
+    # E-K2: 1 BTC long at 20,000, 5:1, 10,000 trade balance: 40% level at 11,600
+    assert liquidation_price(1.0, 20_000, venue="kraken_spot", symbol="BTCUSD",
+                             margin_mode="cross", wallet_balance=10_000, leverage=5) == 11_600.0
+    with pytest.raises(ValueError, match="kraken_spot model .*no isolated mode.*use "
+                                         "margin_mode='cross'"):
+        liquidation_price(1.0, 100.0, venue="kraken_spot", symbol="BTCUSD", leverage=2)
+    with pytest.raises(ValueError, match="counts a position's leverage .*give leverage"):
+        liquidation_price(1.0, 100.0, venue="kraken_spot", symbol="BTCUSD",
+                          margin_mode="cross", wallet_balance=1_000)
+
+
+def test_cross_liquidation_prices_on_every_model():
+    # Kraken, E-K2 again: MM = 40% x used 4,000 = 1,600; margin ratio 1,600 / 10,000
+    kraken = cross_liquidation_prices([("BTCUSD", 1.0, 20_000.0, 20_000.0)], 10_000.0,
+                                      venue="kraken_spot", leverage=5)
+    assert kraken.positions["liquidation_price"].tolist() == [11_600.0]
+    assert kraken.margin_ratio == pytest.approx(0.16)
+    # OKX: 1 BTC long at 60,000 on a 6,000 wallet alone is E-O2's isolated long
+    okx = cross_liquidation_prices([("BTCUSDT", 1.0, 60_000.0, 60_000.0)], 6_000.0,
+                                   venue="okx_swap")
+    assert round(okx.positions["liquidation_price"].iloc[0], 2) == 54_244.10
+    # its MM at the mark counts the liquidation fee: 60,000 x (0.4% + 0.05%) = 270
+    assert okx.maintenance_margin == pytest.approx(270.0)
+    with pytest.raises(ValueError, match="counts a position's leverage"):
+        cross_liquidation_prices([("BTCUSD", 1.0, 100.0, 100.0)], 1_000.0, venue="kraken_spot")
+
+
+def test_okx_cross_counts_frozen_collateral_at_its_discounted_value():
+    # 1 BTC of collateral at 60,000 counts 60,000 x 0.95 = 57,000 (BTC's stand-in tiers):
+    # the long at 60,000 on a 6,000 wallet is backed by 63,000: (60,000 - 63,000) / 0.9955 < 0
+    account = cross_liquidation_prices([("BTCUSDT", 1.0, 60_000.0, 60_000.0)], 6_000.0,
+                                       venue="okx_swap", collateral={"BTC": (1.0, 60_000.0)})
+    assert account.margin_balance == pytest.approx(63_000.0)
+    assert account.positions["liquidation_price"].iloc[0] == pytest.approx(
+        (60_000.0 - 63_000.0) / (1 - 0.0045))
+    with pytest.raises(ValueError, match="collateral is multi-currency margin, which the okx "
+                                         "model simulates; venue binance_usdm"):
+        cross_liquidation_prices([("BTCUSDT", 1.0, 100.0, 100.0)], 1_000.0,
+                                 collateral={"BTC": (1.0, 100.0)})

@@ -17,13 +17,16 @@ import textwrap
 import numpy as np
 import pytest
 
+import backtester.venues.binance
 import backtester.venues.bybit
 import backtester.venues.files
 import backtester.venues.kraken
 import backtester.venues.models
 import backtester.venues.okx
+import backtester.venues.registry
 import backtester.venues.venue
-from backtester.venues import bybit, kraken, load_venue, okx
+from backtester.engine import enums, rules
+from backtester.venues import SymbolSpec, binance, bybit, kraken, load_venue, okx, tiers_from_table
 
 INF = float("inf")
 
@@ -33,20 +36,35 @@ def bybit_tiers(at="2024-06-01"):
     return load_venue("bybit_linear").spec("BTCUSDT", at=at).tier_arrays()
 
 
+def columns(venue_name, symbol, at, leverage=np.nan, spec=None, **changes):
+    """The kernel's layout of one ``symbol`` on a venue at ``at``: its model's own rule rows
+    under the rules in force (changed as given), column 0."""
+    venue = load_venue(venue_name)
+    spec = spec or venue.spec(symbol, at)
+    return venue.margin_model.columns([spec], {**venue.rules(at), **changes}, [leverage])
+
+
+def engine_mm(c, qty, entry, price):
+    """The engine's maintenance margin of column 0."""
+    return rules.maintenance_margin(0, qty, entry, price, c.sym, c.tiers, c.n_tiers)
+
+
 # --- Bybit: isolated liquidation price, classic (§3.3) --------------------------------------
 
 
 def test_ey1_classic_long_50x_at_20000_liquidates_at_19700():
-    # IM = 20,000 / 50 = 400; MM = 20,000 x 0.5% = 100; LP = 20,000 - (400 - 100) / 1
-    assert bybit.classic_isolated_liquidation_price(1.0, 20_000.0, 50.0, 0.0,
-                                                    *bybit_tiers()) == 19_700.0
+    # IM = 20,000 / 50 = 400; MM = 20,000 x 0.5% = 100 (the engine's, on the entry value);
+    # LP = 20,000 - (400 - 100) / 1
+    mm = engine_mm(columns("bybit_linear", "BTCUSDT", "2024-06-01", 50.0), 1.0, 20_000.0,
+                   15_000.0)  # any mark: classic MM is on the entry value
+    assert mm == 100.0
+    assert bybit.classic_liquidation_price(1.0, 20_000.0, 400.0, mm) == 19_700.0
     assert bybit.isolated_liquidation_price(1.0, 20_000, 50, at="2025-01-01") == 19_700.0
 
 
 def test_ey2_classic_short_with_3000_added_margin_liquidates_at_23300():
     # 20,000 + (400 - 100) / 1 + 3,000 / 1
-    assert bybit.classic_isolated_liquidation_price(-1.0, 20_000.0, 50.0, 3_000.0,
-                                                    *bybit_tiers()) == 23_300.0
+    assert bybit.classic_liquidation_price(-1.0, 20_000.0, 400.0 + 3_000.0, 100.0) == 23_300.0
     assert bybit.isolated_liquidation_price(-1.0, 20_000, 50, extra_margin=3_000,
                                             at="2023-01-01") == 23_300.0
 
@@ -54,11 +72,12 @@ def test_ey2_classic_short_with_3000_added_margin_liquidates_at_23300():
 def test_classic_mm_above_tier_1_subtracts_the_deduction():
     # 100 BTC long at 30,000 (3,000,000: tier 2, 1% with deduction 10,000), 20x:
     # IM 150,000, MM 30,000 - 10,000 = 20,000 -> LP = 30,000 - 130,000 / 100 = 28,700
-    lp = bybit.classic_isolated_liquidation_price(100.0, 30_000.0, 20.0, 0.0, *bybit_tiers())
+    c = columns("bybit_linear", "BTCUSDT", "2024-06-01", 20.0)
+    assert engine_mm(c, 100.0, 30_000.0, 30_000.0) == pytest.approx(20_000.0, abs=1e-9)
+    lp = bybit.isolated_liquidation_price(100.0, 30_000.0, 20.0, at="2024-06-01")
     assert lp == pytest.approx(28_700.0, abs=1e-9)
     # before 2024-03-12 (manual risk limit, no deduction): MM 30,000 -> 30,000 - 1,200
-    lp = bybit.classic_isolated_liquidation_price(100.0, 30_000.0, 20.0, 0.0,
-                                                  *bybit_tiers("2023-01-01"))
+    lp = bybit.isolated_liquidation_price(100.0, 30_000.0, 20.0, at="2023-01-01")
     assert lp == pytest.approx(28_800.0, abs=1e-9)
 
 
@@ -70,10 +89,16 @@ def test_ey3_fee_to_close_in_im_and_mm_gives_19698_49():
     # LP = (20,000 - 410.78 + 10.78) / (1 - 0.005) = 19,698.49
     fee = bybit.fee_to_close(1.0, 20_000.0, 50.0, 0.00055)
     assert fee == pytest.approx(10.78, abs=1e-9)
-    lp = bybit.mark_isolated_liquidation_price(1.0, 20_000.0, 400.0 + fee, fee, *bybit_tiers())
+    # Binance's form with the collateral less the reserved fee: (20,000 - 400) / 0.995
+    lp = binance.bracket_liquidation_price(1.0, 20_000.0, 400.0 + fee - fee, *bybit_tiers()[:4])
     assert round(lp, 2) == 19_698.49
     assert round(bybit.isolated_liquidation_price(1.0, 20_000, 50, at="2025-09-02"), 2) == (
         19_698.49)
+
+
+def test_bybit_isolated_price_refuses_another_models_venue():
+    with pytest.raises(ValueError, match="follows the binance model, not Bybit's"):
+        bybit.isolated_liquidation_price(1.0, 20_000, 50, venue="binance_usdm")
 
 
 def test_2025_short_mirrors_the_long():
@@ -88,8 +113,7 @@ def test_2025_mark_based_mm_takes_the_tier_at_the_liquidation_price():
     # Tier 2 would give (2,100,000 - 210,000 - 10,000) / (70 x 0.99) = 27,128.43, a value of
     # 1,898,990 (tier 1), so tier 1: (2,100,000 - 210,000) / (70 x 0.995) = 27,135.68
     q, ep, lev = 70.0, 30_000.0, 10.0
-    fee = bybit.fee_to_close(q, ep, lev, 0.00055)
-    lp = bybit.mark_isolated_liquidation_price(q, ep, q * ep / lev + fee, fee, *bybit_tiers())
+    lp = bybit.isolated_liquidation_price(q, ep, lev, at="2025-10-01")
     assert lp == pytest.approx((2_100_000 - 210_000) / (70 * 0.995), rel=1e-12)
     assert q * lp < 2_000_000
 
@@ -138,7 +162,18 @@ def test_ey8_order_cost_is_im_plus_both_fees():
 
 # --- Bybit: partial liquidation and the UTA account MM rate (§3.5, §3.6) -----------------------
 # Tiers of the 2M ladder with derived deductions: MM(4M) = 40,000 - 10,000 = 30,000 and
-# MM(2M) = 10,000; a 5M position (tier 3) has MM 75,000 - 30,000 = 45,000.
+# MM(2M) = 10,000; a 5M position (tier 3) has MM 75,000 - 30,000 = 45,000. The engine's
+# step-down (``rules.partial_target``) on Bybit's own rule rows, for a position of that
+# value entered at the mark (size = value at a price of 1).
+
+
+def step_down(value, equity, scales):
+    """Value a position of ``value`` with ``equity`` keeps: all of it while its MM holds (it
+    is not liquidated), else the engine's cut (0: closed at the bankruptcy price)."""
+    c = columns("bybit_linear", "BTCUSDT", "2024-06-01", 20.0)
+    if equity >= engine_mm(c, value, 1.0, 1.0):
+        return value
+    return rules.partial_target(0, value, 1.0, 1.0, equity, scales, c.sym, c.tiers, c.n_tiers)
 
 
 @pytest.mark.parametrize(("equity", "target"), [
@@ -148,7 +183,7 @@ def test_ey8_order_cost_is_im_plus_both_fees():
     (46_000.0, 5_000_000.0),  # MM holds: nothing to cut
 ])
 def test_isolated_step_down_target_is_the_highest_lower_tier_that_satisfies_mm(equity, target):
-    assert bybit.step_down_value_isolated(5_000_000.0, equity, *bybit_tiers()) == target
+    assert step_down(5_000_000.0, equity, scales=True) == target
 
 
 @pytest.mark.parametrize(("free", "target"), [
@@ -157,11 +192,11 @@ def test_isolated_step_down_target_is_the_highest_lower_tier_that_satisfies_mm(e
     (9_000.0, 0.0),
 ])
 def test_cross_step_down_target(free, target):
-    assert bybit.step_down_value_cross(5_000_000.0, free, *bybit_tiers()) == target
+    assert step_down(5_000_000.0, free, scales=False) == target
 
 
 def test_a_lowest_tier_position_is_never_stepped_down():
-    assert bybit.step_down_value_isolated(1_000_000.0, 1_000.0, *bybit_tiers()) == 0.0
+    assert step_down(1_000_000.0, 1_000.0, scales=True) == 0.0
 
 
 def test_uta_account_mm_rate_liquidates_at_100_percent():
@@ -199,8 +234,11 @@ def test_eo2_isolated_swap_liquidation_prices():
 def test_okx_liquidation_price_is_where_the_margin_ratio_reaches_100_percent():
     lp = okx.liquidation_price(1.0, 60_000.0, 6_000.0, 0.004, 0.0005)
     equity = 6_000.0 + (lp - 60_000.0)
-    mm = okx.maintenance_margin(100.0, 0.01, lp, np.array([1e9]), np.array([0.004]), 1)
-    fee = okx.liquidation_fee(100.0, 0.01, lp, 0.0005)
+    # the engine's requirement on OKX's rows (stand-in tier: 0.4%, fee 0.05%) is MM + fee
+    c = columns("okx_swap", "BTCUSDT", "2024-01-01")
+    fee = rules.fee_in_margin(0, 1.0, 60_000.0, lp, c.sym)
+    assert fee == pytest.approx(lp * 0.0005, rel=1e-12)
+    mm = engine_mm(c, 1.0, 60_000.0, lp) - fee
     assert okx.margin_ratio(equity, mm, fee) == pytest.approx(1.0, rel=1e-12)
 
 
@@ -211,23 +249,37 @@ def test_legacy_isolated_ratio_example_liquidates_below_1_55_percent():
 
 
 def test_okx_mm_jumps_at_a_tier_bound_because_the_whole_position_takes_the_rate():
-    floors, caps, mmrs, _cums, n = load_venue("okx_swap").spec("CHZUSDT").tier_arrays()
+    # the engine's MM on OKX's rows, the liquidation fee left out of the trigger
+    c = columns("okx_swap", "CHZUSDT", "2024-01-01", liquidation_fee_in_trigger=False)
     # CHZUSDT: 5,000 contracts of 10 CHZ at 0.10 = 5,000 USDT at 1% = 50.00; one contract
-    # more is tier 2: 5,001 x 10 x 0.10 x 1.5% = 75.015
-    assert okx.maintenance_margin(5_000.0, 10.0, 0.10, caps, mmrs, n) == pytest.approx(50.0)
-    assert okx.maintenance_margin(-5_001.0, 10.0, 0.10, caps, mmrs, n) == pytest.approx(75.015)
+    # more is tier 2: 5,001 x 10 x 0.10 x 1.5% = 75.015 (sizes in base units: x 10)
+    assert engine_mm(c, 50_000.0, 0.12, 0.10) == pytest.approx(50.0)
+    assert engine_mm(c, -50_010.0, 0.08, 0.10) == pytest.approx(75.015)
+
+
+def partial(c, contracts, contract_size):
+    """The engine's partial-liquidation target of a position of ``contracts``, in contracts."""
+    size = contracts * contract_size
+    return rules.partial_target(0, size, 1.0, 1.0, 0.0, True, c.sym, c.tiers,
+                                c.n_tiers) / contract_size
 
 
 def test_okx_partial_liquidation_targets():
-    _f, caps, _m, _c, n = load_venue("okx_swap").spec("CHZUSDT").tier_arrays()
+    c = columns("okx_swap", "CHZUSDT", "2024-01-01")
     # 40,000 contracts is tier 5 (30,000-45,000): drop two tiers to tier 3's cap, 15,000
-    assert okx.partial_liquidation_target(40_000.0, caps, n, 0) == 15_000.0
-    assert okx.partial_liquidation_target(6_000.0, caps, n, 0) == 0.0  # tier 2: full close
+    assert partial(c, 40_000.0, 10.0) == 15_000.0
+    assert partial(c, 6_000.0, 10.0) == 0.0  # tier 2: full close
     # legacy 2020 rule (§4.4): 15,000 swaps in tier >= 3 go down to tier 1's limit of
     # 2,000, closing 13,000
-    legacy_caps = np.array([2_000.0, 5_000.0, 10_000.0, 20_000.0])
-    assert okx.partial_liquidation_target(15_000.0, legacy_caps, 4, 1) == 2_000.0
-    assert okx.PARTIAL_RULES.index(load_venue("okx_swap").rules()["partial_liquidation"]) == 0
+    legacy = SymbolSpec("XUSDT", tiers_from_table(
+        [(0, 2_000, 100, 0.005), (2_000, 5_000, 50, 0.01), (5_000, 10_000, 20, 0.02),
+         (10_000, 20_000, 10, 0.05)], rule="whole"), 0.0005, 0.0002, 0.0005,
+        tier_rule="whole", tier_unit="contracts", params={"contract_size": 1.0})
+    c = columns("okx_swap", "XUSDT", None, spec=legacy, partial_liquidation="to_tier_1")
+    assert partial(c, 15_000.0, 1.0) == 2_000.0
+    # okx_swap's own rule: two tiers down
+    assert columns("okx_swap", "CHZUSDT", None).sym[enums.SYM_PARTIAL, 0] == (
+        enums.PARTIAL_TWO_TIERS)
 
 
 def test_portfolio_margin_scaling_of_the_liquidation_cost_term():
@@ -341,25 +393,28 @@ def test_ek6_kraken_futures_inverse_liquidation_at_7481_then_ioc_at_7407():
 
 
 def test_formulas_run_under_numba_disable_jit():
+    # the calculators call the engine's compiled rules: they must run as plain Python too
     script = textwrap.dedent("""
-        from backtester.venues import bybit, kraken, load_venue, okx
-        a = load_venue("bybit_linear").spec("BTCUSDT").tier_arrays()
-        fee = bybit.fee_to_close(1.0, 20000.0, 50.0, 0.00055)
-        print(round(bybit.mark_isolated_liquidation_price(1.0, 20000.0, 400 + fee, fee, *a), 2))
-        print(bybit.step_down_value_isolated(5e6, 44000.0, *a))
+        from backtester.venues import bybit, kraken, okx
+        print(round(bybit.isolated_liquidation_price(1.0, 20000.0, 50.0, at="2025-09-02"), 2))
+        print(okx.discounted_value(5e6, [0, 2e6, 4e6, 8e6], [2e6, 4e6, 8e6, float("inf")],
+                                   [0.95, 0.85, 0.5, 0.0]))
         print(round(okx.liquidation_price(1.0, 60000.0, 6000.0, 0.004, 0.0005), 2))
         print(round(kraken.futures_inverse_liquidation_price(1000.0, 8000.0, 0.01, 0.01), 2))
         print(bybit.round_to_tick(5739.08, 0.5, 1.0), kraken.rollover_count(24.0, 4.0))
+        print(kraken.account_margin_level(5000.0, [-0.2], [50000.0], [54500.0], [2.0]))
     """)
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                          text=True, check=True, timeout=120).stdout.split()
-    assert out == ["19698.49", "4000000.0", "54244.1", "7481.48", "5739.5", "6"]
+    assert out[:6] == ["19698.49", "4100000.0", "54244.1", "7481.48", "5739.5", "6"]
+    assert float(out[6]) == pytest.approx(4_100 / 5_450)  # E-K4
 
 
 @pytest.mark.parametrize("module", [backtester.venues.bybit, backtester.venues.okx,
-                                    backtester.venues.kraken, backtester.venues.venue,
-                                    backtester.venues.models, backtester.venues,
+                                    backtester.venues.kraken, backtester.venues.binance,
+                                    backtester.venues.venue, backtester.venues.models,
+                                    backtester.venues.registry, backtester.venues,
                                     backtester.venues.files])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

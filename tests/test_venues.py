@@ -593,14 +593,19 @@ def test_a_good_model_file_loads():
     assert venue.discount_tiers("XXX").rates == (0.9,)
 
 
-# --- run() simulates every built-in venue's model ---------------------------------------------
+# --- every built-in venue follows a registered model ------------------------------------------
 
 
-def test_every_built_in_venue_is_simulated():
-    from backtester.venues import check_simulated
+def test_every_model_has_a_built_in_venue_and_an_unknown_model_is_named():
+    from backtester.venues import MODELS, margin_model
 
+    assert {load_venue(name).margin_model.name for name in list_venues()} == set(MODELS)
     for name in list_venues():
-        check_simulated(load_venue(name))  # raises for a model the kernel does not know
+        venue = load_venue(name)
+        assert venue.margin_model is MODELS[venue.model]
+    with pytest.raises(VenueSpecError, match="model must be one of binance, bybit_uta, okx, "
+                                             "kraken_spot, got 'okex'"):
+        margin_model("okex")
 
 
 def test_kraken_spot_margin_has_no_isolated_mode():
@@ -623,7 +628,10 @@ def test_cli_venues_lists_every_venue_with_validity_dates(capsys):
         assert out.count(f"{name} (model ") == 1
     assert "BTCUSDT       2021-06-22 .. 2022-02-12 10 tier(s)" in out
     assert "BTCUSDT       2024-05-30 .. now        12 tier(s)" in out
-    assert out.count("simulated by run()") == len(list_venues())
+    # what each venue's model allows: margin modes; position modes; collateral
+    assert "binance_usdm (model binance: cross, isolated; one_way, hedge):" in out
+    assert "okx_swap (model okx: cross, isolated; one_way; collateral):" in out
+    assert "kraken_spot (model kraken_spot: cross; one_way):" in out
     assert "  rules 2025-09-02 .. now: margin_price=mark, fee_to_close_in_margin=True" in out
 
 

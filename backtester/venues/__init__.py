@@ -1,11 +1,18 @@
-"""Venue specs: exchange margin rules kept as dated TOML data files, loaded into frozen types.
+"""Venues: exchange margin rules kept as dated TOML data files, and the margin models they follow.
 
-Built-in venues (``list_venues()``), all simulated by ``run()``: ``binance_usdm``
-and ``flat`` (model ``binance``), ``bybit_linear`` (``bybit_uta``), ``okx_swap``
-(``okx``) and ``kraken_spot`` (``kraken_spot``); the formulas of VENUES.md's worked
-examples live in ``backtester.venues.bybit``, ``.okx`` and ``.kraken``. What the
-engine simulates of each model, and what it leaves out, is in ``MODELS.md`` next to
-this file.
+A venue is data (a TOML file: tiers, fees, filters, funding terms, each dated)
+plus the margin model it names. Built-in venues (``list_venues()``):
+``binance_usdm`` and ``flat`` (model ``binance``), ``bybit_linear``
+(``bybit_uta``), ``okx_swap`` (``okx``) and ``kraken_spot`` (``kraken_spot``).
+
+Each model lives in one module, ``binance``, ``bybit``, ``okx`` or ``kraken``: what
+the venue allows (margin modes, position modes, collateral), its rule parameters,
+how a symbol's spec becomes the kernel's rule rows, its rows of
+``Result.describe()`` and its reference calculators (VENUES.md's worked
+examples; ``backtester.liquidation`` dispatches to them). ``registry.MODELS``
+lists the models; ``Venue.margin_model`` is a venue's. ``models`` holds their
+base, ``MarginModel``. What the engine simulates of each model, and what it leaves
+out, is in ``MODELS.md`` next to this file.
 
 A venue file (or any path) has this shape::
 
@@ -39,7 +46,7 @@ A venue file (or any path) has this shape::
     tiers = [{ floor = 0, cap = inf, max_leverage = 100, mmr = 0.005 }]
 
     [[rules]]                             # optional: dated changes of the model's rules
-    valid_from = 2025-09-02               # (backtester.venues.models.MODELS[model].rules)
+    valid_from = 2025-09-02               # (backtester.venues.registry.MODELS[model].rules)
     margin_price = "mark"
 
     [[collateral.BETH]]                   # optional: dated discount tiers of a collateral
@@ -57,7 +64,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .files import apply_overrides, read_venue
-from .models import ENGINE_MODELS, MODELS
+from .models import MarginModel
+from .registry import MODELS, margin_model
 from .spec import (
     SymbolSpec,
     Tier,
@@ -70,9 +78,9 @@ from .spec import (
 from .venue import DiscountTiers, RuleSet, Venue
 
 __all__ = [
-    "ENGINE_MODELS",
     "MODELS",
     "DiscountTiers",
+    "MarginModel",
     "RuleSet",
     "SymbolSpec",
     "Tier",
@@ -81,9 +89,9 @@ __all__ = [
     "VenueArrays",
     "VenueSpecError",
     "check_leverage",
-    "check_simulated",
     "list_venues",
     "load_venue",
+    "margin_model",
     "normalise_symbol",
     "tiers_from_table",
 ]
@@ -134,35 +142,6 @@ def check_leverage(venue: Venue | str, symbol: str, leverage: float, at=None,
         >>> check_leverage("binance_usdm", "BTC_USDT", 20)   # fine: returns None
     """
     load_venue(venue).check_leverage(symbol, leverage, at=at, notional=notional)
-
-
-def check_simulated(venue: Venue) -> None:
-    """Raise ``ValueError`` unless the engine kernel simulates ``venue``'s margin model.
-
-    Example:
-        >>> check_simulated(load_venue("okx_swap"))   # simulated: returns None
-    """
-    if venue.model in ENGINE_MODELS:
-        return
-    module = {"bybit_uta": "bybit", "okx": "okx", "kraken_spot": "kraken"}.get(venue.model,
-                                                                                venue.model)
-    supported = ", ".join(
-        f"{model} ({', '.join(n for n in list_venues() if _model_of(n) == model)})"
-        for model in ENGINE_MODELS
-    )
-    raise ValueError(
-        f"venue {venue.name} uses the {venue.model!r} margin model, which run() does not "
-        f"simulate yet; run() supports the margin model(s) {supported}. Its liquidation and "
-        f"margin formulas are in backtester.venues.{module}; backtester/venues/MODELS.md says "
-        f"what the engine still needs"
-    )
-
-
-def _model_of(name: str) -> str:
-    try:
-        return load_venue(name).model
-    except VenueSpecError:
-        return ""
 
 
 def _resolve(name_or_path: str | Path) -> Path:

@@ -1,21 +1,25 @@
-"""Bybit Unified Trading Account: liquidation, bankruptcy and margin formulas (VENUES.md §3).
+"""Bybit Unified Trading Account, linear contracts: the ``bybit_uta`` margin model (VENUES.md §3).
 
-The compiled functions take plain floats and tier arrays ``(floors, caps, mmrs,
-deds, n)`` (``SymbolSpec.tier_arrays()``; ``deds`` are the mmDeductions) so the
-engine kernel can call them; they allocate nothing (``_nrt=False``) and run
-unchanged under ``NUMBA_DISABLE_JIT=1``. ``qty`` is signed (long > 0), in base
-units for linear contracts; ``contracts`` is signed, in USD for inverse ones.
+Venue ``bybit_linear``. Rules by date (``load_venue("bybit_linear").rules(at)``):
 
-Rules by date (``load_venue("bybit_linear").rules(at)``):
-
-- classic (to 2025-09-01): isolated MM on the ENTRY value,
-  ``LP = EP -+ (IM - MM + extra) / Q`` with ``IM = Q*EP/L``, ``MM = Q*EP*mmr - ded``;
-- from 2025-09-02: MM on the MARK value, and the taker fee to close at the
-  bankruptcy price, ``Q*EP*(1 -+ 1/L)*taker``, inside both IM and MM.
+- classic (to 2025-09-01): MM on the ENTRY value, so an isolated position's
+  liquidation price is ``LP = EP -+ (IM - MM + extra) / Q`` (§3.3, E-Y1); in the
+  manual risk-limit era (to 2024-03-12) the whole position takes its tier's rate;
+- from 2025-09-02: MM on the MARK value (the tier too), and the taker fee to close
+  at the bankruptcy price, ``Q*EP*(1 -+ 1/L)*taker``, inside both IM and MM (E-Y3).
 
 A liquidated position is settled at its bankruptcy price (equity zero): the
 trader loses the whole position margin. Above the lowest risk tier the engine
-first cuts the position down to a lower tier's limit (``step_down_value_*``).
+first steps the position down to a lower tier's limit (§3.6,
+``engine.rules.partial_target``). Isolated funding comes from the available
+balance first; the order cost counts the fee to close (§3.7, E-Y8). Cross margin
+is the account MM rate (§3.5): liquidation when the margin balance reaches the
+total MM, which with the other positions frozen gives the same price formulas,
+backed by ``WB - TMM1 + UPNL1``.
+
+The inverse-contract formulas below (E-Y4, E-Y6, E-Y7) are reference calculators
+only: the engine simulates linear contracts. ``qty`` is signed (long > 0), in base
+units for linear contracts; ``contracts`` is signed, in USD for inverse ones.
 
 Example (VENUES.md E-Y7, inverse cross: shown by Bybit as 5,739.50):
     >>> from backtester.venues import bybit
@@ -27,199 +31,147 @@ Example (VENUES.md E-Y7, inverse cross: shown by Bybit as 5,739.50):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from numba import njit
+from ..engine import enums
+from ..engine import rules as engine_rules
+from .binance import bracket_liquidation_price
+from .models import Columns, MarginModel, Position, Rule
+from .spec import SymbolSpec, Timestamp
 
-from ..engine.margin import liquidation_price as _binance_form
-from ..engine.margin import tier_index
-from .spec import Timestamp
-from .venue import Venue
-
-# --- compiled formulas ---------------------------------------------------------------------
-
-
-@njit(cache=True, _nrt=False)
-def fee_to_close(qty, entry_price, leverage, taker_fee):
-    """Taker fee to close at the bankruptcy price: ``Q*EP*(1 - s/L)*taker`` (§3.3, §3.7)."""
-    side = 1.0 if qty > 0.0 else -1.0
-    return abs(qty) * entry_price * (1.0 - side / leverage) * taker_fee
+if TYPE_CHECKING:
+    from .venue import Venue
 
 
-@njit(cache=True, _nrt=False)
-def order_cost(qty, price, leverage, taker_fee):
-    """Cost of an opening order: IM + fee to open + fee to close at bankruptcy (§3.7)."""
-    notional = abs(qty) * price
-    return notional / leverage + notional * taker_fee + fee_to_close(qty, price, leverage,
-                                                                       taker_fee)
+class BybitUTA(MarginModel):
+    name = "bybit_uta"
+    description = ("Bybit Unified Trading Account, linear contracts: risk-limit tiers with "
+                   "mmDeduction, settlement at the bankruptcy price, tier step-down, account MM "
+                   "rate for cross")
+    rules = {
+        "margin_price": Rule("entry", "price that values the position for isolated MM: "
+                             "'entry' (classic) or 'mark' (from 2025-09-02)",
+                             ("entry", "mark")),
+        "fee_to_close_in_margin": Rule(False, "IM and MM include the taker fee to close "
+                                       "at the bankruptcy price (from 2025-09-02)"),
+        "risk_limit": Rule("manual", "'manual': the trader picks a tier; 'auto': the tier "
+                           "follows the position value (from 2024-03-12)",
+                           ("manual", "auto")),
+        "partial_liquidation": Rule("step_down", "'step_down': a triggered position above "
+                                    "the lowest tier is first cut to a lower tier's limit "
+                                    "(VENUES.md §3.6); 'none': always a full close",
+                                    ("step_down", "none")),
+    }
+
+    def symbol_rows(self, spec: SymbolSpec, rules_in_force: Mapping[str, Any]
+                    ) -> dict[int, float]:
+        mark = rules_in_force["margin_price"] == "mark"
+        return {
+            enums.SYM_ORDER_COST: enums.ORDER_COST_FEE_TO_CLOSE,
+            enums.SYM_CUT_FEE: spec.taker_fee,  # the step-down is a Fill-or-Kill taker order
+            enums.SYM_MM_RULE: enums.MM_BRACKET if mark else enums.MM_AT_ENTRY,
+            enums.SYM_FEE_RULE: (enums.FEE_IN_MARGIN_TO_CLOSE
+                                 if rules_in_force["fee_to_close_in_margin"]
+                                 else enums.FEE_IN_MARGIN_NONE),
+            enums.SYM_SETTLEMENT: enums.SETTLE_AT_BANKRUPTCY,
+            enums.SYM_FUNDING_RULE: enums.FUNDING_FROM_AVAILABLE,
+            enums.SYM_PARTIAL: (enums.PARTIAL_STEP_DOWN
+                                if rules_in_force["partial_liquidation"] == "step_down"
+                                else enums.PARTIAL_NONE),
+        }
+
+    def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:
+        return {enums.R_CROSS_CLOSE: enums.CROSS_SETTLE_AT_BANKRUPTCY}
+
+    def leverage_matters(self, rules_in_force: Mapping[str, Any]) -> bool:
+        return bool(rules_in_force["fee_to_close_in_margin"])  # the fee to close is in MM
+
+    def position_margin(self, position: Position, margin: float) -> float:
+        # the margin reserves the fee to close on top (0 before 2025-09-02)
+        return margin + position.fee_in_margin(position.entry_price)
+
+    def liquidation_price(self, position: Position, backing: float, margin_mode: str) -> float:
+        q, entry = position.qty, position.entry_price
+        if position.rules["margin_price"] == "entry":
+            # MM fixed at entry: the classic formula, isolated and cross alike
+            return classic_liquidation_price(q, entry, backing, position.maintenance_margin(entry))
+        # MM at the mark: Binance's form, the reserved fee to close taken from the collateral
+        return bracket_liquidation_price(q, entry, backing - position.fee_in_margin(entry),
+                                         *position.tier_table())
+
+    def bankruptcy_price(self, position: Position, backing: float, margin_mode: str) -> float:
+        if margin_mode == "isolated":  # the reserved fee to close is not the trader's (§3.4)
+            backing -= position.fee_in_margin(position.entry_price)
+        return bankruptcy_price_linear(position.qty, position.entry_price, backing, 0.0)
 
 
-@njit(cache=True, _nrt=False)
-def classic_isolated_liquidation_price(qty, entry_price, leverage, extra_margin, floors, caps,
-                                       mmrs, deds, n):
-    """Classic isolated LP: ``EP - s*(IM - MM + extra)/Q``, IM and MM on the entry value.
+BYBIT_UTA = BybitUTA()
 
-    The tier is the one holding the entry value ``Q*EP`` (MM is fixed at entry).
-    NaN for a flat position.
+
+# --- linear contracts -----------------------------------------------------------------------
+
+
+def classic_liquidation_price(qty: float, entry_price: float, collateral: float,
+                             maintenance: float) -> float:
+    """Classic liquidation price ``EP - s*(M - MM)/Q`` (§3.3): ``collateral`` M is what backs
+    the position (isolated: IM + extra margin; cross: ``WB - TMM1 + UPNL1``) and
+    ``maintenance`` its MM, fixed at the entry value. NaN for a flat position.
+
+    Example (E-Y1: 1 BTC long at 20,000, 50x: IM 400, MM 100):
+        >>> classic_liquidation_price(1.0, 20_000.0, 400.0, 100.0)
+        19700.0
     """
     if qty == 0.0:
-        return np.nan
-    q = abs(qty)
+        return math.nan
     side = 1.0 if qty > 0.0 else -1.0
-    value = q * entry_price
-    k = tier_index(value, caps, n)
-    im = value / leverage
-    mm = value * mmrs[k] - deds[k]
-    return entry_price - side * (im - mm + extra_margin) / q
+    return entry_price - side * (collateral - maintenance) / abs(qty)
 
 
-@njit(cache=True, _nrt=False)
-def mark_isolated_liquidation_price(qty, entry_price, position_margin, fee_close, floors, caps,
-                                    mmrs, deds, n):
-    """Isolated LP under the 2025-09-02 rules: MM on the mark, fee to close in IM and MM.
+def _fee_columns(leverage: float, taker_fee: float) -> Columns:
+    """One column holding only Bybit's fee rules (for the fee and order-cost functions)."""
+    return Columns.bare({enums.SYM_LEVERAGE: leverage, enums.SYM_TAKER_FEE: taker_fee,
+                         enums.SYM_FEE_RULE: enums.FEE_IN_MARGIN_TO_CLOSE,
+                         enums.SYM_ORDER_COST: enums.ORDER_COST_FEE_TO_CLOSE})
 
-    ``position_margin`` is what the position holds (IM with its fee to close, plus
-    margin added); the trigger ``M + s*Q*(P - EP) = Q*P*mmr_k - ded_k + fee_close``
-    is Binance's form with collateral ``M - fee_close``, the tier taken at the LP.
-    With ``M = Q*EP/L + fee_close`` the fee cancels out (VENUES.md E-Y3).
+
+def fee_to_close(qty: float, entry_price: float, leverage: float, taker_fee: float) -> float:
+    """Taker fee to close at the bankruptcy price, ``Q*EP*(1 - s/L)*taker`` (§3.3, §3.7): the
+    engine's fee in the margin (``engine.rules.fee_in_margin``).
+
+    Example (E-Y3: 20,000 x 0.98 x 0.055%):
+        >>> round(fee_to_close(1.0, 20_000.0, 50.0, 0.00055), 2)
+        10.78
     """
-    return _binance_form(qty, entry_price, position_margin - fee_close, floors, caps, mmrs,
-                         deds, n)
+    return float(engine_rules.fee_in_margin(0, qty, entry_price, entry_price,
+                                            _fee_columns(leverage, taker_fee).sym))
 
 
-@njit(cache=True, _nrt=False)
-def bankruptcy_price_linear(qty, entry_price, position_margin, fee_close):
+def order_cost(qty: float, price: float, leverage: float, taker_fee: float) -> float:
+    """Cost of an opening order: IM + fee to open + fee to close at bankruptcy (§3.7), the
+    engine's order cost (``engine.rules.order_cost_rate``).
+
+    Example (E-Y8: 5,000 + 27.50 + 24.75):
+        >>> round(order_cost(1.0, 50_000.0, 10.0, 0.00055), 2)
+        5052.25
+    """
+    notional = abs(qty) * price
+    side = 1.0 if qty > 0.0 else -1.0
+    rate = engine_rules.order_cost_rate(0, side, _fee_columns(leverage, taker_fee).sym)
+    return notional / leverage + notional * float(rate)
+
+
+def bankruptcy_price_linear(qty: float, entry_price: float, position_margin: float,
+                            fee_close: float) -> float:
     """Price where the position's margin (less its reserved fee to close) is gone.
 
     ``EP - s*(M - fee_close)/Q``; with ``M = Q*EP/L (+ fee_close)`` that is
     ``EP*(1 - s/L)`` (VENUES.md §3.4). NaN for a flat position.
     """
     if qty == 0.0:
-        return np.nan
+        return math.nan
     return entry_price - (position_margin - fee_close) / qty
-
-
-@njit(cache=True, _nrt=False)
-def bankruptcy_price_inverse(contracts, entry_price, margin_coin):
-    """Inverse (coin-margined) bankruptcy price: ``Qc / (Qc/EP + s*M)`` (§3.4).
-
-    With ``M = Qc/(EP*L)`` a long's is ``EP*L/(L+1)``, a short's ``EP*L/(L-1)``.
-    """
-    if contracts == 0.0:
-        return np.nan
-    q = abs(contracts)
-    side = 1.0 if contracts > 0.0 else -1.0
-    return q / (q / entry_price + side * margin_coin)
-
-
-@njit(cache=True, _nrt=False)
-def inverse_isolated_liquidation_price(contracts, entry_price, leverage, mmr, deduction,
-                                       extra_margin):
-    """Classic inverse isolated LP: ``Qc / (PV + s*(IM - MM + extra))``, PV = Qc/EP (§3.3)."""
-    if contracts == 0.0:
-        return np.nan
-    q = abs(contracts)
-    side = 1.0 if contracts > 0.0 else -1.0
-    pv = q / entry_price
-    im = pv / leverage
-    mm = pv * mmr - deduction
-    return q / (pv + side * (im - mm + extra_margin))
-
-
-@njit(cache=True, _nrt=False)
-def inverse_cross_bankruptcy_price(contracts, entry_price, balance, taker_fee):
-    """Classic inverse cross BP: the balance pays the loss and the taker fee at BP (§3.4, E-Y7).
-
-    Long: ``Qc*(1 + f) / (Qc/EP + B)``; short: ``Qc*(1 - f) / (Qc/EP - B)``.
-    """
-    if contracts == 0.0:
-        return np.nan
-    q = abs(contracts)
-    side = 1.0 if contracts > 0.0 else -1.0
-    return q * (1.0 + side * taker_fee) / (q / entry_price + side * balance)
-
-
-@njit(cache=True, _nrt=False)
-def inverse_cross_liquidation_price(contracts, entry_price, balance, mmr, taker_fee):
-    """Classic inverse cross LP: the loss equals ``B - MM - fee at BP`` (§3.4, E-Y7).
-
-    Long: ``Qc*(1/EP - 1/LP) = B - Qc/EP*mmr - Qc*f/BP``; a short mirrors it.
-    """
-    if contracts == 0.0:
-        return np.nan
-    q = abs(contracts)
-    side = 1.0 if contracts > 0.0 else -1.0
-    bp = inverse_cross_bankruptcy_price(contracts, entry_price, balance, taker_fee)
-    free = balance - q / entry_price * mmr - q * taker_fee / bp
-    return 1.0 / (1.0 / entry_price + side * free / q)
-
-
-@njit(cache=True, _nrt=False)
-def round_to_tick(price, tick, side):
-    """A liquidation or bankruptcy price as the venue shows it: rounded to the tick AWAY
-    from the trader (up for a long, down for a short), VENUES.md §6.10."""
-    steps = price / tick
-    if side > 0.0:
-        return math.ceil(steps - 1e-9) * tick
-    return math.floor(steps + 1e-9) * tick
-
-
-@njit(cache=True, _nrt=False)
-def step_down_value_isolated(value, position_equity, floors, caps, mmrs, deds, n):
-    """Position value to cut an isolated position down to, in a partial liquidation (§3.6).
-
-    Cutting a position at the mark releases its margin in proportion, so its
-    equity scales with the value kept: the target is the limit ``cap_j`` of the
-    highest lower tier j with ``equity * cap_j / value >= cap_j*mmr_j - ded_j``.
-    Returns ``value`` when MM already holds, 0 when no lower tier helps (or the
-    position is in the lowest tier): then it is closed at the bankruptcy price.
-    """
-    k = tier_index(value, caps, n)
-    if position_equity >= value * mmrs[k] - deds[k]:
-        return value
-    for j in range(k - 1, -1, -1):
-        target = caps[j]
-        if position_equity * target / value >= target * mmrs[j] - deds[j]:
-            return target
-    return 0.0
-
-
-@njit(cache=True, _nrt=False)
-def step_down_value_cross(value, free_equity, floors, caps, mmrs, deds, n):
-    """Same for a cross position: ``free_equity`` (margin balance less the other positions'
-    MM) stays when the position is cut at the mark, so the target is the limit of the
-    highest lower tier whose MM it covers. ``value`` when MM holds; 0 = close it all."""
-    k = tier_index(value, caps, n)
-    if free_equity >= value * mmrs[k] - deds[k]:
-        return value
-    for j in range(k - 1, -1, -1):
-        if free_equity >= caps[j] * mmrs[j] - deds[j]:
-            return caps[j]
-    return 0.0
-
-
-@njit(cache=True, _nrt=False)
-def account_mm_rate(total_mm, margin_balance, haircut_loss, order_loss):
-    """UTA cross Account MM Rate ``total MM / (margin balance - haircut loss + order loss)``.
-
-    The denominator is the glossary's, signs as written (VENUES.md §3.5): pass
-    ``order_loss`` as Bybit reports it. Liquidation when the rate reaches 1; inf
-    when the denominator is <= 0.
-    """
-    denominator = margin_balance - haircut_loss + order_loss
-    if denominator <= 0.0:
-        return np.inf
-    return total_mm / denominator
-
-
-# --- Python entry points ----------------------------------------------------------------------
-
-
-def _venue(venue) -> Venue:
-    from . import load_venue
-
-    return load_venue(venue)
 
 
 def isolated_liquidation_price(
@@ -241,20 +193,15 @@ def isolated_liquidation_price(
         >>> round(isolated_liquidation_price(1.0, 20_000, 50, at="2025-09-02"), 2)  # E-Y3
         19698.49
     """
-    v = _venue(venue)
-    spec = v.spec(symbol, at)
-    rules = v.rules(at)
-    floors, caps, mmrs, deds, n = spec.tier_arrays()
-    q, ep, lev = float(qty), float(entry_price), float(leverage)
-    if lev <= 0 or ep <= 0:
-        raise ValueError(f"leverage and entry_price must be positive, got {leverage}, "
-                         f"{entry_price}")
-    if rules["margin_price"] == "entry":
-        return float(classic_isolated_liquidation_price(q, ep, lev, float(extra_margin), floors,
-                                                        caps, mmrs, deds, n))
-    fee = fee_to_close(q, ep, lev, spec.taker_fee) if rules["fee_to_close_in_margin"] else 0.0
-    margin = abs(q) * ep / lev + fee + float(extra_margin)
-    return float(mark_isolated_liquidation_price(q, ep, margin, fee, floors, caps, mmrs, deds, n))
+    from .. import liquidation
+    from . import load_venue
+
+    bybit = load_venue(venue)
+    if bybit.margin_model is not BYBIT_UTA:
+        raise ValueError(f"venue {bybit.name} follows the {bybit.model} model, not Bybit's: use "
+                         f"backtester.liquidation_price, which prices any venue by its model")
+    return liquidation.liquidation_price(qty, entry_price, venue=bybit, symbol=symbol, at=at,
+                                         leverage=leverage, extra_margin=extra_margin)
 
 
 def bankruptcy_price(qty: float, entry_price: float, leverage: float, *,
@@ -267,4 +214,84 @@ def bankruptcy_price(qty: float, entry_price: float, leverage: float, *,
     """
     q, ep = float(qty), float(entry_price)
     margin = abs(q) * ep / float(leverage) + float(extra_margin)
-    return float(bankruptcy_price_linear(q, ep, margin, 0.0))
+    return bankruptcy_price_linear(q, ep, margin, 0.0)
+
+
+def account_mm_rate(total_mm: float, margin_balance: float, haircut_loss: float,
+                    order_loss: float) -> float:
+    """UTA cross Account MM Rate ``total MM / (margin balance - haircut loss + order loss)``.
+
+    The denominator is the glossary's, signs as written (VENUES.md §3.5): pass
+    ``order_loss`` as Bybit reports it. Liquidation when the rate reaches 1; inf
+    when the denominator is <= 0.
+    """
+    denominator = margin_balance - haircut_loss + order_loss
+    if denominator <= 0.0:
+        return math.inf
+    return total_mm / denominator
+
+
+# --- inverse contracts (reference only: the engine simulates linear ones) ---------------------
+
+
+def bankruptcy_price_inverse(contracts: float, entry_price: float, margin_coin: float) -> float:
+    """Inverse (coin-margined) bankruptcy price: ``Qc / (Qc/EP + s*M)`` (§3.4).
+
+    With ``M = Qc/(EP*L)`` a long's is ``EP*L/(L+1)``, a short's ``EP*L/(L-1)``.
+    """
+    if contracts == 0.0:
+        return math.nan
+    q = abs(contracts)
+    side = 1.0 if contracts > 0.0 else -1.0
+    return q / (q / entry_price + side * margin_coin)
+
+
+def inverse_isolated_liquidation_price(contracts: float, entry_price: float, leverage: float,
+                                       mmr: float, deduction: float,
+                                       extra_margin: float) -> float:
+    """Classic inverse isolated LP: ``Qc / (PV + s*(IM - MM + extra))``, PV = Qc/EP (§3.3)."""
+    if contracts == 0.0:
+        return math.nan
+    q = abs(contracts)
+    side = 1.0 if contracts > 0.0 else -1.0
+    pv = q / entry_price
+    im = pv / leverage
+    mm = pv * mmr - deduction
+    return q / (pv + side * (im - mm + extra_margin))
+
+
+def inverse_cross_bankruptcy_price(contracts: float, entry_price: float, balance: float,
+                                   taker_fee: float) -> float:
+    """Classic inverse cross BP: the balance pays the loss and the taker fee at BP (§3.4, E-Y7).
+
+    Long: ``Qc*(1 + f) / (Qc/EP + B)``; short: ``Qc*(1 - f) / (Qc/EP - B)``.
+    """
+    if contracts == 0.0:
+        return math.nan
+    q = abs(contracts)
+    side = 1.0 if contracts > 0.0 else -1.0
+    return q * (1.0 + side * taker_fee) / (q / entry_price + side * balance)
+
+
+def inverse_cross_liquidation_price(contracts: float, entry_price: float, balance: float,
+                                    mmr: float, taker_fee: float) -> float:
+    """Classic inverse cross LP: the loss equals ``B - MM - fee at BP`` (§3.4, E-Y7).
+
+    Long: ``Qc*(1/EP - 1/LP) = B - Qc/EP*mmr - Qc*f/BP``; a short mirrors it.
+    """
+    if contracts == 0.0:
+        return math.nan
+    q = abs(contracts)
+    side = 1.0 if contracts > 0.0 else -1.0
+    bp = inverse_cross_bankruptcy_price(contracts, entry_price, balance, taker_fee)
+    free = balance - q / entry_price * mmr - q * taker_fee / bp
+    return 1.0 / (1.0 / entry_price + side * free / q)
+
+
+def round_to_tick(price: float, tick: float, side: float) -> float:
+    """A liquidation or bankruptcy price as the venue shows it: rounded to the tick AWAY
+    from the trader (up for a long, down for a short), VENUES.md §6.10."""
+    steps = price / tick
+    if side > 0.0:
+        return math.ceil(steps - 1e-9) * tick
+    return math.floor(steps + 1e-9) * tick

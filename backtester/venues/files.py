@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .models import MODELS, check_rule
+from .models import MarginModel, check_rule
+from .registry import margin_model
 from .spec import SymbolSpec, VenueSpecError, normalise_symbol, tiers_from_table, to_timestamp
 from .venue import DiscountTiers, RuleSet, Venue
 
@@ -61,13 +62,11 @@ def _date(where: str, value: Any, required: bool):
 def venue_from_dict(data: Mapping[str, Any], default_name: str) -> Venue:
     """A ``Venue`` from the parsed TOML of a venue file."""
     _unknown_keys("top level", data, _TOP_KEYS)
-    model = data.get("model", "binance")
-    if model not in MODELS:
-        raise VenueSpecError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    model = margin_model(data.get("model", "binance"))
     fees = data.get("fees", {})
     _unknown_keys("[fees]", fees, FEES)
     params = data.get("params", {})
-    _unknown_keys("[params]", params, MODELS[model].params)
+    _unknown_keys("[params]", params, model.params)
     shared = {key: data[key] for key in _SHARED if key in data}
     defaults = {**fees, **params, **shared}
     hours = shared.get("funding_interval_hours", 8)
@@ -94,14 +93,14 @@ def venue_from_dict(data: Mapping[str, Any], default_name: str) -> Venue:
         source=str(data.get("source", "")),
         history=history,
         default_history=default,
-        model=model,
+        model=model.name,
         rule_history=_rule_sets(data.get("rules", []), model),
         collateral={ccy.upper(): _discounts(ccy.upper(), v)
                     for ccy, v in data.get("collateral", {}).items()},
     )
 
 
-def _rule_sets(tables: Any, model: str) -> tuple[RuleSet, ...]:
+def _rule_sets(tables: Any, model: MarginModel) -> tuple[RuleSet, ...]:
     if isinstance(tables, Mapping):
         tables = [tables]
     out = []
@@ -177,12 +176,12 @@ def _tier_rows(where: str, rows: Any) -> list[tuple[float, ...]]:
 
 
 def _versions(name: str, versions: Any, defaults: Mapping[str, Any],
-              model: str) -> tuple[SymbolSpec, ...]:
+              model: MarginModel) -> tuple[SymbolSpec, ...]:
     if isinstance(versions, Mapping):
         versions = [versions]
     if not versions:
         raise VenueSpecError(f"symbol {name}: no tier table")
-    model_params = MODELS[model].params
+    model_params = model.params
     specs = []
     for v, version in enumerate(versions):
         where = f"symbol {name}, version {v + 1}"
@@ -233,7 +232,7 @@ def apply_overrides(venue: Venue, overrides: Mapping[str, Any]) -> Venue:
         len(spec.tiers) == 1
         for versions in (*venue.history.values(), venue.default_history) for spec in versions
     )
-    model = MODELS[venue.model]
+    model = venue.margin_model
     accepted = (FEES + tuple(model.params) + tuple(model.rules)
                 + (TIER_OVERRIDES if single_tier else ()))
     unknown = sorted(set(overrides) - set(accepted))
@@ -243,7 +242,7 @@ def apply_overrides(venue: Venue, overrides: Mapping[str, Any]) -> Venue:
             f"unknown venue override(s) {', '.join(unknown)} for {venue.name}; "
             f"accepted: {', '.join(accepted)}{why}"
         )
-    rules = {k: check_rule(venue.model, k, v, f"override of {venue.name}")
+    rules = {k: check_rule(model, k, v, f"override of {venue.name}")
              for k, v in overrides.items() if k in model.rules}
 
     def change(spec: SymbolSpec) -> SymbolSpec:

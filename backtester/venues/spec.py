@@ -20,10 +20,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..engine.margin import derive_cums
+from ..engine import enums
+from ..engine.rules import tier_from
 
 Timestamp = pd.Timestamp | dt.datetime | dt.date | np.datetime64 | str | int
 _CUM_TOLERANCE = 1e-6  # quote units; a derived cum is exact up to float rounding
+
+
+def derive_cums(floors, mmrs) -> np.ndarray:
+    """Each tier's maintenance amount ``cum_k = cum_{k-1} + floor_k * (mmr_k - mmr_{k-1})``,
+    ``cum_0 = 0`` (VENUES.md §2.3): what makes ``N * mmr - cum`` continuous at the bounds.
+
+    Example (Binance's 2021 BTCUSDT level 3: 250,000 x (1% - 0.5%) + 50):
+        >>> derive_cums([0, 50_000, 250_000], [0.004, 0.005, 0.01]).tolist()
+        [0.0, 50.0, 1300.0]
+    """
+    floors = np.asarray(floors, dtype=np.float64)
+    steps = floors[1:] * np.diff(np.asarray(mmrs, dtype=np.float64))
+    return np.concatenate(([0.0], np.cumsum(steps)))
 
 
 class VenueSpecError(ValueError):
@@ -115,7 +129,7 @@ def tiers_from_table(rows: Iterable[Sequence[float]], rule: str = "bracket") -> 
     floors = np.array([row[0] for row in table], dtype=np.float64)
     mmrs = np.array([row[3] for row in table], dtype=np.float64)
     if rule == "bracket" and table:
-        cums = derive_cums(floors, mmrs, len(table))
+        cums = derive_cums(floors, mmrs)
     else:
         cums = np.zeros(len(table))
     # rounded to 1e-8 quote: the float recursion leaves 949.9999999999998 for Binance's 950
@@ -147,7 +161,7 @@ class SymbolSpec:
     - ``tier_rule``: ``"bracket"`` (MM = N * mmr - cum, continuous) or ``"whole"``
       (the whole position at its tier's rate, cum = 0); ``tier_unit``: tier bounds
       in ``"quote"`` notional or in ``"contracts"``.
-    - ``params``: the model's per-symbol numbers (``backtester.venues.models``), e.g.
+    - ``params``: the model's per-symbol numbers (its ``MarginModel.params``), e.g.
       OKX ``contract_size``, Kraken borrowing fees.
     """
 
@@ -271,17 +285,20 @@ class SymbolSpec:
             )
 
     def tier_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-        """``(floors, caps, mmrs, cums, n)``: the arguments of ``engine.margin`` functions."""
+        """``(floors, caps, mmrs, cums, n)`` of the tiers as published (bounds in the unit of
+        ``tier_unit``)."""
         columns = np.array([(t.floor, t.cap, t.mmr, t.cum) for t in self.tiers], dtype=np.float64)
         floors, caps, mmrs, cums = (np.ascontiguousarray(columns[:, j]) for j in range(4))
         return floors, caps, mmrs, cums, len(self.tiers)
 
     def tier_for_notional(self, notional: float) -> int:
-        """Index (0-based) of the tier holding a notional: ``floor < N <= cap``."""
-        k = 0
-        while k < len(self.tiers) - 1 and notional > self.tiers[k].cap:
-            k += 1
-        return k
+        """Index (0-based) of the tier holding a size in the unit of the tier bounds
+        (``floor < N <= cap``), by the engine's lookup (``engine.rules.tier_from``)."""
+        table = np.zeros((enums.N_TIER_FIELDS, 1, len(self.tiers)))
+        table[enums.TIER_FLOOR, 0] = [t.floor for t in self.tiers]
+        table[enums.TIER_CAP, 0] = [t.cap for t in self.tiers]
+        return int(tier_from(float(notional), 0, 0, table,
+                             np.array([len(self.tiers)], dtype=np.int64)))
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..engine import enums
-from .models import MODELS, default_rules
+from .models import MarginModel, default_rules
+from .registry import margin_model
 from .spec import (
     SymbolSpec,
     Timestamp,
@@ -106,8 +106,9 @@ def _in_force(versions: Sequence, at: pd.Timestamp | None, what: str):
 class Venue:
     """An exchange's margin rules: a model, dated tier tables and fees per symbol.
 
-    - ``model``: the margin model (``backtester.venues.models.MODELS``): ``binance``,
-      ``bybit_uta``, ``okx`` or ``kraken_spot``.
+    - ``model``: the name of its margin model (``backtester.venues.registry``):
+      ``binance``, ``bybit_uta``, ``okx`` or ``kraken_spot``; ``margin_model`` is the
+      model itself.
     - ``symbols``: the latest spec of each listed symbol, keyed by the venue's
       spelling (``BTCUSDT``).
     - ``default``: the spec of any symbol not listed (None: unlisted symbols are an
@@ -141,9 +142,10 @@ class Venue:
     collateral: Mapping[str, tuple[DiscountTiers, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise VenueSpecError(f"venue {self.name}: model must be one of "
-                                 f"{', '.join(MODELS)}, got {self.model!r}")
+        try:
+            margin_model(self.model)
+        except VenueSpecError as exc:
+            raise VenueSpecError(f"venue {self.name}: {exc}") from None
         history = {name: tuple(v) for name, v in self.history.items()}
         for name, spec in self.symbols.items():
             history.setdefault(name, (spec,))
@@ -155,6 +157,12 @@ class Venue:
             object.__setattr__(self, "default", self.default_history[-1])
         object.__setattr__(self, "rule_history", tuple(self.rule_history))
         object.__setattr__(self, "collateral", {c: tuple(v) for c, v in self.collateral.items()})
+
+    @property
+    def margin_model(self) -> MarginModel:
+        """The venue's margin model (``backtester.venues.registry``): what it allows, its
+        rule rows and its reference calculators."""
+        return margin_model(self.model)
 
     def spec(self, symbol: str, at: Timestamp | None = None) -> SymbolSpec:
         """The spec of ``symbol`` in force at time ``at`` (None = the latest version).
@@ -191,7 +199,7 @@ class Venue:
             0.4
         """
         when = to_timestamp(at)
-        values = default_rules(self.model)
+        values = default_rules(self.margin_model)
         for rule_set in self.rule_history:
             if when is None or rule_set.valid_from is None or rule_set.valid_from <= when:
                 values.update(rule_set.values)
@@ -233,78 +241,26 @@ class Venue:
                      ) -> np.ndarray:
         """The kernel's rule rows (``enums.SYM_*``, (N_SYMBOL_FIELDS, N)) of ``specs`` at ``at``:
         how this venue's model values margin, settles a liquidation and charges funding
-        and borrowing. The leverage row is left 0 (it is the run's)."""
-        rules = self.rules(at)
-        out = np.zeros((enums.N_SYMBOL_FIELDS, len(specs)))
-        out[enums.SYM_PARTNER] = -1.0
-        for i, spec in enumerate(specs):
-            out[enums.SYM_TAKER_FEE, i] = spec.taker_fee
-            out[enums.SYM_LIQ_FEE, i] = spec.liquidation_fee
-            out[enums.SYM_CUT_FEE, i] = spec.liquidation_fee
-            if self.model == "bybit_uta":
-                out[enums.SYM_ORDER_COST, i] = enums.ORDER_COST_FEE_TO_CLOSE
-                out[enums.SYM_CUT_FEE, i] = spec.taker_fee
-                out[enums.SYM_MM_RULE, i] = (enums.MM_BRACKET if rules["margin_price"] == "mark"
-                                         else enums.MM_AT_ENTRY)
-                out[enums.SYM_FEE_RULE, i] = (enums.FEE_IN_MARGIN_TO_CLOSE
-                                          if rules["fee_to_close_in_margin"]
-                                          else enums.FEE_IN_MARGIN_NONE)
-                out[enums.SYM_SETTLEMENT, i] = enums.SETTLE_AT_BANKRUPTCY
-                out[enums.SYM_FUNDING_RULE, i] = enums.FUNDING_FROM_AVAILABLE
-                out[enums.SYM_PARTIAL, i] = (enums.PARTIAL_STEP_DOWN if rules["partial_liquidation"]
-                                         == "step_down" else enums.PARTIAL_NONE)
-            elif self.model == "okx":
-                out[enums.SYM_MM_RULE, i] = enums.MM_BY_SIZE if spec.tier_unit == "contracts" \
-                    else enums.MM_BRACKET
-                out[enums.SYM_FEE_RULE, i] = (enums.FEE_IN_MARGIN_LIQUIDATION
-                                          if rules["liquidation_fee_in_trigger"]
-                                          else enums.FEE_IN_MARGIN_NONE)
-                out[enums.SYM_PARTIAL, i] = {"two_tiers": enums.PARTIAL_TWO_TIERS,
-                                         "to_tier_1": enums.PARTIAL_TO_TIER_1,
-                                         "none": enums.PARTIAL_NONE}[rules["partial_liquidation"]]
-            elif self.model == "kraken_spot":
-                out[enums.SYM_MM_RULE, i] = enums.MM_MARGIN_LEVEL
-                out[enums.SYM_LIQ_LEVEL, i] = rules["liquidation_level"]
-                out[enums.SYM_ROLLOVER_HOURS, i] = rules["rollover_hours"]
-                p = spec.params
-                out[enums.SYM_BORROW_OPEN_LONG, i] = p.get("long_opening_fee", 0.0)
-                out[enums.SYM_BORROW_ROLL_LONG, i] = p.get("long_rollover_fee", 0.0)
-                out[enums.SYM_BORROW_OPEN_SHORT, i] = p.get("short_opening_fee", 0.0)
-                out[enums.SYM_BORROW_ROLL_SHORT, i] = p.get("short_rollover_fee", 0.0)
-            if (spec.tier_rule == "whole" and out[enums.SYM_MM_RULE, i] == enums.MM_BRACKET
-                    and len(spec.tiers) > 1):
-                raise VenueSpecError(
-                    f"venue {self.name}, {spec.label}: tier_rule 'whole' on notional tiers "
-                    f"valued at the mark makes MM jump at every tier bound along a bar's price "
-                    f"path, which the engine does not simulate; use bracket tiers, tiers in "
-                    f"contracts, or MM on the entry value (Bybit's margin_price = 'entry')")
-        return out
+        and borrowing (``MarginModel.kernel_rules``). The leverage row is left 0 (it is
+        the run's)."""
+        return self.margin_model.kernel_rules(specs, self.rules(at), self.name)
 
     def account_rules(self, at: Timestamp | None = None) -> np.ndarray:
         """The kernel's account rules (``enums.R_*``, (N_ACCOUNT_RULES,)) at ``at``: how a
         triggered cross account is closed, spot margin's call and opening levels, and the
         hourly interest on a loan under multi-currency margin."""
-        rules = self.rules(at)
-        out = np.zeros(enums.N_ACCOUNT_RULES)
-        if self.model == "bybit_uta":
-            out[enums.R_CROSS_CLOSE] = enums.CROSS_SETTLE_AT_BANKRUPTCY
-        elif self.model == "okx":
-            out[enums.R_LOAN_RATE] = rules["loan_rate"] / 8760.0
-        elif self.model == "kraken_spot":
-            out[enums.R_CROSS_CLOSE] = enums.CROSS_CLOSE_FIFO
-            out[enums.R_CALL_LEVEL] = rules["margin_call_level"]
-            out[enums.R_OPEN_LEVEL] = rules["open_level"]
-        return out
+        return self.margin_model.account_rules(self.rules(at))
 
     def check_leverage(
         self, symbol: str, leverage: float, at: Timestamp | None = None,
-        notional: float | None = None,
+        notional: float | None = None, tier: int | None = None,
     ) -> None:
         """Raise ``ValueError`` unless ``0 < leverage <=`` the symbol's cap.
 
         The cap is tier 1's max leverage, or, when ``notional`` is given, that of
         the tier holding it (bigger positions allow less). ``notional`` is in the
-        unit of the symbol's tier bounds: quote, or contracts on OKX.
+        unit of the symbol's tier bounds: quote, or contracts on OKX. ``tier``
+        (0-based) names the tier outright, for a caller that has looked it up.
 
         Example:
             >>> from backtester.venues import load_venue
@@ -316,7 +272,8 @@ class Venue:
         spec = self.spec(symbol, at)
         if not (isinstance(leverage, int | float | np.number) and 0 < leverage < math.inf):
             raise ValueError(f"leverage for {symbol} must be a positive number, got {leverage!r}")
-        k = 0 if notional is None else spec.tier_for_notional(abs(notional))
+        k = tier if tier is not None else (
+            0 if notional is None else spec.tier_for_notional(abs(notional)))
         cap = spec.tiers[k].max_leverage
         if leverage > cap:
             unit = "a notional" if spec.tier_unit == "quote" else "a size (contracts)"

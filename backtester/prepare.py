@@ -153,12 +153,12 @@ def prepare_run(market: Market, orders, config: RunConfig,
     mode, leverage = _columns(layout, config, venue, cache)
     versions, bars, n_funding, specs = _venue_inputs(layout, venue, spot_fee, cache)
     sym = versions.sym[0].copy()
-    sym[enums.SYM_LEVERAGE] = leverage
+    sym[enums.Sym.LEVERAGE] = leverage
     symbols = run_market.symbols
     for symbol in layout.hedge:
         long_leg, short_leg = symbols.index(f"{symbol}.long"), symbols.index(f"{symbol}.short")
-        sym[enums.SYM_LEG, long_leg], sym[enums.SYM_LEG, short_leg] = 1.0, -1.0
-        sym[enums.SYM_PARTNER, long_leg], sym[enums.SYM_PARTNER, short_leg] = (
+        sym[enums.Sym.LEG, long_leg], sym[enums.Sym.LEG, short_leg] = 1.0, -1.0
+        sym[enums.Sym.PARTNER, long_leg], sym[enums.Sym.PARTNER, short_leg] = (
             short_leg, long_leg)
     holdings = np.array([layout.amounts.get(s, 0.0) for s in symbols], dtype=np.float64)
     if callback is not None:
@@ -367,9 +367,9 @@ def _columns(layout: Layout, config: RunConfig, venue: Venue,
 
     def to_mode(value, symbol):
         if symbol in held:
-            return enums.COLLATERAL
+            return enums.Mode.COLLATERAL
         if symbol in spot:
-            return enums.SPOT
+            return enums.Mode.SPOT
         return choice(f"margin_mode of {symbol}", value, enums.MARGIN_MODE_NAMES[:2])
 
     def to_leverage(value, symbol):
@@ -428,11 +428,11 @@ def version_bars(venue: Venue, market: Market, symbols) -> list[int]:
 def pack_tiers(floors, caps, mmrs, cums, max_leverage) -> np.ndarray:
     """Stack (N, K) tier tables into the kernel's (N_TIER_FIELDS, N, K) layout."""
     tiers = np.empty((enums.N_TIER_FIELDS,) + np.shape(floors))
-    tiers[enums.TIER_FLOOR] = floors
-    tiers[enums.TIER_CAP] = caps
-    tiers[enums.TIER_MMR] = mmrs
-    tiers[enums.TIER_CUM] = cums
-    tiers[enums.TIER_MAX_LEVERAGE] = max_leverage
+    tiers[enums.TierField.FLOOR] = floors
+    tiers[enums.TierField.CAP] = caps
+    tiers[enums.TierField.MMR] = mmrs
+    tiers[enums.TierField.CUM] = cums
+    tiers[enums.TierField.MAX_LEVERAGE] = max_leverage
     return tiers
 
 
@@ -441,7 +441,7 @@ def default_symbol_rules(n_symbols: int) -> np.ndarray:
     collateral holding): bracket MM at the mark, no fee in the margin, closed at the
     trigger, funding from the position, no partial close, one-way."""
     rules = np.zeros((enums.N_SYMBOL_FIELDS, n_symbols))
-    rules[enums.SYM_PARTNER] = -1.0
+    rules[enums.Sym.PARTNER] = -1.0
     return rules
 
 
@@ -462,11 +462,11 @@ def _symbol_arrays(venue: Venue, names, flat, at, spot_fee: float):
         width = a.floors.shape[1]
         perp_tiers = pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage)
     tiers = np.zeros((enums.N_TIER_FIELDS, n, width))
-    tiers[enums.TIER_CAP] = np.inf
-    tiers[enums.TIER_MAX_LEVERAGE] = 1.0
+    tiers[enums.TierField.CAP] = np.inf
+    tiers[enums.TierField.MAX_LEVERAGE] = 1.0
     n_tiers = np.ones(n, dtype=np.int64)
     rules = default_symbol_rules(n)
-    rules[enums.SYM_TAKER_FEE] = float(spot_fee)
+    rules[enums.Sym.TAKER_FEE] = float(spot_fee)
     for j, i in enumerate(perp_columns):
         tiers[:, i] = perp_tiers[:, j]
         n_tiers[i] = a.n_tiers[j]
@@ -489,13 +489,13 @@ def _discount_tables(venue: Venue, at, symbols, held, versions):
             i = symbols.index(currency)
             floors, caps, rates, n = table.arrays()
             pad = width - n
-            tiers[enums.TIER_FLOOR, i] = np.pad(floors, (0, pad), constant_values=np.inf)
-            tiers[enums.TIER_CAP, i] = np.pad(caps, (0, pad), constant_values=np.inf)
-            tiers[enums.TIER_MMR, i] = np.pad(rates, (0, pad))
-            tiers[enums.TIER_CUM, i] = 0.0
-            tiers[enums.TIER_MAX_LEVERAGE, i] = 1.0
+            tiers[enums.TierField.FLOOR, i] = np.pad(floors, (0, pad), constant_values=np.inf)
+            tiers[enums.TierField.CAP, i] = np.pad(caps, (0, pad), constant_values=np.inf)
+            tiers[enums.TierField.MMR, i] = np.pad(rates, (0, pad))
+            tiers[enums.TierField.CUM, i] = 0.0
+            tiers[enums.TierField.MAX_LEVERAGE, i] = 1.0
             n_tiers[i] = n
-            rules[enums.SYM_DISCOUNT_IN_COIN, i] = 1.0 if table.unit == "coin" else 0.0
+            rules[enums.Sym.DISCOUNT_IN_COIN, i] = 1.0 if table.unit == "coin" else 0.0
         out.append((np.ascontiguousarray(tiers), n_tiers, rules))
     return out
 
@@ -520,7 +520,7 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float):
         versions = _discount_tables(venue, at[0], market.symbols, layout.held, versions)
     account_rules = np.stack([venue.account_rules(when) for when in at])
     if not layout.held:
-        account_rules[:, enums.R_LOAN_RATE] = 0.0  # a loan needs collateral to back it
+        account_rules[:, enums.AccountRule.LOAN_RATE] = 0.0  # a loan needs collateral to back it
     specs = {}
     for s in perps:
         used = []

@@ -133,10 +133,10 @@ class Result:
         equity = self.equity
         liq = self._liquidations
         fills = self._fills
-        strategy_fees = float(fills["fee"][fills["reason"] != enums.FILL_LIQUIDATION].sum())
+        strategy_fees = float(fills["fee"][fills["reason"] != enums.FillReason.LIQUIDATION].sum())
         ratio = self.account["margin_ratio"]
         events = self._account_events
-        borrowing = events["amount"][events["kind"] != enums.EVENT_MARGIN_CALL]
+        borrowing = events["amount"][events["kind"] != enums.EventKind.MARGIN_CALL]
         return {
             "initial_balance": self.initial_equity,
             "final_equity": float(equity.iloc[-1]) if len(equity) else float("nan"),
@@ -155,9 +155,9 @@ class Result:
             "fees_paid": strategy_fees,
             "funding_paid": float(self._funding["payment"].sum()),
             "borrowing_fees": float(borrowing.sum()),
-            "margin_calls": int((events["kind"] == enums.EVENT_MARGIN_CALL).sum()),
+            "margin_calls": int((events["kind"] == enums.EventKind.MARGIN_CALL).sum()),
             "worst_margin_ratio": float(ratio.max()) if len(ratio) else float("nan"),
-            "fills": int((fills["reason"] != enums.FILL_LIQUIDATION).sum()),
+            "fills": int((fills["reason"] != enums.FillReason.LIQUIDATION).sum()),
             "rejected_orders": int(len(self._rejections)),
         }
 

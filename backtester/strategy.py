@@ -65,31 +65,14 @@ from .engine import driver
 from .engine.account import available_balance as _available_balance
 from .engine.account import position_liquidation_price, removable_margin
 from .engine.enums import (  # noqa: F401  (re-exported for strategy authors)
-    A_EQUITY_PREV,
-    A_WALLET,
-    CROSS,
-    ISOLATED,
-    O_DELTA,
-    O_LEVERAGE,
-    O_MARGIN,
-    O_MODE,
-    O_TARGET,
-    OUT_EQUITY,
-    OUT_GROSS,
-    OUT_MARGIN_RATIO,
-    OUT_NET,
-    S_ENTRY,
-    S_ISO_MARGIN,
-    S_LIQ_PX,
-    S_MARK,
-    S_QTY,
-    SPOT,
-    SYM_LEVERAGE,
-    TIER_CAP,
-    TIER_CUM,
-    TIER_FLOOR,
-    TIER_MMR,
+    Account,
     BarContext,
+    Mode,
+    Order,
+    Out,
+    State,
+    Sym,
+    TierField,
 )
 from .engine.rules import initial_margin
 from .engine.rules import maintenance_margin as _maintenance_margin
@@ -105,25 +88,25 @@ class StrategyError(ValueError):
 @njit(cache=True, _nrt=False)
 def position(ctx, i):
     """Signed position of symbol i in base units (long > 0)."""
-    return ctx.state[S_QTY, i]
+    return ctx.state[State.QTY, i]
 
 
 @njit(cache=True, _nrt=False)
 def entry_price(ctx, i):
     """Average entry price of symbol i's position (0 when flat)."""
-    return ctx.state[S_ENTRY, i]
+    return ctx.state[State.ENTRY, i]
 
 
 @njit(cache=True, _nrt=False)
 def mark_price(ctx, i):
     """Last mark price of symbol i (what margin and liquidation are computed on)."""
-    return ctx.state[S_MARK, i]
+    return ctx.state[State.MARK, i]
 
 
 @njit(cache=True, _nrt=False)
 def notional(ctx, i):
     """``|q| * mark`` of symbol i's position, in quote."""
-    return abs(ctx.state[S_QTY, i]) * ctx.state[S_MARK, i]
+    return abs(ctx.state[State.QTY, i]) * ctx.state[State.MARK, i]
 
 
 @njit(cache=True, _nrt=False)
@@ -131,22 +114,22 @@ def position_margin(ctx, i):
     """Margin backing symbol i's position: an isolated position's own margin, a spot
     holding's cost, a cross position's initial margin (``|q| * entry / leverage`` and the
     venue's fee counted in the margin)."""
-    if ctx.mode[i] == CROSS:
-        q = ctx.state[S_QTY, i]
+    if ctx.mode[i] == Mode.CROSS:
+        q = ctx.state[State.QTY, i]
         if q == 0.0:
             return 0.0
-        return initial_margin(i, q, ctx.state[S_ENTRY, i], ctx.state[S_MARK, i], ctx.sym)
-    return ctx.state[S_ISO_MARGIN, i]
+        return initial_margin(i, q, ctx.state[State.ENTRY, i], ctx.state[State.MARK, i], ctx.sym)
+    return ctx.state[State.ISO_MARGIN, i]
 
 
 @njit(cache=True, _nrt=False)
 def maintenance_margin(ctx, i):
     """Maintenance margin of symbol i's position at its mark, under the venue's model
     (tiered; 0 for spot)."""
-    q = ctx.state[S_QTY, i]
-    if q == 0.0 or ctx.mode[i] >= SPOT:
+    q = ctx.state[State.QTY, i]
+    if q == 0.0 or ctx.mode[i] >= Mode.SPOT:
         return 0.0
-    return _maintenance_margin(i, q, ctx.state[S_ENTRY, i], ctx.state[S_MARK, i], ctx.sym,
+    return _maintenance_margin(i, q, ctx.state[State.ENTRY, i], ctx.state[State.MARK, i], ctx.sym,
                                ctx.tiers, ctx.n_tiers)
 
 
@@ -162,8 +145,8 @@ def liquidation_distance(ctx, i):
     """How far the mark may move against symbol i's position before it is liquidated, as a
     fraction of the mark (0.1 = a 10% adverse move); inf when it never is."""
     lp = liquidation_price(ctx, i)
-    q = ctx.state[S_QTY, i]
-    mark = ctx.state[S_MARK, i]
+    q = ctx.state[State.QTY, i]
+    mark = ctx.state[State.MARK, i]
     if q == 0.0 or lp != lp or (q > 0.0 and lp <= 0.0):
         return np.inf
     return (mark - lp) / mark if q > 0.0 else (lp - mark) / mark
@@ -173,8 +156,8 @@ def liquidation_distance(ctx, i):
 def isolated_margin_for(ctx, i, price):
     """Margin an isolated position needs so that it is liquidated only at ``price`` (solves
     ``M + q * (price - entry) == MM(price)``); compare with ``position_margin``."""
-    q = ctx.state[S_QTY, i]
-    entry = ctx.state[S_ENTRY, i]
+    q = ctx.state[State.QTY, i]
+    entry = ctx.state[State.ENTRY, i]
     mm = _maintenance_margin(i, q, entry, price, ctx.sym, ctx.tiers, ctx.n_tiers)
     return mm - q * (price - entry)
 
@@ -188,19 +171,19 @@ def free_isolated_margin(ctx, i):
 @njit(cache=True, _nrt=False)
 def equity(ctx, t):
     """Account equity at the close of bar t: wallet + isolated margins + unrealized PnL."""
-    return ctx.out[OUT_EQUITY, t]
+    return ctx.out[Out.EQUITY, t]
 
 
 @njit(cache=True, _nrt=False)
 def margin_ratio(ctx, t):
     """Cross maintenance margin over cross margin balance at close t (liquidation at 1)."""
-    return ctx.out[OUT_MARGIN_RATIO, t]
+    return ctx.out[Out.MARGIN_RATIO, t]
 
 
 @njit(cache=True, _nrt=False)
 def wallet_balance(ctx):
     """Wallet balance: deposits + realized PnL - fees - funding, less isolated margins."""
-    return ctx.account[A_WALLET]
+    return ctx.account[Account.WALLET]
 
 
 @njit(cache=True, _nrt=False)
@@ -215,21 +198,21 @@ def available_balance(ctx):
 @njit(cache=True, _nrt=False)
 def order_target(orders, i, amount):
     """Ask for symbol i's position to become ``amount`` (in the run's target_kind)."""
-    orders[O_TARGET, i] = amount
+    orders[Order.TARGET, i] = amount
 
 
 @njit(cache=True, _nrt=False)
 def order_delta(orders, i, amount):
     """Ask to change symbol i's position by ``amount`` (target_kind units; adds up)."""
-    d = orders[O_DELTA, i]
-    orders[O_DELTA, i] = amount if d != d else d + amount
+    d = orders[Order.DELTA, i]
+    orders[Order.DELTA, i] = amount if d != d else d + amount
 
 
 @njit(cache=True, _nrt=False)
 def add_margin(orders, i, amount):
     """Move ``amount`` of quote from the available balance into isolated position i."""
-    m = orders[O_MARGIN, i]
-    orders[O_MARGIN, i] = amount if m != m else m + amount
+    m = orders[Order.MARGIN, i]
+    orders[Order.MARGIN, i] = amount if m != m else m + amount
 
 
 @njit(cache=True, _nrt=False)
@@ -241,13 +224,13 @@ def remove_margin(orders, i, amount):
 @njit(cache=True, _nrt=False)
 def set_leverage(orders, i, leverage):
     """Change symbol i's leverage (within the max leverage of its position's tier)."""
-    orders[O_LEVERAGE, i] = leverage
+    orders[Order.LEVERAGE, i] = leverage
 
 
 @njit(cache=True, _nrt=False)
 def set_margin_mode(orders, i, mode):
-    """Switch symbol i to ``CROSS`` or ``ISOLATED``; refused while it holds a position."""
-    orders[O_MODE, i] = mode
+    """Switch symbol i to ``Mode.CROSS`` or ``Mode.ISOLATED``; refused while it holds a position."""
+    orders[Order.MODE, i] = mode
 
 
 # --- a callback ready to run ---------------------------------------------------------------------

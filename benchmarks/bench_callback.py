@@ -81,7 +81,7 @@ def main() -> None:
         out = outputs[name]
         print(f"{name:<17} {dt:7.3f} s  {n_bars * n / dt / 1e6:6.1f} M bar-symbols/s  "
               f"{dt / n_bars * 1e9:6.0f} ns/bar  ({len(out.fills):,} fills, "
-              f"final equity {out.account[enums.OUT_EQUITY, -1]:,.0f})")
+              f"final equity {out.account[enums.Out.EQUITY, -1]:,.0f})")
     for name in callbacks:
         same = np.array_equal(outputs[name].account, outputs["targets"].account)
         print(f"{name} / targets: {seconds[name] / seconds['targets']:.2f}x time; per-bar "

@@ -23,10 +23,11 @@ from numba import njit
 from backtester.data import embedded_data_dir, load_market
 from backtester.data.market import Market
 from backtester.strategy import (
-    SYM_LEVERAGE,
     Callback,
+    Mode,
     Plan,
     StrategyDef,
+    Sym,
     add_margin,
     available_balance,
     equity,
@@ -37,8 +38,6 @@ from backtester.strategy import (
     position,
     position_margin,
 )
-
-ISOLATED_MODE = 1  # engine.enums.ISOLATED, as a plain number inside the callback
 
 
 def spot_symbol(symbol: str) -> str:
@@ -132,13 +131,13 @@ def carry_callback(t, ctx, orders, params):
             order_target(orders, perp, 0.0)
             return True
         return False
-    units = params[ALLOCATION] * equity(ctx, t) / (ps + pp / ctx.sym[SYM_LEVERAGE, perp])
+    units = params[ALLOCATION] * equity(ctx, t) / (ps + pp / ctx.sym[Sym.LEVERAGE, perp])
     if not holding:
         order_target(orders, spot, units)
         order_target(orders, perp, -units)
         return True
     if qp < 0.0 and liquidation_distance(ctx, perp) < params[MIN_DISTANCE]:
-        if ctx.mode[perp] == ISOLATED_MODE:
+        if ctx.mode[perp] == Mode.ISOLATED:
             # a short is liquidated above the mark: the margin that moves that topup_to above
             target_price = mark_price(ctx, perp) * (1.0 + params[TOPUP_TO])
             need = isolated_margin_for(ctx, perp, target_price) - position_margin(ctx, perp)

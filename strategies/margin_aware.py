@@ -27,6 +27,7 @@ from numba import njit
 from backtester.data.market import Market
 from backtester.strategy import (
     Callback,
+    Mode,
     Plan,
     StrategyDef,
     add_margin,
@@ -41,7 +42,6 @@ from backtester.strategy import (
     position_margin,
 )
 
-CROSS_MODE, ISOLATED_MODE = 0, 1  # engine.enums codes, as plain numbers in the callback
 EVERY, DELEVERAGE_AT, CUT, COOLDOWN, TOPUP_BELOW, TOPUP_TO = range(6)  # params[...]
 BOOK = 6  # params[BOOK + i]: symbol i's target, a signed fraction of equity (0: not traded)
 LAST_CUT = 0  # memory[LAST_CUT] = 1 + the bar of the last cut (0: none yet)
@@ -64,7 +64,7 @@ def margin_aware_callback(t, ctx, orders, params):
     budget = 0.95 * available_balance(ctx)  # keep a little for fees and the open's moves
     for i in range(n):
         q = position(ctx, i)
-        if q == 0.0 or ctx.mode[i] != ISOLATED_MODE:
+        if q == 0.0 or ctx.mode[i] != Mode.ISOLATED:
             continue
         if liquidation_distance(ctx, i) < params[TOPUP_BELOW]:
             side = 1.0 if q > 0.0 else -1.0
@@ -78,7 +78,7 @@ def margin_aware_callback(t, ctx, orders, params):
             acted = True
     if margin_ratio(ctx, t) > params[DELEVERAGE_AT]:
         for i in range(n):
-            if position(ctx, i) != 0.0 and ctx.mode[i] == CROSS_MODE:
+            if position(ctx, i) != 0.0 and ctx.mode[i] == Mode.CROSS:
                 cut_position(t, ctx, orders, i, params[CUT])
         return True
     every = int(params[EVERY])

@@ -19,9 +19,9 @@ from numba import njit
 
 from backtester import run
 from backtester.strategy import (
-    CROSS,
-    ISOLATED,
     Callback,
+    Mode,
+    State,
     StrategyError,
     add_margin,
     isolated_margin_for,
@@ -50,7 +50,7 @@ def replay(t, ctx, orders, params):
 
 @njit
 def script(t, ctx, orders, params):
-    """Orders from a script: ``series[f, t, i]`` for field f of ``engine.enums.O_*``."""
+    """Orders from a script: ``series[f, t, i]`` for field f of ``engine.enums.Order.*``."""
     wrote = False
     for f in range(ctx.series.shape[0]):
         for i in range(ctx.close.shape[1]):
@@ -144,14 +144,14 @@ def test_mode_switch_is_refused_while_open_and_done_once_flat():
     # order -> reductions fill first, so the switch is allowed. Bar 3 decides: buy 10 again,
     # now isolated: margin 10 * 100 / 10 = 100 moves into the position.
     m = market(["X"], [(100,) * 4] * 6)
-    steps = {(0, 0, 0): 10.0, (1, 4, 0): ISOLATED, (2, 0, 0): 0.0, (2, 4, 0): ISOLATED,
+    steps = {(0, 0, 0): 10.0, (1, 4, 0): Mode.ISOLATED, (2, 0, 0): 0.0, (2, 4, 0): Mode.ISOLATED,
              (3, 0, 0): 10.0}
     r = run(m, scripted(6, 1, steps), leverage=10, **flat())
     rej = r.rejections
     assert rej["reason"].tolist() == ["mode_switch_with_open_position"]
     assert rej["bar"].tolist() == [2]  # decided at close 1, refused at open 2
-    assert r.output.mode.tolist() == [ISOLATED]
-    assert r.margin_mode.tolist() == [CROSS]  # the Result keeps the modes of the start
+    assert r.output.mode.tolist() == [Mode.ISOLATED]
+    assert r.margin_mode.tolist() == [Mode.CROSS]  # the Result keeps the modes of the start
     assert r.fills["qty"].tolist() == [10.0, -10.0, 10.0]
     assert r.account["isolated_margin"].tolist() == [0, 0, 0, 0, 100.0, 100.0]
     assert r.account["wallet_balance"].iloc[-1] == pytest.approx(10_000 - 100)
@@ -163,13 +163,13 @@ def test_a_hedge_legs_mode_switches_with_its_partner_only_when_both_are_flat():
     # long leg and switch it -> refused (the short leg is still open). Bar 3: close the short
     # leg and switch it -> both legs become isolated (the venue sets the mode per symbol).
     m = market(["X"], [(100,) * 4] * 6)
-    steps = {(0, 0, 0): 10.0, (0, 0, 1): -5.0, (1, 4, 0): ISOLATED, (2, 0, 0): 0.0,
-             (2, 4, 0): ISOLATED, (3, 0, 1): 0.0, (3, 4, 1): ISOLATED}
+    steps = {(0, 0, 0): 10.0, (0, 0, 1): -5.0, (1, 4, 0): Mode.ISOLATED, (2, 0, 0): 0.0,
+             (2, 4, 0): Mode.ISOLATED, (3, 0, 1): 0.0, (3, 4, 1): Mode.ISOLATED}
     r = run(m, scripted(6, 2, steps), leverage=10, position_mode="hedge", **flat())
     rej = r.rejections
     assert rej["reason"].tolist() == ["mode_switch_with_open_position"] * 2
     assert rej["symbol"].tolist() == ["X.long", "X.long"]
-    assert r.output.mode.tolist() == [ISOLATED, ISOLATED]
+    assert r.output.mode.tolist() == [Mode.ISOLATED, Mode.ISOLATED]
     assert r.fills["qty"].tolist() == [10.0, -5.0, -10.0, 5.0]
 
 
@@ -178,7 +178,7 @@ def test_isolated_after_a_switch_liquidates_alone_at_the_isolated_price():
     # LP = (30,000 - 3,000) / (1 - 0.005) = 27,135.68; the drop to 26,000 liquidates it,
     # and the loss stops at the margin (no liquidation fee): wallet 7,000 + MM at LP.
     bars = [(30000,) * 4] * 3 + [(30000, 30000, 26000, 26000)]
-    steps = {(0, 4, 0): ISOLATED, (1, 0, 0): 1.0}
+    steps = {(0, 4, 0): Mode.ISOLATED, (1, 0, 0): 1.0}
     r = run(market(["BTC"], bars), scripted(4, 1, steps), leverage=10, **flat())
     lp = 27000 / 0.995
     assert r.liquidations["price"].iloc[0] == pytest.approx(lp)
@@ -263,7 +263,8 @@ def top_up_to(t, ctx, orders, params):
         order_target(orders, 0, 1.0)
         return True
     if t == 1:
-        add_margin(orders, 0, isolated_margin_for(ctx, 0, params[0]) - ctx.state[2, 0])
+        held = ctx.state[State.ISO_MARGIN, 0]
+        add_margin(orders, 0, isolated_margin_for(ctx, 0, params[0]) - held)
         return True
     ctx.memory[0] = liquidation_price(ctx, 0)
     return False
@@ -363,7 +364,7 @@ def test_spot_symbols_take_no_margin_mode_or_leverage():
 
 
 def test_a_callback_cannot_re_lever_or_switch_a_spot_holding():
-    steps = {(0, 3, 0): 2.0, (0, 4, 0): CROSS, (0, 2, 0): 10.0}
+    steps = {(0, 3, 0): 2.0, (0, 4, 0): Mode.CROSS, (0, 2, 0): 10.0}
     r = run(market(["S"], [(100,) * 4] * 2), scripted(2, 1, steps), instruments={"S": "spot"},
             **flat())
     assert sorted(r.rejections["reason"]) == ["invalid_order", "invalid_order",
@@ -427,7 +428,7 @@ def test_callback_and_margin_helpers_compile_for_the_context():
     def everything(t, ctx, orders, params):
         if t == 0:
             set_leverage(orders, 0, 4.0)
-            set_margin_mode(orders, 0, ISOLATED)
+            set_margin_mode(orders, 0, Mode.ISOLATED)
             order_target(orders, 0, 10.0)
             return True
         if t == 1:

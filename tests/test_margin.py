@@ -102,10 +102,10 @@ def layout(table):
     bracket rule with no fee in the margin, with the PUBLISHED cums."""
     floors, caps, mmrs, cums, n = arrays(table)
     tiers = np.zeros((enums.N_TIER_FIELDS, 1, n))
-    tiers[enums.TIER_FLOOR, 0], tiers[enums.TIER_CAP, 0] = floors, caps
-    tiers[enums.TIER_MMR, 0], tiers[enums.TIER_CUM, 0] = mmrs, cums
+    tiers[enums.TierField.FLOOR, 0], tiers[enums.TierField.CAP, 0] = floors, caps
+    tiers[enums.TierField.MMR, 0], tiers[enums.TierField.CUM, 0] = mmrs, cums
     sym = np.zeros((enums.N_SYMBOL_FIELDS, 1))
-    sym[enums.SYM_MM_RULE] = enums.MM_BRACKET
+    sym[enums.Sym.MM_RULE] = enums.MM.BRACKET
     return sym, tiers, np.array([n], dtype=np.int64)
 
 

@@ -76,7 +76,7 @@ def kernel_columns(venue, symbols, at, leverages):
     """``(sym, tiers, n_tiers)`` as the kernel receives them (``prepare``'s packing)."""
     a = venue.arrays(symbols, at)
     sym = a.rules.copy()
-    sym[enums.SYM_LEVERAGE] = leverages
+    sym[enums.Sym.LEVERAGE] = leverages
     return sym, pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage), a.n_tiers.copy()
 
 
@@ -95,14 +95,14 @@ def positions(draw, cases, n=1):
     for symbol in symbols[:n]:
         sym, tiers, n_tiers = kernel_columns(venue, [symbol], at, [1.0])
         k = draw(st.integers(0, min(int(n_tiers[0]), 6) - 1))
-        floor = tiers[enums.TIER_FLOOR, 0, k]
-        cap = tiers[enums.TIER_CAP, 0, k]
+        floor = tiers[enums.TierField.FLOOR, 0, k]
+        cap = tiers[enums.TierField.CAP, 0, k]
         cap = cap if math.isfinite(cap) else 2.0 * floor + 1e6
         key = floor + (cap - floor) * draw(st.floats(0.01, 1.0))
         entry = 10.0 ** draw(st.floats(-2.0, 5.0))
-        size = key if sym[enums.SYM_MM_RULE, 0] == enums.MM_BY_SIZE else key / entry
+        size = key if sym[enums.Sym.MM_RULE, 0] == enums.MM.BY_SIZE else key / entry
         side = draw(st.sampled_from((1.0, -1.0)))
-        leverage = draw(st.floats(1.0, float(tiers[enums.TIER_MAX_LEVERAGE, 0, k])))
+        leverage = draw(st.floats(1.0, float(tiers[enums.TierField.MAX_LEVERAGE, 0, k])))
         mark = entry * (1.0 + draw(st.floats(-0.3, 0.3)))
         rows.append((symbol, side * size, entry, mark, leverage))
     return venue, at, rows
@@ -190,33 +190,33 @@ def cross_book(venue, at, rows, wallet, collateral):
     qty = [r[1] for r in rows]
     entry = [r[2] for r in rows]
     mark = [r[3] for r in rows]
-    mode = [enums.CROSS] * len(rows)
+    mode = [enums.Mode.CROSS] * len(rows)
     for currency, (coins, price) in collateral.items():
         table = venue.discount_tiers(currency, at)
         floors, caps, rates, k = table.arrays()
         width = max(tiers.shape[2], k)
         tiers = np.pad(tiers, ((0, 0), (0, 0), (0, width - tiers.shape[2])), mode="edge")
         column = np.zeros((enums.N_TIER_FIELDS, 1, width))
-        column[enums.TIER_FLOOR, 0] = np.pad(floors, (0, width - k), constant_values=np.inf)
-        column[enums.TIER_CAP, 0] = np.pad(caps, (0, width - k), constant_values=np.inf)
-        column[enums.TIER_MMR, 0] = np.pad(rates, (0, width - k))
-        column[enums.TIER_MAX_LEVERAGE, 0] = 1.0
+        column[enums.TierField.FLOOR, 0] = np.pad(floors, (0, width - k), constant_values=np.inf)
+        column[enums.TierField.CAP, 0] = np.pad(caps, (0, width - k), constant_values=np.inf)
+        column[enums.TierField.MMR, 0] = np.pad(rates, (0, width - k))
+        column[enums.TierField.MAX_LEVERAGE, 0] = 1.0
         tiers = np.concatenate([tiers, column], axis=1)
         n_tiers = np.append(n_tiers, k)
         rows_c = default_symbol_rules(1)
-        rows_c[enums.SYM_LEVERAGE] = 1.0
-        rows_c[enums.SYM_DISCOUNT_IN_COIN] = 1.0 if table.unit == "coin" else 0.0
+        rows_c[enums.Sym.LEVERAGE] = 1.0
+        rows_c[enums.Sym.DISCOUNT_IN_COIN] = 1.0 if table.unit == "coin" else 0.0
         sym = np.concatenate([sym, rows_c], axis=1)
         qty, entry, mark = qty + [coins], entry + [price], mark + [price]
-        mode.append(enums.COLLATERAL)
+        mode.append(enums.Mode.COLLATERAL)
     n = len(qty)
     state = np.zeros((enums.N_STATE, n))
-    state[enums.S_QTY], state[enums.S_ENTRY], state[enums.S_MARK] = qty, entry, mark
-    state[enums.S_ISO_MARGIN] = np.where(np.array(mode) == enums.COLLATERAL,
-                                         np.array(qty) * np.array(entry), 0.0)
-    state[enums.S_LIQ_PX] = np.nan
+    state[enums.State.QTY], state[enums.State.ENTRY], state[enums.State.MARK] = qty, entry, mark
+    state[enums.State.ISO_MARGIN] = np.where(np.array(mode) == enums.Mode.COLLATERAL,
+                                             np.array(qty) * np.array(entry), 0.0)
+    state[enums.State.LIQ_PX] = np.nan
     balance = np.zeros(enums.N_ACCOUNT)
-    balance[enums.A_WALLET] = wallet
+    balance[enums.Account.WALLET] = wallet
     return enums.Book(state, np.zeros(n, dtype=np.int64), balance,
                       np.array(mode, dtype=np.int64), np.ascontiguousarray(sym),
                       np.ascontiguousarray(tiers), n_tiers.astype(np.int64),
@@ -232,14 +232,14 @@ def check_cross(case, wallet_share, collateral=None):
     account_now = cross_liquidation_prices(
         [r[:4] for r in rows], wallet, venue=venue, at=at,
         leverage={r[0]: r[4] for r in rows}, collateral=collateral)
-    marks = book.state[enums.S_MARK].copy()
+    marks = book.state[enums.State.MARK].copy()
     for i, (symbol, _qty, entry, _mark, _lev) in enumerate(rows):
         kernel = account.position_liquidation_price(i, book)
         check_same_price(account_now.positions.loc[symbol, "liquidation_price"], kernel, entry)
         if kernel > 0.0:
             prices = marks.copy()
             prices[i] = kernel
-            scale = abs(wallet) + np.abs(book.state[enums.S_QTY] * prices).sum()
+            scale = abs(wallet) + np.abs(book.state[enums.State.QTY] * prices).sum()
             assert abs(account.cross_trigger_value(book, prices)) <= TOLERANCE * scale
 
 

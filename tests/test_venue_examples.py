@@ -278,8 +278,8 @@ def test_okx_partial_liquidation_targets():
     c = columns("okx_swap", "XUSDT", None, spec=legacy, partial_liquidation="to_tier_1")
     assert partial(c, 15_000.0, 1.0) == 2_000.0
     # okx_swap's own rule: two tiers down
-    assert columns("okx_swap", "CHZUSDT", None).sym[enums.SYM_PARTIAL, 0] == (
-        enums.PARTIAL_TWO_TIERS)
+    assert columns("okx_swap", "CHZUSDT", None).sym[enums.Sym.PARTIAL, 0] == (
+        enums.Partial.TWO_TIERS)
 
 
 def test_portfolio_margin_scaling_of_the_liquidation_cost_term():

@@ -9,10 +9,10 @@ definitions are DESIGN.md §3's:
 - available balance ``MB - sum(IM_i, cross)``
 - equity ``WB + sum(M_i, isolated) + sum(U_i, all)``
 
-A spot holding (mode ``SPOT``) is kept like an isolated position at 1x: its cost
-``q * E`` sits in ``S_ISO_MARGIN`` (so equity is ``WB + q * P`` for it), it is
+A spot holding (mode ``Mode.SPOT``) is kept like an isolated position at 1x: its cost
+``q * E`` sits in ``State.ISO_MARGIN`` (so equity is ``WB + q * P`` for it), it is
 left out of every cross sum and of the liquidation checks, and it pays no funding.
-A ``COLLATERAL`` holding is kept the same way and counts in the cross margin
+A ``Mode.COLLATERAL`` holding is kept the same way and counts in the cross margin
 balance at its discounted value. A position's own rules are in ``engine.rules``.
 """
 
@@ -22,23 +22,13 @@ import numpy as np
 from numba import njit
 
 from .enums import (
-    A_EQUITY_PREV,
-    A_WALLET,
-    COLLATERAL,
-    CROSS,
-    ISOLATED,
     N_ACCOUNT,
     N_STATE,
-    S_ENTRY,
-    S_ISO_MARGIN,
-    S_LAST_CLOSE,
-    S_LIQ_PX,
-    S_MARK,
-    S_QTY,
-    SPOT,
-    SYM_LEVERAGE,
-    SYM_PARTNER,
+    Account,
     Book,
+    Mode,
+    State,
+    Sym,
 )
 from .rules import (
     collateral_value,
@@ -60,16 +50,16 @@ def available_balance(book):
     """Balance free for new orders, ``MB - sum(IM_i, cross)``, at the current marks (MB with
     the discounted value of collateral holdings, under multi-currency margin)."""
     state, mode, sym = book.state, book.mode, book.sym
-    total = book.account[A_WALLET]
+    total = book.account[Account.WALLET]
     for i in range(state.shape[1]):
-        q = state[S_QTY, i]
-        if q != 0.0 and mode[i] == CROSS:
-            entry = state[S_ENTRY, i]
-            mark = state[S_MARK, i]
+        q = state[State.QTY, i]
+        if q != 0.0 and mode[i] == Mode.CROSS:
+            entry = state[State.ENTRY, i]
+            mark = state[State.MARK, i]
             total += q * (mark - entry) - initial_margin(i, q, entry, mark, sym)
-        elif q > 0.0 and mode[i] == COLLATERAL:
+        elif q > 0.0 and mode[i] == Mode.COLLATERAL:
             # multi-currency margin: the holding's discounted value backs new orders
-            total += collateral_value(i, q, state[S_MARK, i], sym, book.tiers, book.n_tiers)
+            total += collateral_value(i, q, state[State.MARK, i], sym, book.tiers, book.n_tiers)
     return total
 
 
@@ -77,12 +67,12 @@ def available_balance(book):
 def account_equity(book, prices):
     """Equity ``WB + sum(M_i, isolated) + sum(U_i, all)`` with every column at ``prices``."""
     state = book.state
-    total = book.account[A_WALLET]
+    total = book.account[Account.WALLET]
     for i in range(state.shape[1]):
-        total += state[S_ISO_MARGIN, i]
-        q = state[S_QTY, i]
+        total += state[State.ISO_MARGIN, i]
+        q = state[State.QTY, i]
         if q != 0.0:
-            total += q * (prices[i] - state[S_ENTRY, i])
+            total += q * (prices[i] - state[State.ENTRY, i])
     return total
 
 
@@ -90,14 +80,14 @@ def account_equity(book, prices):
 def cross_trigger_value(book, prices):
     """``MB - sum(MM_i)`` of the cross account at ``prices``: liquidation when <= 0."""
     state, mode, sym = book.state, book.mode, book.sym
-    total = book.account[A_WALLET]
+    total = book.account[Account.WALLET]
     for i in range(state.shape[1]):
-        q = state[S_QTY, i]
-        if q != 0.0 and mode[i] == CROSS:
-            entry = state[S_ENTRY, i]
+        q = state[State.QTY, i]
+        if q != 0.0 and mode[i] == Mode.CROSS:
+            entry = state[State.ENTRY, i]
             total += q * (prices[i] - entry) - maintenance_margin(
                 i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
-        elif q > 0.0 and mode[i] == COLLATERAL:
+        elif q > 0.0 and mode[i] == Mode.COLLATERAL:
             total += collateral_value(i, q, prices[i], sym, book.tiers, book.n_tiers)
     return total
 
@@ -107,11 +97,11 @@ def cross_level_value(book, prices, level):
     """``MB - level * sum(used_i)`` of the cross account at ``prices`` (spot margin): <= 0 when
     the margin level (equity / used margin) is at or below ``level``."""
     state, mode, sym = book.state, book.mode, book.sym
-    total = book.account[A_WALLET]
+    total = book.account[Account.WALLET]
     for i in range(state.shape[1]):
-        q = state[S_QTY, i]
-        if q != 0.0 and mode[i] == CROSS:
-            entry = state[S_ENTRY, i]
+        q = state[State.QTY, i]
+        if q != 0.0 and mode[i] == Mode.CROSS:
+            entry = state[State.ENTRY, i]
             total += q * (prices[i] - entry) - level * used_margin(i, q, entry, prices[i], sym)
     return total
 
@@ -120,12 +110,12 @@ def cross_level_value(book, prices, level):
 def margin_level(book, prices):
     """Kraken's margin level ``equity / used margin`` of the cross account (inf: none used)."""
     state, mode, sym = book.state, book.mode, book.sym
-    equity = book.account[A_WALLET]
+    equity = book.account[Account.WALLET]
     used = 0.0
     for i in range(state.shape[1]):
-        q = state[S_QTY, i]
-        if q != 0.0 and mode[i] == CROSS:
-            entry = state[S_ENTRY, i]
+        q = state[State.QTY, i]
+        if q != 0.0 and mode[i] == Mode.CROSS:
+            entry = state[State.ENTRY, i]
             equity += q * (prices[i] - entry)
             used += used_margin(i, q, entry, prices[i], sym)
     if used <= 0.0:
@@ -137,7 +127,7 @@ def margin_level(book, prices):
 def has_cross_position(book):
     state, mode = book.state, book.mode
     for i in range(state.shape[1]):
-        if state[S_QTY, i] != 0.0 and mode[i] == CROSS:
+        if state[State.QTY, i] != 0.0 and mode[i] == Mode.CROSS:
             return True
     return False
 
@@ -149,12 +139,13 @@ def has_cross_position(book):
 def refresh_liq_price(i, book):
     """Recompute the cached liquidation price of column i (NaN unless isolated and open)."""
     state = book.state
-    q = state[S_QTY, i]
-    if q == 0.0 or book.mode[i] != ISOLATED:
-        state[S_LIQ_PX, i] = np.nan
+    q = state[State.QTY, i]
+    if q == 0.0 or book.mode[i] != Mode.ISOLATED:
+        state[State.LIQ_PX, i] = np.nan
         return
-    state[S_LIQ_PX, i] = solve_liquidation_price(i, q, state[S_ENTRY, i], state[S_ISO_MARGIN, i],
-                                                 book.sym, book.tiers, book.n_tiers)
+    state[State.LIQ_PX, i] = solve_liquidation_price(i, q, state[State.ENTRY, i],
+                                                     state[State.ISO_MARGIN, i],
+                                                     book.sym, book.tiers, book.n_tiers)
 
 
 @njit(cache=True, _nrt=False)
@@ -166,17 +157,17 @@ def cross_totals(book, mm_row):
     maint = 0.0
     upnl = 0.0
     for i in range(state.shape[1]):
-        q = state[S_QTY, i]
-        if q != 0.0 and mode[i] == CROSS:
-            entry = state[S_ENTRY, i]
-            mm = maintenance_margin(i, q, entry, state[S_MARK, i], sym, book.tiers,
+        q = state[State.QTY, i]
+        if q != 0.0 and mode[i] == Mode.CROSS:
+            entry = state[State.ENTRY, i]
+            mm = maintenance_margin(i, q, entry, state[State.MARK, i], sym, book.tiers,
                                     book.n_tiers)
             if mm_row.shape[0]:
                 mm_row[i] = mm
             maint += mm
-            upnl += q * (state[S_MARK, i] - entry)
-        elif q > 0.0 and mode[i] == COLLATERAL:
-            upnl += collateral_value(i, q, state[S_MARK, i], sym, book.tiers, book.n_tiers)
+            upnl += q * (state[State.MARK, i] - entry)
+        elif q > 0.0 and mode[i] == Mode.COLLATERAL:
+            upnl += collateral_value(i, q, state[State.MARK, i], sym, book.tiers, book.n_tiers)
     return maint, upnl
 
 
@@ -191,23 +182,23 @@ def liquidation_price_given(i, own_mm, total_mm, total_upnl, book):
     spot or collateral holding (never liquidated).
     """
     state, mode, sym = book.state, book.mode, book.sym
-    q = state[S_QTY, i]
-    if q == 0.0 or mode[i] >= SPOT:
+    q = state[State.QTY, i]
+    if q == 0.0 or mode[i] >= Mode.SPOT:
         return np.nan
-    if mode[i] == ISOLATED:
-        return state[S_LIQ_PX, i]
-    entry = state[S_ENTRY, i]
-    own_u = q * (state[S_MARK, i] - entry)
-    partner = int(sym[SYM_PARTNER, i])
-    if partner >= 0 and mode[partner] == CROSS and state[S_QTY, partner] != 0.0:
-        qp = state[S_QTY, partner]
-        ep = state[S_ENTRY, partner]
-        own_mm += maintenance_margin(partner, qp, ep, state[S_MARK, partner], sym, book.tiers,
+    if mode[i] == Mode.ISOLATED:
+        return state[State.LIQ_PX, i]
+    entry = state[State.ENTRY, i]
+    own_u = q * (state[State.MARK, i] - entry)
+    partner = int(sym[Sym.PARTNER, i])
+    if partner >= 0 and mode[partner] == Mode.CROSS and state[State.QTY, partner] != 0.0:
+        qp = state[State.QTY, partner]
+        ep = state[State.ENTRY, partner]
+        own_mm += maintenance_margin(partner, qp, ep, state[State.MARK, partner], sym, book.tiers,
                                      book.n_tiers)
-        own_u += qp * (state[S_MARK, partner] - ep)
-        collateral = book.account[A_WALLET] - (total_mm - own_mm) + (total_upnl - own_u)
+        own_u += qp * (state[State.MARK, partner] - ep)
+        collateral = book.account[Account.WALLET] - (total_mm - own_mm) + (total_upnl - own_u)
         return legs_liquidation_price(i, partner, collateral, book)
-    collateral = book.account[A_WALLET] - (total_mm - own_mm) + (total_upnl - own_u)
+    collateral = book.account[Account.WALLET] - (total_mm - own_mm) + (total_upnl - own_u)
     return solve_liquidation_price(i, q, entry, collateral, sym, book.tiers, book.n_tiers)
 
 
@@ -216,10 +207,10 @@ def position_liquidation_price(i, book):
     """Mark price at which column i's position is liquidated, everything else fixed."""
     total_mm, total_upnl = cross_totals(book, book.account[:0])  # the totals alone
     state = book.state
-    q = state[S_QTY, i]
+    q = state[State.QTY, i]
     own_mm = 0.0
-    if q != 0.0 and book.mode[i] == CROSS:
-        own_mm = maintenance_margin(i, q, state[S_ENTRY, i], state[S_MARK, i], book.sym,
+    if q != 0.0 and book.mode[i] == Mode.CROSS:
+        own_mm = maintenance_margin(i, q, state[State.ENTRY, i], state[State.MARK, i], book.sym,
                                     book.tiers, book.n_tiers)
     return liquidation_price_given(i, own_mm, total_mm, total_upnl, book)
 
@@ -230,9 +221,9 @@ def legs_trigger_value(i, j, collateral, price, book):
     state = book.state
     total = collateral
     for leg in (i, j):
-        q = state[S_QTY, leg]
+        q = state[State.QTY, leg]
         if q != 0.0:
-            entry = state[S_ENTRY, leg]
+            entry = state[State.ENTRY, leg]
             total += q * (price - entry) - maintenance_margin(leg, q, entry, price, book.sym,
                                                              book.tiers, book.n_tiers)
     return total
@@ -247,7 +238,7 @@ def legs_liquidation_price(i, j, collateral, book):
     legs nearly offset, so it may have a root below the mark and one above: the one
     nearer the mark is where the account goes first. NaN when neither exists.
     """
-    mark = book.state[S_MARK, i]
+    mark = book.state[State.MARK, i]
     if not mark > 0.0:
         return np.nan
     if legs_trigger_value(i, j, collateral, mark, book) <= 0.0:
@@ -296,23 +287,23 @@ def reduce_position(i, close_qty, price, fee_rate, book):
     notional) is paid from it.
     """
     state, account = book.state, book.account
-    q = state[S_QTY, i]
-    realized = -close_qty * (price - state[S_ENTRY, i])
+    q = state[State.QTY, i]
+    realized = -close_qty * (price - state[State.ENTRY, i])
     fee = abs(close_qty) * price * fee_rate
-    if book.mode[i] != CROSS:
-        released = state[S_ISO_MARGIN, i] * abs(close_qty) / abs(q)
-        state[S_ISO_MARGIN, i] -= released
-        account[A_WALLET] += released
-    account[A_WALLET] += realized - fee
+    if book.mode[i] != Mode.CROSS:
+        released = state[State.ISO_MARGIN, i] * abs(close_qty) / abs(q)
+        state[State.ISO_MARGIN, i] -= released
+        account[Account.WALLET] += released
+    account[Account.WALLET] += realized - fee
     q += close_qty
     if abs(q) <= 1e-12 * abs(close_qty):
         q = 0.0
-    state[S_QTY, i] = q
+    state[State.QTY, i] = q
     if q == 0.0:
-        state[S_ENTRY, i] = 0.0
+        state[State.ENTRY, i] = 0.0
         # rounding dust of the released margin goes back to the wallet
-        account[A_WALLET] += state[S_ISO_MARGIN, i]
-        state[S_ISO_MARGIN, i] = 0.0
+        account[Account.WALLET] += state[State.ISO_MARGIN, i]
+        state[State.ISO_MARGIN, i] = 0.0
     return realized, fee
 
 
@@ -327,15 +318,15 @@ def increase_position(i, open_qty, price, fee_rate, book):
     """
     state, account = book.state, book.account
     fee = abs(open_qty) * price * fee_rate
-    old = abs(state[S_QTY, i])
+    old = abs(state[State.QTY, i])
     add = abs(open_qty)
-    state[S_ENTRY, i] = (old * state[S_ENTRY, i] + add * price) / (old + add)
-    state[S_QTY, i] += open_qty
-    if book.mode[i] != CROSS:
+    state[State.ENTRY, i] = (old * state[State.ENTRY, i] + add * price) / (old + add)
+    state[State.QTY, i] += open_qty
+    if book.mode[i] != Mode.CROSS:
         im = isolated_margin_to_open(i, open_qty, price, book.sym)
-        state[S_ISO_MARGIN, i] += im
-        account[A_WALLET] -= im
-    account[A_WALLET] -= fee
+        state[State.ISO_MARGIN, i] += im
+        account[Account.WALLET] -= im
+    account[Account.WALLET] -= fee
     return fee
 
 
@@ -345,8 +336,8 @@ def pay_isolated_funding(i, payment, book):
     wallet, in the bar loop), split between the wallet and its own margin by the venue's
     rule (``rules.isolated_funding_split``); the liquidation price is recomputed."""
     from_wallet = isolated_funding_split(i, payment, available_balance(book), book.sym)
-    book.account[A_WALLET] -= from_wallet
-    book.state[S_ISO_MARGIN, i] -= payment - from_wallet
+    book.account[Account.WALLET] -= from_wallet
+    book.state[State.ISO_MARGIN, i] -= payment - from_wallet
     refresh_liq_price(i, book)  # the margin moved: so did the liquidation price
 
 
@@ -356,10 +347,10 @@ def removable_margin(i, book):
     the mark, counting an unrealized loss but not a profit (Binance's rule for margin
     removal: the position keeps ``|q| * mark / lev`` plus its loss)."""
     state = book.state
-    q = state[S_QTY, i]
-    mark = state[S_MARK, i]
-    upnl = q * (mark - state[S_ENTRY, i])
-    free = state[S_ISO_MARGIN, i] + min(upnl, 0.0) - abs(q) * mark / book.sym[SYM_LEVERAGE, i]
+    q = state[State.QTY, i]
+    mark = state[State.MARK, i]
+    upnl = q * (mark - state[State.ENTRY, i])
+    free = state[State.ISO_MARGIN, i] + min(upnl, 0.0) - abs(q) * mark / book.sym[Sym.LEVERAGE, i]
     return max(free, 0.0)
 
 
@@ -372,7 +363,7 @@ def open_account(initial_balance, mode, sym, versions, holdings, mark_open):
     returns ``(book, initial equity)``.
 
     ``mode`` (N,) and ``sym`` (N_SYMBOL_FIELDS, N) are the run's own (a callback may
-    change them). ``holdings`` (N,): coins held at the start in the ``COLLATERAL``
+    change them). ``holdings`` (N,): coins held at the start in the ``Mode.COLLATERAL``
     columns (multi-currency margin), each valued from its first mark and deposited on
     top of the balance (the initial equity counts them); a column without a mark
     cannot be valued (the caller checks).
@@ -380,28 +371,28 @@ def open_account(initial_balance, mode, sym, versions, holdings, mark_open):
     n = mode.shape[0]
     state = np.zeros((N_STATE, n))
     for i in range(n):
-        state[S_LIQ_PX, i] = np.nan
-        state[S_MARK, i] = np.nan
-        state[S_LAST_CLOSE, i] = np.nan
+        state[State.LIQ_PX, i] = np.nan
+        state[State.MARK, i] = np.nan
+        state[State.LAST_CLOSE, i] = np.nan
     account = np.zeros(N_ACCOUNT)
-    account[A_WALLET] = initial_balance
-    account[A_EQUITY_PREV] = initial_balance
+    account[Account.WALLET] = initial_balance
+    account[Account.EQUITY_PREV] = initial_balance
     book = Book(state, np.zeros(n, dtype=np.int64), account, mode, sym,
                 versions.tiers[0].copy(), versions.n_tiers[0].copy(), versions.rules[0].copy())
     equity = initial_balance
     for i in range(n):
         amount = holdings[i]
-        if amount > 0.0 and mode[i] == COLLATERAL:
+        if amount > 0.0 and mode[i] == Mode.COLLATERAL:
             first = np.nan
             for t in range(mark_open.shape[0]):
                 if mark_open[t, i] == mark_open[t, i]:
                     first = mark_open[t, i]
                     break
-            state[S_QTY, i] = amount
-            state[S_ENTRY, i] = first
-            state[S_ISO_MARGIN, i] = amount * first
-            state[S_MARK, i] = first
-            account[A_EQUITY_PREV] += amount * first
+            state[State.QTY, i] = amount
+            state[State.ENTRY, i] = first
+            state[State.ISO_MARGIN, i] = amount * first
+            state[State.MARK, i] = first
+            account[Account.EQUITY_PREV] += amount * first
             equity += amount * first
     return book, equity
 

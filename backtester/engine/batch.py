@@ -26,16 +26,11 @@ from numba import njit, prange
 
 from .account import open_account
 from .enums import (
-    C_EVENTS,
-    C_FILLS,
-    C_FUNDING,
-    C_LIQS,
-    C_REJECTS,
-    EVENT_MARGIN_CALL,
-    FILL_LIQUIDATION,
     N_OUT,
-    OUT_EQUITY,
-    OUT_MARGIN_RATIO,
+    Count,
+    EventKind,
+    FillReason,
+    Out,
     Outputs,
     Trading,
 )
@@ -84,7 +79,7 @@ N_METRICS = 16
 # the choices of each run, shape (R, N_RUN_FIELDS), codes as in ``enums`` stored as floats
 RUN_TARGETS = 0  # row of the targets stack the run trades
 RUN_TARGET_KIND = 1  # TARGET_* code
-RUN_FILL_AT = 2  # FILL_* code
+RUN_FILL_AT = 2  # FillAt.* code
 RUN_PATH = 3  # PATH_* code
 RUN_REDUCE_TO_FIT = 4  # 1.0 to cut orders to the available balance, 0.0 to reject them
 RUN_INITIAL_BALANCE = 5  # the deposit, quote currency
@@ -246,7 +241,7 @@ def record_metrics(records, values, row):
     fills, liqs, funding, account_events, counts = (records.fills, records.liqs,
                                                     records.funding, records.events,
                                                     records.counts)
-    n_liq = counts[C_LIQS]
+    n_liq = counts[Count.LIQS]
     row[M_LIQUIDATED_POSITIONS] = n_liq
     # event ids count up and the positions of one event are recorded together
     events = 0
@@ -264,23 +259,23 @@ def record_metrics(records, values, row):
         values[c] = liqs[c]["shortfall"]
     row[M_BANKRUPTCY_SHORTFALL] = pairwise_sum(values, 0, n_liq)
     n_fee = 0
-    for c in range(counts[C_FILLS]):
-        if fills[c]["reason"] != FILL_LIQUIDATION:
+    for c in range(counts[Count.FILLS]):
+        if fills[c]["reason"] != FillReason.LIQUIDATION:
             values[n_fee] = fills[c]["fee"]
             n_fee += 1
     row[M_FEES_PAID] = pairwise_sum(values, 0, n_fee)
     row[M_FILLS] = n_fee
-    for c in range(counts[C_FUNDING]):
+    for c in range(counts[Count.FUNDING]):
         values[c] = funding[c]["payment"]
-    row[M_FUNDING_PAID] = pairwise_sum(values, 0, counts[C_FUNDING])
+    row[M_FUNDING_PAID] = pairwise_sum(values, 0, counts[Count.FUNDING])
     n_fee = 0
-    for c in range(counts[C_EVENTS]):
-        if account_events[c]["kind"] != EVENT_MARGIN_CALL:
+    for c in range(counts[Count.EVENTS]):
+        if account_events[c]["kind"] != EventKind.MARGIN_CALL:
             values[n_fee] = account_events[c]["amount"]
             n_fee += 1
     row[M_BORROWING_FEES] = pairwise_sum(values, 0, n_fee)
-    row[M_MARGIN_CALLS] = counts[C_EVENTS] - n_fee
-    row[M_REJECTED_ORDERS] = counts[C_REJECTS]
+    row[M_MARGIN_CALLS] = counts[Count.EVENTS] - n_fee
+    row[M_REJECTED_ORDERS] = counts[Count.REJECTS]
 
 
 @njit(cache=True, _nrt=False)
@@ -305,10 +300,11 @@ def summarise(out, records, initial_equity, bars_per_year, values, row):
     when that is longer, else a new array is used).
     """
     n_bars = out.shape[1]
-    equity_metrics(out[OUT_EQUITY], n_bars, initial_equity, bars_per_year, values, row)
-    row[M_WORST_MARGIN_RATIO] = worst_margin_ratio(out[OUT_MARGIN_RATIO], n_bars)
+    equity_metrics(out[Out.EQUITY], n_bars, initial_equity, bars_per_year, values, row)
+    row[M_WORST_MARGIN_RATIO] = worst_margin_ratio(out[Out.MARGIN_RATIO], n_bars)
     counts = records.counts
-    largest = max(counts[C_FILLS], counts[C_LIQS], counts[C_FUNDING], counts[C_EVENTS])
+    largest = max(counts[Count.FILLS], counts[Count.LIQS], counts[Count.FUNDING],
+                  counts[Count.EVENTS])
     if largest > values.shape[0]:
         values = np.empty(largest)
     record_metrics(records, values, row)
@@ -337,7 +333,7 @@ def run_one(r, bars, versions, runs, bars_per_year, summary, equity, out, values
                          outputs)
     summarise(out, records, initial_equity, bars_per_year, values, summary[r])
     if equity.shape[0] > 0:
-        equity[r, :] = out[OUT_EQUITY]
+        equity[r, :] = out[Out.EQUITY]
     return records
 
 

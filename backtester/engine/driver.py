@@ -24,19 +24,14 @@ from numba.core.registry import CPUDispatcher
 
 from .account import open_account
 from .enums import (
-    A_BAR,
-    A_WALLET,
-    C_EVENTS,
-    C_FILLS,
-    C_FUNDING,
-    C_LIQS,
-    C_REJECTS,
     N_COUNTS,
     N_ORDER_FIELDS,
     N_OUT,
+    Account,
     BarContext,
     Bars,
     Book,
+    Count,
     Outputs,
     Records,
     Trading,
@@ -102,7 +97,7 @@ class KernelInputs:
 class KernelOutput:
     """What one kernel run produced (plain numpy)."""
 
-    account: np.ndarray  # (N_OUT, T) per-bar series, rows as enums.OUT_*
+    account: np.ndarray  # (N_OUT, T) per-bar series, rows as enums.Out.*
     fills: np.ndarray
     liquidations: np.ndarray
     funding: np.ndarray
@@ -110,7 +105,7 @@ class KernelOutput:
     events: np.ndarray  # enums.event_dt: borrowing fees, margin calls
     positions: np.ndarray | None  # (T, N) when recorded
     liquidation_prices: np.ndarray | None  # (T, N) when recorded
-    state: np.ndarray  # (N_STATE, N) final state, rows as enums.S_*
+    state: np.ndarray  # (N_STATE, N) final state, rows as enums.State.*
     wallet_balance: float
     mode: np.ndarray | None = None  # (N,) margin modes at the end (a callback may switch them)
     sym: np.ndarray | None = None  # (N_SYMBOL_FIELDS, N) at the end (a callback may re-lever)
@@ -195,19 +190,19 @@ def execute(inputs: KernelInputs) -> KernelOutput:
         if inputs.callback is None:
             raise
         # the kernel raises nothing itself: the strategy's code did, at this bar
-        raise CallbackError(int(book.account[A_BAR]), exc) from exc
+        raise CallbackError(int(book.account[Account.BAR]), exc) from exc
     counts = records.counts
     return KernelOutput(
         account=outputs.out,
-        fills=_used(records.fills, counts[C_FILLS]),
-        liquidations=_used(records.liqs, counts[C_LIQS]),
-        funding=_used(records.funding, counts[C_FUNDING]),
-        rejections=_used(records.rejects, counts[C_REJECTS]),
-        events=_used(records.events, counts[C_EVENTS]),
+        fills=_used(records.fills, counts[Count.FILLS]),
+        liquidations=_used(records.liqs, counts[Count.LIQS]),
+        funding=_used(records.funding, counts[Count.FUNDING]),
+        rejections=_used(records.rejects, counts[Count.REJECTS]),
+        events=_used(records.events, counts[Count.EVENTS]),
         positions=outputs.positions if inputs.record_positions else None,
         liquidation_prices=outputs.liq_prices if inputs.record_positions else None,
         state=book.state,
-        wallet_balance=float(book.account[A_WALLET]),
+        wallet_balance=float(book.account[Account.WALLET]),
         mode=book.mode,
         sym=book.sym,
         memory=extra[1].memory if extra else None,

@@ -11,69 +11,92 @@ from collections import namedtuple
 
 import numpy as np
 
-# --- margin mode of a symbol -------------------------------------------------
-CROSS = 0
-ISOLATED = 1
-# A spot holding is not margined at all: it is fully paid from the wallet (its cost sits
-# in the state row S_ISO_MARGIN, outside the cross pool, like an isolated margin at 1x),
-# pays no funding, is never liquidated and cannot be short. The kernel keeps it in the
-# per-symbol ``mode`` array so that every ``mode == CROSS`` / ``mode == ISOLATED`` test
-# leaves it out without a second per-symbol array; ``run(instruments=...)`` sets it.
-SPOT = 2
-# A holding of another currency that backs the cross account (OKX multi-currency margin):
-# kept like a spot holding (its cost in S_ISO_MARGIN, valued at its market column's mark),
-# it counts in the cross margin balance at its discounted value (the column's tier table
-# holds the discount tiers: TIER_FLOOR / TIER_CAP bounds, TIER_MMR the rate), is never
-# traded by orders and is sold only to repay a loan after a cross liquidation.
-COLLATERAL = 3
+
+def _codes(name: str, fields: list[str]):
+    """A named tuple of the codes 0, 1, 2... of ``fields``: ``Mode.CROSS``, ``Sym.MM_RULE``.
+
+    numba reads a global named tuple as constants, so compiled code indexes and compares
+    with the names at no cost, and one import brings a whole family of codes.
+    """
+    return namedtuple(name, fields)(*range(len(fields)))
+
+
+# --- margin mode of a column ----------------------------------------------------------------
+Mode = _codes("Mode", [
+    "CROSS",  # the whole balance backs it
+    "ISOLATED",  # backed by its own margin only
+    # A spot holding is not margined at all: it is fully paid from the wallet (its cost sits
+    # in the state row State.ISO_MARGIN, outside the cross pool, like an isolated margin at
+    # 1x), pays no funding, is never liquidated and cannot be short. The kernel keeps it in
+    # the per-column ``mode`` array so that every ``mode == Mode.CROSS`` / ``Mode.ISOLATED``
+    # test leaves it out without a second array; ``run(instruments=...)`` sets it.
+    "SPOT",
+    # A holding of another currency that backs the cross account (OKX multi-currency
+    # margin): kept like a spot holding (its cost in State.ISO_MARGIN, valued at its market
+    # column's mark), it counts in the cross margin balance at its discounted value (the
+    # column's tier table holds the discount tiers: TierField.FLOOR / CAP bounds, MMR the
+    # rate), is never traded by orders and is sold only to repay a loan after a cross
+    # liquidation.
+    "COLLATERAL",
+])
 MARGIN_MODE_NAMES = ("cross", "isolated", "spot", "collateral")
 INSTRUMENT_NAMES = ("perpetual", "spot")  # what ``run(instruments={symbol: kind})`` accepts
 # position mode of a symbol (Binance): one net position, or a long and a short leg side by
 # side (``run(position_mode=...)``; each leg is a column ``SYM.long`` / ``SYM.short``)
 POSITION_MODE_NAMES = ("one_way", "hedge")
 
-# --- how a target is expressed ---------------------------------------------------
-TARGET_UNITS = 0  # base units (coins / contracts x contract size), signed
-TARGET_NOTIONAL = 1  # quote notional, signed; converted at the decision price
-TARGET_EQUITY = 2  # fraction of account equity, signed; converted at the decision price
+# --- how a target is expressed ---------------------------------------------------------------
+TargetKind = _codes("TargetKind", [
+    "UNITS",  # base units (coins / contracts x contract size), signed
+    "NOTIONAL",  # quote notional, signed; converted at the decision price
+    "EQUITY",  # fraction of account equity, signed; converted at the decision price
+])
 TARGET_KIND_NAMES = ("units", "notional", "equity")
 
-# --- when orders fill ----------------------------------------------------------
-FILL_NEXT_OPEN = 0  # decided at close[t], filled at open[t+1] (default, realistic)
-FILL_CLOSE = 1  # decided and filled at close[t] (optimistic: no overnight risk)
+# --- when orders fill ------------------------------------------------------------------------
+FillAt = _codes("FillAt", [
+    "NEXT_OPEN",  # decided at close[t], filled at open[t+1] (default, realistic)
+    "CLOSE",  # decided and filled at close[t] (optimistic: no overnight risk)
+])
 FILL_AT_NAMES = ("open", "close")
 
-# --- the intrabar price path used for liquidation checks ---------------------------
-PATH_OHLC = 0  # open -> low -> high -> close (close >= open) else open -> high -> low -> close
-PATH_WORST = 1  # every position at its adverse extreme at the same moment (stress view)
-PATH_CLOSE = 2  # extremes ignored: prices move straight from open to close
+# --- the intrabar price path used for liquidation checks ---------------------------------
+PricePath = _codes("PricePath", [
+    "OHLC",  # open -> low -> high -> close (close >= open) else open -> high -> low -> close
+    "WORST",  # every position at its adverse extreme at the same moment (stress view)
+    "CLOSE",  # extremes ignored: prices move straight from open to close
+])
 PATH_NAMES = ("path", "worst", "close")
 
-# --- why a fill happened -------------------------------------------------------------
-FILL_STRATEGY = 0  # the strategy's order
-FILL_LIQUIDATION = 1  # forced close by the liquidation engine
-FILL_REDUCE_ONLY = 2  # an order cut to fit the available balance (reduce_to_fit)
-FILL_MODE_SWITCH = 3  # a close forced by a margin-mode switch
+# --- why a fill happened ---------------------------------------------------------------------
+FillReason = _codes("FillReason", [
+    "STRATEGY",  # the strategy's order
+    "LIQUIDATION",  # forced close by the liquidation engine
+    "REDUCE_ONLY",  # an order cut to fit the available balance (reduce_to_fit)
+    "MODE_SWITCH",  # a close forced by a margin-mode switch
+])
 FILL_REASON_NAMES = ("strategy", "liquidation", "reduce_only", "margin_mode_switch")
 
-# --- why an order was rejected (every rejection carries one) -------------------------
-REJECT_INSUFFICIENT_MARGIN = 0  # initial margin + fee exceed the available balance
-REJECT_LEVERAGE_ABOVE_TIER = 1  # the position's notional lands in a tier whose max leverage
-#                                 is below the symbol's leverage
-REJECT_NO_PRICE = 2  # the symbol has no bar at the fill time
-REJECT_ACCOUNT_BANKRUPT = 3  # the account has no equity left
-# the codes below come from a strategy callback's orders (see O_* below)
-REJECT_MODE_SWITCH_OPEN = 4  # a margin-mode switch while the symbol holds a position: as on
-#                              the exchanges, the mode may change only while it is flat
-REJECT_SPOT_SHORT = 5  # an order that would take a spot holding below zero
-REJECT_NOT_ISOLATED = 6  # margin added or removed where there is no open isolated position
-REJECT_MARGIN_REMOVAL = 7  # removing more isolated margin than the position can spare
-REJECT_INVALID_ORDER = 8  # a value an order field cannot take (leverage < 1, a mode code
-#                           other than CROSS/ISOLATED, a leverage or mode change on spot)
-REJECT_MARGIN_LEVEL = 9  # Kraken spot margin: no new margin position while the margin level
-#                          (equity / used margin) is below the venue's opening level (100%)
-REJECT_HEDGE_LEG_SIDE = 10  # hedge mode: an order that would take a long leg short or a
-#                             short leg long (each leg keeps its side; it fills down to 0)
+# --- why an order was rejected (every rejection carries one) ---------------------------------
+Reject = _codes("Reject", [
+    "INSUFFICIENT_MARGIN",  # initial margin + fee exceed the available balance
+    "LEVERAGE_ABOVE_TIER",  # the position's notional lands in a tier whose max leverage is
+    #                         below the symbol's leverage
+    "NO_PRICE",  # the symbol has no bar at the fill time
+    "ACCOUNT_BANKRUPT",  # the account has no equity left
+    # the codes below come from a strategy callback's orders (see Order below)
+    "MODE_SWITCH_OPEN",  # a margin-mode switch while the symbol holds a position: as on the
+    #                      exchanges, the mode may change only while it is flat
+    "SPOT_SHORT",  # an order that would take a spot holding below zero
+    "NOT_ISOLATED",  # margin added or removed where there is no open isolated position
+    "MARGIN_REMOVAL",  # removing more isolated margin than the position can spare
+    "INVALID_ORDER",  # a value an order field cannot take (leverage < 1, a mode code other
+    #                   than CROSS/ISOLATED, a leverage or mode change on spot)
+    "MARGIN_LEVEL",  # Kraken spot margin: no new margin position while the margin level
+    #                  (equity / used margin) is below the venue's opening level (100%)
+    "HEDGE_LEG_SIDE",  # hedge mode: an order that would take a long leg short or a short
+    #                    leg long (each leg keeps its side; it fills down to 0)
+])
 REJECT_REASON_NAMES = (
     "insufficient_margin",
     "leverage_above_tier_max",
@@ -88,9 +111,6 @@ REJECT_REASON_NAMES = (
     "hedge_leg_side",
 )
 
-# --- kernel exit status ----------------------------------------------------------
-STATUS_OK = 0
-
 # --- record dtypes --------------------------------------------------------------------
 # Fields are documented where they are declared; `align=True` keeps numba's record
 # access on natural boundaries.
@@ -104,7 +124,7 @@ fill_dt = np.dtype(
         ("fee", np.float64),  # fee paid in quote (taker fee, or liquidation fee)
         ("realized_pnl", np.float64),  # PnL realized by the reducing part of this fill
         ("position_after", np.float64),  # signed position after the fill
-        ("reason", np.int64),  # FILL_* code
+        ("reason", np.int64),  # FillReason.* code
     ],
     align=True,
 )
@@ -147,17 +167,19 @@ funding_dt = np.dtype(
 )
 
 # --- account events other than fills, liquidations and funding -----------------------------
-EVENT_OPENING_FEE = 0  # spot margin: fee on the amount borrowed, charged at the opening fill
-EVENT_ROLLOVER_FEE = 1  # spot margin: fee on the amount borrowed, every rollover period
-EVENT_MARGIN_CALL = 2  # spot margin: the margin level fell to the margin-call level
-EVENT_LOAN_INTEREST = 3  # multi-currency margin: interest on a negative quote balance (a loan)
+EventKind = _codes("EventKind", [
+    "OPENING_FEE",  # spot margin: fee on the amount borrowed, charged at the opening fill
+    "ROLLOVER_FEE",  # spot margin: fee on the amount borrowed, every rollover period
+    "MARGIN_CALL",  # spot margin: the margin level fell to the margin-call level
+    "LOAN_INTEREST",  # multi-currency margin: interest on a negative quote balance (a loan)
+])
 EVENT_NAMES = ("opening_fee", "rollover_fee", "margin_call", "loan_interest")
 
 event_dt = np.dtype(
     [
         ("bar", np.int64),  # bar in which it happened
         ("symbol", np.int64),  # symbol index (-1: the account as a whole)
-        ("kind", np.int64),  # EVENT_* code
+        ("kind", np.int64),  # EventKind.* code
         ("qty", np.float64),  # signed position concerned (0 for the account)
         ("price", np.float64),  # price that valued it (fill price, mark; a call: NaN)
         ("rate", np.float64),  # fee rate; a margin call: the call level
@@ -177,151 +199,168 @@ rejection_dt = np.dtype(
         #                            setting change: the margin amount, leverage or mode asked
         ("available", np.float64),  # available balance at that moment; for a margin removal
         #                             the removable margin, for a leverage the tier's maximum
-        ("reason", np.int64),  # REJECT_* code
+        ("reason", np.int64),  # Reject.* code
     ],
     align=True,
 )
 
 # --- array layouts shared by the kernel and the Python layer ------------------------------
 # Bundling per-symbol arrays into a few 2-D/3-D arrays is deliberate: every array a
-# compiled function receives is reference-counted per call, so fewer, larger arrays
+# compiled function receives is passed field by field on a call, so fewer, larger arrays
 # keep the event paths (fills, funding, liquidation) cheap.
 
-# tier tables, shape (N_TIER_FIELDS, N, K): tier k of symbol i holds notionals
+# tier tables, shape (N_TIER_FIELDS, N, K): tier k of column i holds notionals
 # floor < N <= cap (N = 0 in tier 0); tables of fewer than K tiers repeat the last tier
-TIER_FLOOR = 0  # notional floor (quote)
-TIER_CAP = 1  # notional cap (quote)
-TIER_MMR = 2  # maintenance margin rate
-TIER_CUM = 3  # maintenance amount, derived: cum_k = cum_{k-1} + floor_k * (mmr_k - mmr_{k-1})
-TIER_MAX_LEVERAGE = 4  # the largest leverage allowed for a position in this tier
-N_TIER_FIELDS = 5
+TierField = _codes("TierField", [
+    "FLOOR",  # notional floor (quote)
+    "CAP",  # notional cap (quote)
+    "MMR",  # maintenance margin rate
+    "CUM",  # maintenance amount, derived: cum_k = cum_{k-1} + floor_k * (mmr_k - mmr_{k-1})
+    "MAX_LEVERAGE",  # the largest leverage allowed for a position in this tier
+])
+N_TIER_FIELDS = len(TierField)
 
-# per-symbol parameters, shape (N_SYMBOL_FIELDS, N): the run's leverage and the venue's
+# per-column parameters, shape (N_SYMBOL_FIELDS, N): the run's leverage and the venue's
 # rules in force (``put_rules_in_force`` replaces every row but the leverage at a venue's
 # dated change). Codes are stored as floats. Each row is one rule axis: the engine has one
 # dispatch point per row (``engine.rules``), and no row decides another's rule.
-SYM_LEVERAGE = 0  # the position's leverage (initial margin = notional / leverage)
-SYM_TAKER_FEE = 1  # taker fee rate on strategy fills
-SYM_LIQ_FEE = 2  # liquidation (clearance) fee rate on liquidated notional
-SYM_MM_RULE = 3  # how maintenance margin is valued: MM_* below
-SYM_FEE_RULE = 4  # a fee counted inside initial and maintenance margin: FEE_IN_MARGIN_* below
-SYM_SETTLEMENT = 5  # where a liquidated isolated position is closed: SETTLE_* below
-SYM_FUNDING_RULE = 6  # who pays an isolated position's funding: FUNDING_FROM_* below
-SYM_PARTIAL = 7  # partial liquidation before a full close: PARTIAL_* below
-SYM_LEG = 8  # hedge mode: +1 this column is a symbol's long leg, -1 its short leg, 0 one-way
-SYM_PARTNER = 9  # hedge mode: the column of the other leg of the same symbol (-1: none)
-SYM_BORROW_OPEN_LONG = 10  # spot margin: opening fee rate on the quote a long borrows
-SYM_BORROW_ROLL_LONG = 11  # spot margin: rollover fee rate on it, per rollover period
-SYM_BORROW_OPEN_SHORT = 12  # spot margin: opening fee rate on the base a short borrows
-SYM_BORROW_ROLL_SHORT = 13  # spot margin: rollover fee rate on it, per rollover period
-SYM_ROLLOVER_HOURS = 14  # spot margin: hours between rollover fees (0: no borrowing fees)
-SYM_LIQ_LEVEL = 15  # MM_MARGIN_LEVEL: liquidation at equity <= this x used margin (0.4)
-SYM_DISCOUNT_IN_COIN = 16  # COLLATERAL: 1 when the discount tier bounds are coin amounts,
-#                            0 when they are USD values
-SYM_CUT_FEE = 17  # fee rate of a partial-liquidation cut (Bybit: the taker fee of its
-#                   Fill-or-Kill order; OKX: the liquidation fee)
-SYM_ORDER_COST = 18  # what an opening order must have available: ORDER_COST_* below
-N_SYMBOL_FIELDS = 19
+Sym = _codes("Sym", [
+    "LEVERAGE",  # the position's leverage (initial margin = notional / leverage)
+    "TAKER_FEE",  # taker fee rate on strategy fills
+    "LIQ_FEE",  # liquidation (clearance) fee rate on liquidated notional
+    "MM_RULE",  # how maintenance margin is valued: MM below
+    "FEE_RULE",  # a fee counted inside initial and maintenance margin: FeeInMargin below
+    "SETTLEMENT",  # where a liquidated isolated position is closed: Settle below
+    "FUNDING_RULE",  # who pays an isolated position's funding: FundingFrom below
+    "PARTIAL",  # partial liquidation before a full close: Partial below
+    "LEG",  # hedge mode: +1 this column is a symbol's long leg, -1 its short leg, 0 one-way
+    "PARTNER",  # hedge mode: the column of the other leg of the same symbol (-1: none)
+    "BORROW_OPEN_LONG",  # spot margin: opening fee rate on the quote a long borrows
+    "BORROW_ROLL_LONG",  # spot margin: rollover fee rate on it, per rollover period
+    "BORROW_OPEN_SHORT",  # spot margin: opening fee rate on the base a short borrows
+    "BORROW_ROLL_SHORT",  # spot margin: rollover fee rate on it, per rollover period
+    "ROLLOVER_HOURS",  # spot margin: hours between rollover fees (0: no borrowing fees)
+    "LIQ_LEVEL",  # MM.MARGIN_LEVEL: liquidation at equity <= this x used margin (0.4)
+    "DISCOUNT_IN_COIN",  # COLLATERAL: 1 when the discount tier bounds are coin amounts, 0
+    #                      when they are USD values
+    "CUT_FEE",  # fee rate of a partial-liquidation cut (Bybit: the taker fee of its
+    #             Fill-or-Kill order; OKX: the liquidation fee)
+    "ORDER_COST",  # what an opening order must have available: OrderCost below
+])
+N_SYMBOL_FIELDS = len(Sym)
 # the rows a venue's version sets (the leverage and the hedge legs are the run's)
 VENUE_SYMBOL_FIELDS = tuple(r for r in range(N_SYMBOL_FIELDS)
-                            if r not in (SYM_LEVERAGE, SYM_LEG, SYM_PARTNER))
+                            if r not in (Sym.LEVERAGE, Sym.LEG, Sym.PARTNER))
 
-# SYM_MM_RULE: maintenance margin of a position of size Q, entry EP, at mark P
-MM_BRACKET = 0  # Q*P*mmr_k - cum_k, tier k of the notional Q*P (Binance; Bybit since
-#                 2025-09-02): continuous and convex in P
-MM_AT_ENTRY = 1  # Q*EP*mmr_k - cum_k, tier of the entry value Q*EP (Bybit classic): fixed
-#                  between fills
-MM_BY_SIZE = 2  # Q*P*mmr_k, tier k of the SIZE Q, the whole position at its rate, tier bounds
-#                 in base units (OKX position tiers): linear in P between fills
-MM_MARGIN_LEVEL = 3  # liquidation level x used margin, used margin Q*EP/L for a long and
-#                      Q*P/L for a short (Kraken spot margin: margin level = equity / used)
+# Sym.MM_RULE: maintenance margin of a position of size Q, entry EP, at mark P
+MM = _codes("MM", [
+    "BRACKET",  # Q*P*mmr_k - cum_k, tier k of the notional Q*P (Binance; Bybit since
+    #             2025-09-02): continuous and convex in P
+    "AT_ENTRY",  # Q*EP*mmr_k - cum_k, tier of the entry value Q*EP (Bybit classic): fixed
+    #              between fills
+    "BY_SIZE",  # Q*P*mmr_k, tier k of the SIZE Q, the whole position at its rate, tier
+    #             bounds in base units (OKX position tiers): linear in P between fills
+    "MARGIN_LEVEL",  # liquidation level x used margin, used margin Q*EP/L for a long and
+    #                  Q*P/L for a short (Kraken spot margin: margin level = equity / used)
+])
 MM_RULE_NAMES = ("bracket", "entry_value", "size_tiers", "margin_level")
 
-# SYM_FEE_RULE: a fee the venue counts in the margin (added to IM and MM)
-FEE_IN_MARGIN_NONE = 0
-FEE_IN_MARGIN_TO_CLOSE = 1  # Bybit since 2025-09-02: taker fee to close at the bankruptcy
-#                             price, Q*EP*(1 - s/L)*taker, in IM and MM
-FEE_IN_MARGIN_LIQUIDATION = 2  # OKX: the liquidation fee Q*P*liq_fee in the trigger
-#                                (equity <= MM + liquidation fee)
+# Sym.FEE_RULE: a fee the venue counts in the margin (added to IM and MM)
+FeeInMargin = _codes("FeeInMargin", [
+    "NONE",
+    "TO_CLOSE",  # Bybit since 2025-09-02: taker fee to close at the bankruptcy price,
+    #              Q*EP*(1 - s/L)*taker, in IM and MM
+    "LIQUIDATION",  # OKX: the liquidation fee Q*P*liq_fee in the trigger (equity <= MM +
+    #                 liquidation fee)
+])
 
-# SYM_SETTLEMENT
-SETTLE_AT_TRIGGER = 0  # closed at the trigger price, the liquidation fee charged on top
-SETTLE_AT_BANKRUPTCY = 1  # closed at the bankruptcy price (Bybit): the trader loses the
-#                           position's whole margin (isolated) or the cross margin balance
+# Sym.SETTLEMENT
+Settle = _codes("Settle", [
+    "AT_TRIGGER",  # closed at the trigger price, the liquidation fee charged on top
+    "AT_BANKRUPTCY",  # closed at the bankruptcy price (Bybit): the trader loses the
+    #                   position's whole margin (isolated) or the cross margin balance
+])
 
-# SYM_FUNDING_RULE
-FUNDING_FROM_POSITION = 0  # an isolated position pays funding from its own margin (DESIGN §4)
-FUNDING_FROM_AVAILABLE = 1  # from the available balance, the position margin only for what
-#                             that cannot pay (Bybit, VENUES.md §3.3)
+# Sym.FUNDING_RULE
+FundingFrom = _codes("FundingFrom", [
+    "POSITION",  # an isolated position pays funding from its own margin (DESIGN §4)
+    "AVAILABLE",  # from the available balance, the position margin only for what that
+    #               cannot pay (Bybit, VENUES.md §3.3)
+])
 
-# SYM_ORDER_COST
-ORDER_COST_MARGIN_AND_FEE = 0  # initial margin plus the taker fee to open
-ORDER_COST_FEE_TO_CLOSE = 1  # plus the taker fee to close at the bankruptcy price, Q*P*(1 -
-#                              s/L)*taker (Bybit's order cost, VENUES.md §3.7, in every era)
+# Sym.ORDER_COST
+OrderCost = _codes("OrderCost", [
+    "MARGIN_AND_FEE",  # initial margin plus the taker fee to open
+    "FEE_TO_CLOSE",  # plus the taker fee to close at the bankruptcy price, Q*P*(1 -
+    #                  s/L)*taker (Bybit's order cost, VENUES.md §3.7, in every era)
+])
 
-# SYM_PARTIAL
-PARTIAL_NONE = 0
-PARTIAL_STEP_DOWN = 1  # Bybit: a position above the lowest tier is cut to the highest lower
-#                        tier's limit whose MM its equity covers (VENUES.md §3.6)
-PARTIAL_TWO_TIERS = 2  # OKX: from tier 3 up, cut to the cap two tiers down (VENUES.md §4.4)
-PARTIAL_TO_TIER_1 = 3  # OKX legacy (2020): from tier 3 up, cut to tier 1's cap
+# Sym.PARTIAL
+Partial = _codes("Partial", [
+    "NONE",
+    "STEP_DOWN",  # Bybit: a position above the lowest tier is cut to the highest lower
+    #               tier's limit whose MM its equity covers (VENUES.md §3.6)
+    "TWO_TIERS",  # OKX: from tier 3 up, cut to the cap two tiers down (VENUES.md §4.4)
+    "TO_TIER_1",  # OKX legacy (2020): from tier 3 up, cut to tier 1's cap
+])
 
 # run state, shape (N_STATE, N), updated in place so that a run can stop and resume
-S_QTY = 0  # signed position, base units
-S_ENTRY = 1  # average entry price
-S_ISO_MARGIN = 2  # margin held by an isolated position (0 for cross)
-S_LIQ_PX = 3  # cached liquidation price of an isolated position (NaN otherwise)
-S_MARK = 4  # last known mark price
-S_LAST_CLOSE = 5  # last known traded close
-S_OPENED = 6  # hours (from the first bar) at which the position was opened from flat: the
-#               rollover clock and the FIFO order of spot-margin liquidations
-S_ROLLOVERS = 7  # rollover fees charged on the position so far
-N_STATE = 8
+State = _codes("State", [
+    "QTY",  # signed position, base units
+    "ENTRY",  # average entry price
+    "ISO_MARGIN",  # margin held by an isolated position (0 for cross)
+    "LIQ_PX",  # cached liquidation price of an isolated position (NaN otherwise)
+    "MARK",  # last known mark price
+    "LAST_CLOSE",  # last known traded close
+    "OPENED",  # hours (from the first bar) at which the position was opened from flat: the
+    #            rollover clock and the FIFO order of spot-margin liquidations
+    "ROLLOVERS",  # rollover fees charged on the position so far
+])
+N_STATE = len(State)
 
 # account scalars, shape (N_ACCOUNT,)
-A_WALLET = 0  # wallet balance WB: deposits + realized - fees - funding, less isolated margin
-A_EQUITY_PREV = 1  # equity at the last close (sizes equity-fraction targets)
-A_EVENTS = 2  # liquidation events so far (event ids), as a float
-A_BAR = 3  # the bar being simulated, as a float (kept only with a strategy callback, so
-#            that an error raised inside the callback can name the bar)
-A_IN_CALL = 4  # 1.0 while a margin call is standing (R_CALL_LEVEL): one event per call
-N_ACCOUNT = 5
+Account = _codes("Account", [
+    "WALLET",  # wallet balance WB: deposits + realized - fees - funding, less isolated
+    #            margin
+    "EQUITY_PREV",  # equity at the last close (sizes equity-fraction targets)
+    "EVENTS",  # liquidation events so far (event ids), as a float
+    "BAR",  # the bar being simulated, as a float (kept only with a strategy callback, so
+    #         that an error raised inside the callback can name the bar)
+    "IN_CALL",  # 1.0 while a margin call is standing (AccountRule.CALL_LEVEL): one event
+    #             per call
+])
+N_ACCOUNT = len(Account)
 
 # the account's rules, shape (N_ACCOUNT_RULES,): what the venue does with the account as a
 # whole (dated like the symbol rows; ``put_rules_in_force`` replaces them)
-R_CROSS_CLOSE = 0  # how a triggered cross account is closed: CROSS_* below
-R_CALL_LEVEL = 1  # spot margin: a margin call (an event) at equity <= this x used margin
-#                   (0: no margin calls)
-R_OPEN_LEVEL = 2  # spot margin: no new position while equity < this x used margin (0: none)
-R_LOAN_RATE = 3  # multi-currency margin: interest per hour on a negative wallet balance
-N_ACCOUNT_RULES = 4
+AccountRule = _codes("AccountRule", [
+    "CROSS_CLOSE",  # how a triggered cross account is closed: CrossClose below
+    "CALL_LEVEL",  # spot margin: a margin call (an event) at equity <= this x used margin
+    #                (0: no margin calls)
+    "OPEN_LEVEL",  # spot margin: no new position while equity < this x used margin (0:
+    #                none)
+    "LOAN_RATE",  # multi-currency margin: interest per hour on a negative wallet balance
+])
+N_ACCOUNT_RULES = len(AccountRule)
 
-# R_CROSS_CLOSE (after any partial cuts the symbols' SYM_PARTIAL rows allow)
-CROSS_CLOSE_AT_TRIGGER = 0  # every cross position at the trigger prices, each paying the
-#                             liquidation fee (Binance, OKX)
-CROSS_SETTLE_AT_BANKRUPTCY = 1  # every cross position at its bankruptcy price, the margin
-#                                 balance left shared in proportion to MM (Bybit)
-CROSS_CLOSE_FIFO = 2  # oldest position first, at the trigger prices with the liquidation
-#                       fee, until the account no longer triggers (Kraken spot margin)
+# AccountRule.CROSS_CLOSE (after any partial cuts the columns' Sym.PARTIAL rows allow)
+CrossClose = _codes("CrossClose", [
+    "AT_TRIGGER",  # every cross position at the trigger prices, each paying the
+    #                liquidation fee (Binance, OKX)
+    "SETTLE_AT_BANKRUPTCY",  # every cross position at its bankruptcy price, the margin
+    #                          balance left shared in proportion to MM (Bybit)
+    "FIFO",  # oldest position first, at the trigger prices with the liquidation fee, until
+    #          the account no longer triggers (Kraken spot margin)
+])
 
 # per-bar outputs, shape (N_OUT, T)
-OUT_EQUITY = 0
-OUT_WALLET = 1
-OUT_ISO_MARGIN = 2
-OUT_UPNL = 3
-OUT_MAINT = 4
-OUT_MARGIN_RATIO = 5
-OUT_GROSS = 6
-OUT_NET = 7
-N_OUT = 8
+Out = _codes("Out", ["EQUITY", "WALLET", "ISO_MARGIN", "UPNL", "MAINT", "MARGIN_RATIO",
+                     "GROSS", "NET"])
+N_OUT = len(Out)
 
 # record counters, shape (N_COUNTS,)
-C_FILLS = 0
-C_LIQS = 1
-C_FUNDING = 2
-C_REJECTS = 3
-C_EVENTS = 4
-N_COUNTS = 5
+Count = _codes("Count", ["FILLS", "LIQS", "FUNDING", "REJECTS", "EVENTS"])
+N_COUNTS = len(Count)
 
 # --- the bundles the compiled functions pass around ------------------------------------------
 # Arrays that travel together travel as one named tuple: numba passes a tuple's fields as it
@@ -348,14 +387,14 @@ Bars = namedtuple(
 Book = namedtuple(
     "Book",
     [
-        "state",  # (N_STATE, N) positions, entries, isolated margins, marks (S_*)
+        "state",  # (N_STATE, N) positions, entries, isolated margins, marks (State.*)
         "tier",  # (N,) int64: each position's tier at the last close (a lookup hint)
-        "account",  # (N_ACCOUNT,) the account's scalars (A_*)
+        "account",  # (N_ACCOUNT,) the account's scalars (Account.*)
         "mode",  # (N,) int64 margin mode of each column (CROSS, ISOLATED, SPOT, COLLATERAL)
-        "sym",  # (N_SYMBOL_FIELDS, N) leverage, fees and the venue's rule rows (SYM_*)
-        "tiers",  # (N_TIER_FIELDS, N, K) tier tables (TIER_*)
+        "sym",  # (N_SYMBOL_FIELDS, N) leverage, fees and the venue's rule rows (Sym.*)
+        "tiers",  # (N_TIER_FIELDS, N, K) tier tables (TierField.*)
         "n_tiers",  # (N,) int64 tiers in use per column
-        "rules",  # (N_ACCOUNT_RULES,) the venue's account-wide rules (R_*)
+        "rules",  # (N_ACCOUNT_RULES,) the venue's account-wide rules (AccountRule.*)
     ],
 )
 
@@ -366,7 +405,7 @@ Trading = namedtuple(
         #             when a strategy callback decides
         "has_target",  # (T,) bool: the row holds a target
         "target_kind",  # int64 TARGET_*: what the numbers mean
-        "fill_at",  # int64 FILL_*: when orders fill
+        "fill_at",  # int64 FillAt.*: when orders fill
         "slippage",  # float64: fraction of the price paid against the trader on each fill
         "reduce_to_fit",  # bool: cut an order to the available balance instead of refusing
     ],
@@ -380,14 +419,14 @@ Records = namedtuple(
         "funding",  # funding_dt buffer
         "rejects",  # rejection_dt buffer
         "events",  # event_dt buffer
-        "counts",  # (N_COUNTS,) int64: rows used in each buffer (C_*)
+        "counts",  # (N_COUNTS,) int64: rows used in each buffer (Count.*)
     ],
 )
 
 Outputs = namedtuple(
     "Outputs",
     [
-        "out",  # (N_OUT, T) the per-bar account record (OUT_*)
+        "out",  # (N_OUT, T) the per-bar account record (Out.*)
         "positions",  # (T, N) position at each close, or (0, N) when not recorded
         "liq_prices",  # (T, N) each position's liquidation price at each close, or (0, N)
     ],
@@ -414,16 +453,18 @@ Versions = namedtuple(
 # margin changes, reductions, leverage and mode changes, then increases (so an order that
 # closes a position frees the symbol for a mode switch, and a new leverage applies to what
 # the same order opens).
-O_TARGET = 0  # target position in the run's target_kind units (units, quote notional or
-#               fraction of equity), sized at the decision close like a targets row
-O_DELTA = 1  # change of the position in the same units (used only where O_TARGET is NaN)
-O_MARGIN = 2  # isolated margin to add (> 0, from the available balance) or remove (< 0,
-#               back to the wallet), in quote; needs an open isolated position
-O_LEVERAGE = 3  # the symbol's new leverage; an open isolated position keeps its margin
-#                 (the new leverage applies to what is added), a cross one re-prices its
-#                 initial margin (refused if the available balance would go negative)
-O_MODE = 4  # the symbol's new margin mode, CROSS or ISOLATED; only while the symbol is flat
-N_ORDER_FIELDS = 5
+Order = _codes("Order", [
+    "TARGET",  # target position in the run's target_kind units (units, quote notional or
+    #            fraction of equity), sized at the decision close like a targets row
+    "DELTA",  # change of the position in the same units (used only where TARGET is NaN)
+    "MARGIN",  # isolated margin to add (> 0, from the available balance) or remove (< 0,
+    #            back to the wallet), in quote; needs an open isolated position
+    "LEVERAGE",  # the symbol's new leverage; an open isolated position keeps its margin (the
+    #              new leverage applies to what is added), a cross one re-prices its
+    #              initial margin (refused if the available balance would go negative)
+    "MODE",  # the symbol's new margin mode, Mode.CROSS or Mode.ISOLATED; only while flat
+])
+N_ORDER_FIELDS = len(Order)
 
 # The callback's read-only view of the market and the account, built once per run; every
 # field is the kernel's own array (no copy), so at bar t it holds the state after bar t's

@@ -42,43 +42,16 @@ from .account import (
     refresh_liq_price,
 )
 from .enums import (
-    A_BAR,
-    A_EQUITY_PREV,
-    A_IN_CALL,
-    A_WALLET,
-    C_EVENTS,
-    C_FILLS,
-    C_LIQS,
-    C_REJECTS,
-    COLLATERAL,
-    CROSS,
-    EVENT_LOAN_INTEREST,
-    EVENT_ROLLOVER_FEE,
-    FILL_NEXT_OPEN,
-    ISOLATED,
-    OUT_EQUITY,
-    OUT_GROSS,
-    OUT_ISO_MARGIN,
-    OUT_MAINT,
-    OUT_MARGIN_RATIO,
-    OUT_NET,
-    OUT_UPNL,
-    OUT_WALLET,
-    R_CALL_LEVEL,
-    R_LOAN_RATE,
-    S_ENTRY,
-    S_ISO_MARGIN,
-    S_LAST_CLOSE,
-    S_LIQ_PX,
-    S_MARK,
-    S_OPENED,
-    S_QTY,
-    S_ROLLOVERS,
-    SPOT,
-    SYM_BORROW_ROLL_LONG,
-    SYM_BORROW_ROLL_SHORT,
-    SYM_ROLLOVER_HOURS,
     VENUE_SYMBOL_FIELDS,
+    Account,
+    AccountRule,
+    Count,
+    EventKind,
+    FillAt,
+    Mode,
+    Out,
+    State,
+    Sym,
 )
 from .liquidate import build_checkpoints, check_liquidations, check_margin_call
 from .orders import apply_callback_orders, has_orders, process_orders
@@ -137,27 +110,27 @@ def charge_rollovers(t, bars, book, records):
     state, mode, sym = book.state, book.mode, book.sym
     now = bars.hours[t]
     for i in range(state.shape[1]):
-        q = state[S_QTY, i]
-        period = sym[SYM_ROLLOVER_HOURS, i]
-        if q == 0.0 or period <= 0.0 or mode[i] != CROSS:
+        q = state[State.QTY, i]
+        period = sym[Sym.ROLLOVER_HOURS, i]
+        if q == 0.0 or period <= 0.0 or mode[i] != Mode.CROSS:
             continue
         m = bars.mark_open[t, i]
         if m == m:
-            state[S_MARK, i] = m
-        due = np.floor((now - state[S_OPENED, i]) / period + 1e-9) - state[S_ROLLOVERS, i]
+            state[State.MARK, i] = m
+        due = np.floor((now - state[State.OPENED, i]) / period + 1e-9) - state[State.ROLLOVERS, i]
         if due < 1.0:
             continue
         if q > 0.0:
-            rate = sym[SYM_BORROW_ROLL_LONG, i]
-            price = state[S_ENTRY, i]
+            rate = sym[Sym.BORROW_ROLL_LONG, i]
+            price = state[State.ENTRY, i]
         else:
-            rate = sym[SYM_BORROW_ROLL_SHORT, i]
-            price = state[S_MARK, i]
+            rate = sym[Sym.BORROW_ROLL_SHORT, i]
+            price = state[State.MARK, i]
         amount = abs(q) * price * rate * due
-        book.account[A_WALLET] -= amount
-        state[S_ROLLOVERS, i] += due
+        book.account[Account.WALLET] -= amount
+        state[State.ROLLOVERS, i] += due
         record_event(records.events, records.counts,
-                     t, i, EVENT_ROLLOVER_FEE, q, price, rate, amount, np.nan)
+                     t, i, EventKind.ROLLOVER_FEE, q, price, rate, amount, np.nan)
 
 
 @njit(cache=True, _nrt=False)
@@ -165,11 +138,11 @@ def charge_loan_interest(t, bars, book, records):
     """Multi-currency margin: a negative quote balance is a loan (``t > 0``), charged the
     venue's loan rate for the bar that just ended."""
     account = book.account
-    rate = book.rules[R_LOAN_RATE]
-    interest = -account[A_WALLET] * rate * (bars.hours[t] - bars.hours[t - 1])
-    account[A_WALLET] -= interest
+    rate = book.rules[AccountRule.LOAN_RATE]
+    interest = -account[Account.WALLET] * rate * (bars.hours[t] - bars.hours[t - 1])
+    account[Account.WALLET] -= interest
     record_event(records.events, records.counts,
-                 t, -1, EVENT_LOAN_INTEREST, 0.0, np.nan, rate, interest, np.nan)
+                 t, -1, EventKind.LOAN_INTEREST, 0.0, np.nan, rate, interest, np.nan)
 
 
 # --- step 5: the record of the bar --------------------------------------------------------
@@ -179,20 +152,20 @@ def charge_loan_interest(t, bars, book, records):
 def store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net, out):
     """Write bar t's account state into ``out``; returns the equity."""
     equity = wallet + iso + upnl
-    out[OUT_EQUITY, t] = equity
-    out[OUT_WALLET, t] = wallet
-    out[OUT_ISO_MARGIN, t] = iso
-    out[OUT_UPNL, t] = upnl
-    out[OUT_MAINT, t] = maint
+    out[Out.EQUITY, t] = equity
+    out[Out.WALLET, t] = wallet
+    out[Out.ISO_MARGIN, t] = iso
+    out[Out.UPNL, t] = upnl
+    out[Out.MAINT, t] = maint
     mb = wallet + upnl_cross
     if maint_cross == 0.0:
-        out[OUT_MARGIN_RATIO, t] = 0.0
+        out[Out.MARGIN_RATIO, t] = 0.0
     elif mb <= 0.0:
-        out[OUT_MARGIN_RATIO, t] = np.inf
+        out[Out.MARGIN_RATIO, t] = np.inf
     else:
-        out[OUT_MARGIN_RATIO, t] = maint_cross / mb
-    out[OUT_GROSS, t] = gross
-    out[OUT_NET, t] = net
+        out[Out.MARGIN_RATIO, t] = maint_cross / mb
+    out[Out.GROSS, t] = gross
+    out[Out.NET, t] = net
     return equity
 
 
@@ -208,27 +181,27 @@ def mark_to_market(t, book, out):
     net = 0.0
     iso = 0.0
     for i in range(state.shape[1]):
-        iso += state[S_ISO_MARGIN, i]
-        q = state[S_QTY, i]
+        iso += state[State.ISO_MARGIN, i]
+        q = state[State.QTY, i]
         if q == 0.0:
             continue
-        price = state[S_MARK, i]
-        entry = state[S_ENTRY, i]
+        price = state[State.MARK, i]
+        entry = state[State.ENTRY, i]
         notional = abs(q) * price
         u = q * (price - entry)
         upnl += u
         gross += notional
         net += q * price
-        if mode[i] == COLLATERAL:  # backs the cross margin balance at its discounted value
+        if mode[i] == Mode.COLLATERAL:  # backs the cross margin balance at its discounted value
             upnl_cross += collateral_value(i, q, price, sym, book.tiers, book.n_tiers)
-        if mode[i] >= SPOT:
+        if mode[i] >= Mode.SPOT:
             continue
         mm = maintenance_margin(i, q, entry, price, sym, book.tiers, book.n_tiers)
         maint += mm
-        if mode[i] == CROSS:
+        if mode[i] == Mode.CROSS:
             maint_cross += mm
             upnl_cross += u
-    return store_bar(t, book.account[A_WALLET], iso, upnl, maint, maint_cross, upnl_cross,
+    return store_bar(t, book.account[Account.WALLET], iso, upnl, maint, maint_cross, upnl_cross,
                      gross, net, out)
 
 
@@ -240,7 +213,7 @@ def record_positions(t, book, outputs):
     row = outputs.liq_prices[t]
     total_mm, total_upnl = cross_totals(book, row)  # (each cross position's MM in row[i])
     for i in range(state.shape[1]):
-        outputs.positions[t, i] = state[S_QTY, i]
+        outputs.positions[t, i] = state[State.QTY, i]
         row[i] = liquidation_price_given(i, row[i], total_mm, total_upnl, book)
 
 
@@ -294,7 +267,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     cp = scratch[4:8]  # the bar's checkpoint prices
     pending = False  # a callback's orders wait for the next open
     if callback is not None:
-        pending = fill_at == FILL_NEXT_OPEN and has_orders(orders)
+        pending = fill_at == FillAt.NEXT_OPEN and has_orders(orders)
     borrowing = False
     # every column on Binance's rule (bracket MM at the mark, no fee in margin): the bound
     # pass then needs no rule dispatch
@@ -302,43 +275,43 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     for i in range(n):
         if not plain_bracket(i, sym):
             plain = False
-        if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
+        if sym[Sym.ROLLOVER_HOURS, i] > 0.0:
             borrowing = True
-    calls = account_rules[R_CALL_LEVEL] > 0.0
+    calls = account_rules[AccountRule.CALL_LEVEL] > 0.0
     fill_room, liq_room, reject_room, event_room = bar_room(n, tiers.shape[2],
                                                             callback is not None)
     for t in range(start, stop):
-        if (counts[C_FILLS] + fill_room > fills.shape[0] or counts[C_LIQS] + liq_room
-                > liqs.shape[0] or counts[C_REJECTS] + reject_room > rejects.shape[0]
-                or counts[C_EVENTS] + event_room > events.shape[0]):
+        if (counts[Count.FILLS] + fill_room > fills.shape[0] or counts[Count.LIQS] + liq_room
+                > liqs.shape[0] or counts[Count.REJECTS] + reject_room > rejects.shape[0]
+                or counts[Count.EVENTS] + event_room > events.shape[0]):
             return t  # a buffer might overflow in this bar: run_to_end grows them
-        orders_now = fill_at == FILL_NEXT_OPEN and t > 0 and has_target[t - 1]
+        orders_now = fill_at == FillAt.NEXT_OPEN and t > 0 and has_target[t - 1]
         if callback is not None:
-            account[A_BAR] = t
+            account[Account.BAR] = t
         if has_funding[t] or orders_now or pending:
             # the mark at the open prices funding and the margin checks of fills
             for i in range(n):
                 m = mark_open[t, i]
                 if m == m:
-                    state[S_MARK, i] = m
+                    state[State.MARK, i] = m
         # 1. funding at index[t]: each open position pays q * mark * rate (> 0: longs pay),
         #    cross from the wallet, isolated through pay_isolated_funding; spot margin: the
         #    rollover fees due; a loan's interest
         if has_funding[t]:
             for i in range(n):
                 rate = funding_rate[t, i]
-                q = state[S_QTY, i]
-                mark = state[S_MARK, i]
-                if rate == rate and q != 0.0 and mark == mark and mode[i] < SPOT:
+                q = state[State.QTY, i]
+                mark = state[State.MARK, i]
+                if rate == rate and q != 0.0 and mark == mark and mode[i] < Mode.SPOT:
                     payment = q * mark * rate
-                    if mode[i] == CROSS:
-                        account[A_WALLET] -= payment
+                    if mode[i] == Mode.CROSS:
+                        account[Account.WALLET] -= payment
                     else:
                         pay_isolated_funding(i, payment, book)
                     record_funding(payments, counts, t, i, q, mark, rate, payment, mode[i])
         if borrowing:
             charge_rollovers(t, bars, book, records)
-        if account[A_WALLET] < 0.0 and account_rules[R_LOAN_RATE] > 0.0 and t > 0:
+        if account[Account.WALLET] < 0.0 and account_rules[AccountRule.LOAN_RATE] > 0.0 and t > 0:
             charge_loan_interest(t, bars, book, records)
         # 2. orders decided at close[t-1] fill at open[t]
         if orders_now:
@@ -353,7 +326,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         #    of any path triggers), and the close's mark to market, valid when it is safe
         may_liquidate = False
         any_cross = False
-        worst = account[A_WALLET]
+        worst = account[Account.WALLET]
         upnl = 0.0
         maint = 0.0
         maint_cross = 0.0
@@ -364,22 +337,22 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         for i in range(n):
             c = close[t, i]
             if c == c:
-                state[S_LAST_CLOSE, i] = c
-            iso += state[S_ISO_MARGIN, i]
-            q = state[S_QTY, i]
+                state[State.LAST_CLOSE, i] = c
+            iso += state[State.ISO_MARGIN, i]
+            q = state[State.QTY, i]
             if q == 0.0:
                 m = mark_close[t, i]
                 if m == m:
-                    state[S_MARK, i] = m
+                    state[State.MARK, i] = m
                 continue
-            entry = state[S_ENTRY, i]
+            entry = state[State.ENTRY, i]
             m = mark_close[t, i]
             if m == m:
                 hi = mark_high[t, i]
                 lo = mark_low[t, i]
-                state[S_MARK, i] = m
+                state[State.MARK, i] = m
             else:
-                hi = state[S_MARK, i]
+                hi = state[State.MARK, i]
                 lo = hi
                 m = hi
             notional = abs(q) * m
@@ -387,8 +360,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             upnl += u
             gross += notional
             net += q * m
-            if mode[i] >= SPOT:  # (spot and collateral holdings are never liquidated)
-                if mode[i] == COLLATERAL:  # its discounted value backs the cross account
+            if mode[i] >= Mode.SPOT:  # (spot and collateral holdings are never liquidated)
+                if mode[i] == Mode.COLLATERAL:  # its discounted value backs the cross account
                     upnl_cross += collateral_value(i, q, m, sym, tiers, n_tiers)
                     worst += collateral_value(i, q, lo, sym, tiers, n_tiers)
                 continue
@@ -400,8 +373,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                 k = tier_from(tier_key(i, q, entry, m, sym), tier[i], i, tiers, n_tiers)
                 mm = maintenance_in_tier(i, q, entry, m, k, sym, tiers)
             tier[i] = k
-            if mode[i] == ISOLATED:
-                liq = state[S_LIQ_PX, i]
+            if mode[i] == Mode.ISOLATED:
+                liq = state[State.LIQ_PX, i]
                 if (q > 0.0 and lo <= liq) or (q < 0.0 and hi >= liq):
                     may_liquidate = True
             else:
@@ -418,40 +391,40 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                     mm_high = maintenance_in_tier(i, q, entry, hi, kh, sym, tiers)
                 worst += q * ((lo if q > 0.0 else hi) - entry) - mm_high
             maint += mm
-            if mode[i] == CROSS:
+            if mode[i] == Mode.CROSS:
                 maint_cross += mm
                 upnl_cross += u
-        if calls and any_cross and account[A_IN_CALL] == 0.0:
+        if calls and any_cross and account[Account.IN_CALL] == 0.0:
             n_cp = build_checkpoints(t, path, bars, state, cp)
             check_margin_call(t, n_cp, cp, book, records)
         if may_liquidate or (any_cross and worst <= 0.0):
             # 4. walk the path; the marks of the close are restored afterwards
             n_cp = build_checkpoints(t, path, bars, state, cp)
             for i in range(n):
-                state[S_MARK, i] = cp[n_cp - 1, i]
+                state[State.MARK, i] = cp[n_cp - 1, i]
             check_liquidations(t, n_cp, cp, work, book, records)
             equity = mark_to_market(t, book, out)
         else:
-            equity = store_bar(t, account[A_WALLET], iso, upnl, maint, maint_cross, upnl_cross,
-                               gross, net, out)
-        account[A_EQUITY_PREV] = equity
+            equity = store_bar(t, account[Account.WALLET], iso, upnl, maint, maint_cross,
+                               upnl_cross, gross, net, out)
+        account[Account.EQUITY_PREV] = equity
         # 5. orders decided and filled at the close (fill_at="close")
-        if fill_at != FILL_NEXT_OPEN and has_target[t]:
+        if fill_at != FillAt.NEXT_OPEN and has_target[t]:
             process_orders(t, hours[t + 1], t, close[t], close[t], want, trading, book,
                            records)
-            account[A_EQUITY_PREV] = mark_to_market(t, book, out)
+            account[Account.EQUITY_PREV] = mark_to_market(t, book, out)
         # 6. the strategy callback decides at the close
         if callback is not None:
             if callback(t, ctx, orders, params):
-                if fill_at == FILL_NEXT_OPEN:
+                if fill_at == FillAt.NEXT_OPEN:
                     pending = t + 1 < n_bars
                 else:
                     apply_callback_orders(t, hours[t + 1], orders, close[t], close[t], want,
                                           trading, book, records)
-                    account[A_EQUITY_PREV] = mark_to_market(t, book, out)
-        if calls and account[A_IN_CALL] != 0.0 and cross_level_value(
-                book, state[S_MARK], account_rules[R_CALL_LEVEL]) > 0.0:
-            account[A_IN_CALL] = 0.0  # back above the call level: the next fall is a new call
+                    account[Account.EQUITY_PREV] = mark_to_market(t, book, out)
+        if calls and account[Account.IN_CALL] != 0.0 and cross_level_value(
+                book, state[State.MARK], account_rules[AccountRule.CALL_LEVEL]) > 0.0:
+            account[Account.IN_CALL] = 0.0  # back above the call level: the next fall is a new call
         if recording:
             record_positions(t, book, outputs)
     return stop
@@ -466,7 +439,7 @@ def run_to_end(bars, book, trading, path, versions, records, outputs, callback=N
     ``versions.bars[v]`` (version 0 is the account's at opening). The run pauses at each
     such bar and goes on under the new rules (``put_rules_in_force``); at a bar whose
     events might overflow a record buffer, the buffers grow and the run goes on.
-    Exceptions raised by a strategy callback propagate (``account[A_BAR]`` says where).
+    Exceptions raised by a strategy callback propagate (``account[Account.BAR]`` says where).
     """
     n_bars, n = bars.open.shape
     scratch = np.empty((8, n))

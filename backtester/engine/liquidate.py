@@ -2,7 +2,7 @@
 
 Only called for a bar whose cheap bound says something might be liquidated. The
 venue's rules enter through ``engine.rules`` (the size a position is cut to, where
-an isolated position settles) and the account rule ``R_CROSS_CLOSE`` (how a
+an isolated position settles) and the account rule ``AccountRule.CROSS_CLOSE`` (how a
 triggered cross account is closed).
 """
 
@@ -21,25 +21,15 @@ from .account import (
     refresh_liq_price,
 )
 from .enums import (
-    A_EVENTS,
-    A_IN_CALL,
-    A_WALLET,
-    C_LIQS,
-    COLLATERAL,
-    CROSS,
-    EVENT_MARGIN_CALL,
-    FILL_LIQUIDATION,
-    ISOLATED,
-    PATH_OHLC,
-    PATH_WORST,
-    R_CALL_LEVEL,
-    R_CROSS_CLOSE,
-    S_ENTRY,
-    S_ISO_MARGIN,
-    S_LIQ_PX,
-    S_MARK,
-    S_QTY,
-    SYM_CUT_FEE,
+    Account,
+    AccountRule,
+    Count,
+    EventKind,
+    FillReason,
+    Mode,
+    PricePath,
+    State,
+    Sym,
 )
 from .records import (
     record_event,
@@ -74,25 +64,25 @@ def build_checkpoints(t, path, bars, state, cp):
     ``close``: open -> close. A column without a bar stays at its last mark.
     """
     n = state.shape[1]
-    n_cp = 4 if path == PATH_OHLC else (3 if path == PATH_WORST else 2)
+    n_cp = 4 if path == PricePath.OHLC else (3 if path == PricePath.WORST else 2)
     for i in range(n):
         o = bars.mark_open[t, i]
         if o != o:
             for k in range(n_cp):
-                cp[k, i] = state[S_MARK, i]
+                cp[k, i] = state[State.MARK, i]
             continue
         c = bars.mark_close[t, i]
         cp[0, i] = o
         cp[n_cp - 1, i] = c
-        if path == PATH_OHLC:
+        if path == PricePath.OHLC:
             if c >= o:
                 cp[1, i] = bars.mark_low[t, i]
                 cp[2, i] = bars.mark_high[t, i]
             else:
                 cp[1, i] = bars.mark_high[t, i]
                 cp[2, i] = bars.mark_low[t, i]
-        elif path == PATH_WORST:
-            q = state[S_QTY, i]
+        elif path == PricePath.WORST:
+            q = state[State.QTY, i]
             cp[1, i] = bars.mark_low[t, i] if q > 0.0 else (
                 bars.mark_high[t, i] if q < 0.0 else c)
     return n_cp
@@ -144,31 +134,31 @@ def cross_trigger_point(a, b, book, out):
 @njit(cache=True, _nrt=False)
 def next_event(account):
     """A new liquidation event id."""
-    event = int(account[A_EVENTS])
-    account[A_EVENTS] += 1.0
+    event = int(account[Account.EVENTS])
+    account[Account.EVENTS] += 1.0
     return event
 
 
 @njit(cache=True, _nrt=False)
 def cut_position(t, event, i, target, price, gapped, equity_before, trigger, book, records):
     """Partial liquidation: cut column i down to ``target`` units at ``price``, paying the
-    venue's cut fee (``SYM_CUT_FEE``); its share of an isolated margin and its realized
+    venue's cut fee (``Sym.CUT_FEE``); its share of an isolated margin and its realized
     PnL go to the wallet. Recorded as a liquidation with ``partial`` set, and a fill."""
     state = book.state
-    q = state[S_QTY, i]
-    entry = state[S_ENTRY, i]
+    q = state[State.QTY, i]
+    entry = state[State.ENTRY, i]
     close_qty = -(q - np.sign(q) * target)
     bankrupt = np.nan
-    if book.mode[i] == ISOLATED:
-        bankrupt = entry - state[S_ISO_MARGIN, i] * abs(close_qty) / abs(q) / -close_qty
-    realized, fee = reduce_position(i, close_qty, price, book.sym[SYM_CUT_FEE, i], book)
+    if book.mode[i] == Mode.ISOLATED:
+        bankrupt = entry - state[State.ISO_MARGIN, i] * abs(close_qty) / abs(q) / -close_qty
+    realized, fee = reduce_position(i, close_qty, price, book.sym[Sym.CUT_FEE, i], book)
     c = record_liquidation(records.liqs, records.counts,
                            t, event, i, book.mode[i], -close_qty, entry, trigger,
                            price, bankrupt, gapped, True)
     record_settlement(records.liqs, c, fee, realized, max(fee - realized, 0.0), 0.0, equity_before)
     record_fill(records.fills, records.counts,
-                t, i, close_qty, price, fee, realized, state[S_QTY, i],
-                FILL_LIQUIDATION)
+                t, i, close_qty, price, fee, realized, state[State.QTY, i],
+                FillReason.LIQUIDATION)
     return c
 
 
@@ -182,37 +172,37 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
     closed where the venue settles it (``rules.isolated_settlement``).
     """
     state, account = book.state, book.account
-    q = state[S_QTY, i]
-    entry = state[S_ENTRY, i]
-    margin = state[S_ISO_MARGIN, i]
+    q = state[State.QTY, i]
+    entry = state[State.ENTRY, i]
+    margin = state[State.ISO_MARGIN, i]
     target = partial_target(i, q, entry, price, margin + q * (price - entry), True, book.sym,
                             book.tiers, book.n_tiers)
     if target > 0.0 and target < abs(q) * (1.0 - 1e-12):
         c = cut_position(t, next_event(account), i, target, price, gapped,
-                         account_equity(book, prices), state[S_LIQ_PX, i], book, records)
+                         account_equity(book, prices), state[State.LIQ_PX, i], book, records)
         refresh_liq_price(i, book)
         records.liqs[c]["equity_after"] = account_equity(book, prices)
-        q = state[S_QTY, i]
-        lp = state[S_LIQ_PX, i]
+        q = state[State.QTY, i]
+        lp = state[State.LIQ_PX, i]
         if q != 0.0 and not isolated_triggered(q, price, lp):
             return
-        entry = state[S_ENTRY, i]
-        margin = state[S_ISO_MARGIN, i]
+        entry = state[State.ENTRY, i]
+        margin = state[State.ISO_MARGIN, i]
     equity_before = account_equity(book, prices)
-    trigger = state[S_LIQ_PX, i]
+    trigger = state[State.LIQ_PX, i]
     exec_price, fee, realized, remaining, shortfall, bankrupt = isolated_settlement(
         i, q, entry, margin, price, book.sym)
     c = record_liquidation(records.liqs, records.counts,
-                           t, next_event(account), i, ISOLATED, q, entry, trigger,
+                           t, next_event(account), i, Mode.ISOLATED, q, entry, trigger,
                            exec_price, bankrupt, gapped, False)
     record_settlement(records.liqs, c, fee, realized, margin - remaining, shortfall, equity_before)
     record_fill(records.fills, records.counts,
-                t, i, -q, exec_price, fee, realized, 0.0, FILL_LIQUIDATION)
-    account[A_WALLET] += remaining
-    state[S_QTY, i] = 0.0
-    state[S_ENTRY, i] = 0.0
-    state[S_ISO_MARGIN, i] = 0.0
-    state[S_LIQ_PX, i] = np.nan
+                t, i, -q, exec_price, fee, realized, 0.0, FillReason.LIQUIDATION)
+    account[Account.WALLET] += remaining
+    state[State.QTY, i] = 0.0
+    state[State.ENTRY, i] = 0.0
+    state[State.ISO_MARGIN, i] = 0.0
+    state[State.LIQ_PX, i] = np.nan
     records.liqs[c]["equity_after"] = account_equity(book, prices)
 
 
@@ -221,19 +211,19 @@ def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_befor
                          records):
     """Close cross position i at ``price`` paying ``fee``; returns the loss it caused."""
     state = book.state
-    q = state[S_QTY, i]
-    entry = state[S_ENTRY, i]
+    q = state[State.QTY, i]
+    entry = state[State.ENTRY, i]
     realized = q * (price - entry)
-    book.account[A_WALLET] += realized - fee
+    book.account[Account.WALLET] += realized - fee
     loss = fee - realized
     c = record_liquidation(records.liqs, records.counts,
-                           t, event, i, CROSS, q, entry, price, price, bankrupt,
+                           t, event, i, Mode.CROSS, q, entry, price, price, bankrupt,
                            gapped, False)
     record_settlement(records.liqs, c, fee, realized, loss, 0.0, equity_before)
     record_fill(records.fills, records.counts,
-                t, i, -q, price, fee, realized, 0.0, FILL_LIQUIDATION)
-    state[S_QTY, i] = 0.0
-    state[S_ENTRY, i] = 0.0
+                t, i, -q, price, fee, realized, 0.0, FillReason.LIQUIDATION)
+    state[State.QTY, i] = 0.0
+    state[State.ENTRY, i] = 0.0
     return loss
 
 
@@ -256,11 +246,11 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
         best = -1
         best_key = 0.0
         for i in range(n):
-            q = state[S_QTY, i]
-            if q == 0.0 or mode[i] != CROSS:
+            q = state[State.QTY, i]
+            if q == 0.0 or mode[i] != Mode.CROSS:
                 continue
             lowest = lowest_cut_tier(i, sym)
-            key = tier_key(i, q, state[S_ENTRY, i], prices[i], sym)
+            key = tier_key(i, q, state[State.ENTRY, i], prices[i], sym)
             k = tier_from(key, 0, i, book.tiers, book.n_tiers)
             if lowest >= 0 and k >= lowest and key > best_key:
                 best = i
@@ -268,8 +258,8 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
         if best < 0:
             return False
         i = best
-        q = state[S_QTY, i]
-        entry = state[S_ENTRY, i]
+        q = state[State.QTY, i]
+        entry = state[State.ENTRY, i]
         own_mm = maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
         free = margin_balance + own_mm  # MB - sum(MM) + own MM = MB - the others' MM
         target = partial_target(i, q, entry, prices[i], free, False, sym, book.tiers,
@@ -284,7 +274,7 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
 @njit(cache=True, _nrt=False)
 def liquidate_cross(t, prices, gapped, book, records):
     """Liquidate the cross account, triggered at ``prices``; after any partial cuts
-    (``cut_cross``), the account rule ``R_CROSS_CLOSE`` says in which order its positions
+    (``cut_cross``), the account rule ``AccountRule.CROSS_CLOSE`` says in which order its positions
     close, where, and when it is done (``rules.cross_close_next``, ``cross_settlement``,
     ``cross_close_done``):
 
@@ -307,16 +297,16 @@ def liquidate_cross(t, prices, gapped, book, records):
     n = state.shape[1]
     equity_before = account_equity(book, prices)
     event = next_event(account)
-    first = records.counts[C_LIQS]
-    close = book.rules[R_CROSS_CLOSE]
+    first = records.counts[Count.LIQS]
+    close = book.rules[AccountRule.CROSS_CLOSE]
     safe = cut_cross(t, event, prices, gapped, equity_before, book, records)
-    balance = account[A_WALLET]
+    balance = account[Account.WALLET]
     total_mm = 0.0
     for i in range(n):
-        q = state[S_QTY, i]
-        if q == 0.0 or mode[i] != CROSS:
+        q = state[State.QTY, i]
+        if q == 0.0 or mode[i] != Mode.CROSS:
             continue
-        entry = state[S_ENTRY, i]
+        entry = state[State.ENTRY, i]
         balance += q * (prices[i] - entry)
         total_mm += maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
     total_loss = 0.0
@@ -325,8 +315,8 @@ def liquidate_cross(t, prices, gapped, book, records):
         i = cross_close_next(state, mode, close)
         if i < 0:
             break
-        q = state[S_QTY, i]
-        entry = state[S_ENTRY, i]
+        q = state[State.QTY, i]
+        entry = state[State.ENTRY, i]
         price, fee, bankrupt = cross_settlement(
             i, q, entry, prices[i], balance,
             maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers),
@@ -337,30 +327,30 @@ def liquidate_cross(t, prices, gapped, book, records):
             total_loss += loss
         done = cross_close_done(close, cross_trigger_value(book, prices))
     if not safe and settles_to_zero(close, total_mm):
-        account[A_WALLET] = 0.0  # settled to zero (up to rounding dust)
+        account[Account.WALLET] = 0.0  # settled to zero (up to rounding dust)
         if balance < 0.0:
             # a gap beyond the bankruptcy prices: the insurance fund takes what the
             # positions lose past them, q * (bankruptcy price - trigger price) each
-            for c in range(first, records.counts[C_LIQS]):
+            for c in range(first, records.counts[Count.LIQS]):
                 i = liqs[c]["symbol"]
                 liqs[c]["shortfall"] = liqs[c]["qty"] * (liqs[c]["price"] - prices[i])
     # multi-currency margin: a negative quote balance left is repaid by selling collateral
     for i in range(n):
-        if account[A_WALLET] >= 0.0:
+        if account[Account.WALLET] >= 0.0:
             break
-        q = state[S_QTY, i]
-        if q > 0.0 and mode[i] == COLLATERAL and prices[i] > 0.0:
-            sell = min(q, -account[A_WALLET] / prices[i])
+        q = state[State.QTY, i]
+        if q > 0.0 and mode[i] == Mode.COLLATERAL and prices[i] > 0.0:
+            sell = min(q, -account[Account.WALLET] / prices[i])
             realized, fee = reduce_position(i, -sell, prices[i], 0.0, book)
             record_fill(records.fills, records.counts,
-                        t, i, -sell, prices[i], 0.0, realized, state[S_QTY, i],
-                        FILL_LIQUIDATION)
+                        t, i, -sell, prices[i], 0.0, realized, state[State.QTY, i],
+                        FillReason.LIQUIDATION)
     shortfall = 0.0
-    if account[A_WALLET] < 0.0:
-        shortfall = -account[A_WALLET]
-        account[A_WALLET] = 0.0
+    if account[Account.WALLET] < 0.0:
+        shortfall = -account[Account.WALLET]
+        account[Account.WALLET] = 0.0
     equity_after = account_equity(book, prices)
-    for c in range(first, records.counts[C_LIQS]):
+    for c in range(first, records.counts[Count.LIQS]):
         loss = liqs[c]["margin_lost"]
         if shortfall > 0.0 and loss > 0.0:
             share = shortfall * loss / total_loss
@@ -375,15 +365,15 @@ def check_margin_call(t, n_cp, cp, book, records):
     """Record a margin call (spot margin) the first time along the path that the margin level
     reaches the call level; one event per call, re-armed once the level is back above it."""
     account = book.account
-    level = book.rules[R_CALL_LEVEL]
-    if account[A_IN_CALL] != 0.0 or not has_cross_position(book):
+    level = book.rules[AccountRule.CALL_LEVEL]
+    if account[Account.IN_CALL] != 0.0 or not has_cross_position(book):
         return
     for k in range(n_cp):
         if cross_level_value(book, cp[k], level) <= 0.0:
             record_event(records.events, records.counts,
-                         t, -1, EVENT_MARGIN_CALL, 0.0, np.nan, level, 0.0,
+                         t, -1, EventKind.MARGIN_CALL, 0.0, np.nan, level, 0.0,
                          margin_level(book, cp[k]))
-            account[A_IN_CALL] = 1.0
+            account[Account.IN_CALL] = 1.0
             return
 
 
@@ -405,9 +395,9 @@ def check_liquidations(t, n_cp, cp, work, book, records):
     cross_point = work[1]
     start = work[2]
     for i in range(n):
-        q = state[S_QTY, i]
-        if q != 0.0 and mode[i] == ISOLATED and isolated_triggered(q, cp[0, i],
-                                                                   state[S_LIQ_PX, i]):
+        q = state[State.QTY, i]
+        if q != 0.0 and mode[i] == Mode.ISOLATED and isolated_triggered(q, cp[0, i],
+                                                                        state[State.LIQ_PX, i]):
             liquidate_isolated(t, i, cp[0, i], True, cp[0], book, records)
     for _ in range(n + 1):
         if has_cross_position(book) and cross_trigger_value(book, cp[0]) <= 0.0:
@@ -422,10 +412,10 @@ def check_liquidations(t, n_cp, cp, work, book, records):
             s_iso = 2.0
             i_iso = -1
             for i in range(n):
-                q = state[S_QTY, i]
-                if q == 0.0 or mode[i] != ISOLATED:
+                q = state[State.QTY, i]
+                if q == 0.0 or mode[i] != Mode.ISOLATED:
                     continue
-                lp = state[S_LIQ_PX, i]
+                lp = state[State.LIQ_PX, i]
                 if isolated_triggered(q, b[i], lp):
                     s = (lp - start[i]) / (b[i] - start[i]) if b[i] != start[i] else 0.0
                     if s < s_iso:
@@ -444,9 +434,9 @@ def check_liquidations(t, n_cp, cp, work, book, records):
             if i_iso >= 0 and s_iso <= s_cross:
                 s = max(s_iso, 0.0)
                 interpolate(start, b, s, event_prices)
-                q = state[S_QTY, i_iso]
+                q = state[State.QTY, i_iso]
                 # a gap when the position already triggered at the segment's start
-                price = state[S_LIQ_PX, i_iso]
+                price = state[State.LIQ_PX, i_iso]
                 if isolated_triggered(q, start[i_iso], price):
                     price = start[i_iso]
                 event_prices[i_iso] = price

@@ -1,6 +1,6 @@
 """Step 2 of a bar: orders become fills, under DESIGN.md §3's margin rules.
 
-A row of targets, or a strategy callback's orders (``enums.O_*``), is turned into
+A row of targets, or a strategy callback's orders (``enums.Order.*``), is turned into
 units per column and filled: reductions first, so that they free margin, then the
 orders that open or add; a callback's margin, leverage and mode changes are
 carried out around them. Every refusal is a rejection record with a reason code.
@@ -22,51 +22,18 @@ from .account import (
     removable_margin,
 )
 from .enums import (
-    A_EQUITY_PREV,
-    A_WALLET,
-    COLLATERAL,
-    CROSS,
-    EVENT_OPENING_FEE,
-    FILL_REDUCE_ONLY,
-    FILL_STRATEGY,
-    ISOLATED,
     N_ORDER_FIELDS,
-    O_DELTA,
-    O_LEVERAGE,
-    O_MARGIN,
-    O_MODE,
-    O_TARGET,
-    R_OPEN_LEVEL,
-    REJECT_ACCOUNT_BANKRUPT,
-    REJECT_HEDGE_LEG_SIDE,
-    REJECT_INSUFFICIENT_MARGIN,
-    REJECT_INVALID_ORDER,
-    REJECT_LEVERAGE_ABOVE_TIER,
-    REJECT_MARGIN_LEVEL,
-    REJECT_MARGIN_REMOVAL,
-    REJECT_MODE_SWITCH_OPEN,
-    REJECT_NO_PRICE,
-    REJECT_NOT_ISOLATED,
-    REJECT_SPOT_SHORT,
-    S_ENTRY,
-    S_ISO_MARGIN,
-    S_LAST_CLOSE,
-    S_LIQ_PX,
-    S_MARK,
-    S_OPENED,
-    S_QTY,
-    S_ROLLOVERS,
-    SPOT,
-    SYM_BORROW_OPEN_LONG,
-    SYM_BORROW_OPEN_SHORT,
-    SYM_LEG,
-    SYM_LEVERAGE,
-    SYM_PARTNER,
-    SYM_ROLLOVER_HOURS,
-    SYM_TAKER_FEE,
-    TARGET_EQUITY,
-    TARGET_NOTIONAL,
-    TIER_MAX_LEVERAGE,
+    Account,
+    AccountRule,
+    EventKind,
+    FillReason,
+    Mode,
+    Order,
+    Reject,
+    State,
+    Sym,
+    TargetKind,
+    TierField,
 )
 from .records import record_event, record_fill, record_rejection
 from .rules import order_cost_rate, tier_from, tier_key
@@ -81,31 +48,31 @@ def charge_opening_fee(t, i, open_qty, price, book, records):
     """Spot margin: the opening fee on what the new position borrows (a long its cost in
     quote, a short its size in base, valued at the fill price), from the wallet."""
     sym = book.sym
-    rate = sym[SYM_BORROW_OPEN_LONG, i] if open_qty > 0.0 else sym[SYM_BORROW_OPEN_SHORT, i]
+    rate = sym[Sym.BORROW_OPEN_LONG, i] if open_qty > 0.0 else sym[Sym.BORROW_OPEN_SHORT, i]
     amount = abs(open_qty) * price * rate
-    book.account[A_WALLET] -= amount
+    book.account[Account.WALLET] -= amount
     record_event(records.events, records.counts,
-                 t, i, EVENT_OPENING_FEE, open_qty, price, rate, amount, np.nan)
+                 t, i, EventKind.OPENING_FEE, open_qty, price, rate, amount, np.nan)
 
 
 @njit(cache=True, _nrt=False, inline='always')
 def opening_refusal(i, open_qty, price, book):
     """Why an opening of ``open_qty`` at ``price`` must be refused whatever the balance
-    (a REJECT_* code), or -1: collateral is not traded, a spot holding cannot go short, a
+    (a Reject.* code), or -1: collateral is not traded, a spot holding cannot go short, a
     hedge-mode leg keeps its side, the leverage must fit the tier the new size lands in,
     an account with no equity cannot trade, and spot margin opens nothing below the
     venue's opening level."""
     state, mode, sym = book.state, book.mode, book.sym
-    new_q = state[S_QTY, i] + open_qty
+    new_q = state[State.QTY, i] + open_qty
     k = tier_from(tier_key(i, new_q, price, price, sym), 0, i, book.tiers, book.n_tiers)
-    if mode[i] == COLLATERAL:
-        return REJECT_INVALID_ORDER
-    if open_qty < 0.0 and mode[i] == SPOT:
-        return REJECT_SPOT_SHORT
-    if sym[SYM_LEG, i] * open_qty < 0.0:
-        return REJECT_HEDGE_LEG_SIDE
-    if sym[SYM_LEVERAGE, i] > book.tiers[TIER_MAX_LEVERAGE, i, k]:
-        return REJECT_LEVERAGE_ABOVE_TIER
+    if mode[i] == Mode.COLLATERAL:
+        return Reject.INVALID_ORDER
+    if open_qty < 0.0 and mode[i] == Mode.SPOT:
+        return Reject.SPOT_SHORT
+    if sym[Sym.LEG, i] * open_qty < 0.0:
+        return Reject.HEDGE_LEG_SIDE
+    if sym[Sym.LEVERAGE, i] > book.tiers[TierField.MAX_LEVERAGE, i, k]:
+        return Reject.LEVERAGE_ABOVE_TIER
     return -1
 
 
@@ -121,51 +88,52 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
     opening on spot margin pays the borrowing fee.
     """
     state, mode, sym = book.state, book.mode, book.sym
-    old = state[S_QTY, i]
-    fee_rate = sym[SYM_TAKER_FEE, i]
+    old = state[State.QTY, i]
+    fee_rate = sym[Sym.TAKER_FEE, i]
     close_qty = 0.0
     if old != 0.0 and (delta > 0.0) != (old > 0.0):
         close_qty = -old if abs(delta) >= abs(old) else delta
     open_qty = delta - close_qty
     realized = 0.0
     fee = 0.0
-    reason = FILL_STRATEGY
+    reason = FillReason.STRATEGY
     if close_qty != 0.0:
         realized, fee = reduce_position(i, close_qty, price, fee_rate, book)
     if open_qty != 0.0:
         avail = available_balance(book)
         side = 1.0 if open_qty > 0.0 else -1.0
-        per_unit = price * (1.0 / sym[SYM_LEVERAGE, i] + order_cost_rate(i, side, sym))
+        per_unit = price * (1.0 / sym[Sym.LEVERAGE, i] + order_cost_rate(i, side, sym))
         required = abs(open_qty) * per_unit
         reject = opening_refusal(i, open_qty, price, book)
         if reject >= 0:
             pass
-        elif avail <= 0.0 and account_equity(book, state[S_MARK]) <= 0.0:
-            reject = REJECT_ACCOUNT_BANKRUPT
-        elif (book.rules[R_OPEN_LEVEL] > 0.0 and mode[i] == CROSS and has_cross_position(book)
-              and cross_level_value(book, state[S_MARK], book.rules[R_OPEN_LEVEL]) < 0.0):
-            reject = REJECT_MARGIN_LEVEL
+        elif avail <= 0.0 and account_equity(book, state[State.MARK]) <= 0.0:
+            reject = Reject.ACCOUNT_BANKRUPT
+        elif (book.rules[AccountRule.OPEN_LEVEL] > 0.0 and mode[i] == Mode.CROSS
+              and has_cross_position(book) and cross_level_value(
+                  book, state[State.MARK], book.rules[AccountRule.OPEN_LEVEL]) < 0.0):
+            reject = Reject.MARGIN_LEVEL
         elif required > avail:
             if reduce_to_fit and avail > 0.0:
                 open_qty = np.sign(open_qty) * avail / per_unit
-                reason = FILL_REDUCE_ONLY
+                reason = FillReason.REDUCE_ONLY
             else:
-                reject = REJECT_INSUFFICIENT_MARGIN
+                reject = Reject.INSUFFICIENT_MARGIN
         if reject >= 0:
             record_rejection(records.rejects, records.counts,
                              t, i, open_qty, price, required, avail, reject)
             open_qty = 0.0
         else:
-            if state[S_QTY, i] == 0.0:
-                state[S_OPENED, i] = now
-                state[S_ROLLOVERS, i] = 0.0
+            if state[State.QTY, i] == 0.0:
+                state[State.OPENED, i] = now
+                state[State.ROLLOVERS, i] = 0.0
             fee += increase_position(i, open_qty, price, fee_rate, book)
-            if sym[SYM_ROLLOVER_HOURS, i] > 0.0 and mode[i] == CROSS:
+            if sym[Sym.ROLLOVER_HOURS, i] > 0.0 and mode[i] == Mode.CROSS:
                 charge_opening_fee(t, i, open_qty, price, book, records)
     filled = close_qty + open_qty
     if filled != 0.0:
         record_fill(records.fills, records.counts,
-                    t, i, filled, price, fee, realized, state[S_QTY, i], reason)
+                    t, i, filled, price, fee, realized, state[State.QTY, i], reason)
         refresh_liq_price(i, book)
 
 
@@ -177,23 +145,23 @@ def to_units(i, amount, target_kind, decision_price, book):
     close (the last known close where that bar is missing), with the equity at
     the last close.
     """
-    if target_kind != TARGET_NOTIONAL and target_kind != TARGET_EQUITY:
+    if target_kind != TargetKind.NOTIONAL and target_kind != TargetKind.EQUITY:
         return amount
     ref = decision_price[i]
     if ref != ref:
-        ref = book.state[S_LAST_CLOSE, i]
+        ref = book.state[State.LAST_CLOSE, i]
     if ref != ref:
         return np.nan
     amount = amount / ref
-    if target_kind == TARGET_EQUITY:
-        amount *= max(book.account[A_EQUITY_PREV], 0.0)
+    if target_kind == TargetKind.EQUITY:
+        amount *= max(book.account[Account.EQUITY_PREV], 0.0)
     return amount
 
 
 @njit(cache=True, _nrt=False)
 def set_want(i, target, want, state):
     """Keep ``target`` (units) as column i's order unless it is (numerically) the position."""
-    q = state[S_QTY, i]
+    q = state[State.QTY, i]
     delta = target - q
     if delta == 0.0 or abs(delta) <= 1e-9 * max(abs(target), abs(q)):
         return
@@ -208,19 +176,19 @@ def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
         target = want[i]
         if target != target:
             continue
-        q = state[S_QTY, i]
+        q = state[State.QTY, i]
         reducing = abs(target) < abs(q) and (target == 0.0 or (target > 0.0) == (q > 0.0))
         if reducing_pass != reducing:
             continue
         delta = target - q
         price = fill_price[i]
-        if book.mode[i] == COLLATERAL:  # collateral is not traded by orders
+        if book.mode[i] == Mode.COLLATERAL:  # collateral is not traded by orders
             record_rejection(records.rejects, records.counts,
-                             t, i, delta, price, 0.0, 0.0, REJECT_INVALID_ORDER)
+                             t, i, delta, price, 0.0, 0.0, Reject.INVALID_ORDER)
             continue
         if price != price:
             record_rejection(records.rejects, records.counts,
-                             t, i, delta, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+                             t, i, delta, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
         price *= 1.0 + trading.slippage * np.sign(delta)
         execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
@@ -241,14 +209,14 @@ def process_orders(t, now, row, decision_price, fill_price, want, trading, book,
         target = to_units(i, target, trading.target_kind, decision_price, book)
         if target != target:
             record_rejection(records.rejects, records.counts,
-                             t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+                             t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
         set_want(i, target, want, book.state)
     fill_wants(t, now, True, want, fill_price, trading, book, records)
     fill_wants(t, now, False, want, fill_price, trading, book, records)
 
 
-# --- step 2 with a strategy callback: its orders (enums.O_*) -------------------------------
+# --- step 2 with a strategy callback: its orders (enums.Order.*) -------------------------------
 
 
 @njit(cache=True, _nrt=False)
@@ -270,26 +238,26 @@ def change_isolated_margin(t, i, amount, book, records):
     Either moves the liquidation price.
     """
     state = book.state
-    q = state[S_QTY, i]
-    mark = state[S_MARK, i]
-    if book.mode[i] != ISOLATED or q == 0.0:
+    q = state[State.QTY, i]
+    mark = state[State.MARK, i]
+    if book.mode[i] != Mode.ISOLATED or q == 0.0:
         record_rejection(records.rejects, records.counts,
-                         t, i, 0.0, mark, amount, 0.0, REJECT_NOT_ISOLATED)
+                         t, i, 0.0, mark, amount, 0.0, Reject.NOT_ISOLATED)
         return
     if amount > 0.0:
         avail = available_balance(book)
         if amount > avail:
             record_rejection(records.rejects, records.counts, t, i, 0.0, mark, amount, avail,
-                             REJECT_INSUFFICIENT_MARGIN)
+                             Reject.INSUFFICIENT_MARGIN)
             return
     else:
         free = removable_margin(i, book)
         if -amount > free:
             record_rejection(records.rejects, records.counts,
-                             t, i, 0.0, mark, -amount, free, REJECT_MARGIN_REMOVAL)
+                             t, i, 0.0, mark, -amount, free, Reject.MARGIN_REMOVAL)
             return
-    state[S_ISO_MARGIN, i] += amount
-    book.account[A_WALLET] -= amount
+    state[State.ISO_MARGIN, i] += amount
+    book.account[Account.WALLET] -= amount
     refresh_liq_price(i, book)
 
 
@@ -302,61 +270,61 @@ def change_leverage(t, i, leverage, book, records):
     so lowering its leverage needs the extra margin from the available balance.
     """
     state, mode, sym = book.state, book.mode, book.sym
-    mark = state[S_MARK, i]
-    if mode[i] >= SPOT or not leverage >= 1.0:
+    mark = state[State.MARK, i]
+    if mode[i] >= Mode.SPOT or not leverage >= 1.0:
         record_rejection(records.rejects, records.counts,
-                         t, i, 0.0, mark, leverage, np.nan, REJECT_INVALID_ORDER)
+                         t, i, 0.0, mark, leverage, np.nan, Reject.INVALID_ORDER)
         return
-    q = state[S_QTY, i]
-    key = tier_key(i, q, state[S_ENTRY, i], mark, sym) if q != 0.0 else 0.0
+    q = state[State.QTY, i]
+    key = tier_key(i, q, state[State.ENTRY, i], mark, sym) if q != 0.0 else 0.0
     k = tier_from(key, 0, i, book.tiers, book.n_tiers)
-    cap = book.tiers[TIER_MAX_LEVERAGE, i, k]
+    cap = book.tiers[TierField.MAX_LEVERAGE, i, k]
     if leverage > cap:
         record_rejection(records.rejects, records.counts,
-                         t, i, 0.0, mark, leverage, cap, REJECT_LEVERAGE_ABOVE_TIER)
+                         t, i, 0.0, mark, leverage, cap, Reject.LEVERAGE_ABOVE_TIER)
         return
-    old = sym[SYM_LEVERAGE, i]
-    if mode[i] == CROSS and q != 0.0 and leverage < old:
-        extra = abs(q) * state[S_ENTRY, i] * (1.0 / leverage - 1.0 / old)
+    old = sym[Sym.LEVERAGE, i]
+    if mode[i] == Mode.CROSS and q != 0.0 and leverage < old:
+        extra = abs(q) * state[State.ENTRY, i] * (1.0 / leverage - 1.0 / old)
         avail = available_balance(book)
         if extra > avail:
             record_rejection(records.rejects, records.counts,
-                             t, i, 0.0, mark, extra, avail, REJECT_INSUFFICIENT_MARGIN)
+                             t, i, 0.0, mark, extra, avail, Reject.INSUFFICIENT_MARGIN)
             return
-    sym[SYM_LEVERAGE, i] = leverage
+    sym[Sym.LEVERAGE, i] = leverage
 
 
 @njit(cache=True, _nrt=False)
 def switch_margin_mode(t, i, new_mode, book, records):
-    """Set column i's margin mode to CROSS or ISOLATED; refused while it holds a position.
+    """Set column i's margin mode to Mode.CROSS or Mode.ISOLATED; refused while it holds a position.
 
     A hedge-mode leg switches with its partner (the venue sets the mode per symbol),
     so both legs must be flat.
     """
     state, mode = book.state, book.mode
-    mark = state[S_MARK, i]
-    if mode[i] >= SPOT or (new_mode != CROSS and new_mode != ISOLATED):
+    mark = state[State.MARK, i]
+    if mode[i] >= Mode.SPOT or (new_mode != Mode.CROSS and new_mode != Mode.ISOLATED):
         record_rejection(records.rejects, records.counts,
-                         t, i, 0.0, mark, new_mode, np.nan, REJECT_INVALID_ORDER)
+                         t, i, 0.0, mark, new_mode, np.nan, Reject.INVALID_ORDER)
         return
     if new_mode == mode[i]:
         return
-    partner = int(book.sym[SYM_PARTNER, i])
-    if state[S_QTY, i] != 0.0 or (partner >= 0 and state[S_QTY, partner] != 0.0):
+    partner = int(book.sym[Sym.PARTNER, i])
+    if state[State.QTY, i] != 0.0 or (partner >= 0 and state[State.QTY, partner] != 0.0):
         record_rejection(records.rejects, records.counts,
-                         t, i, 0.0, mark, new_mode, np.nan, REJECT_MODE_SWITCH_OPEN)
+                         t, i, 0.0, mark, new_mode, np.nan, Reject.MODE_SWITCH_OPEN)
         return
     mode[i] = int(new_mode)
-    state[S_LIQ_PX, i] = np.nan
+    state[State.LIQ_PX, i] = np.nan
     if partner >= 0:
         mode[partner] = int(new_mode)
-        state[S_LIQ_PX, partner] = np.nan
+        state[State.LIQ_PX, partner] = np.nan
 
 
 @njit(cache=True, _nrt=False)
 def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trading, book,
                           records):
-    """Carry out a callback's orders (enums.O_*), then clear them.
+    """Carry out a callback's orders (enums.Order.*), then clear them.
 
     Order of work: margin changes; trades that reduce a position; leverage and
     mode changes; trades that open or add. Targets and deltas are sized like a
@@ -365,31 +333,31 @@ def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trad
     state = book.state
     n = state.shape[1]
     for i in range(n):
-        amount = orders[O_MARGIN, i]
+        amount = orders[Order.MARGIN, i]
         if amount == amount and amount != 0.0:
             change_isolated_margin(t, i, amount, book, records)
     for i in range(n):
         want[i] = np.nan
-        target = orders[O_TARGET, i]
+        target = orders[Order.TARGET, i]
         if target != target:
-            delta = orders[O_DELTA, i]
+            delta = orders[Order.DELTA, i]
             if delta != delta or delta == 0.0:
                 continue
             target = to_units(i, delta, trading.target_kind, decision_price, book)
-            target += state[S_QTY, i]
+            target += state[State.QTY, i]
         else:
             target = to_units(i, target, trading.target_kind, decision_price, book)
         if target != target:
             record_rejection(records.rejects, records.counts,
-                             t, i, 0.0, np.nan, 0.0, 0.0, REJECT_NO_PRICE)
+                             t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
         set_want(i, target, want, state)
     fill_wants(t, now, True, want, fill_price, trading, book, records)
     for i in range(n):
-        leverage = orders[O_LEVERAGE, i]
+        leverage = orders[Order.LEVERAGE, i]
         if leverage == leverage:
             change_leverage(t, i, leverage, book, records)
-        new_mode = orders[O_MODE, i]
+        new_mode = orders[Order.MODE, i]
         if new_mode == new_mode:
             switch_margin_mode(t, i, new_mode, book, records)
     fill_wants(t, now, False, want, fill_price, trading, book, records)

@@ -14,12 +14,8 @@ import numpy as np
 from numba import njit
 
 from .enums import (
-    C_EVENTS,
-    C_FILLS,
-    C_FUNDING,
-    C_LIQS,
-    C_REJECTS,
     N_COUNTS,
+    Count,
     Records,
     event_dt,
     fill_dt,
@@ -83,11 +79,11 @@ def grow_records(records, n, n_tiers_max, with_callback):
     counts = records.counts
     fills, liqs, rejects, events = bar_room(n, n_tiers_max, with_callback)
     return Records(
-        grow_buffer(records.fills, counts[C_FILLS] + fills + 1),
-        grow_buffer(records.liqs, counts[C_LIQS] + liqs + 1),
+        grow_buffer(records.fills, counts[Count.FILLS] + fills + 1),
+        grow_buffer(records.liqs, counts[Count.LIQS] + liqs + 1),
         records.funding,  # sized for every funding rate of the market: it never fills up
-        grow_buffer(records.rejects, counts[C_REJECTS] + rejects + 1),
-        grow_buffer(records.events, counts[C_EVENTS] + events + 1),
+        grow_buffer(records.rejects, counts[Count.REJECTS] + rejects + 1),
+        grow_buffer(records.events, counts[Count.EVENTS] + events + 1),
         counts,
     )
 
@@ -97,7 +93,7 @@ def grow_records(records, n, n_tiers_max, with_callback):
 
 @njit(cache=True, _nrt=False)
 def record_fill(fills, counts, t, i, qty, price, fee, realized, position_after, reason):
-    c = counts[C_FILLS]
+    c = counts[Count.FILLS]
     fills[c]["bar"] = t
     fills[c]["symbol"] = i
     fills[c]["qty"] = qty
@@ -106,12 +102,12 @@ def record_fill(fills, counts, t, i, qty, price, fee, realized, position_after, 
     fills[c]["realized_pnl"] = realized
     fills[c]["position_after"] = position_after
     fills[c]["reason"] = reason
-    counts[C_FILLS] = c + 1
+    counts[Count.FILLS] = c + 1
 
 
 @njit(cache=True, _nrt=False)
 def record_rejection(rejects, counts, t, i, qty, price, required, available, reason):
-    c = counts[C_REJECTS]
+    c = counts[Count.REJECTS]
     rejects[c]["bar"] = t
     rejects[c]["symbol"] = i
     rejects[c]["qty"] = qty
@@ -119,12 +115,12 @@ def record_rejection(rejects, counts, t, i, qty, price, required, available, rea
     rejects[c]["required"] = required
     rejects[c]["available"] = available
     rejects[c]["reason"] = reason
-    counts[C_REJECTS] = c + 1
+    counts[Count.REJECTS] = c + 1
 
 
 @njit(cache=True, _nrt=False)
 def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
-    c = counts[C_FUNDING]
+    c = counts[Count.FUNDING]
     funding[c]["bar"] = t
     funding[c]["symbol"] = i
     funding[c]["qty"] = qty
@@ -132,7 +128,7 @@ def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
     funding[c]["rate"] = rate
     funding[c]["payment"] = payment
     funding[c]["mode"] = mode
-    counts[C_FUNDING] = c + 1
+    counts[Count.FUNDING] = c + 1
 
 
 @njit(cache=True, _nrt=False)
@@ -140,7 +136,7 @@ def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigge
                        bankrupt, gapped, partial):
     """One liquidated (or cut) position and its prices; returns its row, whose money
     (``record_settlement``) and ``equity_after`` the caller writes once they are known."""
-    c = counts[C_LIQS]
+    c = counts[Count.LIQS]
     liqs[c]["bar"] = t
     liqs[c]["event"] = event
     liqs[c]["symbol"] = i
@@ -153,7 +149,7 @@ def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigge
     liqs[c]["gapped"] = gapped
     liqs[c]["partial"] = partial
     liqs[c]["equity_after"] = np.nan
-    counts[C_LIQS] = c + 1
+    counts[Count.LIQS] = c + 1
     return c
 
 
@@ -170,7 +166,7 @@ def record_settlement(liqs, c, fee, realized, margin_lost, shortfall, equity_bef
 
 @njit(cache=True, _nrt=False)
 def record_event(events, counts, t, i, kind, qty, price, rate, amount, level):
-    c = counts[C_EVENTS]
+    c = counts[Count.EVENTS]
     events[c]["bar"] = t
     events[c]["symbol"] = i
     events[c]["kind"] = kind
@@ -179,4 +175,4 @@ def record_event(events, counts, t, i, kind, qty, price, rate, amount, level):
     events[c]["rate"] = rate
     events[c]["amount"] = amount
     events[c]["margin_level"] = level
-    counts[C_EVENTS] = c + 1
+    counts[Count.EVENTS] = c + 1

@@ -1,21 +1,21 @@
 """The margin rules of one position, each written once (DESIGN.md §3, §7a).
 
 Every function here values one position of column ``i`` from the rule rows of
-``sym`` (``enums.SYM_*``) and the tier table in ``tiers[:, i]``; each rule row has
+``sym`` (``enums.Sym.*``) and the tier table in ``tiers[:, i]``; each rule row has
 one dispatch point, in this module:
 
-- ``SYM_MM_RULE``: which size picks the tier (``tier_key``) and how maintenance
+- ``Sym.MM_RULE``: which size picks the tier (``tier_key``) and how maintenance
   margin is valued in it (``maintenance_in_tier``): bracket ``N*mmr - cum`` at the
   mark (Binance, Bybit since 2025-09-02), the same on the entry value (Bybit
   classic), the whole position at its size tier's rate (OKX), or the liquidation
   level times the used margin (Kraken spot margin);
-- ``SYM_FEE_RULE``: a fee the venue counts inside the margin (``fee_in_margin``);
-- ``SYM_ORDER_COST``: what opening needs from the available balance
+- ``Sym.FEE_RULE``: a fee the venue counts inside the margin (``fee_in_margin``);
+- ``Sym.ORDER_COST``: what opening needs from the available balance
   (``order_cost_rate``);
-- ``SYM_PARTIAL``: the size a triggered position is cut to (``partial_target``);
-- ``SYM_SETTLEMENT``: where a liquidated isolated position closes
+- ``Sym.PARTIAL``: the size a triggered position is cut to (``partial_target``);
+- ``Sym.SETTLEMENT``: where a liquidated isolated position closes
   (``isolated_settlement``);
-- ``SYM_FUNDING_RULE``: who pays an isolated position's funding (``isolated_funding_split``);
+- ``Sym.FUNDING_RULE``: who pays an isolated position's funding (``isolated_funding_split``);
 - the account rule ``R_CROSS_CLOSE``: in which order a triggered cross account closes
   its positions, where each closes, and when the account is done
   (``cross_close_next``, ``cross_settlement``, ``cross_close_done``);
@@ -39,42 +39,17 @@ import numpy as np
 from numba import njit
 
 from .enums import (
-    CROSS,
-    CROSS_CLOSE_FIFO,
-    CROSS_SETTLE_AT_BANKRUPTCY,
-    FEE_IN_MARGIN_LIQUIDATION,
-    FEE_IN_MARGIN_NONE,
-    FEE_IN_MARGIN_TO_CLOSE,
-    FUNDING_FROM_AVAILABLE,
-    MM_AT_ENTRY,
-    MM_BRACKET,
-    MM_BY_SIZE,
-    MM_MARGIN_LEVEL,
-    ORDER_COST_FEE_TO_CLOSE,
-    PARTIAL_NONE,
-    PARTIAL_STEP_DOWN,
-    PARTIAL_TO_TIER_1,
-    S_OPENED,
-    S_QTY,
-    SETTLE_AT_BANKRUPTCY,
-    SYM_BORROW_OPEN_LONG,
-    SYM_BORROW_OPEN_SHORT,
-    SYM_DISCOUNT_IN_COIN,
-    SYM_FEE_RULE,
-    SYM_FUNDING_RULE,
-    SYM_LEVERAGE,
-    SYM_LIQ_FEE,
-    SYM_LIQ_LEVEL,
-    SYM_MM_RULE,
-    SYM_ORDER_COST,
-    SYM_PARTIAL,
-    SYM_ROLLOVER_HOURS,
-    SYM_SETTLEMENT,
-    SYM_TAKER_FEE,
-    TIER_CAP,
-    TIER_CUM,
-    TIER_FLOOR,
-    TIER_MMR,
+    MM,
+    CrossClose,
+    FeeInMargin,
+    FundingFrom,
+    Mode,
+    OrderCost,
+    Partial,
+    Settle,
+    State,
+    Sym,
+    TierField,
 )
 
 # --- tiers ----------------------------------------------------------------------------------
@@ -85,9 +60,9 @@ def tier_from(key, k, i, tiers, n_tiers):
     """Tier of column i that holds ``key`` (``floor < key <= cap``; the last tier above it),
     looked up from a guess ``k`` (the tier the position was in: O(1) when unchanged)."""
     n = n_tiers[i]
-    while k < n - 1 and key > tiers[TIER_CAP, i, k]:
+    while k < n - 1 and key > tiers[TierField.CAP, i, k]:
         k += 1
-    while k > 0 and key <= tiers[TIER_FLOOR, i, k]:
+    while k > 0 and key <= tiers[TierField.FLOOR, i, k]:
         k -= 1
     return k
 
@@ -96,10 +71,10 @@ def tier_from(key, k, i, tiers, n_tiers):
 def tier_key(i, qty, entry, price, sym):
     """The size that picks column i's tier: the notional at ``price`` (bracket rule, margin
     level), the entry value (MM on the entry value) or the size itself (OKX tiers)."""
-    rule = sym[SYM_MM_RULE, i]
-    if rule == MM_BY_SIZE:
+    rule = sym[Sym.MM_RULE, i]
+    if rule == MM.BY_SIZE:
         return abs(qty)
-    if rule == MM_AT_ENTRY:
+    if rule == MM.AT_ENTRY:
         return abs(qty) * entry
     return abs(qty) * price
 
@@ -108,14 +83,14 @@ def tier_key(i, qty, entry, price, sym):
 def plain_bracket(i, sym):
     """Whether column i's maintenance margin is the bracket at the mark and nothing else
     (Binance's rule): the kernel's bound pass then needs no dispatch for it."""
-    return sym[SYM_MM_RULE, i] == MM_BRACKET and sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_NONE
+    return sym[Sym.MM_RULE, i] == MM.BRACKET and sym[Sym.FEE_RULE, i] == FeeInMargin.NONE
 
 
 @njit(cache=True, _nrt=False)
 def bracket_maintenance(notional, i, k, tiers):
     """Binance's tax-bracket maintenance margin ``N * mmr_k - cum_k`` of a notional in tier k
     (VENUES.md §2.3): continuous and convex in N."""
-    return notional * tiers[TIER_MMR, i, k] - tiers[TIER_CUM, i, k]
+    return notional * tiers[TierField.MMR, i, k] - tiers[TierField.CUM, i, k]
 
 
 # --- margins --------------------------------------------------------------------------------
@@ -127,7 +102,7 @@ def fee_to_close(i, qty, entry, sym):
     (VENUES.md §3.3, §3.7): reserved in the margin since 2025-09-02, and in every era part
     of what an opening order costs."""
     side = 1.0 if qty > 0.0 else -1.0
-    return abs(qty) * entry * (1.0 - side / sym[SYM_LEVERAGE, i]) * sym[SYM_TAKER_FEE, i]
+    return abs(qty) * entry * (1.0 - side / sym[Sym.LEVERAGE, i]) * sym[Sym.TAKER_FEE, i]
 
 
 @njit(cache=True, _nrt=False)
@@ -138,11 +113,11 @@ def fee_in_margin(i, qty, entry, price, sym):
     (``fee_to_close``). OKX: the liquidation fee on the notional at mark, ``Q*P*fee``
     (trigger ``equity <= MM + liquidation fee``, §4.2).
     """
-    rule = sym[SYM_FEE_RULE, i]
-    if rule == FEE_IN_MARGIN_TO_CLOSE:
+    rule = sym[Sym.FEE_RULE, i]
+    if rule == FeeInMargin.TO_CLOSE:
         return fee_to_close(i, qty, entry, sym)
-    if rule == FEE_IN_MARGIN_LIQUIDATION:
-        return abs(qty) * price * sym[SYM_LIQ_FEE, i]
+    if rule == FeeInMargin.LIQUIDATION:
+        return abs(qty) * price * sym[Sym.LIQ_FEE, i]
     return 0.0
 
 
@@ -151,22 +126,22 @@ def used_margin(i, qty, entry, price, sym):
     """Kraken's used margin: a long's cost over its leverage (fixed), a short's borrowed
     base over its leverage, revalued at ``price`` (VENUES.md §5.1)."""
     if qty > 0.0:
-        return qty * entry / sym[SYM_LEVERAGE, i]
-    return -qty * price / sym[SYM_LEVERAGE, i]
+        return qty * entry / sym[Sym.LEVERAGE, i]
+    return -qty * price / sym[Sym.LEVERAGE, i]
 
 
 @njit(cache=True, _nrt=False)
 def maintenance_in_tier(i, qty, entry, price, k, sym, tiers):
     """Maintenance margin of column i's position ``(qty, entry)`` at mark ``price``, in tier k
     (the tier of ``tier_key``), the fee the venue counts in the margin included."""
-    rule = sym[SYM_MM_RULE, i]
-    if rule == MM_AT_ENTRY:
+    rule = sym[Sym.MM_RULE, i]
+    if rule == MM.AT_ENTRY:
         mm = bracket_maintenance(abs(qty) * entry, i, k, tiers)
-    elif rule == MM_MARGIN_LEVEL:
-        mm = sym[SYM_LIQ_LEVEL, i] * used_margin(i, qty, entry, price, sym)
+    elif rule == MM.MARGIN_LEVEL:
+        mm = sym[Sym.LIQ_LEVEL, i] * used_margin(i, qty, entry, price, sym)
     else:
         mm = bracket_maintenance(abs(qty) * price, i, k, tiers)
-    if sym[SYM_FEE_RULE, i] != 0.0:
+    if sym[Sym.FEE_RULE, i] != 0.0:
         mm += fee_in_margin(i, qty, entry, price, sym)
     return mm
 
@@ -182,11 +157,11 @@ def maintenance_margin(i, qty, entry, price, sym, tiers, n_tiers):
 def initial_margin(i, qty, entry, price, sym):
     """Initial margin a position locks: ``|q| * EP / L`` (a Kraken short: at ``price``),
     plus Bybit's fee to close where the venue counts it in the margin."""
-    if sym[SYM_MM_RULE, i] == MM_MARGIN_LEVEL:
+    if sym[Sym.MM_RULE, i] == MM.MARGIN_LEVEL:
         im = used_margin(i, qty, entry, price, sym)
     else:
-        im = abs(qty) * entry / sym[SYM_LEVERAGE, i]
-    if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+        im = abs(qty) * entry / sym[Sym.LEVERAGE, i]
+    if sym[Sym.FEE_RULE, i] == FeeInMargin.TO_CLOSE:
         im += fee_in_margin(i, qty, entry, price, sym)
     return im
 
@@ -195,8 +170,8 @@ def initial_margin(i, qty, entry, price, sym):
 def isolated_margin_to_open(i, open_qty, price, sym):
     """What opening ``open_qty`` at ``price`` moves into an isolated position's margin: its
     initial margin ``|dq| * price / L``, with the fee to close where the venue counts it."""
-    im = abs(open_qty) * price / sym[SYM_LEVERAGE, i]
-    if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+    im = abs(open_qty) * price / sym[Sym.LEVERAGE, i]
+    if sym[Sym.FEE_RULE, i] == FeeInMargin.TO_CLOSE:
         im += fee_in_margin(i, open_qty, price, price, sym)
     return im
 
@@ -206,11 +181,11 @@ def order_cost_rate(i, side, sym):
     """What opening one unit of notional on ``side`` costs besides its initial margin, as a
     rate: the taker fee; Bybit's fee to close at the bankruptcy price (its order cost,
     VENUES.md §3.7); Kraken's opening fee on what the position borrows."""
-    rate = sym[SYM_TAKER_FEE, i]
-    if sym[SYM_ORDER_COST, i] == ORDER_COST_FEE_TO_CLOSE:
+    rate = sym[Sym.TAKER_FEE, i]
+    if sym[Sym.ORDER_COST, i] == OrderCost.FEE_TO_CLOSE:
         rate += fee_to_close(i, side, 1.0, sym)  # per unit of notional
-    if sym[SYM_ROLLOVER_HOURS, i] > 0.0:
-        rate += sym[SYM_BORROW_OPEN_LONG, i] if side > 0.0 else sym[SYM_BORROW_OPEN_SHORT, i]
+    if sym[Sym.ROLLOVER_HOURS, i] > 0.0:
+        rate += sym[Sym.BORROW_OPEN_LONG, i] if side > 0.0 else sym[Sym.BORROW_OPEN_SHORT, i]
     return rate
 
 
@@ -220,11 +195,11 @@ def discounted_value(amount, i, tiers, n_tiers):
     (a tax-bracket sum, concave in the amount; VENUES.md §4.5). ``amount`` <= 0 gives 0."""
     total = 0.0
     for k in range(n_tiers[i]):
-        floor = tiers[TIER_FLOOR, i, k]
+        floor = tiers[TierField.FLOOR, i, k]
         if amount <= floor:
             break
-        top = min(amount, tiers[TIER_CAP, i, k])
-        total += (top - floor) * tiers[TIER_MMR, i, k]
+        top = min(amount, tiers[TierField.CAP, i, k])
+        total += (top - floor) * tiers[TierField.MMR, i, k]
     return total
 
 
@@ -232,7 +207,7 @@ def discounted_value(amount, i, tiers, n_tiers):
 def collateral_value(i, qty, price, sym, tiers, n_tiers):
     """Discounted value of a collateral holding of ``qty`` coins at ``price`` (OKX §4.5): the
     discount tiers (bounds in USD or in coins) in the column's tier table, rates in mmr."""
-    if sym[SYM_DISCOUNT_IN_COIN, i] != 0.0:
+    if sym[Sym.DISCOUNT_IN_COIN, i] != 0.0:
         return discounted_value(qty, i, tiers, n_tiers) * price
     return discounted_value(qty * price, i, tiers, n_tiers)
 
@@ -260,15 +235,15 @@ def bracket_liquidation_price(i, qty, entry, collateral, extra_rate, tiers, n_ti
     n = n_tiers[i]
     k = 0
     while k < n - 1:
-        cap = tiers[TIER_CAP, i, k]
+        cap = tiers[TierField.CAP, i, k]
         # f at P = cap / q, on tier k's own line (MM is continuous at the cap)
         trigger_at_cap = collateral + side * (cap - q * entry) - (
-            cap * (tiers[TIER_MMR, i, k] + extra_rate) - tiers[TIER_CUM, i, k])
+            cap * (tiers[TierField.MMR, i, k] + extra_rate) - tiers[TierField.CUM, i, k])
         if side * trigger_at_cap >= 0.0:
             break
         k += 1
-    return (collateral + tiers[TIER_CUM, i, k] - side * q * entry) / (
-        q * (tiers[TIER_MMR, i, k] + extra_rate) - side * q)
+    return (collateral + tiers[TierField.CUM, i, k] - side * q * entry) / (
+        q * (tiers[TierField.MMR, i, k] + extra_rate) - side * q)
 
 
 @njit(cache=True, _nrt=False, inline='always')
@@ -283,14 +258,14 @@ def solve_liquidation_price(i, qty, entry, collateral, sym, tiers, n_tiers):
     """
     if qty == 0.0:
         return np.nan
-    rule = sym[SYM_MM_RULE, i]
-    fee_rule = sym[SYM_FEE_RULE, i]
-    if rule == MM_BRACKET:
+    rule = sym[Sym.MM_RULE, i]
+    fee_rule = sym[Sym.FEE_RULE, i]
+    if rule == MM.BRACKET:
         extra = 0.0
-        if fee_rule == FEE_IN_MARGIN_TO_CLOSE:
+        if fee_rule == FeeInMargin.TO_CLOSE:
             collateral -= fee_in_margin(i, qty, entry, 0.0, sym)
-        elif fee_rule == FEE_IN_MARGIN_LIQUIDATION:
-            extra = sym[SYM_LIQ_FEE, i]
+        elif fee_rule == FeeInMargin.LIQUIDATION:
+            extra = sym[Sym.LIQ_FEE, i]
         return bracket_liquidation_price(i, qty, entry, collateral, extra, tiers, n_tiers)
     q = abs(qty)
     side = 1.0 if qty > 0.0 else -1.0
@@ -317,19 +292,19 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
     - OKX (§4.4): from tier 3 up, the cap two tiers down (legacy rule: tier 1's cap);
       ``equity`` plays no part.
     """
-    rule = sym[SYM_PARTIAL, i]
-    if rule == PARTIAL_NONE:
+    rule = sym[Sym.PARTIAL, i]
+    if rule == Partial.NONE:
         return 0.0
     key = tier_key(i, qty, entry, price, sym)
     k = tier_from(key, 0, i, tiers, n_tiers)
     size = abs(qty)
-    if rule == PARTIAL_STEP_DOWN:
+    if rule == Partial.STEP_DOWN:
         if k == 0 or key <= 0.0:
             return 0.0
         # the fee counted in the margin scales with the size, like the margin does
         fee = fee_in_margin(i, qty, entry, price, sym)
         for j in range(k - 1, -1, -1):
-            cap = tiers[TIER_CAP, i, j]
+            cap = tiers[TierField.CAP, i, j]
             if scales:
                 covered = (equity - fee) * cap / key >= bracket_maintenance(cap, i, j, tiers)
             else:
@@ -339,8 +314,8 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
         return 0.0
     if k < 2:
         return 0.0
-    cap = tiers[TIER_CAP, i, 0] if rule == PARTIAL_TO_TIER_1 else tiers[TIER_CAP, i, k - 2]
-    if sym[SYM_MM_RULE, i] == MM_BY_SIZE:
+    cap = tiers[TierField.CAP, i, 0 if rule == Partial.TO_TIER_1 else k - 2]
+    if sym[Sym.MM_RULE, i] == MM.BY_SIZE:
         return cap
     return size * cap / key
 
@@ -348,10 +323,10 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
 @njit(cache=True, _nrt=False)
 def lowest_cut_tier(i, sym):
     """The lowest tier a position must be above for a partial cut to apply (-1: never)."""
-    rule = sym[SYM_PARTIAL, i]
-    if rule == PARTIAL_NONE:
+    rule = sym[Sym.PARTIAL, i]
+    if rule == Partial.NONE:
         return -1
-    return 1 if rule == PARTIAL_STEP_DOWN else 2
+    return 1 if rule == Partial.STEP_DOWN else 2
 
 
 @njit(cache=True, _nrt=False)
@@ -368,9 +343,9 @@ def isolated_settlement(i, qty, entry, margin, price, sym):
     A loss beyond the margin (a gap through the bankruptcy price) is the shortfall.
     """
     shortfall = 0.0
-    if sym[SYM_SETTLEMENT, i] == SETTLE_AT_BANKRUPTCY:
+    if sym[Sym.SETTLEMENT, i] == Settle.AT_BANKRUPTCY:
         fee = 0.0
-        if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE:
+        if sym[Sym.FEE_RULE, i] == FeeInMargin.TO_CLOSE:
             fee = fee_in_margin(i, qty, entry, price, sym)
         bankrupt = entry - (margin - fee) / qty
         # past the bankruptcy price (a gap) the insurance fund takes the rest
@@ -380,7 +355,7 @@ def isolated_settlement(i, qty, entry, margin, price, sym):
         return bankrupt, fee, qty * (bankrupt - entry), 0.0, shortfall, bankrupt
     bankrupt = entry - margin / qty
     realized = qty * (price - entry)
-    fee = abs(qty) * price * sym[SYM_LIQ_FEE, i]
+    fee = abs(qty) * price * sym[Sym.LIQ_FEE, i]
     remaining = margin + realized - fee
     if remaining < 0.0:
         shortfall = -remaining
@@ -394,7 +369,7 @@ def isolated_funding_split(i, payment, available, sym):
     pays the rest. DESIGN.md §4: the margin pays it all (it moves the liquidation price).
     Bybit (VENUES.md §3.3): the available balance first, the margin only for what that
     cannot pay; funding received goes to the balance."""
-    if sym[SYM_FUNDING_RULE, i] == FUNDING_FROM_AVAILABLE:
+    if sym[Sym.FUNDING_RULE, i] == FundingFrom.AVAILABLE:
         free = max(available, 0.0)
         return payment if payment <= free else free
     return 0.0
@@ -409,10 +384,10 @@ def cross_close_next(state, mode, close):
     else in column order (the whole account goes)."""
     pick = -1
     for i in range(state.shape[1]):
-        if state[S_QTY, i] != 0.0 and mode[i] == CROSS:
-            if close != CROSS_CLOSE_FIFO:
+        if state[State.QTY, i] != 0.0 and mode[i] == Mode.CROSS:
+            if close != CrossClose.FIFO:
                 return i
-            if pick < 0 or state[S_OPENED, i] < state[S_OPENED, pick]:
+            if pick < 0 or state[State.OPENED, i] < state[State.OPENED, pick]:
                 pick = i
     return pick
 
@@ -421,14 +396,14 @@ def cross_close_next(state, mode, close):
 def cross_close_done(close, trigger_value):
     """Whether a cross liquidation may stop with positions left: under FIFO, once the account
     no longer triggers (``trigger_value`` > 0); otherwise never (every position goes)."""
-    return close == CROSS_CLOSE_FIFO and trigger_value > 0.0
+    return close == CrossClose.FIFO and trigger_value > 0.0
 
 
 @njit(cache=True, _nrt=False)
 def settles_to_zero(close, total_mm):
     """Whether the cross account is settled at the positions' bankruptcy prices (Bybit): its
     wallet ends at zero, and a gap past those prices is the insurance fund's."""
-    return close == CROSS_SETTLE_AT_BANKRUPTCY and total_mm > 0.0
+    return close == CrossClose.SETTLE_AT_BANKRUPTCY and total_mm > 0.0
 
 
 @njit(cache=True, _nrt=False)
@@ -450,10 +425,10 @@ def cross_settlement(i, qty, entry, price, balance, mm, total_mm, close, sym):
     if settles_to_zero(close, total_mm):
         share = balance * mm / total_mm
         fee = 0.0
-        if sym[SYM_FEE_RULE, i] == FEE_IN_MARGIN_TO_CLOSE and share > 0.0:
+        if sym[Sym.FEE_RULE, i] == FeeInMargin.TO_CLOSE and share > 0.0:
             fee = min(fee_in_margin(i, qty, entry, price, sym), share)
         settled = price - (share - fee) / qty
         return settled, fee, settled
-    if close == CROSS_SETTLE_AT_BANKRUPTCY:
+    if close == CrossClose.SETTLE_AT_BANKRUPTCY:
         return price, 0.0, bankrupt
-    return price, abs(qty) * price * sym[SYM_LIQ_FEE, i], bankrupt
+    return price, abs(qty) * price * sym[Sym.LIQ_FEE, i], bankrupt

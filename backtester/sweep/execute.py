@@ -165,11 +165,11 @@ class ChunkRunner:
             out.errors[k] = _error(exc)
             return
         counts = np.zeros(enums.N_COUNTS, dtype=np.int64)
-        counts[enums.C_FILLS] = len(output.fills)
-        counts[enums.C_LIQS] = len(output.liquidations)
-        counts[enums.C_FUNDING] = len(output.funding)
-        counts[enums.C_REJECTS] = len(output.rejections)
-        counts[enums.C_EVENTS] = len(output.events)
+        counts[enums.Count.FILLS] = len(output.fills)
+        counts[enums.Count.LIQS] = len(output.liquidations)
+        counts[enums.Count.FUNDING] = len(output.funding)
+        counts[enums.Count.REJECTS] = len(output.rejections)
+        counts[enums.Count.EVENTS] = len(output.events)
         records = enums.Records(output.fills, output.liquidations, output.funding,
                                 output.rejections, output.events, counts)
         row = np.full(batch.N_METRICS, np.nan)
@@ -178,7 +178,7 @@ class ChunkRunner:
                         row)
         out.metrics[k] = row
         if equity:
-            out.equity[k] = output.account[enums.OUT_EQUITY].copy()
+            out.equity[k] = output.account[enums.Out.EQUITY].copy()
 
     def _run_batch(self, members: list, out: ChunkOutput, equity: bool, parallel: bool):
         """Runs that share their market and rules and trade targets: one compiled call."""

@@ -79,15 +79,15 @@ class Binance(MarginModel):
     def symbol_rows(self, spec: SymbolSpec, rules_in_force: Mapping[str, Any]
                     ) -> dict[int, float]:
         return {
-            enums.SYM_MM_RULE: enums.MM_BRACKET,
-            enums.SYM_FEE_RULE: enums.FEE_IN_MARGIN_NONE,
-            enums.SYM_SETTLEMENT: enums.SETTLE_AT_TRIGGER,
-            enums.SYM_FUNDING_RULE: enums.FUNDING_FROM_POSITION,
-            enums.SYM_PARTIAL: enums.PARTIAL_NONE,  # the IOC of brackets >= 2 is not simulated
+            enums.Sym.MM_RULE: enums.MM.BRACKET,
+            enums.Sym.FEE_RULE: enums.FeeInMargin.NONE,
+            enums.Sym.SETTLEMENT: enums.Settle.AT_TRIGGER,
+            enums.Sym.FUNDING_RULE: enums.FundingFrom.POSITION,
+            enums.Sym.PARTIAL: enums.Partial.NONE,  # the IOC of brackets >= 2 is not simulated
         }
 
     def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:
-        return {enums.R_CROSS_CLOSE: enums.CROSS_CLOSE_AT_TRIGGER}
+        return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.AT_TRIGGER}
 
     def liquidation_price(self, position: Position, backing: float, margin_mode: str) -> float:
         return bracket_liquidation_price(position.qty, position.entry_price, backing,

@@ -69,21 +69,21 @@ class BybitUTA(MarginModel):
                     ) -> dict[int, float]:
         mark = rules_in_force["margin_price"] == "mark"
         return {
-            enums.SYM_ORDER_COST: enums.ORDER_COST_FEE_TO_CLOSE,
-            enums.SYM_CUT_FEE: spec.taker_fee,  # the step-down is a Fill-or-Kill taker order
-            enums.SYM_MM_RULE: enums.MM_BRACKET if mark else enums.MM_AT_ENTRY,
-            enums.SYM_FEE_RULE: (enums.FEE_IN_MARGIN_TO_CLOSE
+            enums.Sym.ORDER_COST: enums.OrderCost.FEE_TO_CLOSE,
+            enums.Sym.CUT_FEE: spec.taker_fee,  # the step-down is a Fill-or-Kill taker order
+            enums.Sym.MM_RULE: enums.MM.BRACKET if mark else enums.MM.AT_ENTRY,
+            enums.Sym.FEE_RULE: (enums.FeeInMargin.TO_CLOSE
                                  if rules_in_force["fee_to_close_in_margin"]
-                                 else enums.FEE_IN_MARGIN_NONE),
-            enums.SYM_SETTLEMENT: enums.SETTLE_AT_BANKRUPTCY,
-            enums.SYM_FUNDING_RULE: enums.FUNDING_FROM_AVAILABLE,
-            enums.SYM_PARTIAL: (enums.PARTIAL_STEP_DOWN
+                                 else enums.FeeInMargin.NONE),
+            enums.Sym.SETTLEMENT: enums.Settle.AT_BANKRUPTCY,
+            enums.Sym.FUNDING_RULE: enums.FundingFrom.AVAILABLE,
+            enums.Sym.PARTIAL: (enums.Partial.STEP_DOWN
                                 if rules_in_force["partial_liquidation"] == "step_down"
-                                else enums.PARTIAL_NONE),
+                                else enums.Partial.NONE),
         }
 
     def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:
-        return {enums.R_CROSS_CLOSE: enums.CROSS_SETTLE_AT_BANKRUPTCY}
+        return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.SETTLE_AT_BANKRUPTCY}
 
     def leverage_matters(self, rules_in_force: Mapping[str, Any]) -> bool:
         return bool(rules_in_force["fee_to_close_in_margin"])  # the fee to close is in MM
@@ -131,9 +131,9 @@ def classic_liquidation_price(qty: float, entry_price: float, collateral: float,
 
 def _fee_columns(leverage: float, taker_fee: float) -> Columns:
     """One column holding only Bybit's fee rules (for the fee and order-cost functions)."""
-    return Columns.bare({enums.SYM_LEVERAGE: leverage, enums.SYM_TAKER_FEE: taker_fee,
-                         enums.SYM_FEE_RULE: enums.FEE_IN_MARGIN_TO_CLOSE,
-                         enums.SYM_ORDER_COST: enums.ORDER_COST_FEE_TO_CLOSE})
+    return Columns.bare({enums.Sym.LEVERAGE: leverage, enums.Sym.TAKER_FEE: taker_fee,
+                         enums.Sym.FEE_RULE: enums.FeeInMargin.TO_CLOSE,
+                         enums.Sym.ORDER_COST: enums.OrderCost.FEE_TO_CLOSE})
 
 
 def fee_to_close(qty: float, entry_price: float, leverage: float, taker_fee: float) -> float:

@@ -60,20 +60,20 @@ class KrakenSpot(MarginModel):
                     ) -> dict[int, float]:
         p = spec.params
         return {
-            enums.SYM_MM_RULE: enums.MM_MARGIN_LEVEL,
-            enums.SYM_FEE_RULE: enums.FEE_IN_MARGIN_NONE,
-            enums.SYM_LIQ_LEVEL: rules_in_force["liquidation_level"],
-            enums.SYM_ROLLOVER_HOURS: rules_in_force["rollover_hours"],
-            enums.SYM_BORROW_OPEN_LONG: p.get("long_opening_fee", 0.0),
-            enums.SYM_BORROW_ROLL_LONG: p.get("long_rollover_fee", 0.0),
-            enums.SYM_BORROW_OPEN_SHORT: p.get("short_opening_fee", 0.0),
-            enums.SYM_BORROW_ROLL_SHORT: p.get("short_rollover_fee", 0.0),
+            enums.Sym.MM_RULE: enums.MM.MARGIN_LEVEL,
+            enums.Sym.FEE_RULE: enums.FeeInMargin.NONE,
+            enums.Sym.LIQ_LEVEL: rules_in_force["liquidation_level"],
+            enums.Sym.ROLLOVER_HOURS: rules_in_force["rollover_hours"],
+            enums.Sym.BORROW_OPEN_LONG: p.get("long_opening_fee", 0.0),
+            enums.Sym.BORROW_ROLL_LONG: p.get("long_rollover_fee", 0.0),
+            enums.Sym.BORROW_OPEN_SHORT: p.get("short_opening_fee", 0.0),
+            enums.Sym.BORROW_ROLL_SHORT: p.get("short_rollover_fee", 0.0),
         }
 
     def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:
-        return {enums.R_CROSS_CLOSE: enums.CROSS_CLOSE_FIFO,
-                enums.R_CALL_LEVEL: rules_in_force["margin_call_level"],
-                enums.R_OPEN_LEVEL: rules_in_force["open_level"]}
+        return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.FIFO,
+                enums.AccountRule.CALL_LEVEL: rules_in_force["margin_call_level"],
+                enums.AccountRule.OPEN_LEVEL: rules_in_force["open_level"]}
 
     def leverage_matters(self, rules_in_force: Mapping[str, Any]) -> bool:
         return True  # the used margin is the position over its leverage
@@ -104,7 +104,7 @@ KRAKEN_SPOT = KrakenSpot()
 def used_margin(qty: float, entry_price: float, price: float, leverage: float) -> float:
     """Margin a position uses, in quote: long ``Q*EP/L`` (its cost, fixed), short ``Q*P/L``
     (``Q/L`` of the borrowed base, revalued at ``price``): the engine's ``used_margin``."""
-    sym = Columns.bare({enums.SYM_LEVERAGE: leverage}).sym
+    sym = Columns.bare({enums.Sym.LEVERAGE: leverage}).sym
     return float(engine_rules.used_margin(0, qty, entry_price, price, sym))
 
 
@@ -114,14 +114,14 @@ def account_margin_level(trade_balance: float, qtys, entries, prices, leverages)
     qtys = np.asarray(qtys, dtype=np.float64)
     n = len(qtys)
     state = np.zeros((enums.N_STATE, n))
-    state[enums.S_QTY] = qtys
-    state[enums.S_ENTRY] = entries
+    state[enums.State.QTY] = qtys
+    state[enums.State.ENTRY] = entries
     account = np.zeros(enums.N_ACCOUNT)
-    account[enums.A_WALLET] = trade_balance
-    c = Columns.bare({enums.SYM_LEVERAGE: np.asarray(leverages, dtype=np.float64),
-                      enums.SYM_MM_RULE: enums.MM_MARGIN_LEVEL}, n=n)
+    account[enums.Account.WALLET] = trade_balance
+    c = Columns.bare({enums.Sym.LEVERAGE: np.asarray(leverages, dtype=np.float64),
+                      enums.Sym.MM_RULE: enums.MM.MARGIN_LEVEL}, n=n)
     book = enums.Book(state, np.zeros(n, dtype=np.int64), account,
-                      np.full(n, enums.CROSS, dtype=np.int64), c.sym, c.tiers, c.n_tiers,
+                      np.full(n, enums.Mode.CROSS, dtype=np.int64), c.sym, c.tiers, c.n_tiers,
                       np.zeros(enums.N_ACCOUNT_RULES))
     return float(engine_account.margin_level(book, np.asarray(prices, dtype=np.float64)))
 

@@ -7,7 +7,7 @@ A venue file names its ``model``; each model lives in one module (``binance``,
 - which dated rule parameters (``[[rules]]``) and per-symbol parameters (``params``
   of a version) a venue file may set, with their defaults and meaning;
 - how a symbol's spec and the rules in force become the kernel's rule rows
-  (``symbol_rows``, ``account_rows``: ``engine.enums.SYM_*`` and ``R_*``);
+  (``symbol_rows``, ``account_rows``: ``engine.enums.Sym.*`` and ``AccountRule.*``);
 - its rows of ``Result.describe()``;
 - its reference calculators: the liquidation and bankruptcy prices of one position,
   the venue's published closed forms. They take the maintenance margin, the tier of
@@ -54,29 +54,30 @@ class Columns:
     def from_arrays(cls, arrays: VenueArrays, leverage: Sequence[float]) -> Columns:
         """The columns of ``Venue.arrays(...)`` with each position's ``leverage`` (NaN: none)."""
         tiers = np.empty((enums.N_TIER_FIELDS,) + arrays.floors.shape)
-        for row, values in ((enums.TIER_FLOOR, arrays.floors), (enums.TIER_CAP, arrays.caps),
-                            (enums.TIER_MMR, arrays.mmrs), (enums.TIER_CUM, arrays.cums),
-                            (enums.TIER_MAX_LEVERAGE, arrays.max_leverage)):
+        field = enums.TierField
+        for row, values in ((field.FLOOR, arrays.floors), (field.CAP, arrays.caps),
+                            (field.MMR, arrays.mmrs), (field.CUM, arrays.cums),
+                            (field.MAX_LEVERAGE, arrays.max_leverage)):
             tiers[row] = values
         sym = np.array(arrays.rules, dtype=np.float64)
-        sym[enums.SYM_LEVERAGE] = leverage
+        sym[enums.Sym.LEVERAGE] = leverage
         return cls(sym, tiers, arrays.n_tiers.copy())
 
     @classmethod
     def bare(cls, rows: Mapping[int, Any], n: int = 1, floors=(0.0,), caps=(math.inf,),
              mmrs=(0.0,)) -> Columns:
-        """``n`` columns with only the rule ``rows`` given (``{SYM_*: value or (n,) values}``)
+        """``n`` columns with only the rule ``rows`` given (``{Sym.*: value or (n,) values}``)
         and one tier table (bounds and rates; cum 0): the layout of a rule that needs no
         venue, such as a fee or a discount."""
         sym = np.zeros((enums.N_SYMBOL_FIELDS, n))
-        sym[enums.SYM_PARTNER] = -1.0
+        sym[enums.Sym.PARTNER] = -1.0
         for row, value in rows.items():
             sym[row] = value
         tiers = np.zeros((enums.N_TIER_FIELDS, n, len(floors)))
-        tiers[enums.TIER_FLOOR] = floors
-        tiers[enums.TIER_CAP] = caps
-        tiers[enums.TIER_MMR] = mmrs
-        tiers[enums.TIER_MAX_LEVERAGE] = 1.0
+        tiers[enums.TierField.FLOOR] = floors
+        tiers[enums.TierField.CAP] = caps
+        tiers[enums.TierField.MMR] = mmrs
+        tiers[enums.TierField.MAX_LEVERAGE] = 1.0
         return cls(sym, tiers, np.full(n, len(floors), dtype=np.int64))
 
 
@@ -105,7 +106,7 @@ class Position:
 
     @property
     def leverage(self) -> float:
-        return float(self.columns.sym[enums.SYM_LEVERAGE, self.i])
+        return float(self.columns.sym[enums.Sym.LEVERAGE, self.i])
 
     def tier(self) -> int:
         """The tier that holds the position at its entry (the engine's lookup, 0-based)."""
@@ -117,8 +118,8 @@ class Position:
         """``(floors, caps, mmrs, cums)`` of the position's tiers, in the kernel's units
         (bounds on the notional, or on the size in base units)."""
         table = self.columns.tiers[:, self.i, :self.columns.n_tiers[self.i]]
-        return (table[enums.TIER_FLOOR], table[enums.TIER_CAP], table[enums.TIER_MMR],
-                table[enums.TIER_CUM])
+        field = enums.TierField
+        return table[field.FLOOR], table[field.CAP], table[field.MMR], table[field.CUM]
 
     def maintenance_margin(self, price: float) -> float:
         """The engine's maintenance margin of the position at mark ``price``."""
@@ -181,27 +182,27 @@ class MarginModel:
 
     def symbol_rows(self, spec: SymbolSpec, rules_in_force: Mapping[str, Any]
                     ) -> dict[int, float]:
-        """The model's rule rows (``{SYM_*: value}``) of one symbol under these rules; rows
+        """The model's rule rows (``{Sym.*: value}``) of one symbol under these rules; rows
         not named keep the defaults of ``kernel_rules``."""
         return {}
 
     def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:
-        """The model's account rules (``{R_*: value}``); the others are 0."""
+        """The model's account rules (``{AccountRule.*: value}``); the others are 0."""
         return {}
 
     def kernel_rules(self, specs: Sequence[SymbolSpec], rules_in_force: Mapping[str, Any],
                      venue: str = "") -> np.ndarray:
-        """The kernel's rule rows (``enums.SYM_*``, (N_SYMBOL_FIELDS, N)) of ``specs``: the
+        """The kernel's rule rows (``enums.Sym.*``, (N_SYMBOL_FIELDS, N)) of ``specs``: the
         fees of each spec, then the model's rows. The leverage row is left 0 (the run's)."""
         out = np.zeros((enums.N_SYMBOL_FIELDS, len(specs)))
-        out[enums.SYM_PARTNER] = -1.0
+        out[enums.Sym.PARTNER] = -1.0
         for i, spec in enumerate(specs):
-            out[enums.SYM_TAKER_FEE, i] = spec.taker_fee
-            out[enums.SYM_LIQ_FEE, i] = spec.liquidation_fee
-            out[enums.SYM_CUT_FEE, i] = spec.liquidation_fee
+            out[enums.Sym.TAKER_FEE, i] = spec.taker_fee
+            out[enums.Sym.LIQ_FEE, i] = spec.liquidation_fee
+            out[enums.Sym.CUT_FEE, i] = spec.liquidation_fee
             for row, value in self.symbol_rows(spec, rules_in_force).items():
                 out[row, i] = value
-            if (spec.tier_rule == "whole" and out[enums.SYM_MM_RULE, i] == enums.MM_BRACKET
+            if (spec.tier_rule == "whole" and out[enums.Sym.MM_RULE, i] == enums.MM.BRACKET
                     and len(spec.tiers) > 1):
                 raise VenueSpecError(
                     f"venue {venue}, {spec.label}: tier_rule 'whole' on notional tiers "
@@ -211,7 +212,7 @@ class MarginModel:
         return out
 
     def account_rules(self, rules_in_force: Mapping[str, Any]) -> np.ndarray:
-        """The kernel's account rules (``enums.R_*``, (N_ACCOUNT_RULES,))."""
+        """The kernel's account rules (``enums.AccountRule.*``, (N_ACCOUNT_RULES,))."""
         out = np.zeros(enums.N_ACCOUNT_RULES)
         for row, value in self.account_rows(rules_in_force).items():
             out[row] = value
@@ -229,7 +230,7 @@ class MarginModel:
     def summary_rows(self, result, summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         """The model's rows of ``Result.describe()``: a futures account's cost of carry is
         funding, its risk the cross margin ratio."""
-        cross = (np.asarray(result.margin_mode) == enums.CROSS).any()
+        cross = (np.asarray(result.margin_mode) == enums.Mode.CROSS).any()
         return [
             ("funding paid", f"{summary['funding_paid']:,.2f}"),
             ("worst margin ratio", f"{summary['worst_margin_ratio']:.2%}" if cross

@@ -34,8 +34,8 @@ from .binance import bracket_liquidation_price
 from .models import Columns, MarginModel, Position, Rule
 from .spec import SymbolSpec
 
-PARTIAL_RULES = {"two_tiers": enums.PARTIAL_TWO_TIERS, "to_tier_1": enums.PARTIAL_TO_TIER_1,
-                 "none": enums.PARTIAL_NONE}
+PARTIAL_RULES = {"two_tiers": enums.Partial.TWO_TIERS, "to_tier_1": enums.Partial.TO_TIER_1,
+                 "none": enums.Partial.NONE}
 
 
 class Okx(MarginModel):
@@ -59,19 +59,19 @@ class Okx(MarginModel):
                     ) -> dict[int, float]:
         return {
             # tiers in contracts are kept in base units: the size picks the tier
-            enums.SYM_MM_RULE: (enums.MM_BY_SIZE if spec.tier_unit == "contracts"
-                                else enums.MM_BRACKET),
-            enums.SYM_FEE_RULE: (enums.FEE_IN_MARGIN_LIQUIDATION
+            enums.Sym.MM_RULE: (enums.MM.BY_SIZE if spec.tier_unit == "contracts"
+                                else enums.MM.BRACKET),
+            enums.Sym.FEE_RULE: (enums.FeeInMargin.LIQUIDATION
                                  if rules_in_force["liquidation_fee_in_trigger"]
-                                 else enums.FEE_IN_MARGIN_NONE),
-            enums.SYM_SETTLEMENT: enums.SETTLE_AT_TRIGGER,
-            enums.SYM_FUNDING_RULE: enums.FUNDING_FROM_POSITION,
-            enums.SYM_PARTIAL: PARTIAL_RULES[rules_in_force["partial_liquidation"]],
+                                 else enums.FeeInMargin.NONE),
+            enums.Sym.SETTLEMENT: enums.Settle.AT_TRIGGER,
+            enums.Sym.FUNDING_RULE: enums.FundingFrom.POSITION,
+            enums.Sym.PARTIAL: PARTIAL_RULES[rules_in_force["partial_liquidation"]],
         }
 
     def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:
-        return {enums.R_CROSS_CLOSE: enums.CROSS_CLOSE_AT_TRIGGER,
-                enums.R_LOAN_RATE: rules_in_force["loan_rate"] / 8760.0}  # charged hourly
+        return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.AT_TRIGGER,
+                enums.AccountRule.LOAN_RATE: rules_in_force["loan_rate"] / 8760.0}  # charged hourly
 
     def liquidation_price(self, position: Position, backing: float, margin_mode: str) -> float:
         fee = position.spec.liquidation_fee if position.rules["liquidation_fee_in_trigger"] \
@@ -140,7 +140,7 @@ def spot_isolated_liquidation_price(side: float, position_assets: float, liabili
 def discount_columns(floors, caps, rates, bounds_in_coin: bool = False) -> Columns:
     """One column holding discount tiers as the kernel keeps a collateral's: bounds in the
     tier bounds, the rates where the maintenance rates go (``engine.rules.collateral_value``)."""
-    return Columns.bare({enums.SYM_DISCOUNT_IN_COIN: 1.0 if bounds_in_coin else 0.0},
+    return Columns.bare({enums.Sym.DISCOUNT_IN_COIN: 1.0 if bounds_in_coin else 0.0},
                         floors=tuple(floors), caps=tuple(caps), mmrs=tuple(rates))
 
 

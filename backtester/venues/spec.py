@@ -295,8 +295,8 @@ class SymbolSpec:
         """Index (0-based) of the tier holding a size in the unit of the tier bounds
         (``floor < N <= cap``), by the engine's lookup (``engine.rules.tier_from``)."""
         table = np.zeros((enums.N_TIER_FIELDS, 1, len(self.tiers)))
-        table[enums.TIER_FLOOR, 0] = [t.floor for t in self.tiers]
-        table[enums.TIER_CAP, 0] = [t.cap for t in self.tiers]
+        table[enums.TierField.FLOOR, 0] = [t.floor for t in self.tiers]
+        table[enums.TierField.CAP, 0] = [t.cap for t in self.tiers]
         return int(tier_from(float(notional), 0, 0, table,
                              np.array([len(self.tiers)], dtype=np.int64)))
 
@@ -320,7 +320,7 @@ class VenueArrays:
     taker_fee: np.ndarray
     maker_fee: np.ndarray
     liquidation_fee: np.ndarray
-    rules: np.ndarray | None = None  # (N_SYMBOL_FIELDS, N) the kernel's rule rows (enums.SYM_*)
+    rules: np.ndarray | None = None  # (N_SYMBOL_FIELDS, N) the kernel's rule rows (enums.Sym.*)
 
     @classmethod
     def from_specs(cls, specs: Sequence[SymbolSpec], rules: np.ndarray | None = None
@@ -330,7 +330,7 @@ class VenueArrays:
         table = np.zeros((5, n, width), dtype=np.float64)
         for i, spec in enumerate(specs):
             # tiers in contracts (OKX) are kept in base units: the kernel looks them up with
-            # the position's size |q| (enums.MM_BY_SIZE)
+            # the position's size |q| (enums.MM.BY_SIZE)
             unit = float(spec.params.get("contract_size", 1.0)) if spec.tier_unit == "contracts" \
                 else 1.0
             rows = [(t.floor * unit, t.cap * unit, t.mmr, t.cum * unit, t.max_leverage)

@@ -239,14 +239,14 @@ class Venue:
 
     def kernel_rules(self, specs: Sequence[SymbolSpec], at: Timestamp | None = None
                      ) -> np.ndarray:
-        """The kernel's rule rows (``enums.SYM_*``, (N_SYMBOL_FIELDS, N)) of ``specs`` at ``at``:
+        """The kernel's rule rows (``enums.Sym.*``, (N_SYMBOL_FIELDS, N)) of ``specs`` at ``at``:
         how this venue's model values margin, settles a liquidation and charges funding
         and borrowing (``MarginModel.kernel_rules``). The leverage row is left 0 (it is
         the run's)."""
         return self.margin_model.kernel_rules(specs, self.rules(at), self.name)
 
     def account_rules(self, at: Timestamp | None = None) -> np.ndarray:
-        """The kernel's account rules (``enums.R_*``, (N_ACCOUNT_RULES,)) at ``at``: how a
+        """The kernel's account rules (``enums.AccountRule.*``, (N_ACCOUNT_RULES,)) at ``at``: how a
         triggered cross account is closed, spot margin's call and opening levels, and the
         hourly interest on a loan under multi-currency margin."""
         return self.margin_model.account_rules(self.rules(at))

@@ -480,13 +480,15 @@ BarContext = namedtuple(
         "mark_close",  # (T, N) mark price at each close (what margin is computed on)
         "funding_rate",  # (T, N) rate settled at each bar's open, NaN where none
         "series",  # (K, T, N) series the strategy computed before the run (indicators)
-        "state",  # (N_STATE, N): S_QTY position, S_ENTRY entry price, S_ISO_MARGIN isolated
-        #           margin (spot: cost), S_LIQ_PX isolated liquidation price, S_MARK mark
-        "mode",  # (N,) int64 CROSS / ISOLATED / SPOT, current
-        "sym",  # (N_SYMBOL_FIELDS, N): SYM_LEVERAGE current leverage, fees
+        "state",  # (N_STATE, N): State.QTY position, State.ENTRY entry price,
+        #           State.ISO_MARGIN isolated margin (spot: cost), State.LIQ_PX isolated
+        #           liquidation price, State.MARK mark
+        "mode",  # (N,) int64 Mode.CROSS / ISOLATED / SPOT / COLLATERAL, current
+        "sym",  # (N_SYMBOL_FIELDS, N): Sym.LEVERAGE current leverage, fees
         "tiers",  # (N_TIER_FIELDS, N, K) the venue's tier tables
         "n_tiers",  # (N,) int64 tiers in use per symbol
-        "account",  # (N_ACCOUNT,): A_WALLET wallet balance, A_EQUITY_PREV equity at close t
+        "account",  # (N_ACCOUNT,): Account.WALLET wallet balance, Account.EQUITY_PREV equity
+        #             at close t
         "out",  # (N_OUT, T) per-bar record: equity, margin ratio... (columns <= t written)
         "memory",  # (M,) the strategy's own scratch space, zeros at the start, kept from
         #            bar to bar: the one field the callback may write

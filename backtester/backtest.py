@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .config import RunConfig
 from .data.market import Market
-from .engine.driver import CallbackError, execute
+from .engine.driver import CallbackError, KernelOutput, execute
 from .prepare import PreparedRun, prepare_run, split_plan
 from .result import Result
 from .strategy import StrategyError, explain_runtime_error
@@ -41,17 +41,22 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     return run_prepared(prepare_run(market, orders, config))
 
 
-def run_prepared(prepared: PreparedRun) -> Result:
-    """Run a prepared run and wrap what the kernel produced in a ``Result``; an error raised
-    inside a strategy callback is explained (its bar, its time, its line)."""
+def execute_prepared(prepared: PreparedRun) -> KernelOutput:
+    """Run a prepared run through the kernel; an error raised inside a strategy callback is
+    a ``StrategyError`` that names its bar, its time and its line."""
     try:
-        output = execute(prepared.inputs)
+        return execute(prepared.inputs)
     except CallbackError as exc:
         cause = exc.__cause__ or exc
         market = prepared.market
         when = market.timestamps[exc.bar] if 0 <= exc.bar < market.n_bars else "?"
         raise StrategyError(explain_runtime_error(prepared.callback, exc.bar, str(when),
                                                   cause)) from cause
+
+
+def run_prepared(prepared: PreparedRun) -> Result:
+    """Run a prepared run and wrap what the kernel produced in a ``Result``."""
+    output = execute_prepared(prepared)
     return Result(market=prepared.market, config=prepared.config, venue=prepared.venue,
                   output=output, margin_mode=prepared.margin_mode, leverage=prepared.leverage,
                   specs=prepared.specs, initial_equity=output.initial_equity)

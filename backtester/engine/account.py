@@ -45,22 +45,55 @@ from .rules import (
 # --- the account's totals at given prices ------------------------------------------------
 
 
+# what ``cross_surplus`` subtracts from the cross margin balance, per position
+INITIAL = 0  # its initial margin (what the available balance keeps back)
+MAINTENANCE = 1  # its maintenance margin (the liquidation trigger)
+USED = 2  # a level times its used margin (spot margin's call and opening levels)
+
+
 @njit(cache=True, _nrt=False)
-def available_balance(book):
-    """Balance free for new orders, ``MB - sum(IM_i, cross)``, at the current marks (MB with
-    the discounted value of collateral holdings, under multi-currency margin)."""
+def cross_surplus(book, prices, requirement, level):
+    """``MB - sum(requirement_i)`` of the cross account with every column at ``prices``: the
+    margin balance (wallet, cross unrealized PnL, the discounted value of collateral
+    holdings) less each cross position's ``INITIAL`` margin, ``MAINTENANCE`` margin or
+    ``level`` x its ``USED`` margin."""
     state, mode, sym = book.state, book.mode, book.sym
     total = book.account[Account.WALLET]
     for i in range(state.shape[1]):
         q = state[State.QTY, i]
         if q != 0.0 and mode[i] == Mode.CROSS:
             entry = state[State.ENTRY, i]
-            mark = state[State.MARK, i]
-            total += q * (mark - entry) - initial_margin(i, q, entry, mark, sym)
+            price = prices[i]
+            if requirement == INITIAL:
+                need = initial_margin(i, q, entry, price, sym)
+            elif requirement == MAINTENANCE:
+                need = maintenance_margin(i, q, entry, price, sym, book.tiers, book.n_tiers)
+            else:
+                need = level * used_margin(i, q, entry, price, sym)
+            total += q * (price - entry) - need
         elif q > 0.0 and mode[i] == Mode.COLLATERAL:
-            # multi-currency margin: the holding's discounted value backs new orders
-            total += collateral_value(i, q, state[State.MARK, i], sym, book.tiers, book.n_tiers)
+            # multi-currency margin: the holding's discounted value backs the account
+            total += collateral_value(i, q, prices[i], sym, book.tiers, book.n_tiers)
     return total
+
+
+@njit(cache=True, _nrt=False)
+def available_balance(book):
+    """Balance free for new orders, ``MB - sum(IM_i, cross)``, at the current marks."""
+    return cross_surplus(book, book.state[State.MARK], INITIAL, 0.0)
+
+
+@njit(cache=True, _nrt=False)
+def cross_trigger_value(book, prices):
+    """``MB - sum(MM_i)`` of the cross account at ``prices``: liquidation when <= 0."""
+    return cross_surplus(book, prices, MAINTENANCE, 0.0)
+
+
+@njit(cache=True, _nrt=False)
+def cross_level_value(book, prices, level):
+    """``MB - level * sum(used_i)`` of the cross account at ``prices`` (spot margin): <= 0 when
+    the margin level (equity / used margin) is at or below ``level``."""
+    return cross_surplus(book, prices, USED, level)
 
 
 @njit(cache=True, _nrt=False)
@@ -73,36 +106,6 @@ def account_equity(book, prices):
         q = state[State.QTY, i]
         if q != 0.0:
             total += q * (prices[i] - state[State.ENTRY, i])
-    return total
-
-
-@njit(cache=True, _nrt=False)
-def cross_trigger_value(book, prices):
-    """``MB - sum(MM_i)`` of the cross account at ``prices``: liquidation when <= 0."""
-    state, mode, sym = book.state, book.mode, book.sym
-    total = book.account[Account.WALLET]
-    for i in range(state.shape[1]):
-        q = state[State.QTY, i]
-        if q != 0.0 and mode[i] == Mode.CROSS:
-            entry = state[State.ENTRY, i]
-            total += q * (prices[i] - entry) - maintenance_margin(
-                i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
-        elif q > 0.0 and mode[i] == Mode.COLLATERAL:
-            total += collateral_value(i, q, prices[i], sym, book.tiers, book.n_tiers)
-    return total
-
-
-@njit(cache=True, _nrt=False)
-def cross_level_value(book, prices, level):
-    """``MB - level * sum(used_i)`` of the cross account at ``prices`` (spot margin): <= 0 when
-    the margin level (equity / used margin) is at or below ``level``."""
-    state, mode, sym = book.state, book.mode, book.sym
-    total = book.account[Account.WALLET]
-    for i in range(state.shape[1]):
-        q = state[State.QTY, i]
-        if q != 0.0 and mode[i] == Mode.CROSS:
-            entry = state[State.ENTRY, i]
-            total += q * (prices[i] - entry) - level * used_margin(i, q, entry, prices[i], sym)
     return total
 
 

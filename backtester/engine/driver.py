@@ -36,14 +36,9 @@ from .enums import (
     Records,
     Trading,
     Versions,
-    event_dt,
-    fill_dt,
-    funding_dt,
-    liquidation_dt,
-    rejection_dt,
 )
 from .kernel import run_to_end
-from .records import bar_room
+from .records import RECORD_DTYPES, record_sizes
 
 
 class CallbackError(RuntimeError):
@@ -153,15 +148,10 @@ def _used(buffer: np.ndarray, count: int) -> np.ndarray:
 def allocate_records(n: int, n_tiers_max: int, fill_rows: int, funding_rows: int) -> Records:
     """``records.new_records``, allocated by numpy: large buffers then get the huge pages
     numpy asks the system for, and a run does not pay a page fault per 4 KiB written."""
-    fills, liqs, rejects, events = bar_room(n, n_tiers_max, True)
-    return Records(
-        np.empty(max(64, fill_rows, fills), dtype=fill_dt),
-        np.empty(max(64, liqs), dtype=liquidation_dt),
-        np.empty(max(1, funding_rows), dtype=funding_dt),
-        np.empty(max(64, rejects), dtype=rejection_dt),
-        np.empty(max(64, events), dtype=event_dt),
-        np.zeros(N_COUNTS, dtype=np.int64),
-    )
+    sizes = record_sizes(n, n_tiers_max, fill_rows, funding_rows)
+    return Records(*(np.empty(size, dtype=dtype) for size, dtype in zip(sizes, RECORD_DTYPES,
+                                                                          strict=True)),
+                   np.zeros(N_COUNTS, dtype=np.int64))
 
 
 def execute(inputs: KernelInputs) -> KernelOutput:

@@ -57,19 +57,27 @@ def bar_room(n, n_tiers_max, with_callback):
     return fills, n + cuts, rejects, 4 * n + 2
 
 
+RECORD_DTYPES = (fill_dt, liquidation_dt, funding_dt, rejection_dt, event_dt)  # Records' order
+
+
+@njit(cache=True)
+def record_sizes(n, n_tiers_max, fill_rows, funding_rows):
+    """The rows to allocate at first in each buffer of a run of ``n`` columns (in the order
+    of ``Records``): ``fill_rows`` fills expected (more grow by doubling), room for every
+    funding payment, and one bar's worst case of the rest."""
+    fills, liqs, rejects, events = bar_room(n, n_tiers_max, True)
+    return (max(64, fill_rows, fills), max(64, liqs), max(1, funding_rows), max(64, rejects),
+            max(64, events))
+
+
 @njit(cache=True)
 def new_records(n, n_tiers_max, fill_rows, funding_rows):
-    """Empty record buffers for a run of ``n`` columns: ``fill_rows`` fills expected (more
-    grow by doubling), room for every funding payment, and one bar's worst case of the rest."""
-    fills, liqs, rejects, events = bar_room(n, n_tiers_max, True)
-    return Records(
-        np.empty(max(64, fill_rows, fills), dtype=fill_dt),
-        np.empty(max(64, liqs), dtype=liquidation_dt),
-        np.empty(max(1, funding_rows), dtype=funding_dt),
-        np.empty(max(64, rejects), dtype=rejection_dt),
-        np.empty(max(64, events), dtype=event_dt),
-        np.zeros(N_COUNTS, dtype=np.int64),
-    )
+    """Empty record buffers of ``record_sizes``, allocated inside compiled code (a sweep's
+    worker allocates them once for all its runs)."""
+    fills, liqs, funding, rejects, events = record_sizes(n, n_tiers_max, fill_rows, funding_rows)
+    return Records(np.empty(fills, dtype=fill_dt), np.empty(liqs, dtype=liquidation_dt),
+                   np.empty(funding, dtype=funding_dt), np.empty(rejects, dtype=rejection_dt),
+                   np.empty(events, dtype=event_dt), np.zeros(N_COUNTS, dtype=np.int64))
 
 
 @njit(cache=True)

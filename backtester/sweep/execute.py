@@ -21,12 +21,12 @@ import numba
 import numpy as np
 import pandas as pd
 
+from ..backtest import execute_prepared
 from ..config import RunConfig
 from ..data.market import Market
 from ..engine import batch, enums
-from ..engine.driver import CallbackError, execute
 from ..prepare import PrepareCache, PreparedRun, prepare_run, split_plan
-from ..strategy import StrategyDef, StrategyError, explain_runtime_error
+from ..strategy import StrategyDef
 from .grid import RUN_OPTIONS, Run
 
 # run options that a run's ``RunConfig`` reports back to the summary table
@@ -153,15 +153,8 @@ class ChunkRunner:
     def _run_callback(self, k: int, prepared: PreparedRun, out: ChunkOutput, equity: bool):
         """A run with a strategy callback, through ``engine.driver`` as ``run()`` runs it."""
         try:
-            output = execute(prepared.inputs)
-        except CallbackError as exc:
-            cause = exc.__cause__ or exc
-            market = prepared.market
-            when = market.timestamps[exc.bar] if 0 <= exc.bar < market.n_bars else "?"
-            message = explain_runtime_error(prepared.callback, exc.bar, str(when), cause)
-            out.errors[k] = _error(StrategyError(message))
-            return
-        except Exception as exc:
+            output = execute_prepared(prepared)
+        except Exception as exc:  # the strategy's error explained, or the run's
             out.errors[k] = _error(exc)
             return
         counts = np.zeros(enums.N_COUNTS, dtype=np.int64)

@@ -18,6 +18,8 @@ balance at its discounted value. A position's own rules are in ``engine.rules``.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
@@ -46,17 +48,18 @@ from .rules import (
 
 
 # what ``cross_surplus`` subtracts from the cross margin balance, per position
-INITIAL = 0  # its initial margin (what the available balance keeps back)
-MAINTENANCE = 1  # its maintenance margin (the liquidation trigger)
-USED = 2  # a level times its used margin (spot margin's call and opening levels)
+Need = namedtuple("Need", ["INITIAL", "MAINTENANCE", "USED"])(0, 1, 2)
+# INITIAL: its initial margin (what the available balance keeps back); MAINTENANCE: its
+# maintenance margin (the liquidation trigger); USED: a level times its used margin (spot
+# margin's call and opening levels)
 
 
 @njit(cache=True, _nrt=False)
 def cross_surplus(book, prices, requirement, level):
     """``MB - sum(requirement_i)`` of the cross account with every column at ``prices``: the
     margin balance (wallet, cross unrealized PnL, the discounted value of collateral
-    holdings) less each cross position's ``INITIAL`` margin, ``MAINTENANCE`` margin or
-    ``level`` x its ``USED`` margin."""
+    holdings) less each cross position's initial margin, maintenance margin or ``level`` x
+    its used margin (``requirement``: a ``Need``)."""
     state, mode, sym = book.state, book.mode, book.sym
     total = book.account[Account.WALLET]
     for i in range(state.shape[1]):
@@ -64,9 +67,9 @@ def cross_surplus(book, prices, requirement, level):
         if q != 0.0 and mode[i] == Mode.CROSS:
             entry = state[State.ENTRY, i]
             price = prices[i]
-            if requirement == INITIAL:
+            if requirement == Need.INITIAL:
                 need = initial_margin(i, q, entry, price, sym)
-            elif requirement == MAINTENANCE:
+            elif requirement == Need.MAINTENANCE:
                 need = maintenance_margin(i, q, entry, price, sym, book.tiers, book.n_tiers)
             else:
                 need = level * used_margin(i, q, entry, price, sym)
@@ -80,20 +83,20 @@ def cross_surplus(book, prices, requirement, level):
 @njit(cache=True, _nrt=False)
 def available_balance(book):
     """Balance free for new orders, ``MB - sum(IM_i, cross)``, at the current marks."""
-    return cross_surplus(book, book.state[State.MARK], INITIAL, 0.0)
+    return cross_surplus(book, book.state[State.MARK], Need.INITIAL, 0.0)
 
 
 @njit(cache=True, _nrt=False)
 def cross_trigger_value(book, prices):
     """``MB - sum(MM_i)`` of the cross account at ``prices``: liquidation when <= 0."""
-    return cross_surplus(book, prices, MAINTENANCE, 0.0)
+    return cross_surplus(book, prices, Need.MAINTENANCE, 0.0)
 
 
 @njit(cache=True, _nrt=False)
 def cross_level_value(book, prices, level):
     """``MB - level * sum(used_i)`` of the cross account at ``prices`` (spot margin): <= 0 when
     the margin level (equity / used margin) is at or below ``level``."""
-    return cross_surplus(book, prices, USED, level)
+    return cross_surplus(book, prices, Need.USED, level)
 
 
 @njit(cache=True, _nrt=False)

@@ -27,6 +27,7 @@ from numba import njit, prange
 from .account import open_account
 from .enums import (
     N_OUT,
+    ZERO,
     Count,
     EventKind,
     FillReason,
@@ -222,12 +223,12 @@ def equity_metrics(equity, n_bars, initial_equity, bars_per_year, returns, row):
     for t in range(1, n_bars):
         prev = equity[t - 1]
         returns[t - 1] = equity[t] / prev - 1.0 if prev > 0.0 else 0.0
-    mean = pairwise_sum(returns, 0, n_ret) / n_ret
+    mean = pairwise_sum(returns, ZERO, n_ret) / n_ret
     # pandas' nanvar: mean first, then the sum of squared deviations over n - 1
     for t in range(n_ret):
         dev = mean - returns[t]
         returns[t] = dev * dev
-    std = np.sqrt(pairwise_sum(returns, 0, n_ret) / (n_ret - 1.0))
+    std = np.sqrt(pairwise_sum(returns, ZERO, n_ret) / (n_ret - 1.0))
     if np.isfinite(std) and std != 0.0:
         row[M_SHARPE] = mean / std * np.sqrt(bars_per_year)
 
@@ -251,29 +252,29 @@ def record_metrics(records, values, row):
     row[M_LIQUIDATIONS] = events
     for c in range(n_liq):
         values[c] = liqs[c]["margin_lost"]
-    row[M_LIQUIDATION_LOSS] = pairwise_sum(values, 0, n_liq)
+    row[M_LIQUIDATION_LOSS] = pairwise_sum(values, ZERO, n_liq)
     for c in range(n_liq):
         values[c] = liqs[c]["fee"]
-    row[M_LIQUIDATION_FEES] = pairwise_sum(values, 0, n_liq)
+    row[M_LIQUIDATION_FEES] = pairwise_sum(values, ZERO, n_liq)
     for c in range(n_liq):
         values[c] = liqs[c]["shortfall"]
-    row[M_BANKRUPTCY_SHORTFALL] = pairwise_sum(values, 0, n_liq)
+    row[M_BANKRUPTCY_SHORTFALL] = pairwise_sum(values, ZERO, n_liq)
     n_fee = 0
     for c in range(counts[Count.FILLS]):
         if fills[c]["reason"] != FillReason.LIQUIDATION:
             values[n_fee] = fills[c]["fee"]
             n_fee += 1
-    row[M_FEES_PAID] = pairwise_sum(values, 0, n_fee)
+    row[M_FEES_PAID] = pairwise_sum(values, ZERO, n_fee)
     row[M_FILLS] = n_fee
     for c in range(counts[Count.FUNDING]):
         values[c] = funding[c]["payment"]
-    row[M_FUNDING_PAID] = pairwise_sum(values, 0, counts[Count.FUNDING])
+    row[M_FUNDING_PAID] = pairwise_sum(values, ZERO, counts[Count.FUNDING])
     n_fee = 0
     for c in range(counts[Count.EVENTS]):
         if account_events[c]["kind"] != EventKind.MARGIN_CALL:
             values[n_fee] = account_events[c]["amount"]
             n_fee += 1
-    row[M_BORROWING_FEES] = pairwise_sum(values, 0, n_fee)
+    row[M_BORROWING_FEES] = pairwise_sum(values, ZERO, n_fee)
     row[M_MARGIN_CALLS] = counts[Count.EVENTS] - n_fee
     row[M_REJECTED_ORDERS] = counts[Count.REJECTS]
 

@@ -11,6 +11,15 @@ from collections import namedtuple
 
 import numpy as np
 
+# Typed constants for the arguments of compiled calls. numba compiles a compiled function
+# anew for every literal argument it is called with (``True``, ``False``, ``0``, ``-1`` each
+# make one more specialization of the callee and of everything it calls), so compiled code
+# passes these instead; the codes below, fields of named tuples, are typed int64 already.
+TRUE = np.bool_(True)
+FALSE = np.bool_(False)
+ZERO = np.int64(0)  # the first tier, the first row
+NO_COLUMN = np.int64(-1)  # no column (an account event; none found yet)
+
 
 def _codes(name: str, fields: list[str]):
     """A named tuple of the codes 0, 1, 2... of ``fields``: ``Mode.CROSS``, ``Sym.MM_RULE``.

@@ -42,7 +42,9 @@ from .account import (
     refresh_liq_price,
 )
 from .enums import (
+    NO_COLUMN,
     VENUE_SYMBOL_FIELDS,
+    ZERO,
     Account,
     AccountRule,
     Count,
@@ -142,7 +144,7 @@ def charge_loan_interest(t, bars, book, records):
     interest = -account[Account.WALLET] * rate * (bars.hours[t] - bars.hours[t - 1])
     account[Account.WALLET] -= interest
     record_event(records.events, records.counts,
-                 t, -1, EventKind.LOAN_INTEREST, 0.0, np.nan, rate, interest, np.nan)
+                 t, NO_COLUMN, EventKind.LOAN_INTEREST, 0.0, np.nan, rate, interest, np.nan)
 
 
 # --- step 5: the record of the bar --------------------------------------------------------
@@ -443,8 +445,8 @@ def run_to_end(bars, book, trading, path, versions, records, outputs, callback=N
     """
     n_bars, n = bars.open.shape
     scratch = np.empty((8, n))
-    start = 0
-    v = 1
+    start = ZERO  # (typed constants: see enums.TRUE)
+    v = ZERO + 1
     while True:
         stop = versions.bars[v] if v < versions.bars.shape[0] else n_bars
         if stop > n_bars:

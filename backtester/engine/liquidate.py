@@ -21,6 +21,10 @@ from .account import (
     refresh_liq_price,
 )
 from .enums import (
+    FALSE,
+    NO_COLUMN,
+    TRUE,
+    ZERO,
     Account,
     AccountRule,
     Count,
@@ -154,7 +158,7 @@ def cut_position(t, event, i, target, price, gapped, equity_before, trigger, boo
     realized, fee = reduce_position(i, close_qty, price, book.sym[Sym.CUT_FEE, i], book)
     c = record_liquidation(records.liqs, records.counts,
                            t, event, i, book.mode[i], -close_qty, entry, trigger,
-                           price, bankrupt, gapped, True)
+                           price, bankrupt, gapped, TRUE)
     record_settlement(records.liqs, c, fee, realized, max(fee - realized, 0.0), 0.0, equity_before)
     record_fill(records.fills, records.counts,
                 t, i, close_qty, price, fee, realized, state[State.QTY, i],
@@ -175,7 +179,7 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
     q = state[State.QTY, i]
     entry = state[State.ENTRY, i]
     margin = state[State.ISO_MARGIN, i]
-    target = partial_target(i, q, entry, price, margin + q * (price - entry), True, book.sym,
+    target = partial_target(i, q, entry, price, margin + q * (price - entry), TRUE, book.sym,
                             book.tiers, book.n_tiers)
     if target > 0.0 and target < abs(q) * (1.0 - 1e-12):
         c = cut_position(t, next_event(account), i, target, price, gapped,
@@ -194,7 +198,7 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
         i, q, entry, margin, price, book.sym)
     c = record_liquidation(records.liqs, records.counts,
                            t, next_event(account), i, Mode.ISOLATED, q, entry, trigger,
-                           exec_price, bankrupt, gapped, False)
+                           exec_price, bankrupt, gapped, FALSE)
     record_settlement(records.liqs, c, fee, realized, margin - remaining, shortfall, equity_before)
     record_fill(records.fills, records.counts,
                 t, i, -q, exec_price, fee, realized, 0.0, FillReason.LIQUIDATION)
@@ -218,7 +222,7 @@ def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_befor
     loss = fee - realized
     c = record_liquidation(records.liqs, records.counts,
                            t, event, i, Mode.CROSS, q, entry, price, price, bankrupt,
-                           gapped, False)
+                           gapped, FALSE)
     record_settlement(records.liqs, c, fee, realized, loss, 0.0, equity_before)
     record_fill(records.fills, records.counts,
                 t, i, -q, price, fee, realized, 0.0, FillReason.LIQUIDATION)
@@ -243,7 +247,7 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
             return True
         # the largest position (by the size that picks its tier) that is above the lowest
         # tier it could be cut to
-        best = -1
+        best = NO_COLUMN
         best_key = 0.0
         for i in range(n):
             q = state[State.QTY, i]
@@ -251,7 +255,7 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
                 continue
             lowest = lowest_cut_tier(i, sym)
             key = tier_key(i, q, state[State.ENTRY, i], prices[i], sym)
-            k = tier_from(key, 0, i, book.tiers, book.n_tiers)
+            k = tier_from(key, ZERO, i, book.tiers, book.n_tiers)
             if lowest >= 0 and k >= lowest and key > best_key:
                 best = i
                 best_key = key
@@ -262,7 +266,7 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
         entry = state[State.ENTRY, i]
         own_mm = maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
         free = margin_balance + own_mm  # MB - sum(MM) + own MM = MB - the others' MM
-        target = partial_target(i, q, entry, prices[i], free, False, sym, book.tiers,
+        target = partial_target(i, q, entry, prices[i], free, FALSE, sym, book.tiers,
                                 book.n_tiers)
         if not (target > 0.0 and target < abs(q) * (1.0 - 1e-12)):
             return False
@@ -371,7 +375,7 @@ def check_margin_call(t, n_cp, cp, book, records):
     for k in range(n_cp):
         if cross_level_value(book, cp[k], level) <= 0.0:
             record_event(records.events, records.counts,
-                         t, -1, EventKind.MARGIN_CALL, 0.0, np.nan, level, 0.0,
+                         t, NO_COLUMN, EventKind.MARGIN_CALL, 0.0, np.nan, level, 0.0,
                          margin_level(book, cp[k]))
             account[Account.IN_CALL] = 1.0
             return
@@ -398,10 +402,10 @@ def check_liquidations(t, n_cp, cp, work, book, records):
         q = state[State.QTY, i]
         if q != 0.0 and mode[i] == Mode.ISOLATED and isolated_triggered(q, cp[0, i],
                                                                         state[State.LIQ_PX, i]):
-            liquidate_isolated(t, i, cp[0, i], True, cp[0], book, records)
+            liquidate_isolated(t, i, cp[0, i], TRUE, cp[0], book, records)
     for _ in range(n + 1):
         if has_cross_position(book) and cross_trigger_value(book, cp[0]) <= 0.0:
-            liquidate_cross(t, cp[0], True, book, records)
+            liquidate_cross(t, cp[0], TRUE, book, records)
         else:
             break
     for k in range(1, n_cp):
@@ -410,7 +414,7 @@ def check_liquidations(t, n_cp, cp, work, book, records):
             start[i] = cp[k - 1, i]
         while True:
             s_iso = 2.0
-            i_iso = -1
+            i_iso = NO_COLUMN
             for i in range(n):
                 q = state[State.QTY, i]
                 if q == 0.0 or mode[i] != Mode.ISOLATED:
@@ -440,10 +444,10 @@ def check_liquidations(t, n_cp, cp, work, book, records):
                 if isolated_triggered(q, start[i_iso], price):
                     price = start[i_iso]
                 event_prices[i_iso] = price
-                liquidate_isolated(t, i_iso, price, False, event_prices, book, records)
+                liquidate_isolated(t, i_iso, price, FALSE, event_prices, book, records)
             else:
                 for i in range(n):
                     event_prices[i] = cross_point[i]
-                liquidate_cross(t, event_prices, False, book, records)
+                liquidate_cross(t, event_prices, FALSE, book, records)
             for i in range(n):
                 start[i] = event_prices[i]

@@ -22,7 +22,10 @@ from .account import (
     removable_margin,
 )
 from .enums import (
+    FALSE,
     N_ORDER_FIELDS,
+    TRUE,
+    ZERO,
     Account,
     AccountRule,
     EventKind,
@@ -64,7 +67,7 @@ def opening_refusal(i, open_qty, price, book):
     venue's opening level."""
     state, mode, sym = book.state, book.mode, book.sym
     new_q = state[State.QTY, i] + open_qty
-    k = tier_from(tier_key(i, new_q, price, price, sym), 0, i, book.tiers, book.n_tiers)
+    k = tier_from(tier_key(i, new_q, price, price, sym), ZERO, i, book.tiers, book.n_tiers)
     if mode[i] == Mode.COLLATERAL:
         return Reject.INVALID_ORDER
     if open_qty < 0.0 and mode[i] == Mode.SPOT:
@@ -212,8 +215,8 @@ def process_orders(t, now, row, decision_price, fill_price, want, trading, book,
                              t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
         set_want(i, target, want, book.state)
-    fill_wants(t, now, True, want, fill_price, trading, book, records)
-    fill_wants(t, now, False, want, fill_price, trading, book, records)
+    fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
+    fill_wants(t, now, FALSE, want, fill_price, trading, book, records)
 
 
 # --- step 2 with a strategy callback: its orders (enums.Order.*) -------------------------------
@@ -277,7 +280,7 @@ def change_leverage(t, i, leverage, book, records):
         return
     q = state[State.QTY, i]
     key = tier_key(i, q, state[State.ENTRY, i], mark, sym) if q != 0.0 else 0.0
-    k = tier_from(key, 0, i, book.tiers, book.n_tiers)
+    k = tier_from(key, ZERO, i, book.tiers, book.n_tiers)
     cap = book.tiers[TierField.MAX_LEVERAGE, i, k]
     if leverage > cap:
         record_rejection(records.rejects, records.counts,
@@ -352,7 +355,7 @@ def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trad
                              t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
         set_want(i, target, want, state)
-    fill_wants(t, now, True, want, fill_price, trading, book, records)
+    fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
     for i in range(n):
         leverage = orders[Order.LEVERAGE, i]
         if leverage == leverage:
@@ -360,7 +363,7 @@ def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trad
         new_mode = orders[Order.MODE, i]
         if new_mode == new_mode:
             switch_margin_mode(t, i, new_mode, book, records)
-    fill_wants(t, now, False, want, fill_price, trading, book, records)
+    fill_wants(t, now, FALSE, want, fill_price, trading, book, records)
     for f in range(N_ORDER_FIELDS):
         for i in range(n):
             orders[f, i] = np.nan

@@ -15,6 +15,7 @@ from numba import njit
 
 from .enums import (
     N_COUNTS,
+    TRUE,
     Count,
     Records,
     event_dt,
@@ -65,7 +66,7 @@ def record_sizes(n, n_tiers_max, fill_rows, funding_rows):
     """The rows to allocate at first in each buffer of a run of ``n`` columns (in the order
     of ``Records``): ``fill_rows`` fills expected (more grow by doubling), room for every
     funding payment, and one bar's worst case of the rest."""
-    fills, liqs, rejects, events = bar_room(n, n_tiers_max, True)
+    fills, liqs, rejects, events = bar_room(n, n_tiers_max, TRUE)
     return (max(64, fill_rows, fills), max(64, liqs), max(1, funding_rows), max(64, rejects),
             max(64, events))
 

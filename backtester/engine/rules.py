@@ -40,6 +40,8 @@ from numba import njit
 
 from .enums import (
     MM,
+    NO_COLUMN,
+    ZERO,
     CrossClose,
     FeeInMargin,
     FundingFrom,
@@ -149,7 +151,7 @@ def maintenance_in_tier(i, qty, entry, price, k, sym, tiers):
 @njit(cache=True, _nrt=False, inline='always')
 def maintenance_margin(i, qty, entry, price, sym, tiers, n_tiers):
     """Maintenance margin of column i's position ``(qty, entry)`` at mark ``price``."""
-    k = tier_from(tier_key(i, qty, entry, price, sym), 0, i, tiers, n_tiers)
+    k = tier_from(tier_key(i, qty, entry, price, sym), ZERO, i, tiers, n_tiers)
     return maintenance_in_tier(i, qty, entry, price, k, sym, tiers)
 
 
@@ -270,7 +272,7 @@ def solve_liquidation_price(i, qty, entry, collateral, sym, tiers, n_tiers):
     q = abs(qty)
     side = 1.0 if qty > 0.0 else -1.0
     # MM(P) = a + b * P with the tier fixed: MM(0) and the slope from two evaluations
-    k = tier_from(tier_key(i, qty, entry, 1.0, sym), 0, i, tiers, n_tiers)
+    k = tier_from(tier_key(i, qty, entry, 1.0, sym), ZERO, i, tiers, n_tiers)
     a = maintenance_in_tier(i, qty, entry, 0.0, k, sym, tiers)
     b = maintenance_in_tier(i, qty, entry, 1.0, k, sym, tiers) - a
     return (a - collateral + side * q * entry) / (side * q - b)
@@ -296,7 +298,7 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
     if rule == Partial.NONE:
         return 0.0
     key = tier_key(i, qty, entry, price, sym)
-    k = tier_from(key, 0, i, tiers, n_tiers)
+    k = tier_from(key, ZERO, i, tiers, n_tiers)
     size = abs(qty)
     if rule == Partial.STEP_DOWN:
         if k == 0 or key <= 0.0:
@@ -382,7 +384,7 @@ def isolated_funding_split(i, payment, available, sym):
 def cross_close_next(state, mode, close):
     """The cross position to close next (-1: none left): the oldest first under FIFO (Kraken),
     else in column order (the whole account goes)."""
-    pick = -1
+    pick = NO_COLUMN
     for i in range(state.shape[1]):
         if state[State.QTY, i] != 0.0 and mode[i] == Mode.CROSS:
             if close != CrossClose.FIFO:

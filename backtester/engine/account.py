@@ -154,7 +154,7 @@ def refresh_liq_price(i, book):
                                                      book.sym, book.tiers, book.n_tiers)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def cross_totals(book, mm_row):
     """``(sum(MM_i), sum(U_i))`` of the cross positions at their marks, the discounted value
     of collateral holdings counted with the unrealized PnL (it backs the account alike);

@@ -27,10 +27,14 @@ itself) needs Binance's bracket search (``bracket_liquidation_price``).
 
 All compiled without NRT (``_nrt=False``): they allocate nothing, and numba then
 does not reference-count the arrays they receive (an atomic count costs ~75 ns a
-call, more than most of these functions' work). None is inlined by numba
-(``inline='always'`` re-types a function's whole call tree at every call site:
-the kernel took twice as long to compile, and ran no faster); LLVM inlines the
-small ones where they are called.
+call, more than most of these functions' work). The ones called per position on
+every bar (the tier lookup, maintenance margin, the liquidation price the kernel
+records) are inlined by numba (``inline='always'``): code loaded from numba's
+on-disk cache calls a function that is not inlined through an indirect jump,
+passing every field of every array argument, which made recording the liquidation
+prices a third slower than when the same code was just compiled. The others are
+not: each inlined function is re-typed at every call site, and inlining them all
+doubled the kernel's compile time for no speed.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from .enums import (
 # --- tiers ----------------------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def tier_from(key, k, i, tiers, n_tiers):
     """Tier of column i that holds ``key`` (``floor < key <= cap``; the last tier above it),
     looked up from a guess ``k`` (the tier the position was in: O(1) when unchanged)."""
@@ -69,7 +73,7 @@ def tier_from(key, k, i, tiers, n_tiers):
     return k
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def tier_key(i, qty, entry, price, sym):
     """The size that picks column i's tier: the notional at ``price`` (bracket rule, margin
     level), the entry value (MM on the entry value) or the size itself (OKX tiers)."""
@@ -88,7 +92,7 @@ def plain_bracket(i, sym):
     return sym[Sym.MM_RULE, i] == MM.BRACKET and sym[Sym.FEE_RULE, i] == FeeInMargin.NONE
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def bracket_maintenance(notional, i, k, tiers):
     """Binance's tax-bracket maintenance margin ``N * mmr_k - cum_k`` of a notional in tier k
     (VENUES.md §2.3): continuous and convex in N."""
@@ -132,7 +136,7 @@ def used_margin(i, qty, entry, price, sym):
     return -qty * price / sym[Sym.LEVERAGE, i]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def maintenance_in_tier(i, qty, entry, price, k, sym, tiers):
     """Maintenance margin of column i's position ``(qty, entry)`` at mark ``price``, in tier k
     (the tier of ``tier_key``), the fee the venue counts in the margin included."""
@@ -217,7 +221,7 @@ def collateral_value(i, qty, price, sym, tiers, n_tiers):
 # --- liquidation price ---------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline='always')
 def bracket_liquidation_price(i, qty, entry, collateral, extra_rate, tiers, n_tiers):
     """Mark at which ``collateral + qty * (P - entry) == MM(|qty| * P) + extra_rate*|qty|*P``
     under the bracket rule, the tier taken at the price itself (VENUES.md §2.5).

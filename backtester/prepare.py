@@ -99,7 +99,7 @@ def _key(value):
     if isinstance(value, str | int | float | bool | None):
         return value
     if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _key(v)) for k, v in value.items()))
+        return tuple(sorted((str(k), _key(v)) for k, v in value.items())) if value else ()
     return json.dumps(value, sort_keys=True, default=str)
 
 

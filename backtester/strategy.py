@@ -67,6 +67,7 @@ from .engine.account import position_liquidation_price, removable_margin
 from .engine.enums import (  # noqa: F401  (re-exported for strategy authors)
     Account,
     BarContext,
+    Book,
     Mode,
     Order,
     Out,
@@ -83,6 +84,13 @@ class StrategyError(ValueError):
 
 
 # --- reading the account (compiled helpers for callbacks) --------------------------------------
+
+
+@njit(cache=True, _nrt=False)
+def _book(ctx):
+    """The kernel's ``Book`` over the view's arrays (the account functions take one)."""
+    return Book(ctx.state, ctx.tier, ctx.account, ctx.mode, ctx.sym, ctx.tiers, ctx.n_tiers,
+                ctx.rules)
 
 
 @njit(cache=True, _nrt=False)
@@ -137,7 +145,7 @@ def maintenance_margin(ctx, i):
 def liquidation_price(ctx, i):
     """Mark price at which symbol i's position is liquidated, all else fixed (NaN: flat or
     spot). Cross: Binance's formula with the other cross positions at their marks."""
-    return position_liquidation_price(i, ctx.book)
+    return position_liquidation_price(i, _book(ctx))
 
 
 @njit(cache=True, _nrt=False)
@@ -165,7 +173,7 @@ def isolated_margin_for(ctx, i, price):
 @njit(cache=True, _nrt=False)
 def free_isolated_margin(ctx, i):
     """Isolated margin symbol i could give back now (``remove_margin`` beyond it is refused)."""
-    return removable_margin(i, ctx.book)
+    return removable_margin(i, _book(ctx))
 
 
 @njit(cache=True, _nrt=False)
@@ -189,7 +197,7 @@ def wallet_balance(ctx):
 @njit(cache=True, _nrt=False)
 def available_balance(ctx):
     """Balance free for new margin: wallet + cross unrealized PnL - cross initial margin."""
-    return _available_balance(ctx.book)
+    return _available_balance(_book(ctx))
 
 
 # --- writing orders ------------------------------------------------------------------------------

@@ -208,17 +208,6 @@ def _array(dtype, ndim):
 
 
 @lru_cache(maxsize=1)
-def book_type() -> types.NamedTuple:
-    """The numba type of ``enums.Book`` as the kernel holds it."""
-    f1, f2, f3, i1 = (_array(types.float64, 1), _array(types.float64, 2),
-                      _array(types.float64, 3), _array(types.int64, 1))
-    fields = {"state": f2, "tier": i1, "account": f1, "mode": i1, "sym": f2, "tiers": f3,
-              "n_tiers": i1, "rules": f1}
-    assert tuple(fields) == Book._fields
-    return types.NamedTuple(list(fields.values()), Book)
-
-
-@lru_cache(maxsize=1)
 def context_type() -> types.NamedTuple:
     """The numba type of ``enums.BarContext`` as the kernel passes it (C-contiguous arrays)."""
     f2, f3, f1, i1 = (_array(types.float64, 2), _array(types.float64, 3),
@@ -226,7 +215,7 @@ def context_type() -> types.NamedTuple:
     fields = {
         "open": f2, "high": f2, "low": f2, "close": f2, "volume": f2, "mark_close": f2,
         "funding_rate": f2, "series": f3, "state": f2, "mode": i1, "sym": f2, "tiers": f3,
-        "n_tiers": i1, "account": f1, "out": f2, "memory": f1, "book": book_type(),
+        "n_tiers": i1, "account": f1, "rules": f1, "tier": i1, "out": f2, "memory": f1,
     }
     assert tuple(fields) == BarContext._fields
     return types.NamedTuple(list(fields.values()), BarContext)
@@ -285,7 +274,8 @@ def callback_arguments(bars: Bars, book: Book, out: np.ndarray, callback: Callba
                      volume=callback.volume, mark_close=bars.mark_close,
                      funding_rate=bars.funding_rate, series=series, state=book.state,
                      mode=book.mode, sym=book.sym, tiers=book.tiers, n_tiers=book.n_tiers,
-                     account=book.account, out=out, memory=callback.memory.copy(), book=book)
+                     account=book.account, rules=book.rules, tier=book.tier, out=out,
+                     memory=callback.memory.copy())
     if not numba_config.DISABLE_JIT:
         from numba import typeof
 

@@ -498,10 +498,10 @@ BarContext = namedtuple(
         "n_tiers",  # (N,) int64 tiers in use per symbol
         "account",  # (N_ACCOUNT,): Account.WALLET wallet balance, Account.EQUITY_PREV equity
         #             at close t
+        "rules",  # (N_ACCOUNT_RULES,) the venue's account rules in force (AccountRule.*)
+        "tier",  # (N,) int64: each position's tier at the last close (0-based)
         "out",  # (N_OUT, T) per-bar record: equity, margin ratio... (columns <= t written)
         "memory",  # (M,) the strategy's own scratch space, zeros at the start, kept from
         #            bar to bar: the one field the callback may write
-        "book",  # the kernel's ``Book`` (the arrays above, with the tier hints and the
-        #          account rules), which the account helpers of ``backtester.strategy`` read
     ],
 )

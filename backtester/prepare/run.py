@@ -1,0 +1,155 @@
+"""``prepare_run``: a run's configuration, checked and turned into the kernel's inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import RunConfig, choice
+from ..data.market import Market
+from ..engine import enums
+from ..engine.driver import CallbackInputs, KernelInputs, fill_rows
+from ..strategy import Callback, Plan
+from ..venues import Venue, load_venue
+from .columns import column_layout, column_options
+from .common import c_float, option_key
+from .targets import target_arrays
+from .versions import venue_inputs
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run ready for the kernel, and what its ``Result`` needs to describe it.
+
+    - ``market``: the run's columns (hedge-mode legs ``SYM.long``/``SYM.short`` and
+      collateral coins are columns of their own);
+    - ``inputs``: the kernel's inputs (``engine.driver.execute(inputs)`` runs it);
+    - ``margin_mode`` / ``leverage``: per column, at the start;
+    - ``specs``: each perpetual's venue spec versions in force during the run;
+    - ``callback``: the strategy's callback, if it is one (for its error messages).
+    """
+
+    market: Market
+    config: RunConfig
+    venue: Venue
+    inputs: KernelInputs
+    margin_mode: np.ndarray
+    leverage: np.ndarray
+    specs: dict
+    callback: Callback | None = None
+
+
+@dataclass
+class PrepareCache:
+    """What the runs of one sweep share, built once: venues, the market's run columns, the
+    venue's rule versions and bars over them, margin-mode and leverage arrays.
+
+    Keys hold the market by identity (the cache keeps it alive) and the options by their
+    canonical JSON text.
+    """
+
+    venues: dict = field(default_factory=dict)
+    layouts: dict = field(default_factory=dict)
+    venue_inputs: dict = field(default_factory=dict)
+    columns: dict = field(default_factory=dict)
+    targets: dict = field(default_factory=dict)
+
+    def venue(self, config: RunConfig) -> Venue:
+        if isinstance(config.venue, Venue) and not config.venue_overrides:
+            return config.venue
+        venue = config.venue
+        key = (id(venue) if isinstance(venue, Venue) else option_key(venue),
+               option_key(config.venue_overrides))
+        if key not in self.venues:
+            self.venues[key] = load_venue(config.venue, **dict(config.venue_overrides))
+        return self.venues[key]
+
+
+def split_plan(strategy) -> tuple[object, dict]:
+    """``(orders, run options)`` of what a strategy returned: a ``Plan``'s orders and the
+    options it assumes, or the targets / ``Callback`` themselves and no options."""
+    if isinstance(strategy, Plan):
+        return strategy.orders, dict(strategy.options)
+    return strategy, {}
+
+
+def prepare_run(market: Market, orders, config: RunConfig,
+                cache: PrepareCache | None = None) -> PreparedRun:
+    """Validate a run and build its kernel inputs (see the module docstring).
+
+    ``orders``: target positions (a (T, N) array or a DataFrame, in ``config.target_kind``
+    units, NaN = no order) or a ``strategy.Callback``. Every bad option is a clear
+    ``ValueError`` naming it, raised before anything is compiled or run.
+    """
+    if not isinstance(market, Market):
+        raise TypeError(f"market must be a backtester Market, got {type(market).__name__}")
+    if isinstance(orders, Plan):
+        raise TypeError("prepare_run takes a Plan's orders; merge its options into the "
+                        "config first (prepare.split_plan)")
+    cache = cache if cache is not None else PrepareCache()
+    callback = orders if isinstance(orders, Callback) else None
+    compiled = None
+    if callback is not None:  # the author's mistakes first, before any data work
+        compiled = callback.compiled()
+        params, memory = callback.param_values, callback.memory_array()
+    target_kind = choice("target_kind", config.target_kind, enums.TARGET_KIND_NAMES)
+    fill_at = choice("fill_at", config.fill_at, enums.FILL_AT_NAMES)
+    path = choice("path", config.path, enums.PATH_NAMES)
+    balance = _amount("initial_balance", config.initial_balance)
+    slippage = _amount("slippage", config.slippage, low=0.0, high=0.5,
+                       what="a fraction of the price in [0, 0.5)")
+    spot_fee = _amount("spot_fee", config.spot_fee, low=0.0, high=0.1,
+                       what="a fee rate in [0, 0.1)")
+    venue = cache.venue(config)
+    layout = column_layout(market, config, venue, cache)
+    run_market = layout.market
+    callback_inputs = None
+    if callback is not None:  # the view is of the run's columns (hedge legs, collateral)
+        series = callback.series_array(run_market.n_bars, run_market.n_symbols)
+        callback_inputs = CallbackInputs(
+            function=compiled, params=c_float(params, 1, "params"),
+            series=None if series is None else c_float(series, 3, "series"),
+            memory=c_float(memory, 1, "memory"),
+            high=c_float(run_market.high, 2, "high"), low=c_float(run_market.low, 2, "low"),
+            volume=c_float(run_market.volume, 2, "volume"))
+    mode, leverage = column_options(layout, config, venue, cache)
+    versions, bars, n_funding, specs = venue_inputs(layout, venue, spot_fee, cache)
+    sym = versions.sym[0].copy()
+    sym[enums.Sym.LEVERAGE] = leverage
+    symbols = run_market.symbols
+    for symbol in layout.hedge:
+        long_leg, short_leg = symbols.index(f"{symbol}.long"), symbols.index(f"{symbol}.short")
+        sym[enums.Sym.LEG, long_leg], sym[enums.Sym.LEG, short_leg] = 1.0, -1.0
+        sym[enums.Sym.PARTNER, long_leg], sym[enums.Sym.PARTNER, short_leg] = (
+            short_leg, long_leg)
+    holdings = np.array([layout.amounts.get(s, 0.0) for s in symbols], dtype=np.float64)
+    if callback is not None:
+        targets = np.empty((0, run_market.n_symbols))
+        has_target = np.zeros(run_market.n_bars, dtype=np.bool_)
+    else:
+        targets, has_target = target_arrays(orders, layout, cache)
+    trading = enums.Trading(targets, has_target, np.int64(target_kind), np.int64(fill_at),
+                            float(slippage), bool(config.reduce_to_fit))
+    inputs = KernelInputs(
+        bars=bars, trading=trading, path=int(path), versions=versions,
+        mode=mode, sym=np.ascontiguousarray(sym), initial_balance=float(balance),
+        holdings=holdings, record_positions=bool(config.record_positions),
+        fill_rows=fill_rows(has_target, run_market.n_symbols), funding_rows=n_funding,
+        callback=callback_inputs)
+    return PreparedRun(market=run_market, config=config, venue=venue, inputs=inputs,
+                       margin_mode=mode.copy(), leverage=leverage, specs=specs,
+                       callback=callback)
+
+
+def _amount(name: str, value, low: float | None = None, high: float | None = None,
+            what: str = "a positive amount") -> float:
+    """A number option checked against its range (a clear error naming it otherwise)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+    if isinstance(value, bool) or not np.isfinite(number) or (
+            number <= 0.0 if low is None else not low <= number < high):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return number

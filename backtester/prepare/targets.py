@@ -1,0 +1,105 @@
+"""A strategy's targets as the kernel takes them: a (T, N) float64 array aligned to the run's
+columns, and the rows that hold one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..data.market import Market
+from ..engine.driver import rows_with_values
+from .columns import Layout
+from .common import c_float
+
+if TYPE_CHECKING:
+    from .run import PrepareCache
+
+
+def target_arrays(orders, layout: Layout, cache: PrepareCache) -> tuple[np.ndarray, np.ndarray]:
+    """``(targets, rows holding one)`` of the run's columns, converted once per target object
+    (the runs of a sweep's parameter set share one)."""
+    key = (id(orders), id(layout.market))
+    if key not in cache.targets:
+        array = targets_array(orders, layout.market, layout.hedge, layout.held)
+        has_target, _ = rows_with_values(array)
+        cache.targets[key] = (orders, layout.market, array, has_target)
+        while len(cache.targets) > 64:  # a sweep moves on from a parameter set for good
+            del cache.targets[next(iter(cache.targets))]
+    return cache.targets[key][2:]
+
+
+def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
+    """Targets as a (T, N) float64 array aligned to the market (NaN = leave the position as is).
+
+    A DataFrame is aligned on the market's timestamps (rows the market does not
+    have are an error; bars the frame lacks are NaN) and its columns must be
+    market symbols (a missing symbol is never traded).
+    """
+    shape = (market.n_bars, market.n_symbols)
+    if isinstance(targets, pd.Series):
+        targets = targets.to_frame()
+    if isinstance(targets, pd.DataFrame):
+        unknown = [c for c in targets.columns if c not in market.symbols]
+        legs = [c for c in unknown if c in hedge]
+        if legs:
+            raise ValueError(
+                f"{', '.join(legs)} in hedge mode: give targets to the legs "
+                + ", ".join(f"{c}.long (>= 0) and {c}.short (<= 0)" for c in legs)
+                + ", not to the symbol")
+        if unknown:
+            raise ValueError(
+                f"targets have column(s) {unknown} that are not market symbols "
+                f"({', '.join(market.symbols)})"
+            )
+        index = targets.index
+        if isinstance(index, pd.DatetimeIndex):
+            index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+            positions = market.timestamps.get_indexer(index)
+            if (positions < 0).any():
+                bad = index[positions < 0][0]
+                raise ValueError(
+                    f"targets have {(positions < 0).sum()} row(s) at times that are not bars "
+                    "of the "
+                    f"market, first {bad}; align the targets to market.timestamps"
+                )
+        elif len(index) == market.n_bars:
+            positions = np.arange(market.n_bars)
+        else:
+            raise ValueError(
+                f"targets need a DatetimeIndex or exactly {market.n_bars} rows, got {len(index)}"
+            )
+        out = np.full(shape, np.nan)
+        for column in targets.columns:
+            out[positions, market.symbol_index(column)] = targets[column].to_numpy(dtype=float)
+        array = out
+    else:
+        array = np.asarray(targets, dtype=np.float64)
+        traded = market.n_symbols - len(held)  # collateral columns come last, never traded
+        if array.ndim == 1 and traded == 1:
+            array = array[:, None]
+        if held and array.ndim == 2 and array.shape == (market.n_bars, traded):
+            array = np.hstack([array, np.full((market.n_bars, len(held)), np.nan)])
+        if array.shape != shape:
+            raise ValueError(
+                f"targets must have shape (bars, symbols) = {shape}, got {array.shape}"
+            )
+    if np.isinf(array).any():
+        t, i = np.argwhere(np.isinf(array))[0]
+        raise ValueError(
+            f"targets hold an infinite value at bar {t} ({market.timestamps[t]}), "
+            f"symbol {market.symbols[i]}"
+        )
+    for symbol in hedge:
+        for suffix, sign in ((".long", 1.0), (".short", -1.0)):
+            i = market.symbol_index(symbol + suffix)
+            wrong = np.flatnonzero(array[:, i] * sign < 0.0)
+            if len(wrong):
+                t = wrong[0]
+                side = "long" if sign > 0 else "short"
+                raise ValueError(
+                    f"targets of {symbol}{suffix} must be {'>= 0' if sign > 0 else '<= 0'} (a "
+                    f"hedge-mode {side} leg keeps its side), got {array[t, i]:g} at bar {t} "
+                    f"({market.timestamps[t]})")
+    return c_float(array, 2, "targets")

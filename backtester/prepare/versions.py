@@ -1,0 +1,188 @@
+"""The venue's rules over the run's bars, as the kernel takes them: every version of the
+tier tables and rule rows in force during the run (``enums.Versions``), the funding the
+venue pays, and the market's bars (``enums.Bars``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..data.market import Market
+from ..engine import enums
+from ..engine.driver import bar_hours, rows_with_values
+from ..venues import Venue
+from ..venues.spec import normalise_symbol
+from .columns import Layout
+from .common import c_float
+
+if TYPE_CHECKING:
+    from .run import PrepareCache
+
+
+def venue_funding(venue: Venue, market: Market, names, at, flat=()) -> np.ndarray:
+    """The market's funding rates, without those of symbols the venue pays no funding on
+    (spot margin: ``funding_interval_hours = 0``), whose positions are borrowings, not
+    perpetual swaps. ``names``: the venue's symbol of each column; ``flat``: spot and
+    collateral columns (which never pay funding)."""
+    rates = market.funding_rate
+    none = [i for i, name in enumerate(names)
+            if name not in flat and venue.spec(name, at).funding_interval_hours == 0]
+    if not none or np.isnan(rates[:, none]).all():
+        return rates
+    rates = rates.copy()
+    rates[:, none] = np.nan
+    return rates
+
+
+def version_bars(venue: Venue, market: Market, symbols) -> list[int]:
+    """Bars (after the first) at which a version of ``symbols``' venue rules comes into force:
+    a symbol's tier table and fees, or the model's rules (Bybit's 2025-09-02 margin formula).
+
+    A version dated ``valid_from`` applies from the first bar opening at or after it.
+    """
+    starts = {r.valid_from.value for r in venue.rule_history if r.valid_from is not None}
+    for symbol in symbols:
+        for spec in venue.history.get(normalise_symbol(symbol), venue.default_history):
+            if spec.valid_from is not None:
+                starts.add(spec.valid_from.value)
+    index = market.index
+    bars = {int(np.searchsorted(index, ns, side="left")) for ns in starts}
+    return sorted(b for b in bars if 0 < b < len(index))
+
+
+def pack_tiers(floors, caps, mmrs, cums, max_leverage) -> np.ndarray:
+    """Stack (N, K) tier tables into the kernel's (N_TIER_FIELDS, N, K) layout."""
+    tiers = np.empty((enums.N_TIER_FIELDS,) + np.shape(floors))
+    tiers[enums.TierField.FLOOR] = floors
+    tiers[enums.TierField.CAP] = caps
+    tiers[enums.TierField.MMR] = mmrs
+    tiers[enums.TierField.CUM] = cums
+    tiers[enums.TierField.MAX_LEVERAGE] = max_leverage
+    return tiers
+
+
+def default_symbol_rules(n_symbols: int) -> np.ndarray:
+    """(N_SYMBOL_FIELDS, N) rule rows of a column outside the venue's model (a spot or
+    collateral holding): bracket MM at the mark, no fee in the margin, closed at the
+    trigger, funding from the position, no partial close, one-way."""
+    rules = np.zeros((enums.N_SYMBOL_FIELDS, n_symbols))
+    rules[enums.Sym.PARTNER] = -1.0
+    return rules
+
+
+def _symbol_arrays(venue: Venue, names, flat, at, spot_fee: float):
+    """(tiers, n_tiers, rule rows) of every column (``names``: the venue's symbols): the
+    venue's for the perpetuals; one tier without maintenance margin and 1x max leverage
+    for spot and collateral columns (``flat``). The rule rows carry the fees and the
+    venue's margin model; their leverage row is 0 (the run's leverage goes there)."""
+    perps = [s for s in names if s not in flat]
+    perp_columns = [i for i, s in enumerate(names) if s not in flat]
+    if not flat:
+        a = venue.arrays(names, at=at)
+        return pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage), a.n_tiers, a.rules
+    n = len(names)
+    width = 1
+    if perps:
+        a = venue.arrays(perps, at=at)
+        width = a.floors.shape[1]
+        perp_tiers = pack_tiers(a.floors, a.caps, a.mmrs, a.cums, a.max_leverage)
+    tiers = np.zeros((enums.N_TIER_FIELDS, n, width))
+    tiers[enums.TierField.CAP] = np.inf
+    tiers[enums.TierField.MAX_LEVERAGE] = 1.0
+    n_tiers = np.ones(n, dtype=np.int64)
+    rules = default_symbol_rules(n)
+    rules[enums.Sym.TAKER_FEE] = float(spot_fee)
+    for j, i in enumerate(perp_columns):
+        tiers[:, i] = perp_tiers[:, j]
+        n_tiers[i] = a.n_tiers[j]
+        rules[:, i] = a.rules[:, j]
+    return tiers, n_tiers, rules
+
+
+def _discount_tables(venue: Venue, at, symbols, held, versions):
+    """Each collateral column's discount tiers (in force at ``at``) in the tier arrays of every
+    version: bounds in TIER_FLOOR / TIER_CAP, the discount rate in TIER_MMR
+    (``engine.rules.collateral_value`` reads them so)."""
+    tables = {c: venue.discount_tiers(c, at) for c in held}
+    width = max([versions[0][0].shape[2]] + [len(d.rates) for d in tables.values()])
+    out = []
+    for tiers, n_tiers, rules in versions:
+        tiers = np.pad(tiers, ((0, 0), (0, 0), (0, width - tiers.shape[2])), mode="edge")
+        n_tiers = n_tiers.copy()
+        rules = rules.copy()
+        for currency, table in tables.items():
+            i = symbols.index(currency)
+            floors, caps, rates, n = table.arrays()
+            pad = width - n
+            tiers[enums.TierField.FLOOR, i] = np.pad(floors, (0, pad), constant_values=np.inf)
+            tiers[enums.TierField.CAP, i] = np.pad(caps, (0, pad), constant_values=np.inf)
+            tiers[enums.TierField.MMR, i] = np.pad(rates, (0, pad))
+            tiers[enums.TierField.CUM, i] = 0.0
+            tiers[enums.TierField.MAX_LEVERAGE, i] = 1.0
+            n_tiers[i] = n
+            rules[enums.Sym.DISCOUNT_IN_COIN, i] = 1.0 if table.unit == "coin" else 0.0
+        out.append((np.ascontiguousarray(tiers), n_tiers, rules))
+    return out
+
+
+def rule_versions(venue: Venue, layout: Layout, spot_fee: float):
+    """The venue's rules over the run's bars, as the kernel takes them, and the specs used.
+
+    Returns ``(Versions, specs)``: version v in force from bar ``versions.bars[v]``, each
+    with its tier arrays (padded to one width), symbol rule rows and account rules;
+    ``specs`` maps each perpetual to the spec versions it ran under.
+    """
+    market, names = layout.market, layout.names
+    flat = set(layout.spot) | set(layout.held)
+    perps = [s for s in names if s not in flat]
+    bars = [0] + version_bars(venue, market, perps)
+    at = [pd.Timestamp(int(market.index[b]), tz="UTC") if market.n_bars else None for b in bars]
+    versions = [_symbol_arrays(venue, names, flat, when, spot_fee) for when in at]
+    width = max(v[0].shape[2] for v in versions)
+    versions = [(np.pad(tiers, ((0, 0), (0, 0), (0, width - tiers.shape[2])), mode="edge"),
+                 *rest) for tiers, *rest in versions]
+    if layout.held:
+        versions = _discount_tables(venue, at[0], market.symbols, layout.held, versions)
+    account_rules = np.stack([venue.account_rules(when) for when in at])
+    if not layout.held:
+        account_rules[:, enums.AccountRule.LOAN_RATE] = 0.0  # a loan needs collateral to back it
+    specs = {}
+    for s in perps:
+        used = []
+        for when in at:
+            spec = venue.spec(s, when)
+            if not any(spec is seen for seen in used):
+                used.append(spec)
+        specs[s] = tuple(used)
+    stacked = enums.Versions(
+        np.array(bars, dtype=np.int64),
+        np.ascontiguousarray(np.stack([t for t, _, _ in versions]), dtype=np.float64),
+        np.ascontiguousarray(np.stack([n for _, n, _ in versions]), dtype=np.int64),
+        np.ascontiguousarray(np.stack([r for _, _, r in versions]), dtype=np.float64),
+        np.ascontiguousarray(account_rules, dtype=np.float64))
+    return stacked, specs
+
+
+def venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareCache):
+    """``(Versions, Bars, funding rows, specs)`` of the run's columns under ``venue``."""
+    market = layout.market
+    key = (id(market), id(venue), float(spot_fee), layout.spot, tuple(layout.held))
+    if key not in cache.venue_inputs:
+        versions, specs = rule_versions(venue, layout, spot_fee)
+        start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
+        funding = venue_funding(venue, market, layout.names, start,
+                                set(layout.spot) | set(layout.held))
+        has_funding, n_funding = rows_with_values(c_float(funding, 2, "funding_rate"))
+        bars = enums.Bars(
+            *(c_float(a, 2, name) for name, a in (
+                ("open", market.open), ("close", market.close),
+                ("mark_open", market.mark_open), ("mark_high", market.mark_high),
+                ("mark_low", market.mark_low), ("mark_close", market.mark_close),
+                ("funding_rate", funding))),
+            has_funding, bar_hours(market.index, market.bar_ns))
+        cache.venue_inputs[key] = (market, venue, versions, bars, int(n_funding), specs)
+    return cache.venue_inputs[key][2:]
+
+

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import metrics
-from .backtest import RunConfig, run
+from .backtest import run
+from .config import RunConfig
 from .data.market import Market
 from .report.render import Heading, Table, Text, to_html, write
 from .report.tables import format_metrics

@@ -15,6 +15,7 @@ from .config import RunConfig
 from .data.market import Market
 from .engine import enums
 from .engine.driver import KernelOutput
+from .venues.models import MarginModel
 
 ACCOUNT_COLUMNS = (
     "equity",
@@ -193,8 +194,6 @@ class Result:
             ("bankruptcy shortfall", f"{s['bankruptcy_shortfall']:,.2f}"),
             ("trading fees", f"{s['fees_paid']:,.2f}"),
         ]
-        from .venues.models import MarginModel
-
         # the model's rows: cost of carry and risk (funding and the margin ratio, or spot
         # margin's borrowing fees and margin level); a venue no longer loadable: a futures one
         rows += getattr(self.venue, "margin_model", MarginModel()).summary_rows(self, s)

@@ -104,7 +104,7 @@ Runs = namedtuple(
 # --- metrics ---------------------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def block_sum(a, lo, n):
     """Sum of at most 128 values ``a[lo:lo+n]`` as numpy adds them (8 accumulators)."""
     if n < 8:
@@ -140,7 +140,7 @@ def block_sum(a, lo, n):
     return res
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def pairwise_sum(a, lo, n):
     """Sum of ``a[lo:lo+n]`` in numpy's order: halves (cut at a multiple of 8) summed
     apart down to blocks of 128, then added back up the tree.
@@ -193,7 +193,7 @@ def pairwise_sum(a, lo, n):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def equity_metrics(equity, n_bars, initial_equity, bars_per_year, returns, row):
     """Total return, max drawdown and annualised Sharpe of one equity curve, into ``row``.
 
@@ -233,7 +233,7 @@ def equity_metrics(equity, n_bars, initial_equity, bars_per_year, returns, row):
         row[M_SHARPE] = mean / std * np.sqrt(bars_per_year)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def record_metrics(records, values, row):
     """Liquidation, fee, funding and order counts of one run's records, into ``row``.
 
@@ -279,7 +279,7 @@ def record_metrics(records, values, row):
     row[M_REJECTED_ORDERS] = counts[Count.REJECTS]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def worst_margin_ratio(ratio, n_bars):
     """The highest cross margin ratio of the run (NaN bars skipped, as pandas' max does)."""
     worst = np.nan
@@ -293,7 +293,7 @@ def worst_margin_ratio(ratio, n_bars):
 # --- one run ---------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def summarise(out, records, initial_equity, bars_per_year, values, row):
     """The ``METRICS`` row of one finished run, from its per-bar outputs and records.
 
@@ -311,7 +311,7 @@ def summarise(out, records, initial_equity, bars_per_year, values, row):
     record_metrics(records, values, row)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def run_one(r, bars, versions, runs, bars_per_year, summary, equity, out, values, records):
     """Run r of the batch from a flat account; write its metrics row (and its equity curve).
 
@@ -338,7 +338,7 @@ def run_one(r, bars, versions, runs, bars_per_year, summary, equity, out, values
     return records
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, error_model='numpy', nogil=True)
 def run_batch_serial(w, n_workers, bars, versions, runs, bars_per_year, summary, equity):
     """Runs w, w + n_workers, w + 2 n_workers... of the batch on the calling thread.
 
@@ -368,7 +368,7 @@ def run_batch_serial(w, n_workers, bars, versions, runs, bars_per_year, summary,
                           records)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model='numpy', parallel=True)
 def run_batch_parallel(n_workers, bars, versions, runs, bars_per_year, summary, equity):
     """Every run of the batch, interleaved over ``n_workers`` threads (the in-process path).
 

@@ -108,7 +108,7 @@ class KernelOutput:
     initial_equity: float | None = None  # the deposit plus collateral at its first mark
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def rows_with_values(values):
     """Per row of a (T, N) array: does it hold any non-NaN value; and how many it holds."""
     n_bars, n = values.shape

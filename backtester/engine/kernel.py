@@ -73,7 +73,7 @@ from .rules import (
 # --- the venue's rules in force ---------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def put_rules_in_force(versions, v, book):
     """Version ``v`` of the venue's tier tables and rules, in force from now on for the open
     positions too.
@@ -104,7 +104,7 @@ def put_rules_in_force(versions, v, book):
 # --- step 1: funding, borrowing, loans --------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def charge_rollovers(t, bars, book, records):
     """Spot margin: each rollover fee due by bar t's open (one per full period since the
     position opened, from the first period's end), on what it borrows: a long's cost in
@@ -135,7 +135,7 @@ def charge_rollovers(t, bars, book, records):
                      t, i, EventKind.ROLLOVER_FEE, q, price, rate, amount, np.nan)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def charge_loan_interest(t, bars, book, records):
     """Multi-currency margin: a negative quote balance is a loan (``t > 0``), charged the
     venue's loan rate for the bar that just ended."""
@@ -150,7 +150,7 @@ def charge_loan_interest(t, bars, book, records):
 # --- step 5: the record of the bar --------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net, out):
     """Write bar t's account state into ``out``; returns the equity."""
     equity = wallet + iso + upnl
@@ -171,7 +171,7 @@ def store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net, 
     return equity
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def mark_to_market(t, book, out):
     """Record the account with every column at its last known mark; returns the equity."""
     state, mode, sym = book.state, book.mode, book.sym
@@ -207,7 +207,7 @@ def mark_to_market(t, book, out):
                      gross, net, out)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def record_positions(t, book, outputs):
     """Each column's position and liquidation price at close t (cross: the others frozen at
     their marks, ``account.liquidation_price_given``)."""
@@ -222,7 +222,7 @@ def record_positions(t, book, outputs):
 # --- the loop ------------------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, callback=None,
              ctx=None, orders=None, params=None):
     """Replay bars ``start..stop-1``; the module docstring gives the order of events.
@@ -432,7 +432,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     return stop
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def run_to_end(bars, book, trading, path, versions, records, outputs, callback=None, ctx=None,
                orders=None, params=None):
     """Run every bar from an opened account; returns the record buffers (grown as needed).

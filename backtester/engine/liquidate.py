@@ -59,7 +59,7 @@ from .rules import (
 # --- step 3: the path --------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def build_checkpoints(t, path, bars, state, cp):
     """Fill ``cp[k, i]`` with the checkpoint prices of bar t; returns their count.
 
@@ -92,14 +92,14 @@ def build_checkpoints(t, path, bars, state, cp):
     return n_cp
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def interpolate(a, b, s, out):
     """Prices a fraction ``s`` of the way along the straight segment a -> b."""
     for i in range(out.shape[0]):
         out[i] = a[i] + (b[i] - a[i]) * s
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def isolated_triggered(q, price, liq_px):
     """An isolated long triggers at or below its liquidation price, a short at or above."""
     if q > 0.0:
@@ -107,7 +107,7 @@ def isolated_triggered(q, price, liq_px):
     return price >= liq_px
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def cross_trigger_point(a, b, book, out):
     """Fraction s in (0, 1] of the segment a -> b where the cross trigger first holds.
 
@@ -135,7 +135,7 @@ def cross_trigger_point(a, b, book, out):
 # --- step 4: liquidation -----------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def next_event(account):
     """A new liquidation event id."""
     event = int(account[Account.EVENTS])
@@ -143,7 +143,7 @@ def next_event(account):
     return event
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def cut_position(t, event, i, target, price, gapped, equity_before, trigger, book, records):
     """Partial liquidation: cut column i down to ``target`` units at ``price``, paying the
     venue's cut fee (``Sym.CUT_FEE``); its share of an isolated margin and its realized
@@ -166,7 +166,7 @@ def cut_position(t, event, i, target, price, gapped, equity_before, trigger, boo
     return c
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def liquidate_isolated(t, i, price, gapped, prices, book, records):
     """Liquidate isolated position i, triggered at ``price``: it alone goes, its loss bounded
     by its margin.
@@ -210,7 +210,7 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
     records.liqs[c]["equity_after"] = account_equity(book, prices)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before, book,
                          records):
     """Close cross position i at ``price`` paying ``fee``; returns the loss it caused."""
@@ -231,7 +231,7 @@ def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_befor
     return loss
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def cut_cross(t, event, prices, gapped, equity_before, book, records):
     """Partial liquidation of a cross account at the trigger ``prices``: the largest position
     that can drop a tier is cut (``rules.partial_target`` with the free margin, the
@@ -275,7 +275,7 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
     return False
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def liquidate_cross(t, prices, gapped, book, records):
     """Liquidate the cross account, triggered at ``prices``; after any partial cuts
     (``cut_cross``), the account rule ``AccountRule.CROSS_CLOSE`` says in which order its positions
@@ -364,7 +364,7 @@ def liquidate_cross(t, prices, gapped, book, records):
         liqs[c]["equity_after"] = equity_after
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def check_margin_call(t, n_cp, cp, book, records):
     """Record a margin call (spot margin) the first time along the path that the margin level
     reaches the call level; one event per call, re-armed once the level is back above it."""
@@ -381,7 +381,7 @@ def check_margin_call(t, n_cp, cp, book, records):
             return
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def check_liquidations(t, n_cp, cp, work, book, records):
     """Walk the bar's checkpoints and liquidate, in the order the triggers occur.
 

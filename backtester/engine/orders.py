@@ -46,7 +46,7 @@ from .rules import order_cost_rate, tier_from, tier_key
 # --- step 2: fills ----------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def charge_opening_fee(t, i, open_qty, price, book, records):
     """Spot margin: the opening fee on what the new position borrows (a long its cost in
     quote, a short its size in base, valued at the fill price), from the wallet."""
@@ -58,7 +58,7 @@ def charge_opening_fee(t, i, open_qty, price, book, records):
                  t, i, EventKind.OPENING_FEE, open_qty, price, rate, amount, np.nan)
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def opening_refusal(i, open_qty, price, book):
     """Why an opening of ``open_qty`` at ``price`` must be refused whatever the balance
     (a Reject.* code), or -1: collateral is not traded, a spot holding cannot go short, a
@@ -79,7 +79,7 @@ def opening_refusal(i, open_qty, price, book):
     return -1
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
     """Trade ``delta`` units of column i at ``price`` (at time ``now``, hours) under DESIGN.md
     §3's margin rules.
@@ -140,7 +140,7 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
         refresh_liq_price(i, book)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def to_units(i, amount, target_kind, decision_price, book):
     """``amount`` of the run's target unit as base units of column i (NaN: no price).
 
@@ -161,7 +161,7 @@ def to_units(i, amount, target_kind, decision_price, book):
     return amount
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def set_want(i, target, want, state):
     """Keep ``target`` (units) as column i's order unless it is (numerically) the position."""
     q = state[State.QTY, i]
@@ -171,7 +171,7 @@ def set_want(i, target, want, state):
     want[i] = target
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
     """Fill the orders in ``want`` that reduce a position (``reducing_pass``) or the others."""
     state = book.state
@@ -197,7 +197,7 @@ def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
         execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def process_orders(t, now, row, decision_price, fill_price, want, trading, book, records):
     """Turn row ``row`` of the targets into orders and fill them, reductions first to free
     margin. Notional and equity-fraction targets are converted to units at the
@@ -222,7 +222,7 @@ def process_orders(t, now, row, decision_price, fill_price, want, trading, book,
 # --- step 2 with a strategy callback: its orders (enums.Order.*) -------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def has_orders(orders):
     """Whether any field of ``orders`` asks for something (is not NaN)."""
     for f in range(orders.shape[0]):
@@ -232,7 +232,7 @@ def has_orders(orders):
     return False
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def change_isolated_margin(t, i, amount, book, records):
     """Move ``amount`` of quote into (> 0) or out of (< 0) isolated position i's margin.
 
@@ -264,7 +264,7 @@ def change_isolated_margin(t, i, amount, book, records):
     refresh_liq_price(i, book)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def change_leverage(t, i, leverage, book, records):
     """Set column i's leverage, within the max leverage of the tier its position is in.
 
@@ -297,7 +297,7 @@ def change_leverage(t, i, leverage, book, records):
     sym[Sym.LEVERAGE, i] = leverage
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def switch_margin_mode(t, i, new_mode, book, records):
     """Set column i's margin mode to Mode.CROSS or Mode.ISOLATED; refused while it holds a position.
 
@@ -324,7 +324,7 @@ def switch_margin_mode(t, i, new_mode, book, records):
         state[State.LIQ_PX, partner] = np.nan
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trading, book,
                           records):
     """Carry out a callback's orders (enums.Order.*), then clear them.

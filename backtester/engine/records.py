@@ -28,7 +28,7 @@ from .enums import (
 # --- buffers -------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def grow_buffer(buf, needed):
     """``buf`` itself when it holds ``needed`` rows, else a copy doubled until it does."""
     if buf.shape[0] >= needed:
@@ -41,7 +41,7 @@ def grow_buffer(buf, needed):
     return new
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def bar_room(n, n_tiers_max, with_callback):
     """The most rows one bar can add to each buffer, ``(fills, liquidations, rejections,
     events)``, for ``n`` columns of tier tables ``n_tiers_max`` wide.
@@ -61,7 +61,7 @@ def bar_room(n, n_tiers_max, with_callback):
 RECORD_DTYPES = (fill_dt, liquidation_dt, funding_dt, rejection_dt, event_dt)  # Records' order
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def record_sizes(n, n_tiers_max, fill_rows, funding_rows):
     """The rows to allocate at first in each buffer of a run of ``n`` columns (in the order
     of ``Records``): ``fill_rows`` fills expected (more grow by doubling), room for every
@@ -71,7 +71,7 @@ def record_sizes(n, n_tiers_max, fill_rows, funding_rows):
             max(64, events))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def new_records(n, n_tiers_max, fill_rows, funding_rows):
     """Empty record buffers of ``record_sizes``, allocated inside compiled code (a sweep's
     worker allocates them once for all its runs)."""
@@ -81,7 +81,7 @@ def new_records(n, n_tiers_max, fill_rows, funding_rows):
                    np.empty(events, dtype=event_dt), np.zeros(N_COUNTS, dtype=np.int64))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model='numpy')
 def grow_records(records, n, n_tiers_max, with_callback):
     """``records`` with room for one more bar's worst case in every buffer (doubling the
     ones that lack it): called where the kernel stopped for want of room."""
@@ -100,7 +100,7 @@ def grow_records(records, n, n_tiers_max, with_callback):
 # --- records ---------------------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def record_fill(fills, counts, t, i, qty, price, fee, realized, position_after, reason):
     c = counts[Count.FILLS]
     fills[c]["bar"] = t
@@ -114,7 +114,7 @@ def record_fill(fills, counts, t, i, qty, price, fee, realized, position_after, 
     counts[Count.FILLS] = c + 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def record_rejection(rejects, counts, t, i, qty, price, required, available, reason):
     c = counts[Count.REJECTS]
     rejects[c]["bar"] = t
@@ -127,7 +127,7 @@ def record_rejection(rejects, counts, t, i, qty, price, required, available, rea
     counts[Count.REJECTS] = c + 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
     c = counts[Count.FUNDING]
     funding[c]["bar"] = t
@@ -140,7 +140,7 @@ def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
     counts[Count.FUNDING] = c + 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigger_price, price,
                        bankrupt, gapped, partial):
     """One liquidated (or cut) position and its prices; returns its row, whose money
@@ -162,7 +162,7 @@ def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigge
     return c
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def record_settlement(liqs, c, fee, realized, margin_lost, shortfall, equity_before):
     """The money of liquidation row ``c``: the fee charged, the PnL realized, what the
     trader's margin lost, the shortfall past bankruptcy, and the equity before the event."""
@@ -173,7 +173,7 @@ def record_settlement(liqs, c, fee, realized, margin_lost, shortfall, equity_bef
     liqs[c]["equity_before"] = equity_before
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def record_event(events, counts, t, i, kind, qty, price, rate, amount, level):
     c = counts[Count.EVENTS]
     events[c]["bar"] = t

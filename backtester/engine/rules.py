@@ -61,7 +61,7 @@ from .enums import (
 # --- tiers ----------------------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def tier_from(key, k, i, tiers, n_tiers):
     """Tier of column i that holds ``key`` (``floor < key <= cap``; the last tier above it),
     looked up from a guess ``k`` (the tier the position was in: O(1) when unchanged)."""
@@ -73,7 +73,7 @@ def tier_from(key, k, i, tiers, n_tiers):
     return k
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def tier_key(i, qty, entry, price, sym):
     """The size that picks column i's tier: the notional at ``price`` (bracket rule, margin
     level), the entry value (MM on the entry value) or the size itself (OKX tiers)."""
@@ -85,14 +85,14 @@ def tier_key(i, qty, entry, price, sym):
     return abs(qty) * price
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def plain_bracket(i, sym):
     """Whether column i's maintenance margin is the bracket at the mark and nothing else
     (Binance's rule): the kernel's bound pass then needs no dispatch for it."""
     return sym[Sym.MM_RULE, i] == MM.BRACKET and sym[Sym.FEE_RULE, i] == FeeInMargin.NONE
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def bracket_maintenance(notional, i, k, tiers):
     """Binance's tax-bracket maintenance margin ``N * mmr_k - cum_k`` of a notional in tier k
     (VENUES.md §2.3): continuous and convex in N."""
@@ -102,7 +102,7 @@ def bracket_maintenance(notional, i, k, tiers):
 # --- margins --------------------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def fee_to_close(i, qty, entry, sym):
     """Bybit's taker fee to close a position at its bankruptcy price, ``Q*EP*(1 - s/L)*taker``
     (VENUES.md §3.3, §3.7): reserved in the margin since 2025-09-02, and in every era part
@@ -111,7 +111,7 @@ def fee_to_close(i, qty, entry, sym):
     return abs(qty) * entry * (1.0 - side / sym[Sym.LEVERAGE, i]) * sym[Sym.TAKER_FEE, i]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def fee_in_margin(i, qty, entry, price, sym):
     """The fee the venue counts inside the margin of a position (0 for most venues).
 
@@ -127,7 +127,7 @@ def fee_in_margin(i, qty, entry, price, sym):
     return 0.0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def used_margin(i, qty, entry, price, sym):
     """Kraken's used margin: a long's cost over its leverage (fixed), a short's borrowed
     base over its leverage, revalued at ``price`` (VENUES.md §5.1)."""
@@ -136,7 +136,7 @@ def used_margin(i, qty, entry, price, sym):
     return -qty * price / sym[Sym.LEVERAGE, i]
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def maintenance_in_tier(i, qty, entry, price, k, sym, tiers):
     """Maintenance margin of column i's position ``(qty, entry)`` at mark ``price``, in tier k
     (the tier of ``tier_key``), the fee the venue counts in the margin included."""
@@ -152,14 +152,14 @@ def maintenance_in_tier(i, qty, entry, price, k, sym, tiers):
     return mm
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def maintenance_margin(i, qty, entry, price, sym, tiers, n_tiers):
     """Maintenance margin of column i's position ``(qty, entry)`` at mark ``price``."""
     k = tier_from(tier_key(i, qty, entry, price, sym), ZERO, i, tiers, n_tiers)
     return maintenance_in_tier(i, qty, entry, price, k, sym, tiers)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def initial_margin(i, qty, entry, price, sym):
     """Initial margin a position locks: ``|q| * EP / L`` (a Kraken short: at ``price``),
     plus Bybit's fee to close where the venue counts it in the margin."""
@@ -172,7 +172,7 @@ def initial_margin(i, qty, entry, price, sym):
     return im
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def isolated_margin_to_open(i, open_qty, price, sym):
     """What opening ``open_qty`` at ``price`` moves into an isolated position's margin: its
     initial margin ``|dq| * price / L``, with the fee to close where the venue counts it."""
@@ -182,7 +182,7 @@ def isolated_margin_to_open(i, open_qty, price, sym):
     return im
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def order_cost_rate(i, side, sym):
     """What opening one unit of notional on ``side`` costs besides its initial margin, as a
     rate: the taker fee; Bybit's fee to close at the bankruptcy price (its order cost,
@@ -195,7 +195,7 @@ def order_cost_rate(i, side, sym):
     return rate
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def discounted_value(amount, i, tiers, n_tiers):
     """The slice of ``amount`` in each of column i's discount tiers at that tier's rate, summed
     (a tax-bracket sum, concave in the amount; VENUES.md §4.5). ``amount`` <= 0 gives 0."""
@@ -209,7 +209,7 @@ def discounted_value(amount, i, tiers, n_tiers):
     return total
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def collateral_value(i, qty, price, sym, tiers, n_tiers):
     """Discounted value of a collateral holding of ``qty`` coins at ``price`` (OKX §4.5): the
     discount tiers (bounds in USD or in coins) in the column's tier table, rates in mmr."""
@@ -221,7 +221,7 @@ def collateral_value(i, qty, price, sym, tiers, n_tiers):
 # --- liquidation price ---------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def bracket_liquidation_price(i, qty, entry, collateral, extra_rate, tiers, n_tiers):
     """Mark at which ``collateral + qty * (P - entry) == MM(|qty| * P) + extra_rate*|qty|*P``
     under the bracket rule, the tier taken at the price itself (VENUES.md §2.5).
@@ -252,7 +252,7 @@ def bracket_liquidation_price(i, qty, entry, collateral, extra_rate, tiers, n_ti
         q * (tiers[TierField.MMR, i, k] + extra_rate) - side * q)
 
 
-@njit(cache=True, _nrt=False, inline='always')
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def solve_liquidation_price(i, qty, entry, collateral, sym, tiers, n_tiers):
     """Mark at which ``collateral + qty * (P - entry) == MM_i(P)``, the venue's model applied.
 
@@ -285,7 +285,7 @@ def solve_liquidation_price(i, qty, entry, collateral, sym, tiers, n_tiers):
 # --- partial and full liquidation ---------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
     """Size (base units, >= 0) a triggered position is cut down to before a full close; 0 means
     close it all (VENUES.md §6.3).
@@ -326,7 +326,7 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
     return size * cap / key
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def lowest_cut_tier(i, sym):
     """The lowest tier a position must be above for a partial cut to apply (-1: never)."""
     rule = sym[Sym.PARTIAL, i]
@@ -335,7 +335,7 @@ def lowest_cut_tier(i, sym):
     return 1 if rule == Partial.STEP_DOWN else 2
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def isolated_settlement(i, qty, entry, margin, price, sym):
     """Where a liquidated isolated position closes, and what it costs.
 
@@ -369,7 +369,7 @@ def isolated_settlement(i, qty, entry, margin, price, sym):
     return price, fee, realized, remaining, shortfall, bankrupt
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def isolated_funding_split(i, payment, available, sym):
     """The part of an isolated position's funding ``payment`` the wallet pays; its own margin
     pays the rest. DESIGN.md §4: the margin pays it all (it moves the liquidation price).
@@ -384,7 +384,7 @@ def isolated_funding_split(i, payment, available, sym):
 # --- a triggered cross account (the account rule R_CROSS_CLOSE) -----------------------------
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def cross_close_next(state, mode, close):
     """The cross position to close next (-1: none left): the oldest first under FIFO (Kraken),
     else in column order (the whole account goes)."""
@@ -398,21 +398,21 @@ def cross_close_next(state, mode, close):
     return pick
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def cross_close_done(close, trigger_value):
     """Whether a cross liquidation may stop with positions left: under FIFO, once the account
     no longer triggers (``trigger_value`` > 0); otherwise never (every position goes)."""
     return close == CrossClose.FIFO and trigger_value > 0.0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def settles_to_zero(close, total_mm):
     """Whether the cross account is settled at the positions' bankruptcy prices (Bybit): its
     wallet ends at zero, and a gap past those prices is the insurance fund's."""
     return close == CrossClose.SETTLE_AT_BANKRUPTCY and total_mm > 0.0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False)
 def cross_settlement(i, qty, entry, price, balance, mm, total_mm, close, sym):
     """Where cross position i closes in a liquidation triggered at mark ``price``, and its fee:
     ``(price, fee, bankruptcy price)``. ``balance`` is the account's margin balance at the

@@ -197,12 +197,22 @@ def _marks(result) -> pd.DataFrame:
     return result.market.frame("mark_close").ffill()
 
 
+def covered_shortfall(liquidations: pd.DataFrame) -> np.ndarray:
+    """The shortfall of each liquidation that its realized PnL includes: the deficit the
+    insurance fund paid of a close at the market. A position settled at its bankruptcy
+    price (Bybit) has its fill, and so its realized PnL, at that price already: nothing
+    to add back."""
+    return np.where(liquidations["settled_at_bankruptcy"].to_numpy(dtype=bool), 0.0,
+                    liquidations["shortfall"].to_numpy(dtype=float))
+
+
 def position_pnl(result) -> pd.DataFrame:
     """Cumulative PnL of each symbol at each bar's close, net of fees and funding.
 
     Cash-flow form, which needs no entry price: the position's value at mark,
     minus what its fills cost, minus fees (liquidation fees included) and funding
-    paid, plus any bankruptcy shortfall the insurance fund absorbed. Summed over
+    paid, plus any bankruptcy shortfall the insurance fund paid of a close at the
+    market (``covered_shortfall``). Summed over
     symbols it is the change in equity since the start.
     """
     q = result.positions
@@ -222,7 +232,7 @@ def position_pnl(result) -> pd.DataFrame:
     cost = per_bar(fills, fills["qty"].to_numpy() * fills["price"].to_numpy())
     fees = per_bar(fills, fills["fee"].to_numpy())
     paid = per_bar(funding, funding["payment"].to_numpy())
-    shortfall = per_bar(liq, liq["shortfall"].to_numpy())
+    shortfall = per_bar(liq, covered_shortfall(liq))
     value = (q * _marks(result)).where(q != 0, 0.0)
     return value - cost - fees - paid + shortfall
 
@@ -263,7 +273,8 @@ def position_stats(result) -> pd.DataFrame:
     stats["liquidations"] = liq.groupby("symbol").size().reindex(symbols, fill_value=0)
     stats["margin_lost"] = liq.groupby("symbol")["margin_lost"].sum().reindex(
         symbols, fill_value=0.0)
-    shortfall = liq.groupby("symbol")["shortfall"].sum().reindex(symbols, fill_value=0.0)
+    shortfall = pd.Series(covered_shortfall(liq), index=liq.index).groupby(
+        liq["symbol"]).sum().reindex(symbols, fill_value=0.0)
     if result.positions is not None and len(result.positions):
         net = position_pnl(result).iloc[-1]
         stats["net_pnl"] = net
@@ -327,6 +338,7 @@ def run_metrics(result) -> dict:
         "liquidated_positions": s["liquidated_positions"],
         "liquidation_loss": s["liquidation_loss"],
         "liquidation_fees": s["liquidation_fees"],
+        "liquidation_fees_waived": s["liquidation_fees_waived"],
         "bankruptcy_shortfall": s["bankruptcy_shortfall"],
         "min_distance_to_liquidation": distance,
         "worst_margin_ratio": s["worst_margin_ratio"] if has_cross else float("nan"),
@@ -356,6 +368,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "liquidated_positions": ("positions liquidated", "int"),
     "liquidation_loss": ("margin lost to liquidation", "money"),
     "liquidation_fees": ("liquidation fees", "money"),
+    "liquidation_fees_waived": ("liquidation fees waived", "money"),
     "bankruptcy_shortfall": ("bankruptcy shortfall", "money"),
     "min_distance_to_liquidation": ("closest distance to liquidation", "pct"),
     "worst_margin_ratio": ("worst cross margin ratio", "pct"),

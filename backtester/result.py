@@ -152,6 +152,7 @@ class Result:
             "liquidated_positions": int(len(liq)),
             "liquidation_loss": float(liq["margin_lost"].sum()),
             "liquidation_fees": float(liq["fee"].sum()),
+            "liquidation_fees_waived": float(liq["fee_waived"].sum()),
             "bankruptcy_shortfall": float(liq["shortfall"].sum()),
             "fees_paid": strategy_fees,
             "funding_paid": float(self._funding["payment"].sum()),
@@ -190,7 +191,9 @@ class Result:
             ("sharpe (annualised)", f"{s['sharpe']:.2f}"),
             ("liquidations", f"{s['liquidations']} ({s['liquidated_positions']} positions)"),
             ("liquidation loss", f"{s['liquidation_loss']:,.2f}"),
-            ("liquidation fees", f"{s['liquidation_fees']:,.2f}"),
+            ("liquidation fees", f"{s['liquidation_fees']:,.2f}"
+             + (f" ({s['liquidation_fees_waived']:,.2f} more waived: nothing left to pay)"
+                if s["liquidation_fees_waived"] > 0 else "")),
             ("bankruptcy shortfall", f"{s['bankruptcy_shortfall']:,.2f}"),
             ("trading fees", f"{s['fees_paid']:,.2f}"),
         ]

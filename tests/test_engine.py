@@ -111,12 +111,20 @@ def test_cross_liquidation_price_is_binances_formula_with_tiers():
     liq = r.liquidations
     assert liq["price"].iloc[0] == pytest.approx(lp, abs=0.005)
     assert round(r.liquidation_prices["BTC_USDT"].iloc[1], 2) == round(lp, 2)
-    # liquidation fee 1.25% of 20,080.32 = 251.00; the wallet would be
-    # 10,000 - 9,919.68 - 251.00 = -170.68: set to 0, shortfall 170.68
-    fee = 0.0125 * lp
-    assert liq["fee"].iloc[0] == pytest.approx(fee, abs=0.01)
-    assert liq["shortfall"].iloc[0] == pytest.approx(-(10000 + (lp - 30000) - fee), abs=0.01)
+    # liquidation fee 1.25% of 20,080.32 = 251.00, but the margin balance left at the close
+    # is 10,000 - 9,919.68 = 80.32: that much is charged, 170.68 waived, and there is no
+    # shortfall (the close is at the trigger, before the bankruptcy price 20,000)
+    due = 0.0125 * lp
+    left = 10000 + (lp - 30000)
+    assert left == pytest.approx(80.32, abs=0.005)
+    assert liq["fee"].iloc[0] == pytest.approx(left, abs=1e-6)
+    assert liq["fee_waived"].iloc[0] == pytest.approx(due - left, abs=1e-6)
+    assert liq["shortfall"].iloc[0] == 0.0
+    assert r.fills["fee"].iloc[-1] == pytest.approx(left, abs=1e-6)
     assert r.equity.iloc[-1] == 0.0
+    s = r.summary()
+    assert s["liquidation_fees_waived"] == pytest.approx(170.68, abs=0.01)
+    assert s["bankruptcy_shortfall"] == 0.0
 
 
 def test_isolated_rebracketing_uses_the_tier_at_the_liquidation_price():

@@ -258,9 +258,10 @@ def test_okx_mm_jumps_at_a_tier_bound_because_the_whole_position_takes_the_rate(
 
 
 def partial(c, contracts, contract_size):
-    """The engine's partial-liquidation target of a position of ``contracts``, in contracts."""
+    """The engine's partial-liquidation target of a solvent position of ``contracts`` (equity
+    1: OKX's targets do not depend on how much), in contracts."""
     size = contracts * contract_size
-    return rules.partial_target(0, size, 1.0, 1.0, 0.0, True, c.sym, c.tiers,
+    return rules.partial_target(0, size, 1.0, 1.0, 1.0, True, c.sym, c.tiers,
                                 c.n_tiers) / contract_size
 
 

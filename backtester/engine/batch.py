@@ -48,6 +48,7 @@ METRICS = (
     "liquidated_positions",
     "liquidation_loss",
     "liquidation_fees",
+    "liquidation_fees_waived",
     "bankruptcy_shortfall",
     "fees_paid",
     "funding_paid",
@@ -67,15 +68,16 @@ M_LIQUIDATIONS = 4
 M_LIQUIDATED_POSITIONS = 5
 M_LIQUIDATION_LOSS = 6
 M_LIQUIDATION_FEES = 7
-M_BANKRUPTCY_SHORTFALL = 8
-M_FEES_PAID = 9
-M_FUNDING_PAID = 10
-M_BORROWING_FEES = 11
-M_MARGIN_CALLS = 12
-M_WORST_MARGIN_RATIO = 13
-M_FILLS = 14
-M_REJECTED_ORDERS = 15
-N_METRICS = 16
+M_LIQUIDATION_FEES_WAIVED = 8
+M_BANKRUPTCY_SHORTFALL = 9
+M_FEES_PAID = 10
+M_FUNDING_PAID = 11
+M_BORROWING_FEES = 12
+M_MARGIN_CALLS = 13
+M_WORST_MARGIN_RATIO = 14
+M_FILLS = 15
+M_REJECTED_ORDERS = 16
+N_METRICS = 17
 
 # the choices of each run, shape (R, N_RUN_FIELDS), codes as in ``enums`` stored as floats
 RUN_TARGETS = 0  # row of the targets stack the run trades
@@ -256,6 +258,9 @@ def record_metrics(records, values, row):
     for c in range(n_liq):
         values[c] = liqs[c]["fee"]
     row[M_LIQUIDATION_FEES] = pairwise_sum(values, ZERO, n_liq)
+    for c in range(n_liq):
+        values[c] = liqs[c]["fee_waived"]
+    row[M_LIQUIDATION_FEES_WAIVED] = pairwise_sum(values, ZERO, n_liq)
     for c in range(n_liq):
         values[c] = liqs[c]["shortfall"]
     row[M_BANKRUPTCY_SHORTFALL] = pairwise_sum(values, ZERO, n_liq)

@@ -105,6 +105,8 @@ Reject = _codes("Reject", [
     #                  (equity / used margin) is below the venue's opening level (100%)
     "HEDGE_LEG_SIDE",  # hedge mode: an order that would take a long leg short or a short
     #                    leg long (each leg keeps its side; it fills down to 0)
+    "LIQUIDATED_AT_OPEN",  # an order for a position the bar's open liquidated (the mark went
+    #                        through its liquidation price in the gap, before any fill)
 ])
 REJECT_REASON_NAMES = (
     "insufficient_margin",
@@ -118,6 +120,7 @@ REJECT_REASON_NAMES = (
     "invalid_order",
     "margin_level_below_open_level",
     "hedge_leg_side",
+    "position_liquidated_at_open",
 )
 
 # --- record dtypes --------------------------------------------------------------------
@@ -148,7 +151,8 @@ liquidation_dt = np.dtype(
         ("entry_price", np.float64),  # its average entry price
         ("trigger_price", np.float64),  # mark at which the trigger first holds on the path
         ("price", np.float64),  # execution price (trigger price, or the checkpoint if gapped)
-        ("fee", np.float64),  # liquidation fee charged on the closed notional
+        ("fee", np.float64),  # liquidation fee charged: the rate on the closed notional, but
+        #                       never more than what remained of the margin (DESIGN.md §4)
         ("realized_pnl", np.float64),  # q * (price - entry)
         ("margin_lost", np.float64),  # what the wallet / isolated margin lost (bounded by it)
         ("equity_before", np.float64),  # account equity just before the event
@@ -158,6 +162,11 @@ liquidation_dt = np.dtype(
         ("bankruptcy_price", np.float64),  # mark at which the position's equity is zero:
         #   isolated EP - M/q; cross P - MB/q with the account at the trigger prices
         ("partial", np.bool_),  # a partial liquidation: the position was cut, not closed
+        ("fee_waived", np.float64),  # the part of the fee that nothing was left to pay
+        ("settled_at_bankruptcy", np.bool_),  # closed at its bankruptcy price (Bybit), not at
+        #   the market: its fill and realized PnL are at that price, so the shortfall is
+        #   already in them; otherwise the realized PnL includes the deficit and the
+        #   shortfall is what the fund paid of it
     ],
     align=True,
 )

@@ -43,6 +43,7 @@ from .account import (
 )
 from .enums import (
     NO_COLUMN,
+    TRUE,
     VENUE_SYMBOL_FIELDS,
     ZERO,
     Account,
@@ -55,7 +56,15 @@ from .enums import (
     State,
     Sym,
 )
-from .liquidate import build_checkpoints, check_liquidations, check_margin_call
+from .liquidate import (
+    build_checkpoints,
+    check_liquidations,
+    check_margin_call,
+    isolated_triggered,
+    liquidate_at_open,
+    liquidate_isolated,
+    void_liquidated,
+)
 from .orders import apply_callback_orders, has_orders, process_orders
 from .records import bar_room, grow_records, record_event, record_funding
 from .rules import (
@@ -243,7 +252,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     strategy's float64 parameters. Its orders wait in ``orders`` for the next fill,
     so a run that stops early resumes with them.
 
-    ``scratch`` (8, N) is work space.
+    ``scratch`` (10, N) is work space.
 
     Speed: compiled without NRT, so that no array read off a bundle, and no array
     handed to an inlined rule, is reference-counted (an atomic count on every bar and
@@ -267,6 +276,11 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     want = scratch[0]  # a row of orders in units
     work = scratch[1:4]  # the liquidation walk's prices
     cp = scratch[4:8]  # the bar's checkpoint prices
+    void = scratch[8]  # 1: the column was liquidated at this bar's open (its order is void)
+    no_void = scratch[9]  # zeros: orders at a close follow the bar's own liquidations
+    for i in range(n):
+        no_void[i] = 0.0
+        void[i] = 0.0
     pending = False  # a callback's orders wait for the next open
     if callback is not None:
         pending = fill_at == FillAt.NEXT_OPEN and has_orders(orders)
@@ -290,38 +304,81 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         orders_now = fill_at == FillAt.NEXT_OPEN and t > 0 and has_target[t - 1]
         if callback is not None:
             account[Account.BAR] = t
-        if has_funding[t] or orders_now or pending:
-            # the mark at the open prices funding and the margin checks of fills
+        loan = (account[Account.WALLET] < 0.0 and account_rules[AccountRule.LOAN_RATE] > 0.0
+                and t > 0)
+        if has_funding[t] or orders_now or pending or borrowing or loan:
+            # Something happens at the open: the mark there prices it. 0. The gap: what the
+            # open already triggers is liquidated before anything of the bar (DESIGN.md §4),
+            # and an order for it is void. A cheap pass first (the cross surplus with each
+            # position's tier from the last close): the exact walk only where one triggers.
+            gapped = False
+            surplus = account[Account.WALLET]
+            cross = False
             for i in range(n):
+                void[i] = 0.0
                 m = mark_open[t, i]
                 if m == m:
                     state[State.MARK, i] = m
-        # 1. funding at index[t]: each open position pays q * mark * rate (> 0: longs pay),
-        #    cross from the wallet, isolated through pay_isolated_funding; spot margin: the
-        #    rollover fees due; a loan's interest
-        if has_funding[t]:
-            for i in range(n):
-                rate = funding_rate[t, i]
                 q = state[State.QTY, i]
+                if q == 0.0:
+                    continue
                 mark = state[State.MARK, i]
-                if rate == rate and q != 0.0 and mark == mark and mode[i] < Mode.SPOT:
-                    payment = q * mark * rate
-                    if mode[i] == Mode.CROSS:
-                        account[Account.WALLET] -= payment
-                    else:
-                        pay_isolated_funding(i, payment, book)
-                    record_funding(payments, counts, t, i, q, mark, rate, payment, mode[i])
-        if borrowing:
-            charge_rollovers(t, bars, book, records)
-        if account[Account.WALLET] < 0.0 and account_rules[AccountRule.LOAN_RATE] > 0.0 and t > 0:
-            charge_loan_interest(t, bars, book, records)
+                entry = state[State.ENTRY, i]
+                if mode[i] == Mode.ISOLATED:
+                    gapped = gapped or isolated_triggered(q, mark, state[State.LIQ_PX, i])
+                elif mode[i] == Mode.CROSS:
+                    cross = True
+                    k = tier_from(tier_key(i, q, entry, mark, sym), tier[i], i, tiers, n_tiers)
+                    surplus += q * (mark - entry) - maintenance_in_tier(i, q, entry, mark, k, sym,
+                                                                        tiers)
+                elif mode[i] == Mode.COLLATERAL:
+                    surplus += collateral_value(i, q, mark, sym, tiers, n_tiers)
+            if not cross:
+                surplus = np.inf
+            if gapped or surplus <= 0.0:
+                first = counts[Count.LIQS]
+                surplus = liquidate_at_open(t, state[State.MARK], book, records)
+                void_liquidated(liqs, first, counts[Count.LIQS], void)
+            wallet_before = account[Account.WALLET]
+            # 1. funding at index[t]: each open position pays q * mark * rate (> 0: longs
+            #    pay), cross from the wallet, isolated through pay_isolated_funding (a payment
+            #    that leaves its margin short of its maintenance liquidates it, at the open);
+            #    spot margin: the rollover fees due; a loan's interest
+            if has_funding[t]:
+                for i in range(n):
+                    rate = funding_rate[t, i]
+                    q = state[State.QTY, i]
+                    mark = state[State.MARK, i]
+                    if rate == rate and q != 0.0 and mark == mark and mode[i] < Mode.SPOT:
+                        payment = q * mark * rate
+                        if mode[i] == Mode.CROSS:
+                            account[Account.WALLET] -= payment
+                        else:
+                            pay_isolated_funding(i, payment, book)
+                        record_funding(payments, counts, t, i, q, mark, rate, payment, mode[i])
+                        if mode[i] == Mode.ISOLATED and isolated_triggered(
+                                q, mark, state[State.LIQ_PX, i]):
+                            liquidate_isolated(t, i, mark, TRUE, state[State.MARK], book,
+                                               records)
+                            void[i] = 1.0
+            if borrowing:
+                charge_rollovers(t, bars, book, records)
+            if loan:
+                charge_loan_interest(t, bars, book, records)
+            # what the wallet paid comes off the cross surplus (prices and positions as they
+            # were): below zero, the cross account goes at the open
+            surplus += account[Account.WALLET] - wallet_before
+            if surplus <= 0.0:
+                first = counts[Count.LIQS]
+                liquidate_at_open(t, state[State.MARK], book, records)
+                void_liquidated(liqs, first, counts[Count.LIQS], void)
         # 2. orders decided at close[t-1] fill at open[t]
         if orders_now:
-            process_orders(t, hours[t], t - 1, close[t - 1], open_[t], want, trading,
+            process_orders(t, hours[t], t - 1, close[t - 1], open_[t], want, void, trading,
                            book, records)
         if callback is not None:
             if pending:
-                apply_callback_orders(t, hours[t], orders, close[t - 1], open_[t], want,
+                apply_callback_orders(t, hours[t], orders, close[t - 1], open_[t], want, void,
                                       trading, book, records)
                 pending = False
         # 3. one pass: a bound on the worst the bar can do (if even that is safe, no point
@@ -412,8 +469,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         account[Account.EQUITY_PREV] = equity
         # 5. orders decided and filled at the close (fill_at="close")
         if fill_at != FillAt.NEXT_OPEN and has_target[t]:
-            process_orders(t, hours[t + 1], t, close[t], close[t], want, trading, book,
-                           records)
+            process_orders(t, hours[t + 1], t, close[t], close[t], want, no_void, trading,
+                           book, records)
             account[Account.EQUITY_PREV] = mark_to_market(t, book, out)
         # 6. the strategy callback decides at the close
         if callback is not None:
@@ -422,7 +479,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                     pending = t + 1 < n_bars
                 else:
                     apply_callback_orders(t, hours[t + 1], orders, close[t], close[t], want,
-                                          trading, book, records)
+                                          no_void, trading, book, records)
                     account[Account.EQUITY_PREV] = mark_to_market(t, book, out)
         if calls and account[Account.IN_CALL] != 0.0 and cross_level_value(
                 book, state[State.MARK], account_rules[AccountRule.CALL_LEVEL]) > 0.0:
@@ -444,7 +501,7 @@ def run_to_end(bars, book, trading, path, versions, records, outputs, callback=N
     Exceptions raised by a strategy callback propagate (``account[Account.BAR]`` says where).
     """
     n_bars, n = bars.open.shape
-    scratch = np.empty((8, n))
+    scratch = np.empty((10, n))
     start = ZERO  # (typed constants: see enums.TRUE)
     v = ZERO + 1
     while True:

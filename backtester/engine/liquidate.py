@@ -32,6 +32,7 @@ from .enums import (
     FillReason,
     Mode,
     PricePath,
+    Settle,
     State,
     Sym,
 )
@@ -144,10 +145,13 @@ def next_event(account):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def cut_position(t, event, i, target, price, gapped, equity_before, trigger, book, records):
+def cut_position(t, event, i, target, price, gapped, equity_before, trigger, fee_cap, book,
+                 records):
     """Partial liquidation: cut column i down to ``target`` units at ``price``, paying the
-    venue's cut fee (``Sym.CUT_FEE``); its share of an isolated margin and its realized
-    PnL go to the wallet. Recorded as a liquidation with ``partial`` set, and a fill."""
+    venue's cut fee (``Sym.CUT_FEE``) but never more than ``fee_cap`` (what the cut leaves of
+    the margin: the cut share of an isolated position's equity, or the cross margin
+    balance; the rest is waived); its share of an isolated margin and its realized PnL go
+    to the wallet. Recorded as a liquidation with ``partial`` set, and a fill."""
     state = book.state
     q = state[State.QTY, i]
     entry = state[State.ENTRY, i]
@@ -155,11 +159,16 @@ def cut_position(t, event, i, target, price, gapped, equity_before, trigger, boo
     bankrupt = np.nan
     if book.mode[i] == Mode.ISOLATED:
         bankrupt = entry - state[State.ISO_MARGIN, i] * abs(close_qty) / abs(q) / -close_qty
-    realized, fee = reduce_position(i, close_qty, price, book.sym[Sym.CUT_FEE, i], book)
+    rate = book.sym[Sym.CUT_FEE, i]
+    due = abs(close_qty) * price * rate
+    if due > fee_cap:
+        rate *= max(fee_cap, 0.0) / due
+    realized, fee = reduce_position(i, close_qty, price, rate, book)
     c = record_liquidation(records.liqs, records.counts,
                            t, event, i, book.mode[i], -close_qty, entry, trigger,
                            price, bankrupt, gapped, TRUE)
-    record_settlement(records.liqs, c, fee, realized, max(fee - realized, 0.0), 0.0, equity_before)
+    record_settlement(records.liqs, c, fee, max(due - fee, 0.0), realized,
+                      max(fee - realized, 0.0), 0.0, equity_before)
     record_fill(records.fills, records.counts,
                 t, i, close_qty, price, fee, realized, state[State.QTY, i],
                 FillReason.LIQUIDATION)
@@ -179,11 +188,13 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
     q = state[State.QTY, i]
     entry = state[State.ENTRY, i]
     margin = state[State.ISO_MARGIN, i]
-    target = partial_target(i, q, entry, price, margin + q * (price - entry), TRUE, book.sym,
-                            book.tiers, book.n_tiers)
+    equity = margin + q * (price - entry)
+    target = partial_target(i, q, entry, price, equity, TRUE, book.sym, book.tiers,
+                            book.n_tiers)
     if target > 0.0 and target < abs(q) * (1.0 - 1e-12):
         c = cut_position(t, next_event(account), i, target, price, gapped,
-                         account_equity(book, prices), state[State.LIQ_PX, i], book, records)
+                         account_equity(book, prices), state[State.LIQ_PX, i],
+                         equity * (1.0 - target / abs(q)), book, records)
         refresh_liq_price(i, book)
         records.liqs[c]["equity_after"] = account_equity(book, prices)
         q = state[State.QTY, i]
@@ -194,12 +205,14 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
         margin = state[State.ISO_MARGIN, i]
     equity_before = account_equity(book, prices)
     trigger = state[State.LIQ_PX, i]
-    exec_price, fee, realized, remaining, shortfall, bankrupt = isolated_settlement(
+    exec_price, fee, waived, realized, remaining, shortfall, bankrupt = isolated_settlement(
         i, q, entry, margin, price, book.sym)
     c = record_liquidation(records.liqs, records.counts,
                            t, next_event(account), i, Mode.ISOLATED, q, entry, trigger,
                            exec_price, bankrupt, gapped, FALSE)
-    record_settlement(records.liqs, c, fee, realized, margin - remaining, shortfall, equity_before)
+    record_settlement(records.liqs, c, fee, waived, realized, margin - remaining, shortfall,
+                      equity_before)
+    records.liqs[c]["settled_at_bankruptcy"] = book.sym[Sym.SETTLEMENT, i] == Settle.AT_BANKRUPTCY
     record_fill(records.fills, records.counts,
                 t, i, -q, exec_price, fee, realized, 0.0, FillReason.LIQUIDATION)
     account[Account.WALLET] += remaining
@@ -213,7 +226,7 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
 @njit(cache=True, error_model='numpy', _nrt=False)
 def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before, book,
                          records):
-    """Close cross position i at ``price`` paying ``fee``; returns the loss it caused."""
+    """Close cross position i at ``price`` paying ``fee``; returns its liquidation record."""
     state = book.state
     q = state[State.QTY, i]
     entry = state[State.ENTRY, i]
@@ -223,12 +236,12 @@ def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_befor
     c = record_liquidation(records.liqs, records.counts,
                            t, event, i, Mode.CROSS, q, entry, price, price, bankrupt,
                            gapped, FALSE)
-    record_settlement(records.liqs, c, fee, realized, loss, 0.0, equity_before)
+    record_settlement(records.liqs, c, fee, 0.0, realized, loss, 0.0, equity_before)
     record_fill(records.fills, records.counts,
                 t, i, -q, price, fee, realized, 0.0, FillReason.LIQUIDATION)
     state[State.QTY, i] = 0.0
     state[State.ENTRY, i] = 0.0
-    return loss
+    return c
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
@@ -270,8 +283,8 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
                                 book.n_tiers)
         if not (target > 0.0 and target < abs(q) * (1.0 - 1e-12)):
             return False
-        cut_position(t, event, i, target, prices[i], gapped, equity_before, prices[i], book,
-                     records)
+        cut_position(t, event, i, target, prices[i], gapped, equity_before, prices[i],
+                     cross_level_value(book, prices, 0.0), book, records)
     return False
 
 
@@ -290,8 +303,8 @@ def liquidate_cross(t, prices, gapped, book, records):
     - FIFO (Kraken spot margin): positions close oldest first, each paying the
       liquidation fee, until the account no longer triggers.
 
-    A wallet that would go negative is set to zero and the shortfall (bankruptcy)
-    recorded, shared among the positions in proportion to their losses. Each
+    A wallet left negative with nothing to back it: fees waived first, then the deficit
+    past bankruptcy recorded as the shortfall (``settle_deficit``). Each
     record's ``trigger_price`` is the position's mark at the trigger and its
     ``bankruptcy_price`` the mark at which the account's equity would be zero
     with the others frozen, ``P - MB / q``.
@@ -302,6 +315,7 @@ def liquidate_cross(t, prices, gapped, book, records):
     equity_before = account_equity(book, prices)
     event = next_event(account)
     first = records.counts[Count.LIQS]
+    first_fill = records.counts[Count.FILLS]
     close = book.rules[AccountRule.CROSS_CLOSE]
     safe = cut_cross(t, event, prices, gapped, equity_before, book, records)
     balance = account[Account.WALLET]
@@ -313,7 +327,6 @@ def liquidate_cross(t, prices, gapped, book, records):
         entry = state[State.ENTRY, i]
         balance += q * (prices[i] - entry)
         total_mm += maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
-    total_loss = 0.0
     done = safe  # the cuts made the account compliant: nothing more is closed
     while not done:
         i = cross_close_next(state, mode, close)
@@ -325,10 +338,9 @@ def liquidate_cross(t, prices, gapped, book, records):
             i, q, entry, prices[i], balance,
             maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers),
             total_mm, close, sym)
-        loss = close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before,
-                                    book, records)
-        if loss > 0.0:
-            total_loss += loss
+        c = close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before,
+                                 book, records)
+        liqs[c]["settled_at_bankruptcy"] = settles_to_zero(close, total_mm)
         done = cross_close_done(close, cross_trigger_value(book, prices))
     if not safe and settles_to_zero(close, total_mm):
         account[Account.WALLET] = 0.0  # settled to zero (up to rounding dust)
@@ -349,19 +361,52 @@ def liquidate_cross(t, prices, gapped, book, records):
             record_fill(records.fills, records.counts,
                         t, i, -sell, prices[i], 0.0, realized, state[State.QTY, i],
                         FillReason.LIQUIDATION)
-    shortfall = 0.0
-    if account[Account.WALLET] < 0.0:
-        shortfall = -account[Account.WALLET]
-        account[Account.WALLET] = 0.0
+    settle_deficit(first, first_fill, book, records)
     equity_after = account_equity(book, prices)
     for c in range(first, records.counts[Count.LIQS]):
-        loss = liqs[c]["margin_lost"]
-        if shortfall > 0.0 and loss > 0.0:
-            share = shortfall * loss / total_loss
-            liqs[c]["shortfall"] = share
-            liqs[c]["margin_lost"] = loss - share
         liqs[c]["trigger_price"] = prices[liqs[c]["symbol"]]
         liqs[c]["equity_after"] = equity_after
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def settle_deficit(first, first_fill, book, records):
+    """A cross liquidation that left the wallet below zero with no cross position to back it:
+    the fees its closes charged are waived first (a fee is never more than what remained
+    of the margin balance), in proportion to each; what is still missing is the deficit
+    past bankruptcy, the shortfall the insurance fund absorbs, shared among the closed
+    positions in proportion to their losses. The wallet ends at zero. ``first`` and
+    ``first_fill``: the event's first liquidation and fill records."""
+    account = book.account
+    liqs, fills, counts = records.liqs, records.fills, records.counts
+    last = counts[Count.LIQS]
+    if account[Account.WALLET] >= 0.0 or has_cross_position(book) or last == first:
+        return  # solvent, or the positions left back it (FIFO stops once compliant)
+    deficit = -account[Account.WALLET]
+    fees = 0.0
+    for c in range(first, last):
+        fees += liqs[c]["fee"]
+    waived = min(deficit, fees)
+    shortfall = deficit - waived
+    account[Account.WALLET] = 0.0
+    share = waived / fees if fees > 0.0 else 0.0
+    for f in range(first_fill, counts[Count.FILLS]):
+        if fills[f]["reason"] == FillReason.LIQUIDATION:
+            fills[f]["fee"] -= fills[f]["fee"] * share
+    total_loss = 0.0
+    for c in range(first, last):
+        give_back = liqs[c]["fee"] * share
+        liqs[c]["fee"] -= give_back
+        liqs[c]["fee_waived"] += give_back
+        liqs[c]["margin_lost"] -= give_back
+        total_loss += max(liqs[c]["margin_lost"], 0.0)
+    if shortfall <= 0.0:
+        return
+    for c in range(first, last):
+        # shared in proportion to the losses (evenly if none lost: a deficit from before)
+        part = (shortfall * max(liqs[c]["margin_lost"], 0.0) / total_loss if total_loss > 0.0
+                else shortfall / (last - first))
+        liqs[c]["shortfall"] += part
+        liqs[c]["margin_lost"] -= part
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
@@ -382,6 +427,39 @@ def check_margin_call(t, n_cp, cp, book, records):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
+def void_liquidated(liqs, first, last, void):
+    """Mark the columns of liquidation records ``first..last-1`` in ``void`` (their orders of
+    this bar are void)."""
+    for c in range(first, last):
+        void[liqs[c]["symbol"]] = 1.0
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def liquidate_at_open(t, prices, book, records):
+    """Liquidate what already triggers at the open ``prices``: the isolated positions whose
+    trigger holds there, then the cross account while it does (DESIGN.md §4, step 0: the
+    mark moved through their liquidation prices during the gap, before anything of the bar
+    could happen). Each closes at the open, recorded as gapped. Returns the cross
+    account's surplus (``MB - sum(MM)``) at ``prices`` afterwards (inf: no cross position).
+    """
+    state, mode = book.state, book.mode
+    n = state.shape[1]
+    for i in range(n):
+        q = state[State.QTY, i]
+        if q != 0.0 and mode[i] == Mode.ISOLATED and isolated_triggered(
+                q, prices[i], state[State.LIQ_PX, i]):
+            liquidate_isolated(t, i, prices[i], TRUE, prices, book, records)
+    for _ in range(n + 1):
+        if not has_cross_position(book):
+            return np.inf
+        surplus = cross_trigger_value(book, prices)
+        if surplus > 0.0:
+            return surplus
+        liquidate_cross(t, prices, TRUE, book, records)
+    return cross_trigger_value(book, prices)
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
 def check_liquidations(t, n_cp, cp, work, book, records):
     """Walk the bar's checkpoints and liquidate, in the order the triggers occur.
 
@@ -398,16 +476,7 @@ def check_liquidations(t, n_cp, cp, work, book, records):
     event_prices = work[0]
     cross_point = work[1]
     start = work[2]
-    for i in range(n):
-        q = state[State.QTY, i]
-        if q != 0.0 and mode[i] == Mode.ISOLATED and isolated_triggered(q, cp[0, i],
-                                                                        state[State.LIQ_PX, i]):
-            liquidate_isolated(t, i, cp[0, i], TRUE, cp[0], book, records)
-    for _ in range(n + 1):
-        if has_cross_position(book) and cross_trigger_value(book, cp[0]) <= 0.0:
-            liquidate_cross(t, cp[0], TRUE, book, records)
-        else:
-            break
+    liquidate_at_open(t, cp[0], book, records)
     for k in range(1, n_cp):
         b = cp[k]
         for i in range(n):

@@ -198,11 +198,22 @@ def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def process_orders(t, now, row, decision_price, fill_price, want, trading, book, records):
+def void_orders(t, want, void, fill_price, records):
+    """Refuse the orders in ``want`` for columns the bar's open liquidated (``void``)."""
+    for i in range(want.shape[0]):
+        if void[i] != 0.0 and want[i] == want[i]:
+            record_rejection(records.rejects, records.counts, t, i, want[i], fill_price[i], 0.0,
+                             0.0, Reject.LIQUIDATED_AT_OPEN)
+            want[i] = np.nan
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def process_orders(t, now, row, decision_price, fill_price, want, void, trading, book, records):
     """Turn row ``row`` of the targets into orders and fill them, reductions first to free
     margin. Notional and equity-fraction targets are converted to units at the
     decision-time close (the last known close where that bar is missing), with the
-    equity at the last close."""
+    equity at the last close. An order for a column in ``void`` (liquidated at this
+    bar's open) is refused."""
     targets = trading.targets
     for i in range(book.state.shape[1]):
         want[i] = np.nan
@@ -215,6 +226,7 @@ def process_orders(t, now, row, decision_price, fill_price, want, trading, book,
                              t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
         set_want(i, target, want, book.state)
+    void_orders(t, want, void, fill_price, records)
     fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
     fill_wants(t, now, FALSE, want, fill_price, trading, book, records)
 
@@ -325,13 +337,14 @@ def switch_margin_mode(t, i, new_mode, book, records):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trading, book,
-                          records):
+def apply_callback_orders(t, now, orders, decision_price, fill_price, want, void, trading,
+                          book, records):
     """Carry out a callback's orders (enums.Order.*), then clear them.
 
     Order of work: margin changes; trades that reduce a position; leverage and
     mode changes; trades that open or add. Targets and deltas are sized like a
-    targets row (at the decision close, the equity at the last close).
+    targets row (at the decision close, the equity at the last close); a trade for a
+    column in ``void`` (liquidated at this bar's open) is refused.
     """
     state = book.state
     n = state.shape[1]
@@ -355,6 +368,7 @@ def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trad
                              t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
         set_want(i, target, want, state)
+    void_orders(t, want, void, fill_price, records)
     fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
     for i in range(n):
         leverage = orders[Order.LEVERAGE, i]

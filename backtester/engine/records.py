@@ -158,15 +158,20 @@ def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigge
     liqs[c]["gapped"] = gapped
     liqs[c]["partial"] = partial
     liqs[c]["equity_after"] = np.nan
+    liqs[c]["fee_waived"] = 0.0
+    liqs[c]["settled_at_bankruptcy"] = False
     counts[Count.LIQS] = c + 1
     return c
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def record_settlement(liqs, c, fee, realized, margin_lost, shortfall, equity_before):
-    """The money of liquidation row ``c``: the fee charged, the PnL realized, what the
-    trader's margin lost, the shortfall past bankruptcy, and the equity before the event."""
+def record_settlement(liqs, c, fee, fee_waived, realized, margin_lost, shortfall,
+                      equity_before):
+    """The money of liquidation row ``c``: the fee charged and the fee waived (nothing was left
+    to pay it), the PnL realized, what the trader's margin lost, the shortfall past
+    bankruptcy, and the equity before the event."""
     liqs[c]["fee"] = fee
+    liqs[c]["fee_waived"] = fee_waived
     liqs[c]["realized_pnl"] = realized
     liqs[c]["margin_lost"] = margin_lost
     liqs[c]["shortfall"] = shortfall

@@ -295,12 +295,15 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
       equity shrinks with the size kept (cutting at the mark releases margin in
       proportion); a cross position's free margin (the margin balance less the other
       positions' MM) does not.
-    - OKX (§4.4): from tier 3 up, the cap two tiers down (legacy rule: tier 1's cap);
-      ``equity`` plays no part.
+    - OKX (§4.4): from tier 3 up, the cap two tiers down (legacy rule: tier 1's cap).
+
+    Only a solvent position is cut (``equity`` > 0): past its bankruptcy price (a gap)
+    a cut would realize a loss beyond the margin on the part cut and leave the rest to
+    lose more; it is closed whole and the deficit is the shortfall.
     """
     rule = sym[Sym.PARTIAL, i]
-    if rule == Partial.NONE:
-        return 0.0
+    if rule == Partial.NONE or not equity > 0.0:
+        return 0.0  # a position (or account) past bankruptcy is closed whole, not cut
     key = tier_key(i, qty, entry, price, sym)
     k = tier_from(key, ZERO, i, tiers, n_tiers)
     size = abs(qty)
@@ -339,34 +342,31 @@ def lowest_cut_tier(i, sym):
 def isolated_settlement(i, qty, entry, margin, price, sym):
     """Where a liquidated isolated position closes, and what it costs.
 
-    Returns ``(price, fee, realized, remaining, shortfall, bankruptcy price)``:
+    Returns ``(price, fee, fee waived, realized, remaining, shortfall, bankruptcy price)``:
 
-    - at the trigger (Binance, OKX, Kraken): at ``price``, the liquidation fee charged
-      on the closed notional, what is left of the margin returning to the wallet;
+    - at the trigger (Binance, OKX, Kraken): at ``price``; the liquidation fee is the rate
+      on the closed notional, but never more than what is left of the margin once the
+      loss is realized (the rest is waived); what is left after it returns to the wallet;
     - at the bankruptcy price (Bybit): the whole margin lost, the fee to close reserved
-      in it charged; a gap beyond that price is the insurance fund's.
+      in it charged.
 
-    A loss beyond the margin (a gap through the bankruptcy price) is the shortfall.
+    Past the bankruptcy price (a gap) the margin cannot cover the loss: that deficit,
+    and nothing else, is the shortfall the venue's insurance fund absorbs.
     """
-    shortfall = 0.0
     if sym[Sym.SETTLEMENT, i] == Settle.AT_BANKRUPTCY:
         fee = 0.0
         if sym[Sym.FEE_RULE, i] == FeeInMargin.TO_CLOSE:
             fee = fee_in_margin(i, qty, entry, price, sym)
         bankrupt = entry - (margin - fee) / qty
         # past the bankruptcy price (a gap) the insurance fund takes the rest
-        gap_loss = qty * (bankrupt - price)
-        if gap_loss > 0.0:
-            shortfall = gap_loss
-        return bankrupt, fee, qty * (bankrupt - entry), 0.0, shortfall, bankrupt
+        shortfall = max(qty * (bankrupt - price), 0.0)
+        return bankrupt, fee, 0.0, qty * (bankrupt - entry), 0.0, shortfall, bankrupt
     bankrupt = entry - margin / qty
     realized = qty * (price - entry)
-    fee = abs(qty) * price * sym[Sym.LIQ_FEE, i]
-    remaining = margin + realized - fee
-    if remaining < 0.0:
-        shortfall = -remaining
-        remaining = 0.0
-    return price, fee, realized, remaining, shortfall, bankrupt
+    left = margin + realized
+    due = abs(qty) * price * sym[Sym.LIQ_FEE, i]
+    fee = min(due, max(left, 0.0))
+    return (price, fee, due - fee, realized, max(left - fee, 0.0), max(-left, 0.0), bankrupt)
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

@@ -22,8 +22,8 @@ from .. import metrics
 # metrics for which a lower value is the better one (their heatmaps use a reversed colour map)
 LOWER_IS_BETTER = frozenset({
     "volatility", "max_drawdown_days", "fees_paid", "funding_paid", "liquidations",
-    "liquidated_positions", "liquidation_loss", "liquidation_fees", "bankruptcy_shortfall",
-    "worst_margin_ratio", "rejected_orders", "turnover",
+    "liquidated_positions", "liquidation_loss", "liquidation_fees", "liquidation_fees_waived",
+    "bankruptcy_shortfall", "worst_margin_ratio", "rejected_orders", "turnover",
 })
 
 

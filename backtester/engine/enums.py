@@ -107,6 +107,8 @@ Reject = _codes("Reject", [
     #                    leg long (each leg keeps its side; it fills down to 0)
     "LIQUIDATED_AT_OPEN",  # an order for a position the bar's open liquidated (the mark went
     #                        through its liquidation price in the gap, before any fill)
+    "DUST",  # an opening too small to be an order: its notional is below a billionth of the
+    #          account's equity (or 1e-12 of the quote currency); see orders.dust_notional
 ])
 REJECT_REASON_NAMES = (
     "insufficient_margin",
@@ -121,6 +123,7 @@ REJECT_REASON_NAMES = (
     "margin_level_below_open_level",
     "hedge_leg_side",
     "position_liquidated_at_open",
+    "dust",
 )
 
 # --- record dtypes --------------------------------------------------------------------

@@ -43,6 +43,9 @@ from .rules import order_cost_rate, tier_from, tier_key
 
 # Compiled without NRT (``_nrt=False``): see ``engine.rules``.
 
+DUST_FRACTION = 1e-9  # of the account's equity: an opening below it is dust
+DUST_FLOOR = 1e-12  # quote currency: nor is anything below this an order
+
 # --- step 2: fills ----------------------------------------------------------------------
 
 
@@ -79,16 +82,25 @@ def opening_refusal(i, open_qty, price, book):
     return -1
 
 
+@njit(cache=True, error_model='numpy', _nrt=False)
+def dust_notional(account):
+    """The notional below which an opening is dust, refused whatever the venue (its own order
+    filters, where it publishes them, are far above): a billionth of the account's equity at
+    the last close, and never below 1e-12 of the quote currency."""
+    return max(DUST_FRACTION * account[Account.EQUITY_PREV], DUST_FLOOR)
+
+
 @njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
     """Trade ``delta`` units of column i at ``price`` (at time ``now``, hours) under DESIGN.md
     §3's margin rules.
 
     The reducing part of an order always fills. The opening part needs its
-    initial margin plus fees (``rules.order_cost_rate``) from the available
-    balance, and must pass ``opening_refusal``; otherwise it is rejected with a
-    reason code (or, with ``reduce_to_fit``, cut to what the balance allows). An
-    opening on spot margin pays the borrowing fee.
+    initial margin plus fees (``rules.order_cost_rate``) plus its open loss (what a fill
+    worse than the mark loses at once, VENUES.md §2.2) from the available balance, must
+    pass ``opening_refusal`` and must not be dust (``dust_notional``); otherwise it is
+    rejected with a reason code (or, with ``reduce_to_fit``, cut to what the balance
+    allows, if that is not dust). An opening on spot margin pays the borrowing fee.
     """
     state, mode, sym = book.state, book.mode, book.sym
     old = state[State.QTY, i]
@@ -106,19 +118,26 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
         avail = available_balance(book)
         side = 1.0 if open_qty > 0.0 else -1.0
         per_unit = price * (1.0 / sym[Sym.LEVERAGE, i] + order_cost_rate(i, side, sym))
+        mark = state[State.MARK, i]
+        if mark == mark and side * (price - mark) > 0.0:
+            per_unit += side * (price - mark)  # the open loss: a fill worse than the mark
         required = abs(open_qty) * per_unit
+        dust = dust_notional(book.account)
         reject = opening_refusal(i, open_qty, price, book)
         if reject >= 0:
             pass
         elif avail <= 0.0 and account_equity(book, state[State.MARK]) <= 0.0:
             reject = Reject.ACCOUNT_BANKRUPT
+        elif abs(open_qty) * price < dust:
+            reject = Reject.DUST
         elif (book.rules[AccountRule.OPEN_LEVEL] > 0.0 and mode[i] == Mode.CROSS
               and has_cross_position(book) and cross_level_value(
                   book, state[State.MARK], book.rules[AccountRule.OPEN_LEVEL]) < 0.0):
             reject = Reject.MARGIN_LEVEL
         elif required > avail:
-            if reduce_to_fit and avail > 0.0:
-                open_qty = np.sign(open_qty) * avail / per_unit
+            fit = avail / per_unit
+            if reduce_to_fit and avail > 0.0 and fit * price >= dust:
+                open_qty = side * fit
                 reason = FillReason.REDUCE_ONLY
             else:
                 reject = Reject.INSUFFICIENT_MARGIN
@@ -195,6 +214,7 @@ def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
             continue
         price *= 1.0 + trading.slippage * np.sign(delta)
         execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
+        want[i] = np.nan  # done: the other pass must not fill the rounding left over
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

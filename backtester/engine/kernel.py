@@ -276,7 +276,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     want = scratch[0]  # a row of orders in units
     work = scratch[1:4]  # the liquidation walk's prices
     cp = scratch[4:8]  # the bar's checkpoint prices
-    void = scratch[8]  # 1: the column was liquidated at this bar's open (its order is void)
+    void = scratch[8]  # the position the bar's open liquidated, by column (its order is void)
     no_void = scratch[9]  # zeros: orders at a close follow the bar's own liquidations
     for i in range(n):
         no_void[i] = 0.0
@@ -358,9 +358,10 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                         record_funding(payments, counts, t, i, q, mark, rate, payment, mode[i])
                         if mode[i] == Mode.ISOLATED and isolated_triggered(
                                 q, mark, state[State.LIQ_PX, i]):
+                            first = counts[Count.LIQS]
                             liquidate_isolated(t, i, mark, TRUE, state[State.MARK], book,
                                                records)
-                            void[i] = 1.0
+                            void_liquidated(liqs, first, counts[Count.LIQS], void)
             if borrowing:
                 charge_rollovers(t, bars, book, records)
             if loan:

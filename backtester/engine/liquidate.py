@@ -210,8 +210,9 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
     c = record_liquidation(records.liqs, records.counts,
                            t, next_event(account), i, Mode.ISOLATED, q, entry, trigger,
                            exec_price, bankrupt, gapped, FALSE)
-    record_settlement(records.liqs, c, fee, waived, realized, margin - remaining, shortfall,
-                      equity_before)
+    # (a margin already below zero, emptied by funding, lost nothing more here)
+    record_settlement(records.liqs, c, fee, waived, realized, max(margin, 0.0) - remaining,
+                      shortfall, equity_before)
     records.liqs[c]["settled_at_bankruptcy"] = book.sym[Sym.SETTLEMENT, i] == Settle.AT_BANKRUPTCY
     record_fill(records.fills, records.counts,
                 t, i, -q, exec_price, fee, realized, 0.0, FillReason.LIQUIDATION)
@@ -428,10 +429,11 @@ def check_margin_call(t, n_cp, cp, book, records):
 
 @njit(cache=True, error_model='numpy', _nrt=False)
 def void_liquidated(liqs, first, last, void):
-    """Mark the columns of liquidation records ``first..last-1`` in ``void`` (their orders of
+    """Add the quantities of liquidation records ``first..last-1`` to ``void`` (by column: what
+    the liquidations took, the position the bar's orders were decided for; their orders of
     this bar are void)."""
     for c in range(first, last):
-        void[liqs[c]["symbol"]] = 1.0
+        void[liqs[c]["symbol"]] += liqs[c]["qty"]
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

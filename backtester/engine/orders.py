@@ -218,13 +218,10 @@ def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def void_orders(t, want, void, fill_price, records):
-    """Refuse the orders in ``want`` for columns the bar's open liquidated (``void``)."""
-    for i in range(want.shape[0]):
-        if void[i] != 0.0 and want[i] == want[i]:
-            record_rejection(records.rejects, records.counts, t, i, want[i], fill_price[i], 0.0,
-                             0.0, Reject.LIQUIDATED_AT_OPEN)
-            want[i] = np.nan
+def refuse_void(t, i, qty, price, records):
+    """Refuse an order of ``qty`` units for column i, which the bar's open liquidated."""
+    record_rejection(records.rejects, records.counts, t, i, qty, price, 0.0, 0.0,
+                     Reject.LIQUIDATED_AT_OPEN)
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
@@ -232,8 +229,8 @@ def process_orders(t, now, row, decision_price, fill_price, want, void, trading,
     """Turn row ``row`` of the targets into orders and fill them, reductions first to free
     margin. Notional and equity-fraction targets are converted to units at the
     decision-time close (the last known close where that bar is missing), with the
-    equity at the last close. An order for a column in ``void`` (liquidated at this
-    bar's open) is refused."""
+    equity at the last close. An order for a column the bar's open liquidated is refused
+    (``void``: the position it held before, 0 for the others)."""
     targets = trading.targets
     for i in range(book.state.shape[1]):
         want[i] = np.nan
@@ -245,8 +242,11 @@ def process_orders(t, now, row, decision_price, fill_price, want, void, trading,
             record_rejection(records.rejects, records.counts,
                              t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
+        if void[i] != 0.0:  # void[i]: the position the open liquidated (what the order saw)
+            refuse_void(t, i, target - book.state[State.QTY, i] - void[i], fill_price[i],
+                        records)
+            continue
         set_want(i, target, want, book.state)
-    void_orders(t, want, void, fill_price, records)
     fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
     fill_wants(t, now, FALSE, want, fill_price, trading, book, records)
 
@@ -364,7 +364,7 @@ def apply_callback_orders(t, now, orders, decision_price, fill_price, want, void
     Order of work: margin changes; trades that reduce a position; leverage and
     mode changes; trades that open or add. Targets and deltas are sized like a
     targets row (at the decision close, the equity at the last close); a trade for a
-    column in ``void`` (liquidated at this bar's open) is refused.
+    column the bar's open liquidated (``void``: the position it held before) is refused.
     """
     state = book.state
     n = state.shape[1]
@@ -379,16 +379,19 @@ def apply_callback_orders(t, now, orders, decision_price, fill_price, want, void
             delta = orders[Order.DELTA, i]
             if delta != delta or delta == 0.0:
                 continue
-            target = to_units(i, delta, trading.target_kind, decision_price, book)
-            target += state[State.QTY, i]
+            asked = to_units(i, delta, trading.target_kind, decision_price, book)
+            target = asked + state[State.QTY, i]
         else:
             target = to_units(i, target, trading.target_kind, decision_price, book)
+            asked = target - state[State.QTY, i] - void[i]
         if target != target:
             record_rejection(records.rejects, records.counts,
                              t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
+        if void[i] != 0.0:
+            refuse_void(t, i, asked, fill_price[i], records)
+            continue
         set_want(i, target, want, state)
-    void_orders(t, want, void, fill_price, records)
     fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
     for i in range(n):
         leverage = orders[Order.LEVERAGE, i]

@@ -385,5 +385,5 @@ def test_bad_run_options_raise_clear_errors():
 
 def test_hand_made_market_refuses_mark_bars_whose_high_low_miss_open_or_close():
     o = np.array([[100.0], [100.0]])
-    with pytest.raises(ValueError, match="mark bar 1 of X: high/low do not contain"):
+    with pytest.raises(ValueError, match=r"mark\[1\]\[1, 'X'\] \(the mark high\): high < low"):
         Market.from_arrays(["X"], o, o, o, o, mark=(o, np.array([[100.0], [99.0]]), o, o))

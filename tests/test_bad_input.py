@@ -1,0 +1,214 @@
+"""Bad input, as a new user would give it: each kind is refused with an error that names the
+file, column and row (or the argument, bar and symbol, or the keyword, or the CLI flag), and
+legal but suspicious data is run with a warning the run records.
+
+The rows, timestamps and counts asserted are worked out here from the frames written, never
+copied from the code's messages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backtester import Market
+from backtester.data import DataError, import_csv, load_market
+
+
+def bars_frame(n: int = 24, start: str = "2024-01-01", freq: str = "1h") -> pd.DataFrame:
+    """Valid hourly bars: open = previous close, high/low 1% beyond both."""
+    close = 100.0 + np.arange(n, dtype=float)
+    open_ = np.r_[100.0, close[:-1]]
+    return pd.DataFrame({
+        "timestamp": pd.date_range(start, periods=n, freq=freq, tz="UTC"),
+        "open": open_, "high": np.maximum(open_, close) * 1.01,
+        "low": np.minimum(open_, close) * 0.99, "close": close, "volume": 1.0,
+    })
+
+
+def when(frame: pd.DataFrame, row: int) -> str:
+    """A row's timestamp as the messages print it."""
+    return frame["timestamp"].iloc[row].strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ---------------------------------------------------------------- bars of two lengths
+
+
+def hourly_with_three_half_hours() -> tuple[pd.DataFrame, list[int]]:
+    """24 hourly bars plus three at :30 (after 03:00, 10:00 and 20:00), sorted; the rows the
+    :30 bars land on."""
+    hourly = bars_frame()
+    extra = hourly.iloc[[3, 10, 20]].assign(timestamp=lambda f: f["timestamp"]
+                                            + pd.Timedelta(minutes=30))
+    mixed = pd.concat([hourly, extra]).sort_values("timestamp").reset_index(drop=True)
+    # hour 3 is row 3, its :30 bar row 4; hour 10 then sits at row 11 and its :30 at row 12
+    return mixed, [4, 12, 23]
+
+
+def test_a_file_mixing_bar_lengths_is_refused_naming_its_first_odd_rows(tmp_path):
+    mixed, rows = hourly_with_three_half_hours()
+    assert all(mixed["timestamp"].iloc[r].minute == 30 for r in rows)
+    path = tmp_path / "AAA_USDT-1h.parquet"
+    mixed.to_parquet(path, index=False)
+    with pytest.raises(DataError) as err:
+        load_market(tmp_path)
+    msg = str(err.value)
+    assert str(path) in msg and "column 'timestamp'" in msg and "mixed bar frequencies" in msg
+    assert f"at row {rows[0]} (timestamp {when(mixed, rows[0])})" in msg
+    # each :30 bar breaks two steps: the half hour into it and the half hour out of it
+    assert "6 row(s) affected" in msg
+    assert f"first rows {rows[0]} ({when(mixed, rows[0])}), {rows[0] + 1}" in msg
+
+
+def test_a_csv_mixing_bar_lengths_is_refused_too(tmp_path):
+    mixed, rows = hourly_with_three_half_hours()
+    csv = tmp_path / "mixed.csv"
+    mixed.to_csv(csv, index=False)
+    with pytest.raises(DataError, match=f"mixed bar frequencies.* at row {rows[0]} ") as err:
+        import_csv(csv, tmp_path / "out", "AAA_USDT")
+    assert str(csv) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- implausible prices in files
+
+
+@pytest.mark.parametrize("kind, infinite, named", [
+    ("ohlc", ["high"], "high"),
+    ("ohlc", ["close"], "close"),
+    ("ohlc", ["high", "close"], "high"),  # a whole bar at +inf brackets itself: still refused
+    ("mark", ["high", "close"], "high"),
+    ("mark", ["close"], "close"),
+])
+def test_an_infinite_price_is_refused_naming_file_column_and_row(tmp_path, kind, infinite,
+                                                                 named):
+    bars = bars_frame()
+    mark = bars.drop(columns="volume")
+    (bars if kind == "ohlc" else mark).loc[7, infinite] = np.inf
+    bars.to_parquet(tmp_path / "AAA_USDT-1h.parquet", index=False)
+    mark.to_parquet(tmp_path / "AAA_USDT_mark-1h.parquet", index=False)
+    path = tmp_path / ("AAA_USDT-1h.parquet" if kind == "ohlc" else "AAA_USDT_mark-1h.parquet")
+    with pytest.raises(DataError) as err:
+        load_market(tmp_path)
+    msg = str(err.value)
+    # the columns are checked in the order open, high, low, close: the first infinite one
+    assert f"{path}: column '{named}': infinite price at row 7 (timestamp {when(bars, 7)})" in msg
+    assert "1 row(s) affected" in msg
+
+
+def test_a_nan_or_infinite_volume_is_refused(tmp_path):
+    bars = bars_frame()
+    bars.loc[4, "volume"] = np.inf
+    bars.to_parquet(tmp_path / "AAA_USDT-1h.parquet", index=False)
+    with pytest.raises(DataError, match="column 'volume': infinite volume at row 4"):
+        load_market(tmp_path)
+
+
+# ---------------------------------------------------------------- Market.from_arrays
+
+OPEN = np.array([100.0, 101.0, 102.0, 103.0])
+HIGH, LOW, CLOSE = OPEN + 2.0, OPEN - 2.0, OPEN + 1.0
+
+
+def changed(array: np.ndarray, at: int, value: float) -> np.ndarray:
+    out = array.copy()
+    out[at] = value
+    return out
+
+
+@pytest.mark.parametrize("arrays, named, what", [
+    ((OPEN, changed(HIGH, 2, np.inf), LOW, CLOSE), "high[2, 'BTC']", "infinite price"),
+    ((OPEN, HIGH, LOW, changed(CLOSE, 1, np.inf)), "close[1, 'BTC']", "infinite price"),
+    ((changed(OPEN, 3, -5.0), HIGH, LOW, CLOSE), "open[3, 'BTC']", "price <= 0"),
+    ((OPEN, HIGH, changed(LOW, 0, 0.0), CLOSE), "low[0, 'BTC']", "price <= 0"),
+    ((OPEN, HIGH, LOW, changed(CLOSE, 2, np.nan)), "close[2, 'BTC']", "NaN price"),
+    ((OPEN, changed(HIGH, 1, 50.0), LOW, CLOSE), "high[1, 'BTC']", "high < low"),
+])
+def test_from_arrays_refuses_what_load_market_refuses_naming_argument_bar_and_symbol(
+        arrays, named, what):
+    with pytest.raises(DataError) as err:
+        Market.from_arrays(["BTC"], *arrays)
+    assert str(err.value).startswith(f"{named}: {what}")
+
+
+def test_from_arrays_and_load_market_share_one_check(tmp_path):
+    """The same broken bar gives the same words from both doors."""
+    bars = bars_frame(4)
+    bars.loc[2, "high"] = np.inf
+    bars.to_parquet(tmp_path / "BTC-1h.parquet", index=False)
+    with pytest.raises(DataError) as from_file:
+        load_market(tmp_path)
+    with pytest.raises(DataError) as from_arrays:
+        Market.from_arrays(["BTC"], *(bars[c].to_numpy() for c in ("open", "high", "low",
+                                                                   "close")))
+    file_words = str(from_file.value).split("': ", 1)[1].split(" at row")[0]
+    array_words = str(from_arrays.value).split("]: ", 1)[1].split(";")[0]
+    assert file_words == array_words == "infinite price"
+
+
+def test_from_arrays_a_missing_bar_is_all_four_prices_nan():
+    nan = np.nan
+    m = Market.from_arrays(["A", "B"], [[1.0, nan], [1.0, 2.0]], [[1.0, nan], [1.0, 2.0]],
+                           [[1.0, nan], [1.0, 2.0]], [[1.0, nan], [1.0, 2.0]])
+    assert np.isnan(m.close[0, 1]) and m.close[1, 1] == 2.0
+    with pytest.raises(DataError, match=r"mark\[0\]\[0, 'B'\] \(the mark open\): a mark price "
+                                        "where the bar has none"):
+        Market.from_arrays(["A", "B"], [[1.0, nan]], [[1.0, nan]], [[1.0, nan]], [[1.0, nan]],
+                           mark=([[1.0, 1.0]],) * 4)
+
+
+@pytest.mark.parametrize("bar", ["0h", "-1h", "0s", 3600, "often"])
+def test_from_arrays_refuses_a_bar_length_that_is_not_positive(bar):
+    with pytest.raises(DataError, match=f"^bar={bar!r}"):
+        Market.from_arrays(["BTC"], OPEN, HIGH, LOW, CLOSE, bar=bar)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"start": "the first of May"}, "start='the first of May' is not a time"),
+    ({"funding_rate": [np.inf, np.nan, np.nan, np.nan]},
+     "funding_rate[0, 'BTC']: infinite funding rate"),
+    ({"volume": [1.0, -1.0, 0.0, 0.0]}, "volume[1, 'BTC']: negative volume"),
+    ({"volume": [1.0, 1.0]}, "volume= must have shape (4, 1)"),
+    ({"mark": (OPEN, HIGH, LOW)}, "mark= must be a tuple (open, high, low, close)"),
+])
+def test_from_arrays_names_the_keyword_of_a_bad_option(options, words):
+    with pytest.raises(DataError) as err:
+        Market.from_arrays(["BTC"], OPEN, HIGH, LOW, CLOSE, **options)
+    assert str(err.value).startswith(words)
+
+
+def test_from_arrays_refuses_no_bars_no_symbols_and_a_symbol_twice():
+    with pytest.raises(DataError, match="open= holds no bars"):
+        Market.from_arrays(["BTC"], [], [], [], [])
+    with pytest.raises(DataError, match="symbols= is empty"):
+        Market.from_arrays([], np.zeros((2, 0)), np.zeros((2, 0)), np.zeros((2, 0)),
+                           np.zeros((2, 0)))
+    with pytest.raises(DataError, match="symbols= names BTC more than once"):
+        two = np.c_[OPEN, OPEN]
+        Market.from_arrays(["BTC", "BTC"], two, two + 2, two - 2, two + 1)
+    with pytest.raises(DataError, match="open= must hold numbers"):
+        Market.from_arrays(["BTC"], ["a", "b", "c", "d"], HIGH, LOW, CLOSE)
+
+
+# ---------------------------------------------------------------- load_market's keywords
+
+
+def test_load_market_names_a_bad_window_or_symbol_list(tmp_path):
+    bars = bars_frame()
+    path = tmp_path / "AAA_USDT-1h.parquet"
+    bars.to_parquet(path, index=False)
+    with pytest.raises(DataError, match="start='soon' is not a time"):
+        load_market(tmp_path, start="soon")
+    with pytest.raises(DataError, match="end=1704067200000 is a number"):
+        load_market(tmp_path, end=1704067200000)
+    with pytest.raises(DataError, match="end='2024-01-01' is not after start='2024-01-02'"):
+        load_market(tmp_path, start="2024-01-02", end="2024-01-01")
+    with pytest.raises(DataError) as err:
+        load_market(tmp_path, start="2030-01-01")
+    assert (f"{path}: no AAA_USDT bars in the window start='2030-01-01'; the file's bars run "
+            f"from {when(bars, 0)} to {when(bars, 23)}") in str(err.value)
+    with pytest.raises(DataError, match="symbols= names AAA_USDT more than once"):
+        load_market(tmp_path, symbols=["AAA_USDT", "AAA_USDT"])
+    with pytest.raises(ValueError, match="align='outer'"):
+        load_market(tmp_path, align="outer")

@@ -212,3 +212,39 @@ def test_load_market_names_a_bad_window_or_symbol_list(tmp_path):
         load_market(tmp_path, symbols=["AAA_USDT", "AAA_USDT"])
     with pytest.raises(ValueError, match="align='outer'"):
         load_market(tmp_path, align="outer")
+
+
+# ---------------------------------------------------------------- CSV import
+
+
+def test_csv_import_names_file_column_and_row_of_a_bad_date(tmp_path):
+    bars = bars_frame(10)
+    text = bars.assign(**{"Open Time": bars["timestamp"].dt.strftime("%Y-%m-%d %H:%M")}).drop(
+        columns="timestamp")
+    text.loc[6, "Open Time"] = "2024-13-45 99:00"  # the 7th data row: row 6 counting from 0
+    csv = tmp_path / "bars.csv"
+    text.to_csv(csv, index=False)
+    with pytest.raises(DataError) as err:
+        import_csv(csv, tmp_path / "out", "BTC_USDT")
+    assert str(err.value).startswith(
+        f"{csv}: column 'Open Time': cannot read '2024-13-45 99:00' as a date at row 6; "
+        "1 row(s) affected")
+
+
+def test_csv_import_names_a_cell_that_is_not_a_number(tmp_path):
+    bars = bars_frame(10).astype({"close": object})
+    bars.loc[3, "close"] = "n/a?"
+    csv = tmp_path / "bars.csv"
+    bars.to_csv(csv, index=False)
+    with pytest.raises(DataError, match=r"column 'close': cannot read 'n/a\?' as a number at "
+                                        "row 3"):
+        import_csv(csv, tmp_path / "out", "BTC_USDT")
+
+
+def test_csv_import_refuses_a_header_without_rows_and_a_missing_file(tmp_path):
+    csv = tmp_path / "empty.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n")
+    with pytest.raises(DataError, match="no data rows"):
+        import_csv(csv, tmp_path / "out", "BTC_USDT")
+    with pytest.raises(DataError, match="nope.csv: no such file"):
+        import_csv(tmp_path / "nope.csv", tmp_path / "out", "BTC_USDT")

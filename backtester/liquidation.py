@@ -46,6 +46,9 @@ MARGIN_MODES = ("isolated", "cross")
 
 
 def _number(name: str, value, *, positive: bool = False, allow_negative: bool = True) -> float:
+    if isinstance(value, bool | np.bool_ | str | bytes):  # float() would read them: refuse
+        kind = "text" if isinstance(value, str | bytes) else "a bool"
+        raise TypeError(f"{name}={value!r} is {kind}: {name} must be a number")
     try:
         x = float(value)
     except (TypeError, ValueError):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtester import Market
+from backtester import Market, RunConfig, compare, liquidation_price, run
 from backtester.data import DataError, import_csv, load_market
 
 
@@ -248,3 +248,99 @@ def test_csv_import_refuses_a_header_without_rows_and_a_missing_file(tmp_path):
         import_csv(csv, tmp_path / "out", "BTC_USDT")
     with pytest.raises(DataError, match="nope.csv: no such file"):
         import_csv(tmp_path / "nope.csv", tmp_path / "out", "BTC_USDT")
+
+
+# ---------------------------------------------------------------- run options
+
+
+def tiny_market() -> Market:
+    return Market.from_arrays(["BTC_USDT"], OPEN, HIGH, LOW, CLOSE)
+
+
+def hold_one() -> np.ndarray:
+    return np.r_[1.0, np.nan, np.nan, np.nan][:, None]
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("leverage", "ten", "leverage='ten' is text, not a number"),
+    ("leverage", True, "leverage=True is a bool, not a number"),
+    ("leverage", float("nan"), "leverage=nan: must be a positive number"),
+    ("leverage", float("inf"), "leverage=inf: must be a positive number"),
+    ("leverage", 0, "leverage=0: must be a positive number"),
+    ("leverage", {"BTC_USDT": "5"}, "leverage['BTC_USDT']='5' is text, not a number"),
+    ("initial_balance", "10000", "initial_balance='10000' is text, not a number"),
+    ("initial_balance", False, "initial_balance=False is a bool, not a number"),
+    ("initial_balance", float("nan"), "initial_balance=nan: must be a positive amount"),
+    ("initial_balance", -1.0, "initial_balance=-1.0: must be a positive amount"),
+    ("slippage", "x", "slippage='x' is text, not a number"),
+    ("slippage", 0.5, "slippage=0.5: must be a fraction of the price in [0, 0.5)"),
+    ("spot_fee", float("inf"), "spot_fee=inf: must be a fee rate in [0, 0.1)"),
+    ("reduce_to_fit", "no", "reduce_to_fit='no': must be True or False"),
+    ("record_positions", 1, "record_positions=1: must be True or False"),
+    ("venue", 3, "venue=3: give a built-in venue name"),
+    ("margin_mode", "crossed", "margin_mode='crossed': must be one of 'cross', 'isolated'"),
+    ("margin_mode", {"BTC_USDT": 1}, "margin_mode['BTC_USDT']=1: must be one of"),
+    ("path", None, "path=None: must be one of 'path', 'worst', 'close'"),
+    ("venue_overrides", {"taker_fee": "0.1"}, "venue_overrides['taker_fee']='0.1' is text"),
+    ("venue_overrides", [("taker_fee", 0.1)], "venue_overrides=[('taker_fee', 0.1)]: must be "
+                                              "a mapping"),
+    ("collateral", {"BTC": float("nan")}, "collateral['BTC']=nan: must be a positive amount"),
+])
+def test_a_bad_run_option_is_refused_naming_its_keyword(option, value, words):
+    with pytest.raises(ValueError) as err:
+        run(tiny_market(), hold_one(), **{option: value})
+    assert str(err.value).startswith(words)
+
+
+def test_run_config_check_is_the_one_place_and_coerces_nothing():
+    with pytest.raises(ValueError, match="initial_balance='10000' is text"):
+        RunConfig(initial_balance="10000").check()
+    config = RunConfig(initial_balance=5_000, leverage={"BTC_USDT": np.int64(3)})
+    assert config.check() is config  # ints and numpy numbers are numbers
+
+
+def test_a_run_on_a_market_without_bars_is_refused_before_anything_runs():
+    empty = tiny_market().slice(2, 2)
+    with pytest.raises(ValueError, match=r"^the market has no bars \(BTC_USDT, 0 bars\)"):
+        run(empty, np.zeros((0, 1)))
+
+
+def test_targets_with_a_timestamp_twice_are_refused_naming_it():
+    m = tiny_market()
+    stamps = m.timestamps[[0, 1, 1, 3]]  # bar 1 twice: which of its rows is meant?
+    targets = pd.DataFrame({"BTC_USDT": [1.0, 2.0, 3.0, 0.0]}, index=stamps)
+    with pytest.raises(ValueError) as err:
+        run(m, targets)
+    assert f"first {m.timestamps[1]}" in str(err.value) and "1 row(s)" in str(err.value)
+
+
+def test_targets_must_be_numbers_in_distinct_columns():
+    m = tiny_market()
+    text = pd.DataFrame({"BTC_USDT": ["1", "", "", ""]}, index=m.timestamps)
+    with pytest.raises(ValueError, match="targets column 'BTC_USDT' holds .* values, not numbers"):
+        run(m, text)
+    twice = pd.DataFrame([[1.0, 1.0]] * 4, index=m.timestamps, columns=["BTC_USDT"] * 2)
+    with pytest.raises(ValueError, match="the column 'BTC_USDT' more than once"):
+        run(m, twice)
+    with pytest.raises(ValueError, match="targets must be numbers"):
+        run(m, "long")
+
+
+def test_compare_checks_every_leverage_before_the_first_run():
+    with pytest.raises(ValueError, match="leverage='x' is text"):
+        compare(tiny_market(), hold_one(), leverage=[5, "x"])
+    with pytest.raises(ValueError, match="margin_modes= is empty"):
+        compare(tiny_market(), hold_one(), margin_modes=[])
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"qty": True}, "qty=True is a bool"),
+    ({"entry_price": "20000"}, "entry_price='20000' is text"),
+    ({"leverage": "10"}, "leverage='10' is text"),
+    ({"at": "the day before"}, "at='the day before' is not a time"),
+])
+def test_liquidation_price_names_the_keyword_of_a_bad_argument(options, words):
+    given = {"qty": 0.01, "entry_price": 20_000.0, "leverage": 10, **options}
+    with pytest.raises((TypeError, ValueError)) as err:
+        liquidation_price(given.pop("qty"), given.pop("entry_price"), **given)
+    assert str(err.value).startswith(words)

@@ -93,14 +93,18 @@ def prepare_run(market: Market, orders, config: RunConfig,
     if callback is not None:  # the author's mistakes first, before any data work
         compiled = callback.compiled()
         params, memory = callback.param_values, callback.memory_array()
+    config.check()
+    if market.n_bars == 0 or market.n_symbols == 0:
+        empty = "no bars" if market.n_bars == 0 else "no symbols"
+        raise ValueError(f"the market has {empty} ({', '.join(market.symbols) or 'no symbols'}"
+                         f", {market.n_bars} bars): nothing to backtest. Give a market whose "
+                         "window holds bars, e.g. load_market(start=..., end=...) inside the data")
     target_kind = choice("target_kind", config.target_kind, enums.TARGET_KIND_NAMES)
     fill_at = choice("fill_at", config.fill_at, enums.FILL_AT_NAMES)
     path = choice("path", config.path, enums.PATH_NAMES)
-    balance = _amount("initial_balance", config.initial_balance)
-    slippage = _amount("slippage", config.slippage, low=0.0, high=0.5,
-                       what="a fraction of the price in [0, 0.5)")
-    spot_fee = _amount("spot_fee", config.spot_fee, low=0.0, high=0.1,
-                       what="a fee rate in [0, 0.1)")
+    balance = float(config.initial_balance)
+    slippage = float(config.slippage)
+    spot_fee = float(config.spot_fee)
     venue = cache.venue(config)
     layout = column_layout(market, config, venue, cache)
     run_market = layout.market
@@ -141,15 +145,3 @@ def prepare_run(market: Market, orders, config: RunConfig,
                        margin_mode=mode.copy(), leverage=leverage, specs=specs,
                        callback=callback)
 
-
-def _amount(name: str, value, low: float | None = None, high: float | None = None,
-            what: str = "a positive amount") -> float:
-    """A number option checked against its range (a clear error naming it otherwise)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {what}, got {value!r}") from None
-    if isinstance(value, bool) or not np.isfinite(number) or (
-            number <= 0.0 if low is None else not low <= number < high):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return number

@@ -344,3 +344,54 @@ def test_liquidation_price_names_the_keyword_of_a_bad_argument(options, words):
     with pytest.raises((TypeError, ValueError)) as err:
         liquidation_price(given.pop("qty"), given.pop("entry_price"), **given)
     assert str(err.value).startswith(words)
+
+
+# ---------------------------------------------------------------- suspicious data: warnings
+
+
+def suspicious_market() -> Market:
+    """24 hourly BTC bars from 2024-01-01 00:00 UTC. Funding at 00:00 is 5.0 (a percentage
+    typed as a fraction: 500%), at 08:00 0.0001, at 16:00 -0.004: Binance caps BTCUSDT's
+    rate at +-0.3% (0.75 x the 0.4% first-tier MMR), so two of the three are beyond it. The
+    mark of bar 2 is twice the last price (100% away), of bar 3 1.4 times (40%: within 50%)."""
+    n = 24
+    close = np.full(n, 100.0)
+    bars = (close, close * 1.01, close * 0.99, close)
+    scale = np.ones(n)
+    scale[2], scale[3] = 2.0, 1.4
+    mark = tuple(b * scale for b in bars)
+    rate = np.full(n, np.nan)
+    rate[[0, 8, 16]] = [5.0, 0.0001, -0.004]
+    return Market.from_arrays(["BTC_USDT"], *bars, mark=mark, funding_rate=rate,
+                              start="2024-01-01")
+
+
+def test_suspicious_data_runs_with_warnings_the_result_keeps(tmp_path):
+    from backtester import DataWarning, Result
+
+    with pytest.warns(DataWarning) as caught:
+        result = run(suspicious_market(), np.full((24, 1), np.nan), venue="binance_usdm")
+    funding = ("BTC_USDT: 2 funding rate(s) outside binance_usdm's bounds for it, first 5 at "
+               "2024-01-01 00:00:00 UTC (bounds -0.003 .. 0.003)")
+    mark = ("BTC_USDT: the mark price is more than 50% away from the last price at 1 bar(s), "
+            "first at 2024-01-01 02:00:00 UTC (mark close 200, close 100)")
+    assert len(result.warnings) == 2
+    assert result.warnings[0].startswith(funding) and result.warnings[1].startswith(mark)
+    # each emitted once, as it was recorded
+    assert sorted(str(w.message) for w in caught) == sorted(result.warnings)
+    text = result.describe()
+    assert "warnings (2):" in text and funding in text and mark in text
+    folder = result.save(tmp_path / "run")
+    import json
+
+    assert json.loads((folder / "run.json").read_text())["warnings"] == result.warnings
+    assert Result.load(folder).warnings == result.warnings
+
+
+def test_clean_data_runs_without_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        result = run(tiny_market(), hold_one(), venue="flat")
+    assert result.warnings == [] and "warnings" not in result.describe()

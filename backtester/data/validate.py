@@ -33,6 +33,11 @@ class DataError(ValueError):
     """A market-data file is missing, unreadable or violates a data rule."""
 
 
+class DataWarning(UserWarning):
+    """Market data that is legal but suspicious (a funding rate beyond the venue's cap, a
+    mark price far from the last price): the run goes ahead and records it."""
+
+
 def fmt_ts(ns: int | np.integer) -> str:
     """An int64 nanosecond timestamp as readable UTC text."""
     unit = "s" if int(ns) % 1_000_000_000 == 0 else "ns"

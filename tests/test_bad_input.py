@@ -395,3 +395,64 @@ def test_clean_data_runs_without_warnings():
         warnings.simplefilter("error")  # any warning fails the test
         result = run(tiny_market(), hold_one(), venue="flat")
     assert result.warnings == [] and "warnings" not in result.describe()
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def cli_error(argv, capsys) -> str:
+    from backtester.cli import main
+
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "compare"])
+def test_cli_default_pair_with_one_symbol_asks_for_two_in_flag_terms(command, tmp_path,
+                                                                      capsys):
+    err = cli_error([command, "--symbols", "BTC_USDT", "--out", str(tmp_path)], capsys)
+    assert "the default hedged pair needs two symbols, --symbols LONG,SHORT" in err
+    assert "unpack" not in err
+
+
+def test_cli_default_pair_on_data_of_one_symbol_says_what_to_give(tmp_path, capsys):
+    bars_frame().to_parquet(tmp_path / "AAA_USDT-1h.parquet", index=False)
+    err = cli_error(["run", "--data", str(tmp_path), "--out", str(tmp_path / "out")], capsys)
+    assert "the data holds 1 symbol(s) (AAA_USDT)" in err and "--symbols LONG,SHORT" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["run", "--balance", "-5"], "error: --balance -5.0: must be a positive amount"),
+    (["run", "--leverage", "nan"], "error: --leverage nan: must be a positive number"),
+    (["run", "--slippage", "0.9"], "error: --slippage 0.9: must be a fraction"),
+    (["run", "--exposure", "-1"], "error: --exposure -1.0: must be a positive fraction"),
+    (["run", "--start", "someday"], "error: --start 'someday' is not a time"),
+    (["run", "--start", "2024-06-01", "--end", "2024-01-01"],
+     "error: --end '2024-01-01' is not after --start '2024-06-01'"),
+    (["run", "--symbols", ","], "error: --symbols ',' names nothing"),
+    (["run", "--symbols", "BTC_USDT,BTC_USDT"], "error: --symbols names BTC_USDT twice"),
+    (["compare", "--balance", "0"], "error: --balance 0.0: must be a positive amount"),
+])
+def test_cli_errors_name_the_flag_not_the_python_keyword(argv, words, tmp_path, capsys):
+    err = cli_error([*argv, "--out", str(tmp_path)], capsys)
+    assert words in err
+    assert "initial_balance" not in err and "start=" not in err
+
+
+def test_cli_data_import_names_its_flags(tmp_path, capsys):
+    csv = tmp_path / "bars.csv"
+    bars_frame(3).to_csv(csv, index=False)
+    err = cli_error(["data", "import", str(csv), "--symbol", "BTC-USDT", "--out",
+                     str(tmp_path)], capsys)
+    assert "error: --symbol 'BTC-USDT': use letters, digits and '_' only" in err
+
+
+def test_in_cli_terms_rewrites_only_keywords_written_with_their_equals_sign():
+    from backtester.cli_common import RUN_FLAGS, in_cli_terms
+
+    assert in_cli_terms("collateral['BTC']=-1.0: must be positive", RUN_FLAGS) == \
+        "--collateral BTC=-1.0: must be positive"
+    assert in_cli_terms("pass timeframe= to choose one", RUN_FLAGS) == \
+        "pass --timeframe to choose one"
+    untouched = "leverage 200 for BTC_USDT exceeds the cap; /data/leverage=5/x.parquet"
+    assert in_cli_terms(untouched, RUN_FLAGS) == untouched

@@ -456,3 +456,49 @@ def test_in_cli_terms_rewrites_only_keywords_written_with_their_equals_sign():
         "pass --timeframe to choose one"
     untouched = "leverage 200 for BTC_USDT exceeds the cap; /data/leverage=5/x.parquet"
     assert in_cli_terms(untouched, RUN_FLAGS) == untouched
+
+
+def one_symbol(close: np.ndarray, mark_close=None, rate=None) -> Market:
+    bars = (close, close * 1.01, close * 0.99, close)
+    mark = None if mark_close is None else (mark_close, np.maximum(close * 1.01, mark_close),
+                                            np.minimum(close * 0.99, mark_close), mark_close)
+    return Market.from_arrays(["BTC_USDT"], *bars, mark=mark, funding_rate=rate,
+                              start="2024-01-01")
+
+
+def test_where_the_venue_publishes_no_funding_cap_ten_percent_stands_in():
+    from backtester.prepare.suspicious import funding_beyond_bounds
+    from backtester.venues import load_venue
+
+    rate = np.full(4, np.nan)
+    rate[[0, 1, 2]] = [0.05, -0.2, 0.3]  # 5% is within 10%; -20% and 30% are not
+    found = funding_beyond_bounds(one_symbol(np.full(4, 100.0), rate=rate),
+                                  load_venue("flat"))
+    assert found == [
+        "BTC_USDT: 2 funding rate(s) outside the plausible bounds (flat publishes no cap for "
+        "it), first -0.2 at 2024-01-01 01:00:00 UTC (bounds -0.1 .. 0.1); rates are decimal "
+        "fractions per funding interval (0.0001 = 0.01%): check the funding data"]
+
+
+def test_a_mark_warns_only_beyond_half_the_last_price_away():
+    from backtester.prepare.suspicious import mark_far_from_last
+
+    close = np.full(4, 100.0)
+    at_the_line = one_symbol(close, mark_close=np.array([100.0, 150.0, 50.0, 100.0]))
+    assert mark_far_from_last(at_the_line) == []  # exactly 50% either way is not beyond it
+    beyond = one_symbol(close, mark_close=np.array([100.0, 151.0, 49.0, 100.0]))
+    (text,) = mark_far_from_last(beyond)
+    assert text.startswith("BTC_USDT: the mark price is more than 50% away from the last price "
+                           "at 2 bar(s), first at 2024-01-01 01:00:00 UTC (mark close 151")
+
+
+def test_venue_and_position_rows_of_the_wrong_kind_are_named():
+    from backtester import cross_liquidation_prices, load_venue
+
+    with pytest.raises(ValueError, match="venue=3: give a built-in venue name"):
+        load_venue(3)
+    with pytest.raises(ValueError, match=r"positions= row \('BTCUSDT', 1\): give \(symbol, "
+                                         r"qty, entry_price, mark_price\)"):
+        cross_liquidation_prices([("BTCUSDT", 1)], wallet_balance=1_000)
+    with pytest.raises(DataError, match=r"files\['BTC'\] needs an 'ohlc' path"):
+        load_market(files={"BTC": "BTC-1h.parquet"})

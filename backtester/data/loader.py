@@ -128,7 +128,7 @@ def _sources_from_files(files: Mapping, symbols: list[str] | None,
     sources = {}
     for s in symbols:
         entry = files[s]
-        if "ohlc" not in entry:
+        if not isinstance(entry, Mapping) or "ohlc" not in entry:
             raise DataError(f"files[{s!r}] needs an 'ohlc' path (mark and funding are optional)")
         sources[s] = {k: (Path(entry[k]) if entry.get(k) is not None else None)
                       for k in ("ohlc", "mark", "funding")}
@@ -355,6 +355,9 @@ def load_market(
                         "holds no bar")
     if align not in ("union", "intersection"):
         raise ValueError(f"align={align!r}: use 'union' or 'intersection'")
+    if timeframe is not None and not isinstance(timeframe, str):
+        raise DataError(f"timeframe={timeframe!r}: give a bar length label such as '1h' or "
+                        "'5m'")
     if files is not None:
         if path is not None:
             raise ValueError("give either path= or files=, not both")

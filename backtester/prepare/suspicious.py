@@ -2,7 +2,10 @@
 
 - a funding rate beyond the venue's bounds for that symbol and date
   (``SymbolSpec.funding_rate_cap`` / ``funding_rate_floor``, e.g. Binance BTCUSDT +-0.3%):
-  a rate of 5.0 is almost surely a percentage or a unit slip, and it moves the wallet;
+  a rate of 5.0 is almost surely a percentage or a unit slip, and it moves the wallet.
+  Where the venue publishes no bound (Bybit, OKX, ``flat`` here), ``FUNDING_SANITY``
+  (+-10% per interval) stands in: well above the widest caps known (+-2-3% on a few Binance
+  symbols, VENUES.md §2.9);
 - a mark price more than ``MARK_DISTANCE`` (50%) away from the last price of the same bar
   (their closes): exchanges keep the mark within a few percent of the index, and margin and
   liquidations follow the mark, so such a bar is almost surely a data error (a mark file of
@@ -22,6 +25,7 @@ from ..venues import Venue
 from .versions import version_bars
 
 MARK_DISTANCE = 0.5  # |mark close / close - 1| above this is suspicious
+FUNDING_SANITY = 0.1  # |rate| per interval above this is suspicious where no cap is known
 
 
 def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
@@ -36,7 +40,8 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
         given = np.isfinite(rates)
         if symbol in skip or not given.any():
             continue
-        cap, floor = np.full(n_bars, np.inf), np.full(n_bars, -np.inf)
+        cap, floor = np.full(n_bars, FUNDING_SANITY), np.full(n_bars, -FUNDING_SANITY)
+        published = np.zeros(n_bars, dtype=bool)
         starts = [0, *version_bars(venue, market, [symbol])]
         for a, b in zip(starts, [*starts[1:], n_bars], strict=True):
             spec = venue.spec(symbol, pd.Timestamp(int(index[a]), tz="UTC"))
@@ -44,17 +49,20 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
                 given[a:b] = False
             if spec.funding_rate_cap is not None:
                 cap[a:b] = spec.funding_rate_cap
+                published[a:b] = True
             if spec.funding_rate_floor is not None:
                 floor[a:b] = spec.funding_rate_floor
         slack = 1e-12  # a rate printed exactly at the cap is within it
         beyond = given & ((rates > cap + slack) | (rates < floor - slack))
         if beyond.any():
             t = int(np.argmax(beyond))
+            whose = (f"{venue.name}'s bounds for it" if published[t] else
+                     f"the plausible bounds ({venue.name} publishes no cap for it)")
             out.append(
-                f"{symbol}: {int(beyond.sum())} funding rate(s) outside {venue.name}'s bounds "
-                f"for it, first {rates[t]:g} at {fmt_ts(index[t])} (bounds {floor[t]:g} .. "
-                f"{cap[t]:g}); rates are decimal fractions per funding interval (0.0001 = "
-                "0.01%): check the funding data")
+                f"{symbol}: {int(beyond.sum())} funding rate(s) outside {whose}, first "
+                f"{rates[t]:g} at {fmt_ts(index[t])} (bounds {floor[t]:g} .. {cap[t]:g}); "
+                "rates are decimal fractions per funding interval (0.0001 = 0.01%): check the "
+                "funding data")
     return out
 
 

@@ -136,7 +136,15 @@ def _load_runs(folder: Path, data: str | None) -> dict:
         meta = json.loads((next(iter(runs.values())) / "run.json").read_text())
         market = quietly(load_market, None if data == "embedded" else data,
                           symbols=meta["symbols"])
-    return {label: Result.load(path, market) for label, path in runs.items()}
+    results = {}
+    for label, path in runs.items():
+        try:
+            results[label] = Result.load(path, market)
+        except (ValueError, KeyError, OSError) as exc:  # a damaged or partial save
+            what = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError | OSError) else exc
+            raise ValueError(f"{path}: not a readable saved run ({what}); save it again with "
+                             "`backtester run` or Result.save") from exc
+    return results
 
 
 def _cmd_report(args) -> int:

@@ -502,3 +502,9 @@ def test_venue_and_position_rows_of_the_wrong_kind_are_named():
         cross_liquidation_prices([("BTCUSDT", 1)], wallet_balance=1_000)
     with pytest.raises(DataError, match=r"files\['BTC'\] needs an 'ohlc' path"):
         load_market(files={"BTC": "BTC-1h.parquet"})
+
+
+def test_cli_report_of_a_damaged_save_names_the_folder(tmp_path, capsys):
+    (tmp_path / "run.json").write_text("{not json")
+    err = cli_error(["report", str(tmp_path)], capsys)
+    assert f"error: {tmp_path}: not a readable saved run" in err

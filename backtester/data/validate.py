@@ -257,7 +257,7 @@ def grid_step(ts: np.ndarray, path: Path | str, fallback: int | None = None) -> 
     else:
         vals, counts = np.unique(d, return_counts=True)
         step = int(vals[np.argmax(counts)])
-    if d.min() == step and d.max() == step:  # regular bars, no gaps
+    if m == step and d.max() == step:  # regular bars, no gaps
         return step
     off = d % step != 0
     if off.any():

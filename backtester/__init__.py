@@ -15,7 +15,7 @@ _numba_cache.refresh(_Path(__file__).resolve().parent)  # before any compiled mo
 from .backtest import run
 from .compare import Comparison, compare
 from .config import RunConfig
-from .data import DataError, Market, import_csv, load_market
+from .data import DataError, DataWarning, Market, import_csv, load_market
 from .liquidation import bankruptcy_price, cross_liquidation_prices, liquidation_price
 from .result import Result
 from .sweep import sweep
@@ -24,6 +24,7 @@ from .venues import Venue, list_venues, load_venue
 __all__ = [
     "Comparison",
     "DataError",
+    "DataWarning",
     "Market",
     "Result",
     "RunConfig",

@@ -59,4 +59,5 @@ def run_prepared(prepared: PreparedRun) -> Result:
     output = execute_prepared(prepared)
     return Result(market=prepared.market, config=prepared.config, venue=prepared.venue,
                   output=output, margin_mode=prepared.margin_mode, leverage=prepared.leverage,
-                  specs=prepared.specs, initial_equity=output.initial_equity)
+                  specs=prepared.specs, initial_equity=output.initial_equity,
+                  warnings=prepared.warnings)

@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .cli_common import add_market_options, market_from_options, names, quietly
+from .cli_common import (
+    PAIR_FLAGS,
+    RUN_FLAGS,
+    add_market_options,
+    in_cli_terms,
+    market_from_options,
+    names,
+    pair_legs,
+    quietly,
+)
 
 
 def _add_run(sub) -> None:
@@ -46,7 +55,7 @@ def _add_run(sub) -> None:
     p.add_argument("--slippage", type=float, default=0.0, help="slippage as a fraction (0)")
     p.add_argument("--out", default="results", help="output directory (default ./results)")
     p.add_argument("--no-plot", action="store_true", help="do not write equity.png")
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=_cmd_run, flags={**RUN_FLAGS, **PAIR_FLAGS})
 
 
 def _cmd_run(args) -> int:
@@ -57,6 +66,7 @@ def _cmd_run(args) -> int:
     if args.strategy:
         from .strategy import load_strategy
 
+        args.flags = RUN_FLAGS  # a strategy's parameters are --param NAME=VALUE
         strategy = load_strategy(args.strategy)
         for flag, value in (("--exposure", args.exposure), ("--rebalance", args.rebalance)):
             if value is not None:
@@ -69,6 +79,7 @@ def _cmd_run(args) -> int:
     elif args.param:
         raise ValueError("--param sets a strategy's parameters: give --strategy NAME too")
     else:
+        pair_legs(symbols)  # before loading: --symbols must name the two legs
         loader, extra = load_market, {}
     market = market_from_options(args, loader, **extra)
     if args.strategy:
@@ -81,7 +92,7 @@ def _cmd_run(args) -> int:
         from strategies import hedged_pair
 
         exposure = 1.0 if args.exposure is None else args.exposure
-        long, short = (symbols or list(market.symbols))[:2]
+        long, short = pair_legs(symbols, market)
         orders = hedged_pair(market, long=long, short=short, exposure=exposure,
                              rebalance_every=24 if args.rebalance is None else args.rebalance)
         options = {"target_kind": "equity"}
@@ -132,7 +143,9 @@ def _add_data(sub) -> None:
     imp.add_argument("--out", required=True, help="destination directory")
     imp.add_argument("--timestamp-column", help="name of the time column (detected if omitted)")
     imp.add_argument("--timeframe", help="bar length, e.g. 1h (inferred if omitted)")
-    imp.set_defaults(func=_cmd_data_import)
+    imp.set_defaults(func=_cmd_data_import, flags={
+        "timestamp_column": "--timestamp-column", "timeframe": "--timeframe",
+        "symbol": "--symbol", "kind": "--kind"})
 
 
 def _cmd_data_import(args) -> int:
@@ -246,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        message = in_cli_terms(str(message), getattr(args, "flags", {}))
         print(f"backtester: error: {message}", file=sys.stderr)
         return 2
 

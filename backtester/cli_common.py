@@ -2,14 +2,64 @@
 
 from __future__ import annotations
 
+import re
 import warnings
+from collections.abc import Mapping
+
+# the flag that sets each keyword a Python error message may name (``leverage='ten'``):
+# the CLI prints such a message in its own terms (``--leverage 'ten'``)
+MARKET_FLAGS = {"symbols": "--symbols", "start": "--start", "end": "--end",
+                "timeframe": "--timeframe"}
+RUN_FLAGS = {**MARKET_FLAGS, "initial_balance": "--balance", "leverage": "--leverage",
+             "slippage": "--slippage", "venue": "--venue", "path": "--path",
+             "fill_at": "--fill-at", "margin_mode": "--margin-mode",
+             "collateral": "--collateral"}
+PAIR_FLAGS = {"exposure": "--exposure", "rebalance_every": "--rebalance"}  # the default pair's
 
 
-def names(text: str | None) -> list[str] | None:
-    """``"BTC_USDT, ETH_USDT"`` -> ``["BTC_USDT", "ETH_USDT"]``; None or empty -> None."""
-    if not text:
+def in_cli_terms(message: str, flags: Mapping[str, str]) -> str:
+    """A Python error message in the CLI's words: ``leverage='ten'`` -> ``--leverage 'ten'``,
+    ``collateral['BTC']=-1.0`` -> ``--collateral BTC=-1.0``, ``give timeframe=`` -> ``give
+    --timeframe``. Only keywords written with their ``=`` are rewritten."""
+    for keyword, flag in flags.items():
+        before = r"(?<![\w.\[/-])"
+        message = re.sub(before + keyword + r"\[(['\"])(.*?)\1\]=", flag + r" \2=", message)
+        message = re.sub(before + keyword + r"=(?=[^\s,;)])", flag + " ", message)
+        message = re.sub(before + keyword + "=", flag, message)
+    return message
+
+
+def names(text: str | None, flag: str = "--symbols") -> list[str] | None:
+    """``"BTC_USDT, ETH_USDT"`` -> ``["BTC_USDT", "ETH_USDT"]``; None -> None. Text that names
+    nothing (``","``) or a name twice is an error naming ``flag``."""
+    if text is None:
         return None
-    return [part.strip() for part in text.split(",") if part.strip()] or None
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise ValueError(f"{flag} {text!r} names nothing: give names separated by commas")
+    twice = sorted({p for p in parts if parts.count(p) > 1})
+    if twice:
+        raise ValueError(f"{flag} names {', '.join(twice)} twice")
+    return parts
+
+
+def pair_legs(symbols: list[str] | None, market=None) -> tuple[str, str]:
+    """The default hedged pair's (long, short), in the CLI's terms: two symbols from
+    ``--symbols LONG,SHORT``, or the market's two when it holds exactly two. Without a
+    ``market``: only check what ``--symbols`` gives (before loading anything)."""
+    if symbols is not None:
+        if len(symbols) != 2:
+            raise ValueError(f"the default hedged pair needs two symbols, --symbols LONG,SHORT "
+                             f"(e.g. BTC_USDT,ETH_USDT); --symbols gives {len(symbols)}: "
+                             f"{','.join(symbols)}. Or give --strategy")
+        return symbols[0], symbols[1]
+    if market is None:
+        return "", ""
+    if market.n_symbols != 2:
+        raise ValueError(f"the data holds {market.n_symbols} symbol(s) "
+                         f"({', '.join(market.symbols)}); the default hedged pair needs two: "
+                         "choose them with --symbols LONG,SHORT. Or give --strategy")
+    return market.symbols[0], market.symbols[1]
 
 
 def add_market_options(parser, symbols_help: str) -> None:

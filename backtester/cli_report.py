@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import add_market_options, market_from_options, names, quietly
+from .cli_common import (
+    PAIR_FLAGS,
+    RUN_FLAGS,
+    add_market_options,
+    market_from_options,
+    names,
+    pair_legs,
+    quietly,
+)
 
 
 def _floats(text: str) -> list[float]:
@@ -19,6 +27,13 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _venues(text: str) -> list[str]:
+    try:
+        return names(text, "--venue")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--venue ")) from None
+
+
 def add_compare_parser(sub) -> None:
     """Register ``backtester compare``."""
     p = sub.add_parser(
@@ -30,7 +45,7 @@ def add_compare_parser(sub) -> None:
         "contained) and report.md.",
     )
     add_market_options(p, "LONG,SHORT symbols, e.g. BTC_USDT,ETH_USDT")
-    p.add_argument("--venue", type=names, default=["binance_usdm"],
+    p.add_argument("--venue", type=_venues, default=["binance_usdm"],
                    help="venue rules, or several separated by commas (binance_usdm)")
     p.add_argument("--leverage", type=_floats, default=[10.0],
                    help="leverage of each leg, or several separated by commas, e.g. 5,10,20 (10)")
@@ -49,7 +64,7 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--title", help="report title")
     p.add_argument("--save-runs", action="store_true",
                    help="also save each run's parquet files in a sub-directory of --out")
-    p.set_defaults(func=_cmd_compare)
+    p.set_defaults(func=_cmd_compare, flags={**RUN_FLAGS, **PAIR_FLAGS})
 
 
 def _cmd_compare(args) -> int:
@@ -58,8 +73,9 @@ def _cmd_compare(args) -> int:
     from .compare import compare
 
     symbols = names(args.symbols)
+    pair_legs(symbols)  # before loading: --symbols must name the two legs
     market = market_from_options(args)
-    long, short = (symbols or list(market.symbols))[:2]
+    long, short = pair_legs(symbols, market)
     targets = hedged_pair(market, long=long, short=short, exposure=args.exposure,
                           rebalance_every=args.rebalance)
     title = args.title or (f"Hedged pair long {long} / short {short}, {args.exposure:g}x equity "
@@ -120,7 +136,15 @@ def _load_runs(folder: Path, data: str | None) -> dict:
         meta = json.loads((next(iter(runs.values())) / "run.json").read_text())
         market = quietly(load_market, None if data == "embedded" else data,
                           symbols=meta["symbols"])
-    return {label: Result.load(path, market) for label, path in runs.items()}
+    results = {}
+    for label, path in runs.items():
+        try:
+            results[label] = Result.load(path, market)
+        except (ValueError, KeyError, OSError) as exc:  # a damaged or partial save
+            what = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError | OSError) else exc
+            raise ValueError(f"{path}: not a readable saved run ({what}); save it again with "
+                             "`backtester run` or Result.save") from exc
+    return results
 
 
 def _cmd_report(args) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 import warnings
 
-from .cli_common import add_market_options, market_from_options
+from .cli_common import MARKET_FLAGS, add_market_options, market_from_options
 
 DEFAULT_GRID = {
     "margin_mode": ["cross", "isolated"],
@@ -15,6 +16,19 @@ DEFAULT_GRID = {
 }
 SHOWN = ["sharpe", "total_return", "max_drawdown", "liquidations", "liquidation_loss",
          "worst_margin_ratio"]
+
+
+def _whole(least: int):
+    """An argparse type: a whole number >= ``least``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
+        return value
+    return parse
 
 
 def add_sweep_parser(sub) -> None:
@@ -45,17 +59,18 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--backend", default="inprocess", choices=("inprocess", "processes", "dask"),
                    help="where runs execute (inprocess: numba threads; processes: a local "
                    "pool; dask: a Dask cluster)")
-    p.add_argument("--workers", type=int, help="threads or processes (default: all cores)")
+    p.add_argument("--workers", type=_whole(1), help="threads or processes (default: all cores)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies dask)")
     p.add_argument("--out", default="sweep_results", help="output directory (sweep_results)")
     p.add_argument("--equity", action="store_true",
                    help="also save every run's equity curve (under OUT/_equity/)")
-    p.add_argument("--chunk-size", type=int, help="runs per task / part file")
+    p.add_argument("--chunk-size", type=_whole(1), help="runs per task / part file")
     p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
-    p.add_argument("--top", type=int, default=10, help="rows of the best runs to print (10)")
+    p.add_argument("--top", type=_whole(0), default=10,
+                   help="rows of the best runs to print (10)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
-    p.set_defaults(func=_cmd_sweep)
+    p.set_defaults(func=_cmd_sweep, flags=MARKET_FLAGS)
 
 
 def parse_value(text: str):

@@ -159,6 +159,13 @@ def compare(
             raise ValueError(f"margin_modes holds {mode!r}; each must be 'cross' or 'isolated'")
     leverages = _many(base.leverage if leverage is None else leverage)
     venues = _many(base.venue if venue is None else venue)
+    for name, values in (("margin_modes", modes), ("leverage", leverages), ("venue", venues)):
+        if not values:
+            raise ValueError(f"{name}= is empty: give at least one")
+    for lev in leverages:  # every run's options, before the first one runs
+        base.replace(leverage=lev).check()
+    for v in venues:
+        base.replace(venue=v).check()
     results = {}
     for v in venues:
         venue_name = v if isinstance(v, str) else getattr(v, "name", str(v))

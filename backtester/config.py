@@ -7,9 +7,14 @@ Its own module so that everything that reads a run's configuration (``prepare``,
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .engine import enums
 from .venues import Venue
 
 
@@ -90,11 +95,89 @@ class RunConfig:
             )
         return dataclasses.replace(self, **changes)
 
+    def check(self) -> RunConfig:
+        """Check every option's type and range, all in this one place: what can be checked
+        without the market and the venue (the symbols a mapping names, the venue's leverage
+        cap and margin modes are checked when the run is prepared). Returns ``self``.
+
+        A wrong value raises ``ValueError`` naming the keyword as it was given
+        (``leverage='ten': ...``, ``leverage['BTC_USDT']=0: ...``). Nothing is coerced:
+        ``initial_balance="10000"`` is refused, not read as a number; a bool is not a
+        number.
+        """
+        _amount("initial_balance", self.initial_balance, "a positive amount of the quote "
+                "currency, e.g. 10000")
+        if not isinstance(self.venue, str | os.PathLike | Venue):
+            raise ValueError(f"venue={self.venue!r}: give a built-in venue name (e.g. "
+                             "'binance_usdm'), the path of a .toml venue file or a Venue")
+        _per_symbol("margin_mode", self.margin_mode, _choice_check(MARGIN_MODES))
+        _per_symbol("leverage", self.leverage, lambda name, v: _amount(
+            name, v, "a positive number (initial margin = notional / leverage), e.g. 10"))
+        choice("target_kind", self.target_kind, enums.TARGET_KIND_NAMES)
+        choice("fill_at", self.fill_at, enums.FILL_AT_NAMES)
+        choice("path", self.path, enums.PATH_NAMES)
+        _amount("slippage", self.slippage, "a fraction of the price in [0, 0.5), e.g. 0.0005",
+                low=0.0, high=0.5)
+        _amount("spot_fee", self.spot_fee, "a fee rate in [0, 0.1), e.g. 0.001", low=0.0,
+                high=0.1)
+        for name in ("reduce_to_fit", "record_positions"):
+            value = getattr(self, name)
+            if not isinstance(value, bool | np.bool_):
+                raise ValueError(f"{name}={value!r}: must be True or False")
+        _mapping("venue_overrides", self.venue_overrides, lambda name, v: _amount(
+            name, v, "a finite number (a rate, e.g. 0.0004)", low=-np.inf, high=np.inf),
+                 "{'taker_fee': 0.0004}")
+        _mapping("instruments", self.instruments, _choice_check(enums.INSTRUMENT_NAMES),
+                 "{'BTC_USDT_SPOT': 'spot'}")
+        _per_symbol("position_mode", self.position_mode,
+                    _choice_check(enums.POSITION_MODE_NAMES))
+        _mapping("collateral", self.collateral, lambda name, v: _amount(
+            name, v, "a positive amount of coins, e.g. 0.5"), "{'BTC': 0.5}")
+        return self
+
+
+MARGIN_MODES = enums.MARGIN_MODE_NAMES[:2]  # cross, isolated (spot and collateral are kinds)
+
+
+def _amount(name: str, value, what: str, low: float | None = None,
+            high: float | None = None) -> float:
+    """A number option: a real number (not text, not a bool), finite, in range."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        kind = "text" if isinstance(value, str) else f"a {type(value).__name__}"
+        raise ValueError(f"{name}={value!r} is {kind}, not a number: it must be {what}")
+    number = float(value)
+    inside = number > 0.0 if low is None else low <= number < high
+    if not (math.isfinite(number) and inside):
+        raise ValueError(f"{name}={value!r}: must be {what}")
+    return number
+
+
+def _choice_check(names: tuple[str, ...]):
+    return lambda name, value: choice(name, value, names)
+
+
+def _mapping(name: str, value, check, example: str) -> None:
+    """A mapping option (symbol or key -> value): each entry checked as ``name[key]``."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name}={value!r}: must be a mapping, e.g. {name}={example}")
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{name}= has the key {key!r}: keys are names (strings)")
+        check(f"{name}[{key!r}]", item)
+
+
+def _per_symbol(name: str, value, check) -> None:
+    """An option given once for all symbols or as a mapping symbol -> value."""
+    if isinstance(value, Mapping):
+        _mapping(name, value, check, "")
+    else:
+        check(name, value)
+
 
 def choice(name: str, value: str, names: tuple[str, ...]) -> int:
     """The code of ``value`` among ``names`` (a clear error naming the option otherwise)."""
-    if value not in names:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, names))}, got {value!r}")
+    if not isinstance(value, str) or value not in names:
+        raise ValueError(f"{name}={value!r}: must be one of {', '.join(map(repr, names))}")
     return names.index(value)
 
 
@@ -104,11 +187,11 @@ def per_symbol(name: str, value, symbols: tuple[str, ...], convert) -> list:
         unknown = sorted(set(value) - set(symbols))
         if unknown:
             raise ValueError(
-                f"{name} names unknown symbol(s) {', '.join(unknown)}; the market holds "
+                f"{name}= names unknown symbol(s) {', '.join(unknown)}; the market holds "
                 f"{', '.join(symbols)}"
             )
         missing = [s for s in symbols if s not in value]
         if missing:
-            raise ValueError(f"{name} gives no value for {', '.join(missing)}")
+            raise ValueError(f"{name}= gives no value for {', '.join(missing)}")
         return [convert(value[s], s) for s in symbols]
     return [convert(value, s) for s in symbols]

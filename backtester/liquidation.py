@@ -46,6 +46,9 @@ MARGIN_MODES = ("isolated", "cross")
 
 
 def _number(name: str, value, *, positive: bool = False, allow_negative: bool = True) -> float:
+    if isinstance(value, bool | np.bool_ | str | bytes):  # float() would read them: refuse
+        kind = "text" if isinstance(value, str | bytes) else "a bool"
+        raise TypeError(f"{name}={value!r} is {kind}: {name} must be a number")
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -273,7 +276,14 @@ def _rows(positions) -> list[tuple[str, float, float, float]]:
     for item in items:
         if isinstance(item, Mapping):
             item = {_ALIASES.get(k, k): v for k, v in item.items()}
+            missing = [k for k in ("symbol", "qty", "entry_price", "mark_price")
+                       if k not in item]
+            if missing:
+                raise ValueError(f"positions= row {item!r} has no {', '.join(missing)}")
             item = (item["symbol"], item["qty"], item["entry_price"], item["mark_price"])
+        if isinstance(item, str) or len(item) != 4:
+            raise ValueError(f"positions= row {item!r}: give (symbol, qty, entry_price, "
+                             "mark_price) for each position")
         symbol, qty, entry, mark = item
         rows.append((str(symbol), _number(f"qty of {symbol}", qty),
                      _number(f"entry_price of {symbol}", entry, positive=True),

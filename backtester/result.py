@@ -44,10 +44,15 @@ class Result:
       (``opening_fee``, ``rollover_fee``, with the rate and amount) and margin calls
       (``margin_call``, symbol None, with the margin level);
     - ``positions`` and ``liquidation_prices``: (bars x symbols), when recorded.
+
+    ``warnings``: legal but suspicious data the run went ahead with (a funding rate beyond
+    the venue's cap, a mark far from the last price), one line each; ``describe()`` shows
+    them and ``save`` keeps them in run.json.
     """
 
     def __init__(self, *, market: Market, config, venue, output: KernelOutput, margin_mode,
-                 leverage, specs: dict | None = None, initial_equity: float | None = None):
+                 leverage, specs: dict | None = None, initial_equity: float | None = None,
+                 warnings=()):
         self.market = market
         self.config = config
         self.venue = venue
@@ -55,6 +60,7 @@ class Result:
         self.margin_mode = margin_mode
         self.leverage = leverage
         self.specs = specs or {}
+        self.warnings: list[str] = list(warnings)
         # what the account held at the start: the deposit, plus collateral coins at their
         # first mark (multi-currency margin); returns are measured from it
         self.initial_equity = float(config.initial_balance if initial_equity is None
@@ -203,6 +209,9 @@ class Result:
         rows.append(("fills / rejected", f"{s['fills']} / {s['rejected_orders']}"))
         width = max(len(k) for k, _ in rows)
         lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+        if self.warnings:
+            lines.append(f"  warnings ({len(self.warnings)}):")
+            lines += [f"    - {text}" for text in self.warnings]
         return "\n".join(lines)
 
     def _modes_text(self) -> str:
@@ -250,6 +259,7 @@ class Result:
                             for sym, versions in self.specs.items()},
             "venue_rules": self.rules_used(),
             "summary": self.summary(),
+            "warnings": self.warnings,
         }
         (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
         return out
@@ -310,7 +320,7 @@ class Result:
                          for s in symbols], dtype=np.int64)
         leverage = np.array([saved["leverage"][s] for s in symbols], dtype=np.float64)
         return cls(market=market, config=config, venue=venue, output=output, margin_mode=mode,
-                   leverage=leverage)
+                   leverage=leverage, warnings=meta.get("warnings", ()))
 
 
 class _NamedVenue:

@@ -52,11 +52,13 @@ def _legs(market: Market, long: str | None, short: str | None) -> tuple[str, str
 
 
 def _check(exposure: float, rebalance_every: int, hedge: str) -> None:
-    if not exposure > 0:
-        raise ValueError(f"exposure is a positive fraction of equity per leg, got {exposure}")
-    if int(rebalance_every) != rebalance_every or rebalance_every < 0:
-        raise ValueError(f"rebalance_every is a whole number of bars >= 1 (0: only on drift), "
-                         f"got {rebalance_every}")
+    if not (isinstance(exposure, int | float | np.number) and 0 < exposure < np.inf):
+        raise ValueError(f"exposure={exposure!r}: must be a positive fraction of equity per leg "
+                         "(1.0 = one times equity)")
+    if (not isinstance(rebalance_every, int | float | np.number)
+            or int(rebalance_every) != rebalance_every or rebalance_every < 0):
+        raise ValueError(f"rebalance_every={rebalance_every!r}: must be a whole number of bars "
+                         ">= 1 (0: only on drift)")
     if hedge not in HEDGES:
         raise ValueError(f"hedge must be one of {', '.join(HEDGES)}, got {hedge!r}")
 
@@ -95,7 +97,8 @@ def hedged_pair(
     long, short = _legs(market, long, short)
     _check(exposure, rebalance_every, hedge)
     if rebalance_every < 1:
-        raise ValueError(f"rebalance_every is a whole number of bars >= 1, got {rebalance_every}")
+        raise ValueError(f"rebalance_every={rebalance_every!r}: must be a whole number of bars "
+                         ">= 1")
     targets = pd.DataFrame(np.nan, index=market.timestamps, columns=[long, short])
     rows = np.arange(0, market.n_bars, int(rebalance_every))
     ratio = hedge_ratios(market, long, short, beta_window) if hedge == "beta" else np.ones(

@@ -354,7 +354,7 @@ def test_spot_symbols_take_no_margin_mode_or_leverage():
     m = market(["S", "P"], [[(100,) * 4] * 2] * 2)
     with pytest.raises(ValueError, match="spot instrument"):
         run(m, np.zeros((2, 2)), instruments={"S": "spot"}, leverage={"S": 3, "P": 5})
-    with pytest.raises(ValueError, match="instrument kind of S must be one of"):
+    with pytest.raises(ValueError, match=r"instruments\['S'\]='future': must be one of"):
         run(m, np.zeros((2, 2)), instruments={"S": "future"})
     with pytest.raises(ValueError, match="unknown symbol"):
         run(m, np.zeros((2, 2)), instruments={"Q": "spot"})

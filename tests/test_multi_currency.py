@@ -109,7 +109,7 @@ def test_collateral_is_not_traded_and_pays_no_funding():
                                    "simulates; venue binance_usdm"),
     ({"USDT": 1.0}, "okx_swap", "USDT is the quote balance: give it as initial_balance"),
     ({"SOL": 1.0}, "okx_swap", "collateral SOL needs a SOL_USDT price column"),
-    ({"BTC": -1.0}, "okx_swap", "collateral BTC must be a positive amount"),
+    ({"BTC": -1.0}, "okx_swap", r"collateral\['BTC'\]=-1.0: must be a positive amount"),
 ])
 def test_bad_collateral_is_refused_clearly(collateral, venue, message):
     with pytest.raises(ValueError, match=message):

@@ -9,10 +9,11 @@ from .csv_import import import_csv
 from .loader import embedded_data_dir, load_market
 from .market import Market
 from .synthetic import generate_embedded, make_market, write_market
-from .validate import DataError
+from .validate import DataError, DataWarning
 
 __all__ = [
     "DataError",
+    "DataWarning",
     "Market",
     "embedded_data_dir",
     "generate_embedded",

@@ -58,25 +58,46 @@ def _pick(frame: pd.DataFrame, field: str, src: Path, explicit: str | None = Non
     )
 
 
-def _parse_times(values: pd.Series, src: Path) -> np.ndarray:
+def _first_bad(bad: np.ndarray, values: pd.Series, src: Path, column: str, what: str,
+               fix: str) -> DataError:
+    """The first of the ``bad`` rows of a CSV column, by its row number (0-based, after the
+    header, as pandas numbers it) and its text."""
+    rows = np.flatnonzero(bad)
+    return DataError(f"{src}: column {column!r}: cannot read {values.iloc[rows[0]]!r} as "
+                     f"{what} at row {rows[0]}; {rows.size} row(s) affected. {fix}")
+
+
+def _parse_times(values: pd.Series, src: Path, column: str) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(values.dtype):
-        return epoch_to_ns(values.to_numpy(), src)
+        return epoch_to_ns(values.to_numpy(), src, column)
     text = values.astype(str).str.strip()
     if text.str.fullmatch(r"-?\d+(\.\d+)?").all():
-        return epoch_to_ns(pd.to_numeric(text).to_numpy(), src)
+        return epoch_to_ns(pd.to_numeric(text).to_numpy(), src, column)
+    fix = "Use ISO 8601 text (2024-01-01T08:00:00Z) or epoch numbers"
     try:
         idx = pd.to_datetime(text, utc=True, format="ISO8601")
     except (ValueError, TypeError):
         try:
             idx = pd.to_datetime(text, utc=True, format="mixed")
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"{src}: column 'timestamp': cannot parse {text.iloc[0]!r} as a "
-                            f"date ({exc}); use ISO 8601 text or epoch numbers") from exc
+        except (ValueError, TypeError):  # find the first row that does not parse
+            idx = pd.to_datetime(text, utc=True, format="mixed", errors="coerce")
+            raise _first_bad((idx.isna() & values.notna()).to_numpy(), values, src, column,
+                             "a date", fix) from None
     if idx.isna().any():
         bad = np.flatnonzero(idx.isna().to_numpy())
-        raise DataError(f"{src}: column 'timestamp': missing date at row {bad[0]}; "
+        raise DataError(f"{src}: column {column!r}: missing date at row {bad[0]}; "
                         f"{bad.size} row(s) affected. Every row needs a timestamp")
     return idx.to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+def _numbers(values: pd.Series, src: Path, column: str) -> np.ndarray:
+    """A CSV column of numbers; text that is not one is an error (an empty cell is NaN)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    text = numbers.isna() & values.notna()
+    if text.any():
+        raise _first_bad(text.to_numpy(), values, src, column, "a number",
+                         "Fix the cell or drop the row")
+    return numbers.to_numpy(dtype=np.float64)
 
 
 def import_csv(
@@ -110,21 +131,24 @@ def import_csv(
     """
     src = Path(src)
     if kind not in COLUMNS:
-        raise ValueError(f"kind must be 'ohlc', 'mark' or 'funding', not {kind!r}")
+        raise ValueError(f"kind={kind!r}: use 'ohlc', 'mark' or 'funding'")
     symbol = symbol.strip().replace("/", "_")
     if not symbol or re.search(r"[-\\:\s]", symbol):
-        raise DataError(f"symbol {symbol!r}: use letters, digits and '_' only (e.g. BTC_USDT)")
+        raise DataError(f"symbol={symbol!r}: use letters, digits and '_' only (e.g. BTC_USDT)")
+    if not src.is_file():
+        raise DataError(f"{src}: no such file")
     try:
         frame = pd.read_csv(src)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{src}: cannot read as CSV ({exc})") from exc
     names = {f: _pick(frame, f, src, timestamp_column if f == "timestamp" else None)
              for f in COLUMNS[kind]}
-    ts = _parse_times(frame[names["timestamp"]], src)
+    if frame.empty:
+        raise DataError(f"{src}: no data rows (only the header); nothing to import")
+    ts = _parse_times(frame[names["timestamp"]], src, names["timestamp"])
     cols: dict[str, np.ndarray] = {"timestamp": ts}
     for f in COLUMNS[kind][1:]:
-        values = pd.to_numeric(frame[names[f]], errors="coerce").to_numpy(dtype=np.float64)
-        cols[f] = values
+        cols[f] = _numbers(frame[names[f]], src, names[f])
     check_timestamps(ts, src)
     if kind == "funding":
         check_funding(cols, src)

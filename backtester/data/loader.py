@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .market import Market
 from .validate import (
@@ -36,6 +35,7 @@ from .validate import (
     read_columns,
     timeframe_label,
     timeframe_ns,
+    to_ns,
 )
 
 _MARK_RE = re.compile(r"^(?P<sym>.+)_mark-(?P<tf>[^-]+)\.parquet$")
@@ -57,12 +57,6 @@ def embedded_data_dir() -> Path:
     if (checkout / "generate.py").is_file():
         return checkout
     return pkg / "_embedded_data"
-
-
-def _to_ns(when: object) -> int:
-    ts = pd.Timestamp(when)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.as_unit("ns").value)
 
 
 def _scan(directory: Path) -> tuple[dict, dict, dict]:
@@ -134,7 +128,7 @@ def _sources_from_files(files: Mapping, symbols: list[str] | None,
     sources = {}
     for s in symbols:
         entry = files[s]
-        if "ohlc" not in entry:
+        if not isinstance(entry, Mapping) or "ohlc" not in entry:
             raise DataError(f"files[{s!r}] needs an 'ohlc' path (mark and funding are optional)")
         sources[s] = {k: (Path(entry[k]) if entry.get(k) is not None else None)
                       for k in ("ohlc", "mark", "funding")}
@@ -353,9 +347,17 @@ def load_market(
     """
     if isinstance(symbols, str):
         symbols = [symbols]
-    symbols = list(symbols) if symbols is not None else None
-    lo_ns = _to_ns(start) if start is not None else None
-    hi_ns = _to_ns(end) if end is not None else None
+    symbols = _symbol_list(symbols) if symbols is not None else None
+    lo_ns = to_ns(start, "start") if start is not None else None
+    hi_ns = to_ns(end, "end") if end is not None else None
+    if lo_ns is not None and hi_ns is not None and hi_ns <= lo_ns:
+        raise DataError(f"end={end!r} is not after start={start!r}: the window [start, end) "
+                        "holds no bar")
+    if align not in ("union", "intersection"):
+        raise ValueError(f"align={align!r}: use 'union' or 'intersection'")
+    if timeframe is not None and not isinstance(timeframe, str):
+        raise DataError(f"timeframe={timeframe!r}: give a bar length label such as '1h' or "
+                        "'5m'")
     if files is not None:
         if path is not None:
             raise ValueError("give either path= or files=, not both")
@@ -382,9 +384,7 @@ def load_market(
         funds = [j.result() if j is not None else None for j in fund_jobs]
     for s, (ts, _, _) in zip(symbols, bars, strict=True):
         if ts.size == 0:
-            where = f"in the window [{start}, {end})" if start or end else "(empty file)"
-            raise DataError(f"{sources[s]['ohlc']}: no {s} bars {where}; widen the window "
-                            "or drop the symbol")
+            raise DataError(_no_bars(sources[s]["ohlc"], s, start, end))
     grid = _Grid([b[0] for b in bars], [sources[s]["ohlc"] for s in symbols],
                  [b[2] for b in bars], align)
     index = np.array(grid.index, dtype=np.int64)  # own, writable: one numba signature
@@ -421,6 +421,40 @@ def load_market(
         sources={s: {k: v for k, v in sources[s].items() if k != "timeframe"}
                  for s in symbols},
     )
+
+
+def _symbol_list(symbols) -> list[str]:
+    """``symbols=`` as a list of names: each a string, none twice."""
+    try:
+        names = list(symbols)
+    except TypeError:
+        raise DataError(f"symbols={symbols!r}: give a symbol name or a list of them, e.g. "
+                        "['BTC_USDT', 'ETH_USDT']") from None
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        raise DataError(f"symbols= holds {wrong[0]!r}, not a symbol name (a string such as "
+                        "'BTC_USDT')")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"symbols= names {', '.join(twice)} more than once; each symbol is one "
+                        "column of the market")
+    return names
+
+
+def _no_bars(path: Path, symbol: str, start, end) -> str:
+    """Why a symbol has no bars: an empty file, or the window misses the file's bars."""
+    if start is None and end is None:
+        return f"{path}: no {symbol} bars (empty file); drop the symbol or fill the file"
+    try:  # the file's own span, to say where the window should be
+        ts = read_columns(path, "ohlc")["timestamp"]
+    except DataError:
+        ts = np.empty(0, dtype=np.int64)
+    span = (f"; the file's bars run from {fmt_ts(ts.min())} to {fmt_ts(ts.max())}" if ts.size
+            else " (the file is empty)")
+    window = ", ".join(f"{k}={v!r}" for k, v in (("start", start), ("end", end))
+                       if v is not None)
+    return (f"{path}: no {symbol} bars in the window {window}{span}. Choose a window inside "
+            "the data, or drop the symbol")
 
 
 def _read_funding(path: Path) -> dict[str, np.ndarray]:

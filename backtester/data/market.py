@@ -8,6 +8,16 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from .validate import (
+    PRICE_COLUMNS,
+    DataError,
+    Problem,
+    bar_length_ns,
+    bar_problem,
+    funding_problem,
+    to_ns,
+)
+
 
 @dataclass(frozen=True, eq=False)
 class Market:
@@ -60,7 +70,14 @@ class Market:
         ``mark`` is an optional ``(open, high, low, close)`` tuple of mark-price
         arrays; ``funding_rate`` an optional array with the rate at the bars whose
         open time is a funding time (NaN elsewhere). Bars start at ``start`` and
-        are ``bar`` apart.
+        are ``bar`` apart (``"1h"``, ``"15min"``, a ``Timedelta``).
+
+        The arrays keep the rules ``load_market`` checks in files (the very same
+        checks): prices finite and > 0, high >= max(open, close), low <= min(open,
+        close), volume finite and >= 0, funding rates finite. NaN in all four prices
+        of a bar means the symbol has no bar then (mark bars must be NaN at the
+        same bars). A broken rule raises ``DataError`` naming the argument, bar and
+        symbol, e.g. ``high[3, 'BTC']`` or ``mark[1][3, 'BTC']`` (the mark high).
 
         Example:
             >>> m = Market.from_arrays(["BTC"], [100.0, 101], [102.0, 103], [99.0, 100],
@@ -68,39 +85,38 @@ class Market:
             >>> m.n_bars, m.symbols
             (2, ('BTC',))
         """
-        symbols = tuple(symbols)
-
-        def grid(values, name):
-            a = np.array(values, dtype=np.float64, order="C")
-            if a.ndim == 1:
-                a = a[:, None]
-            if a.ndim != 2 or a.shape[1] != len(symbols):
-                raise ValueError(f"{name} must have shape (bars, {len(symbols)}), got {a.shape}")
-            return np.ascontiguousarray(a)
-
-        o, h, lo, c = (grid(v, n) for v, n in ((open, "open"), (high, "high"), (low, "low"),
-                                               (close, "close")))
+        symbols = _symbol_names(symbols)
+        o, h, lo, c = (_grid(v, n, symbols) for v, n in ((open, "open"), (high, "high"),
+                                                          (low, "low"), (close, "close")))
         if not (o.shape == h.shape == lo.shape == c.shape):
-            raise ValueError("open, high, low and close must have the same shape")
-        bad = (h < np.maximum(o, c)) | (lo > np.minimum(o, c))
-        if bad.any():
-            t, i = np.argwhere(bad)[0]
-            raise ValueError(f"bar {t} of {symbols[i]}: high/low do not contain open and close")
+            raise DataError(f"open, high, low and close must have one shape, got {o.shape}, "
+                            f"{h.shape}, {lo.shape} and {c.shape}")
+        if o.shape[0] == 0:
+            raise DataError("open= holds no bars: a market needs at least one")
+        volume = np.zeros_like(o) if volume is None else _grid(volume, "volume", symbols, o.shape)
+        _refuse(bar_problem({"open": o, "high": h, "low": lo, "close": c, "volume": volume},
+                            missing_ok=True), symbols)
         if mark is None:
             mo, mh, ml, mc = o, h, lo, c
         else:
-            mo, mh, ml, mc = (grid(v, f"mark[{k}]") for k, v in enumerate(mark))
-            if not (mo.shape == mh.shape == ml.shape == mc.shape == o.shape):
-                raise ValueError("mark open, high, low and close must have the bars' shape")
-            bad = (mh < np.maximum(mo, mc)) | (ml > np.minimum(mo, mc))
-            if bad.any():
-                t, i = np.argwhere(bad)[0]
-                raise ValueError(f"mark bar {t} of {symbols[i]}: high/low do not contain "
-                                 "open and close")
-        step = pd.Timedelta(bar)
-        first = pd.Timestamp(start)
-        first = first.tz_localize("UTC") if first.tz is None else first.tz_convert("UTC")
-        index = first.value + int(step.value) * np.arange(o.shape[0], dtype=np.int64)
+            if not (isinstance(mark, tuple | list) and len(mark) == 4):
+                raise DataError("mark= must be a tuple (open, high, low, close) of mark-price "
+                                f"arrays, got {type(mark).__name__}"
+                                + (f" of {len(mark)}" if isinstance(mark, tuple | list) else ""))
+            mo, mh, ml, mc = (_grid(v, f"mark[{k}]", symbols, o.shape)
+                              for k, v in enumerate(mark))
+            _refuse(bar_problem({"open": mo, "high": mh, "low": ml, "close": mc},
+                                missing_ok=True), symbols, mark=True)
+            no_bar, no_mark = np.isnan(o), np.isnan(mo)
+            _refuse_at(no_bar != no_mark, "mark[0]", symbols,
+                       "a mark price where the bar has none, or none where it has one",
+                       "Mark bars must be NaN exactly where the bars are.",
+                       note=" (the mark open)")
+        rate = np.full_like(o, np.nan) if funding_rate is None else _grid(
+            funding_rate, "funding_rate", symbols, o.shape)
+        _refuse(funding_problem(rate, missing_ok=True), symbols)
+        step = bar_length_ns(bar, "bar")
+        index = to_ns(start, "start") + step * np.arange(o.shape[0], dtype=np.int64)
         return cls(
             symbols=symbols,
             index=index,
@@ -108,14 +124,13 @@ class Market:
             high=h,
             low=lo,
             close=c,
-            volume=np.zeros_like(o) if volume is None else grid(volume, "volume"),
+            volume=volume,
             mark_open=mo,
             mark_high=mh,
             mark_low=ml,
             mark_close=mc,
-            funding_rate=np.full_like(o, np.nan) if funding_rate is None else grid(
-                funding_rate, "funding_rate"),
-            bar_ns=int(step.value),
+            funding_rate=rate,
+            bar_ns=step,
             has_mark=(mark is not None,) * len(symbols),
         )
 
@@ -213,3 +228,58 @@ class Market:
             sources=self.sources,
             **arrays,
         )
+
+
+def _symbol_names(symbols) -> tuple[str, ...]:
+    """``symbols=`` of ``from_arrays``: a name or a sequence of distinct names."""
+    if isinstance(symbols, str):
+        return (symbols,)
+    try:
+        names = tuple(symbols)
+    except TypeError:
+        raise DataError(f"symbols={symbols!r}: give a list of symbol names, e.g. "
+                        "['BTC_USDT']") from None
+    if not names:
+        raise DataError("symbols= is empty: a market needs at least one symbol")
+    wrong = [n for n in names if not isinstance(n, str) or not n]
+    if wrong:
+        raise DataError(f"symbols= holds {wrong[0]!r}, not a symbol name")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"symbols= names {', '.join(twice)} more than once")
+    return names
+
+
+def _grid(values, name: str, symbols: tuple[str, ...], shape=None) -> np.ndarray:
+    """One argument of ``from_arrays`` as a C-contiguous (T, N) float64 array."""
+    try:
+        a = np.array(values, dtype=np.float64, order="C")
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name}= must hold numbers ({exc})") from None
+    if a.ndim == 1 and len(symbols) == 1:
+        a = a[:, None]
+    want = f"(bars, {len(symbols)})" if shape is None else str(shape)
+    if a.ndim != 2 or a.shape[1] != len(symbols) or (shape is not None and a.shape != shape):
+        raise DataError(f"{name}= must have shape {want} (one column per symbol: "
+                        f"{', '.join(symbols)}), got {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _refuse_at(mask: np.ndarray, name: str, symbols, what: str, fix: str,
+               note: str = "") -> None:
+    if mask.any():
+        t, i = (int(k) for k in np.argwhere(mask)[0])
+        raise DataError(f"{name}[{t}, {symbols[i]!r}]{note}: {what}; {int(mask.sum())} value(s) "
+                        f"affected. {fix}")
+
+
+def _refuse(problem: Problem | None, symbols, mark: bool = False) -> None:
+    """A data problem of ``from_arrays``' arrays, named as its arguments: ``high[3, 'BTC']``,
+    ``mark[1][3, 'BTC'] (the mark high)``."""
+    if problem is None:
+        return
+    if mark:
+        _refuse_at(problem.mask, f"mark[{PRICE_COLUMNS.index(problem.column)}]", symbols,
+                   problem.what, problem.fix, note=f" (the mark {problem.column})")
+    else:
+        _refuse_at(problem.mask, problem.column, symbols, problem.what, problem.fix)

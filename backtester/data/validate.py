@@ -8,7 +8,9 @@ timestamp, how many rows are bad, and what to do about it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +31,11 @@ _TF_RE = re.compile(r"^(\d+)([smhdw])$")
 
 class DataError(ValueError):
     """A market-data file is missing, unreadable or violates a data rule."""
+
+
+class DataWarning(UserWarning):
+    """Market data that is legal but suspicious (a funding rate beyond the venue's cap, a
+    mark price far from the last price): the run goes ahead and records it."""
 
 
 def fmt_ts(ns: int | np.integer) -> str:
@@ -56,14 +63,60 @@ def timeframe_label(bar_ns: int) -> str:
     raise DataError(f"bar length of {bar_ns} ns is not a whole number of seconds")
 
 
+def to_ns(when: object, name: str) -> int:
+    """A time (anything ``pandas.Timestamp`` takes; naive = UTC) as int64 ns; a clear error
+    naming the keyword ``name`` otherwise."""
+    import pandas as pd
+
+    if isinstance(when, bool | int | float | np.number):  # pandas would read ns since 1970
+        raise DataError(f"{name}={when!r} is a number; give a date such as 2024-01-01 (an "
+                        "epoch number: pandas.Timestamp(value, unit='ms'))")
+    try:
+        ts = pd.Timestamp(when)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{name}={when!r} is not a time ({exc}); give a date such as "
+                        "2024-01-01 or 2024-01-01 08:00") from None
+    if ts is pd.NaT:
+        raise DataError(f"{name}={when!r} is not a time; give a date such as 2024-01-01")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.as_unit("ns").value)
+
+
+def bar_length_ns(bar: object, name: str = "bar") -> int:
+    """A bar length (``"1h"``, ``"15min"``, a ``Timedelta``) in ns; it must be positive."""
+    import pandas as pd
+
+    label = _TF_RE.match(bar.strip()) if isinstance(bar, str) else None
+    if label:
+        ns = int(label.group(1)) * _UNIT_NS[label.group(2)]
+    elif isinstance(bar, str | pd.Timedelta | np.timedelta64) or hasattr(bar, "total_seconds"):
+        try:
+            ns = pd.Timedelta(bar).value
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{name}={bar!r} is not a bar length ({exc}); give one such as "
+                            "'1h', '5m' or '1d'") from None
+    else:
+        raise DataError(f"{name}={bar!r} is not a bar length; give one such as '1h', '5m' "
+                        "or '1d'")
+    if ns is pd.NaT or not ns > 0:
+        raise DataError(f"{name}={bar!r}: a bar length must be positive, e.g. '1h'")
+    return int(ns)
+
+
 def _bad(path: Path | str, column: str, what: str, mask_or_idx: np.ndarray,
          ts: np.ndarray | None, fix: str, offset: int = 0) -> DataError:
     idx = np.flatnonzero(mask_or_idx) if mask_or_idx.dtype == bool else mask_or_idx
     first = int(idx[0])
     when = f" (timestamp {fmt_ts(ts[first])})" if ts is not None and len(ts) > first else ""
+    more = ""
+    if len(idx) > 1:  # a few more, so that a pattern (every :30 bar...) shows
+        shown = [int(i) for i in idx[:3]]
+        listing = ", ".join(f"{i + offset}" + (f" ({fmt_ts(ts[i])})" if ts is not None
+                                                 and len(ts) > i else "") for i in shown)
+        more = f", first rows {listing}"
     return DataError(
         f"{path}: column '{column}': {what} at row {first + offset}{when}; "
-        f"{len(idx)} row(s) affected. {fix}"
+        f"{len(idx)} row(s) affected{more}. {fix}"
     )
 
 
@@ -204,7 +257,7 @@ def grid_step(ts: np.ndarray, path: Path | str, fallback: int | None = None) -> 
     else:
         vals, counts = np.unique(d, return_counts=True)
         step = int(vals[np.argmax(counts)])
-    if d.max() == step:  # regular bars, no gaps
+    if m == step and d.max() == step:  # regular bars, no gaps
         return step
     off = d % step != 0
     if off.any():
@@ -216,46 +269,96 @@ def grid_step(ts: np.ndarray, path: Path | str, fallback: int | None = None) -> 
     return step
 
 
-def check_prices(cols: dict[str, np.ndarray], path: Path | str, ts: np.ndarray,
-                 offset: int = 0) -> None:
-    """OHLC rules: no NaN, all > 0, high >= max(open, close), low <= min(open, close).
+class Problem(NamedTuple):
+    """A broken data rule: the column, what is wrong, where (a mask shaped like the data) and
+    what to do. ``bar_problem`` and ``funding_problem`` find them; each interface words them
+    in its own terms (a file's row for ``load_market``, ``open[3, 'BTC']`` for
+    ``Market.from_arrays``)."""
 
-    Fast path: a few reductions; the row-by-row masks are only built on failure.
+    column: str
+    what: str
+    mask: np.ndarray
+    fix: str
+
+
+def _all_positive_finite(v: np.ndarray) -> bool:
+    # two reductions: min > 0 is False for NaN and for <= 0, max < inf for +inf
+    return not v.size or bool(v.min() > 0 and v.max() < np.inf)
+
+
+def bar_problem(cols: Mapping[str, np.ndarray], missing_ok: bool = False) -> Problem | None:
+    """The first broken OHLC rule in ``cols``, or None: prices finite and > 0 (no NaN),
+    high >= max(open, close), low <= min(open, close); volume (if given) finite and >= 0.
+
+    The arrays share one shape: a file's columns ``(rows,)`` or a market's ``(T, N)``.
+    ``missing_ok``: a bar whose four prices are all NaN is "no bar" (a market's symbol
+    that does not trade then), not an error. Fast path: a few reductions; the masks are
+    built only on failure.
     """
-    for c in PRICE_COLUMNS:
-        v = cols[c]
-        if v.size and not v.min() > 0:  # NaN or <= 0 somewhere
-            nan = np.isnan(v)
+    prices = [cols[c] for c in PRICE_COLUMNS]
+    if not all(_all_positive_finite(v) for v in prices):
+        missing = (np.isnan(prices[0]) & np.isnan(prices[1]) & np.isnan(prices[2])
+                   & np.isnan(prices[3])) if missing_ok else None
+        for c, v in zip(PRICE_COLUMNS, prices, strict=True):
+            nan = np.isnan(v) if missing is None else np.isnan(v) & ~missing
             if nan.any():
-                raise _bad(path, c, "NaN price", nan, ts, "Drop or fill the missing bars.",
-                           offset)
-            raise _bad(path, c, "price <= 0", v <= 0, ts,
-                       "Prices must be positive: drop or fix these rows.", offset)
-    o, h, lo, c = (cols[k] for k in PRICE_COLUMNS)
+                if missing_ok:
+                    return Problem(c, "NaN price in a bar that has other prices", nan,
+                                   "Give all four prices, or NaN for all four where the "
+                                   "symbol has no bar.")
+                return Problem(c, "NaN price", nan, "Drop or fill the missing bars.")
+            if np.isinf(v).any():
+                return Problem(c, "infinite price", np.isinf(v),
+                               "Prices must be finite: drop or fix these rows.")
+            if (v <= 0).any():
+                return Problem(c, "price <= 0", v <= 0,
+                               "Prices must be positive: drop or fix these rows.")
+    o, h, lo, c = prices
     fix = "The bar's high/low must bracket its open and close: fix these rows."
     if (h < lo).any():
-        raise _bad(path, "high", "high < low", h < lo, ts, fix, offset)
+        return Problem("high", "high < low", h < lo, fix)
     if (h < o).any() or (h < c).any():
-        raise _bad(path, "high", "high < max(open, close)", h < np.maximum(o, c), ts, fix,
-                   offset)
+        return Problem("high", "high < max(open, close)", h < np.maximum(o, c), fix)
     if (lo > o).any() or (lo > c).any():
-        raise _bad(path, "low", "low > min(open, close)", lo > np.minimum(o, c), ts, fix,
-                   offset)
-    if "volume" in cols:
-        v = cols["volume"]
-        if v.size and not v.min() >= 0:
-            nan = np.isnan(v)
-            if nan.any():
-                raise _bad(path, "volume", "NaN volume", nan, ts,
-                           "Fill missing volume (0 if unknown).", offset)
-            raise _bad(path, "volume", "negative volume", v < 0, ts,
-                       "Volume must be >= 0: fix these rows.", offset)
+        return Problem("low", "low > min(open, close)", lo > np.minimum(o, c), fix)
+    v = cols.get("volume")
+    if v is not None and v.size and not (v.min() >= 0 and v.max() < np.inf):
+        nan = np.isnan(v) & ~np.isnan(o) if missing_ok else np.isnan(v)
+        if nan.any():
+            return Problem("volume", "NaN volume", nan, "Fill missing volume (0 if unknown).")
+        if np.isinf(v).any():
+            return Problem("volume", "infinite volume", np.isinf(v),
+                           "Volume must be finite: fix these rows.")
+        if (v < 0).any():
+            return Problem("volume", "negative volume", v < 0,
+                           "Volume must be >= 0: fix these rows.")
+    return None
+
+
+def funding_problem(rate: np.ndarray, missing_ok: bool = False) -> Problem | None:
+    """Funding rates must be finite numbers (a decimal fraction per interval); NaN means
+    "no funding at this bar" where ``missing_ok`` (a market's array), an error in a file."""
+    bad = np.isinf(rate) if missing_ok else ~np.isfinite(rate)
+    if bad.any():
+        what = "infinite funding rate" if missing_ok else "missing or infinite funding rate"
+        return Problem("funding_rate", what, bad,
+                       "Funding rates are finite decimal fractions (0.0001 = 0.01%): drop "
+                       "or fix those rows.")
+    return None
+
+
+def check_prices(cols: dict[str, np.ndarray], path: Path | str, ts: np.ndarray,
+                 offset: int = 0) -> None:
+    """A file's bars must keep the OHLC rules of ``bar_problem`` (no missing bar allowed: a
+    file holds only the bars that exist)."""
+    problem = bar_problem(cols)
+    if problem is not None:
+        raise _bad(path, problem.column, problem.what, problem.mask, ts, problem.fix, offset)
 
 
 def check_funding(cols: dict[str, np.ndarray], path: Path | str, offset: int = 0) -> None:
-    """Funding rates must be finite numbers (a decimal fraction per interval)."""
-    r = cols["funding_rate"]
-    bad = ~np.isfinite(r)
-    if bad.any():
-        raise _bad(path, "funding_rate", "missing or infinite funding rate", bad,
-                   cols["timestamp"], "Drop those rows.", offset)
+    """A funding file's rates must be finite numbers (a decimal fraction per interval)."""
+    problem = funding_problem(cols["funding_rate"])
+    if problem is not None:
+        raise _bad(path, problem.column, problem.what, problem.mask, cols["timestamp"],
+                   problem.fix, offset)

@@ -13,7 +13,9 @@ exactly what ``run()`` runs.
 - ``columns``: the run's columns (hedge legs, collateral) and each one's margin mode and
   leverage, checked against what the venue's model allows;
 - ``versions``: the venue's rules over the run's bars, as the kernel takes them;
-- ``targets``: a strategy's targets aligned to the run's columns.
+- ``targets``: a strategy's targets aligned to the run's columns;
+- ``suspicious``: legal but suspicious data (funding beyond the venue's cap, a mark far
+  from the last price), recorded as the run's warnings.
 """
 
 from .columns import Layout, check_model_modes

@@ -40,10 +40,10 @@ def _spot_symbols(config: RunConfig, symbols: tuple[str, ...]) -> frozenset[str]
     kinds = dict(config.instruments)
     unknown = sorted(set(kinds) - set(symbols))
     if unknown:
-        raise ValueError(f"instruments names unknown symbol(s) {', '.join(unknown)}; the market "
+        raise ValueError(f"instruments= names unknown symbol(s) {', '.join(unknown)}; the market "
                          f"holds {', '.join(symbols)}")
     for symbol, kind in kinds.items():
-        choice(f"instrument kind of {symbol}", kind, enums.INSTRUMENT_NAMES)
+        choice(f"instruments[{symbol!r}]", kind, enums.INSTRUMENT_NAMES)
     return frozenset(s for s, kind in kinds.items() if kind == "spot")
 
 
@@ -53,9 +53,9 @@ def _hedge_symbols(config: RunConfig, symbols: tuple[str, ...], spot) -> tuple[s
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(symbols))
         if unknown:
-            raise ValueError(f"position_mode names unknown symbol(s) {', '.join(unknown)}; the "
+            raise ValueError(f"position_mode= names unknown symbol(s) {', '.join(unknown)}; the "
                              f"market holds {', '.join(symbols)}")
-        modes = {s: choice(f"position_mode of {s}", value.get(s, "one_way"),
+        modes = {s: choice(f"position_mode[{s!r}]", value.get(s, "one_way"),
                            enums.POSITION_MODE_NAMES) for s in symbols}
     else:
         code = choice("position_mode", value, enums.POSITION_MODE_NAMES)
@@ -77,8 +77,8 @@ def _collateral_columns(config: RunConfig, venue: Venue, symbols) -> dict[str, s
                              f"{models_where(lambda m: m.collateral)} simulates; venue "
                              f"{venue.name} uses the {venue.model!r} model")
         if not (isinstance(amount, int | float) and np.isfinite(amount) and amount > 0):
-            raise ValueError(f"collateral {name} must be a positive amount of coins, got "
-                             f"{amount!r}")
+            raise ValueError(f"collateral[{currency!r}]={amount!r}: must be a positive amount "
+                             "of coins")
         columns = [s for s in symbols if normalise_symbol(s) in (f"{name}USDT", f"{name}USD")]
         if name in ("USDT", "USD"):
             raise ValueError(f"{name} is the quote balance: give it as initial_balance")
@@ -200,7 +200,8 @@ def column_options(layout: Layout, config: RunConfig, venue: Venue,
             return enums.Mode.COLLATERAL
         if symbol in spot:
             return enums.Mode.SPOT
-        return choice(f"margin_mode of {symbol}", value, enums.MARGIN_MODE_NAMES[:2])
+        return choice(f"margin_mode[{symbol!r}]" if isinstance(config.margin_mode, Mapping)
+                      else "margin_mode", value, enums.MARGIN_MODE_NAMES[:2])
 
     def to_leverage(value, symbol):
         if symbol in spot or symbol in held:
@@ -208,8 +209,8 @@ def column_options(layout: Layout, config: RunConfig, venue: Venue,
         try:
             lev = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"leverage for {symbol} must be a positive number, got "
-                             f"{value!r}") from None
+            raise ValueError(f"leverage[{symbol!r}]={value!r}: must be a positive "
+                             "number") from None
         venue.check_leverage(base[symbol], lev, at=start)
         return lev
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..config import RunConfig, choice
 from ..data.market import Market
+from ..data.validate import DataWarning
 from ..engine import enums
 from ..engine.driver import CallbackInputs, KernelInputs, fill_rows
 from ..strategy import Callback, Plan
 from ..venues import Venue, load_venue
 from .columns import column_layout, column_options
 from .common import c_float, option_key
+from .suspicious import suspicious_data
 from .targets import target_arrays
 from .versions import venue_inputs
 
@@ -27,7 +30,9 @@ class PreparedRun:
     - ``inputs``: the kernel's inputs (``engine.driver.execute(inputs)`` runs it);
     - ``margin_mode`` / ``leverage``: per column, at the start;
     - ``specs``: each perpetual's venue spec versions in force during the run;
-    - ``callback``: the strategy's callback, if it is one (for its error messages).
+    - ``callback``: the strategy's callback, if it is one (for its error messages);
+    - ``warnings``: legal but suspicious data the run went ahead with (``suspicious``), one
+      line each with the symbol, the first time and the count; the Result keeps them.
     """
 
     market: Market
@@ -38,6 +43,7 @@ class PreparedRun:
     leverage: np.ndarray
     specs: dict
     callback: Callback | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -54,6 +60,7 @@ class PrepareCache:
     venue_inputs: dict = field(default_factory=dict)
     columns: dict = field(default_factory=dict)
     targets: dict = field(default_factory=dict)
+    warnings: dict = field(default_factory=dict)
 
     def venue(self, config: RunConfig) -> Venue:
         if isinstance(config.venue, Venue) and not config.venue_overrides:
@@ -93,14 +100,18 @@ def prepare_run(market: Market, orders, config: RunConfig,
     if callback is not None:  # the author's mistakes first, before any data work
         compiled = callback.compiled()
         params, memory = callback.param_values, callback.memory_array()
+    config.check()
+    if market.n_bars == 0 or market.n_symbols == 0:
+        empty = "no bars" if market.n_bars == 0 else "no symbols"
+        raise ValueError(f"the market has {empty} ({', '.join(market.symbols) or 'no symbols'}"
+                         f", {market.n_bars} bars): nothing to backtest. Give a market whose "
+                         "window holds bars, e.g. load_market(start=..., end=...) inside the data")
     target_kind = choice("target_kind", config.target_kind, enums.TARGET_KIND_NAMES)
     fill_at = choice("fill_at", config.fill_at, enums.FILL_AT_NAMES)
     path = choice("path", config.path, enums.PATH_NAMES)
-    balance = _amount("initial_balance", config.initial_balance)
-    slippage = _amount("slippage", config.slippage, low=0.0, high=0.5,
-                       what="a fraction of the price in [0, 0.5)")
-    spot_fee = _amount("spot_fee", config.spot_fee, low=0.0, high=0.1,
-                       what="a fee rate in [0, 0.1)")
+    balance = float(config.initial_balance)
+    slippage = float(config.slippage)
+    spot_fee = float(config.spot_fee)
     venue = cache.venue(config)
     layout = column_layout(market, config, venue, cache)
     run_market = layout.market
@@ -115,6 +126,7 @@ def prepare_run(market: Market, orders, config: RunConfig,
             volume=c_float(run_market.volume, 2, "volume"))
     mode, leverage = column_options(layout, config, venue, cache)
     versions, bars, n_funding, specs = venue_inputs(layout, venue, spot_fee, cache)
+    found = _warnings(market, venue, layout.spot, cache)
     sym = versions.sym[0].copy()
     sym[enums.Sym.LEVERAGE] = leverage
     symbols = run_market.symbols
@@ -139,17 +151,17 @@ def prepare_run(market: Market, orders, config: RunConfig,
         callback=callback_inputs)
     return PreparedRun(market=run_market, config=config, venue=venue, inputs=inputs,
                        margin_mode=mode.copy(), leverage=leverage, specs=specs,
-                       callback=callback)
+                       callback=callback, warnings=found)
 
 
-def _amount(name: str, value, low: float | None = None, high: float | None = None,
-            what: str = "a positive amount") -> float:
-    """A number option checked against its range (a clear error naming it otherwise)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {what}, got {value!r}") from None
-    if isinstance(value, bool) or not np.isfinite(number) or (
-            number <= 0.0 if low is None else not low <= number < high):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return number
+def _warnings(market: Market, venue: Venue, spot, cache: PrepareCache) -> tuple[str, ...]:
+    """The run's data warnings, found once per market and venue (a sweep's runs share them)
+    and issued with ``warnings.warn`` then, so that a notebook shows each once."""
+    key = (id(market), id(venue), spot)
+    if key not in cache.warnings:
+        found = suspicious_data(market, venue, spot)
+        for text in found:
+            warnings.warn(text, DataWarning, stacklevel=4)  # at the caller of run()
+        cache.warnings[key] = (market, venue, found)
+    return cache.warnings[key][-1]
+

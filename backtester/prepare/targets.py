@@ -53,9 +53,23 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
                 f"targets have column(s) {unknown} that are not market symbols "
                 f"({', '.join(market.symbols)})"
             )
+        twice = targets.columns[targets.columns.duplicated()]
+        if len(twice):
+            raise ValueError(f"targets have the column {twice[0]!r} more than once; give each "
+                             "symbol one column")
+        text = [c for c in targets.columns if not (pd.api.types.is_numeric_dtype(targets[c])
+                                                   and not pd.api.types.is_bool_dtype(targets[c]))]
+        if text:
+            raise ValueError(f"targets column {text[0]!r} holds {targets[text[0]].dtype} values, "
+                             "not numbers (NaN = leave the position as it is)")
         index = targets.index
         if isinstance(index, pd.DatetimeIndex):
             index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+            if index.has_duplicates:
+                twice = index[index.duplicated()]
+                raise ValueError(f"targets have {len(twice)} row(s) at a time given before, "
+                                 f"first {twice[0]}: one row per bar (which one is meant?); "
+                                 "drop or merge the duplicates")
             positions = market.timestamps.get_indexer(index)
             if (positions < 0).any():
                 bad = index[positions < 0][0]
@@ -75,7 +89,11 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
             out[positions, market.symbol_index(column)] = targets[column].to_numpy(dtype=float)
         array = out
     else:
-        array = np.asarray(targets, dtype=np.float64)
+        try:
+            array = np.asarray(targets, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"targets must be numbers: a (bars, symbols) array or a DataFrame "
+                             f"of target positions, got {type(targets).__name__} ({exc})") from None
         traded = market.n_symbols - len(held)  # collateral columns come last, never traded
         if array.ndim == 1 and traded == 1:
             array = array[:, None]
@@ -84,6 +102,7 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
         if array.shape != shape:
             raise ValueError(
                 f"targets must have shape (bars, symbols) = {shape}, got {array.shape}"
+                + (f" ({type(targets).__name__})" if array.ndim == 0 else "")
             )
     if np.isinf(array).any():
         t, i = np.argwhere(np.isinf(array))[0]

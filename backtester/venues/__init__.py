@@ -61,6 +61,7 @@ rates (VENUES.md §2.3), so a table cannot be internally inconsistent.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .files import apply_overrides, read_venue
@@ -129,8 +130,11 @@ def load_venue(name_or_path: str | Path | Venue = "binance_usdm", **overrides) -
     """
     if isinstance(name_or_path, Venue):
         venue = name_or_path
-    else:
+    elif isinstance(name_or_path, str | os.PathLike):
         venue = read_venue(_resolve(name_or_path))
+    else:
+        raise ValueError(f"venue={name_or_path!r}: give a built-in venue name (e.g. "
+                         "'binance_usdm'), the path of a .toml venue file or a Venue")
     return apply_overrides(venue, overrides) if overrides else venue
 
 

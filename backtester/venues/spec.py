@@ -70,7 +70,12 @@ def to_timestamp(at: Timestamp | None) -> pd.Timestamp | None:
     """``at`` as a UTC Timestamp (None stays None; an int is nanoseconds since the epoch)."""
     if at is None:
         return None
-    ts = pd.Timestamp(int(at), unit="ns") if isinstance(at, int | np.integer) else pd.Timestamp(at)
+    try:
+        ts = (pd.Timestamp(int(at), unit="ns") if isinstance(at, int | np.integer)
+              else pd.Timestamp(at))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"at={at!r} is not a time ({exc}); give a date such as "
+                         "2024-01-01") from None
     if ts is pd.NaT:
         raise ValueError(f"at must be a time, got {at!r}")
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")

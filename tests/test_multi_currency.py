@@ -63,13 +63,19 @@ def test_the_cross_trigger_counts_the_discounted_collateral_and_sells_it_to_repa
     result = okx_run(market, long_btc(2.0), initial_balance=3_000, collateral={"BTC": 0.2})
     p = 37_020 / 2.181
     liq = result.liquidations
-    assert liq["symbol"].tolist() == ["BTC_USDT"]
+    # the position, then the coins sold to repay (recorded as the liquidation of a holding)
+    assert liq["symbol"].tolist() == ["BTC_USDT", "BTC"]
+    assert liq["mode"].tolist() == ["cross", "collateral"]
+    assert liq["event"].nunique() == 1
     assert liq["price"].iloc[0] == pytest.approx(p, rel=1e-9)
     wallet = 2_980 + 2 * (p - 20_000) - 2 * p * 0.0005
     sold = -wallet / p
     sale = result.fills[result.fills["symbol"] == "BTC"]
     assert sale["qty"].iloc[0] == pytest.approx(-sold, rel=1e-9)
     assert sale["reason"].iloc[0] == "liquidation"
+    assert liq["qty"].iloc[1] == pytest.approx(sold, rel=1e-9)
+    assert liq["price"].iloc[1] == pytest.approx(p, rel=1e-9)
+    assert liq["fee"].iloc[1] == 0.0 and bool(liq["partial"].iloc[1])
     assert result.positions["BTC"].iloc[-1] == pytest.approx(0.2 - sold, rel=1e-9)
     assert result.account["wallet_balance"].iloc[-1] == pytest.approx(0.0, abs=1e-9)
 
@@ -114,3 +120,48 @@ def test_collateral_is_not_traded_and_pays_no_funding():
 def test_bad_collateral_is_refused_clearly(collateral, venue, message):
     with pytest.raises(ValueError, match=message):
         run(btc_market(), long_btc(0.1), venue=venue, leverage=10, collateral=collateral)
+
+
+def test_a_loan_left_alone_is_liquidated_when_the_collateral_no_longer_covers_it():
+    # 1,000 USDT and 1 BTC: long 1 BTC @ 20,000 closed at 18,500 (no fee) leaves a loan of 500
+    # (bar 3). Interest is charged at the opens of bars 4 and 5: the loan is 500 (1 + r)^2. In
+    # bar 5 BTC slides from 18,500 to 400: the account, with no position left, triggers where
+    # the discounted coin covers the loan no more, 0.95 P = 500 (1 + r)^2, and that much of
+    # the coin is sold there to repay it: 0.95 BTC; 0.05 BTC is left, worth 22.50 at 450
+    r = 0.10 / 8_760
+    loan = 500 * (1 + r) ** 2
+    close = np.array([20_000, 20_000, 18_500, 18_500, 18_500, 450, 450, 450], float)
+    open_ = close.copy()
+    open_[5] = 18_500
+    high = np.maximum(open_, close)
+    low = np.minimum(open_, close)
+    low[5] = 400
+    market = Market.from_arrays(["BTC_USDT"], open_, high, low, close)
+    result = okx_run(market, long_btc(1.0, close_at=2), initial_balance=1_000,
+                     collateral={"BTC": 1.0}, venue=load_venue("okx_swap", taker_fee=0.0))
+    liq = result.liquidations
+    p = loan / 0.95
+    assert liq["symbol"].tolist() == ["BTC"] and liq["bar"].tolist() == [5]
+    assert liq["price"].iloc[0] == pytest.approx(p, rel=1e-9)
+    assert liq["qty"].iloc[0] == pytest.approx(0.95, rel=1e-9)
+    assert liq["shortfall"].iloc[0] == 0.0
+    assert result.positions["BTC"].iloc[-1] == pytest.approx(0.05, rel=1e-9)
+    assert result.account["wallet_balance"].iloc[5] == pytest.approx(0.0, abs=1e-9)
+    assert result.equity.iloc[-1] == pytest.approx(0.05 * 450, rel=1e-9)
+
+
+def test_a_loan_gapped_past_its_collateral_leaves_a_shortfall_not_a_debt():
+    # the same loan, but bar 5 opens at 450: at the open (before that bar's interest) the loan
+    # is 500 (1 + r); the whole coin sold at 450 repays 450 of it, and the 50.0057 left is
+    # the deficit past bankruptcy: the shortfall; the account ends at zero, not below
+    r = 0.10 / 8_760
+    close = np.array([20_000, 20_000, 18_500, 18_500, 18_500, 450, 450, 450], float)
+    market = btc_market(close)
+    result = okx_run(market, long_btc(1.0, close_at=2), initial_balance=1_000,
+                     collateral={"BTC": 1.0}, venue=load_venue("okx_swap", taker_fee=0.0))
+    liq = result.liquidations
+    assert liq["symbol"].tolist() == ["BTC"] and bool(liq["gapped"].iloc[0])
+    assert liq["qty"].iloc[0] == 1.0
+    assert liq["shortfall"].iloc[0] == pytest.approx(500 * (1 + r) - 450, rel=1e-9)
+    assert result.equity.iloc[5:].tolist() == [0.0, 0.0, 0.0]
+    assert result.summary()["bankruptcy_shortfall"] == pytest.approx(500 * (1 + r) - 450)

@@ -138,6 +138,19 @@ def has_cross_position(book):
     return False
 
 
+@njit(cache=True, error_model='numpy', _nrt=False)
+def cross_at_risk(book):
+    """Whether the cross account can be liquidated: it holds a cross position, or it owes a
+    loan (a negative quote balance, multi-currency margin) that collateral backs."""
+    if book.account[Account.WALLET] >= 0.0:
+        return has_cross_position(book)
+    state, mode = book.state, book.mode
+    for i in range(state.shape[1]):
+        if state[State.QTY, i] != 0.0 and (mode[i] == Mode.CROSS or mode[i] == Mode.COLLATERAL):
+            return True
+    return False
+
+
 # --- liquidation prices ------------------------------------------------------------------
 
 

@@ -332,6 +332,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                     surplus += q * (mark - entry) - maintenance_in_tier(i, q, entry, mark, k, sym,
                                                                         tiers)
                 elif mode[i] == Mode.COLLATERAL:
+                    cross = cross or account[Account.WALLET] < 0.0  # it backs a loan
                     surplus += collateral_value(i, q, mark, sym, tiers, n_tiers)
             if not cross:
                 surplus = np.inf
@@ -420,10 +421,12 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             upnl += u
             gross += notional
             net += q * m
-            if mode[i] >= Mode.SPOT:  # (spot and collateral holdings are never liquidated)
+            if mode[i] >= Mode.SPOT:  # (spot holdings are never liquidated, collateral only sold)
                 if mode[i] == Mode.COLLATERAL:  # its discounted value backs the cross account
                     upnl_cross += collateral_value(i, q, m, sym, tiers, n_tiers)
                     worst += collateral_value(i, q, lo, sym, tiers, n_tiers)
+                    # a loan it backs is liquidated like a cross position
+                    any_cross = any_cross or account[Account.WALLET] < 0.0
                 continue
             # the position's tier, looked up from the one it was in at the last close
             if plain:

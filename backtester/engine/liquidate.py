@@ -13,6 +13,7 @@ from numba import njit
 
 from .account import (
     account_equity,
+    cross_at_risk,
     cross_level_value,
     cross_trigger_value,
     has_cross_position,
@@ -358,7 +359,14 @@ def liquidate_cross(t, prices, gapped, book, records):
         q = state[State.QTY, i]
         if q > 0.0 and mode[i] == Mode.COLLATERAL and prices[i] > 0.0:
             sell = min(q, -account[Account.WALLET] / prices[i])
+            entry = state[State.ENTRY, i]
             realized, fee = reduce_position(i, -sell, prices[i], 0.0, book)
+            # recorded as the liquidation of a holding: sold at the mark, no fee, nothing lost
+            # by the sale itself (the coins become the quote they were worth)
+            c = record_liquidation(records.liqs, records.counts, t, event, i, Mode.COLLATERAL,
+                                   sell, entry, prices[i], prices[i], np.nan, gapped,
+                                   state[State.QTY, i] > 0.0)
+            record_settlement(records.liqs, c, 0.0, 0.0, realized, 0.0, 0.0, equity_before)
             record_fill(records.fills, records.counts,
                         t, i, -sell, prices[i], 0.0, realized, state[State.QTY, i],
                         FillReason.LIQUIDATION)
@@ -452,7 +460,7 @@ def liquidate_at_open(t, prices, book, records):
                 q, prices[i], state[State.LIQ_PX, i]):
             liquidate_isolated(t, i, prices[i], TRUE, prices, book, records)
     for _ in range(n + 1):
-        if not has_cross_position(book):
+        if not cross_at_risk(book):
             return np.inf
         surplus = cross_trigger_value(book, prices)
         if surplus > 0.0:
@@ -497,7 +505,7 @@ def check_liquidations(t, n_cp, cp, work, book, records):
                         s_iso = s
                         i_iso = i
             s_cross = 2.0
-            if has_cross_position(book) and cross_trigger_value(book, b) <= 0.0:
+            if cross_at_risk(book) and cross_trigger_value(book, b) <= 0.0:
                 if cross_trigger_value(book, start) <= 0.0:
                     s_cross = 0.0  # what is left after an event already triggers there
                     for i in range(n):

@@ -1,0 +1,369 @@
+"""The engine's invariants on generated markets and strategies (DESIGN.md §4; issue 11).
+
+Every venue, margin mode, price path, fill timing and slippage, over markets with gaps,
+jumps, missing bars, mark prices away from the last price, funding up to absurd rates and
+price scales from 1e-8 to 1e8, traded by random targets (units, notional or equity
+fractions; hedge legs; spot legs; collateral) or by a callback sending random orders
+(targets, deltas, margin moves, leverage and mode changes). On every run:
+
+- no exception, and nothing NaN or infinite in the account;
+- the books balance at every bar: wallet + isolated margin = deposits + realized PnL -
+  fees - funding - borrowing costs + the shortfall the insurance fund paid of closes at
+  the market (``metrics.covered_shortfall``);
+- the equity replayed from the fills alone (a second implementation of the entry and
+  unrealized PnL) is the engine's;
+- the trader never loses more than the margin: equity never below zero; an isolated
+  liquidation loses at most the position's margin; its fee is at most what was left;
+  the shortfall is exactly the deficit past the bankruptcy price; charged plus waived
+  fee is the venue's rate on the closed notional;
+- no fill is dust.
+
+The suite runs a few hundred cases, derandomized (the same ones every time). The long
+mode, for tens of thousands of random ones::
+
+    BACKTESTER_PROPERTY_EXAMPLES=20000 python -m pytest tests/test_invariants.py -q
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from backtester import Market, run
+from backtester.engine import enums
+from backtester.metrics import covered_shortfall
+from backtester.strategy import Callback
+from backtester.venues import load_venue
+
+LONG = int(os.environ.get("BACKTESTER_PROPERTY_EXAMPLES", "0"))
+
+
+def examples(short: int) -> settings:
+    """``short`` derandomized cases in the suite; the long mode's count, random, when set."""
+    return settings(max_examples=LONG or short, derandomize=not LONG, deadline=None,
+                    database=None, print_blob=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+VENUES = {
+    # modes; start dates (Bybit's 2025-09-01 start crosses its 2025-09-02 formula change);
+    # symbols (listed ones with their own tiers, others on the venue's default spec)
+    "binance_usdm": (("cross", "isolated"), ("2024-01-01",), ("BTC_USDT", "ETH_USDT")),
+    "bybit_linear": (("cross", "isolated"), ("2021-01-01", "2025-09-01"),
+                     ("BTC_USDT", "ETH_USDT", "SOL_USDT")),
+    "okx_swap": (("cross", "isolated"), ("2024-01-01",), ("BTC_USDT", "CHZ_USDT", "ETH_USDT")),
+    "kraken_spot": (("cross",), ("2024-01-01",), ("BTC_USDT", "ETH_USDT", "SOL_USDT")),
+    "flat": (("cross", "isolated"), ("2024-01-01",), ("BTC_USDT", "ETH_USDT", "SOL_USDT")),
+}
+_venues: dict = {}
+
+
+def venue(name):
+    if name not in _venues:
+        _venues[name] = load_venue(name)
+    return _venues[name]
+
+
+# --- generated markets ---------------------------------------------------------------------
+
+
+def make_market(rng, symbols, n_bars, start, log_price, vol, jumps, gaps, missing, mark_dev,
+                funding):
+    """Bars of ``symbols``: fat-tailed moves of ``vol``, jumps (x or / up to 10) with
+    probability ``jumps``, opens away from the last close with probability ``gaps``, bars
+    missing with probability ``missing``, marks ``mark_dev`` from the last price and
+    funding rates of size ``funding`` every 8 hours."""
+    n = len(symbols)
+    moves = rng.standard_t(3, (n_bars, n)) * vol
+    moves += np.where(rng.random((n_bars, n)) < jumps, rng.normal(0, 1.2, (n_bars, n)), 0.0)
+    close = 10.0 ** np.asarray(log_price) * np.exp(np.cumsum(moves, axis=0))
+    prev = np.vstack([close[:1], close[:-1]])
+    gap = np.where(rng.random((n_bars, n)) < gaps, rng.normal(0, 0.4, (n_bars, n)), 0.0)
+    open_ = prev * np.exp(gap + rng.normal(0, vol / 4, (n_bars, n)))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, vol, (n_bars, n))))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, vol, (n_bars, n))))
+    off = 1.0 + rng.normal(0, mark_dev, (4, n_bars, n)) if mark_dev else np.ones((4, n_bars, n))
+    mo, mc = open_ * off[0], close * off[3]
+    mh = np.maximum(np.maximum(mo, mc), high * off[1])
+    ml = np.minimum(np.minimum(mo, mc), low * off[2])
+    gone = rng.random((n_bars, n)) < missing
+    gone[0] = False  # every symbol has its first bar
+    for a in (open_, high, low, close, mo, mh, ml, mc):
+        a[gone] = np.nan
+    rate = np.full((n_bars, n), np.nan)
+    hours = (pd.Timestamp(start).hour + np.arange(n_bars)) % 8 == 0
+    rate[hours] = rng.normal(funding / 4, funding, (hours.sum(), n))
+    rate[gone] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # suspicious data (deliberately) gives warnings
+        return Market.from_arrays(symbols, open_, high, low, close, mark=(mo, mh, ml, mc),
+                                  funding_rate=rate, start=start)
+
+
+@st.composite
+def scenarios(draw, callback=False):
+    name = draw(st.sampled_from(sorted(VENUES)))
+    modes, starts, listed = VENUES[name]
+    start = draw(st.sampled_from(starts))
+    n = draw(st.integers(1, len(listed)))
+    n_bars = draw(st.integers(2, 120))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    log_price = [draw(st.floats(-8.0, 8.0)) for _ in range(n)]
+    market = make_market(
+        rng, listed[:n], n_bars, start, log_price,
+        vol=draw(st.sampled_from([0.001, 0.01, 0.05, 0.2])),
+        jumps=draw(st.sampled_from([0.0, 0.05, 0.2])),
+        gaps=draw(st.sampled_from([0.0, 0.1, 0.4])),
+        missing=draw(st.sampled_from([0.0, 0.1, 0.4])),
+        mark_dev=draw(st.sampled_from([0.0, 0.002, 0.015])),
+        funding=draw(st.sampled_from([0.0, 1e-4, 3e-3, 0.1])),
+    )
+    v = venue(name)
+    symbols = list(market.symbols)
+    spot = []
+    if n > 1 and draw(st.booleans()) and draw(st.booleans()):
+        spot = [symbols[-1]]
+    perps = [s for s in symbols if s not in spot]
+    hedge = (not callback and not spot and name == "binance_usdm"
+             and draw(st.booleans()) and draw(st.booleans()))
+    options = dict(
+        venue=name,
+        margin_mode={s: draw(st.sampled_from(modes)) for s in perps},
+        leverage={s: 1.0 + draw(st.floats(0.0, 1.0)) * (v.spec(s, start).max_leverage - 1.0)
+                  for s in perps},
+        path=draw(st.sampled_from(["path", "worst", "close"])),
+        fill_at=draw(st.sampled_from(["open", "close"])),
+        slippage=draw(st.sampled_from([0.0, 0.0005, 0.01])),
+        reduce_to_fit=draw(st.booleans()),
+        target_kind=draw(st.sampled_from(["units", "notional", "equity"])),
+        initial_balance=draw(st.sampled_from([10_000.0, 10_000.0, 10_000.0, 3e6, 1e9, 1e-2,
+                                              1e-300, 5e-324])),
+    )
+    if spot:
+        options["instruments"] = {spot[0]: "spot"}
+    if hedge:
+        options["position_mode"] = "hedge"
+    if name == "okx_swap" and "BTC_USDT" in symbols and draw(st.booleans()):
+        coins = draw(st.floats(0.0, 2.0)) * options["initial_balance"] / market.close[0, 0]
+        if coins > 0.0 and np.isfinite(coins):
+            options["collateral"] = {"BTC": coins}
+    # orders: equity fractions up to a few times the leverage, in the run's unit
+    exposure = draw(st.sampled_from([0.5, 2.0, 10.0, 100.0]))
+    density = draw(st.sampled_from([0.1, 0.5, 1.0]))
+    fractions = np.where(rng.random((n_bars, n)) < density,
+                         rng.normal(0.0, exposure, (n_bars, n)), np.nan)
+    fractions[rng.random((n_bars, n)) < 0.1] = 0.0
+    for s in spot:  # a spot leg is held, never short
+        fractions[:, symbols.index(s)] = np.abs(fractions[:, symbols.index(s)])
+    amounts = in_unit(fractions, options, market)
+    if callback:
+        if "collateral" in options:  # the coins held are a column of their own, at the end
+            amounts = np.hstack([amounts, np.full((n_bars, 1), np.nan)])
+        return market, options, random_orders(rng, amounts, options, name, start, symbols,
+                                                  perps)
+    if hedge:
+        legs = {}
+        for i, s in enumerate(symbols):
+            legs[f"{s}.long"] = np.abs(amounts[:, i])
+            legs[f"{s}.short"] = -np.abs(in_unit(
+                np.where(rng.random(n_bars) < density, rng.normal(0, exposure, n_bars),
+                         np.nan)[:, None], options, market)[:, 0])
+        return market, options, pd.DataFrame(legs, index=market.timestamps)
+    return market, options, amounts
+
+
+def in_unit(fractions, options, market):
+    """Equity fractions as amounts of the run's target unit (at the first close)."""
+    kind = options["target_kind"]
+    if kind == "equity":
+        return fractions
+    notional = fractions * options["initial_balance"]
+    if kind == "notional":
+        return notional
+    first = pd.DataFrame(market.close).bfill().to_numpy()[0]
+    return notional / first[: fractions.shape[1]]
+
+
+@njit
+def script(t, ctx, orders, params):
+    """Orders from a script: ``series[f, t, i]`` for field f of ``enums.Order``."""
+    wrote = False
+    for f in range(ctx.series.shape[0]):
+        for i in range(ctx.close.shape[1]):
+            value = ctx.series[f, t, i]
+            if value == value:
+                orders[f, i] = value
+                wrote = True
+    return wrote
+
+
+def random_orders(rng, amounts, options, name, start, symbols, perps):
+    """A callback sending every kind of order at random: targets, deltas, margin added or
+    removed, leverage changes (some above the cap), mode switches."""
+    n_bars, n = amounts.shape
+    series = np.full((enums.N_ORDER_FIELDS, n_bars, n), np.nan)
+    use_delta = rng.random((n_bars, n)) < 0.3
+    series[enums.Order.TARGET] = np.where(use_delta, np.nan, amounts)
+    series[enums.Order.DELTA] = np.where(use_delta, amounts / 2, np.nan)
+    sparse = rng.random((3, n_bars, n)) < 0.15
+    margin = rng.normal(0, 0.2, (n_bars, n)) * options["initial_balance"]
+    series[enums.Order.MARGIN] = np.where(sparse[0], margin, np.nan)
+    for i, s in enumerate(symbols):
+        if s not in perps:
+            continue  # (the collateral column, if any, is past the symbols: no orders)
+        cap = venue(name).spec(s, start).max_leverage
+        lev = rng.uniform(1.0, cap * 1.2, n_bars)
+        series[enums.Order.LEVERAGE, :, i] = np.where(sparse[1, :, i], lev, np.nan)
+        if len(VENUES[name][0]) > 1:
+            series[enums.Order.MODE, :, i] = np.where(sparse[2, :, i],
+                                                      rng.integers(0, 2, n_bars), np.nan)
+    return Callback(script, series=series)
+
+
+# --- the invariants ------------------------------------------------------------------------
+
+
+def per_bar(frame, values, n_bars):
+    out = np.zeros(n_bars)
+    np.add.at(out, frame["bar"].to_numpy(), np.asarray(values, dtype=float))
+    return np.cumsum(out)
+
+
+def replayed_equity_terms(r):
+    """Unrealized PnL at each close, from the fills alone: the entry is the average price of
+    what built the position, kept by fills that reduce it, the fill price of a flip; coins
+    held as collateral enter at their first mark."""
+    m = r.market
+    qty = dict.fromkeys(m.symbols, 0.0)
+    entry = dict.fromkeys(m.symbols, 0.0)
+    held = {coin.upper(): amount for coin, amount in (r.config.collateral or {}).items()}
+    for k, s in enumerate(m.symbols):
+        if r.margin_mode[k] == enums.Mode.COLLATERAL:
+            marks = m.mark_open[:, k]
+            qty[s], entry[s] = float(held[s]), marks[~np.isnan(marks)][0]
+    by_bar = {t: g for t, g in r.fills.groupby("bar")}
+    marks = pd.DataFrame(m.mark_close).ffill().to_numpy()
+    out = np.zeros(m.n_bars)
+    for t in range(m.n_bars):
+        if t in by_bar:
+            for s, dq, price in zip(by_bar[t]["symbol"], by_bar[t]["qty"], by_bar[t]["price"],
+                                    strict=True):
+                q = qty[s]
+                new = q + dq
+                if abs(new) <= 1e-12 * max(abs(q), abs(dq)):
+                    new = 0.0
+                if q == 0.0 or (q > 0) == (dq > 0):
+                    entry[s] = (abs(q) * entry[s] + abs(dq) * price) / abs(new)
+                elif new != 0.0 and (new > 0) != (q > 0):
+                    entry[s] = price
+                qty[s] = new
+        out[t] = sum(qty[s] * (marks[t, k] - entry[s]) for k, s in enumerate(m.symbols)
+                     if qty[s] != 0.0)
+    return out
+
+
+def describe(r):
+    """What a case exercised (``pytest --hypothesis-show-statistics`` counts them)."""
+    liq = r.liquidations
+    event(f"venue {r.venue.name}")
+    for what, happened in (("fills", len(r.fills) > 0), ("liquidations", len(liq) > 0),
+                           ("gapped liquidations", liq["gapped"].any()),
+                           ("partial liquidations", liq["partial"].any()),
+                           ("fees waived", (liq["fee_waived"] > 0).any()),
+                           ("shortfall", (liq["shortfall"] > 0).any()),
+                           ("rejections", len(r.rejections) > 0),
+                           ("void at the open", (r.rejections["reason"]
+                                                 == "position_liquidated_at_open").any()),
+                           ("dust refused", (r.rejections["reason"] == "dust").any())):
+        if happened:
+            event(what)
+
+
+def check(r):
+    describe(r)
+    n_bars = r.market.n_bars
+    account = r.account
+    assert np.isfinite(account.to_numpy()).all(), account[~np.isfinite(account).all(axis=1)]
+    fills, liq, funding, events = r.fills, r.liquidations, r.funding, r.events
+    for frame, columns in ((fills, ["qty", "price", "fee", "realized_pnl", "position_after"]),
+                           (liq, ["qty", "price", "fee", "fee_waived", "realized_pnl",
+                                  "margin_lost", "shortfall", "equity_before",
+                                  "equity_after"]),
+                           (funding, ["payment"]), (events, ["amount"])):
+        assert np.isfinite(frame[columns].to_numpy(dtype=float)).all(), frame
+    # the scale of the money moved so far: the tolerance of sums over it
+    scale = (r.initial_equity + per_bar(fills, (fills["qty"] * fills["price"]).abs(), n_bars)
+             + per_bar(funding, funding["payment"].abs(), n_bars)
+             + per_bar(events, events["amount"].abs(), n_bars))
+    tol = 1e-9 * scale
+
+    # the books balance at every bar
+    books = (r.initial_equity + per_bar(fills, fills["realized_pnl"], n_bars)
+             - per_bar(fills, fills["fee"], n_bars) - per_bar(funding, funding["payment"], n_bars)
+             - per_bar(events, events["amount"], n_bars)
+             + per_bar(liq, covered_shortfall(liq), n_bars))
+    held = (account["wallet_balance"] + account["isolated_margin"]).to_numpy()
+    bad = np.abs(held - books) > tol
+    assert not bad.any(), f"books off at bar {np.argmax(bad)}: {held[bad][:3]} vs {books[bad][:3]}"
+    # the equity from the fills alone
+    upnl = replayed_equity_terms(r)
+    equity = account["equity"].to_numpy()
+    bad = np.abs(equity - (held + upnl)) > tol + 1e-9 * np.abs(upnl)
+    assert not bad.any(), f"equity off at bar {np.argmax(bad)}: {equity[bad][:3]}"
+    # the trader never loses more than the margin
+    assert (equity >= -tol).all(), f"equity below zero: {equity.min()}"
+
+    assert (liq[["fee", "fee_waived", "shortfall"]].to_numpy() >= 0.0).all()
+    whole = liq[~liq["partial"].astype(bool)]
+    iso = whole[whole["mode"] == "isolated"]
+    q, entry, price = iso["qty"], iso["entry_price"], iso["price"]
+    bankrupt = iso["bankruptcy_price"]
+    at_bankruptcy = iso["settled_at_bankruptcy"].astype(bool)
+    margin = q * (entry - bankrupt) + np.where(at_bankruptcy, iso["fee"], 0.0)
+    small = 1e-9 * (q.abs() * (entry + price)) + 1e-9 * r.initial_equity
+    assert (iso["margin_lost"] <= np.maximum(margin, 0.0) + small).all(), iso
+    market_close = iso[~at_bankruptcy]
+    deficit = np.maximum(market_close["qty"] * (market_close["bankruptcy_price"]
+                                                - market_close["price"]), 0.0)
+    assert np.allclose(market_close["shortfall"], deficit, rtol=1e-9,
+                       atol=1e-9 * small[~at_bankruptcy].max() if len(market_close) else 0.0)
+    left = np.maximum(market_close["qty"] * (market_close["price"]
+                                             - market_close["bankruptcy_price"]), 0.0)
+    assert (market_close["fee"] <= left + small[~at_bankruptcy]).all()
+    assert (iso.loc[at_bankruptcy, "price"] == iso.loc[at_bankruptcy, "bankruptcy_price"]).all()
+    # charged + waived = the venue's rate on the closed notional (closes at the market)
+    trig = whole[~whole["settled_at_bankruptcy"].astype(bool) & (whole["mode"] != "collateral")]
+    if len(trig) and r.venue.name != "bybit_linear":
+        rate = [r.venue.spec(s.split(".")[0], ts).liquidation_fee
+                for s, ts in zip(trig["symbol"], trig["timestamp"], strict=True)]
+        due = trig["qty"].abs() * trig["price"] * np.asarray(rate)
+        assert np.allclose(trig["fee"] + trig["fee_waived"], due, rtol=1e-9, atol=1e-300)
+    # no dust: every strategy fill is worth at least 1e-12 of the quote currency
+    trades = fills[fills["reason"] != "liquidation"]
+    assert ((trades["qty"] * trades["price"]).abs() >= 1e-12).all(), trades
+
+
+@examples(400)
+@given(scenarios())
+def test_invariants_hold_for_random_targets(case):
+    market, options, targets = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = run(market, targets, **options)
+    check(r)
+
+
+@examples(150)
+@given(scenarios(callback=True))
+def test_invariants_hold_for_random_callback_orders(case):
+    market, options, callback = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = run(market, callback, **options)
+    check(r)

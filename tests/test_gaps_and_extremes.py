@@ -227,7 +227,10 @@ def test_isolated_funding_larger_than_the_margin_liquidates_before_an_order_in_t
     targets = np.full((10, 1), NAN)
     targets[0] = 1.0
     targets[7] = 2.0
-    r = run(m, targets, margin_mode="isolated", leverage=10, initial_balance=1000, **flat())
+    with pytest.warns(UserWarning, match="funding rate"):  # 20% is implausible: recorded
+        r = run(m, targets, margin_mode="isolated", leverage=10, initial_balance=1000,
+                **flat())
+    assert any("funding rate" in w for w in r.warnings)
     assert r.funding["payment"].tolist() == [pytest.approx(20.0)]
     liq = r.liquidations
     assert liq["bar"].tolist() == [8] and liq["price"].tolist() == [100.0]
@@ -294,3 +297,49 @@ def test_a_reduction_is_filled_once_whatever_its_rounding():
     assert fills["bar"].is_unique
     notional = (fills["qty"] * fills["price"]).abs()
     assert notional.min() > 1e-3
+
+
+# --- fills past the bankruptcy price ------------------------------------------------------------
+
+
+def test_a_close_filled_past_the_isolated_bankruptcy_price_is_refused():
+    # 10x long 1 isolated, filled with 1% slippage at 101: margin 10.1, bankruptcy price 90.9,
+    # LP (101 - 10.1) / 0.995 = 91.357. The mark drifts to 91.5 (not liquidated) and the close
+    # order fills 1% lower, at 90.585: it would lose 10.415, more than the margin, which no
+    # venue allows: refused, the position stays. At 92 (fill 91.08, loss 9.92) it fills
+    def close_at(price):
+        m = market(["X"], bars(100, 100, price, price, price))
+        return run(m, hold_then_close(5, 1.0, 2), margin_mode="isolated", leverage=10,
+                   initial_balance=1000, slippage=0.01, **flat())
+
+    refused = close_at(91.5)
+    rej = refused.rejections
+    assert rej["reason"].tolist() == ["past_bankruptcy_price"]
+    assert rej["required"].iloc[0] == pytest.approx(101 - 91.5 * 0.99)
+    assert rej["available"].iloc[0] == pytest.approx(10.1)
+    assert refused.positions["X"].iloc[-1] == 1.0
+    filled = close_at(92.0)
+    assert len(filled.rejections) == 0 and filled.positions["X"].iloc[-1] == 0.0
+    assert filled.equity.iloc[-1] == pytest.approx(1000 - (101 - 92 * 0.99))
+
+
+def test_a_close_filled_past_the_cross_bankruptcy_price_is_refused():
+    # cross, balance 20, 10x long 1 @ 100 at the close. At a mark of 81 the margin balance is
+    # 1 (above MM 0.405); a close filled 1% below the mark (80.19) loses 0.81 more: it fills,
+    # leaving 0.19; filled 2% below (79.38) it would lose 1.62: refused
+    def close_with(slip):
+        mark = np.array([100.0, 81.0, 81.0, 81.0])
+        last = mark * np.array([1.0, 1 - slip, 1 - slip, 1 - slip])
+        m = Market.from_arrays(["X"], last, mark, last, last, mark=(mark, mark, mark, mark))
+        targets = np.array([[1.0], [0.0], [NAN], [NAN]])
+        return run(m, targets, margin_mode="cross", leverage=10, initial_balance=20,
+                   fill_at="close", **flat())
+
+    ok = close_with(0.01)
+    assert ok.positions["X"].iloc[-1] == 0.0
+    assert ok.equity.iloc[-1] == pytest.approx(20 - (100 - 80.19))
+    refused = close_with(0.02)
+    rej = refused.rejections
+    assert rej["reason"].tolist() == ["past_bankruptcy_price"]
+    assert rej["required"].iloc[0] == pytest.approx(81 - 79.38)
+    assert rej["available"].iloc[0] == pytest.approx(1.0)

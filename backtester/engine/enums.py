@@ -109,6 +109,9 @@ Reject = _codes("Reject", [
     #                        through its liquidation price in the gap, before any fill)
     "DUST",  # an opening too small to be an order: its notional is below a billionth of the
     #          account's equity (or 1e-12 of the quote currency); see orders.dust_notional
+    "PAST_BANKRUPTCY",  # a reduction whose fill price is past the bankruptcy price: it would
+    #                     lose more than the margin backing it (isolated) or than the margin
+    #                     balance (cross); see orders.closing_loss
 ])
 REJECT_REASON_NAMES = (
     "insufficient_margin",
@@ -124,6 +127,7 @@ REJECT_REASON_NAMES = (
     "hedge_leg_side",
     "position_liquidated_at_open",
     "dust",
+    "past_bankruptcy_price",
 )
 
 # --- record dtypes --------------------------------------------------------------------

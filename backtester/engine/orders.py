@@ -90,12 +90,41 @@ def dust_notional(account):
     return max(DUST_FRACTION * account[Account.EQUITY_PREV], DUST_FLOOR)
 
 
+@njit(cache=True, error_model='numpy', _nrt=False)
+def closing_loss(i, close_qty, price, fee_rate, book):
+    """What closing ``close_qty`` of column i at ``price`` loses, and what backs that loss:
+    ``(loss, backing)``; a fill with ``loss > backing`` would be past the bankruptcy price,
+    and no venue fills an order there (its liquidation engine owns that range).
+
+    - isolated: the realized loss and the fee against the share of the margin released;
+    - cross: the loss against the mark (a fill worse than it: slippage, last away from the
+      mark) and the fee, against the margin balance at the marks;
+    - spot and collateral holdings: nothing to lose past (the coins are owned).
+    """
+    state = book.state
+    mode = book.mode[i]
+    q = state[State.QTY, i]
+    fee = abs(close_qty) * price * fee_rate
+    if mode == Mode.ISOLATED:
+        realized = -close_qty * (price - state[State.ENTRY, i])
+        return fee - realized, state[State.ISO_MARGIN, i] * abs(close_qty) / abs(q)
+    if mode != Mode.CROSS:
+        return 0.0, 0.0
+    mark = state[State.MARK, i]
+    worse = -close_qty * (mark - price)  # > 0: the fill is worse than the mark
+    loss = fee + max(worse, 0.0)
+    if loss <= 0.0:
+        return 0.0, 0.0
+    return loss, cross_level_value(book, state[State.MARK], 0.0)
+
+
 @njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
     """Trade ``delta`` units of column i at ``price`` (at time ``now``, hours) under DESIGN.md
     §3's margin rules.
 
-    The reducing part of an order always fills. The opening part needs its
+    The reducing part of an order fills unless its price is past the bankruptcy price
+    (``closing_loss``: the order is then refused whole). The opening part needs its
     initial margin plus fees (``rules.order_cost_rate``) plus its open loss (what a fill
     worse than the mark loses at once, VENUES.md §2.2) from the available balance, must
     pass ``opening_refusal`` and must not be dust (``dust_notional``); otherwise it is
@@ -113,6 +142,11 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
     fee = 0.0
     reason = FillReason.STRATEGY
     if close_qty != 0.0:
+        loss, backing = closing_loss(i, close_qty, price, fee_rate, book)
+        if loss > backing:
+            record_rejection(records.rejects, records.counts,
+                             t, i, delta, price, loss, backing, Reject.PAST_BANKRUPTCY)
+            return
         realized, fee = reduce_position(i, close_qty, price, fee_rate, book)
     if open_qty != 0.0:
         avail = available_balance(book)

@@ -57,7 +57,8 @@ def format_metrics(table: pd.DataFrame) -> pd.DataFrame:
 LIQUIDATION_COLUMNS = {
     "timestamp": "time (UTC)", "symbol": "symbol", "mode": "mode", "side": "side",
     "qty": "quantity", "entry_price": "entry price", "price": "liquidation price",
-    "realized_pnl": "realized PnL", "fee": "liquidation fee", "margin_lost": "margin lost",
+    "realized_pnl": "realized PnL", "fee": "liquidation fee", "fee_waived": "fee waived",
+    "margin_lost": "margin lost",
     "shortfall": "shortfall", "equity_before": "equity before", "equity_after": "equity after",
     "gapped": "gapped",
 }
@@ -87,9 +88,10 @@ def liquidation_table(results: Mapping, limit: int = 200) -> tuple[pd.DataFrame,
     table["qty"] = table["qty"].map(lambda v: f"{v:,.6g}")
     for column in ("entry_price", "price"):
         table[column] = table[column].map(lambda v: f"{v:,.2f}")
-    for column in ("realized_pnl", "fee", "margin_lost", "shortfall", "equity_before",
-                   "equity_after"):
-        table[column] = table[column].map(lambda v: f"{v:,.2f}")
+    for column in ("realized_pnl", "fee", "fee_waived", "margin_lost", "shortfall",
+                   "equity_before", "equity_after"):
+        # (a run saved before the waived fee was recorded has none: blank)
+        table[column] = table[column].map(lambda v: f"{v:,.2f}" if v == v else "")
     table["gapped"] = table["gapped"].map({True: "yes", False: ""})
     return table.rename(columns=LIQUIDATION_COLUMNS), total
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from ..data.market import Market
 from ..data.validate import fmt_ts
+from ..engine.driver import rows_with_values
 from ..venues import Venue
 from .versions import version_bars
 
@@ -34,36 +36,56 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
     ``skip``: symbols that pay no funding in this run (spot holdings)."""
     out = []
     index = market.index
-    n_bars = market.n_bars
+    funding_rows = np.flatnonzero(rows_with_values(market.funding_rate)[0])  # funding times
+    given = market.funding_rate[funding_rows]
     for i, symbol in enumerate(market.symbols):
-        rates = market.funding_rate[:, i]
-        given = np.isfinite(rates)
-        if symbol in skip or not given.any():
+        if symbol in skip:
             continue
-        cap, floor = np.full(n_bars, FUNDING_SANITY), np.full(n_bars, -FUNDING_SANITY)
-        published = np.zeros(n_bars, dtype=bool)
+        rates = given[:, i]
+        paying = rates == rates
+        rows, rates = funding_rows[paying], rates[paying]
+        if not len(rows):
+            continue
+        # the bounds of each version of the symbol's rules, and the version of each rate
         starts = [0, *version_bars(venue, market, [symbol])]
-        for a, b in zip(starts, [*starts[1:], n_bars], strict=True):
-            spec = venue.spec(symbol, pd.Timestamp(int(index[a]), tz="UTC"))
-            if spec.funding_interval_hours == 0:  # no funding on this venue: never paid
-                given[a:b] = False
-            if spec.funding_rate_cap is not None:
-                cap[a:b] = spec.funding_rate_cap
-                published[a:b] = True
-            if spec.funding_rate_floor is not None:
-                floor[a:b] = spec.funding_rate_floor
+        specs = [venue.spec(symbol, pd.Timestamp(int(index[a]), tz="UTC")) for a in starts]
+        paid = np.array([s.funding_interval_hours != 0 for s in specs])  # 0: no funding
+        published = np.array([s.funding_rate_cap is not None for s in specs])
+        cap = np.array([FUNDING_SANITY if s.funding_rate_cap is None else s.funding_rate_cap
+                        for s in specs])
+        floor = np.array([-FUNDING_SANITY if s.funding_rate_floor is None
+                          else s.funding_rate_floor for s in specs])
+        version = np.searchsorted(starts, rows, side="right") - 1
         slack = 1e-12  # a rate printed exactly at the cap is within it
-        beyond = given & ((rates > cap + slack) | (rates < floor - slack))
+        beyond = paid[version] & ((rates > cap[version] + slack)
+                                  | (rates < floor[version] - slack))
         if beyond.any():
-            t = int(np.argmax(beyond))
-            whose = (f"{venue.name}'s bounds for it" if published[t] else
+            k = int(np.argmax(beyond))
+            t, v = rows[k], version[k]
+            whose = (f"{venue.name}'s bounds for it" if published[v] else
                      f"the plausible bounds ({venue.name} publishes no cap for it)")
             out.append(
                 f"{symbol}: {int(beyond.sum())} funding rate(s) outside {whose}, first "
-                f"{rates[t]:g} at {fmt_ts(index[t])} (bounds {floor[t]:g} .. {cap[t]:g}); "
+                f"{rates[k]:g} at {fmt_ts(index[t])} (bounds {floor[v]:g} .. {cap[v]:g}); "
                 "rates are decimal fractions per funding interval (0.0001 = 0.01%): check the "
                 "funding data")
     return out
+
+
+@njit(cache=True)
+def far_marks(mark, last, distance):
+    """Per column: how many bars have ``|mark / last - 1| > distance``, and the first (-1:
+    none); bars without a price (NaN) are not counted."""
+    n_bars, n = last.shape
+    count = np.zeros(n, dtype=np.int64)
+    first = np.full(n, -1, dtype=np.int64)
+    for t in range(n_bars):
+        for i in range(n):
+            if abs(mark[t, i] - last[t, i]) > distance * last[t, i]:
+                count[i] += 1
+                if first[i] < 0:
+                    first[i] = t
+    return count, first
 
 
 def mark_far_from_last(market: Market) -> list[str]:
@@ -72,14 +94,12 @@ def mark_far_from_last(market: Market) -> list[str]:
     out = []
     if market.mark_close is market.close:
         return out
-    with np.errstate(invalid="ignore", divide="ignore"):
-        distance = np.abs(market.mark_close / market.close - 1.0)
-    far = distance > MARK_DISTANCE  # NaN (no bar) compares False
-    for i in np.flatnonzero(far.any(axis=0)):
-        t = int(np.argmax(far[:, i]))
+    count, first = far_marks(market.mark_close, market.close, MARK_DISTANCE)
+    for i in np.flatnonzero(count):
+        t = first[i]
         out.append(
             f"{market.symbols[i]}: the mark price is more than {MARK_DISTANCE:.0%} away from "
-            f"the last price at {int(far[:, i].sum())} bar(s), first at "
+            f"the last price at {count[i]} bar(s), first at "
             f"{fmt_ts(market.index[t])} (mark close {market.mark_close[t, i]:g}, close "
             f"{market.close[t, i]:g}); margin and liquidations follow the mark: check the "
             "mark-price data")

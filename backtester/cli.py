@@ -59,8 +59,6 @@ def _cmd_run(args) -> int:
     from .backtest import run
     from .data import load_market
 
-    out = Path(args.out)
-    check_run_out(out, args.overwrite)
     symbols = names(args.symbols)
     if args.strategy:
         from .strategy import load_strategy
@@ -78,6 +76,8 @@ def _cmd_run(args) -> int:
         raise ValueError("--param sets a strategy's parameters: give --strategy NAME too")
     else:
         loader, extra = load_market, {}
+    out = Path(args.out)
+    check_run_out(out, args.overwrite)  # after the arguments' own errors, before the work
     market = market_from_options(args, loader, **extra)
     if args.strategy:
         plan = strategy.plan(market, **params)

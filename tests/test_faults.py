@@ -174,6 +174,45 @@ def test_workers_die_when_their_sweep_is_killed(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_a_worker_watches_its_parent_where_there_is_no_pdeathsig(tmp_path):
+    marker = tmp_path / "watching"
+    root = str(Path(__file__).resolve().parents[1])
+    child = ("import os, sys, time\n"
+             f"sys.path[:0] = [{root!r}]\n"
+             "from backtester.sweep import workers\n"
+             "def no_prctl(*args, **kwargs):\n"
+             "    raise OSError('no PR_SET_PDEATHSIG on this system')\n"
+             "workers.ctypes.CDLL = no_prctl\n"
+             "workers.die_with_parent(os.getppid())\n"
+             f"open({str(marker)!r}, 'w').close()\n"
+             "time.sleep(60)\n")
+    middle = ("import subprocess, sys, time\n"
+              f"child = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", middle], stdout=subprocess.PIPE)
+    pid = int(parent.stdout.readline())
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists() and _alive(pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), "the worker outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()
+        if _alive(pid) and b"die_with_parent" in _command(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 # --- unreadable files of an output folder --------------------------------------------------------
 
 

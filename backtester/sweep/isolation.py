@@ -76,6 +76,14 @@ def fault(task: Task, reason: str, *, crashed: bool, worker_was_used: bool) -> l
     return []
 
 
+def _until(deadline: float | None) -> float | None:
+    """Seconds to wait for a message before a deadline (at most an hour: a wait of very
+    many seconds overflows the system's poll)."""
+    if deadline is None:
+        return None
+    return min(3600.0, max(0.0, deadline - time.monotonic()))
+
+
 def _payload(market: Market, strategy) -> bytes:
     """The market and the strategy as sent to each worker process."""
     try:
@@ -116,8 +124,7 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
             _assign(pool, queue, payload, workers, equity, run_timeout)
             touched: dict[int, Group] = {}
             deadlines = [w.deadline for w in pool if w.deadline is not None]
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            ready = set(wait([w.inbox for w in pool], timeout))
+            ready = set(wait([w.inbox for w in pool], _until(min(deadlines, default=None))))
             for worker in list(pool):
                 task, was_ready = worker.task, worker.ready
                 event = worker.receive(run_timeout) if worker.inbox in ready else None
@@ -264,9 +271,7 @@ def _run_task(worker: Worker, task: Task, equity: bool, run_timeout: float | Non
         starts.started()
     worker.assign(task, task.runs, equity, run_timeout)
     while True:
-        timeout = (None if worker.deadline is None
-                   else max(0.0, worker.deadline - time.monotonic()))
-        if wait([worker.inbox], timeout):
+        if wait([worker.inbox], _until(worker.deadline)):
             event = worker.receive(run_timeout)
             if event is not None:
                 return event

@@ -142,7 +142,8 @@ class Worker:
         """Start a chunk (only once ready: the market has gone through the pipe by then)."""
         self.task = task
         self.deadline = None if run_timeout is None else time.monotonic() + run_timeout
-        self.outbox.send((runs, equity, run_timeout is not None))
+        with contextlib.suppress(OSError):  # it died since: receive() reports it, with the task
+            self.outbox.send((runs, equity, run_timeout is not None))
 
     def receive(self, run_timeout: float | None):
         """Read what the child sent: None (nothing that ends the chunk), ``("done",

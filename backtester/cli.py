@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from . import __version__
+from .atomic import build_folder, staging_folder
 from .cli_common import (
     PAIR_FLAGS,
     RUN_FLAGS,
@@ -17,6 +20,7 @@ from .cli_common import (
     pair_legs,
     quietly,
 )
+from .result import REPORT_FILES, entries, saved_run_extras
 
 
 def _add_run(sub) -> None:
@@ -54,6 +58,8 @@ def _add_run(sub) -> None:
                    help="fill at the next bar's open (default) or at the decision close")
     p.add_argument("--slippage", type=float, default=0.0, help="slippage as a fraction (0)")
     p.add_argument("--out", default="results", help="output directory (default ./results)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the runs saved in --out before (the whole folder)")
     p.add_argument("--no-plot", action="store_true", help="do not write equity.png")
     p.set_defaults(func=_cmd_run, flags={**RUN_FLAGS, **PAIR_FLAGS})
 
@@ -81,6 +87,8 @@ def _cmd_run(args) -> int:
     else:
         pair_legs(symbols)  # before loading: --symbols must name the two legs
         loader, extra = load_market, {}
+    out = Path(args.out)
+    check_run_out(out, args.overwrite)  # after the arguments' own errors, before the work
     market = market_from_options(args, loader, **extra)
     if args.strategy:
         plan = strategy.plan(market, **params)
@@ -105,7 +113,6 @@ def _cmd_run(args) -> int:
     if args.margin_mode == "both" and not venue_has_isolated(args.venue):
         print(f"venue {args.venue} has cross margin only (spot margin): running cross")
         modes = ("cross",)
-    out = Path(args.out)
     results = {}
     for mode in modes:
         result = quietly(run, market, orders, **{
@@ -113,8 +120,6 @@ def _cmd_run(args) -> int:
             "collateral": _amounts(args.collateral),
             "path": args.path, "fill_at": args.fill_at, "slippage": args.slippage})
         results[mode] = result
-        target_dir = out / mode if len(modes) > 1 else out
-        result.save(target_dir)
         print(f"\n== {mode} margin: {label} ==")
         print(result.describe())
         liq = result.liquidations
@@ -122,15 +127,64 @@ def _cmd_run(args) -> int:
             print(f"  liquidations (first 5 of {len(liq)}):")
             cols = ["timestamp", "symbol", "mode", "qty", "price", "margin_lost", "fee"]
             print(liq[cols].head().to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
-        print(f"  files: {target_dir}/")
-    if not args.no_plot:
-        from .plotting import plot_equity
 
-        leverage = options["leverage"]
-        lev_text = f"{leverage:g}x" if not isinstance(leverage, dict) else "per-symbol leverage"
-        path = plot_equity(results, out / "equity.png", title=f"{title}, {lev_text}")
-        print(f"\nequity curve: {path}")
+    def write(folder: Path) -> None:
+        """Every file of this command, into a new folder that then replaces --out whole."""
+        for mode, result in results.items():
+            result.save(folder / mode if len(modes) > 1 else folder)
+        if not args.no_plot:
+            from .plotting import plot_equity
+
+            leverage = options["leverage"]
+            lev_text = f"{leverage:g}x" if not isinstance(leverage, dict) else (
+                "per-symbol leverage")
+            plot_equity(results, folder / "equity.png", title=f"{title}, {lev_text}")
+
+    build_folder(out, write)
+    print()
+    for mode in modes:
+        print(f"{mode} margin files: {out / mode if len(modes) > 1 else out}/")
+    if not args.no_plot:
+        print(f"equity curve: {out / 'equity.png'}")
     return 0
+
+
+def check_run_out(out: Path, overwrite: bool) -> None:
+    """``backtester run --out``: a new or empty folder, or with --overwrite one that holds
+    only runs that ``backtester run`` saved (it is replaced whole: no stale file survives)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the run's files")
+    found = entries(out)
+    if not found:
+        return
+    if not overwrite:
+        raise ValueError(f"--out {out} is not empty (it holds {', '.join(found[:5])}"
+                         f"{' ...' if len(found) > 5 else ''}); pass --overwrite to replace it "
+                         "with this run's files, or give another --out")
+    foreign = _not_run_output(out)
+    if foreign:
+        raise ValueError(f"--out {out} holds {', '.join(foreign[:5])}"
+                         f"{' ...' if len(foreign) > 5 else ''}, which `backtester run` did not "
+                         "write; --overwrite replaces the whole folder, so it replaces only a "
+                         "folder of saved runs: move them, or give another --out")
+
+
+def _not_run_output(folder: Path) -> list[str]:
+    """What in ``folder`` a ``backtester run`` (and a ``backtester report`` of it) did not write:
+    one saved run, or one per margin mode in cross/ and isolated/, and equity.png."""
+    extras = saved_run_extras(folder)
+    if extras is not None:
+        return [name for name in extras if name != "equity.png"]
+    foreign, runs = [], 0
+    for name in entries(folder):
+        if name in ("cross/", "isolated/") and saved_run_extras(folder / name) is not None:
+            runs += 1
+            foreign += [name + extra for extra in saved_run_extras(folder / name)]
+        elif name.rstrip("/") not in REPORT_FILES | {"equity.png"}:
+            foreign.append(name)
+    return foreign if runs else entries(folder)
 
 
 def _add_data(sub) -> None:
@@ -141,6 +195,8 @@ def _add_data(sub) -> None:
     imp.add_argument("--symbol", required=True, help="symbol name, e.g. BTC_USDT")
     imp.add_argument("--kind", default="ohlc", choices=("ohlc", "mark", "funding"))
     imp.add_argument("--out", required=True, help="destination directory")
+    imp.add_argument("--overwrite", action="store_true",
+                     help="replace the file of this symbol and kind if --out holds one")
     imp.add_argument("--timestamp-column", help="name of the time column (detected if omitted)")
     imp.add_argument("--timeframe", help="bar length, e.g. 1h (inferred if omitted)")
     imp.set_defaults(func=_cmd_data_import, flags={
@@ -151,8 +207,26 @@ def _add_data(sub) -> None:
 def _cmd_data_import(args) -> int:
     from .data import import_csv
 
-    path = import_csv(args.csv, args.out, args.symbol, kind=args.kind,
-                      timestamp_column=args.timestamp_column, timeframe=args.timeframe)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give the data folder to write the parquet "
+                         "file into")
+    created = not out.exists()
+    staged = staging_folder(out / "import")  # in --out: the final rename stays on one disk
+    try:
+        written = import_csv(args.csv, staged, args.symbol, kind=args.kind,
+                             timestamp_column=args.timestamp_column, timeframe=args.timeframe)
+        path = out / written.name
+        if path.exists() and not args.overwrite:
+            raise ValueError(f"--out {out} already holds {path.name}; pass --overwrite to "
+                             "replace it, or give another --out")
+        os.replace(written, path)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     print(f"wrote {path}")
     return 0
 

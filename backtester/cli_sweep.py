@@ -58,7 +58,8 @@ def add_sweep_parser(sub) -> None:
     add_market_options(p, "symbols to load, e.g. BTC_USDT,ETH_USDT")
     p.add_argument("--backend", default="inprocess", choices=("inprocess", "processes", "dask"),
                    help="where runs execute (inprocess: numba threads; processes: a local "
-                   "pool; dask: a Dask cluster)")
+                   "pool; dask: a Dask cluster). A run whose strategy crashes its process is "
+                   "recorded as failed on processes and dask; inprocess, it ends the sweep")
     p.add_argument("--workers", type=_whole(1), help="threads or processes (default: all cores)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies dask)")
@@ -67,6 +68,13 @@ def add_sweep_parser(sub) -> None:
                    help="also save every run's equity curve (under OUT/_equity/)")
     p.add_argument("--chunk-size", type=_whole(1), help="runs per task / part file")
     p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    p.add_argument("--run-timeout", type=float, metavar="SECONDS",
+                   help="stop a run that takes longer (its strategy's call, or its simulation) "
+                   "and record it as failed; needs --backend processes or dask (default: no "
+                   "limit)")
+    p.add_argument("--repair", action="store_true",
+                   help="move files of --out that cannot be read to OUT/_corrupt/ and run "
+                   "their runs again")
     p.add_argument("--top", type=_whole(0), default=10,
                    help="rows of the best runs to print (10)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -149,11 +157,29 @@ def _loader_params(strategy, grid: dict) -> dict:
     return fixed
 
 
+def _check_sweep_options(args) -> None:
+    """The options a sweep would refuse, in the command line's terms, before data loads."""
+    from pathlib import Path
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder for the sweep's parquet "
+                         "dataset")
+    if args.run_timeout is not None:
+        if not args.run_timeout > 0:
+            raise ValueError(f"--run-timeout is a number of seconds > 0, got {args.run_timeout}")
+        if args.backend == "inprocess" and not args.scheduler:
+            raise ValueError("--run-timeout needs --backend processes (or dask): a run is "
+                             "stopped by stopping its worker process, and --backend inprocess "
+                             "runs in this one")
+
+
 def _cmd_sweep(args) -> int:
     import pandas as pd
 
     from .sweep import load_grid, sweep
+    from .sweep.storage import CorruptSweepFile
 
+    _check_sweep_options(args)
     strategy = _strategy(args.strategy)
     grid = load_grid(args.grid) if args.grid else {}
     for text in args.param:
@@ -173,7 +199,10 @@ def _cmd_sweep(args) -> int:
             table = sweep(market, strategy, grid, out=args.out, backend=args.backend,
                           workers=args.workers, scheduler=args.scheduler,
                           chunk_size=args.chunk_size, equity=args.equity,
-                          retry_failed=args.retry_failed, progress=not args.no_progress)
+                          retry_failed=args.retry_failed, run_timeout=args.run_timeout,
+                          repair=args.repair, progress=not args.no_progress)
+    except CorruptSweepFile as exc:
+        raise ValueError(exc.message("--repair")) from None
     except KeyboardInterrupt:
         print(f"\ninterrupted: the runs finished so far are saved in {args.out}/; run the same "
               "command again to resume", file=sys.stderr)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
+from .atomic import build_folder
 from .config import RunConfig
 from .data.market import Market
 from .engine import enums
@@ -27,6 +28,11 @@ ACCOUNT_COLUMNS = (
     "gross_exposure",
     "net_exposure",
 )
+# what Result.save writes into a run's folder, and what `backtester report` adds to it
+RUN_FILES = frozenset({"run.json", "account.parquet", "fills.parquet", "liquidations.parquet",
+                       "funding.parquet", "rejections.parquet", "events.parquet",
+                       "prices.parquet", "positions.parquet", "liquidation_prices.parquet"})
+REPORT_FILES = frozenset({"report.html", "report.md", "report_files"})
 
 
 class Result:
@@ -229,10 +235,29 @@ class Result:
 
     # --- persistence ----------------------------------------------------------------------
 
-    def save(self, directory) -> Path:
-        """Write every frame as parquet, plus run.json (config and summary), to ``directory``."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+    def save(self, directory, *, overwrite: bool = True) -> Path:
+        """Write every frame as parquet, plus run.json (config and summary), to ``directory``.
+
+        The files are written to a temporary folder beside ``directory`` that then takes
+        its place, so a crash leaves the run saved there before or this one, never a mix.
+        A run saved there before is replaced whole (``overwrite=False``: refused); a
+        folder that holds anything else is refused (nothing but saved runs is replaced).
+
+        Example:
+            >>> import tempfile
+            >>> from backtester import load_market, run
+            >>> from strategies import hedged_pair
+            >>> market = load_market().slice(0, 200)
+            >>> folder = Path(tempfile.mkdtemp()) / "run"
+            >>> _ = run(market, hedged_pair(market), target_kind="equity").save(folder)
+            >>> (folder / "run.json").exists()
+            True
+        """
+        target = Path(directory)
+        check_save_target(target, overwrite)
+        return build_folder(target, self._write_files)
+
+    def _write_files(self, out: Path) -> None:
         self.account.to_parquet(out / "account.parquet")
         for name in ("fills", "liquidations", "funding", "rejections", "events"):
             getattr(self, name).to_parquet(out / f"{name}.parquet", index=False)
@@ -262,7 +287,6 @@ class Result:
             "warnings": self.warnings,
         }
         (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
-        return out
 
     @classmethod
     def load(cls, directory, market: Market | None = None) -> Result:
@@ -321,6 +345,47 @@ class Result:
         leverage = np.array([saved["leverage"][s] for s in symbols], dtype=np.float64)
         return cls(market=market, config=config, venue=venue, output=output, margin_mode=mode,
                    leverage=leverage, warnings=meta.get("warnings", ()))
+
+
+def _listing(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def entries(folder: Path) -> list[str]:
+    """The names in ``folder``, sorted, a folder's with a trailing slash."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+
+
+def saved_run_extras(folder: Path) -> list[str] | None:
+    """None if ``folder`` holds no saved run (no run.json); else the names in it that
+    neither ``Result.save`` nor ``backtester report`` wrote."""
+    if not (folder / "run.json").is_file():
+        return None
+    return [name for name in entries(folder) if name.rstrip("/") not in RUN_FILES | REPORT_FILES]
+
+
+def check_save_target(target: Path, overwrite: bool) -> None:
+    """Refuse to save a run where saving would destroy something that is not a saved run."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ValueError(f"{target} is a file; a run is saved as a folder of files: give the "
+                         "path of a new or empty folder")
+    extras = saved_run_extras(target)
+    if extras is None:
+        found = entries(target)
+        if found:
+            raise ValueError(f"{target} is not empty and holds no saved run (it holds "
+                             f"{_listing(found)}); saving replaces a saved run only: give a "
+                             "new or empty folder")
+        return
+    if extras:
+        raise ValueError(f"{target} holds a saved run and also {_listing(extras)}, which saving "
+                         "over the run would delete: move them, or give another folder")
+    if not overwrite:
+        raise ValueError(f"{target} holds a saved run; pass overwrite=True to replace it, or "
+                         "give another folder")
 
 
 class _NamedVenue:

@@ -110,5 +110,5 @@ def test_run_with_collateral_on_okx(tmp_path, capsys):
     assert code == 0
     positions = pd.read_parquet(tmp_path / "positions.parquet")
     assert positions["BTC"].iloc[0] == 0.5
-    assert main(["run", "--collateral", "BTC", "--out", str(tmp_path)]) == 2
+    assert main(["run", "--collateral", "BTC", "--out", str(tmp_path / "other")]) == 2
     assert "--collateral takes COIN=AMOUNT" in capsys.readouterr().err

@@ -300,7 +300,7 @@ def test_a_users_strategy_file_runs_and_its_mistakes_are_explained(tmp_path, cap
     path = tmp_path / "mine.py"
     path.write_text(USER_STRATEGY)
     base = ["run", "--start", "2024-07-01", "--end", "2024-08-01", "--margin-mode", "cross",
-            "--no-plot", "--out", str(tmp_path / "out")]
+            "--no-plot", "--out", str(tmp_path / "out"), "--overwrite"]
     assert main(base + ["--strategy", f"{path}:flipper", "--param", "every=24"]) == 0
     fills = pd.read_parquet(tmp_path / "out" / "fills.parquet")
     assert set(fills["bar"] % 24) == {1} and (fills["symbol"] == "BTC_USDT").all()

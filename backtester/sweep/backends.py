@@ -9,19 +9,17 @@ worker are in flight: a 100,000-run sweep never holds more than that.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 import numba
-import numpy as np
 
-from ..config import RunConfig
 from ..data.market import Market
-from ..engine import batch
-from .execute import ChunkOutput, ChunkRunner
+from .execute import ChunkOutput, ChunkRunner, warm_up_serial
 from .grid import Run
+from .isolation import CACHES, run_chunk_alone, run_pool
 
 BACKENDS = ("inprocess", "processes", "dask")
 Chunks = Iterable[list[Run]]
@@ -43,35 +41,6 @@ def run_inprocess(market: Market, strategy, chunks: Chunks, *, equity: bool,
 
 # --- a local process pool -------------------------------------------------------------------
 
-_WORKER: ChunkRunner | None = None
-
-
-def _init_worker(market: Market, strategy) -> None:
-    global _WORKER
-    _WORKER = ChunkRunner(market, strategy)
-
-
-def _pool_task(runs: list[Run], equity: bool) -> ChunkOutput:
-    return _WORKER.run_chunk(runs, equity=equity, parallel=False)
-
-
-def warm_up_serial() -> None:
-    """Compile (or load from numba's cache) the one-thread batch before workers start.
-
-    Workers then load it from the on-disk cache instead of each compiling it.
-    """
-    from ..data.market import Market
-    from ..prepare import prepare_run
-
-    market = Market.from_arrays(["WARM_UP"], [1.0], [1.0], [1.0], [1.0])
-    prepared = prepare_run(market, np.full((1, 1), np.nan), RunConfig(venue="flat", leverage=1))
-    inputs = prepared.inputs
-    runs = batch.Runs(inputs.trading.targets[None], inputs.trading.has_target[None],
-                      np.zeros((0, batch.N_RUN_FIELDS)), np.zeros((0, 1), dtype=np.int64),
-                      np.zeros((0,) + inputs.sym.shape), np.zeros((0, 1)))
-    batch.run_batch_serial(0, 1, inputs.bars, inputs.versions, runs, 8760.0,
-                           np.zeros((0, batch.N_METRICS)), np.zeros((0, 1)))
-
 
 def _bounded(submit, chunks: Chunks, slots: int):
     """Submit chunks keeping ``slots`` in flight; returns (pending dict, refill function)."""
@@ -90,46 +59,35 @@ def _bounded(submit, chunks: Chunks, slots: int):
 
 
 def run_processes(market: Market, strategy, chunks: Chunks, *, equity: bool,
-                  workers: int | None = None) -> Iterator[tuple[list[Run], ChunkOutput]]:
+                  workers: int | None = None, run_timeout: float | None = None
+                  ) -> Iterator[tuple[list[Run], ChunkOutput]]:
     """Chunks on ``workers`` processes (default: one per core), one thread each.
 
-    Processes are spawned (not forked: a fork after numba's threads started is
-    unsafe); each receives the market once. The strategy function must be
-    importable (defined in a module, not in ``__main__`` or a notebook).
+    Each worker is a new Python process (not a fork: a fork after numba's threads
+    started is unsafe) that receives the market once. The strategy function must be
+    importable (defined in a module, not in ``__main__`` or a notebook). A run that
+    kills its worker, or a step of a run that goes past ``run_timeout`` seconds, is
+    recorded as failed and the sweep goes on (``isolation``).
     """
     workers = int(workers or multiprocessing.cpu_count())
     warm_up_serial()
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(market, strategy))
-    try:
-        pending, refill = _bounded(lambda runs: pool.submit(_pool_task, runs, equity), chunks,
-                                   2 * workers)
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                runs = pending.pop(future)
-                yield runs, future.result()
-            refill()
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    yield from run_pool(market, strategy, chunks, equity=equity, workers=max(1, workers),
+                        run_timeout=run_timeout)
 
 
 # --- Dask distributed ------------------------------------------------------------------------
 
-_DASK_RUNNERS: dict[str, ChunkRunner] = {}
+def _dask_task(market: Market, strategy, runs: list[Run], equity: bool, token: str,
+               run_timeout: float | None) -> ChunkOutput:
+    """A chunk on a Dask worker, run in worker processes of its own (kept for the sweep's
+    next chunks), so that a run that crashes or hangs does not take the Dask worker along."""
+    cache = CACHES.get(token, market, strategy)
+    return run_chunk_alone(cache, runs, equity=equity, run_timeout=run_timeout)
 
 
-def _dask_task(market: Market, strategy, runs: list[Run], equity: bool,
-               token: str) -> ChunkOutput:
-    """A chunk on a Dask worker; the worker keeps one runner (and its caches) per sweep."""
-    runner = _DASK_RUNNERS.get(token)
-    if runner is None:
-        while len(_DASK_RUNNERS) >= 2:  # earlier sweeps' caches
-            _DASK_RUNNERS.pop(next(iter(_DASK_RUNNERS)))
-        runner = _DASK_RUNNERS[token] = ChunkRunner(market, strategy)
-    return runner.run_chunk(runs, equity=equity, parallel=False)
+def _dask_release(token: str) -> None:
+    """Stop the worker processes a sweep left on this Dask worker."""
+    CACHES.release(token)
 
 
 def _dask_client(client, scheduler: str | None, workers: int | None):
@@ -148,17 +106,20 @@ def _dask_client(client, scheduler: str | None, workers: int | None):
 
 
 def run_dask(market: Market, strategy, chunks: Chunks, *, equity: bool, client=None,
-             scheduler: str | None = None,
-             workers: int | None = None) -> Iterator[tuple[list[Run], ChunkOutput]]:
+             scheduler: str | None = None, workers: int | None = None,
+             run_timeout: float | None = None) -> Iterator[tuple[list[Run], ChunkOutput]]:
     """Chunks as tasks on a Dask cluster: ``client``, or the scheduler at ``scheduler``
     (``tcp://host:8786``), or else a local cluster of ``workers`` processes.
 
     The market is scattered to every worker once; each task returns only its
     summary rows (and curves when asked). Workers need backtester and the
-    strategy's module importable.
+    strategy's module importable. Each Dask worker runs its chunks in a process of its
+    own, as the ``processes`` backend does (a crash or a run past ``run_timeout`` is a
+    failed run): it holds a second copy of the market.
     """
     from distributed import as_completed
 
+    warm_up_serial()  # a local cluster's workers then load the compiled batch from the cache
     client, own = _dask_client(client, scheduler, workers)
     try:
         market_future = client.scatter(market, broadcast=True, hash=False)
@@ -169,7 +130,7 @@ def run_dask(market: Market, strategy, chunks: Chunks, *, equity: bool, client=N
 
         def submit(runs):
             future = client.submit(_dask_task, market_future, strategy, runs, equity, token,
-                                   pure=False)
+                                   run_timeout, pure=False)
             finished.add(future)
             futures[future.key] = future
             return future.key
@@ -186,6 +147,8 @@ def run_dask(market: Market, strategy, chunks: Chunks, *, equity: bool, client=N
             client.cancel(list(futures.values()))
             raise
     finally:
+        with contextlib.suppress(Exception):  # workers that are gone have nothing to stop
+            client.run(_dask_release, token)
         if own:
             cluster = getattr(client, "cluster", None)
             client.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -18,7 +20,7 @@ from .backends import BACKENDS, run_dask, run_inprocess, run_processes
 from .execute import window_bounds
 from .grid import Grid, Run, load_grid, strategy_name
 from .progress import Progress
-from .storage import SweepStore, column_kinds, conform, equity_frame, summary_frame
+from .storage import CORRUPT_DIR, SweepStore, column_kinds, conform, equity_frame, summary_frame
 
 # distinct target arrays of one chunk stay under this many bytes (they are (T, N) float64)
 TARGETS_BUDGET = 500 * 2**20
@@ -38,6 +40,8 @@ def sweep(
     chunk_size: int | None = None,
     equity: bool = False,
     retry_failed: bool = False,
+    run_timeout: float | None = None,
+    repair: bool = False,
     progress: bool | TextIO = False,
     **options,
 ) -> pd.DataFrame:
@@ -67,9 +71,20 @@ def sweep(
     - ``out``: a directory for the parquet dataset, written chunk by chunk as runs
       finish. Rerunning into the same directory skips the runs already there
       (``retry_failed=True`` reruns the failed ones), so an interrupted sweep resumes.
+      A file there that cannot be read is refused, named; ``repair=True`` moves such
+      files to ``out/_corrupt/`` and runs their runs again.
     - ``backend``: ``"inprocess"`` (one numba-parallel call per chunk: fastest on
       one machine), ``"processes"`` (a local process pool of ``workers``) or
       ``"dask"`` (a ``client``, the scheduler at ``scheduler``, or a local cluster).
+      The last two run chunks in worker processes, so a run whose strategy kills its
+      process (``os._exit``, a segmentation fault, the out-of-memory killer) is recorded
+      as failed (``WorkerCrash: ...``) and the sweep goes on; in-process, it ends the
+      sweep (and this process): use ``"processes"`` for strategies that may crash.
+    - ``run_timeout``: seconds a run may take, on the ``processes`` and ``dask``
+      backends: for its strategy's call (with its callback's simulation), and for its
+      simulation (a compiled call of n runs together gets n times as long). A run past
+      it is stopped with its worker and recorded as failed (``Timeout: ...``). The
+      ``inprocess`` backend cannot stop a run, and refuses a time limit.
     - ``equity``: also save each run's equity curve under ``out`` (read them with
       ``read_equity``); otherwise no curve outlives its run.
     - ``progress``: print runs done, runs/s and the time left on stderr (or on
@@ -80,7 +95,11 @@ def sweep(
     and options), the parameters and the options it ran with, ``window_start``/``window_end``,
     the figures of ``Result.summary()`` and ``error`` (the message of a run that
     failed, whose figures are NaN). Rows come in grid order; the figures do not
-    depend on the backend or the number of workers.
+    depend on the backend or the number of workers. A failed run stays failed on a
+    rerun into the same ``out`` unless ``retry_failed=True``.
+
+    When a chunk's worker dies (or is stopped at the time limit), its runs run again
+    one at a time to find the one that did it; only that run is recorded as failed.
 
     Example:
         >>> from backtester import load_market, sweep
@@ -103,11 +122,19 @@ def sweep(
     if isinstance(grid, str | Path):
         grid = load_grid(grid)
     backend = _backend(backend, client, scheduler)
+    run_timeout = _run_timeout(run_timeout, backend)
     plan = Grid(grid, strategy=strategy_name(strategy), defaults=options)
     plan.check_strategy(strategy)
     kinds = column_kinds(plan)
     bounds = _check_inputs(market, plan)
-    store = SweepStore(out, market) if out is not None else None
+    if repair and out is None:
+        raise ValueError("repair=True mends the output folder of a sweep: give out")
+    store = SweepStore(out, market, repair=repair) if out is not None else None
+    if store is not None and store.repaired:
+        warnings.warn(f"{len(store.repaired)} file(s) of {out} that could not be read were "
+                      f"moved to {Path(out) / CORRUPT_DIR}/ ("
+                      f"{', '.join(p.name for p in store.repaired)}); their runs run again",
+                      stacklevel=2)
     if equity and store is None:
         raise ValueError("equity=True saves the curves under out=DIRECTORY; give out")
     done = store.done_ids(retry_failed) if store else set()
@@ -121,10 +148,11 @@ def sweep(
     if backend == "inprocess":
         finished = run_inprocess(market, strategy, chunks, equity=equity, workers=workers)
     elif backend == "processes":
-        finished = run_processes(market, strategy, chunks, equity=equity, workers=workers)
+        finished = run_processes(market, strategy, chunks, equity=equity, workers=workers,
+                                 run_timeout=run_timeout)
     else:
         finished = run_dask(market, strategy, chunks, equity=equity, client=client,
-                            scheduler=scheduler, workers=workers)
+                            scheduler=scheduler, workers=workers, run_timeout=run_timeout)
 
     meter = Progress(len(order), skipped, stream=progress if not isinstance(progress, bool)
                      else sys.stderr, enabled=bool(progress))
@@ -168,6 +196,20 @@ def _backend(backend: str, client, scheduler) -> str:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                          f"got {backend!r}")
     return backend
+
+
+def _run_timeout(run_timeout, backend: str) -> float | None:
+    if run_timeout is None:
+        return None
+    if isinstance(run_timeout, bool) or not isinstance(run_timeout, int | float) or not (
+            math.isfinite(run_timeout) and run_timeout > 0):
+        raise ValueError(f"run_timeout is a number of seconds > 0 (or None: no limit), got "
+                         f"{run_timeout!r}")
+    if backend == "inprocess":
+        raise ValueError("run_timeout needs a backend that runs in worker processes, which "
+                         "can be stopped: backend='processes' or 'dask' (the inprocess "
+                         "backend cannot stop a run without stopping this process)")
+    return float(run_timeout)
 
 
 def _check_inputs(market: Market, plan: Grid) -> dict:

@@ -15,6 +15,7 @@ with its error, and the others go on.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -43,6 +44,30 @@ class ChunkOutput:
     errors: list[str | None]  # "ExceptionType: message" for a failed run
     equity: list[np.ndarray | None] | None  # each run's equity curve, when asked for
     options: list[dict | None] | None = None  # each run's options as run (None: failed early)
+
+    @classmethod
+    def empty(cls, runs: list[Run], equity: bool) -> ChunkOutput:
+        """No figures yet: NaN metrics, no error, no curve."""
+        return cls(run_ids=[r.run_id for r in runs],
+                   metrics=np.full((len(runs), batch.N_METRICS), np.nan),
+                   errors=[None] * len(runs), equity=[None] * len(runs) if equity else None,
+                   options=[None] * len(runs))
+
+    def put(self, k: int, other: ChunkOutput, j: int) -> None:
+        """Run k of this output is run j of ``other``."""
+        self.metrics[k] = other.metrics[j]
+        self.errors[k] = other.errors[j]
+        if self.equity is not None and other.equity is not None:
+            self.equity[k] = other.equity[j]
+        if other.options is not None:
+            self.options[k] = other.options[j]
+
+    def fail(self, k: int, error: str) -> None:
+        """Run k failed with ``error`` (its figures stay NaN)."""
+        self.metrics[k] = np.nan
+        self.errors[k] = error
+        if self.equity is not None:
+            self.equity[k] = None
 
 
 def window_bounds(market: Market, window: tuple[str | None, str | None]) -> tuple[int, int]:
@@ -125,16 +150,19 @@ class ChunkRunner:
 
     # --- a chunk ---------------------------------------------------------------------------
 
-    def run_chunk(self, runs: list[Run], *, equity: bool = False,
-                  parallel: bool = True) -> ChunkOutput:
-        """Run ``runs``: one batch call per shared market and rules, callbacks one by one."""
-        out = ChunkOutput(run_ids=[r.run_id for r in runs],
-                          metrics=np.full((len(runs), batch.N_METRICS), np.nan),
-                          errors=[None] * len(runs),
-                          equity=[None] * len(runs) if equity else None,
-                          options=[None] * len(runs))
+    def run_chunk(self, runs: list[Run], *, equity: bool = False, parallel: bool = True,
+                  on_step: Callable[[int], object] | None = None) -> ChunkOutput:
+        """Run ``runs``: one batch call per shared market and rules, callbacks one by one.
+
+        ``on_step(n)`` is called as each step starts that works for ``n`` runs: a run's
+        preparation (its strategy's call) with its callback, and a batch call of n runs
+        (what a time limit per run is measured against).
+        """
+        step = on_step or (lambda n: None)
+        out = ChunkOutput.empty(runs, equity)
         groups: dict = {}
         for k, r in enumerate(runs):
+            step(1)
             try:
                 prepared, config = self.prepare(r)
             except Exception as exc:
@@ -147,7 +175,8 @@ class ChunkRunner:
             inputs = prepared.inputs
             groups.setdefault((id(inputs.bars), id(inputs.versions)), []).append((k, prepared))
         for members in groups.values():
-            self._run_batch(members, out, equity, parallel)
+            step(len(members))
+            self._run_batch(members, out, equity, parallel, step)
         return out
 
     def _run_callback(self, k: int, prepared: PreparedRun, out: ChunkOutput, equity: bool):
@@ -173,7 +202,8 @@ class ChunkRunner:
         if equity:
             out.equity[k] = output.account[enums.Out.EQUITY].copy()
 
-    def _run_batch(self, members: list, out: ChunkOutput, equity: bool, parallel: bool):
+    def _run_batch(self, members: list, out: ChunkOutput, equity: bool, parallel: bool,
+                   step: Callable[[int], object]):
         """Runs that share their market and rules and trade targets: one compiled call."""
         first = members[0][1]
         stack: dict = {}  # id of a target array -> its row in the stack
@@ -217,10 +247,27 @@ class ChunkRunner:
                 return
             # find the culprit: every run alone, so that one failure stays one failed row
             for member in members:
-                self._run_batch([member], out, equity, False)
+                step(1)
+                self._run_batch([member], out, equity, False, step)
             return
         for j, (k, _) in enumerate(members):
             out.metrics[k] = summary[j]
             if equity:
                 out.equity[k] = curves[j].copy()
 
+
+def warm_up_serial() -> None:
+    """Compile (or load from numba's cache) the one-thread batch.
+
+    Called before workers start, so that they load it from the on-disk cache instead of
+    each compiling it, and in each worker before its first run, so that a run's time
+    limit does not count the loading.
+    """
+    market = Market.from_arrays(["WARM_UP"], [1.0], [1.0], [1.0], [1.0])
+    prepared = prepare_run(market, np.full((1, 1), np.nan), RunConfig(venue="flat", leverage=1))
+    inputs = prepared.inputs
+    runs = batch.Runs(inputs.trading.targets[None], inputs.trading.has_target[None],
+                      np.zeros((0, batch.N_RUN_FIELDS)), np.zeros((0, 1), dtype=np.int64),
+                      np.zeros((0,) + inputs.sym.shape), np.zeros((0, 1)))
+    batch.run_batch_serial(0, 1, inputs.bars, inputs.versions, runs, 8760.0,
+                           np.zeros((0, batch.N_METRICS)), np.zeros((0, 1)))

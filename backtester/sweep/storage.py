@@ -6,11 +6,15 @@ Layout::
                                       pandas.read_parquet(OUT))
     OUT/_equity/part-00001.parquet    per-run equity curves, long form, when asked for
     OUT/_sweep.json                   which market the sweep ran on
+    OUT/_corrupt/                     files that could not be read, moved aside by a
+                                      sweep with repair=True (their runs ran again)
 
 Each part is written to a hidden temporary file and then linked under its
-final name, so an interrupt loses at most the chunk in flight and never leaves
-a half-written part. Names starting with ``_`` or ``.`` are skipped by parquet
-readers, so ``pd.read_parquet(OUT)`` sees the summary rows only.
+final name, and ``_sweep.json`` is replaced by a rename, so an interrupt loses at
+most the chunk in flight and never leaves a half-written file. A file broken
+otherwise (a disk fault, a copy cut short) is named in the error, which says what to
+do. Names starting with ``_`` or ``.`` are skipped by parquet readers, so
+``pd.read_parquet(OUT)`` sees the summary rows only.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..atomic import write_text
 from ..data.market import Market
 from ..engine.batch import COUNT_METRICS, METRICS
 from .grid import OPTION_DEFAULTS, RUN_OPTIONS, Grid, Run
 
 META = "_sweep.json"
 EQUITY_DIR = "_equity"
+CORRUPT_DIR = "_corrupt"
 OPTION_COLUMNS = ("margin_mode", "leverage", "venue", "venue_overrides", "initial_balance",
                   "target_kind", "fill_at", "path", "slippage", "reduce_to_fit", "instruments",
                   "spot_fee", "position_mode", "collateral", "window_start", "window_end")
@@ -169,12 +175,49 @@ def market_fingerprint(market: Market) -> dict:
             "last": last, "sha256": digest.hexdigest()[:16]}
 
 
+class CorruptSweepFile(ValueError):
+    """A file of a sweep's output folder that cannot be read, and what to do about it.
+
+    ``str()`` says it in Python's terms (``repair=True``); ``message("--repair")`` in
+    the command line's.
+    """
+
+    def __init__(self, path: Path, problem: str, remedy: str):
+        self.path, self.problem, self.remedy = Path(path), problem, remedy
+        super().__init__(self.message("repair=True"))
+
+    def message(self, repair: str) -> str:
+        return f"{self.path} cannot be read ({self.problem}). " + self.remedy.format(
+            repair=repair)
+
+
+def _problem(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _corrupt_part(path: Path, exc: BaseException) -> CorruptSweepFile:
+    folder = path.parent.parent if path.parent.name == EQUITY_DIR else path.parent
+    return CorruptSweepFile(path, _problem(exc),
+                            f"Run the sweep again with {{repair}}: it moves the file to "
+                            f"{folder / CORRUPT_DIR}/ and runs the runs it held again")
+
+
+def _read_part(path: Path, **kwargs) -> pa.Table:
+    """A part file as a table; a ``CorruptSweepFile`` naming it if it cannot be read."""
+    try:
+        return pq.read_table(path, **kwargs)
+    except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
+        raise _corrupt_part(path, exc) from exc
+
+
 def _parts(folder: Path) -> list[Path]:
     return sorted(folder.glob("part-*.parquet"))
 
 
-def _write_part(table: pa.Table, folder: Path, number: int) -> int:
-    """Write ``table`` as part ``number`` or the next free number; returns the number used."""
+def _write_part(table: pa.Table, folder: Path, number: int, exact: bool = False) -> int:
+    """Write ``table`` as part ``number`` or the next free number (``exact``: that number
+    or FileExistsError); returns the number used."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
     pq.write_table(table, tmp)
@@ -184,9 +227,23 @@ def _write_part(table: pa.Table, folder: Path, number: int) -> int:
                 os.link(tmp, folder / f"part-{number:05d}.parquet")
                 return number
             except FileExistsError:  # another sweep into the same folder took it
+                if exact:
+                    raise
                 number += 1
     finally:
         tmp.unlink()
+
+
+def _move_aside(path: Path, folder: Path) -> Path:
+    """Move a file of the sweep in ``folder`` to ``folder/_corrupt/`` (same relative path)."""
+    target = folder / CORRUPT_DIR / path.relative_to(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while target.exists():
+        n += 1
+        target = target.with_name(f"{path.stem}-{n}{path.suffix}")
+    os.replace(path, target)
+    return target
 
 
 def _dedupe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -200,35 +257,77 @@ def _dedupe(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class SweepStore:
-    """The output directory of a sweep (see the module docstring)."""
+    """The output directory of a sweep (see the module docstring).
 
-    def __init__(self, directory: str | Path, market: Market):
+    ``repair=True`` moves the files that cannot be read to ``_corrupt/`` (a part with
+    its equity part, so that its runs run again with their curves) instead of refusing
+    them; ``repaired`` lists the files moved.
+    """
+
+    def __init__(self, directory: str | Path, market: Market, repair: bool = False):
         self.folder = Path(directory)
+        self.repaired: list[Path] = []
         if self.folder.exists() and not self.folder.is_dir():
             raise ValueError(f"sweep output {self.folder} is a file; give a directory")
         self.folder.mkdir(parents=True, exist_ok=True)
         fingerprint = market_fingerprint(market)
         meta = self.folder / META
-        if meta.exists():
-            saved = json.loads(meta.read_text())
+        saved = self._read_meta(meta, repair)
+        if saved is not None:
             if saved.get("market") != fingerprint:
                 raise ValueError(
                     f"{self.folder} holds a sweep on other market data ({saved.get('market')}); "
                     f"this market is {fingerprint}. Resume with the same data, or give another "
                     "output directory"
                 )
-        elif _parts(self.folder):
+        elif _parts(self.folder) and not self.repaired:
             raise ValueError(f"{self.folder} holds parquet parts but no {META}: not a sweep "
                              "output; give another output directory")
         else:
-            meta.write_text(json.dumps({"market": fingerprint}, indent=2))
+            write_text(meta, json.dumps({"market": fingerprint}, indent=2))
+        if repair:
+            self._repair()
         self._next = len(_parts(self.folder)) + 1
+
+    def _read_meta(self, meta: Path, repair: bool) -> dict | None:
+        """What ``_sweep.json`` says; None if there is none (or a corrupt one moved aside)."""
+        if not meta.exists():
+            return None
+        try:
+            saved = json.loads(meta.read_text())
+            if not isinstance(saved, dict):
+                raise ValueError(f"a JSON object was expected, found {type(saved).__name__}")
+            return saved
+        except (ValueError, UnicodeDecodeError) as exc:
+            if not repair:
+                raise CorruptSweepFile(
+                    meta, _problem(exc),
+                    f"It records which market data the sweep ran on. If the parts in "
+                    f"{self.folder} were run on this data, run the sweep again with {{repair}}: "
+                    f"the file is moved to {self.folder / CORRUPT_DIR}/ and written anew; "
+                    "otherwise give another output folder") from exc
+        self.repaired.append(_move_aside(meta, self.folder))
+        return None
+
+    def _repair(self) -> None:
+        """Read every part whole; move those that cannot be read (and their pairs) aside."""
+        equity_dir = self.folder / EQUITY_DIR
+        bad = set()
+        for part in _parts(self.folder) + _parts(equity_dir):
+            try:
+                _read_part(part)
+            except CorruptSweepFile:
+                bad.add(part.name)  # the summary part and the equity part of one chunk
+        for name in sorted(bad):
+            for part in (self.folder / name, equity_dir / name):
+                if part.exists():
+                    self.repaired.append(_move_aside(part, self.folder))
 
     def done_ids(self, retry_failed: bool = False) -> set[str]:
         """Ids of the runs already in the dataset (successful ones only if ``retry_failed``)."""
         done: set[str] = set()
         for part in _parts(self.folder):
-            table = pq.read_table(part, columns=["run_id", "error"])
+            table = _read_part(part, columns=["run_id", "error"])
             ids = table.column("run_id").to_pylist()
             if retry_failed:
                 errors = table.column("error").to_pylist()
@@ -237,13 +336,20 @@ class SweepStore:
         return done
 
     def write(self, summary: pd.DataFrame, equity: pd.DataFrame | None = None) -> Path:
-        """Append one finished chunk (and its equity curves) as new part files."""
+        """Append one finished chunk (and its equity curves) as new part files, the two
+        under one number."""
         number = self._next
-        if equity is not None:
-            number = _write_part(pa.Table.from_pandas(equity, preserve_index=False),
-                                 self.folder / EQUITY_DIR, number)
-        number = _write_part(pa.Table.from_pandas(summary, preserve_index=False), self.folder,
-                             number)
+        rows = pa.Table.from_pandas(summary, preserve_index=False)
+        while True:
+            if equity is not None:
+                number = _write_part(pa.Table.from_pandas(equity, preserve_index=False),
+                                     self.folder / EQUITY_DIR, number)
+            try:
+                number = _write_part(rows, self.folder, number, exact=equity is not None)
+                break
+            except FileExistsError:  # another sweep took the number in the summary only
+                (self.folder / EQUITY_DIR / f"part-{number:05d}.parquet").unlink()
+                number += 1
         self._next = number + 1
         return self.folder / f"part-{number:05d}.parquet"
 
@@ -270,7 +376,7 @@ def read_sweep(directory: str | Path) -> pd.DataFrame:
     parts = _parts(Path(directory))
     if not parts:
         return pd.DataFrame()
-    frames = [pq.read_table(p).to_pandas() for p in parts]
+    frames = [_read_part(p).to_pandas() for p in parts]
     return _dedupe(pd.concat(frames, ignore_index=True)).reset_index(drop=True)
 
 
@@ -286,7 +392,7 @@ def read_equity(directory: str | Path, run_ids=None) -> pd.DataFrame:
         raise FileNotFoundError(f"{folder} holds no equity curves: run the sweep with "
                                 "equity=True (--equity on the command line)")
     filters = None if run_ids is None else [("run_id", "in", list(run_ids))]
-    frame = pd.concat([pq.read_table(p, filters=filters).to_pandas() for p in parts],
+    frame = pd.concat([_read_part(p, filters=filters).to_pandas() for p in parts],
                       ignore_index=True)
     frame = frame.drop_duplicates(["run_id", "timestamp"], keep="last")
     wide = frame.pivot(index="timestamp", columns="run_id", values="equity")

@@ -1,0 +1,306 @@
+"""Runs isolated in worker processes: a run that kills its worker or runs past its time limit
+is recorded as failed, and the sweep goes on.
+
+A chunk runs in one worker (``workers.Worker``). When that worker dies or is stopped
+for running past the time limit, nothing of the chunk came back and any of its runs may
+be the cause: its runs are then run one at a time, and only a run that fails alone is
+recorded as failed (``WorkerCrash: ...`` or ``Timeout: ...`` in its ``error``). A run
+that crashes a worker which had run other chunks before is tried once more in a new
+worker, so that what those chunks left behind (memory, caches) is not blamed on it. The
+chunk's outcome goes to the summary once every run of it has one, as one part file.
+
+Two drivers share these rules: ``run_pool`` keeps a pool of workers busy (the
+``processes`` backend), ``run_chunk_alone`` runs one chunk to the end in workers of its
+own (inside a Dask task).
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+
+from ..data.market import Market
+from .execute import ChunkOutput
+from .grid import Run
+from .workers import StartFailures, Worker, crash_reason, timeout_reason
+
+
+@dataclass
+class Group:
+    """One chunk of the sweep until every run of it has an outcome."""
+
+    runs: list[Run]
+    output: ChunkOutput
+    left: int
+
+
+@dataclass
+class Task:
+    """Some runs of a group, to run together in one worker."""
+
+    group: Group
+    positions: list[int]  # which runs of the group
+    fresh: bool = False  # only in a worker that has run nothing yet
+
+    @property
+    def runs(self) -> list[Run]:
+        return [self.group.runs[k] for k in self.positions]
+
+
+def new_group(runs: list[Run], equity: bool) -> tuple[Group, Task]:
+    group = Group(runs, ChunkOutput.empty(runs, equity), len(runs))
+    return group, Task(group, list(range(len(runs))))
+
+
+def settle(task: Task, output: ChunkOutput) -> None:
+    """The task came back: its runs' rows (successes and ordinary failures)."""
+    for j, k in enumerate(task.positions):
+        task.group.output.put(k, output, j)
+    task.group.left -= len(task.positions)
+
+
+def fault(task: Task, reason: str, *, crashed: bool, worker_was_used: bool) -> list[Task]:
+    """The task's worker died (``crashed``) or was stopped at the time limit: the tasks that
+    find out which run did it. A run alone is the culprit, and recorded failed."""
+    if len(task.positions) > 1:
+        return [Task(task.group, [k]) for k in task.positions]
+    if crashed and worker_was_used and not task.fresh:
+        return [Task(task.group, task.positions, fresh=True)]
+    task.group.output.fail(task.positions[0], reason)
+    task.group.left -= 1
+    return []
+
+
+def _until(deadline: float | None) -> float | None:
+    """Seconds to wait for a message before a deadline (at most an hour: a wait of very
+    many seconds overflows the system's poll)."""
+    if deadline is None:
+        return None
+    return min(3600.0, max(0.0, deadline - time.monotonic()))
+
+
+def _payload(market: Market, strategy) -> bytes:
+    """The market and the strategy as sent to each worker process."""
+    try:
+        return pickle.dumps((market, strategy), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise ValueError(f"the strategy {strategy!r} cannot be sent to worker processes "
+                         f"({exc}); define it at the top level of a module (not inside a "
+                         "function, nor as a lambda)") from exc
+
+
+# --- a pool of workers: the processes backend ---------------------------------------------------
+
+
+def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: bool,
+             workers: int, run_timeout: float | None
+             ) -> Iterator[tuple[list[Run], ChunkOutput]]:
+    """Chunks on ``workers`` worker processes; yields ``(runs, output)`` per chunk as it
+    completes. At most two chunks per worker are open at a time."""
+    payload = _payload(market, strategy)
+    starts = StartFailures()
+    pool: list[Worker] = []
+    queue: deque[Task] = deque()
+    pending = iter(chunks)
+    open_groups = 0
+    exhausted = False
+    clean = False
+    try:
+        while True:
+            while not exhausted and open_groups < 2 * workers:
+                runs = next(pending, None)
+                if runs is None:
+                    exhausted = True
+                else:
+                    queue.append(new_group(runs, equity)[1])
+                    open_groups += 1
+            if exhausted and not queue and all(w.task is None for w in pool):
+                break
+            _assign(pool, queue, payload, workers, equity, run_timeout)
+            touched: dict[int, Group] = {}
+            deadlines = [w.deadline for w in pool if w.deadline is not None]
+            ready = set(wait([w.inbox for w in pool], _until(min(deadlines, default=None))))
+            for worker in list(pool):
+                task, was_ready = worker.task, worker.ready
+                event = worker.receive(run_timeout) if worker.inbox in ready else None
+                if worker.ready and not was_ready:
+                    starts.started()
+                if event is None and worker.overdue(time.monotonic()):
+                    worker.kill()
+                    event = ("timeout", None)
+                if event is None:
+                    continue
+                if event[0] == "done":
+                    settle(task, event[1])
+                    touched[id(task.group)] = task.group
+                    continue
+                pool.remove(worker)  # it died, or was stopped at the time limit
+                if not worker.ready:
+                    starts.died(event[1])  # another one starts in its place
+                if task is None:
+                    continue  # an idle or starting worker died: nothing lost
+                crashed = event[0] == "died"
+                reason = crash_reason(event[1]) if crashed else timeout_reason(run_timeout)
+                queue.extendleft(reversed(fault(task, reason, crashed=crashed,
+                                                worker_was_used=worker.used)))
+                touched[id(task.group)] = task.group
+            for group in touched.values():
+                if group.left == 0:
+                    open_groups -= 1
+                    yield group.runs, group.output
+        clean = True
+    finally:
+        for worker in pool:
+            if clean:
+                worker.stop()
+            else:
+                worker.kill()
+
+
+def _assign(pool: list[Worker], queue: deque[Task], payload: bytes, size: int, equity: bool,
+            run_timeout: float | None) -> None:
+    """Give queued tasks to idle workers; start workers while tasks wait and there is room.
+
+    A task that must run in a fresh worker takes one that has run nothing (an idle worker
+    that has is stopped to make room for one when the pool is full)."""
+    idle = [w for w in pool if w.ready and w.task is None]
+    for task in list(queue):
+        if not idle:
+            break
+        choices = [w for w in idle if not w.used] if task.fresh else idle
+        if not choices:
+            continue
+        worker = max(choices, key=lambda w: w.used)  # keep the fresh ones for fresh tasks
+        idle.remove(worker)
+        queue.remove(task)
+        worker.assign(task, task.runs, equity, run_timeout)
+    starting = sum(1 for w in pool if not w.ready)
+    waiting = len(queue) - starting
+    if waiting > 0 and len(pool) >= size and any(t.fresh for t in queue) and starting == 0:
+        spare = next((w for w in idle if w.used), None)
+        if spare is not None:
+            spare.stop()
+            pool.remove(spare)
+    while waiting > 0 and len(pool) < size:
+        pool.append(Worker(payload))
+        waiting -= 1
+
+
+# --- one chunk in workers of its own: inside a Dask task ----------------------------------------
+
+
+class WorkerCache:
+    """Idle workers of one sweep kept by a process that runs its chunks (a Dask worker),
+    so that a worker (and the market it holds) serves chunk after chunk."""
+
+    def __init__(self, market: Market, strategy):
+        self.payload = _payload(market, strategy)
+        self.idle: list[Worker] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        self.starts = StartFailures()
+
+    def take(self, fresh: bool = False) -> Worker:
+        with self.lock:
+            for worker in list(self.idle):
+                if worker.process.poll() is not None:  # died while idle
+                    self.idle.remove(worker)
+                    worker.kill()
+                elif not (fresh and worker.used):
+                    self.idle.remove(worker)
+                    return worker
+        return Worker(self.payload)
+
+    def give_back(self, worker: Worker) -> None:
+        with self.lock:
+            if not self.closed:
+                self.idle.append(worker)
+                return
+        worker.stop()  # the sweep ended while this chunk ran
+
+    def close(self) -> None:
+        with self.lock:
+            workers, self.idle, self.closed = self.idle, [], True
+        for worker in workers:
+            worker.stop()
+
+
+def run_chunk_alone(cache: WorkerCache, runs: list[Run], *, equity: bool,
+                    run_timeout: float | None) -> ChunkOutput:
+    """One chunk to the end, in workers from ``cache``: every run gets an outcome."""
+    group, first = new_group(runs, equity)
+    queue = deque([first])
+    while queue:
+        task = queue.popleft()
+        worker = cache.take(fresh=task.fresh)
+        try:
+            event = _run_task(worker, task, equity, run_timeout, cache.starts)
+        except BaseException:
+            worker.kill()
+            raise
+        if event is None:  # it died while starting: another worker, same task
+            queue.appendleft(task)
+            continue
+        if event[0] == "done":
+            settle(task, event[1])
+            cache.give_back(worker)
+            continue
+        crashed = event[0] == "died"
+        reason = crash_reason(event[1]) if crashed else timeout_reason(run_timeout)
+        queue.extendleft(reversed(fault(task, reason, crashed=crashed,
+                                        worker_was_used=worker.used)))
+    return group.output
+
+
+def _run_task(worker: Worker, task: Task, equity: bool, run_timeout: float | None,
+              starts: StartFailures):
+    """Wait for the worker to start, run the task; ``("done", output)``, ``("died", code)``
+    or ``("timeout", None)``; None if the worker died while starting."""
+    if not worker.ready:
+        while not worker.ready:
+            wait([worker.inbox])
+            event = worker.receive(run_timeout)
+            if event is not None:
+                starts.died(event[1])
+                return None
+        starts.started()
+    worker.assign(task, task.runs, equity, run_timeout)
+    while True:
+        if wait([worker.inbox], _until(worker.deadline)):
+            event = worker.receive(run_timeout)
+            if event is not None:
+                return event
+        elif worker.overdue(time.monotonic()):
+            worker.kill()
+            return "timeout", None
+
+
+@dataclass
+class _Caches:
+    """Per process: the worker caches of the last sweeps that ran chunks here."""
+
+    kept: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, token: str, market: Market, strategy) -> WorkerCache:
+        with self.lock:
+            cache = self.kept.get(token)
+            if cache is None:
+                while len(self.kept) >= 2:  # earlier sweeps' workers
+                    self.kept.pop(next(iter(self.kept))).close()
+                cache = self.kept[token] = WorkerCache(market, strategy)
+            return cache
+
+    def release(self, token: str) -> None:
+        with self.lock:
+            cache = self.kept.pop(token, None)
+        if cache is not None:
+            cache.close()
+
+
+CACHES = _Caches()

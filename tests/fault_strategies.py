@@ -1,0 +1,40 @@
+"""Strategies that crash or hang their process, for the sweep fault tests.
+
+In a module of their own so that the worker processes of a sweep can import them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from strategies import hedged_pair
+
+
+def misbehaving(market, exposure: float = 1.0, fault: str = "none", log: str = ""):
+    """The hedged pair, except that ``fault="exit"`` ends the process at once (as a crash
+    of native code or the out-of-memory killer would), ``"segfault"`` dies of SIGSEGV and
+    ``"hang"`` never returns. Each call appends ``fault exposure`` to the file ``log``;
+    once a file ``log + ".healed"`` exists, every fault behaves."""
+    if log:
+        line = f"{fault} {exposure:g}\n".encode()
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, line)  # unbuffered: the process may end on the next line
+        os.close(fd)
+        if Path(log + ".healed").exists():
+            fault = "none"
+    if fault == "exit":
+        os._exit(3)
+    if fault == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0
+    if fault == "hang":
+        time.sleep(3600)
+    return hedged_pair(market, exposure=exposure)
+
+
+def calls(log: str) -> list[str]:
+    """The calls ``misbehaving`` logged, one ``"fault exposure"`` text each."""
+    return Path(log).read_text().splitlines() if Path(log).exists() else []

@@ -181,10 +181,10 @@ def store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net, 
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def mark_to_market(t, book, out, back):
-    """Record the account with every column at its last known mark; returns the equity.
-    ``back[i]``: what column i adds to the cross surplus at that mark besides its unrealized
-    PnL (``- MM`` of a cross position, the discounted value of collateral)."""
+def mark_to_market(t, book, out):
+    """Record the account with every column at its last known mark; returns the equity and
+    the backing: what the columns add to the cross surplus at that mark besides their
+    unrealized PnL (the discounted value of collateral less the cross positions' MM)."""
     state, mode, sym = book.state, book.mode, book.sym
     upnl = 0.0
     maint = 0.0
@@ -193,6 +193,7 @@ def mark_to_market(t, book, out, back):
     gross = 0.0
     net = 0.0
     iso = 0.0
+    held = 0.0  # collateral's discounted value
     for i in range(state.shape[1]):
         iso += state[State.ISO_MARGIN, i]
         q = state[State.QTY, i]
@@ -206,18 +207,19 @@ def mark_to_market(t, book, out, back):
         gross += notional
         net += q * price
         if mode[i] == Mode.COLLATERAL:  # backs the cross margin balance at its discounted value
-            back[i] = collateral_value(i, q, price, sym, book.tiers, book.n_tiers)
-            upnl_cross += back[i]
+            value = collateral_value(i, q, price, sym, book.tiers, book.n_tiers)
+            held += value
+            upnl_cross += value
         if mode[i] >= Mode.SPOT:
             continue
         mm = maintenance_margin(i, q, entry, price, sym, book.tiers, book.n_tiers)
-        back[i] = -mm
         maint += mm
         if mode[i] == Mode.CROSS:
             maint_cross += mm
             upnl_cross += u
-    return store_bar(t, book.account[Account.WALLET], iso, upnl, maint, maint_cross, upnl_cross,
-                     gross, net, out)
+    equity = store_bar(t, book.account[Account.WALLET], iso, upnl, maint, maint_cross,
+                       upnl_cross, gross, net, out)
+    return equity, held - maint_cross
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
@@ -256,7 +258,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     strategy's float64 parameters. Its orders wait in ``orders`` for the next fill,
     so a run that stops early resumes with them.
 
-    ``scratch`` (11, N) is work space.
+    ``scratch`` (10, N) is work space.
 
     Speed: compiled without NRT, so that no array read off a bundle, and no array
     handed to an inlined rule, is reference-counted (an atomic count on every bar and
@@ -282,19 +284,20 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     cp = scratch[4:8]  # the bar's checkpoint prices
     void = scratch[8]  # the position the bar's open liquidated, by column (its order is void)
     no_void = scratch[9]  # zeros: orders at a close follow the bar's own liquidations
-    # what each column adds to the cross surplus at the last close besides its unrealized PnL
-    # (- MM, or collateral's discounted value): the open's cheap liquidation bound
-    back = scratch[10]
+    # what the columns add to the cross surplus at the last close besides their unrealized
+    # PnL (collateral's discounted value less the cross positions' MM): the open's cheap
+    # liquidation bound. A scalar, not a row: a store per column into a row the compiler
+    # cannot tell apart from the state slows the bar loop by a tenth.
+    backing = 0.0
     for i in range(n):
         no_void[i] = 0.0
         void[i] = 0.0
-        back[i] = 0.0
         q = state[State.QTY, i]
         if q != 0.0 and mode[i] == Mode.CROSS:
-            back[i] = -maintenance_margin(i, q, state[State.ENTRY, i], state[State.MARK, i], sym,
-                                         tiers, n_tiers)
+            backing -= maintenance_margin(i, q, state[State.ENTRY, i], state[State.MARK, i], sym,
+                                          tiers, n_tiers)
         elif q != 0.0 and mode[i] == Mode.COLLATERAL:
-            back[i] = collateral_value(i, q, state[State.MARK, i], sym, tiers, n_tiers)
+            backing += collateral_value(i, q, state[State.MARK, i], sym, tiers, n_tiers)
     pending = False  # a callback's orders wait for the next open
     if callback is not None:
         pending = fill_at == FillAt.NEXT_OPEN and has_orders(orders)
@@ -329,7 +332,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             # |q dp|: every model's rates are below 1); the exact walk only when it is not
             # positive.
             gapped = False
-            surplus = account[Account.WALLET]
+            surplus = account[Account.WALLET] + backing
             cross = False
             for i in range(n):
                 void[i] = 0.0
@@ -345,11 +348,10 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                     gapped = gapped or isolated_triggered(q, mark, state[State.LIQ_PX, i])
                 elif mode[i] == Mode.CROSS:
                     cross = True
-                    surplus += (q * (mark - state[State.ENTRY, i]) + back[i]
-                                - abs(q * (mark - last)))
+                    surplus += q * (mark - state[State.ENTRY, i]) - abs(q * (mark - last))
                 elif mode[i] == Mode.COLLATERAL:
                     cross = cross or account[Account.WALLET] < 0.0  # it backs a loan
-                    surplus += back[i] - abs(q * (mark - last))
+                    surplus -= abs(q * (mark - last))
             if not cross:
                 surplus = np.inf
             if gapped or surplus <= 0.0:
@@ -411,6 +413,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         gross = 0.0
         net = 0.0
         iso = 0.0
+        held = 0.0
         for i in range(n):
             c = close[t, i]
             if c == c:
@@ -439,8 +442,9 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             net += q * m
             if mode[i] >= Mode.SPOT:  # (spot holdings are never liquidated, collateral only sold)
                 if mode[i] == Mode.COLLATERAL:  # its discounted value backs the cross account
-                    back[i] = collateral_value(i, q, m, sym, tiers, n_tiers)
-                    upnl_cross += back[i]
+                    value = collateral_value(i, q, m, sym, tiers, n_tiers)
+                    held += value
+                    upnl_cross += value
                     worst += collateral_value(i, q, lo, sym, tiers, n_tiers)
                     # a loan it backs is liquidated like a cross position
                     any_cross = any_cross or account[Account.WALLET] < 0.0
@@ -453,7 +457,6 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                 k = tier_from(tier_key(i, q, entry, m, sym), tier[i], i, tiers, n_tiers)
                 mm = maintenance_in_tier(i, q, entry, m, k, sym, tiers)
             tier[i] = k
-            back[i] = -mm
             if mode[i] == Mode.ISOLATED:
                 liq = state[State.LIQ_PX, i]
                 if (q > 0.0 and lo <= liq) or (q < 0.0 and hi >= liq):
@@ -484,16 +487,17 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             for i in range(n):
                 state[State.MARK, i] = cp[n_cp - 1, i]
             check_liquidations(t, n_cp, cp, work, book, records)
-            equity = mark_to_market(t, book, out, back)
+            equity, backing = mark_to_market(t, book, out)
         else:
             equity = store_bar(t, account[Account.WALLET], iso, upnl, maint, maint_cross,
                                upnl_cross, gross, net, out)
+            backing = held - maint_cross
         account[Account.EQUITY_PREV] = equity
         # 5. orders decided and filled at the close (fill_at="close")
         if fill_at != FillAt.NEXT_OPEN and has_target[t]:
             process_orders(t, hours[t + 1], t, close[t], close[t], want, no_void, trading,
                            book, records)
-            account[Account.EQUITY_PREV] = mark_to_market(t, book, out, back)
+            account[Account.EQUITY_PREV], backing = mark_to_market(t, book, out)
         # 6. the strategy callback decides at the close
         if callback is not None:
             if callback(t, ctx, orders, params):
@@ -502,7 +506,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                 else:
                     apply_callback_orders(t, hours[t + 1], orders, close[t], close[t], want,
                                           no_void, trading, book, records)
-                    account[Account.EQUITY_PREV] = mark_to_market(t, book, out, back)
+                    account[Account.EQUITY_PREV], backing = mark_to_market(t, book, out)
         if calls and account[Account.IN_CALL] != 0.0 and cross_level_value(
                 book, state[State.MARK], account_rules[AccountRule.CALL_LEVEL]) > 0.0:
             account[Account.IN_CALL] = 0.0  # back above the call level: the next fall is a new call
@@ -523,7 +527,7 @@ def run_to_end(bars, book, trading, path, versions, records, outputs, callback=N
     Exceptions raised by a strategy callback propagate (``account[Account.BAR]`` says where).
     """
     n_bars, n = bars.open.shape
-    scratch = np.empty((11, n))
+    scratch = np.empty((10, n))
     start = ZERO  # (typed constants: see enums.TRUE)
     v = ZERO + 1
     while True:

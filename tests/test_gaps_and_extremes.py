@@ -303,20 +303,22 @@ def test_a_reduction_is_filled_once_whatever_its_rounding():
 
 
 def test_a_close_filled_past_the_isolated_bankruptcy_price_is_refused():
-    # 10x long 1 isolated, filled with 1% slippage at 101: margin 10.1, bankruptcy price 90.9,
-    # LP (101 - 10.1) / 0.995 = 91.357. The mark drifts to 91.5 (not liquidated) and the close
-    # order fills 1% lower, at 90.585: it would lose 10.415, more than the margin, which no
-    # venue allows: refused, the position stays. At 92 (fill 91.08, loss 9.92) it fills
+    # 10x long 1 isolated, filled with 1% slippage at 101 against a mark of 100: its margin is
+    # the initial margin 10.1 plus the open loss 1 (VENUES.md §2.2), 11.1; bankruptcy price
+    # 89.9, LP (101 - 11.1) / 0.995 = 90.352. The mark drifts to 90.6 (not liquidated) and the
+    # close order fills 1% lower, at 89.694: it would lose 11.306, more than the margin, which
+    # no venue allows: refused, the position stays. At 92 (fill 91.08, loss 9.92) it fills
     def close_at(price):
         m = market(["X"], bars(100, 100, price, price, price))
         return run(m, hold_then_close(5, 1.0, 2), margin_mode="isolated", leverage=10,
                    initial_balance=1000, slippage=0.01, **flat())
 
-    refused = close_at(91.5)
+    refused = close_at(90.6)
     rej = refused.rejections
     assert rej["reason"].tolist() == ["past_bankruptcy_price"]
-    assert rej["required"].iloc[0] == pytest.approx(101 - 91.5 * 0.99)
-    assert rej["available"].iloc[0] == pytest.approx(10.1)
+    assert rej["required"].iloc[0] == pytest.approx(101 - 90.6 * 0.99)
+    assert rej["available"].iloc[0] == pytest.approx(11.1)
+    assert len(refused.liquidations) == 0
     assert refused.positions["X"].iloc[-1] == 1.0
     filled = close_at(92.0)
     assert len(filled.rejections) == 0 and filled.positions["X"].iloc[-1] == 0.0

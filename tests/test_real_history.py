@@ -4,7 +4,8 @@ Each test opens one isolated position with ``run()`` (binance_usdm, decided at t
 first close, filled at the next bar's open) and compares the engine's liquidation
 with the one computed here straight from the parquet files: Binance's isolated
 liquidation price (VENUES.md §2.5) with the bracket taken AT the liquidation
-price, the position's margin reduced by the funding it pays (DESIGN.md §4: an
+price, the position's margin (its initial margin plus the open loss of a fill worse
+than the mark, VENUES.md §2.2) reduced by the funding it pays (DESIGN.md §4: an
 isolated position pays funding from its own margin), and the first hourly bar
 whose mark low (long) or mark high (short) reaches that price. The shared data
 live in ../shared/data/binance_futures; the tests skip where they are absent.
@@ -58,7 +59,7 @@ def expected(files, start, end, qty, leverage, funding=True):
     fill_time = marks.index[1]  # decided at bar 0's close, filled at bar 1's open
     entry = float(bars.loc[fill_time, "open"])
     window = marks.loc[fill_time:]
-    margin = abs(qty) * entry / leverage
+    margin = abs(qty) * entry / leverage + open_loss(files, fill_time, qty)
     paid = np.zeros(len(window))
     if funding:
         # funding settles at a bar's open, before that bar's liquidation checks; the position
@@ -76,6 +77,13 @@ def expected(files, start, end, qty, leverage, funding=True):
     t = int(np.argmax(crossed | gapped))
     price = float(window["open"].iloc[t]) if gapped[t] else float(lp[t])
     return (window.index[t], price), entry, lp
+
+
+def open_loss(files, fill_time, qty):
+    """What a fill at the bar's open (last price) loses at once against the mark's open."""
+    bars, marks, _ = files
+    return max(qty * (float(bars.loc[fill_time, "open"]) - float(marks.loc[fill_time, "open"])),
+               0.0)
 
 
 def engine(start, end, qty, leverage, funding=True):
@@ -106,8 +114,10 @@ def assert_same_liquidation(result, answer, entry):
 def test_20x_long_opened_2020_03_01_is_liquidated_where_the_formula_says(files):
     answer, entry, lp = expected(files, "2020-03-01", "2020-04-01", 0.5, 20)
     assert answer is not None and answer[0] < pd.Timestamp("2020-03-13", tz="UTC")
-    # about 5% below the entry: EP x (1 - 1/20) / (1 - 0.4%), moved a little by funding
-    assert lp[0] == pytest.approx(entry * 0.95 / 0.996, rel=1e-12)
+    # about 5% below the entry: (EP x (1 - 1/20) - open loss / Q) / (1 - 0.4%), moved a little
+    # by funding
+    loss = open_loss(files, pd.Timestamp("2020-03-01 01:00", tz="UTC"), 0.5)
+    assert lp[0] == pytest.approx((entry * 0.95 - loss / 0.5) / 0.996, rel=1e-12)
     result = engine("2020-03-01", "2020-04-01", 0.5, 20)
     assert_same_liquidation(result, answer, entry)
     # one version in force over the whole window: the 2019 stand-in
@@ -118,7 +128,8 @@ def test_20x_long_opened_2020_03_01_is_liquidated_where_the_formula_says(files):
 def test_20x_short_opened_2021_01_01_is_liquidated_where_the_formula_says(files):
     answer, entry, lp = expected(files, "2021-01-01", "2021-02-01", -0.5, 20)
     assert answer is not None
-    assert lp[0] == pytest.approx(entry * 1.05 / 1.004, rel=1e-12)
+    loss = open_loss(files, pd.Timestamp("2021-01-01 01:00", tz="UTC"), -0.5)
+    assert lp[0] == pytest.approx((entry * 1.05 + loss / 0.5) / 1.004, rel=1e-12)
     assert_same_liquidation(engine("2021-01-01", "2021-02-01", -0.5, 20), answer, entry)
 
 

@@ -331,9 +331,11 @@ def increase_position(i, open_qty, price, fee_rate, book):
     """Open or add ``open_qty`` (same sign as the position, or from flat) at ``price``.
 
     The entry price becomes the volume-weighted average. An isolated position
-    moves its initial margin from the wallet into its own margin
-    (``rules.isolated_margin_to_open``); a spot holding, at leverage 1, moves its
-    whole cost. Returns the fee paid.
+    moves its cost from the wallet into its own margin: its initial margin
+    (``rules.isolated_margin_to_open``) and its open loss (a fill worse than the mark:
+    the order's cost counted it, VENUES.md §2.2, so the position starts at its leverage
+    against the mark, not already past its bankruptcy price); a spot holding, at
+    leverage 1, moves its whole cost. Returns the fee paid.
     """
     state, account = book.state, book.account
     fee = abs(open_qty) * price * fee_rate
@@ -343,6 +345,9 @@ def increase_position(i, open_qty, price, fee_rate, book):
     state[State.QTY, i] += open_qty
     if book.mode[i] != Mode.CROSS:
         im = isolated_margin_to_open(i, open_qty, price, book.sym)
+        mark = state[State.MARK, i]
+        if book.mode[i] == Mode.ISOLATED and mark == mark:
+            im += max(open_qty * (price - mark), 0.0)  # the open loss
         state[State.ISO_MARGIN, i] += im
         account[Account.WALLET] -= im
     account[Account.WALLET] -= fee

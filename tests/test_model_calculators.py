@@ -98,7 +98,8 @@ def positions(draw, cases, n=1):
         floor = tiers[enums.TierField.FLOOR, 0, k]
         cap = tiers[enums.TierField.CAP, 0, k]
         cap = cap if math.isfinite(cap) else 2.0 * floor + 1e6
-        key = floor + (cap - floor) * draw(st.floats(0.01, 1.0))
+        # (inside, not at the cap: size x entry may round past it, into the next tier)
+        key = floor + (cap - floor) * draw(st.floats(0.01, 0.99))
         entry = 10.0 ** draw(st.floats(-2.0, 5.0))
         size = key if sym[enums.Sym.MM_RULE, 0] == enums.MM.BY_SIZE else key / entry
         side = draw(st.sampled_from((1.0, -1.0)))

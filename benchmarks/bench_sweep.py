@@ -168,10 +168,11 @@ def main() -> None:
             if name != "inprocess":
                 same = first.equals(table)
                 print(f"{name} summary identical to in-process: {'yes' if same else 'NO'}")
-        head = first.head(len(loop_rows))
-        worst = max(_relative_gap(head, loop_rows))
-        print(f"largest relative gap, in-process rows vs run().summary() over the first "
-              f"{len(loop_rows)} runs: {worst:.1e}")
+        if loop_rows:  # (--loop-runs 0: no loop to compare with)
+            head = first.head(len(loop_rows))
+            worst = max(_relative_gap(head, loop_rows))
+            print(f"largest relative gap, in-process rows vs run().summary() over the first "
+                  f"{len(loop_rows)} runs: {worst:.1e}")
     print(f"peak memory (RSS high-water mark) so far: {peak_rss_mb():,.0f} MB")
 
     if args.big:

@@ -340,6 +340,8 @@ State = _codes("State", [
     "OPENED",  # hours (from the first bar) at which the position was opened from flat: the
     #            rollover clock and the FIFO order of spot-margin liquidations
     "ROLLOVERS",  # rollover fees charged on the position so far
+    "VOID",  # the position the bar's open liquidated (an order for it is refused), 0 for the
+    #          others; 0 again once the orders at the open are done
 ])
 N_STATE = len(State)
 

@@ -258,7 +258,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     strategy's float64 parameters. Its orders wait in ``orders`` for the next fill,
     so a run that stops early resumes with them.
 
-    ``scratch`` (10, N) is work space.
+    ``scratch`` (8, N) is work space.
 
     Speed: compiled without NRT, so that no array read off a bundle, and no array
     handed to an inlined rule, is reference-counted (an atomic count on every bar and
@@ -282,15 +282,14 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     want = scratch[0]  # a row of orders in units
     work = scratch[1:4]  # the liquidation walk's prices
     cp = scratch[4:8]  # the bar's checkpoint prices
-    void = scratch[8]  # the position the bar's open liquidated, by column (its order is void)
-    no_void = scratch[9]  # zeros: orders at a close follow the bar's own liquidations
     # what the columns add to the cross surplus at the last close besides their unrealized
     # PnL (collateral's discounted value less the cross positions' MM): the open's cheap
     # liquidation bound. A scalar, not a row: a store per column into a row the compiler
     # cannot tell apart from the state slows the bar loop by a tenth.
     backing = 0.0
+    void = state[State.VOID]  # the positions the bar's open liquidated (their orders are void)
+    voided = False
     for i in range(n):
-        no_void[i] = 0.0
         void[i] = 0.0
         q = state[State.QTY, i]
         if q != 0.0 and mode[i] == Mode.CROSS:
@@ -335,15 +334,13 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             surplus = account[Account.WALLET] + backing
             cross = False
             for i in range(n):
-                void[i] = 0.0
                 q = state[State.QTY, i]
-                last = state[State.MARK, i]
-                m = mark_open[t, i]
-                if m == m:
-                    state[State.MARK, i] = m
                 if q == 0.0:
                     continue
-                mark = state[State.MARK, i]
+                last = state[State.MARK, i]
+                mark = mark_open[t, i]
+                if mark != mark:
+                    mark = last
                 if mode[i] == Mode.ISOLATED:
                     gapped = gapped or isolated_triggered(q, mark, state[State.LIQ_PX, i])
                 elif mode[i] == Mode.CROSS:
@@ -352,12 +349,17 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                 elif mode[i] == Mode.COLLATERAL:
                     cross = cross or account[Account.WALLET] < 0.0  # it backs a loan
                     surplus -= abs(q * (mark - last))
+            for i in range(n):  # (a loop of its own: compiled to vector instructions)
+                m = mark_open[t, i]
+                if m == m:
+                    state[State.MARK, i] = m
             if not cross:
                 surplus = np.inf
             if gapped or surplus <= 0.0:
                 first = counts[Count.LIQS]
                 surplus = liquidate_at_open(t, state[State.MARK], book, records)
                 void_liquidated(liqs, first, counts[Count.LIQS], void)
+                voided = True
             wallet_before = account[Account.WALLET]
             # 1. funding at index[t]: each open position pays q * mark * rate (> 0: longs
             #    pay), cross from the wallet, isolated through pay_isolated_funding (a payment
@@ -381,6 +383,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                             liquidate_isolated(t, i, mark, TRUE, state[State.MARK], book,
                                                records)
                             void_liquidated(liqs, first, counts[Count.LIQS], void)
+                            voided = True
             if borrowing:
                 charge_rollovers(t, bars, book, records)
             if loan:
@@ -392,15 +395,20 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                 first = counts[Count.LIQS]
                 liquidate_at_open(t, state[State.MARK], book, records)
                 void_liquidated(liqs, first, counts[Count.LIQS], void)
+                voided = True
         # 2. orders decided at close[t-1] fill at open[t]
         if orders_now:
-            process_orders(t, hours[t], t - 1, close[t - 1], open_[t], want, void, trading,
-                           book, records)
+            process_orders(t, hours[t], t - 1, close[t - 1], open_[t], want, trading, book,
+                           records)
         if callback is not None:
             if pending:
-                apply_callback_orders(t, hours[t], orders, close[t - 1], open_[t], want, void,
+                apply_callback_orders(t, hours[t], orders, close[t - 1], open_[t], want,
                                       trading, book, records)
                 pending = False
+        if voided:  # the orders at the open are done: those of the close are not void
+            for i in range(n):
+                void[i] = 0.0
+            voided = False
         # 3. one pass: a bound on the worst the bar can do (if even that is safe, no point
         #    of any path triggers), and the close's mark to market, valid when it is safe
         may_liquidate = False
@@ -495,8 +503,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         account[Account.EQUITY_PREV] = equity
         # 5. orders decided and filled at the close (fill_at="close")
         if fill_at != FillAt.NEXT_OPEN and has_target[t]:
-            process_orders(t, hours[t + 1], t, close[t], close[t], want, no_void, trading,
-                           book, records)
+            process_orders(t, hours[t + 1], t, close[t], close[t], want, trading, book,
+                           records)
             account[Account.EQUITY_PREV], backing = mark_to_market(t, book, out)
         # 6. the strategy callback decides at the close
         if callback is not None:
@@ -505,7 +513,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                     pending = t + 1 < n_bars
                 else:
                     apply_callback_orders(t, hours[t + 1], orders, close[t], close[t], want,
-                                          no_void, trading, book, records)
+                                          trading, book, records)
                     account[Account.EQUITY_PREV], backing = mark_to_market(t, book, out)
         if calls and account[Account.IN_CALL] != 0.0 and cross_level_value(
                 book, state[State.MARK], account_rules[AccountRule.CALL_LEVEL]) > 0.0:
@@ -527,7 +535,7 @@ def run_to_end(bars, book, trading, path, versions, records, outputs, callback=N
     Exceptions raised by a strategy callback propagate (``account[Account.BAR]`` says where).
     """
     n_bars, n = bars.open.shape
-    scratch = np.empty((10, n))
+    scratch = np.empty((8, n))
     start = ZERO  # (typed constants: see enums.TRUE)
     v = ZERO + 1
     while True:

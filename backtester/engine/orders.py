@@ -259,13 +259,14 @@ def refuse_void(t, i, qty, price, records):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def process_orders(t, now, row, decision_price, fill_price, want, void, trading, book, records):
+def process_orders(t, now, row, decision_price, fill_price, want, trading, book, records):
     """Turn row ``row`` of the targets into orders and fill them, reductions first to free
     margin. Notional and equity-fraction targets are converted to units at the
     decision-time close (the last known close where that bar is missing), with the
     equity at the last close. An order for a column the bar's open liquidated is refused
-    (``void``: the position it held before, 0 for the others)."""
+    (``State.VOID``: the position it held before, 0 for the others)."""
     targets = trading.targets
+    void = book.state[State.VOID]
     for i in range(book.state.shape[1]):
         want[i] = np.nan
         target = targets[row, i]
@@ -391,16 +392,17 @@ def switch_margin_mode(t, i, new_mode, book, records):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def apply_callback_orders(t, now, orders, decision_price, fill_price, want, void, trading,
-                          book, records):
+def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trading, book,
+                          records):
     """Carry out a callback's orders (enums.Order.*), then clear them.
 
     Order of work: margin changes; trades that reduce a position; leverage and
     mode changes; trades that open or add. Targets and deltas are sized like a
     targets row (at the decision close, the equity at the last close); a trade for a
-    column the bar's open liquidated (``void``: the position it held before) is refused.
+    column the bar's open liquidated (``State.VOID``: the position it held before) is refused.
     """
     state = book.state
+    void = state[State.VOID]
     n = state.shape[1]
     for i in range(n):
         amount = orders[Order.MARGIN, i]

@@ -283,6 +283,41 @@ def test_rows_are_written_one_part_per_chunk_and_resumed_by_id(market, tmp_path)
     pd.testing.assert_frame_equal(second, fresh)
 
 
+def test_a_folder_written_by_a_version_with_other_figures_is_not_resumed(market, tmp_path):
+    # a sweep folder from before liquidation_fees_waived existed: its rows hold the old
+    # engine's fees; resuming into it would mix two engines' rows
+    import json
+
+    import pyarrow.parquet as pq
+
+    grid = {"exposure": [1.0, 2.0], "target_kind": "equity"}
+    sweep(market, hedged_pair, grid, out=tmp_path)
+    meta = tmp_path / "_sweep.json"
+    saved = json.loads(meta.read_text())
+    assert saved["metrics"] == METRICS
+    # the same folder as the earlier version wrote it: no "metrics", one column less
+    (part,) = tmp_path.glob("part-*.parquet")
+    pq.write_table(pq.read_table(part).drop(["liquidation_fees_waived"]), part)
+    meta.write_text(json.dumps({"market": saved["market"]}))
+    with pytest.raises(ValueError, match="another version of backtester.*lacks "
+                                         "liquidation_fees_waived.*another output directory"):
+        sweep(market, hedged_pair, grid, out=tmp_path)
+    # a metrics list that is not this version's
+    meta.write_text(json.dumps({"market": saved["market"], "metrics": METRICS[:-1]}))
+    with pytest.raises(ValueError, match="lacks rejected_orders"):
+        sweep(market, hedged_pair, grid, out=tmp_path)
+
+
+def test_an_earlier_folder_with_the_same_figures_resumes(market, tmp_path):
+    import json
+
+    grid = {"exposure": [1.0, 2.0], "target_kind": "equity"}
+    first = sweep(market, hedged_pair, grid, out=tmp_path)
+    meta = tmp_path / "_sweep.json"
+    meta.write_text(json.dumps({"market": json.loads(meta.read_text())["market"]}))
+    pd.testing.assert_frame_equal(sweep(market, hedged_pair, grid, out=tmp_path), first)
+
+
 def test_retry_failed_reruns_only_the_failed_runs(market, tmp_path):
     broken = {"on": True}
 

@@ -280,14 +280,39 @@ class SweepStore:
                     f"this market is {fingerprint}. Resume with the same data, or give another "
                     "output directory"
                 )
+            self._check_figures(saved)
         elif _parts(self.folder) and not self.repaired:
             raise ValueError(f"{self.folder} holds parquet parts but no {META}: not a sweep "
                              "output; give another output directory")
         else:
-            write_text(meta, json.dumps({"market": fingerprint}, indent=2))
+            write_text(meta, json.dumps({"market": fingerprint, "metrics": list(METRICS)},
+                                        indent=2))
         if repair:
             self._repair()
         self._next = len(_parts(self.folder)) + 1
+
+    def _check_figures(self, saved: dict) -> None:
+        """A folder written by a version of backtester whose runs report other figures is
+        not resumed: its rows and the new ones would mix two engines' results."""
+        metrics = saved.get("metrics")
+        if metrics is None:  # (written before the figures were recorded: a part's columns)
+            parts = _parts(self.folder)
+            try:
+                names = set(pq.read_schema(parts[0]).names) if parts else set(METRICS)
+            except (pa.ArrowException, OSError, ValueError):
+                return  # (an unreadable part is named, with what to do, when it is read)
+            missing = [m for m in METRICS if m not in names]
+            if not missing:
+                return
+        elif list(metrics) == list(METRICS):
+            return
+        else:
+            missing = [m for m in METRICS if m not in metrics]
+        what = f"it lacks {', '.join(missing)}" if missing else "in another order"
+        raise ValueError(
+            f"{self.folder} holds a sweep written by another version of backtester, whose runs "
+            f"report other figures ({what}): resuming it would mix the two versions' results. "
+            "Give another output directory, or move this one away")
 
     def _read_meta(self, meta: Path, repair: bool) -> dict | None:
         """What ``_sweep.json`` says; None if there is none (or a corrupt one moved aside)."""

@@ -493,6 +493,40 @@ def _as_def(obj, name: str, where: str) -> StrategyDef:
         "callback alone does not say its parameters: wrap it in such a function)")
 
 
+# strategies loaded from files: module name -> file. A worker process of a sweep imports
+# them again (``import_strategy_files``) before it unpickles the strategy, which refers to
+# its module by that name.
+FILE_MODULES: dict[str, str] = {}
+
+
+def _file_module_name(path: Path) -> str:
+    return f"_user_strategy_{re.sub(r'[^0-9a-zA-Z_]', '_', str(path.resolve()))}"
+
+
+def _exec_file_module(module_name: str, path: Path):
+    """Import the file ``path`` as module ``module_name`` (registered in ``sys.modules``:
+    numba and dataclasses look modules up by name); a ``StrategyError`` if it fails."""
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise StrategyError(f"strategy file {path} failed to import: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def import_strategy_files(files: Mapping[str, str]) -> None:
+    """Import the strategy files ``files`` (``FILE_MODULES`` of another process) that this
+    process has not imported yet."""
+    for module_name, path in files.items():
+        if module_name not in sys.modules:
+            _exec_file_module(module_name, Path(path))
+            FILE_MODULES[module_name] = path
+
+
 def load_strategy(spec: str) -> StrategyDef:
     """A built-in strategy by name, or ``path/to/file.py:NAME`` from a file.
 
@@ -511,16 +545,9 @@ def load_strategy(spec: str) -> StrategyDef:
     path = Path(path_text)
     if not path.is_file():
         raise StrategyError(f"strategy file {path} does not exist")
-    module_name = f"_user_strategy_{re.sub(r'[^0-9a-zA-Z_]', '_', str(path.resolve()))}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module  # numba and dataclasses look modules up by name
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[module_name]
-        raise StrategyError(f"strategy file {path} failed to import: "
-                            f"{type(exc).__name__}: {exc}") from exc
+    module_name = _file_module_name(path)
+    module = _exec_file_module(module_name, path)
+    FILE_MODULES[module_name] = str(path.resolve())
     if not hasattr(module, attr):
         found = sorted(k for k, v in vars(module).items()
                        if not k.startswith("_") and (isinstance(v, StrategyDef) or (

@@ -101,6 +101,28 @@ def test_the_dask_backend_isolates_runs_too(market, tmp_path):
                                   calm_rows(market, log))
 
 
+def test_a_strategy_file_runs_in_worker_processes_from_the_command_line(tmp_path, capsys):
+    # --strategy path.py:NAME is imported under a name of its own, which a new process cannot
+    # import by itself: the workers import the file before they unpickle the strategy
+    (tmp_path / "my_pair.py").write_text(
+        "import os\n"
+        "from strategies import hedged_pair\n\n\n"
+        "def my_pair(market, exposure=1.0):\n"
+        "    if exposure == 2.0:\n"
+        "        os._exit(9)\n"
+        "    return hedged_pair(market, exposure=exposure)\n")
+    out = tmp_path / "out"
+    args = ["sweep", "--strategy", f"{tmp_path / 'my_pair.py'}:my_pair", "-p", "exposure=1,2",
+            "-p", "leverage=5", "--start", "2024-01-01", "--end", "2024-01-08", "--backend",
+            "processes", "--workers", "1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert "2 runs, 1 failed" in capsys.readouterr().out
+    table = read_sweep(out).set_index("exposure")
+    assert table.loc[2, "error"] == ("WorkerCrash: the worker process died while running this "
+                                     "run (exit code 9)")
+    assert pd.isna(table.loc[1, "error"]) and table.loc[1, "final_equity"] > 0
+
+
 def test_a_time_limit_needs_a_backend_that_can_stop_a_run(market, tmp_path, capsys):
     with pytest.raises(ValueError, match="backend='processes' or 'dask'"):
         sweep(market, hedged_pair, {"exposure": [1.0]}, run_timeout=5)

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import pickle
 import uuid
 from collections.abc import Iterable, Iterator
 
 import numba
 
 from ..data.market import Market
+from ..strategy import FILE_MODULES, import_strategy_files
 from .execute import ChunkOutput, ChunkRunner, warm_up_serial
 from .grid import Run
-from .isolation import CACHES, run_chunk_alone, run_pool
+from .isolation import CACHES, pickled, run_chunk_alone, run_pool
 
 BACKENDS = ("inprocess", "processes", "dask")
 Chunks = Iterable[list[Run]]
@@ -77,11 +79,15 @@ def run_processes(market: Market, strategy, chunks: Chunks, *, equity: bool,
 
 # --- Dask distributed ------------------------------------------------------------------------
 
-def _dask_task(market: Market, strategy, runs: list[Run], equity: bool, token: str,
-               run_timeout: float | None) -> ChunkOutput:
+def _dask_task(market: Market, strategy: bytes, files: dict, runs: list[Run], equity: bool,
+               token: str, run_timeout: float | None) -> ChunkOutput:
     """A chunk on a Dask worker, run in worker processes of its own (kept for the sweep's
-    next chunks), so that a run that crashes or hangs does not take the Dask worker along."""
-    cache = CACHES.get(token, market, strategy)
+    next chunks), so that a run that crashes or hangs does not take the Dask worker along.
+
+    ``strategy`` comes pickled, and is unpickled once the strategy files it may refer to
+    (``files``: ``strategy.FILE_MODULES`` of the sweep's process) are imported here."""
+    import_strategy_files(files)
+    cache = CACHES.get(token, market, pickle.loads(strategy))
     return run_chunk_alone(cache, runs, equity=equity, run_timeout=run_timeout)
 
 
@@ -123,14 +129,16 @@ def run_dask(market: Market, strategy, chunks: Chunks, *, equity: bool, client=N
     client, own = _dask_client(client, scheduler, workers)
     try:
         market_future = client.scatter(market, broadcast=True, hash=False)
+        payload = pickled(strategy, strategy)
+        files = dict(FILE_MODULES)  # (--strategy path.py:NAME: imported on the workers)
         token = uuid.uuid4().hex
         slots = 2 * max(1, sum(client.nthreads().values()))
         finished = as_completed()
         futures: dict = {}
 
         def submit(runs):
-            future = client.submit(_dask_task, market_future, strategy, runs, equity, token,
-                                   run_timeout, pure=False)
+            future = client.submit(_dask_task, market_future, payload, files, runs, equity,
+                                   token, run_timeout, pure=False)
             finished.add(future)
             futures[future.key] = future
             return future.key

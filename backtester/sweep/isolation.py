@@ -86,8 +86,14 @@ def _until(deadline: float | None) -> float | None:
 
 def _payload(market: Market, strategy) -> bytes:
     """The market and the strategy as sent to each worker process."""
+    return pickled((market, strategy), strategy)
+
+
+def pickled(obj, strategy) -> bytes:
+    """``obj`` (the strategy, or something holding it) pickled for worker processes; a clear
+    error if the strategy cannot be."""
     try:
-        return pickle.dumps((market, strategy), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise ValueError(f"the strategy {strategy!r} cannot be sent to worker processes "
                          f"({exc}); define it at the top level of a module (not inside a "

@@ -40,12 +40,14 @@ import traceback
 from multiprocessing import spawn
 from multiprocessing.connection import Connection
 
+from ..strategy import FILE_MODULES, import_strategy_files
 from .execute import ChunkOutput, ChunkRunner, warm_up_serial
 from .grid import Run
 
 BOOT = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
         "from backtester.sweep.workers import child_main; "
         "sys.exit(child_main(*map(int, sys.argv[2:])))")
+STRATEGY_FILES = "backtester_strategy_files"  # key of the preparation: FILE_MODULES
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _SIGNAL_HINTS = {"SIGKILL": "killed, e.g. by the out-of-memory killer",
                  "SIGSEGV": "a segmentation fault", "SIGABRT": "aborted",
@@ -130,6 +132,7 @@ class Worker:
         # and strategy: from a thread, as the market can be large and the child is starting
         preparation = spawn.get_preparation_data("sweep-worker")
         preparation.pop("authkey", None)  # for multiprocessing's own connections: none here
+        preparation[STRATEGY_FILES] = dict(FILE_MODULES)  # (--strategy path.py:NAME)
         preparation = pickle.dumps(preparation)
         threading.Thread(target=self._send, args=(preparation, payload), daemon=True).start()
 
@@ -229,7 +232,10 @@ def child_main(inbox_fd: int, outbox_fd: int, parent_pid: int) -> int:
     inbox = Connection(inbox_fd, writable=False)
     outbox = Connection(outbox_fd, readable=False)
     try:
-        spawn.prepare(pickle.loads(inbox.recv_bytes()))
+        preparation = pickle.loads(inbox.recv_bytes())
+        files = preparation.pop(STRATEGY_FILES, {})
+        spawn.prepare(preparation)
+        import_strategy_files(files)  # before the strategy, which refers to them by name
         market, strategy = pickle.loads(inbox.recv_bytes())
         runner = ChunkRunner(market, strategy)
         warm_up_serial()  # load the compiled batch now: not in the first run's time limit

@@ -197,15 +197,20 @@ def test_run_id_is_a_hash_of_the_parameters_and_options():
 def test_bad_grids_fail_before_anything_runs(market):
     with pytest.raises(ValueError, match="takes no parameter 'exposur'"):
         sweep(market, hedged_pair, {"exposur": [1.0]})
-    with pytest.raises(ValueError, match="margin_mode must be one of"):
+    # the same message as run() gives (one place checks every run option)
+    with pytest.raises(ValueError, match="margin_mode='crossed': must be one of"):
         sweep(market, hedged_pair, {"margin_mode": ["crossed"]})
+    with pytest.raises(ValueError, match="leverage='ten' is text, not a number"):
+        sweep(market, hedged_pair, {"leverage": ["ten"]})
+    with pytest.raises(ValueError, match=r"slippage=0\.7: must be a fraction of the price"):
+        sweep(market, hedged_pair, {"slippage": [0.7]})
     with pytest.raises(ValueError, match="holds no bar of the market"):
         sweep(market, hedged_pair, {"window": [["2030-01-01", "2031-01-01"]]})
     with pytest.raises(ValueError, match="name of a summary column"):
         sweep(market, lambda m, sharpe=1: hedged_pair(m), {"sharpe": [1, 2]})
     with pytest.raises(ValueError, match="unknown venue"):
         sweep(market, hedged_pair, {"venue": ["nowhere"]})
-    with pytest.raises(ValueError, match="margin_mode must be one of 'cross', 'isolated'"):
+    with pytest.raises(ValueError, match="margin_mode='spot': must be one of 'cross', 'isolated'"):
         sweep(market, hedged_pair, {"margin_mode": ["spot"]})  # spot is an instrument
 
 

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig
-from ..engine import enums
 from ..strategy import StrategyDef
 
 # the run options a grid may set (every field of RunConfig but record_positions, and the
@@ -36,8 +35,6 @@ RUN_OPTIONS = (
     "target_kind", "fill_at", "path", "slippage", "reduce_to_fit", "instruments", "spot_fee",
     "position_mode", "collateral",
 )
-# the margin modes of a perpetual, as run() accepts them (spot is an instrument, not a mode)
-MARGIN_MODES = tuple(m for m in enums.MARGIN_MODE_NAMES if m in ("cross", "isolated"))
 _OUTER = ("window", "venue", "venue_overrides")  # options that select the batch (outermost)
 _DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
              for f in dataclasses.fields(RunConfig)}
@@ -122,81 +119,35 @@ def _is_single_window(value) -> bool:
 
 
 def _option(name: str, value):
-    """A run option in its normal form (the form ids are computed from); clear errors."""
+    """A run option in its normal form (the form ids are computed from). Checked where every
+    run option is checked, ``RunConfig.check``, with the same messages as ``run()``."""
     if name == "window":
         return _window(value)
-    if name in ("initial_balance", "slippage"):
-        number = _number(name, value)
-        if name == "initial_balance" and not (math.isfinite(number) and number > 0):
-            raise ValueError(f"initial_balance must be a positive amount, got {value!r}")
-        if name == "slippage" and not 0.0 <= number < 0.5:
-            raise ValueError(f"slippage is a fraction of the price in [0, 0.5), got {value!r}")
-        return number
+    if name == "venue" and not isinstance(value, str | Path):  # (a run id needs a name)
+        raise ValueError(f"venue in a sweep is a built-in venue name or the path of a "
+                         f".toml venue file, got {type(value).__name__}")
+    dataclasses.replace(RunConfig(), **{name: value}).check()
+    if name in ("initial_balance", "slippage", "spot_fee"):
+        return float(value)
     if name == "leverage":
         if isinstance(value, Mapping):
-            return {str(k): _number(f"leverage of {k}", v) for k, v in sorted(value.items())}
-        number = _number(name, value)
-        if not number > 0:
-            raise ValueError(f"leverage must be a positive number, got {value!r}")
-        return number
-    if name == "margin_mode":
-        values = value.values() if isinstance(value, Mapping) else [value]
-        for v in values:
-            _check_choice(name, v, MARGIN_MODES)
+            return {str(k): float(v) for k, v in sorted(value.items())}
+        return float(value)
+    if name in ("margin_mode", "position_mode"):
         return dict(sorted(value.items())) if isinstance(value, Mapping) else value
-    choices = {"target_kind": enums.TARGET_KIND_NAMES, "fill_at": enums.FILL_AT_NAMES,
-               "path": enums.PATH_NAMES}
-    if name in choices:
-        _check_choice(name, value, choices[name])
+    if name in ("target_kind", "fill_at", "path"):
         return value
     if name == "reduce_to_fit":
-        if not isinstance(value, bool | np.bool_):
-            raise ValueError(f"reduce_to_fit is true or false, got {value!r}")
         return bool(value)
-    if name == "spot_fee":
-        number = _number(name, value)
-        if not 0.0 <= number < 0.1:
-            raise ValueError(f"spot_fee is a fee rate in [0, 0.1), got {value!r}")
-        return number
     if name == "instruments":
-        if not isinstance(value, Mapping):
-            raise ValueError(f"instruments is a table symbol -> kind, e.g. "
-                             f"{{BTC_USDT_SPOT = \"spot\"}}, got {value!r}")
-        for v in value.values():
-            _check_choice("instrument kind", v, enums.INSTRUMENT_NAMES)
         return {str(k): v for k, v in sorted(value.items())}
-    if name == "position_mode":
-        values = value.values() if isinstance(value, Mapping) else [value]
-        for v in values:
-            _check_choice(name, v, enums.POSITION_MODE_NAMES)
-        return dict(sorted(value.items())) if isinstance(value, Mapping) else value
     if name == "collateral":
-        if not isinstance(value, Mapping):
-            raise ValueError(f"collateral is a table coin -> amount, e.g. {{BTC = 0.5}}, got "
-                             f"{value!r}")
-        return {str(k).upper(): _number(f"collateral {k}", v) for k, v in sorted(value.items())}
+        return {str(k).upper(): float(v) for k, v in sorted(value.items())}
     if name == "venue":
-        if not isinstance(value, str | Path):
-            raise ValueError(f"venue in a sweep is a built-in venue name or the path of a "
-                             f".toml venue file, got {type(value).__name__}")
         return str(value)
     if name == "venue_overrides":
-        if not isinstance(value, Mapping):
-            raise ValueError(f"venue_overrides is a table of rates, e.g. "
-                             f"{{taker_fee = 0.0004}}, got {value!r}")
-        return {str(k): _number(f"venue override {k}", v) for k, v in sorted(value.items())}
+        return {str(k): float(v) for k, v in sorted(value.items())}
     raise AssertionError(name)
-
-
-def _number(name: str, value) -> float:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _check_choice(name: str, value, names: tuple[str, ...]) -> None:
-    if value not in names:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, names))}, got {value!r}")
 
 
 def canonical(value) -> Any:

@@ -234,6 +234,40 @@ def record_positions(t, book, outputs):
         row[i] = liquidation_price_given(i, row[i], total_mm, total_upnl, book)
 
 
+@njit(cache=True, error_model='numpy', _nrt=False)
+def pay_funding(t, first, rates, book, records):
+    """Funding at bar t's open of columns ``first``.. (``rates``: the bar's row of funding
+    rates): each open position pays q * mark * rate (> 0: longs pay), cross from the wallet,
+    isolated through ``pay_isolated_funding``; an isolated payment that leaves the margin
+    short of its maintenance liquidates the position at the open, its orders of the bar then
+    void (``State.VOID``). Returns whether it liquidated any.
+
+    The bar loop pays cross positions itself and hands the row over at the first isolated
+    one: a call per funding bar, not per position (the rule's arguments, the book's arrays
+    unpacked, set up per isolated position cost a fifth of an isolated run's time)."""
+    state, mode, account = book.state, book.mode, book.account
+    voided = False
+    for i in range(first, state.shape[1]):
+        rate = rates[i]
+        q = state[State.QTY, i]
+        mark = state[State.MARK, i]
+        if rate == rate and q != 0.0 and mark == mark and mode[i] < Mode.SPOT:
+            payment = q * mark * rate
+            if mode[i] == Mode.CROSS:
+                account[Account.WALLET] -= payment
+            else:
+                pay_isolated_funding(i, payment, book)
+            record_funding(records.funding, records.counts, t, i, q, mark, rate, payment,
+                           mode[i])
+            if mode[i] == Mode.ISOLATED and isolated_triggered(q, mark, state[State.LIQ_PX, i]):
+                first = records.counts[Count.LIQS]
+                liquidate_isolated(t, i, mark, TRUE, state[State.MARK], book, records)
+                void_liquidated(records.liqs, first, records.counts[Count.LIQS],
+                                state[State.VOID])
+                voided = True
+    return voided
+
+
 # --- the loop ------------------------------------------------------------------------------
 
 
@@ -371,19 +405,12 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                     q = state[State.QTY, i]
                     mark = state[State.MARK, i]
                     if rate == rate and q != 0.0 and mark == mark and mode[i] < Mode.SPOT:
+                        if mode[i] != Mode.CROSS:  # the rest of the row, in a call of its own
+                            voided = pay_funding(t, i, funding_rate[t], book, records) or voided
+                            break
                         payment = q * mark * rate
-                        if mode[i] == Mode.CROSS:
-                            account[Account.WALLET] -= payment
-                        else:
-                            pay_isolated_funding(i, payment, book)
+                        account[Account.WALLET] -= payment
                         record_funding(payments, counts, t, i, q, mark, rate, payment, mode[i])
-                        if mode[i] == Mode.ISOLATED and isolated_triggered(
-                                q, mark, state[State.LIQ_PX, i]):
-                            first = counts[Count.LIQS]
-                            liquidate_isolated(t, i, mark, TRUE, state[State.MARK], book,
-                                               records)
-                            void_liquidated(liqs, first, counts[Count.LIQS], void)
-                            voided = True
             if borrowing:
                 charge_rollovers(t, bars, book, records)
             if loan:

@@ -311,6 +311,12 @@ def test_a_folder_written_by_a_version_with_other_figures_is_not_resumed(market,
     meta.write_text(json.dumps({"market": saved["market"], "metrics": METRICS[:-1]}))
     with pytest.raises(ValueError, match="lacks rejected_orders"):
         sweep(market, hedged_pair, grid, out=tmp_path)
+    # the same columns, from rules that give other figures
+    assert saved["figures_version"] == batch.FIGURES_VERSION
+    meta.write_text(json.dumps({**saved, "figures_version": batch.FIGURES_VERSION - 1}))
+    with pytest.raises(ValueError, match=f"figures version {batch.FIGURES_VERSION - 1}; this "
+                                         f"one's is {batch.FIGURES_VERSION}"):
+        sweep(market, hedged_pair, grid, out=tmp_path)
 
 
 def test_an_earlier_folder_with_the_same_figures_resumes(market, tmp_path):

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import write_text
 from ..data.market import Market
-from ..engine.batch import COUNT_METRICS, METRICS
+from ..engine.batch import COUNT_METRICS, FIGURES_VERSION, METRICS
 from .grid import OPTION_DEFAULTS, RUN_OPTIONS, Grid, Run
 
 META = "_sweep.json"
@@ -285,8 +285,8 @@ class SweepStore:
             raise ValueError(f"{self.folder} holds parquet parts but no {META}: not a sweep "
                              "output; give another output directory")
         else:
-            write_text(meta, json.dumps({"market": fingerprint, "metrics": list(METRICS)},
-                                        indent=2))
+            write_text(meta, json.dumps({"market": fingerprint, "metrics": list(METRICS),
+                                         "figures_version": FIGURES_VERSION}, indent=2))
         if repair:
             self._repair()
         self._next = len(_parts(self.folder)) + 1
@@ -294,6 +294,13 @@ class SweepStore:
     def _check_figures(self, saved: dict) -> None:
         """A folder written by a version of backtester whose runs report other figures is
         not resumed: its rows and the new ones would mix two engines' results."""
+        version = saved.get("figures_version")
+        if version is not None and version != FIGURES_VERSION:
+            raise ValueError(
+                f"{self.folder} holds a sweep written by another version of backtester, whose "
+                f"rules give other figures (figures version {version}; this one's is "
+                f"{FIGURES_VERSION}): resuming it would mix the two versions' results. Give "
+                "another output directory, or move this one away")
         metrics = saved.get("metrics")
         if metrics is None:  # (written before the figures were recorded: a part's columns)
             parts = _parts(self.folder)

@@ -285,6 +285,7 @@ class SweepStore:
             raise ValueError(f"{self.folder} holds parquet parts but no {META}: not a sweep "
                              "output; give another output directory")
         else:
+            self._check_figures({})  # (parts left after a repair moved _sweep.json aside)
             write_text(meta, json.dumps({"market": fingerprint, "metrics": list(METRICS),
                                          "figures_version": FIGURES_VERSION}, indent=2))
         if repair:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from backtester import Market
 
@@ -48,3 +49,17 @@ def random_market(seed, n_bars=600, start="2024-01-01"):
                            funding_rate=rate, start=start)
     targets = np.where(rng.random((n_bars, n)) < 0.1, rng.normal(0, 1.5, (n_bars, n)), NAN)
     return m, targets
+
+
+@njit
+def script(t, ctx, orders, params):
+    """A strategy callback that plays a script: ``ctx.series[f, t, i]`` is field f of
+    ``engine.enums.Order`` for column i at bar t (NaN: nothing)."""
+    wrote = False
+    for f in range(ctx.series.shape[0]):
+        for i in range(ctx.close.shape[1]):
+            value = ctx.series[f, t, i]
+            if value == value:
+                orders[f, i] = value
+                wrote = True
+    return wrote

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import NAN, flat, market, random_market
+from helpers import NAN, flat, market, random_market, script
 from numba import njit
 
 from backtester import run
@@ -45,19 +45,6 @@ def replay(t, ctx, orders, params):
         if target == target:
             order_target(orders, i, target)
             wrote = True
-    return wrote
-
-
-@njit
-def script(t, ctx, orders, params):
-    """Orders from a script: ``series[f, t, i]`` for field f of ``engine.enums.Order.*``."""
-    wrote = False
-    for f in range(ctx.series.shape[0]):
-        for i in range(ctx.close.shape[1]):
-            value = ctx.series[f, t, i]
-            if value == value:
-                orders[f, i] = value
-                wrote = True
     return wrote
 
 

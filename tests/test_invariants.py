@@ -31,9 +31,9 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from helpers import script
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from numba import njit
 
 from backtester import Market, run
 from backtester.engine import enums
@@ -190,19 +190,6 @@ def in_unit(fractions, options, market):
     return notional / first[: fractions.shape[1]]
 
 
-@njit
-def script(t, ctx, orders, params):
-    """Orders from a script: ``series[f, t, i]`` for field f of ``enums.Order``."""
-    wrote = False
-    for f in range(ctx.series.shape[0]):
-        for i in range(ctx.close.shape[1]):
-            value = ctx.series[f, t, i]
-            if value == value:
-                orders[f, i] = value
-                wrote = True
-    return wrote
-
-
 def random_orders(rng, amounts, options, name, start, symbols, perps):
     """A callback sending every kind of order at random: targets, deltas, margin added or
     removed, leverage changes (some above the cap), mode switches."""
@@ -351,21 +338,21 @@ def check(r):
     assert ((trades["qty"] * trades["price"]).abs()[opening] >= 1e-12).all(), trades
 
 
+def run_and_check(case):
+    market, options, strategy = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (generated data is suspicious on purpose)
+        result = run(market, strategy, **options)
+    check(result)
+
+
 @examples(400)
 @given(scenarios())
 def test_invariants_hold_for_random_targets(case):
-    market, options, targets = case
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = run(market, targets, **options)
-    check(r)
+    run_and_check(case)
 
 
 @examples(150)
 @given(scenarios(callback=True))
 def test_invariants_hold_for_random_callback_orders(case):
-    market, options, callback = case
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = run(market, callback, **options)
-    check(r)
+    run_and_check(case)

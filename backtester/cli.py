@@ -52,6 +52,13 @@ def _add_run(sub) -> None:
     p.add_argument("--collateral", action="append", default=[], metavar="COIN=AMOUNT",
                    help="OKX multi-currency margin: coins held beside the balance, repeatable "
                    "(e.g. --collateral BTC=0.5; needs --venue okx_swap)")
+    p.add_argument("--stand-in", action="append", default=[], metavar="SYMBOL=LISTED",
+                   help="price a symbol the venue does not list with a listed symbol's "
+                   "tables, by choice, recorded in the run (e.g. --stand-in ADA_USDT=BTC_USDT; "
+                   "'*=BTC_USDT' for every unlisted symbol); repeatable")
+    p.add_argument("--no-order-filters", action="store_true",
+                   help="trade any fraction: leave out the venue's quantity step, minimum "
+                   "order and price tick (an idealisation)")
     p.add_argument("--path", default="path", choices=("path", "worst", "close"),
                    help="intrabar price path for liquidation checks (path)")
     p.add_argument("--fill-at", default="open", choices=("open", "close"),
@@ -117,8 +124,9 @@ def _cmd_run(args) -> int:
     for mode in modes:
         result = quietly(run, market, orders, **{
             **options, "venue": args.venue, "margin_mode": mode, "initial_balance": args.balance,
-            "collateral": _amounts(args.collateral),
-            "path": args.path, "fill_at": args.fill_at, "slippage": args.slippage})
+            "collateral": _amounts(args.collateral), "stand_in": _stand_ins(args.stand_in),
+            "order_filters": not args.no_order_filters, "path": args.path,
+            "fill_at": args.fill_at, "slippage": args.slippage})
         results[mode] = result
         print(f"\n== {mode} margin: {label} ==")
         print(result.describe())
@@ -245,6 +253,18 @@ def _amounts(pairs: list[str]) -> dict[str, float]:
     return out
 
 
+def _stand_ins(pairs: list[str]) -> dict[str, str]:
+    """``["ADA_USDT=BTC_USDT"]`` -> ``{"ADA_USDT": "BTC_USDT"}`` (a clear error otherwise)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or not key or not value:
+            raise ValueError(f"--stand-in takes SYMBOL=LISTED, e.g. ADA_USDT=BTC_USDT (or "
+                             f"'*=BTC_USDT'); got {pair!r}")
+        out[key] = value
+    return out
+
+
 def venue_has_isolated(name: str) -> bool:
     """Whether a venue's margin model has an isolated mode (spot margin has not)."""
     from .venues import load_venue
@@ -253,7 +273,8 @@ def venue_has_isolated(name: str) -> bool:
 
 
 def _add_venues(sub) -> None:
-    p = sub.add_parser("venues", help="list venues, their symbols and tiers")
+    p = sub.add_parser("venues", help="list venues, their symbols and tiers; 'venues import' "
+                                      "adds symbols from saved API responses")
     p.add_argument("name", nargs="?", help="show one venue's tiers in full")
     p.set_defaults(func=_cmd_venues)
 
@@ -313,7 +334,61 @@ def _cmd_venues(args) -> int:
     return 0
 
 
+def _venues_import_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="backtester venues import",
+        description="Write a venue file with the tiers and order filters of saved API "
+                    "responses added: Binance leverageBracket / exchangeInfo (or ccxt's "
+                    "leverage tiers), Bybit risk-limit / instruments-info, OKX "
+                    "position-tiers / instruments.")
+    p.add_argument("responses", nargs="+", help="saved JSON responses")
+    p.add_argument("--venue", required=True,
+                   help="the venue to add them to: a built-in name or a .toml file")
+    p.add_argument("--out", required=True, help="the venue file to write (.toml)")
+    p.add_argument("--date", help="the responses' date, YYYY-MM-DD, for those that carry no "
+                                  "time (Binance leverageBracket, OKX)")
+    p.add_argument("--symbols", help="only these symbols, comma-separated (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    return p
+
+
+def _cmd_venues_import(argv: list[str]) -> int:
+    import datetime as dt
+
+    from .atomic import write_text
+    from .venues.importer import import_into
+
+    args = _venues_import_parser().parse_args(argv)
+    out = Path(args.out)
+    if out.suffix != ".toml":
+        raise ValueError(f"--out {out}: a venue file ends in .toml")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out {out} exists; pass --overwrite to replace it")
+    date = None
+    if args.date:
+        try:
+            date = dt.date.fromisoformat(args.date)
+        except ValueError:
+            raise ValueError(f"--date {args.date!r}: give a date as YYYY-MM-DD") from None
+    symbols = [s for s in (args.symbols or "").split(",") if s.strip()]
+    text, rows = import_into(args.venue, args.responses, date, symbols or None)
+    write_text(out, text)
+    for r in rows:
+        what = (f"{len(r.tiers)} tier(s)" if r.tiers is not None
+                else "filters " + ", ".join(f"{k} {v:g}" for k, v in r.filters.items()))
+        print(f"  {r.symbol:<12} from {r.valid_from}  {what}")
+    print(f"wrote {out} ({len(rows)} version(s) added); use it with --venue {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["venues", "import"]:
+        try:
+            return _cmd_venues_import(argv[2:])
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            print(f"backtester: error: {exc}", file=sys.stderr)
+            return 2
     parser = argparse.ArgumentParser(
         prog="backtester",
         description="Backtest leveraged portfolios under cross and isolated margin.",

@@ -13,7 +13,8 @@ MARKET_FLAGS = {"symbols": "--symbols", "start": "--start", "end": "--end",
 RUN_FLAGS = {**MARKET_FLAGS, "initial_balance": "--balance", "leverage": "--leverage",
              "slippage": "--slippage", "venue": "--venue", "path": "--path",
              "fill_at": "--fill-at", "margin_mode": "--margin-mode",
-             "collateral": "--collateral"}
+             "collateral": "--collateral", "stand_in": "--stand-in",
+             "order_filters": "--no-order-filters"}
 PAIR_FLAGS = {"exposure": "--exposure", "rebalance_every": "--rebalance"}  # the default pair's
 
 

@@ -66,6 +66,17 @@ class RunConfig:
       reports each as a column named by the currency. A quote balance that losses
       take below zero is a loan charged the venue's ``loan_rate``; after a cross
       liquidation collateral is sold at the trigger prices to repay it.
+    - ``stand_in``: symbols the venue does not list, each priced with a listed symbol's
+      tier table and fees by explicit choice: ``{"ADA_USDT": "BTC_USDT"}``, or
+      ``{"*": "BTC_USDT"}`` for every unlisted symbol. Without it an unlisted symbol is an
+      error that says how to add it; with it, ``Result.specs``, ``describe()`` and
+      ``run.json`` name the table that stood in.
+    - ``order_filters``: apply the venue's order filters (default): order sizes rounded
+      toward zero to the quantity step, orders under the minimum quantity or (for what
+      they open) the minimum notional refused, slipped fill prices on the price tick.
+      ``False`` trades any fraction (an idealisation for research, as vectorbt does; a
+      wiped account may then hold dust). The largest position (the top tier's cap) holds
+      either way.
     """
 
     initial_balance: float = 10_000.0
@@ -83,6 +94,8 @@ class RunConfig:
     spot_fee: float = 0.001
     position_mode: str | Mapping[str, str] = "one_way"
     collateral: Mapping[str, float] = field(default_factory=dict)
+    stand_in: Mapping[str, str] = field(default_factory=dict)
+    order_filters: bool = True
 
     def replace(self, **changes) -> RunConfig:
         """A copy with some fields changed (unknown names raise a clear error)."""
@@ -120,7 +133,7 @@ class RunConfig:
                 low=0.0, high=0.5)
         _amount("spot_fee", self.spot_fee, "a fee rate in [0, 0.1), e.g. 0.001", low=0.0,
                 high=0.1)
-        for name in ("reduce_to_fit", "record_positions"):
+        for name in ("reduce_to_fit", "record_positions", "order_filters"):
             value = getattr(self, name)
             if not isinstance(value, bool | np.bool_):
                 raise ValueError(f"{name}={value!r}: must be True or False")
@@ -133,6 +146,7 @@ class RunConfig:
                     _choice_check(enums.POSITION_MODE_NAMES))
         _mapping("collateral", self.collateral, lambda name, v: _amount(
             name, v, "a positive amount of coins, e.g. 0.5"), "{'BTC': 0.5}")
+        _mapping("stand_in", self.stand_in, _symbol_check, "{'ADA_USDT': 'BTC_USDT'}")
         return self
 
 
@@ -154,6 +168,12 @@ def _amount(name: str, value, what: str, low: float | None = None,
 
 def _choice_check(names: tuple[str, ...]):
     return lambda name, value: choice(name, value, names)
+
+
+def _symbol_check(name: str, value) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}={value!r}: must be the name of a symbol the venue lists, "
+                         f"e.g. 'BTC_USDT'")
 
 
 def _mapping(name: str, value, check, example: str) -> None:

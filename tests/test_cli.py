@@ -80,13 +80,18 @@ def test_an_all_isolated_run_has_no_margin_ratio_to_show(tmp_path, capsys):
 
 @pytest.mark.parametrize("venue", ["bybit_linear", "okx_swap"])
 def test_run_on_every_futures_venue_saves_both_modes(venue, tmp_path, capsys):
+    # ETHUSDT has no table on either venue: priced with BTCUSDT's by choice, and recorded
     code = main(["run", "--venue", venue, "--start", "2024-01-01", "--end", "2024-02-01",
-                 "--leverage", "5", "--out", str(tmp_path), "--no-plot"])
+                 "--leverage", "5", "--out", str(tmp_path), "--no-plot",
+                 "--stand-in", "ETH_USDT=BTC_USDT"])
     assert code == 0
     for mode in ("cross", "isolated"):
         meta = json.loads((tmp_path / mode / "run.json").read_text())
         assert meta["config"]["venue"] == venue
+        assert meta["config"]["stand_in"] == {"ETH_USDT": "BTC_USDT"}
         assert meta["venue_specs"]["BTC_USDT"]  # the versions of the venue's table it used
+        assert all("BTCUSDT's table standing in" in label
+                   for label in meta["venue_specs"]["ETH_USDT"])
 
 
 def test_run_on_spot_margin_runs_cross_only_and_records_borrowing_fees(tmp_path, capsys):
@@ -105,7 +110,8 @@ def test_run_on_spot_margin_runs_cross_only_and_records_borrowing_fees(tmp_path,
 
 def test_run_with_collateral_on_okx(tmp_path, capsys):
     code = main(["run", "--venue", "okx_swap", "--collateral", "BTC=0.5", "--margin-mode",
-                 "cross", "--start", "2024-01-01", "--end", "2024-02-01", "--out",
+                 "cross", "--stand-in", "*=BTC_USDT", "--start", "2024-01-01", "--end",
+                 "2024-02-01", "--out",
                  str(tmp_path), "--no-plot"])
     assert code == 0
     positions = pd.read_parquet(tmp_path / "positions.parquet")

@@ -107,7 +107,7 @@ def test_cross_liquidation_price_is_binances_formula_with_tiers():
     lp = (10000 - 30000) / (0.004 - 1)  # 20,080.32
     m = market(["BTC_USDT"], [(30000,) * 4, (30000,) * 4, (30000, 30500, 15000, 16000)])
     r = run(m, units(3, [1]), margin_mode="cross", leverage=10, venue="binance_usdm",
-            venue_overrides=dict(taker_fee=0.0))
+            venue_overrides=dict(taker_fee=0.0, liquidation_fee=0.0125))
     liq = r.liquidations
     assert liq["price"].iloc[0] == pytest.approx(lp, abs=0.005)
     assert round(r.liquidation_prices["BTC_USDT"].iloc[1], 2) == round(lp, 2)
@@ -387,7 +387,7 @@ def test_bad_run_options_raise_clear_errors():
         run(m, t, leverag=5)
     with pytest.raises(ValueError, match="path='random': must be one of"):
         run(m, t, path="random")
-    with pytest.raises(KeyError, match="no spec for symbol 'SHIB'"):
+    with pytest.raises(KeyError, match="no tier table for symbol 'SHIB'"):
         run(market(["SHIB"], [(1,) * 4]), units(1, [1]), venue="binance_usdm")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import NAN, flat, market
 
-from backtester import Market, run
+from backtester import Market, load_venue, run
 
 
 def bars(*prices):
@@ -140,8 +140,14 @@ def test_readme_default_isolated_run_has_no_shortfall_and_its_waived_fees_balanc
     assert (liq["shortfall"] == 0.0).all()
     left = liq["realized_pnl"] + liq["qty"] * (liq["entry_price"] - liq["bankruptcy_price"])
     assert (liq["fee"] <= left + 1e-9).all()
+    # the fee due is the symbol's clearance rate in force at the bar (binance_usdm.toml's
+    # exchangeInfo rates: 2% BTCUSDT, 3% ETHUSDT in 2021-24) on the closed notional
+    venue = load_venue("binance_usdm")
+    rates = [venue.spec(sym, m.index[bar]).liquidation_fee
+             for sym, bar in zip(liq["symbol"], liq["bar"], strict=True)]
+    assert set(rates) <= {0.02, 0.03, 0.0125}
     assert liq["fee"].to_numpy() + liq["fee_waived"].to_numpy() == pytest.approx(
-        0.0125 * (liq["qty"].abs() * liq["price"]).to_numpy(), rel=1e-12)
+        np.array(rates) * (liq["qty"].abs() * liq["price"]).to_numpy(), rel=1e-12)
 
 
 def test_okx_position_gapped_past_bankruptcy_is_closed_whole_not_cut():
@@ -253,16 +259,21 @@ def test_a_vanishing_balance_runs_without_error_or_dust(balance):
             reduce_to_fit=True, initial_balance=balance)
     assert np.isfinite(r.account.to_numpy()).all()
     assert len(r.fills) == 0 and len(r.liquidations) == 0
-    assert set(r.rejections["reason"]) <= {"dust", "insufficient_margin"}
+    # Binance's quantity step (0.001 BTC) rounds what the balance allows to nothing
+    assert set(r.rejections["reason"]) <= {"dust", "insufficient_margin", "rounds_to_zero"}
 
 
 def test_an_order_of_dust_is_refused():
-    # 1e-13 BTC is 3e-9 USDT of notional, below a billionth of the 10,000 equity (1e-5)
+    # 1e-13 BTC is 3e-9 USDT of notional, below a billionth of the 10,000 equity (1e-5): on a
+    # venue without order filters the dust rule refuses it; on Binance it rounds to no step
     m = market(["BTC_USDT"], bars(30_000, 30_000, 30_000))
     targets = np.full((3, 1), NAN)
     targets[0] = 1e-13
-    r = run(m, targets, venue="binance_usdm", leverage=10, initial_balance=10_000)
+    r = run(m, targets, venue="flat", leverage=10, initial_balance=10_000)
     assert r.rejections["reason"].tolist() == ["dust"]
+    assert len(r.fills) == 0
+    r = run(m, targets, venue="binance_usdm", leverage=10, initial_balance=10_000)
+    assert r.rejections["reason"].tolist() == ["rounds_to_zero"]
     assert len(r.fills) == 0
 
 

@@ -381,7 +381,7 @@ def test_compare_across_venues_runs_spot_margin_cross_only():
     from strategies import hedged_pair
 
     comparison = compare(m, hedged_pair(m, exposure=1.0), target_kind="equity", leverage=3,
-                         venue=["bybit_linear", "kraken_spot"])
+                         venue=["bybit_linear", "kraken_spot"], stand_in={"ETH_USDT": "BTC_USDT"})
     assert list(comparison.results) == ["cross bybit_linear", "isolated bybit_linear",
                                         "cross kraken_spot"]
     kraken = comparison.results["cross kraken_spot"]

@@ -58,7 +58,8 @@ def test_beta_hedged_pair_shorts_beta_times_the_long_notional(market):
     from strategies.hedged_pair import hedge_ratios
 
     beta = hedge_ratios(market, "BTC_USDT", "ETH_USDT", 720)
-    r = run(market, hedged_pair_strategy(market, exposure=1.0, hedge="beta"), leverage=10)
+    r = run(market, hedged_pair_strategy(market, exposure=1.0, hedge="beta"), leverage=10,
+            order_filters=False)  # continuous sizes: the ratio is exactly beta
     q = r.positions.to_numpy()
     decided = np.arange(0, market.n_bars - 1, 24)
     assert beta[decided].std() > 0.02  # the ratio moves: not a notional hedge in disguise
@@ -92,7 +93,8 @@ def test_embedded_spot_series_tracks_its_perpetual(carry):
 @pytest.mark.parametrize("mode,leverage", [("cross", 2), ("isolated", 2), ("isolated", 5)])
 def test_carry_stays_delta_neutral_and_collects_funding(carry, mode, leverage):
     band = 0.01
-    r = run(carry, funding_carry(carry, leverage=leverage, band=band), margin_mode=mode)
+    r = run(carry, funding_carry(carry, leverage=leverage, band=band), margin_mode=mode,
+            order_filters=False)  # continuous sizes: the band logic alone moves the legs
     q = r.positions.to_numpy()
     perp, spot = q[:, 0], q[:, 1]
     held = spot > 0
@@ -126,7 +128,7 @@ def test_carry_stays_out_while_funding_is_below_its_entry(carry):
 def test_trend_book_follows_its_signal_at_its_exposure(market):
     fast, slow, exposure = 48, 240, 2.0
     r = run(market, trend_following(market, fast=fast, slow=slow, exposure=exposure),
-            margin_mode="cross")
+            margin_mode="cross", order_filters=False)  # continuous sizes, checked exactly
     close = market.frame("close")
     direction = np.sign(close.ewm(span=fast, min_periods=fast).mean()
                         - close.ewm(span=slow, min_periods=slow).mean()).to_numpy()
@@ -148,8 +150,9 @@ def test_trend_book_follows_its_signal_at_its_exposure(market):
 
 
 def test_margin_aware_isolated_book_tops_up_and_is_never_liquidated(market):
-    plain = run(market, margin_aware(market, protect=False), margin_mode="isolated")
-    guarded = run(market, margin_aware(market), margin_mode="isolated")
+    plain = run(market, margin_aware(market, protect=False), margin_mode="isolated",
+                order_filters=False)
+    guarded = run(market, margin_aware(market), margin_mode="isolated", order_filters=False)
     assert plain.summary()["liquidations"] > 10
     assert guarded.summary()["liquidations"] == 0
     # the guard worked by topping up: isolated margin rose at bars without any fill
@@ -214,7 +217,8 @@ def test_grid_buys_below_and_sells_above_its_anchor_by_hand():
 
 def test_grid_on_the_embedded_data_holds_the_level_a_second_implementation_expects(market):
     spacing, levels, size = 0.02, 5, 0.3
-    r = run(market, grid(market, spacing=spacing, levels=levels, size=size))
+    r = run(market, grid(market, spacing=spacing, levels=levels, size=size),
+            order_filters=False)  # the second implementation sizes continuously
     level = grid_levels(market.close[:, 0], spacing, levels, recenter=True)
     changed = np.flatnonzero(np.diff(level) != 0) + 1  # decisions: the level moved
     assert len(changed) > 100 and np.abs(level).max() == levels

@@ -67,13 +67,14 @@ def assert_row_matches(row: pd.Series, expected: dict) -> None:
 def test_batch_rows_equal_run_summary_on_every_venue_model(market, venue, modes):
     # Bybit, OKX and Kraken rules (bankruptcy settlement, size tiers, borrowing fees) reach
     # the batch through the same rule rows as run()
+    stand_in = {"ETH_USDT": "BTC_USDT"} if venue != "kraken_spot" else {}
     grid = {"exposure": [1.0, 4.0], "venue": venue, "margin_mode": modes, "leverage": [2, 5],
-            "target_kind": "equity"}
+            "target_kind": "equity", "stand_in": [stand_in]}
     rows = sweep(market, hedged_pair, grid, progress=False)
     assert rows["error"].isna().all()
     for _, row in rows.iterrows():
         expected = expected_row(market, hedged_pair, {"exposure": row["exposure"]},
-                                venue=venue, margin_mode=row["margin_mode"],
+                                venue=venue, stand_in=stand_in, margin_mode=row["margin_mode"],
                                 leverage=row["leverage"], target_kind="equity")
         assert_row_matches(row, expected)
 

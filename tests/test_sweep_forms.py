@@ -95,7 +95,8 @@ CASES = {
     "collateral": (units_pair, "market", {"size": [0.05, 0.5], "venue": "okx_swap",
                                           "collateral": [{"BTC": 0.01}, {"BTC": 0.2}],
                                           "leverage": 20, "target_kind": "units",
-                                          "initial_balance": 5.0}),
+                                          "initial_balance": 5.0,
+                                          "stand_in": [{"ETH_USDT": "BTC_USDT"}]}),
     # a margin mode and a leverage per symbol
     "per symbol": (hedged_pair, "market", {
         "exposure": [1.0, 3.0], "target_kind": "equity",
@@ -120,6 +121,7 @@ def test_the_cases_reach_the_rules_they_are_about(market, carry):
                target_kind="units")
     assert {"BTC_USDT.long", "BTC_USDT.short"} <= set(legs.fills["symbol"])
     held = run(market, units_pair(market, 0.5), venue="okx_swap", collateral={"BTC": 0.2},
+               stand_in={"ETH_USDT": "BTC_USDT"},
                leverage=20, target_kind="units", initial_balance=5.0)
     assert (held.events["kind"] == "loan_interest").any()  # the collateral backs a loan
     spot = sweep(carry, FUNDING_CARRY, CASES["spot legs"][2])

@@ -89,7 +89,8 @@ def test_built_in_venues_are_listed_with_their_models():
 def test_binance_usdm_holds_the_2024_brackets_with_derived_cums():
     venue = load_venue("binance_usdm")
     assert venue.name == "binance_usdm"
-    assert set(venue.symbols) == {"BTCUSDT", "ETHUSDT"}
+    assert set(venue.symbols) == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT",
+                                  "LTCUSDT", "BNBUSDT", "DOGEUSDT"}
     assert venue.default is None
     assert venue.funding_interval_hours == 8
     btc = venue.spec("BTCUSDT")
@@ -108,13 +109,20 @@ def test_binance_usdm_fees_are_the_regular_tier_and_the_2024_liquidation_fee():
 
 
 def test_binance_liquidation_fee_is_per_symbol_and_dated():
-    # VENUES.md §2.7, the 2019-20 text: 0.3% on BTCUSDT, 0.5% on other perpetuals;
-    # 1.25% for both in the 2024-03-28 exchangeInfo snapshot
+    # VENUES.md §2.7, the 2019-20 text: 0.3% on BTCUSDT, 0.5% on other perpetuals; then the
+    # saved exchangeInfo responses' liquidationFee: 2021-09-06 BTC 2%, ETH 3%, DOGE 4%;
+    # 2024-10-02 BTC/ETH 1.25%, LTC 1.5%, DOGE 1%; 2025-10-30 DOGE 1.5%
     venue = load_venue()
     assert venue.spec("BTCUSDT", at="2020-03-01").liquidation_fee == 0.003
     assert venue.spec("ETHUSDT", at="2020-03-01").liquidation_fee == 0.005
-    assert venue.spec("BTCUSDT", at="2024-03-28").liquidation_fee == 0.0125
-    assert venue.spec("ETHUSDT", at="2024-03-28").liquidation_fee == 0.0125
+    assert venue.spec("BTCUSDT", at="2021-09-05").liquidation_fee == 0.0125  # assumption
+    assert venue.spec("BTCUSDT", at="2021-09-06").liquidation_fee == 0.02
+    assert venue.spec("ETHUSDT", at="2024-03-28").liquidation_fee == 0.03
+    assert venue.spec("DOGEUSDT", at="2023-01-01").liquidation_fee == 0.04
+    assert venue.spec("BTCUSDT", at="2024-10-02").liquidation_fee == 0.0125
+    assert venue.spec("LTCUSDT", at="2025-01-01").liquidation_fee == 0.015
+    assert venue.spec("DOGEUSDT", at="2025-01-01").liquidation_fee == 0.01
+    assert venue.spec("DOGEUSDT", at="2025-10-30").liquidation_fee == 0.015
 
 
 def test_flat_venue_has_one_tier_for_any_symbol():
@@ -137,9 +145,10 @@ def test_market_names_are_normalised_to_the_venue_symbol(name):
 
 def test_unknown_symbol_error_names_the_venue_and_lists_its_symbols():
     with pytest.raises(UnknownSymbolError) as info:
-        load_venue().spec("SOL_USDT")
+        load_venue().spec("SHIB_USDT")
     text = str(info.value)
-    assert "binance_usdm" in text and "'SOL_USDT'" in text and "BTCUSDT, ETHUSDT" in text
+    assert "binance_usdm" in text and "'SHIB_USDT'" in text and "BTCUSDT, DOGEUSDT" in text
+    assert "venues import" in text and "stand_in={'SHIBUSDT': 'ADAUSDT'}" in text
     assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
 
 
@@ -225,7 +234,12 @@ def test_unknown_venue_name_lists_the_built_ins():
                                 dt.date(2022, 6, 1), pd.Timestamp("2022-08-01").value])
 def test_btcusdt_2021_03_18_table_is_in_force_in_its_periods(at):
     spec = load_venue().spec("BTCUSDT", at=at)
-    assert as_rows(spec) == [row[:4] for row in BTC_2021]
+    expected = [row[:4] for row in BTC_2021]
+    if spec.valid_from >= pd.Timestamp("2022-05-21", tz="UTC"):
+        # freqtrade's snapshot of Binance's response: the last bracket has no cap (Binance
+        # sends its int64 maximum), where the 2021 announcement said 500M
+        expected[-1] = (*expected[-1][:1], float("inf"), *expected[-1][2:])
+    assert as_rows(spec) == expected
     assert [t.cum for t in spec.tiers] == pytest.approx([row[4] for row in BTC_2021], abs=1e-6)
 
 
@@ -377,7 +391,8 @@ APPENDIX_A = {
         (300 * M, 450 * M, 0.125, 17_152_550, 4), (450 * M, 600 * M, 0.15, 28_402_550, 3),
         (600 * M, 800 * M, 0.25, 88_402_550, 2), (800 * M, 1000 * M, 0.50, 288_402_550, 1)],
     # "the same as the 2021-03 table" / "the 12-bracket table of §2.3.1"
-    "2022-05-21": [(f, c, m, cum, lev) for f, c, lev, m, cum in BTC_2021],
+    "2022-05-21": [(f, c if c < 500 * M else float("inf"), m, cum, lev)
+                   for f, c, lev, m, cum in BTC_2021],  # no cap on the last: Binance's int64
     "2024-05-30": [(f, c, m, cum, lev) for f, c, lev, m, cum in BTC_2024],
 }
 
@@ -399,7 +414,9 @@ def test_btcusdt_snapshot_of_each_date_is_the_version_in_force_then(date):
 def test_every_binance_version_starts_where_the_previous_ends():
     venue = load_venue()
     dates = [str(spec.valid_from.date()) for spec in venue.history["BTCUSDT"]]
-    assert dates == ["2019-09-01", "2021-03-18", *sorted(APPENDIX_A)]
+    # and where the exchangeInfo snapshots' filters and fees change (2021-09-06, 2024-10-02)
+    assert dates == sorted({"2019-09-01", "2021-03-18", *APPENDIX_A, "2021-09-06",
+                            "2024-10-02"})
     spans = [(s.valid_from, until) for sym, s, until in venue.versions() if sym == "BTCUSDT"]
     for (_, until), (nxt, _) in zip(spans, spans[1:], strict=False):
         assert until == nxt
@@ -444,7 +461,7 @@ def test_ethusdt_2021_era_table_holds_from_2021_until_2022_02_12(at):
 
 
 def test_ethusdt_2022_02_12_snapshot():
-    spec = load_venue().spec("ETHUSDT", at="2023-01-01")
+    spec = load_venue().spec("ETHUSDT", at="2022-06-01")  # the next snapshot: 2022-08-20
     assert spec.valid_from == pd.Timestamp("2022-02-12", tz="UTC")
     assert [(t.cap, t.mmr, t.max_leverage) for t in spec.tiers] == [
         (c, m, lev) for c, m, _, lev in ETH_2022]
@@ -626,8 +643,8 @@ def test_cli_venues_lists_every_venue_with_validity_dates(capsys):
     out = capsys.readouterr().out
     for name in list_venues():
         assert out.count(f"{name} (model ") == 1
-    assert "BTCUSDT       2021-06-22 .. 2022-02-12 10 tier(s)" in out
-    assert "BTCUSDT       2024-05-30 .. now        12 tier(s)" in out
+    assert "BTCUSDT       2021-06-22 .. 2021-09-06 10 tier(s)" in out
+    assert "BTCUSDT       2024-10-02 .. now        12 tier(s)" in out
     # what each venue's model allows: margin modes; position modes; collateral
     assert "binance_usdm (model binance: cross, isolated; one_way, hedge):" in out
     assert "okx_swap (model okx: cross, isolated; one_way; collateral):" in out

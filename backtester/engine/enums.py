@@ -112,6 +112,14 @@ Reject = _codes("Reject", [
     "PAST_BANKRUPTCY",  # a reduction whose fill price is past the bankruptcy price: it would
     #                     lose more than the margin backing it (isolated) or than the margin
     #                     balance (cross); see orders.closing_loss
+    # the venue's order filters (Sym.QTY_STEP, MIN_QTY, MIN_NOTIONAL; the top tier's cap)
+    "ROUNDS_TO_ZERO",  # the order's size rounds (toward zero) to no step of the quantity
+    "BELOW_MIN_QTY",  # the order's size, rounded, is below the minimum quantity
+    "BELOW_MIN_NOTIONAL",  # what the order opens is worth less than the minimum notional
+    #                        (an order that only reduces is exempt, as on Binance)
+    "ABOVE_MAX_POSITION",  # the position would exceed the top tier's cap (the largest
+    #                        position the venue allows: Binance's last bracket, Bybit's
+    #                        highest risk limit, OKX's last tier)
 ])
 REJECT_REASON_NAMES = (
     "insufficient_margin",
@@ -128,6 +136,10 @@ REJECT_REASON_NAMES = (
     "position_liquidated_at_open",
     "dust",
     "past_bankruptcy_price",
+    "rounds_to_zero",
+    "below_min_qty",
+    "below_min_notional",
+    "above_max_position",
 )
 
 # --- record dtypes --------------------------------------------------------------------
@@ -271,6 +283,14 @@ Sym = _codes("Sym", [
     "CUT_FEE",  # fee rate of a partial-liquidation cut (Bybit: the taker fee of its
     #             Fill-or-Kill order; OKX: the liquidation fee)
     "ORDER_COST",  # what an opening order must have available: OrderCost below
+    # the venue's order filters (0: none): an order's size is rounded toward zero to a
+    # multiple of QTY_STEP (base units), must be at least MIN_QTY (base units) and, for what
+    # it opens, MIN_NOTIONAL (quote); a fill price moved by slippage is rounded to TICK_SIZE
+    # (quote) against the trader. The largest position is the top tier's cap.
+    "QTY_STEP",
+    "MIN_QTY",
+    "MIN_NOTIONAL",
+    "TICK_SIZE",
 ])
 N_SYMBOL_FIELDS = len(Sym)
 # the rows a venue's version sets (the leverage and the hedge legs are the run's)

@@ -65,18 +65,22 @@ def charge_opening_fee(t, i, open_qty, price, book, records):
 def opening_refusal(i, open_qty, price, book):
     """Why an opening of ``open_qty`` at ``price`` must be refused whatever the balance
     (a Reject.* code), or -1: collateral is not traded, a spot holding cannot go short, a
-    hedge-mode leg keeps its side, the leverage must fit the tier the new size lands in,
+    hedge-mode leg keeps its side, no position exceeds the top tier's cap (the venue's
+    largest), the leverage must fit the tier the new size lands in,
     an account with no equity cannot trade, and spot margin opens nothing below the
     venue's opening level."""
     state, mode, sym = book.state, book.mode, book.sym
     new_q = state[State.QTY, i] + open_qty
-    k = tier_from(tier_key(i, new_q, price, price, sym), ZERO, i, book.tiers, book.n_tiers)
+    key = tier_key(i, new_q, price, price, sym)
+    k = tier_from(key, ZERO, i, book.tiers, book.n_tiers)
     if mode[i] == Mode.COLLATERAL:
         return Reject.INVALID_ORDER
     if open_qty < 0.0 and mode[i] == Mode.SPOT:
         return Reject.SPOT_SHORT
     if sym[Sym.LEG, i] * open_qty < 0.0:
         return Reject.HEDGE_LEG_SIDE
+    if key > book.tiers[TierField.CAP, i, book.n_tiers[i] - 1]:
+        return Reject.ABOVE_MAX_POSITION
     if sym[Sym.LEVERAGE, i] > book.tiers[TierField.MAX_LEVERAGE, i, k]:
         return Reject.LEVERAGE_ABOVE_TIER
     return -1
@@ -88,6 +92,52 @@ def dust_notional(account):
     filters, where it publishes them, are far above): a billionth of the account's equity at
     the last close, and never below 1e-12 of the quote currency."""
     return max(DUST_FRACTION * account[Account.EQUITY_PREV], DUST_FLOOR)
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def on_step(qty, step):
+    """``qty`` rounded toward zero to a multiple of ``step`` (0: no step, ``qty`` as it is).
+    A size within a billionth of a step of the next multiple counts as that multiple, so
+    binary fractions such as 0.3 / 0.1 = 2.9999999999999996 keep their step."""
+    if step <= 0.0:
+        return qty
+    return np.sign(qty) * np.floor(abs(qty) / step + 1e-9) * step
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def filtered_order(i, target, q, sym):
+    """``(delta, reject)``: the order that takes column i from position ``q`` to ``target``
+    under the venue's quantity filters, and a Reject.* code (-1: none).
+
+    The order's size is rounded toward zero to the quantity step, except that closing a
+    whole position is exact (the close of an order that goes to 0 or through it; what it
+    opens beyond is rounded). An order that rounds to nothing, or whose size is below the
+    minimum quantity and does not close the position, is refused.
+    """
+    step = sym[Sym.QTY_STEP, i]
+    if q != 0.0 and (target == 0.0 or (target > 0.0) != (q > 0.0)):
+        delta = on_step(target, step) - q
+    else:
+        delta = on_step(target - q, step)
+    if delta == 0.0:
+        return target - q, Reject.ROUNDS_TO_ZERO
+    if target != 0.0 and abs(delta) < sym[Sym.MIN_QTY, i] * (1.0 - 1e-9):
+        return delta, Reject.BELOW_MIN_QTY
+    return delta, -1
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def slipped_price(price, delta, slippage, tick):
+    """The fill price of an order of ``delta`` units at ``price`` after slippage, moved to the
+    venue's price tick against the trader (a buy up, a sell down) when slippage moved it
+    (prices without slippage are the market's own, already on the tick)."""
+    if slippage == 0.0:
+        return price
+    price *= 1.0 + slippage * np.sign(delta)
+    if tick > 0.0:
+        ticks = price / tick
+        price = (np.ceil(ticks - 1e-9) if delta > 0.0 else np.floor(ticks + 1e-9)) * tick
+    return price
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
@@ -127,9 +177,10 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
     (``closing_loss``: the order is then refused whole). The opening part needs its
     initial margin plus fees (``rules.order_cost_rate``) plus its open loss (what a fill
     worse than the mark loses at once, VENUES.md §2.2) from the available balance, must
-    pass ``opening_refusal`` and must not be dust (``dust_notional``); otherwise it is
-    rejected with a reason code (or, with ``reduce_to_fit``, cut to what the balance
-    allows, if that is not dust). An opening on spot margin pays the borrowing fee.
+    pass ``opening_refusal``, must not be dust (``dust_notional``) and must reach the
+    venue's minimum notional; otherwise it is rejected with a reason code (or, with
+    ``reduce_to_fit``, cut to what the balance allows, on the quantity step, if that passes
+    the filters). An opening on spot margin pays the borrowing fee.
     """
     state, mode, sym = book.state, book.mode, book.sym
     old = state[State.QTY, i]
@@ -164,13 +215,17 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
             reject = Reject.ACCOUNT_BANKRUPT
         elif abs(open_qty) * price < dust:
             reject = Reject.DUST
+        elif abs(open_qty) * price < sym[Sym.MIN_NOTIONAL, i]:
+            reject = Reject.BELOW_MIN_NOTIONAL
         elif (book.rules[AccountRule.OPEN_LEVEL] > 0.0 and mode[i] == Mode.CROSS
               and has_cross_position(book) and cross_level_value(
                   book, state[State.MARK], book.rules[AccountRule.OPEN_LEVEL]) < 0.0):
             reject = Reject.MARGIN_LEVEL
         elif required > avail:
-            fit = avail / per_unit
-            if reduce_to_fit and avail > 0.0 and fit * price >= dust:
+            fit = on_step(avail / per_unit, sym[Sym.QTY_STEP, i])
+            if (reduce_to_fit and avail > 0.0 and fit * price >= dust
+                    and fit * price >= sym[Sym.MIN_NOTIONAL, i]
+                    and fit >= sym[Sym.MIN_QTY, i] * (1.0 - 1e-9)):
                 open_qty = side * fit
                 reason = FillReason.REDUCE_ONLY
             else:
@@ -246,9 +301,14 @@ def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
             record_rejection(records.rejects, records.counts,
                              t, i, delta, np.nan, 0.0, 0.0, Reject.NO_PRICE)
             continue
-        price *= 1.0 + trading.slippage * np.sign(delta)
-        execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
         want[i] = np.nan  # done: the other pass must not fill the rounding left over
+        delta, reject = filtered_order(i, target, q, book.sym)
+        if reject >= 0:
+            record_rejection(records.rejects, records.counts,
+                             t, i, delta, price, 0.0, 0.0, reject)
+            continue
+        price = slipped_price(price, delta, trading.slippage, book.sym[Sym.TICK_SIZE, i])
+        execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

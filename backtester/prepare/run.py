@@ -63,13 +63,15 @@ class PrepareCache:
     warnings: dict = field(default_factory=dict)
 
     def venue(self, config: RunConfig) -> Venue:
-        if isinstance(config.venue, Venue) and not config.venue_overrides:
+        if isinstance(config.venue, Venue) and not config.venue_overrides \
+                and not config.stand_in:
             return config.venue
         venue = config.venue
         key = (id(venue) if isinstance(venue, Venue) else option_key(venue),
-               option_key(config.venue_overrides))
+               option_key(config.venue_overrides), option_key(config.stand_in))
         if key not in self.venues:
-            self.venues[key] = load_venue(config.venue, **dict(config.venue_overrides))
+            self.venues[key] = load_venue(config.venue, stand_in=dict(config.stand_in),
+                                          **dict(config.venue_overrides))
         return self.venues[key]
 
 
@@ -125,7 +127,8 @@ def prepare_run(market: Market, orders, config: RunConfig,
             high=c_float(run_market.high, 2, "high"), low=c_float(run_market.low, 2, "low"),
             volume=c_float(run_market.volume, 2, "volume"))
     mode, leverage = column_options(layout, config, venue, cache)
-    versions, bars, n_funding, specs = venue_inputs(layout, venue, spot_fee, cache)
+    versions, bars, n_funding, specs = venue_inputs(layout, venue, spot_fee, cache,
+                                                    config.order_filters)
     found = _warnings(market, venue, layout.spot, cache)
     sym = versions.sym[0].copy()
     sym[enums.Sym.LEVERAGE] = leverage

@@ -44,7 +44,10 @@ def version_bars(venue: Venue, market: Market, symbols) -> list[int]:
     """
     starts = {r.valid_from.value for r in venue.rule_history if r.valid_from is not None}
     for symbol in symbols:
-        for spec in venue.history.get(normalise_symbol(symbol), venue.default_history):
+        name = normalise_symbol(symbol)
+        name = name if name in venue.history else venue.stand_ins.get(
+            name, venue.stand_ins.get("*", name))
+        for spec in venue.history.get(name, venue.default_history):
             if spec.valid_from is not None:
                 starts.add(spec.valid_from.value)
     index = market.index
@@ -165,12 +168,21 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float):
     return stacked, specs
 
 
-def venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareCache):
-    """``(Versions, Bars, funding rows, specs)`` of the run's columns under ``venue``."""
+FILTER_ROWS = (enums.Sym.QTY_STEP, enums.Sym.MIN_QTY, enums.Sym.MIN_NOTIONAL,
+               enums.Sym.TICK_SIZE)
+
+
+def venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareCache,
+                 order_filters: bool = True):
+    """``(Versions, Bars, funding rows, specs)`` of the run's columns under ``venue``; without
+    ``order_filters`` the venue's quantity step, minimums and price tick are left out."""
     market = layout.market
-    key = (id(market), id(venue), float(spot_fee), layout.spot, tuple(layout.held))
+    key = (id(market), id(venue), float(spot_fee), layout.spot, tuple(layout.held),
+           bool(order_filters))
     if key not in cache.venue_inputs:
         versions, specs = rule_versions(venue, layout, spot_fee)
+        if not order_filters:
+            versions.sym[:, list(FILTER_ROWS)] = 0.0
         start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
         funding = venue_funding(venue, market, layout.names, start,
                                 set(layout.spot) | set(layout.held))

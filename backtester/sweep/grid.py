@@ -33,9 +33,10 @@ from ..strategy import StrategyDef
 RUN_OPTIONS = (
     "window", "venue", "venue_overrides", "margin_mode", "leverage", "initial_balance",
     "target_kind", "fill_at", "path", "slippage", "reduce_to_fit", "instruments", "spot_fee",
-    "position_mode", "collateral",
+    "position_mode", "collateral", "stand_in", "order_filters",
 )
-_OUTER = ("window", "venue", "venue_overrides")  # options that select the batch (outermost)
+# options that select the batch (outermost): they change the venue's inputs to the kernel
+_OUTER = ("window", "venue", "venue_overrides", "stand_in", "order_filters")
 _DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
              for f in dataclasses.fields(RunConfig)}
 OPTION_DEFAULTS = {name: _DEFAULTS.get(name) for name in RUN_OPTIONS}  # window None: all bars
@@ -137,8 +138,10 @@ def _option(name: str, value):
         return dict(sorted(value.items())) if isinstance(value, Mapping) else value
     if name in ("target_kind", "fill_at", "path"):
         return value
-    if name == "reduce_to_fit":
+    if name in ("reduce_to_fit", "order_filters"):
         return bool(value)
+    if name == "stand_in":
+        return {str(k): str(v) for k, v in sorted(value.items())}
     if name == "instruments":
         return {str(k): v for k, v in sorted(value.items())}
     if name == "collateral":

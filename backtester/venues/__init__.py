@@ -62,6 +62,7 @@ rates (VENUES.md §2.3), so a table cannot be internally inconsistent.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from .files import apply_overrides, read_venue
@@ -110,7 +111,8 @@ def list_venues() -> list[str]:
     return sorted(p.stem for p in _HERE.glob("*.toml"))
 
 
-def load_venue(name_or_path: str | Path | Venue = "binance_usdm", **overrides) -> Venue:
+def load_venue(name_or_path: str | Path | Venue = "binance_usdm",
+               stand_in: Mapping[str, str] | None = None, **overrides) -> Venue:
     """Load a venue by built-in name, from a TOML file, or pass a ``Venue`` through.
 
     ``overrides`` replace spec values for every symbol and version:
@@ -119,6 +121,11 @@ def load_venue(name_or_path: str | Path | Venue = "binance_usdm", **overrides) -
     Kraken's ``long_rollover_fee``) and rules (e.g. Bybit's ``margin_price``, held
     at every date); ``mmr`` (maintenance margin rate) and ``max_leverage`` only on
     venues whose tables have a single tier, such as ``flat``.
+
+    ``stand_in`` prices symbols the venue does not list with a listed symbol's tables, by
+    explicit choice (``{"ADAUSDT": "BTCUSDT"}``, ``{"*": "BTCUSDT"}`` for any), recorded on
+    every spec it makes (``Venue.with_stand_ins``); without it such a symbol is an error
+    that says how to add it.
 
     Example:
         >>> load_venue("flat", mmr=0.01, max_leverage=50).spec("SOLUSDT").tiers[0].mmr
@@ -135,7 +142,8 @@ def load_venue(name_or_path: str | Path | Venue = "binance_usdm", **overrides) -
     else:
         raise ValueError(f"venue={name_or_path!r}: give a built-in venue name (e.g. "
                          "'binance_usdm'), the path of a .toml venue file or a Venue")
-    return apply_overrides(venue, overrides) if overrides else venue
+    venue = apply_overrides(venue, overrides) if overrides else venue
+    return venue.with_stand_ins(stand_in) if stand_in else venue
 
 
 def check_leverage(venue: Venue | str, symbol: str, leverage: float, at=None,

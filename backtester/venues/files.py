@@ -15,7 +15,14 @@ from typing import Any
 
 from .models import MarginModel, check_rule
 from .registry import margin_model
-from .spec import SymbolSpec, VenueSpecError, normalise_symbol, tiers_from_table, to_timestamp
+from .spec import (
+    FILTERS,
+    SymbolSpec,
+    VenueSpecError,
+    normalise_symbol,
+    tiers_from_table,
+    to_timestamp,
+)
 from .venue import DiscountTiers, RuleSet, Venue
 
 FEES = ("taker_fee", "maker_fee", "liquidation_fee")
@@ -23,7 +30,7 @@ TIER_OVERRIDES = ("mmr", "max_leverage")
 # version keys that may also be set once at the top level for every version
 _SHARED = ("funding_interval_hours", "funding_cap_mmr_multiple", "tier_rule", "tier_unit")
 _TOP_KEYS = {"name", "description", "model", "source", "fees", "symbols", "default", "rules",
-             "collateral", "params", *_SHARED}
+             "collateral", "params", "filters", *_SHARED}
 _VERSION_KEYS = {"valid_from", "source", "tiers", "funding_rate_cap", "funding_rate_floor",
                  *FEES, *_SHARED}
 _TIER_KEYS = ("floor", "cap", "max_leverage", "mmr")
@@ -82,6 +89,15 @@ def venue_from_dict(data: Mapping[str, Any], default_name: str) -> Venue:
         if name in history:
             raise VenueSpecError(f"symbol {key} is listed twice (as {name})")
         history[name] = _versions(name, versions, defaults, model)
+    filters = data.get("filters", {})
+    if not isinstance(filters, Mapping):
+        raise VenueSpecError("filters must be tables: [[filters.BTCUSDT]]")
+    for key, versions in filters.items():
+        name = normalise_symbol(key)
+        if name not in history:
+            raise VenueSpecError(f"[[filters.{key}]]: the symbol has no [[symbols.{key}]] "
+                                 f"tier table")
+        history[name] = _with_filters(history[name], _filter_versions(key, versions))
     default = _versions("default", data["default"], defaults, model) if "default" in data else ()
     if not history and not default:
         raise VenueSpecError("lists no [[symbols.NAME]] and no [[default]] spec")
@@ -148,6 +164,65 @@ def _discounts(currency: str, versions: Any) -> tuple[DiscountTiers, ...]:
         if out and not tiers.valid_from > out[-1].valid_from:
             raise VenueSpecError(f"{where}: valid_from must be later than version {v}'s")
         out.append(tiers)
+    return tuple(out)
+
+
+def _filter_versions(symbol: str, versions: Any) -> list[dict[str, Any]]:
+    """The dated order filters of ``[[filters.SYMBOL]]`` (a filter a version leaves out is 0:
+    none), oldest first."""
+    if isinstance(versions, Mapping):
+        versions = [versions]
+    out: list[dict[str, Any]] = []
+    for v, version in enumerate(versions):
+        where = f"[[filters.{symbol}]] {v + 1}"
+        if not isinstance(version, Mapping):
+            raise VenueSpecError(f"{where}: a filter version is a table")
+        _unknown_keys(where, version, {"valid_from", "source", "liquidation_fee", *FILTERS})
+        valid_from = _date(where, version.get("valid_from"), required=len(versions) > 1)
+        values = {}
+        for key in FILTERS:
+            value = version.get(key, 0.0)
+            if not (isinstance(value, int | float) and not isinstance(value, bool)
+                    and 0 <= value < float("inf")):
+                raise VenueSpecError(f"{where}: {key} must be a number >= 0 (0 = no filter), "
+                                     f"got {value!r}")
+            values[key] = float(value)
+        fee = version.get("liquidation_fee")
+        if fee is not None and not (isinstance(fee, int | float) and 0 <= fee < 1):
+            raise VenueSpecError(f"{where}: liquidation_fee must be a rate in [0, 1), "
+                                 f"got {fee!r}")
+        if out and not valid_from > out[-1]["valid_from"]:
+            raise VenueSpecError(f"{where}: valid_from must be later than version {v}'s")
+        out.append({"valid_from": valid_from, "source": str(version.get("source", "")),
+                    "values": values, "liquidation_fee": fee})
+    return out
+
+
+def _with_filters(versions: tuple[SymbolSpec, ...], filters: list[dict[str, Any]]
+                  ) -> tuple[SymbolSpec, ...]:
+    """``versions`` with the order filters in force at each date: a version is split where a
+    filter version starts. Before the first filter version, the first stands in (its source
+    says so), as the earliest tier table does before its date. A filter version's
+    ``liquidation_fee`` (Binance publishes it beside the filters, in exchangeInfo) replaces
+    the tier version's from its own date on, never before."""
+    first = versions[0].valid_from
+    starts = {v.valid_from for v in versions[1:]} | {
+        f["valid_from"] for f in filters
+        if f["valid_from"] is not None and (first is None or f["valid_from"] > first)}
+    out = []
+    for start in [first, *sorted(starts)]:
+        spec = [v for v in versions if v.valid_from is None
+                or (start is not None and v.valid_from <= start)][-1]
+        later = [f for f in filters if f["valid_from"] is None
+                 or (start is not None and f["valid_from"] <= start)]
+        chosen = later[-1] if later else filters[0]
+        source = chosen["source"]
+        if not later:
+            source += f" (standing in before {chosen['valid_from'].date()})"
+        fee = {} if not later or chosen["liquidation_fee"] is None else {
+            "liquidation_fee": float(chosen["liquidation_fee"])}
+        out.append(dataclasses.replace(spec, valid_from=start, filter_source=source,
+                                       **chosen["values"], **fee))
     return tuple(out)
 
 

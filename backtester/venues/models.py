@@ -193,13 +193,18 @@ class MarginModel:
     def kernel_rules(self, specs: Sequence[SymbolSpec], rules_in_force: Mapping[str, Any],
                      venue: str = "") -> np.ndarray:
         """The kernel's rule rows (``enums.Sym.*``, (N_SYMBOL_FIELDS, N)) of ``specs``: the
-        fees of each spec, then the model's rows. The leverage row is left 0 (the run's)."""
+        fees and order filters of each spec, then the model's rows. The leverage row is
+        left 0 (the run's)."""
         out = np.zeros((enums.N_SYMBOL_FIELDS, len(specs)))
         out[enums.Sym.PARTNER] = -1.0
         for i, spec in enumerate(specs):
             out[enums.Sym.TAKER_FEE, i] = spec.taker_fee
             out[enums.Sym.LIQ_FEE, i] = spec.liquidation_fee
             out[enums.Sym.CUT_FEE, i] = spec.liquidation_fee
+            out[enums.Sym.QTY_STEP, i] = spec.qty_step
+            out[enums.Sym.MIN_QTY, i] = spec.min_qty
+            out[enums.Sym.MIN_NOTIONAL, i] = spec.min_notional
+            out[enums.Sym.TICK_SIZE, i] = spec.tick_size
             for row, value in self.symbol_rows(spec, rules_in_force).items():
                 out[row, i] = value
             if (spec.tier_rule == "whole" and out[enums.Sym.MM_RULE, i] == enums.MM.BRACKET

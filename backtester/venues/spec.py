@@ -109,6 +109,7 @@ class Tier:
 
 
 TIER_RULES = ("bracket", "whole")
+FILTERS = ("tick_size", "qty_step", "min_qty", "min_notional")
 TIER_UNITS = ("quote", "contracts")
 
 
@@ -168,6 +169,13 @@ class SymbolSpec:
       in ``"quote"`` notional or in ``"contracts"``.
     - ``params``: the model's per-symbol numbers (its ``MarginModel.params``), e.g.
       OKX ``contract_size``, Kraken borrowing fees.
+    - ``tick_size``, ``qty_step``, ``min_qty``, ``min_notional``: the venue's order filters
+      (0 = none): the price tick (quote), the quantity step and minimum order size (base
+      units, also where tiers are in contracts), the minimum notional of what an order opens
+      (quote); ``filter_source`` says where they come from. The largest position is the top
+      tier's cap (``max_position``).
+    - ``stand_in``: the listed symbol whose table prices this one, when a run chose that
+      (``load_venue(..., stand_in={"ADAUSDT": "BTCUSDT"})``); "" for the symbol's own.
     """
 
     symbol: str
@@ -183,6 +191,12 @@ class SymbolSpec:
     tier_rule: str = "bracket"
     tier_unit: str = "quote"
     params: Mapping[str, float] = field(default_factory=dict)
+    tick_size: float = 0.0
+    qty_step: float = 0.0
+    min_qty: float = 0.0
+    min_notional: float = 0.0
+    filter_source: str = ""
+    stand_in: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tiers", tuple(self.tiers))
@@ -195,11 +209,23 @@ class SymbolSpec:
         return self.tiers[0].max_leverage
 
     @property
+    def max_position(self) -> float:
+        """The largest position the venue allows, in the unit of the tier bounds (quote
+        notional, or contracts): the top tier's cap."""
+        return self.tiers[-1].cap
+
+    @property
+    def filters(self) -> dict[str, float]:
+        """The order filters: ``tick_size``, ``qty_step``, ``min_qty``, ``min_notional``."""
+        return {key: getattr(self, key) for key in FILTERS}
+
+    @property
     def label(self) -> str:
         """``symbol BTCUSDT (valid from 2021-03-18)``: how errors and run records name it."""
+        borrowed = f", {self.stand_in}'s table standing in" if self.stand_in else ""
         if self.valid_from is None:
-            return f"symbol {self.symbol}"
-        return f"symbol {self.symbol} (valid from {self.valid_from.date()})"
+            return f"symbol {self.symbol}" + (f" ({borrowed[2:]})" if borrowed else "")
+        return f"symbol {self.symbol} (valid from {self.valid_from.date()}{borrowed})"
 
     def validate(self) -> None:
         """Raise ``VenueSpecError`` naming the symbol and tier if a rule is broken."""
@@ -216,6 +242,12 @@ class SymbolSpec:
             raise VenueSpecError(f"{where}: tier_unit must be 'quote' or 'contracts', "
                                  f"got {self.tier_unit!r}")
         self._validate_funding(where)
+        for key in FILTERS:
+            value = getattr(self, key)
+            if not (isinstance(value, int | float) and not isinstance(value, bool)
+                    and math.isfinite(value) and value >= 0):
+                raise VenueSpecError(f"{where}: {key} must be a number >= 0 (0 = no filter), "
+                                     f"got {value!r}")
         for key, value in self.params.items():
             if not (isinstance(value, int | float) and not isinstance(value, bool)
                     and math.isfinite(value) and value >= 0):

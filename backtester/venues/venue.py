@@ -82,6 +82,17 @@ class DiscountTiers:
                 np.array(self.rates, dtype=np.float64), len(self.rates))
 
 
+def unknown_symbol_message(venue: Venue, symbol: str, name: str) -> str:
+    """What to do about a symbol ``venue`` does not list."""
+    listed = ", ".join(sorted(venue.history)) or "none"
+    some = next(iter(sorted(venue.history)), "BTCUSDT")
+    return (
+        f"venue {venue.name} has no tier table for symbol {symbol!r} (read as {name}); it "
+        f"lists {listed}. Add it from the venue's API response ('backtester venues import'), "
+        f"or price it with a listed symbol's table by choice: stand_in={{'{name}': "
+        f"'{some}'}} (CLI --stand-in {name}={some})")
+
+
 def _in_force(versions: Sequence, at: pd.Timestamp | None, what: str):
     """The version in force at ``at`` (versions sorted by ``valid_from``; None = latest)."""
     if at is None:
@@ -119,6 +130,11 @@ class Venue:
       from ``symbols`` / ``default`` when not given).
     - ``rule_history``: dated changes of the model's rules, oldest first.
     - ``collateral``: dated discount tiers per collateral currency.
+    - ``stand_ins``: symbols the venue does not list, each priced with a listed symbol's
+      tables by the user's explicit choice (``"*"``: any unlisted symbol); every spec so
+      made says so (``SymbolSpec.stand_in``). Without one, an unlisted symbol is an error
+      (``UnknownSymbolError``) unless the venue has a ``default`` spec: a rule it
+      publishes for every other symbol (``flat``; Kraken's rates for other pairs).
 
     Example:
         >>> from backtester.venues import load_venue
@@ -140,6 +156,7 @@ class Venue:
     model: str = "binance"
     rule_history: tuple[RuleSet, ...] = ()
     collateral: Mapping[str, tuple[DiscountTiers, ...]] = field(default_factory=dict)
+    stand_ins: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -157,6 +174,36 @@ class Venue:
             object.__setattr__(self, "default", self.default_history[-1])
         object.__setattr__(self, "rule_history", tuple(self.rule_history))
         object.__setattr__(self, "collateral", {c: tuple(v) for c, v in self.collateral.items()})
+        stand_ins = {}
+        for symbol, other in dict(self.stand_ins).items():
+            name = "*" if symbol == "*" else normalise_symbol(symbol)
+            table = normalise_symbol(other)
+            if table not in history:
+                listed = ", ".join(sorted(history)) or "none"
+                raise UnknownSymbolError(
+                    f"stand_in {symbol}={other}: venue {self.name} has no {table} table to "
+                    f"stand in; it lists: {listed}")
+            if name not in history:  # a symbol the venue lists keeps its own table
+                stand_ins[name] = table
+        object.__setattr__(self, "stand_ins", stand_ins)
+
+    def with_stand_ins(self, stand_ins: Mapping[str, str]) -> Venue:
+        """This venue with unlisted symbols priced by listed ones' tables, by choice:
+        ``{"ADAUSDT": "BTCUSDT"}``, or ``{"*": "BTCUSDT"}`` for any unlisted symbol. The
+        choice is recorded on every spec it makes (``SymbolSpec.stand_in``), hence in
+        ``Result.specs``, ``describe()`` and ``run.json``. A symbol the venue lists keeps its
+        own table (so one choice can serve runs on several venues).
+
+        Example:
+            >>> from backtester.venues import load_venue
+            >>> spec = load_venue("okx_swap").with_stand_ins({"*": "BTCUSDT"}).spec("ADA_USDT")
+            >>> spec.symbol, spec.stand_in
+            ('ADAUSDT', 'BTCUSDT')
+        """
+        if not stand_ins:
+            return self
+        return dataclasses.replace(self, symbols={}, default=None,
+                                   stand_ins={**self.stand_ins, **stand_ins})
 
     @property
     def margin_model(self) -> MarginModel:
@@ -168,8 +215,9 @@ class Venue:
         """The spec of ``symbol`` in force at time ``at`` (None = the latest version).
 
         ``symbol`` may be any common spelling (``BTC_USDT``, ``BTC/USDT:USDT``,
-        ``btcusdt``). An unlisted symbol takes the venue's default spec, or raises
-        ``UnknownSymbolError`` when there is none. A time before the earliest
+        ``btcusdt``). An unlisted symbol takes the table chosen to stand in for it
+        (``with_stand_ins``), else the venue's default spec, or raises
+        ``UnknownSymbolError`` when there is neither. A time before the earliest
         version uses the earliest, with a warning.
         """
         name = normalise_symbol(symbol)
@@ -177,15 +225,16 @@ class Venue:
         if name in self.history:
             return _in_force(self.history[name], when,
                              f"{self.name} has no {name} tier table")
+        other = self.stand_ins.get(name, self.stand_ins.get("*"))
+        if other is not None:
+            return dataclasses.replace(
+                _in_force(self.history[other], when, f"{self.name} has no {other} tier table"),
+                symbol=name, stand_in=other)
         if self.default_history:
             return dataclasses.replace(
                 _in_force(self.default_history, when, f"{self.name} has no default tier table"),
                 symbol=name)
-        listed = ", ".join(sorted(self.history)) or "none"
-        raise UnknownSymbolError(
-            f"venue {self.name} has no spec for symbol {symbol!r} (looked up as {name!r}); "
-            f"it lists: {listed}. Add it to the venue's TOML file or use venue 'flat'"
-        )
+        raise UnknownSymbolError(unknown_symbol_message(self, symbol, name))
 
     def rules(self, at: Timestamp | None = None) -> dict[str, Any]:
         """The model's rule parameters in force at ``at`` (None = the latest).

@@ -509,12 +509,16 @@ def test_kraken_e_k3_short_used_margin_is_revalued_at_the_current_price():
     assert r.equity.iloc[-1] == pytest.approx(0.016 * 15000 / 0.216, rel=1e-6)
 
 
-def test_kraken_liquidates_fifo_oldest_first_until_above_40pct(tmp_path):
+@pytest.mark.parametrize("target", [0.4, 1.0])
+def test_kraken_liquidates_fifo_oldest_first_until_above_the_target_level(tmp_path, target):
     # 10,000 account, 5x: BTC long 1 @ 20,000 opened at bar 1 (used 4,000), ETH long 10
     # @ 2,000 opened at bar 2 (used 4,000). ETH (the younger, the loser) falls, BTC stays:
     # 10,000 + 10 (P - 2,000) = 0.4 * 8,000 -> P = 1,320. FIFO closes BTC first, at 20,000
     # with the 0.4% fee 80: wallet 9,920; ETH alone: (9,920 - 6,800) / 4,000 = 78% > 40%.
-    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0)
+    # liquidation_target_level 0.4 stops there; the default 1.0 goes on (78% < 100%): ETH
+    # closes at its trigger price 1,320, fee 0.4% x 13,200 = 52.80.
+    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0,
+                       liquidation_target_level=target)
     bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000,) * 4, (2000, 2000, 1300, 1300)]]
     m = mkt(["BTC_USD", "ETH_USD"], bars)
     targets = np.full((4, 2), NAN)
@@ -522,12 +526,82 @@ def test_kraken_liquidates_fifo_oldest_first_until_above_40pct(tmp_path):
     targets[1] = [NAN, 10]
     r = run1(m, targets, venue, mode="cross", lev=5)
     liq = r.liquidations
-    assert liq["symbol"].tolist() == ["BTC_USD"]
+    if target == 0.4:
+        assert liq["symbol"].tolist() == ["BTC_USD"]
+        assert r.positions.iloc[-1].tolist() == [0.0, 10.0]
+        # at the close (ETH 1,300): 9,920 + 10 * (1,300 - 2,000) = 2,920
+        assert r.equity.iloc[-1] == pytest.approx(2920.0, rel=1e-9)
+    else:
+        assert liq["symbol"].tolist() == ["BTC_USD", "ETH_USD"]
+        assert liq["price"].iloc[1] == pytest.approx(1320.0, rel=1e-9)
+        assert liq["fee"].iloc[1] == pytest.approx(52.80, rel=1e-9)
+        assert r.positions.iloc[-1].tolist() == [0.0, 0.0]
+        assert r.equity.iloc[-1] == pytest.approx(9920 - 6800 - 52.80, rel=1e-9)  # 3,067.20
     assert liq["price"].iloc[0] == pytest.approx(20000.0)
     assert liq["fee"].iloc[0] == pytest.approx(80.0)
-    assert r.positions.iloc[-1].tolist() == [0.0, 10.0]
-    # at the close (ETH 1,300): 9,920 + 10 * (1,300 - 2,000) = 2,920
-    assert r.equity.iloc[-1] == pytest.approx(2920.0, rel=1e-9)
+    assert liq["event"].nunique() == 1  # one liquidation, however many positions it closes
+
+
+@pytest.mark.parametrize("target", [None, 0.4])
+def test_kraken_closes_the_survivor_too_while_the_level_stays_below_100pct(tmp_path, target):
+    # VENUES.md §5.1: used margin = cost / leverage, margin level = equity / used margin.
+    # 10,000 account, two 5x longs of equal cost: BTC 1 @ 20,000 (the oldest, bar 1) and
+    # ETH 10 @ 2,000 (bar 2), used margin 4,000 + 4,000 = 8,000; no trading or borrowing
+    # fees, the 0.4% liquidation fee. BTC crashes, ETH stays at 2,000:
+    #   40% level: 10,000 + 1 x (P - 20,000) = 0.4 x 8,000 = 3,200 -> P = 13,200.
+    # FIFO closes BTC first, at 13,200: loss 6,800, fee 0.4% x 13,200 = 52.80, wallet
+    # 10,000 - 6,800 - 52.80 = 3,147.20. ETH alone: level 3,147.20 / 4,000 = 78.68%: above
+    # 40% (where the old rule stopped: liquidation_target_level=0.4) but below 100%, so by
+    # default ETH is closed too, at 2,000 with the fee 0.4% x 20,000 = 80: wallet 3,067.20.
+    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0,
+                       **({} if target is None else {"liquidation_target_level": target}))
+    assert venue.rules()["liquidation_target_level"] == (1.0 if target is None else target)
+    bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000, 20000, 13000, 13000), (2000,) * 4]]
+    m = mkt(["BTC_USD", "ETH_USD"], bars)
+    targets = np.full((4, 2), NAN)
+    targets[0] = [1, NAN]
+    targets[1] = [NAN, 10]
+    r = run1(m, targets, venue, mode="cross", lev=5)
+    liq = r.liquidations
+    assert liq["bar"].tolist() == [3] * len(liq)
+    assert liq["price"].iloc[0] == pytest.approx(13200.0, rel=1e-9)
+    assert liq["fee"].iloc[0] == pytest.approx(52.80, rel=1e-9)
+    if target == 0.4:
+        assert liq["symbol"].tolist() == ["BTC_USD"]
+        assert r.positions.iloc[-1].tolist() == [0.0, 10.0]
+        assert r.account["wallet_balance"].iloc[-1] == pytest.approx(3147.20, rel=1e-9)
+        # the survivor's margin level 78.68%; the run's margin ratio is 40% / that level
+        level = 3147.20 / 4000
+        assert level == pytest.approx(0.7868)
+        assert r.account["margin_ratio"].iloc[-1] == pytest.approx(0.4 / level, rel=1e-9)
+    else:
+        assert liq["symbol"].tolist() == ["BTC_USD", "ETH_USD"]
+        assert liq["price"].iloc[1] == pytest.approx(2000.0)
+        assert liq["fee"].iloc[1] == pytest.approx(80.0, rel=1e-9)
+        assert r.positions.iloc[-1].tolist() == [0.0, 0.0]
+        assert r.account["wallet_balance"].iloc[-1] == pytest.approx(3067.20, rel=1e-9)
+
+
+def test_kraken_keeps_the_second_position_when_closing_the_oldest_gets_above_100pct(tmp_path):
+    # 10,000 account, 5x: BTC 1 @ 20,000 (the oldest: used 4,000) and ETH 2.5 @ 2,000 (cost
+    # 5,000: used 1,000); 5,000 used in all. BTC crashes, ETH stays at 2,000:
+    #   40% level: 10,000 + (P - 20,000) = 0.4 x 5,000 = 2,000 -> P = 12,000.
+    # BTC closes at 12,000, fee 0.4% x 12,000 = 48: wallet 10,000 - 8,000 - 48 = 1,952.
+    # ETH alone: 1,952 / 1,000 = 195.2% > 100%: it survives under the default target.
+    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0)
+    bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000, 20000, 11000, 11000), (2000,) * 4]]
+    m = mkt(["BTC_USD", "ETH_USD"], bars)
+    targets = np.full((4, 2), NAN)
+    targets[0] = [1, NAN]
+    targets[1] = [NAN, 2.5]
+    r = run1(m, targets, venue, mode="cross", lev=5)
+    liq = r.liquidations
+    assert liq["symbol"].tolist() == ["BTC_USD"]
+    assert liq["price"].iloc[0] == pytest.approx(12000.0, rel=1e-9)
+    assert liq["fee"].iloc[0] == pytest.approx(48.0, rel=1e-9)
+    assert r.positions.iloc[-1].tolist() == [0.0, 2.5]
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(1952.0, rel=1e-9)
+    assert r.account["margin_ratio"].iloc[-1] == pytest.approx(0.4 / (1952 / 1000), rel=1e-9)
 
 
 @pytest.mark.parametrize("btc,opens", [(18500, False), (19500, True)])

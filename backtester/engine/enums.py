@@ -367,6 +367,9 @@ AccountRule = _codes("AccountRule", [
     "OPEN_LEVEL",  # spot margin: no new position while equity < this x used margin (0:
     #                none)
     "LOAN_RATE",  # multi-currency margin: interest per hour on a negative wallet balance
+    "LIQ_TARGET_LEVEL",  # spot margin (CrossClose.FIFO): once triggered, positions close
+    #                      until equity > this x used margin as well (Kraken: 1.0, back above
+    #                      the opening level; 0: only until the account no longer triggers)
 ])
 N_ACCOUNT_RULES = len(AccountRule)
 
@@ -377,7 +380,8 @@ CrossClose = _codes("CrossClose", [
     "SETTLE_AT_BANKRUPTCY",  # every cross position at its bankruptcy price, the margin
     #                          balance left shared in proportion to MM (Bybit)
     "FIFO",  # oldest position first, at the trigger prices with the liquidation fee, until
-    #          the account no longer triggers (Kraken spot margin)
+    #          the account no longer triggers and its margin level is above
+    #          AccountRule.LIQ_TARGET_LEVEL (Kraken spot margin)
 ])
 
 # per-bar outputs, shape (N_OUT, T)

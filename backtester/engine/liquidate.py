@@ -303,7 +303,8 @@ def liquidate_cross(t, prices, gapped, book, records):
       price: the margin balance left at the trigger is shared out in proportion to
       each position's MM, and the wallet goes to zero;
     - FIFO (Kraken spot margin): positions close oldest first, each paying the
-      liquidation fee, until the account no longer triggers.
+      liquidation fee, until the account no longer triggers and its margin level is back
+      above ``AccountRule.LIQ_TARGET_LEVEL`` (or none is left).
 
     A wallet left negative with nothing to back it: fees waived first, then the deficit
     past bankruptcy recorded as the shortfall (``settle_deficit``). Each
@@ -343,7 +344,8 @@ def liquidate_cross(t, prices, gapped, book, records):
         c = close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before,
                                  book, records)
         liqs[c]["settled_at_bankruptcy"] = settles_to_zero(close, total_mm)
-        done = cross_close_done(close, cross_trigger_value(book, prices))
+        done = cross_close_done(close, cross_trigger_value(book, prices), cross_level_value(
+            book, prices, book.rules[AccountRule.LIQ_TARGET_LEVEL]))
     if not safe and settles_to_zero(close, total_mm):
         account[Account.WALLET] = 0.0  # settled to zero (up to rounding dust)
         if balance < 0.0:

@@ -399,10 +399,13 @@ def cross_close_next(state, mode, close):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def cross_close_done(close, trigger_value):
+def cross_close_done(close, trigger_value, target_value):
     """Whether a cross liquidation may stop with positions left: under FIFO, once the account
-    no longer triggers (``trigger_value`` > 0); otherwise never (every position goes)."""
-    return close == CrossClose.FIFO and trigger_value > 0.0
+    no longer triggers (``trigger_value`` > 0) and its margin level is above the
+    liquidation's target level (``target_value``, ``MB - target x used margin``, > 0:
+    Kraken liquidates "just enough to get back above 100%", VENUES.md §5.1); otherwise
+    never (every position goes)."""
+    return close == CrossClose.FIFO and trigger_value > 0.0 and target_value > 0.0
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

@@ -145,23 +145,24 @@ def test_bybit_isolated_funding_beyond_the_available_balance_moves_the_lp():
     assert r.liquidation_prices["BTC_USDT"].iloc[-1] == pytest.approx(19850.0)
 
 
-def test_bybit_isolated_funding_first_uses_what_cross_margin_leaves_available(tmp_path):
-    # Classic, 1,000 deposit: BTC isolated 50x long 1 @ 20,000 (M = 400, wallet 600) and ETH
-    # cross 10x long 2 @ 2,000 (IM 400): available = 600 - 400 = 200. BTC funding 1.5% at
-    # mark 20,000 = 300: 200 from the available balance, 100 from the margin -> M = 300,
-    # LP = 20,000 - (300 - 100) = 19,800; the wallet keeps 400 (ETH's IM).
+def test_bybit_isolated_funding_first_uses_what_the_other_positions_leave_available(tmp_path):
+    # Classic, 1,000 deposit, isolated (the UTA's one mode for the account): BTC 50x long 1 @
+    # 20,000 (M = 400) and ETH 10x long 2 @ 2,000 (M = 400): wallet = available = 200. BTC
+    # funding 1.5% at mark 20,000 = 300: 200 from the available balance, 100 from the margin
+    # -> M = 300, LP = 20,000 - (300 - 100) = 19,800; the wallet is empty.
+    # (Before issue 12 this test held ETH in cross mode, which the UTA does not allow beside
+    # an isolated position: VENUES.md §3.1.)
     venue = venue_with(tmp_path, "bybit_linear", BYBIT_TIER_1.format("BTCUSDT")
                        + BYBIT_TIER_1.format("ETHUSDT"), taker_fee=0.0)
     rate = np.full((3, 2), NAN)
     rate[2, 0] = 0.015
     m = mkt(["BTC_USDT", "ETH_USDT"], [[(20000,) * 4, (2000,) * 4]] * 3, start=CLASSIC,
             funding_rate=rate)
-    r = run1(m, units(3, [1, 2]), venue, initial_balance=1000,
-             mode={"BTC_USDT": "isolated", "ETH_USDT": "cross"},
+    r = run1(m, units(3, [1, 2]), venue, initial_balance=1000, mode="isolated",
              lev={"BTC_USDT": 50, "ETH_USDT": 10})
     assert r.funding["payment"].tolist() == pytest.approx([300.0])
-    assert r.account["isolated_margin"].iloc[-1] == pytest.approx(300.0)
-    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(400.0)
+    assert r.account["isolated_margin"].iloc[-1] == pytest.approx(300.0 + 400.0)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.0, abs=1e-9)
     assert r.liquidation_prices["BTC_USDT"].iloc[-1] == pytest.approx(19800.0)
 
 
@@ -662,8 +663,11 @@ def test_kraken_short_fees_on_the_borrowed_base_at_the_current_price():
 
 
 @pytest.mark.parametrize(("venue", "start", "modes", "leverage"), [
-    ("bybit_linear", CLASSIC, ("cross", "isolated"), 20),
-    ("bybit_linear", NEW, ("cross", "isolated"), 20),
+    # (Bybit UTA: one margin mode for the whole account)
+    ("bybit_linear", CLASSIC, ("cross", "cross"), 20),
+    ("bybit_linear", CLASSIC, ("isolated", "isolated"), 20),
+    ("bybit_linear", NEW, ("cross", "cross"), 20),
+    ("bybit_linear", NEW, ("isolated", "isolated"), 20),
     ("okx_swap", CLASSIC, ("cross", "isolated"), 20),
     ("kraken_spot", CLASSIC, ("cross", "cross"), 5),
 ])
@@ -693,6 +697,58 @@ def test_equity_is_deposit_plus_pnl_minus_fees_funding_and_borrowing(venue, star
                 - per_bar(r.events, "amount") + covered)
     np.testing.assert_allclose(r.equity.to_numpy(), expected, rtol=1e-9, atol=1e-6)
     assert len(r.fills) > 10
+
+
+def test_bybit_uta_refuses_a_mix_of_margin_modes_naming_the_option_and_the_symbols():
+    # VENUES.md §3.1: the Unified Trading Account sets cross or isolated for the whole account
+    m = mkt(["BTC_USDT", "ETH_USDT", "SOL_USDT"], [[(100,) * 4] * 3] * 2)
+    mix = {"BTC_USDT": "cross", "ETH_USDT": "isolated", "SOL_USDT": "cross"}
+    with pytest.raises(ValueError, match=r"whole account.*margin_mode gives 'cross' for "
+                                         r"BTC_USDT, SOL_USDT; 'isolated' for ETH_USDT"):
+        run1(m, units(2, [1, 1, 1]), "bybit_linear", mode=mix, lev=5)
+    # one mode for every symbol, as a mapping or as one word, is a Bybit run
+    same = dict.fromkeys(mix, "isolated")
+    assert len(run1(m, units(2, [1, 1, 1]), "bybit_linear", mode=same, lev=5).fills) == 3
+    # a venue that sets the mode per symbol takes the mix
+    assert len(run1(m, units(2, [1, 1, 1]), "flat", mode=mix, lev=5).fills) == 3
+
+
+@pytest.mark.parametrize("venue", ["bybit_linear", "binance_usdm"])
+def test_bybit_uta_mode_switch_sets_the_account_and_waits_until_no_position_is_open(venue):
+    # BTC 20,000 and ETH 2,000 throughout, cross 10x, no fees. Callback orders, decided at the
+    # close of bar t and carried out at the open of t + 1:
+    #   bar 0: buy 1 BTC (cross);
+    #   bar 1: switch ETH, flat, to isolated while BTC is open. Binance sets the mode per
+    #          symbol: done, ETH isolated and BTC cross. Bybit's UTA sets it for the account:
+    #          refused (a position is open), reason account_mode_switch_with_open_position;
+    #   bar 2: close BTC and switch ETH again: reductions fill first, so on Bybit no position
+    #          is open and the switch makes both columns isolated (Binance: nothing to do);
+    #   bar 3: buy 2 ETH: isolated, its margin 2 x 2,000 / 10 = 400 leaves the wallet.
+    from helpers import script
+
+    from backtester.engine.enums import Mode, Order
+    from backtester.strategy import Callback
+
+    series = np.full((5, 6, 2), NAN)
+    series[Order.TARGET, 0, 0] = 1.0
+    series[Order.MODE, 1, 1] = Mode.ISOLATED
+    series[Order.TARGET, 2, 0] = 0.0
+    series[Order.MODE, 2, 1] = Mode.ISOLATED
+    series[Order.TARGET, 3, 1] = 2.0
+    m = mkt(["BTC_USDT", "ETH_USDT"], [[(20000,) * 4, (2000,) * 4]] * 6, start=CLASSIC)
+    r = run(m, Callback(script, series=series), venue=load_venue(venue, taker_fee=0.0),
+            margin_mode="cross", leverage=10, target_kind="units")
+    assert r.fills["qty"].tolist() == [1.0, -1.0, 2.0]
+    assert r.account["isolated_margin"].iloc[-1] == pytest.approx(400.0)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(10_000 - 400.0)
+    if venue == "bybit_linear":
+        assert r.rejections["reason"].tolist() == ["account_mode_switch_with_open_position"]
+        assert r.rejections["bar"].tolist() == [2] and r.rejections["symbol"].tolist() == [
+            "ETH_USDT"]
+        assert r.output.mode.tolist() == [Mode.ISOLATED, Mode.ISOLATED]
+    else:
+        assert len(r.rejections) == 0
+        assert r.output.mode.tolist() == [Mode.CROSS, Mode.ISOLATED]
 
 
 def test_bybit_open_position_switches_to_the_new_margin_formula_on_2025_09_02():

@@ -112,6 +112,9 @@ Reject = _codes("Reject", [
     "PAST_BANKRUPTCY",  # a reduction whose fill price is past the bankruptcy price: it would
     #                     lose more than the margin backing it (isolated) or than the margin
     #                     balance (cross); see orders.closing_loss
+    "ACCOUNT_MODE_SWITCH_OPEN",  # a margin-mode switch on a venue whose margin mode is the
+    #                              account's (AccountRule.ACCOUNT_MARGIN_MODE, Bybit UTA) while
+    #                              any position of the account is open
 ])
 REJECT_REASON_NAMES = (
     "insufficient_margin",
@@ -128,6 +131,7 @@ REJECT_REASON_NAMES = (
     "position_liquidated_at_open",
     "dust",
     "past_bankruptcy_price",
+    "account_mode_switch_with_open_position",
 )
 
 # --- record dtypes --------------------------------------------------------------------
@@ -370,6 +374,10 @@ AccountRule = _codes("AccountRule", [
     "LIQ_TARGET_LEVEL",  # spot margin (CrossClose.FIFO): once triggered, positions close
     #                      until equity > this x used margin as well (Kraken: 1.0, back above
     #                      the opening level; 0: only until the account no longer triggers)
+    "ACCOUNT_MARGIN_MODE",  # 1: the venue sets the margin mode for the whole account (Bybit
+    #                         UTA, VENUES.md §3.1): a callback's switch sets every margined
+    #                         column's mode and is refused while any position is open; 0: the
+    #                         mode is each symbol's
 ])
 N_ACCOUNT_RULES = len(AccountRule)
 
@@ -493,7 +501,9 @@ Order = _codes("Order", [
     "LEVERAGE",  # the symbol's new leverage; an open isolated position keeps its margin (the
     #              new leverage applies to what is added), a cross one re-prices its
     #              initial margin (refused if the available balance would go negative)
-    "MODE",  # the symbol's new margin mode, Mode.CROSS or Mode.ISOLATED; only while flat
+    "MODE",  # the symbol's new margin mode, Mode.CROSS or Mode.ISOLATED; only while flat (a
+    #          venue whose margin mode is the account's: the account's, every margined
+    #          column at once, only while no position is open)
 ])
 N_ORDER_FIELDS = len(Order)
 

@@ -19,6 +19,8 @@ one dispatch point, in this module:
 - the account rule ``R_CROSS_CLOSE``: in which order a triggered cross account closes
   its positions, where each closes, and when the account is done
   (``cross_close_next``, ``cross_settlement``, ``cross_close_done``);
+- the account rule ``ACCOUNT_MARGIN_MODE``: whether a margin-mode switch is the
+  account's (``account_wide_mode``);
 - collateral (``collateral_value``) and the liquidation price (``solve_liquidation_price``).
 
 For a fixed tier every model's MM is affine in the mark, ``a + b * P``, so a
@@ -46,6 +48,7 @@ from .enums import (
     MM,
     NO_COLUMN,
     ZERO,
+    AccountRule,
     CrossClose,
     FeeInMargin,
     FundingFrom,
@@ -379,6 +382,17 @@ def isolated_funding_split(i, payment, available, sym):
         free = max(available, 0.0)
         return payment if payment <= free else free
     return 0.0
+
+
+# --- the account's margin mode (the account rule ACCOUNT_MARGIN_MODE) ---------------------
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def account_wide_mode(rules):
+    """Whether the venue sets the margin mode for the whole account rather than per symbol
+    (Bybit UTA, VENUES.md §3.1): a mode switch then applies to every margined column, and
+    only while no position is open."""
+    return rules[AccountRule.ACCOUNT_MARGIN_MODE] != 0.0
 
 
 # --- a triggered cross account (the account rule R_CROSS_CLOSE) -----------------------------

@@ -843,3 +843,136 @@ def test_binance_e_b2_cross_liquidation_prices_of_two_positions():
     assert lp["BTC_USDT"] == pytest.approx(26_316.89, abs=0.005)
     assert lp["ETH_USDT"] == pytest.approx(1_153.26, abs=0.005)
     assert r.account["margin_ratio"].iloc[1] == pytest.approx(0.4149, abs=5e-5)
+
+
+# --- Binance partial liquidation above bracket 1 (VENUES.md §2.7) -------------------------------
+# The 2024 BTCUSDT brackets (§2.3.1): bracket 1 up to 50,000 at 0.4% (cum 0), bracket 2 from
+# 50,000 to 600,000 at 0.5%, cum 50,000 x (0.5% - 0.4%) = 50. No trading fee; 10,000 deposit.
+
+ISO_LP = (6_000 + 50 - 120_000) / (2 * 0.005 - 2)  # §2.5 isolated, bracket 2: 57,261.31
+KEPT = 50_000 / ISO_LP  # the lower bracket's cap at the trigger: 0.873190 BTC
+CUT = 2 - KEPT  # 1.126810 BTC, 64,522.61 of notional
+
+
+@pytest.mark.parametrize("rule,fee_rate", [("lower_bracket", 0.003),
+                                           ("lower_bracket", 0.0125), ("none", 0.0125)])
+def test_binance_isolated_bracket_2_position_is_cut_to_the_lower_bracket_cap(rule, fee_rate):
+    # Isolated long 2 BTC @ 60,000 at 20x: notional 120,000 (bracket 2), margin M = 6,000.
+    # Trigger (§2.5, bracket 2 at the price): LP = (6,000 + 50 - 120,000) / (0.01 - 2)
+    # = 57,261.31; notional there 114,522.61 (bracket 2), equity = MM = 522.61.
+    # The IOC at 57,261.31 cuts it to 50,000 of notional: 1.126810 BTC (64,522.61) go.
+    #  - fee 0.3% (the 2019-20 BTCUSDT rate): 193.57. The position keeps the order's
+    #    proceeds: equity 522.61 - 193.57 = 329.05 > MM(50,000) = 200: compliant, the
+    #    liquidation ends. Margin 6,000 + 1.126810 x (57,261.31 - 60,000) - 193.57 =
+    #    2,720.44; the rest, 0.873190 BTC, in bracket 1: LP = (2,720.44 - 0.873190 x 60,000)
+    #    / (0.873190 x 0.004 - 0.873190) = 57,112.93 (the bar's low 57,200 stays above it).
+    #  - fee 1.25% (2024): 806.53 due on the cut, more than the equity 522.61: 522.61 charged
+    #    (283.92 waived), nothing left: not compliant, the rest closes at the trigger too,
+    #    its fee 625 all waived. The trader loses the margin, as with rule "none" (one close:
+    #    522.61 charged, 1.25% x 114,522.61 - 522.61 = 908.92 waived).
+    m = mkt(["BTC_USDT"], flat_bars(60000, 2) + [(60000, 60000, 57200, 57200)] * 2)
+    venue = load_venue("binance_usdm", taker_fee=0.0, liquidation_fee=fee_rate,
+                       partial_liquidation=rule)
+    r = run1(m, units(4, [2]), venue, lev=20, initial_balance=10_000)
+    liq = r.liquidations
+    assert (liq["bar"] == 2).all() and liq["event"].nunique() == 1
+    assert liq["price"].tolist() == pytest.approx([ISO_LP] * len(liq), rel=1e-12)
+    equity_at_lp = 2 * ISO_LP * 0.005 - 50
+    assert equity_at_lp == pytest.approx(522.61, abs=0.01)
+    if rule == "none":
+        assert liq["partial"].tolist() == [False]
+        assert liq["fee"].iloc[0] == pytest.approx(522.613, abs=1e-3)
+        assert liq["fee_waived"].iloc[0] == pytest.approx(908.92, abs=1e-2)
+    else:
+        cut = liq.iloc[0]
+        assert cut["partial"] and cut["qty"] == pytest.approx(CUT, rel=1e-12)
+        assert CUT * ISO_LP == pytest.approx(64_522.61, abs=0.01)
+    if fee_rate == 0.003:
+        fee = 0.003 * CUT * ISO_LP
+        assert fee == pytest.approx(193.57, abs=0.01)
+        margin = 6_000 + CUT * (ISO_LP - 60_000) - fee
+        assert margin == pytest.approx(2_720.44, abs=0.01)
+        new_lp = (margin - KEPT * 60_000) / (KEPT * 0.004 - KEPT)
+        assert new_lp == pytest.approx(57_112.93, abs=0.01)
+        assert len(liq) == 1 and liq["fee"].iloc[0] == pytest.approx(fee, rel=1e-9)
+        assert r.positions["BTC_USDT"].iloc[-1] == pytest.approx(KEPT, rel=1e-12)
+        assert r.liquidation_prices["BTC_USDT"].iloc[2] == pytest.approx(new_lp, rel=1e-9)
+        assert r.account["isolated_margin"].iloc[-1] == pytest.approx(margin, rel=1e-9)
+        assert r.account["wallet_balance"].iloc[-1] == pytest.approx(4_000.0, rel=1e-12)
+        assert r.equity.iloc[-1] == pytest.approx(4_000 + margin + KEPT * (57_200 - 60_000))
+    elif rule == "lower_bracket":
+        assert liq["partial"].tolist() == [True, False]
+        assert liq["fee"].tolist() == pytest.approx([522.613, 0.0], abs=1e-3)
+        assert liq["fee_waived"].tolist() == pytest.approx([283.92, 625.0], abs=1e-2)
+        assert liq["qty"].iloc[1] == pytest.approx(KEPT, rel=1e-12)
+    if fee_rate == 0.0125:
+        assert r.positions["BTC_USDT"].iloc[-1] == 0.0
+        assert r.equity.iloc[-1] == pytest.approx(4_000.0, rel=1e-12)  # the margin is lost
+
+
+def test_binance_small_isolated_position_in_bracket_1_is_closed_whole():
+    # Long 0.5 BTC @ 60,000 at 20x: 30,000 (bracket 1), margin 1,500. LP = (1,500 - 30,000) /
+    # (0.5 x 0.004 - 0.5) = 57,228.92; equity there = MM = 0.4% x 28,614.46 = 114.46, all of it
+    # the 1.25% fee (357.68 due): "small accounts are fully liquidated" (§2.7).
+    m = mkt(["BTC_USDT"], flat_bars(60000, 2) + [(60000, 60000, 57000, 57000)])
+    r = run1(m, units(3, [0.5]), load_venue("binance_usdm", taker_fee=0.0), lev=20)
+    liq = r.liquidations
+    assert liq["partial"].tolist() == [False]
+    assert liq["qty"].iloc[0] == 0.5
+    assert liq["price"].iloc[0] == pytest.approx(28_500 / 0.498, rel=1e-12)
+    assert liq["fee"].iloc[0] == pytest.approx(114.458, abs=1e-3)
+    assert liq["fee_waived"].iloc[0] == pytest.approx(357.681 - 114.458, abs=1e-3)
+    assert r.equity.iloc[-1] == pytest.approx(10_000 - 1_500, rel=1e-12)
+
+
+CROSS_LP = (120_000 - 10_000 + 70) / 1.99  # 55,311.56
+
+
+@pytest.mark.parametrize("fee_rate", [0.003, 0.0125])
+def test_binance_cross_cuts_the_bracket_2_position_and_keeps_the_account_if_compliant(fee_rate):
+    # Cross, 10,000 deposit: BTC long 2 @ 60,000 at 20x (120,000, bracket 2) and ETH long 10 @
+    # 3,000 at 20x (30,000, bracket 1: MM 120 at 3,000). BTC falls, ETH stays. Trigger
+    # MB = total MM: 10,000 + 2 (P - 60,000) = (2P x 0.5% - 50) + 120 -> 1.99 P = 110,070,
+    # P = 55,311.56 (BTC notional 110,623.12, bracket 2); MB = MM = 623.12.
+    # BTC, the only position above bracket 1, is cut to 50,000: 60,623.12 of notional.
+    #  - fee 0.3%: 181.87; MB 623.12 - 181.87 = 441.25 > MM 200 + 120 = 320: compliant, ETH
+    #    and 0.903971 BTC are kept. Wallet 10,000 + 1.096029 x (55,311.56 - 60,000) - 181.87
+    #    = 4,679.46; BTC's new price (ETH frozen): 4,679.46 + q (P - 60,000) = 0.004 q P + 120
+    #    -> P = (q x 60,000 - 4,559.46) / (0.996 q) = 55,176.89 (the low 55,250 is above it).
+    #  - fee 1.25%: 757.79 due, more than the margin balance 623.12 (623.12 charged, 134.67
+    #    waived): MB 0 < 320, not compliant: BTC's rest and ETH close at the trigger with
+    #    fees 625 + 375 = 1,000 that nothing is left to pay. The event's fees are waived in
+    #    proportion (DESIGN §4, settle_deficit): 623.12 charged in all, each record keeping
+    #    623.12 / 1,623.12 of what it charged; the account ends at 0.
+    bars = [[(60000,) * 4, (3000,) * 4]] * 2 + [[(60000, 60000, 55250, 55250), (3000,) * 4]] * 2
+    m = mkt(["BTC_USDT", "ETH_USDT"], bars)
+    venue = load_venue("binance_usdm", taker_fee=0.0, liquidation_fee=fee_rate)
+    r = run1(m, units(4, [2, 10]), venue, mode="cross", lev=20, initial_balance=10_000)
+    liq = r.liquidations
+    kept = 50_000 / CROSS_LP
+    cut_notional = 2 * CROSS_LP - 50_000
+    assert cut_notional == pytest.approx(60_623.12, abs=0.01)
+    assert liq["event"].nunique() == 1 and (liq["bar"] == 2).all()
+    assert liq["symbol"].iloc[0] == "BTC_USDT" and liq["partial"].iloc[0]
+    assert liq["qty"].iloc[0] == pytest.approx(2 - kept, rel=1e-9)
+    assert liq["price"].iloc[0] == pytest.approx(CROSS_LP, rel=1e-9)
+    if fee_rate == 0.003:
+        fee = 0.003 * cut_notional
+        wallet = 10_000 + (2 - kept) * (CROSS_LP - 60_000) - fee
+        assert wallet == pytest.approx(4_679.46, abs=0.01)
+        new_lp = (kept * 60_000 - wallet + 120) / (0.996 * kept)
+        assert new_lp == pytest.approx(55_176.89, abs=0.01)
+        assert len(liq) == 1 and liq["fee"].iloc[0] == pytest.approx(fee, rel=1e-9)
+        assert r.positions.iloc[-1].tolist() == pytest.approx([kept, 10.0], rel=1e-9)
+        assert r.account["wallet_balance"].iloc[-1] == pytest.approx(wallet, rel=1e-9)
+        assert r.liquidation_prices["BTC_USDT"].iloc[2] == pytest.approx(new_lp, rel=1e-9)
+    else:
+        assert liq["symbol"].tolist() == ["BTC_USDT", "BTC_USDT", "ETH_USDT"]
+        assert liq["partial"].tolist() == [True, False, False]
+        share = 623.1156 / 1_623.1156
+        assert liq["fee"].tolist() == pytest.approx([623.1156 * share, 625 * share,
+                                                     375 * share], abs=1e-3)
+        assert liq["fee"].sum() == pytest.approx(623.1156, abs=1e-3)
+        assert liq["fee_waived"].sum() == pytest.approx(757.7890 + 1_000 - 623.1156, abs=1e-3)
+        assert r.positions.iloc[-1].tolist() == [0.0, 0.0]
+        assert r.equity.iloc[-1] == pytest.approx(0.0, abs=1e-6)

@@ -192,8 +192,10 @@ def test_binance_takes_fee_overrides_only():
 
 
 def test_unknown_override_lists_the_accepted_ones():
+    # (partial_liquidation: the binance model's rule, issue 12)
     with pytest.raises(ValueError, match="unknown venue override.*fee.*accepted: taker_fee, "
-                                         "maker_fee, liquidation_fee, mmr, max_leverage"):
+                                         "maker_fee, liquidation_fee, partial_liquidation, "
+                                         "mmr, max_leverage"):
         load_venue("flat", fee=0.001)
 
 

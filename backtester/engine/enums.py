@@ -331,6 +331,12 @@ Partial = _codes("Partial", [
     #               tier's limit whose MM its equity covers (VENUES.md §3.6)
     "TWO_TIERS",  # OKX: from tier 3 up, cut to the cap two tiers down (VENUES.md §4.4)
     "TO_TIER_1",  # OKX legacy (2020): from tier 3 up, cut to tier 1's cap
+    "LOWER_BRACKET",  # Binance (VENUES.md §2.7): a position above bracket 1 is cut by one IOC
+    #                   at the trigger to the lower bracket's cap, paying the liquidation fee
+    #                   on the cut notional; an isolated position keeps the cut's proceeds in
+    #                   its margin, which pays that fee (the check after the IOC is the
+    #                   position's own margin balance against its MM, as cross's is the
+    #                   account's)
 ])
 
 # run state, shape (N_STATE, N), updated in place so that a run can stop and resume

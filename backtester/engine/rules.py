@@ -299,6 +299,8 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
       proportion); a cross position's free margin (the margin balance less the other
       positions' MM) does not.
     - OKX (§4.4): from tier 3 up, the cap two tiers down (legacy rule: tier 1's cap).
+    - Binance (§2.7, one IOC): above bracket 1, the lower bracket's cap (the floor of
+      the bracket the notional at ``price`` lies in).
 
     Only a solvent position is cut (``equity`` > 0): past its bankruptcy price (a gap)
     a cut would realize a loss beyond the margin on the part cut and leave the rest to
@@ -324,6 +326,10 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
             if covered:
                 return size * cap / key
         return 0.0
+    if rule == Partial.LOWER_BRACKET:
+        if k == 0 or key <= 0.0:
+            return 0.0
+        return size * tiers[TierField.CAP, i, k - 1] / key
     if k < 2:
         return 0.0
     cap = tiers[TierField.CAP, i, 0 if rule == Partial.TO_TIER_1 else k - 2]
@@ -338,7 +344,31 @@ def lowest_cut_tier(i, sym):
     rule = sym[Sym.PARTIAL, i]
     if rule == Partial.NONE:
         return -1
-    return 1 if rule == Partial.STEP_DOWN else 2
+    return 1 if rule == Partial.STEP_DOWN or rule == Partial.LOWER_BRACKET else 2
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def cut_keeps_margin(i, sym):
+    """Whether an isolated position's partial cut leaves its proceeds (the margin it frees,
+    its realized PnL, less the fee) in the position's margin, rather than paying them out
+    with the cut's share of the margin.
+
+    Binance (§2.7): the IOC only reduces the margin the position needs; the liquidation
+    is over if, after it and its fee, the position's margin balance is above its MM
+    (judged as cross's account is), so the whole margin balance pays the fee. Bybit and
+    OKX: the part cut leaves with its share of the margin, which pays its fee.
+    """
+    return sym[Sym.PARTIAL, i] == Partial.LOWER_BRACKET
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def isolated_cut_fee_cap(i, equity, kept, size, sym):
+    """The most an isolated position's partial cut (to ``kept`` of ``size`` units) may charge
+    in fees: what remains of the margin that pays it (``cut_keeps_margin``): the whole
+    position's equity, or the share of it the cut takes."""
+    if cut_keeps_margin(i, sym):
+        return equity
+    return equity * (1.0 - kept / size)
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

@@ -237,7 +237,10 @@ def set_leverage(orders, i, leverage):
 
 @njit(cache=True, _nrt=False)
 def set_margin_mode(orders, i, mode):
-    """Switch symbol i to ``Mode.CROSS`` or ``Mode.ISOLATED``; refused while it holds a position."""
+    """Switch symbol i to ``Mode.CROSS`` or ``Mode.ISOLATED``; refused while it holds a position.
+
+    On a venue whose margin mode is the account's (Bybit UTA) the switch sets every
+    symbol's mode, and is refused while any position is open."""
     orders[Order.MODE, i] = mode
 
 

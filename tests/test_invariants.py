@@ -136,7 +136,10 @@ def scenarios(draw, callback=False):
              and draw(st.booleans()) and draw(st.booleans()))
     options = dict(
         venue=v,
-        margin_mode={s: draw(st.sampled_from(modes)) for s in perps},
+        # (a venue whose margin mode is the account's, Bybit UTA, takes one for every symbol)
+        margin_mode=(dict.fromkeys(perps, draw(st.sampled_from(modes)))
+                     if v.margin_model.account_margin_mode
+                     else {s: draw(st.sampled_from(modes)) for s in perps}),
         leverage={s: 1.0 + draw(st.floats(0.0, 1.0)) * (v.spec(s, start).max_leverage - 1.0)
                   for s in perps},
         path=draw(st.sampled_from(["path", "worst", "close"])),

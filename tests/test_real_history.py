@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtester import load_market, run
+from backtester import load_market, load_venue, run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance_futures"
 
@@ -86,14 +86,25 @@ def open_loss(files, fill_time, qty):
                0.0)
 
 
-def engine(start, end, qty, leverage, funding=True):
+def engine(start, end, qty, leverage, funding=True, partial_liquidation="lower_bracket"):
     market = load_market(SHARED, symbols=["BTC_USDT"], timeframe="1h", start=start, end=end,
                          funding=funding)
     targets = np.full((market.n_bars, 1), np.nan)
     targets[0] = qty
-    result = run(market, targets, venue="binance_usdm", margin_mode="isolated",
+    venue = load_venue("binance_usdm", partial_liquidation=partial_liquidation)
+    result = run(market, targets, venue=venue, margin_mode="isolated",
                  leverage=leverage, initial_balance=100_000, fill_at="open")
     return result
+
+
+def assert_cut_first(result, answer, qty):
+    """A position above bracket 1 (50,000) at its liquidation price: the first liquidation is
+    the partial IOC of VENUES.md §2.7, at the same time and price, to 50,000 of notional."""
+    when, price = answer
+    first = result.liquidations.iloc[0]
+    assert first["partial"] and first["timestamp"] == when
+    assert first["price"] == pytest.approx(price, rel=1e-12)
+    assert first["qty"] == pytest.approx(qty - np.sign(qty) * 50_000 / price, rel=1e-9)
 
 
 def assert_same_liquidation(result, answer, entry):
@@ -161,8 +172,12 @@ def test_1x_short_is_liquidated_once_the_price_has_roughly_doubled(files):
     assert answer is not None
     assert 1.9 < answer[1] / entry < 2.1
     assert lp[0] == pytest.approx((2 * entry + 50) / 1.005, rel=1e-12)  # bracket 2 at the LP
-    assert_same_liquidation(engine("2021-01-01", "2022-01-01", -1.0, 1, funding=False), answer,
-                            entry)
+    # the formula's liquidation is the whole close of partial_liquidation="none"; by default
+    # (issue 12) the ~58,000 notional there is first cut to bracket 1's cap: at the 0.3% fee
+    # of the time the rest is compliant and goes on (it is liquidated again later)
+    whole = engine("2021-01-01", "2022-01-01", -1.0, 1, funding=False, partial_liquidation="none")
+    assert_same_liquidation(whole, answer, entry)
+    assert_cut_first(engine("2021-01-01", "2022-01-01", -1.0, 1, funding=False), answer, -1.0)
 
 
 def test_1x_short_receiving_funding_survives_longer_and_goes_when_the_formula_says(files):
@@ -170,7 +185,15 @@ def test_1x_short_receiving_funding_survives_longer_and_goes_when_the_formula_sa
     # faster than the price, so it outlives 2021; the computation and the engine agree on when
     answer, entry, _ = expected(files, "2021-01-01", "2025-01-01", -1.0, 1)
     assert answer is not None and answer[0] > pd.Timestamp("2022-01-01", tz="UTC")
-    assert_same_liquidation(engine("2021-01-01", "2025-01-01", -1.0, 1), answer, entry)
+    whole = engine("2021-01-01", "2025-01-01", -1.0, 1, partial_liquidation="none")
+    assert_same_liquidation(whole, answer, entry)
+    # by default (issue 12) the cut to 50,000 comes first; at the 1.25% fee the rest is not
+    # compliant and closes at the same price, in the same event: as much lost as "none"
+    cut = engine("2021-01-01", "2025-01-01", -1.0, 1)
+    assert_cut_first(cut, answer, -1.0)
+    assert cut.liquidations["partial"].tolist() == [True, False]
+    assert cut.liquidations["event"].nunique() == 1
+    assert cut.equity.iloc[-1] == pytest.approx(whole.equity.iloc[-1], rel=1e-12)
 
 
 # --- the funding terms of the venue file against the funding files --------------------------

@@ -145,23 +145,24 @@ def test_bybit_isolated_funding_beyond_the_available_balance_moves_the_lp():
     assert r.liquidation_prices["BTC_USDT"].iloc[-1] == pytest.approx(19850.0)
 
 
-def test_bybit_isolated_funding_first_uses_what_cross_margin_leaves_available(tmp_path):
-    # Classic, 1,000 deposit: BTC isolated 50x long 1 @ 20,000 (M = 400, wallet 600) and ETH
-    # cross 10x long 2 @ 2,000 (IM 400): available = 600 - 400 = 200. BTC funding 1.5% at
-    # mark 20,000 = 300: 200 from the available balance, 100 from the margin -> M = 300,
-    # LP = 20,000 - (300 - 100) = 19,800; the wallet keeps 400 (ETH's IM).
+def test_bybit_isolated_funding_first_uses_what_the_other_positions_leave_available(tmp_path):
+    # Classic, 1,000 deposit, isolated (the UTA's one mode for the account): BTC 50x long 1 @
+    # 20,000 (M = 400) and ETH 10x long 2 @ 2,000 (M = 400): wallet = available = 200. BTC
+    # funding 1.5% at mark 20,000 = 300: 200 from the available balance, 100 from the margin
+    # -> M = 300, LP = 20,000 - (300 - 100) = 19,800; the wallet is empty.
+    # (Before issue 12 this test held ETH in cross mode, which the UTA does not allow beside
+    # an isolated position: VENUES.md §3.1.)
     venue = venue_with(tmp_path, "bybit_linear", BYBIT_TIER_1.format("BTCUSDT")
                        + BYBIT_TIER_1.format("ETHUSDT"), taker_fee=0.0)
     rate = np.full((3, 2), NAN)
     rate[2, 0] = 0.015
     m = mkt(["BTC_USDT", "ETH_USDT"], [[(20000,) * 4, (2000,) * 4]] * 3, start=CLASSIC,
             funding_rate=rate)
-    r = run1(m, units(3, [1, 2]), venue, initial_balance=1000,
-             mode={"BTC_USDT": "isolated", "ETH_USDT": "cross"},
+    r = run1(m, units(3, [1, 2]), venue, initial_balance=1000, mode="isolated",
              lev={"BTC_USDT": 50, "ETH_USDT": 10})
     assert r.funding["payment"].tolist() == pytest.approx([300.0])
-    assert r.account["isolated_margin"].iloc[-1] == pytest.approx(300.0)
-    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(400.0)
+    assert r.account["isolated_margin"].iloc[-1] == pytest.approx(300.0 + 400.0)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(0.0, abs=1e-9)
     assert r.liquidation_prices["BTC_USDT"].iloc[-1] == pytest.approx(19800.0)
 
 
@@ -509,12 +510,16 @@ def test_kraken_e_k3_short_used_margin_is_revalued_at_the_current_price():
     assert r.equity.iloc[-1] == pytest.approx(0.016 * 15000 / 0.216, rel=1e-6)
 
 
-def test_kraken_liquidates_fifo_oldest_first_until_above_40pct(tmp_path):
+@pytest.mark.parametrize("target", [0.4, 1.0])
+def test_kraken_liquidates_fifo_oldest_first_until_above_the_target_level(tmp_path, target):
     # 10,000 account, 5x: BTC long 1 @ 20,000 opened at bar 1 (used 4,000), ETH long 10
     # @ 2,000 opened at bar 2 (used 4,000). ETH (the younger, the loser) falls, BTC stays:
     # 10,000 + 10 (P - 2,000) = 0.4 * 8,000 -> P = 1,320. FIFO closes BTC first, at 20,000
     # with the 0.4% fee 80: wallet 9,920; ETH alone: (9,920 - 6,800) / 4,000 = 78% > 40%.
-    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0)
+    # liquidation_target_level 0.4 stops there; the default 1.0 goes on (78% < 100%): ETH
+    # closes at its trigger price 1,320, fee 0.4% x 13,200 = 52.80.
+    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0,
+                       liquidation_target_level=target)
     bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000,) * 4, (2000, 2000, 1300, 1300)]]
     m = mkt(["BTC_USD", "ETH_USD"], bars)
     targets = np.full((4, 2), NAN)
@@ -522,12 +527,82 @@ def test_kraken_liquidates_fifo_oldest_first_until_above_40pct(tmp_path):
     targets[1] = [NAN, 10]
     r = run1(m, targets, venue, mode="cross", lev=5)
     liq = r.liquidations
-    assert liq["symbol"].tolist() == ["BTC_USD"]
+    if target == 0.4:
+        assert liq["symbol"].tolist() == ["BTC_USD"]
+        assert r.positions.iloc[-1].tolist() == [0.0, 10.0]
+        # at the close (ETH 1,300): 9,920 + 10 * (1,300 - 2,000) = 2,920
+        assert r.equity.iloc[-1] == pytest.approx(2920.0, rel=1e-9)
+    else:
+        assert liq["symbol"].tolist() == ["BTC_USD", "ETH_USD"]
+        assert liq["price"].iloc[1] == pytest.approx(1320.0, rel=1e-9)
+        assert liq["fee"].iloc[1] == pytest.approx(52.80, rel=1e-9)
+        assert r.positions.iloc[-1].tolist() == [0.0, 0.0]
+        assert r.equity.iloc[-1] == pytest.approx(9920 - 6800 - 52.80, rel=1e-9)  # 3,067.20
     assert liq["price"].iloc[0] == pytest.approx(20000.0)
     assert liq["fee"].iloc[0] == pytest.approx(80.0)
-    assert r.positions.iloc[-1].tolist() == [0.0, 10.0]
-    # at the close (ETH 1,300): 9,920 + 10 * (1,300 - 2,000) = 2,920
-    assert r.equity.iloc[-1] == pytest.approx(2920.0, rel=1e-9)
+    assert liq["event"].nunique() == 1  # one liquidation, however many positions it closes
+
+
+@pytest.mark.parametrize("target", [None, 0.4])
+def test_kraken_closes_the_survivor_too_while_the_level_stays_below_100pct(tmp_path, target):
+    # VENUES.md §5.1: used margin = cost / leverage, margin level = equity / used margin.
+    # 10,000 account, two 5x longs of equal cost: BTC 1 @ 20,000 (the oldest, bar 1) and
+    # ETH 10 @ 2,000 (bar 2), used margin 4,000 + 4,000 = 8,000; no trading or borrowing
+    # fees, the 0.4% liquidation fee. BTC crashes, ETH stays at 2,000:
+    #   40% level: 10,000 + 1 x (P - 20,000) = 0.4 x 8,000 = 3,200 -> P = 13,200.
+    # FIFO closes BTC first, at 13,200: loss 6,800, fee 0.4% x 13,200 = 52.80, wallet
+    # 10,000 - 6,800 - 52.80 = 3,147.20. ETH alone: level 3,147.20 / 4,000 = 78.68%: above
+    # 40% (where the old rule stopped: liquidation_target_level=0.4) but below 100%, so by
+    # default ETH is closed too, at 2,000 with the fee 0.4% x 20,000 = 80: wallet 3,067.20.
+    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0,
+                       **({} if target is None else {"liquidation_target_level": target}))
+    assert venue.rules()["liquidation_target_level"] == (1.0 if target is None else target)
+    bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000, 20000, 13000, 13000), (2000,) * 4]]
+    m = mkt(["BTC_USD", "ETH_USD"], bars)
+    targets = np.full((4, 2), NAN)
+    targets[0] = [1, NAN]
+    targets[1] = [NAN, 10]
+    r = run1(m, targets, venue, mode="cross", lev=5)
+    liq = r.liquidations
+    assert liq["bar"].tolist() == [3] * len(liq)
+    assert liq["price"].iloc[0] == pytest.approx(13200.0, rel=1e-9)
+    assert liq["fee"].iloc[0] == pytest.approx(52.80, rel=1e-9)
+    if target == 0.4:
+        assert liq["symbol"].tolist() == ["BTC_USD"]
+        assert r.positions.iloc[-1].tolist() == [0.0, 10.0]
+        assert r.account["wallet_balance"].iloc[-1] == pytest.approx(3147.20, rel=1e-9)
+        # the survivor's margin level 78.68%; the run's margin ratio is 40% / that level
+        level = 3147.20 / 4000
+        assert level == pytest.approx(0.7868)
+        assert r.account["margin_ratio"].iloc[-1] == pytest.approx(0.4 / level, rel=1e-9)
+    else:
+        assert liq["symbol"].tolist() == ["BTC_USD", "ETH_USD"]
+        assert liq["price"].iloc[1] == pytest.approx(2000.0)
+        assert liq["fee"].iloc[1] == pytest.approx(80.0, rel=1e-9)
+        assert r.positions.iloc[-1].tolist() == [0.0, 0.0]
+        assert r.account["wallet_balance"].iloc[-1] == pytest.approx(3067.20, rel=1e-9)
+
+
+def test_kraken_keeps_the_second_position_when_closing_the_oldest_gets_above_100pct(tmp_path):
+    # 10,000 account, 5x: BTC 1 @ 20,000 (the oldest: used 4,000) and ETH 2.5 @ 2,000 (cost
+    # 5,000: used 1,000); 5,000 used in all. BTC crashes, ETH stays at 2,000:
+    #   40% level: 10,000 + (P - 20,000) = 0.4 x 5,000 = 2,000 -> P = 12,000.
+    # BTC closes at 12,000, fee 0.4% x 12,000 = 48: wallet 10,000 - 8,000 - 48 = 1,952.
+    # ETH alone: 1,952 / 1,000 = 195.2% > 100%: it survives under the default target.
+    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0)
+    bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000, 20000, 11000, 11000), (2000,) * 4]]
+    m = mkt(["BTC_USD", "ETH_USD"], bars)
+    targets = np.full((4, 2), NAN)
+    targets[0] = [1, NAN]
+    targets[1] = [NAN, 2.5]
+    r = run1(m, targets, venue, mode="cross", lev=5)
+    liq = r.liquidations
+    assert liq["symbol"].tolist() == ["BTC_USD"]
+    assert liq["price"].iloc[0] == pytest.approx(12000.0, rel=1e-9)
+    assert liq["fee"].iloc[0] == pytest.approx(48.0, rel=1e-9)
+    assert r.positions.iloc[-1].tolist() == [0.0, 2.5]
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(1952.0, rel=1e-9)
+    assert r.account["margin_ratio"].iloc[-1] == pytest.approx(0.4 / (1952 / 1000), rel=1e-9)
 
 
 @pytest.mark.parametrize("btc,opens", [(18500, False), (19500, True)])
@@ -588,8 +663,11 @@ def test_kraken_short_fees_on_the_borrowed_base_at_the_current_price():
 
 
 @pytest.mark.parametrize(("venue", "start", "modes", "leverage"), [
-    ("bybit_linear", CLASSIC, ("cross", "isolated"), 20),
-    ("bybit_linear", NEW, ("cross", "isolated"), 20),
+    # (Bybit UTA: one margin mode for the whole account)
+    ("bybit_linear", CLASSIC, ("cross", "cross"), 20),
+    ("bybit_linear", CLASSIC, ("isolated", "isolated"), 20),
+    ("bybit_linear", NEW, ("cross", "cross"), 20),
+    ("bybit_linear", NEW, ("isolated", "isolated"), 20),
     ("okx_swap", CLASSIC, ("cross", "isolated"), 20),
     ("kraken_spot", CLASSIC, ("cross", "cross"), 5),
 ])
@@ -620,6 +698,60 @@ def test_equity_is_deposit_plus_pnl_minus_fees_funding_and_borrowing(venue, star
                 - per_bar(r.events, "amount") + covered)
     np.testing.assert_allclose(r.equity.to_numpy(), expected, rtol=1e-9, atol=1e-6)
     assert len(r.fills) > 10
+
+
+def test_bybit_uta_refuses_a_mix_of_margin_modes_naming_the_option_and_the_symbols():
+    # VENUES.md §3.1: the Unified Trading Account sets cross or isolated for the whole account
+    m = mkt(["BTC_USDT", "ETH_USDT", "SOL_USDT"], [[(100,) * 4] * 3] * 2)
+    mix = {"BTC_USDT": "cross", "ETH_USDT": "isolated", "SOL_USDT": "cross"}
+    bybit = load_venue("bybit_linear", stand_in={"*": "BTCUSDT"})  # ETH, SOL: BTC's table
+    with pytest.raises(ValueError, match=r"whole account.*margin_mode gives 'cross' for "
+                                         r"BTC_USDT, SOL_USDT; 'isolated' for ETH_USDT"):
+        run1(m, units(2, [1, 1, 1]), bybit, mode=mix, lev=5)
+    # one mode for every symbol, as a mapping or as one word, is a Bybit run
+    same = dict.fromkeys(mix, "isolated")
+    assert len(run1(m, units(2, [1, 1, 1]), bybit, mode=same, lev=5).fills) == 3
+    # a venue that sets the mode per symbol takes the mix
+    assert len(run1(m, units(2, [1, 1, 1]), "flat", mode=mix, lev=5).fills) == 3
+
+
+@pytest.mark.parametrize("venue", ["bybit_linear", "binance_usdm"])
+def test_bybit_uta_mode_switch_sets_the_account_and_waits_until_no_position_is_open(venue):
+    # BTC 20,000 and ETH 2,000 throughout, cross 10x, no fees. Callback orders, decided at the
+    # close of bar t and carried out at the open of t + 1:
+    #   bar 0: buy 1 BTC (cross);
+    #   bar 1: switch ETH, flat, to isolated while BTC is open. Binance sets the mode per
+    #          symbol: done, ETH isolated and BTC cross. Bybit's UTA sets it for the account:
+    #          refused (a position is open), reason account_mode_switch_with_open_position;
+    #   bar 2: close BTC and switch ETH again: reductions fill first, so on Bybit no position
+    #          is open and the switch makes both columns isolated (Binance: nothing to do);
+    #   bar 3: buy 2 ETH: isolated, its margin 2 x 2,000 / 10 = 400 leaves the wallet.
+    from helpers import script
+
+    from backtester.engine.enums import Mode, Order
+    from backtester.strategy import Callback
+
+    series = np.full((5, 6, 2), NAN)
+    series[Order.TARGET, 0, 0] = 1.0
+    series[Order.MODE, 1, 1] = Mode.ISOLATED
+    series[Order.TARGET, 2, 0] = 0.0
+    series[Order.MODE, 2, 1] = Mode.ISOLATED
+    series[Order.TARGET, 3, 1] = 2.0
+    m = mkt(["BTC_USDT", "ETH_USDT"], [[(20000,) * 4, (2000,) * 4]] * 6, start=CLASSIC)
+    r = run(m, Callback(script, series=series),
+            venue=load_venue(venue, taker_fee=0.0, stand_in={"ETH_USDT": "BTC_USDT"}),
+            margin_mode="cross", leverage=10, target_kind="units")
+    assert r.fills["qty"].tolist() == [1.0, -1.0, 2.0]
+    assert r.account["isolated_margin"].iloc[-1] == pytest.approx(400.0)
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(10_000 - 400.0)
+    if venue == "bybit_linear":
+        assert r.rejections["reason"].tolist() == ["account_mode_switch_with_open_position"]
+        assert r.rejections["bar"].tolist() == [2] and r.rejections["symbol"].tolist() == [
+            "ETH_USDT"]
+        assert r.output.mode.tolist() == [Mode.ISOLATED, Mode.ISOLATED]
+    else:
+        assert len(r.rejections) == 0
+        assert r.output.mode.tolist() == [Mode.CROSS, Mode.ISOLATED]
 
 
 def test_bybit_open_position_switches_to_the_new_margin_formula_on_2025_09_02():
@@ -714,3 +846,137 @@ def test_binance_e_b2_cross_liquidation_prices_of_two_positions():
     assert lp["BTC_USDT"] == pytest.approx(26_316.89, abs=0.005)
     assert lp["ETH_USDT"] == pytest.approx(1_153.26, abs=0.005)
     assert r.account["margin_ratio"].iloc[1] == pytest.approx(0.4149, abs=5e-5)
+
+
+# --- Binance partial liquidation above bracket 1 (VENUES.md §2.7) -------------------------------
+# The 2024 BTCUSDT brackets (§2.3.1): bracket 1 up to 50,000 at 0.4% (cum 0), bracket 2 from
+# 50,000 to 600,000 at 0.5%, cum 50,000 x (0.5% - 0.4%) = 50. No trading fee; 10,000 deposit.
+
+ISO_LP = (6_000 + 50 - 120_000) / (2 * 0.005 - 2)  # §2.5 isolated, bracket 2: 57,261.31
+KEPT = 50_000 / ISO_LP  # the lower bracket's cap at the trigger: 0.873190 BTC
+CUT = 2 - KEPT  # 1.126810 BTC, 64,522.61 of notional
+
+
+@pytest.mark.parametrize("rule,fee_rate", [("lower_bracket", 0.003),
+                                           ("lower_bracket", 0.0125), ("none", 0.0125)])
+def test_binance_isolated_bracket_2_position_is_cut_to_the_lower_bracket_cap(rule, fee_rate):
+    # Isolated long 2 BTC @ 60,000 at 20x: notional 120,000 (bracket 2), margin M = 6,000.
+    # Trigger (§2.5, bracket 2 at the price): LP = (6,000 + 50 - 120,000) / (0.01 - 2)
+    # = 57,261.31; notional there 114,522.61 (bracket 2), equity = MM = 522.61.
+    # The IOC at 57,261.31 cuts it to 50,000 of notional: 1.126810 BTC (64,522.61) go.
+    #  - fee 0.3% (the 2019-20 BTCUSDT rate): 193.57. The position keeps the order's
+    #    proceeds: equity 522.61 - 193.57 = 329.05 > MM(50,000) = 200: compliant, the
+    #    liquidation ends. Margin 6,000 + 1.126810 x (57,261.31 - 60,000) - 193.57 =
+    #    2,720.44; the rest, 0.873190 BTC, in bracket 1: LP = (2,720.44 - 0.873190 x 60,000)
+    #    / (0.873190 x 0.004 - 0.873190) = 57,112.93 (the bar's low 57,200 stays above it).
+    #  - fee 1.25% (2024): 806.53 due on the cut, more than the equity 522.61: 522.61 charged
+    #    (283.92 waived), nothing left: not compliant, the rest closes at the trigger too,
+    #    its fee 625 all waived. The trader loses the margin, as with rule "none" (one close:
+    #    522.61 charged, 1.25% x 114,522.61 - 522.61 = 908.92 waived).
+    m = mkt(["BTC_USDT"], flat_bars(60000, 2) + [(60000, 60000, 57200, 57200)] * 2)
+    venue = load_venue("binance_usdm", taker_fee=0.0, liquidation_fee=fee_rate,
+                       partial_liquidation=rule)
+    r = run1(m, units(4, [2]), venue, lev=20, initial_balance=10_000)
+    liq = r.liquidations
+    assert (liq["bar"] == 2).all() and liq["event"].nunique() == 1
+    assert liq["price"].tolist() == pytest.approx([ISO_LP] * len(liq), rel=1e-12)
+    equity_at_lp = 2 * ISO_LP * 0.005 - 50
+    assert equity_at_lp == pytest.approx(522.61, abs=0.01)
+    if rule == "none":
+        assert liq["partial"].tolist() == [False]
+        assert liq["fee"].iloc[0] == pytest.approx(522.613, abs=1e-3)
+        assert liq["fee_waived"].iloc[0] == pytest.approx(908.92, abs=1e-2)
+    else:
+        cut = liq.iloc[0]
+        assert cut["partial"] and cut["qty"] == pytest.approx(CUT, rel=1e-12)
+        assert CUT * ISO_LP == pytest.approx(64_522.61, abs=0.01)
+    if fee_rate == 0.003:
+        fee = 0.003 * CUT * ISO_LP
+        assert fee == pytest.approx(193.57, abs=0.01)
+        margin = 6_000 + CUT * (ISO_LP - 60_000) - fee
+        assert margin == pytest.approx(2_720.44, abs=0.01)
+        new_lp = (margin - KEPT * 60_000) / (KEPT * 0.004 - KEPT)
+        assert new_lp == pytest.approx(57_112.93, abs=0.01)
+        assert len(liq) == 1 and liq["fee"].iloc[0] == pytest.approx(fee, rel=1e-9)
+        assert r.positions["BTC_USDT"].iloc[-1] == pytest.approx(KEPT, rel=1e-12)
+        assert r.liquidation_prices["BTC_USDT"].iloc[2] == pytest.approx(new_lp, rel=1e-9)
+        assert r.account["isolated_margin"].iloc[-1] == pytest.approx(margin, rel=1e-9)
+        assert r.account["wallet_balance"].iloc[-1] == pytest.approx(4_000.0, rel=1e-12)
+        assert r.equity.iloc[-1] == pytest.approx(4_000 + margin + KEPT * (57_200 - 60_000))
+    elif rule == "lower_bracket":
+        assert liq["partial"].tolist() == [True, False]
+        assert liq["fee"].tolist() == pytest.approx([522.613, 0.0], abs=1e-3)
+        assert liq["fee_waived"].tolist() == pytest.approx([283.92, 625.0], abs=1e-2)
+        assert liq["qty"].iloc[1] == pytest.approx(KEPT, rel=1e-12)
+    if fee_rate == 0.0125:
+        assert r.positions["BTC_USDT"].iloc[-1] == 0.0
+        assert r.equity.iloc[-1] == pytest.approx(4_000.0, rel=1e-12)  # the margin is lost
+
+
+def test_binance_small_isolated_position_in_bracket_1_is_closed_whole():
+    # Long 0.5 BTC @ 60,000 at 20x: 30,000 (bracket 1), margin 1,500. LP = (1,500 - 30,000) /
+    # (0.5 x 0.004 - 0.5) = 57,228.92; equity there = MM = 0.4% x 28,614.46 = 114.46, all of it
+    # the 1.25% fee (357.68 due): "small accounts are fully liquidated" (§2.7).
+    m = mkt(["BTC_USDT"], flat_bars(60000, 2) + [(60000, 60000, 57000, 57000)])
+    r = run1(m, units(3, [0.5]), load_venue("binance_usdm", taker_fee=0.0,
+                                            liquidation_fee=0.0125), lev=20)
+    liq = r.liquidations
+    assert liq["partial"].tolist() == [False]
+    assert liq["qty"].iloc[0] == 0.5
+    assert liq["price"].iloc[0] == pytest.approx(28_500 / 0.498, rel=1e-12)
+    assert liq["fee"].iloc[0] == pytest.approx(114.458, abs=1e-3)
+    assert liq["fee_waived"].iloc[0] == pytest.approx(357.681 - 114.458, abs=1e-3)
+    assert r.equity.iloc[-1] == pytest.approx(10_000 - 1_500, rel=1e-12)
+
+
+CROSS_LP = (120_000 - 10_000 + 70) / 1.99  # 55,311.56
+
+
+@pytest.mark.parametrize("fee_rate", [0.003, 0.0125])
+def test_binance_cross_cuts_the_bracket_2_position_and_keeps_the_account_if_compliant(fee_rate):
+    # Cross, 10,000 deposit: BTC long 2 @ 60,000 at 20x (120,000, bracket 2) and ETH long 10 @
+    # 3,000 at 20x (30,000, bracket 1: MM 120 at 3,000). BTC falls, ETH stays. Trigger
+    # MB = total MM: 10,000 + 2 (P - 60,000) = (2P x 0.5% - 50) + 120 -> 1.99 P = 110,070,
+    # P = 55,311.56 (BTC notional 110,623.12, bracket 2); MB = MM = 623.12.
+    # BTC, the only position above bracket 1, is cut to 50,000: 60,623.12 of notional.
+    #  - fee 0.3%: 181.87; MB 623.12 - 181.87 = 441.25 > MM 200 + 120 = 320: compliant, ETH
+    #    and 0.903971 BTC are kept. Wallet 10,000 + 1.096029 x (55,311.56 - 60,000) - 181.87
+    #    = 4,679.46; BTC's new price (ETH frozen): 4,679.46 + q (P - 60,000) = 0.004 q P + 120
+    #    -> P = (q x 60,000 - 4,559.46) / (0.996 q) = 55,176.89 (the low 55,250 is above it).
+    #  - fee 1.25%: 757.79 due, more than the margin balance 623.12 (623.12 charged, 134.67
+    #    waived): MB 0 < 320, not compliant: BTC's rest and ETH close at the trigger with
+    #    fees 625 + 375 = 1,000 that nothing is left to pay. The event's fees are waived in
+    #    proportion (DESIGN §4, settle_deficit): 623.12 charged in all, each record keeping
+    #    623.12 / 1,623.12 of what it charged; the account ends at 0.
+    bars = [[(60000,) * 4, (3000,) * 4]] * 2 + [[(60000, 60000, 55250, 55250), (3000,) * 4]] * 2
+    m = mkt(["BTC_USDT", "ETH_USDT"], bars)
+    venue = load_venue("binance_usdm", taker_fee=0.0, liquidation_fee=fee_rate)
+    r = run1(m, units(4, [2, 10]), venue, mode="cross", lev=20, initial_balance=10_000)
+    liq = r.liquidations
+    kept = 50_000 / CROSS_LP
+    cut_notional = 2 * CROSS_LP - 50_000
+    assert cut_notional == pytest.approx(60_623.12, abs=0.01)
+    assert liq["event"].nunique() == 1 and (liq["bar"] == 2).all()
+    assert liq["symbol"].iloc[0] == "BTC_USDT" and liq["partial"].iloc[0]
+    assert liq["qty"].iloc[0] == pytest.approx(2 - kept, rel=1e-9)
+    assert liq["price"].iloc[0] == pytest.approx(CROSS_LP, rel=1e-9)
+    if fee_rate == 0.003:
+        fee = 0.003 * cut_notional
+        wallet = 10_000 + (2 - kept) * (CROSS_LP - 60_000) - fee
+        assert wallet == pytest.approx(4_679.46, abs=0.01)
+        new_lp = (kept * 60_000 - wallet + 120) / (0.996 * kept)
+        assert new_lp == pytest.approx(55_176.89, abs=0.01)
+        assert len(liq) == 1 and liq["fee"].iloc[0] == pytest.approx(fee, rel=1e-9)
+        assert r.positions.iloc[-1].tolist() == pytest.approx([kept, 10.0], rel=1e-9)
+        assert r.account["wallet_balance"].iloc[-1] == pytest.approx(wallet, rel=1e-9)
+        assert r.liquidation_prices["BTC_USDT"].iloc[2] == pytest.approx(new_lp, rel=1e-9)
+    else:
+        assert liq["symbol"].tolist() == ["BTC_USDT", "BTC_USDT", "ETH_USDT"]
+        assert liq["partial"].tolist() == [True, False, False]
+        share = 623.1156 / 1_623.1156
+        assert liq["fee"].tolist() == pytest.approx([623.1156 * share, 625 * share,
+                                                     375 * share], abs=1e-3)
+        assert liq["fee"].sum() == pytest.approx(623.1156, abs=1e-3)
+        assert liq["fee_waived"].sum() == pytest.approx(757.7890 + 1_000 - 623.1156, abs=1e-3)
+        assert r.positions.iloc[-1].tolist() == [0.0, 0.0]
+        assert r.equity.iloc[-1] == pytest.approx(0.0, abs=1e-6)

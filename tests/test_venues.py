@@ -201,8 +201,10 @@ def test_binance_takes_fee_overrides_only():
 
 
 def test_unknown_override_lists_the_accepted_ones():
+    # (partial_liquidation: the binance model's rule, issue 12)
     with pytest.raises(ValueError, match="unknown venue override.*fee.*accepted: taker_fee, "
-                                         "maker_fee, liquidation_fee, mmr, max_leverage"):
+                                         "maker_fee, liquidation_fee, partial_liquidation, "
+                                         "mmr, max_leverage"):
         load_venue("flat", fee=0.001)
 
 
@@ -522,8 +524,11 @@ def test_okx_tiers_are_in_contracts_at_whole_tier_rates():
 
 def test_kraken_pairs_carry_borrowing_fees_and_the_venue_its_levels():
     venue = load_venue("kraken_spot")
+    # liquidation_target_level: the FIFO liquidation goes on until the level is back above
+    # 100% (VENUES.md §5.1: "just enough to get back above 100%")
     assert venue.rules() == {"open_level": 1.0, "margin_call_level": 0.8,
-                             "liquidation_level": 0.4, "rollover_hours": 4}
+                             "liquidation_level": 0.4, "liquidation_target_level": 1.0,
+                             "rollover_hours": 4}
     old = venue.spec("BTC/USD", at="2024-01-01")  # BTC 0.01% + 0.01%, fiat 0.02% + 0.02%
     assert old.params == {"long_opening_fee": 0.0002, "long_rollover_fee": 0.0002,
                           "short_opening_fee": 0.0001, "short_rollover_fee": 0.0001}

@@ -378,6 +378,23 @@ def removable_margin(i, book):
     return max(free, 0.0)
 
 
+@njit(cache=True, error_model='numpy', _nrt=False)
+def switch_account_mode(new_mode, book):
+    """Set every margined (cross or isolated) column's mode to ``new_mode``, on a venue whose
+    margin mode is the account's (``rules.account_wide_mode``); refused (returns False)
+    while any of them holds a position. Spot and collateral holdings keep their kind."""
+    state, mode = book.state, book.mode
+    n = state.shape[1]
+    for i in range(n):
+        if state[State.QTY, i] != 0.0 and mode[i] < Mode.SPOT:
+            return False
+    for i in range(n):
+        if mode[i] < Mode.SPOT:
+            mode[i] = int(new_mode)
+            state[State.LIQ_PX, i] = np.nan
+    return True
+
+
 # --- a new account -----------------------------------------------------------------------
 
 

@@ -64,8 +64,9 @@ COUNT_METRICS = ("liquidations", "liquidated_positions", "margin_calls", "fills"
 # changes what some run reports (not for a change of speed that leaves every figure as it
 # was). A sweep folder records it, and one written under another version is not resumed: its
 # rows and the new ones would mix two engines' results. (2: issue 11's rules: liquidations at
-# the open, fees charged and waived, open loss, dust.)
-FIGURES_VERSION = 2
+# the open, fees charged and waived, open loss, dust. 3: issue 12's liquidation rules: Kraken's
+# FIFO liquidation up to 100%, Binance's partial liquidation of brackets >= 2.)
+FIGURES_VERSION = 3
 M_FINAL_EQUITY = 0
 M_TOTAL_RETURN = 1
 M_MAX_DRAWDOWN = 2

@@ -120,6 +120,9 @@ Reject = _codes("Reject", [
     "ABOVE_MAX_POSITION",  # the position would exceed the top tier's cap (the largest
     #                        position the venue allows: Binance's last bracket, Bybit's
     #                        highest risk limit, OKX's last tier)
+    "ACCOUNT_MODE_SWITCH_OPEN",  # a margin-mode switch on a venue whose margin mode is the
+    #                              account's (AccountRule.ACCOUNT_MARGIN_MODE, Bybit UTA) while
+    #                              any position of the account is open
 ])
 REJECT_REASON_NAMES = (
     "insufficient_margin",
@@ -140,6 +143,7 @@ REJECT_REASON_NAMES = (
     "below_min_qty",
     "below_min_notional",
     "above_max_position",
+    "account_mode_switch_with_open_position",
 )
 
 # --- record dtypes --------------------------------------------------------------------
@@ -347,6 +351,12 @@ Partial = _codes("Partial", [
     #               tier's limit whose MM its equity covers (VENUES.md §3.6)
     "TWO_TIERS",  # OKX: from tier 3 up, cut to the cap two tiers down (VENUES.md §4.4)
     "TO_TIER_1",  # OKX legacy (2020): from tier 3 up, cut to tier 1's cap
+    "LOWER_BRACKET",  # Binance (VENUES.md §2.7): a position above bracket 1 is cut by one IOC
+    #                   at the trigger to the lower bracket's cap, paying the liquidation fee
+    #                   on the cut notional; an isolated position keeps the cut's proceeds in
+    #                   its margin, which pays that fee (the check after the IOC is the
+    #                   position's own margin balance against its MM, as cross's is the
+    #                   account's)
 ])
 
 # run state, shape (N_STATE, N), updated in place so that a run can stop and resume
@@ -387,6 +397,13 @@ AccountRule = _codes("AccountRule", [
     "OPEN_LEVEL",  # spot margin: no new position while equity < this x used margin (0:
     #                none)
     "LOAN_RATE",  # multi-currency margin: interest per hour on a negative wallet balance
+    "LIQ_TARGET_LEVEL",  # spot margin (CrossClose.FIFO): once triggered, positions close
+    #                      until equity > this x used margin as well (Kraken: 1.0, back above
+    #                      the opening level; 0: only until the account no longer triggers)
+    "ACCOUNT_MARGIN_MODE",  # 1: the venue sets the margin mode for the whole account (Bybit
+    #                         UTA, VENUES.md §3.1): a callback's switch sets every margined
+    #                         column's mode and is refused while any position is open; 0: the
+    #                         mode is each symbol's
 ])
 N_ACCOUNT_RULES = len(AccountRule)
 
@@ -397,7 +414,8 @@ CrossClose = _codes("CrossClose", [
     "SETTLE_AT_BANKRUPTCY",  # every cross position at its bankruptcy price, the margin
     #                          balance left shared in proportion to MM (Bybit)
     "FIFO",  # oldest position first, at the trigger prices with the liquidation fee, until
-    #          the account no longer triggers (Kraken spot margin)
+    #          the account no longer triggers and its margin level is above
+    #          AccountRule.LIQ_TARGET_LEVEL (Kraken spot margin)
 ])
 
 # per-bar outputs, shape (N_OUT, T)
@@ -509,7 +527,9 @@ Order = _codes("Order", [
     "LEVERAGE",  # the symbol's new leverage; an open isolated position keeps its margin (the
     #              new leverage applies to what is added), a cross one re-prices its
     #              initial margin (refused if the available balance would go negative)
-    "MODE",  # the symbol's new margin mode, Mode.CROSS or Mode.ISOLATED; only while flat
+    "MODE",  # the symbol's new margin mode, Mode.CROSS or Mode.ISOLATED; only while flat (a
+    #          venue whose margin mode is the account's: the account's, every margined
+    #          column at once, only while no position is open)
 ])
 N_ORDER_FIELDS = len(Order)
 

@@ -47,6 +47,8 @@ from .rules import (
     cross_close_done,
     cross_close_next,
     cross_settlement,
+    cut_keeps_margin,
+    isolated_cut_fee_cap,
     isolated_settlement,
     lowest_cut_tier,
     maintenance_margin,
@@ -149,10 +151,12 @@ def next_event(account):
 def cut_position(t, event, i, target, price, gapped, equity_before, trigger, fee_cap, book,
                  records):
     """Partial liquidation: cut column i down to ``target`` units at ``price``, paying the
-    venue's cut fee (``Sym.CUT_FEE``) but never more than ``fee_cap`` (what the cut leaves of
-    the margin: the cut share of an isolated position's equity, or the cross margin
-    balance; the rest is waived); its share of an isolated margin and its realized PnL go
-    to the wallet. Recorded as a liquidation with ``partial`` set, and a fill."""
+    venue's cut fee (``Sym.CUT_FEE``) but never more than ``fee_cap`` (what is left of the
+    margin that pays it: the cut share of an isolated position's equity, or all of it
+    (``rules.isolated_cut_fee_cap``), or the cross margin balance; the rest is waived); its
+    share of an isolated margin and its realized PnL go to the wallet, or stay in the
+    position's margin where the venue keeps them there (``rules.cut_keeps_margin``).
+    Recorded as a liquidation with ``partial`` set, and a fill."""
     state = book.state
     q = state[State.QTY, i]
     entry = state[State.ENTRY, i]
@@ -164,7 +168,17 @@ def cut_position(t, event, i, target, price, gapped, equity_before, trigger, fee
     due = abs(close_qty) * price * rate
     if due > fee_cap:
         rate *= max(fee_cap, 0.0) / due
+    margin_before = state[State.ISO_MARGIN, i]
     realized, fee = reduce_position(i, close_qty, price, rate, book)
+    if book.mode[i] == Mode.ISOLATED and cut_keeps_margin(i, book.sym):
+        # the margin the cut freed, its realized PnL and its fee stay with the position
+        kept = margin_before - state[State.ISO_MARGIN, i] + realized - fee
+        if due > fee_cap:
+            # the fee took all the margin balance: the position's equity is zero (rounding
+            # dust back to the wallet, so that the close that follows loses nothing more)
+            kept -= kept + state[State.ISO_MARGIN, i] + state[State.QTY, i] * (price - entry)
+        state[State.ISO_MARGIN, i] += kept
+        book.account[Account.WALLET] -= kept
     c = record_liquidation(records.liqs, records.counts,
                            t, event, i, book.mode[i], -close_qty, entry, trigger,
                            price, bankrupt, gapped, TRUE)
@@ -183,7 +197,8 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
 
     A venue with partial liquidation first cuts it down (``rules.partial_target``);
     if what is left no longer triggers at ``price``, that is all. Otherwise it is
-    closed where the venue settles it (``rules.isolated_settlement``).
+    closed where the venue settles it (``rules.isolated_settlement``), in the same
+    liquidation event as the cut.
     """
     state, account = book.state, book.account
     q = state[State.QTY, i]
@@ -192,10 +207,12 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
     equity = margin + q * (price - entry)
     target = partial_target(i, q, entry, price, equity, TRUE, book.sym, book.tiers,
                             book.n_tiers)
+    event = next_event(account)
     if target > 0.0 and target < abs(q) * (1.0 - 1e-12):
-        c = cut_position(t, next_event(account), i, target, price, gapped,
+        c = cut_position(t, event, i, target, price, gapped,
                          account_equity(book, prices), state[State.LIQ_PX, i],
-                         equity * (1.0 - target / abs(q)), book, records)
+                         isolated_cut_fee_cap(i, equity, target, abs(q), book.sym), book,
+                         records)
         refresh_liq_price(i, book)
         records.liqs[c]["equity_after"] = account_equity(book, prices)
         q = state[State.QTY, i]
@@ -209,7 +226,7 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
     exec_price, fee, waived, realized, remaining, shortfall, bankrupt = isolated_settlement(
         i, q, entry, margin, price, book.sym)
     c = record_liquidation(records.liqs, records.counts,
-                           t, next_event(account), i, Mode.ISOLATED, q, entry, trigger,
+                           t, event, i, Mode.ISOLATED, q, entry, trigger,
                            exec_price, bankrupt, gapped, FALSE)
     # (a margin already below zero, emptied by funding, lost nothing more here)
     record_settlement(records.liqs, c, fee, waived, realized, max(margin, 0.0) - remaining,
@@ -303,7 +320,8 @@ def liquidate_cross(t, prices, gapped, book, records):
       price: the margin balance left at the trigger is shared out in proportion to
       each position's MM, and the wallet goes to zero;
     - FIFO (Kraken spot margin): positions close oldest first, each paying the
-      liquidation fee, until the account no longer triggers.
+      liquidation fee, until the account no longer triggers and its margin level is back
+      above ``AccountRule.LIQ_TARGET_LEVEL`` (or none is left).
 
     A wallet left negative with nothing to back it: fees waived first, then the deficit
     past bankruptcy recorded as the shortfall (``settle_deficit``). Each
@@ -343,7 +361,8 @@ def liquidate_cross(t, prices, gapped, book, records):
         c = close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before,
                                  book, records)
         liqs[c]["settled_at_bankruptcy"] = settles_to_zero(close, total_mm)
-        done = cross_close_done(close, cross_trigger_value(book, prices))
+        done = cross_close_done(close, cross_trigger_value(book, prices), cross_level_value(
+            book, prices, book.rules[AccountRule.LIQ_TARGET_LEVEL]))
     if not safe and settles_to_zero(close, total_mm):
         account[Account.WALLET] = 0.0  # settled to zero (up to rounding dust)
         if balance < 0.0:

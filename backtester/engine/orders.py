@@ -20,6 +20,7 @@ from .account import (
     reduce_position,
     refresh_liq_price,
     removable_margin,
+    switch_account_mode,
 )
 from .enums import (
     FALSE,
@@ -39,7 +40,7 @@ from .enums import (
     TierField,
 )
 from .records import record_event, record_fill, record_rejection
-from .rules import order_cost_rate, tier_from, tier_key
+from .rules import account_wide_mode, order_cost_rate, tier_from, tier_key
 
 # Compiled without NRT (``_nrt=False``): see ``engine.rules``.
 
@@ -429,7 +430,8 @@ def switch_margin_mode(t, i, new_mode, book, records):
     """Set column i's margin mode to Mode.CROSS or Mode.ISOLATED; refused while it holds a position.
 
     A hedge-mode leg switches with its partner (the venue sets the mode per symbol),
-    so both legs must be flat.
+    so both legs must be flat. A venue whose margin mode is the account's (Bybit UTA)
+    switches every margined column, and only while none holds a position.
     """
     state, mode = book.state, book.mode
     mark = state[State.MARK, i]
@@ -438,6 +440,11 @@ def switch_margin_mode(t, i, new_mode, book, records):
                          t, i, 0.0, mark, new_mode, np.nan, Reject.INVALID_ORDER)
         return
     if new_mode == mode[i]:
+        return
+    if account_wide_mode(book.rules):  # the account's mode: every column, none open
+        if not switch_account_mode(new_mode, book):
+            record_rejection(records.rejects, records.counts,
+                             t, i, 0.0, mark, new_mode, np.nan, Reject.ACCOUNT_MODE_SWITCH_OPEN)
         return
     partner = int(book.sym[Sym.PARTNER, i])
     if state[State.QTY, i] != 0.0 or (partner >= 0 and state[State.QTY, partner] != 0.0):

@@ -19,6 +19,8 @@ one dispatch point, in this module:
 - the account rule ``R_CROSS_CLOSE``: in which order a triggered cross account closes
   its positions, where each closes, and when the account is done
   (``cross_close_next``, ``cross_settlement``, ``cross_close_done``);
+- the account rule ``ACCOUNT_MARGIN_MODE``: whether a margin-mode switch is the
+  account's (``account_wide_mode``);
 - collateral (``collateral_value``) and the liquidation price (``solve_liquidation_price``).
 
 For a fixed tier every model's MM is affine in the mark, ``a + b * P``, so a
@@ -46,6 +48,7 @@ from .enums import (
     MM,
     NO_COLUMN,
     ZERO,
+    AccountRule,
     CrossClose,
     FeeInMargin,
     FundingFrom,
@@ -296,6 +299,8 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
       proportion); a cross position's free margin (the margin balance less the other
       positions' MM) does not.
     - OKX (§4.4): from tier 3 up, the cap two tiers down (legacy rule: tier 1's cap).
+    - Binance (§2.7, one IOC): above bracket 1, the lower bracket's cap (the floor of
+      the bracket the notional at ``price`` lies in).
 
     Only a solvent position is cut (``equity`` > 0): past its bankruptcy price (a gap)
     a cut would realize a loss beyond the margin on the part cut and leave the rest to
@@ -321,6 +326,10 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
             if covered:
                 return size * cap / key
         return 0.0
+    if rule == Partial.LOWER_BRACKET:
+        if k == 0 or key <= 0.0:
+            return 0.0
+        return size * tiers[TierField.CAP, i, k - 1] / key
     if k < 2:
         return 0.0
     cap = tiers[TierField.CAP, i, 0 if rule == Partial.TO_TIER_1 else k - 2]
@@ -335,7 +344,31 @@ def lowest_cut_tier(i, sym):
     rule = sym[Sym.PARTIAL, i]
     if rule == Partial.NONE:
         return -1
-    return 1 if rule == Partial.STEP_DOWN else 2
+    return 1 if rule == Partial.STEP_DOWN or rule == Partial.LOWER_BRACKET else 2
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def cut_keeps_margin(i, sym):
+    """Whether an isolated position's partial cut leaves its proceeds (the margin it frees,
+    its realized PnL, less the fee) in the position's margin, rather than paying them out
+    with the cut's share of the margin.
+
+    Binance (§2.7): the IOC only reduces the margin the position needs; the liquidation
+    is over if, after it and its fee, the position's margin balance is above its MM
+    (judged as cross's account is), so the whole margin balance pays the fee. Bybit and
+    OKX: the part cut leaves with its share of the margin, which pays its fee.
+    """
+    return sym[Sym.PARTIAL, i] == Partial.LOWER_BRACKET
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def isolated_cut_fee_cap(i, equity, kept, size, sym):
+    """The most an isolated position's partial cut (to ``kept`` of ``size`` units) may charge
+    in fees: what remains of the margin that pays it (``cut_keeps_margin``): the whole
+    position's equity, or the share of it the cut takes."""
+    if cut_keeps_margin(i, sym):
+        return equity
+    return equity * (1.0 - kept / size)
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
@@ -381,6 +414,17 @@ def isolated_funding_split(i, payment, available, sym):
     return 0.0
 
 
+# --- the account's margin mode (the account rule ACCOUNT_MARGIN_MODE) ---------------------
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def account_wide_mode(rules):
+    """Whether the venue sets the margin mode for the whole account rather than per symbol
+    (Bybit UTA, VENUES.md §3.1): a mode switch then applies to every margined column, and
+    only while no position is open."""
+    return rules[AccountRule.ACCOUNT_MARGIN_MODE] != 0.0
+
+
 # --- a triggered cross account (the account rule R_CROSS_CLOSE) -----------------------------
 
 
@@ -399,10 +443,13 @@ def cross_close_next(state, mode, close):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def cross_close_done(close, trigger_value):
+def cross_close_done(close, trigger_value, target_value):
     """Whether a cross liquidation may stop with positions left: under FIFO, once the account
-    no longer triggers (``trigger_value`` > 0); otherwise never (every position goes)."""
-    return close == CrossClose.FIFO and trigger_value > 0.0
+    no longer triggers (``trigger_value`` > 0) and its margin level is above the
+    liquidation's target level (``target_value``, ``MB - target x used margin``, > 0:
+    Kraken liquidates "just enough to get back above 100%", VENUES.md §5.1); otherwise
+    never (every position goes)."""
+    return close == CrossClose.FIFO and trigger_value > 0.0 and target_value > 0.0
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

@@ -169,11 +169,14 @@ def _perp_only(name: str, value, spot, fill):
 
 
 def check_model_modes(venue: Venue, modes, symbols) -> None:
-    """Refuse margin modes the venue's model does not have (Kraken spot margin: cross only)."""
+    """Refuse margin modes the venue's model does not have (Kraken spot margin: cross only),
+    and a mix of modes where the model sets one for the whole account (Bybit UTA)."""
+    given = {}
     for code, name in enumerate(enums.MARGIN_MODE_NAMES[:2]):  # cross, isolated
-        given = [s for s, m in zip(symbols, modes, strict=True) if m == code]
-        if given:
-            venue.margin_model.check_margin_mode(name, f"venue {venue.name}", given)
+        given[name] = [s for s, m in zip(symbols, modes, strict=True) if m == code]
+        if given[name]:
+            venue.margin_model.check_margin_mode(name, f"venue {venue.name}", given[name])
+    venue.margin_model.check_one_margin_mode(given, f"venue {venue.name}")
 
 
 def column_options(layout: Layout, config: RunConfig, venue: Venue,

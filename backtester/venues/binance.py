@@ -4,7 +4,10 @@ Venues ``binance_usdm`` and ``flat``. Maintenance margin is the tax-bracket form
 ``N * mmr - cum`` by notional bracket at the mark (§2.3); a position is liquidated
 when its margin balance reaches its MM (isolated: its own margin; cross: the
 account's), and the liquidation (clearance) fee is charged on the closed notional.
-Cross and isolated margin per symbol; one-way and hedge mode.
+A position above bracket 1 is first cut to the lower bracket's cap by one IOC at the
+trigger (§2.7), and closed only if it, or the cross account, is still not compliant
+after that order and its fee. Cross and isolated margin per symbol; one-way and hedge
+mode.
 
 The liquidation price is Binance's published formula (§2.5)::
 
@@ -29,8 +32,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..engine import enums
-from .models import MarginModel, Position
+from .models import MarginModel, Position, Rule
 from .spec import SymbolSpec
+
+PARTIAL_RULES = {"lower_bracket": enums.Partial.LOWER_BRACKET, "none": enums.Partial.NONE}
 
 
 def bracket_liquidation_price(qty: float, entry_price: float, collateral: float,
@@ -75,6 +80,14 @@ class Binance(MarginModel):
     description = ("futures, MM = notional x mmr - cum by notional bracket at mark; liquidation "
                    "when margin balance <= MM; liquidation (clearance) fee on the closed notional")
     position_modes = ("one_way", "hedge")
+    rules = {
+        "partial_liquidation": Rule(
+            "lower_bracket", "'lower_bracket': a triggered position above bracket 1 is first "
+            "cut by one IOC at the trigger to the lower bracket's cap, paying the liquidation "
+            "fee on the cut, and kept if the position (isolated) or the account (cross) is "
+            "compliant after it (VENUES.md §2.7); 'none': always a full close",
+            tuple(PARTIAL_RULES)),
+    }
 
     def symbol_rows(self, spec: SymbolSpec, rules_in_force: Mapping[str, Any]
                     ) -> dict[int, float]:
@@ -83,7 +96,7 @@ class Binance(MarginModel):
             enums.Sym.FEE_RULE: enums.FeeInMargin.NONE,
             enums.Sym.SETTLEMENT: enums.Settle.AT_TRIGGER,
             enums.Sym.FUNDING_RULE: enums.FundingFrom.POSITION,
-            enums.Sym.PARTIAL: enums.Partial.NONE,  # the IOC of brackets >= 2 is not simulated
+            enums.Sym.PARTIAL: PARTIAL_RULES[rules_in_force["partial_liquidation"]],
         }
 
     def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:

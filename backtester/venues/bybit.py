@@ -64,6 +64,9 @@ class BybitUTA(MarginModel):
                                     "(VENUES.md §3.6); 'none': always a full close",
                                     ("step_down", "none")),
     }
+    account_margin_mode = True
+    account_mode_note = ("VENUES.md §3.1: the Unified Trading Account sets isolated or cross "
+                         "margin for the account, not per symbol")
 
     def symbol_rows(self, spec: SymbolSpec, rules_in_force: Mapping[str, Any]
                     ) -> dict[int, float]:

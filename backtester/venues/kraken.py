@@ -9,7 +9,8 @@ position is a borrowing backed by one trade balance, so there is no isolated mod
   ``Q / leverage`` of the BASE, revalued at the current price.
 - ``equity = trade balance + unrealized P/L``; ``margin level = equity / used
   margin``: below 100% no new positions, at 80% a margin call (Kraken may
-  liquidate, FIFO), at 40% automatic liquidation, oldest position first.
+  liquidate, FIFO), at 40% automatic liquidation, oldest position first, until the
+  level is back above 100% (the rule ``liquidation_target_level``) or nothing is left.
 - Borrowing costs an opening fee once and a rollover fee every 4 hours (from
   the 4th hour on), both rates of the amount lent. No funding.
 
@@ -45,6 +46,13 @@ class KrakenSpot(MarginModel):
         "open_level": Rule(1.0, "no new margin position below this margin level"),
         "margin_call_level": Rule(0.8, "margin level of the margin call (an event)"),
         "liquidation_level": Rule(0.4, "margin level of the automatic liquidation"),
+        "liquidation_target_level": Rule(1.0, "once the liquidation level is reached, positions "
+                                         "close oldest first until the margin level is back "
+                                         "above this level (1.0: the opening level, Kraken's "
+                                         "'just enough to get back above 100%', VENUES.md "
+                                         "§5.1) or none is left; at or below "
+                                         "liquidation_level: only until the account no longer "
+                                         "triggers"),
         "rollover_hours": Rule(4.0, "hours between rollover fees on borrowed amounts"),
     }
     params = {
@@ -73,7 +81,8 @@ class KrakenSpot(MarginModel):
     def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:
         return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.FIFO,
                 enums.AccountRule.CALL_LEVEL: rules_in_force["margin_call_level"],
-                enums.AccountRule.OPEN_LEVEL: rules_in_force["open_level"]}
+                enums.AccountRule.OPEN_LEVEL: rules_in_force["open_level"],
+                enums.AccountRule.LIQ_TARGET_LEVEL: rules_in_force["liquidation_target_level"]}
 
     def leverage_matters(self, rules_in_force: Mapping[str, Any]) -> bool:
         return True  # the used margin is the position over its leverage

@@ -152,6 +152,10 @@ class MarginModel:
     modes_note: str = ""  # why a margin mode is missing, for the error that refuses it
     position_modes: tuple[str, ...] = ("one_way",)
     collateral: bool = False  # other currencies may back the cross account (multi-currency)
+    # the margin mode is the account's, not each symbol's (Bybit UTA): a run gives every
+    # symbol one mode, and a callback's switch sets them all, only while none is open
+    account_margin_mode: bool = False
+    account_mode_note: str = ""  # where the venue says so, for the error that refuses a mix
 
     def __repr__(self) -> str:
         return f"<margin model {self.name}>"
@@ -167,6 +171,19 @@ class MarginModel:
         others = " or ".join(f"'{m}'" for m in self.margin_modes)
         raise ValueError(f"{where} follows the {self.name} model{note}; it has no {mode} mode, "
                          f"but margin_mode is '{mode}'{given}: use margin_mode={others}")
+
+    def check_one_margin_mode(self, symbols_by_mode: Mapping[str, Sequence[str]],
+                              where: str) -> None:
+        """Raise ``ValueError`` if the venue sets the margin mode for the whole account and the
+        run gives its symbols different modes (``symbols_by_mode``: mode -> its symbols)."""
+        given = {mode: symbols for mode, symbols in symbols_by_mode.items() if symbols}
+        if not self.account_margin_mode or len(given) < 2:
+            return
+        note = f" ({self.account_mode_note})" if self.account_mode_note else ""
+        mix = "; ".join(f"'{mode}' for {', '.join(symbols)}" for mode, symbols in given.items())
+        raise ValueError(f"{where} follows the {self.name} model, whose margin mode is set for "
+                         f"the whole account{note}, but margin_mode gives {mix}: give every "
+                         f"symbol the same mode, e.g. margin_mode='cross'")
 
     def capabilities(self) -> str:
         """What the venue allows, in a few words: ``cross, isolated; one_way, hedge``."""
@@ -219,6 +236,7 @@ class MarginModel:
     def account_rules(self, rules_in_force: Mapping[str, Any]) -> np.ndarray:
         """The kernel's account rules (``enums.AccountRule.*``, (N_ACCOUNT_RULES,))."""
         out = np.zeros(enums.N_ACCOUNT_RULES)
+        out[enums.AccountRule.ACCOUNT_MARGIN_MODE] = 1.0 if self.account_margin_mode else 0.0
         for row, value in self.account_rows(rules_in_force).items():
             out[row] = value
         return out

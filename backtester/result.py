@@ -213,6 +213,13 @@ class Result:
         # margin's borrowing fees and margin level); a venue no longer loadable: a futures one
         rows += getattr(self.venue, "margin_model", MarginModel()).summary_rows(self, s)
         rows.append(("fills / rejected", f"{s['fills']} / {s['rejected_orders']}"))
+        borrowed = sorted({f"{sym} priced with {spec.stand_in}'s table"
+                           for sym, versions in self.specs.items()
+                           for spec in versions if getattr(spec, "stand_in", "")})
+        if borrowed:  # the user's choice, recorded: never a silent stand-in
+            rows.append(("stand-in tables", ", ".join(borrowed) + " (stand_in)"))
+        if not getattr(self.config, "order_filters", True):
+            rows.append(("order filters", "off: any fraction traded (order_filters=False)"))
         width = max(len(k) for k, _ in rows)
         lines += [f"  {k:<{width}}  {v}" for k, v in rows]
         if self.warnings:

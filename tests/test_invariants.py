@@ -341,6 +341,29 @@ def check(r):
     after = trades["position_after"]
     opening = after.abs() > (after - trades["qty"]).abs()
     assert ((trades["qty"] * trades["price"]).abs()[opening] >= 1e-12).all(), trades
+    # the venue's order filters: every position a fill or a partial cut leaves is a whole
+    # number of quantity steps, and what an order opens reaches the minimum quantity and
+    # notional (no dust position on a venue that publishes filters)
+    if not getattr(r.config, "order_filters", True):
+        return
+    for symbol, versions in r.specs.items():
+        step = versions[0].qty_step  # (the generated runs do not cross a filter change)
+        if step <= 0 or any(v.qty_step != step for v in versions):
+            continue
+        legs = [c for c in r.market.symbols if c.split(".")[0] == symbol]
+        # (the fills of liquidations are there too: a partial cut's fill holds what it left)
+        left = fills.loc[fills["symbol"].isin(legs), "position_after"]
+        steps = left.abs() / step
+        off = np.abs(steps - np.round(steps)) > 1e-6 * np.maximum(1.0, steps)
+        assert not off.any(), (symbol, step, left[off])
+        mine = trades[trades["symbol"].isin(legs)]
+        after, before = mine["position_after"], mine["position_after"] - mine["qty"]
+        flipped = (after * before) < 0
+        opened = np.where(flipped, after.abs(), np.maximum(after.abs() - before.abs(), 0.0))
+        minimum = min(v.min_notional for v in versions)
+        small = (opened > 0) & (opened * mine["price"] < minimum * (1 - 1e-9))
+        assert not small.any(), mine[small]
+
 
 
 def run_and_check(case):

@@ -99,12 +99,14 @@ def engine(start, end, qty, leverage, funding=True, partial_liquidation="lower_b
 
 def assert_cut_first(result, answer, qty):
     """A position above bracket 1 (50,000) at its liquidation price: the first liquidation is
-    the partial IOC of VENUES.md §2.7, at the same time and price, to 50,000 of notional."""
+    the partial IOC of VENUES.md §2.7, at the same time and price, to 50,000 of notional: the
+    size kept rounded down to BTCUSDT's quantity step, 0.001 BTC (the IOC is an order)."""
     when, price = answer
     first = result.liquidations.iloc[0]
     assert first["partial"] and first["timestamp"] == when
     assert first["price"] == pytest.approx(price, rel=1e-12)
-    assert first["qty"] == pytest.approx(qty - np.sign(qty) * 50_000 / price, rel=1e-9)
+    kept = np.floor(50_000 / price / 0.001) * 0.001
+    assert first["qty"] == pytest.approx(qty - np.sign(qty) * kept, rel=1e-9)
 
 
 def assert_same_liquidation(result, answer, entry):

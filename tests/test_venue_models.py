@@ -876,7 +876,9 @@ def test_binance_isolated_bracket_2_position_is_cut_to_the_lower_bracket_cap(rul
     m = mkt(["BTC_USDT"], flat_bars(60000, 2) + [(60000, 60000, 57200, 57200)] * 2)
     venue = load_venue("binance_usdm", taker_fee=0.0, liquidation_fee=fee_rate,
                        partial_liquidation=rule)
-    r = run1(m, units(4, [2]), venue, lev=20, initial_balance=10_000)
+    # (continuous sizes: the cut keeps exactly 50,000 of notional; with BTCUSDT's 0.001 BTC
+    # step it keeps 0.873 BTC, as tests/test_real_history.py checks)
+    r = run1(m, units(4, [2]), venue, lev=20, initial_balance=10_000, order_filters=False)
     liq = r.liquidations
     assert (liq["bar"] == 2).all() and liq["event"].nunique() == 1
     assert liq["price"].tolist() == pytest.approx([ISO_LP] * len(liq), rel=1e-12)
@@ -951,7 +953,8 @@ def test_binance_cross_cuts_the_bracket_2_position_and_keeps_the_account_if_comp
     bars = [[(60000,) * 4, (3000,) * 4]] * 2 + [[(60000, 60000, 55250, 55250), (3000,) * 4]] * 2
     m = mkt(["BTC_USDT", "ETH_USDT"], bars)
     venue = load_venue("binance_usdm", taker_fee=0.0, liquidation_fee=fee_rate)
-    r = run1(m, units(4, [2, 10]), venue, mode="cross", lev=20, initial_balance=10_000)
+    r = run1(m, units(4, [2, 10]), venue, mode="cross", lev=20, initial_balance=10_000,
+             order_filters=False)  # continuous sizes: the cut keeps exactly 50,000
     liq = r.liquidations
     kept = 50_000 / CROSS_LP
     cut_notional = 2 * CROSS_LP - 50_000

@@ -40,7 +40,7 @@ from .enums import (
     TierField,
 )
 from .records import record_event, record_fill, record_rejection
-from .rules import account_wide_mode, order_cost_rate, tier_from, tier_key
+from .rules import account_wide_mode, on_step, order_cost_rate, tier_from, tier_key
 
 # Compiled without NRT (``_nrt=False``): see ``engine.rules``.
 
@@ -93,16 +93,6 @@ def dust_notional(account):
     filters, where it publishes them, are far above): a billionth of the account's equity at
     the last close, and never below 1e-12 of the quote currency."""
     return max(DUST_FRACTION * account[Account.EQUITY_PREV], DUST_FLOOR)
-
-
-@njit(cache=True, error_model='numpy', _nrt=False)
-def on_step(qty, step):
-    """``qty`` rounded toward zero to a multiple of ``step`` (0: no step, ``qty`` as it is).
-    A size within a billionth of a step of the next multiple counts as that multiple, so
-    binary fractions such as 0.3 / 0.1 = 2.9999999999999996 keep their step."""
-    if step <= 0.0:
-        return qty
-    return np.sign(qty) * np.floor(abs(qty) / step + 1e-9) * step
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

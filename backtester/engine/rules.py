@@ -289,9 +289,28 @@ def solve_liquidation_price(i, qty, entry, collateral, sym, tiers, n_tiers):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
+def on_step(qty, step):
+    """``qty`` rounded toward zero to a multiple of ``step`` (0: no step, ``qty`` as it is).
+    A size within a billionth of a step of the next multiple counts as that multiple, so
+    binary fractions such as 0.3 / 0.1 = 2.9999999999999996 keep their step."""
+    if step <= 0.0:
+        return qty
+    return np.sign(qty) * np.floor(abs(qty) / step + 1e-9) * step
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
 def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
     """Size (base units, >= 0) a triggered position is cut down to before a full close; 0 means
-    close it all (VENUES.md §6.3).
+    close it all (VENUES.md §6.3). The size kept is on the venue's quantity step (rounded
+    down: the cut is an order like any other), so a cut leaves no fraction of a step.
+    """
+    return on_step(partial_size(i, qty, entry, price, equity, scales, sym, tiers, n_tiers),
+                   sym[Sym.QTY_STEP, i])
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def partial_size(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
+    """The size ``partial_target`` keeps, before the quantity step:
 
     - Bybit (step-down, §3.6): above the lowest tier, the limit of the highest lower
       tier whose MM ``equity`` still covers once cut. ``scales``: an isolated position's

@@ -310,6 +310,11 @@ def _cmd_venues(args) -> int:
                 continue
             if spec.source:
                 print(f"      source: {spec.source}")
+            if any(spec.filters.values()):
+                print("      order filters: " + ", ".join(
+                    f"{k} {v:g}" for k, v in spec.filters.items() if v)
+                    + f", max position {spec.max_position:,.0f}")
+                print(f"        from: {spec.filter_source}")
             for key, value in spec.params.items():
                 print(f"      {key} = {value:g}")
             unit = "notional" if spec.tier_unit == "quote" else "contracts"

@@ -156,7 +156,7 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float):
         used = []
         for when in at:
             spec = venue.spec(s, when)
-            if not any(spec is seen for seen in used):
+            if not any(spec is seen or spec == seen for seen in used):  # (stand-ins: copies)
                 used.append(spec)
         specs[s] = tuple(used)
     stacked = enums.Versions(

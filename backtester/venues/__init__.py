@@ -42,8 +42,17 @@ A venue file (or any path) has this shape::
       { floor = 50_000, cap = 250_000, max_leverage = 100, mmr = 0.005 },
     ]                                     # a tier may add imr (initial margin rate)
 
-    [[default]]                           # optional: the spec of any unlisted symbol
-    tiers = [{ floor = 0, cap = inf, max_leverage = 100, mmr = 0.005 }]
+    [[filters.BTCUSDT]]                   # optional: dated order filters of a listed symbol
+    valid_from = 2024-10-02               # (merged into its versions; the first stands in
+    source = "..."                        # before its date)
+    tick_size = 0.1                       # price tick (quote)
+    qty_step = 0.001                      # quantity step and minimum order (base units)
+    min_qty = 0.001
+    min_notional = 100                    # least notional an order may open (quote)
+    liquidation_fee = 0.0125              # Binance publishes it beside the filters
+
+    [[default]]                           # optional: a rule the venue publishes for every
+    tiers = [{ floor = 0, cap = inf, max_leverage = 100, mmr = 0.005 }]   # other symbol
 
     [[rules]]                             # optional: dated changes of the model's rules
     valid_from = 2025-09-02               # (backtester.venues.registry.MODELS[model].rules)
@@ -57,6 +66,12 @@ A venue file (or any path) has this shape::
 ``cum`` (the maintenance amount) is never written: it is derived from the floors and
 rates (VENUES.md §2.3), so a table cannot be internally inconsistent.
 ``valid_from`` may be left out only where a symbol has a single version.
+
+A symbol a venue does not list (and that no ``[[default]]`` covers) is an error; a run may
+price it with a listed symbol's table by explicit choice (``load_venue(name,
+stand_in={"ETHUSDT": "BTCUSDT"})``, ``run(stand_in=...)``), which every spec it makes
+records. ``importer`` turns the venues' own API responses into these tables
+(``backtester venues import``).
 """
 
 from __future__ import annotations

@@ -192,7 +192,9 @@ class Venue:
         ``{"ADAUSDT": "BTCUSDT"}``, or ``{"*": "BTCUSDT"}`` for any unlisted symbol. The
         choice is recorded on every spec it makes (``SymbolSpec.stand_in``), hence in
         ``Result.specs``, ``describe()`` and ``run.json``. A symbol the venue lists keeps its
-        own table (so one choice can serve runs on several venues).
+        own table (so one choice can serve runs on several venues). Of the listed symbol's
+        order filters only the minimum notional carries over (a price tick and a quantity
+        step are in the other coin's units).
 
         Example:
             >>> from backtester.venues import load_venue
@@ -227,9 +229,11 @@ class Venue:
                              f"{self.name} has no {name} tier table")
         other = self.stand_ins.get(name, self.stand_ins.get("*"))
         if other is not None:
+            # the table and fees stand in; of the order filters only the minimum notional
+            # (quote) carries over: a price tick or quantity step is the other coin's
             return dataclasses.replace(
                 _in_force(self.history[other], when, f"{self.name} has no {other} tier table"),
-                symbol=name, stand_in=other)
+                symbol=name, stand_in=other, tick_size=0.0, qty_step=0.0, min_qty=0.0)
         if self.default_history:
             return dataclasses.replace(
                 _in_force(self.default_history, when, f"{self.name} has no default tier table"),

@@ -161,7 +161,8 @@ class Result:
             ),
             "sharpe": metrics.sharpe_ratio(equity, self.market.bars_per_year),
             "liquidations": int(len(np.unique(liq["event"]))) if len(liq) else 0,
-            "liquidated_positions": int(len(liq)),
+            # a position once per event (a partial cut and the close after it are two records)
+            "liquidated_positions": int(len(np.unique(liq[["event", "symbol"]]))),
             "liquidation_loss": float(liq["margin_lost"].sum()),
             "liquidation_fees": float(liq["fee"].sum()),
             "liquidation_fees_waived": float(liq["fee_waived"].sum()),

@@ -261,9 +261,10 @@ def test_bybit_new_rules_partial_liquidation_keys_the_tier_on_the_notional_at_ma
     # -> P = 2,270,000 / 118.8 = 19,107.74 (notional 2,292,929: tier 2 indeed).
     lp1 = 2_270_000 / 118.8
     # equity there = MM = 12,929.29; tier 1: 12,929.29 * 2M / 2,292,929 = 11,277 >= 10,000,
-    # so keep the size worth 2M at the mark: 2,000,000 / 19,107.74 = 104.67 BTC. The rest
-    # has 1,000 of margin per BTC: LP = 19,000 / 0.995 = 19,095.48, BP = 19,000.
-    keep = 2_000_000 / lp1
+    # so keep the size worth 2M at the mark: 2,000,000 / 19,107.74 = 104.67 BTC, rounded down
+    # to Bybit's quantity step of 0.001 BTC (instruments-info). The rest has 1,000 of margin
+    # per BTC: LP = 19,000 / 0.995 = 19,095.48, BP = 19,000.
+    keep = np.floor(2_000_000 / lp1 / 0.001) * 0.001
     bars = flat_bars(20000, 2) + [(20000, 20000, 19100, 19100), (19100, 19100, 19050, 19050)]
     m = mkt(["BTC_USDT"], bars, start=NEW)
     r = run1(m, units(4, [120]), load_venue("bybit_linear", taker_fee=0.0), lev=20,
@@ -983,3 +984,23 @@ def test_binance_cross_cuts_the_bracket_2_position_and_keeps_the_account_if_comp
         assert liq["fee_waived"].sum() == pytest.approx(757.7890 + 1_000 - 623.1156, abs=1e-3)
         assert r.positions.iloc[-1].tolist() == [0.0, 0.0]
         assert r.equity.iloc[-1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_cut_and_the_close_after_it_are_one_liquidated_position():
+    # The isolated bracket-2 case above at 1.25%: the cut is not compliant, so the rest
+    # closes in the same event: two records, one liquidation of one position, in run()'s
+    # summary and in a sweep's compiled metrics alike.
+    from backtester import sweep
+
+    m = mkt(["BTC_USDT"], flat_bars(60000, 2) + [(60000, 60000, 57200, 57200)] * 2)
+    venue = load_venue("binance_usdm", taker_fee=0.0, liquidation_fee=0.0125)
+    r = run1(m, units(4, [2]), venue, lev=20, initial_balance=10_000, order_filters=False)
+    assert r.liquidations["partial"].tolist() == [True, False]
+    assert (r.summary()["liquidations"], r.summary()["liquidated_positions"]) == (1, 1)
+    rows = sweep(m, lambda market, size: units(4, [size]),
+                 {"size": [2.0], "venue": "binance_usdm", "margin_mode": "isolated",
+                  "venue_overrides": [{"taker_fee": 0.0, "liquidation_fee": 0.0125}],
+                  "leverage": 20,
+                  "target_kind": "units", "order_filters": False}, progress=False)
+    assert rows["error"].isna().all()
+    assert (rows["liquidations"].iloc[0], rows["liquidated_positions"].iloc[0]) == (1, 1)

@@ -65,7 +65,8 @@ COUNT_METRICS = ("liquidations", "liquidated_positions", "margin_calls", "fills"
 # was). A sweep folder records it, and one written under another version is not resumed: its
 # rows and the new ones would mix two engines' results. (2: issue 11's rules: liquidations at
 # the open, fees charged and waived, open loss, dust. 3: issue 12's liquidation rules: Kraken's
-# FIFO liquidation up to 100%, Binance's partial liquidation of brackets >= 2.)
+# FIFO liquidation up to 100%, Binance's partial liquidation of brackets >= 2, order filters;
+# liquidated_positions counts a position once per event, not its cut and close twice.)
 FIGURES_VERSION = 3
 M_FINAL_EQUITY = 0
 M_TOTAL_RETURN = 1
@@ -252,13 +253,24 @@ def record_metrics(records, values, row):
                                                     records.funding, records.events,
                                                     records.counts)
     n_liq = counts[Count.LIQS]
-    row[M_LIQUIDATED_POSITIONS] = n_liq
-    # event ids count up and the positions of one event are recorded together
+    # event ids count up and the records of one event are recorded together; a position
+    # counts once per event, though a partial cut and the close after it are two records
     events = 0
+    positions = 0
+    first = 0
     for c in range(n_liq):
         if c == 0 or liqs[c]["event"] != liqs[c - 1]["event"]:
             events += 1
+            first = c
+        seen = False
+        for d in range(first, c):
+            if liqs[d]["symbol"] == liqs[c]["symbol"]:
+                seen = True
+                break
+        if not seen:
+            positions += 1
     row[M_LIQUIDATIONS] = events
+    row[M_LIQUIDATED_POSITIONS] = positions
     for c in range(n_liq):
         values[c] = liqs[c]["margin_lost"]
     row[M_LIQUIDATION_LOSS] = pairwise_sum(values, ZERO, n_liq)

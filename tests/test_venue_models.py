@@ -1004,3 +1004,23 @@ def test_a_cut_and_the_close_after_it_are_one_liquidated_position():
                   "target_kind": "units", "order_filters": False}, progress=False)
     assert rows["error"].isna().all()
     assert (rows["liquidations"].iloc[0], rows["liquidated_positions"].iloc[0]) == (1, 1)
+
+
+@pytest.mark.parametrize("mode", ["isolated", "cross"])
+def test_a_short_whose_notional_climbs_back_is_cut_at_most_once_per_tier_in_a_bar(mode):
+    # Short 30 BTC @ 20,000 at 20x (600,000: bracket 3 of 12), 0.3% fee. The bar climbs to
+    # 40,000: each cut leaves the position at a bracket's cap, which the rising price pushes
+    # back above, so it would be cut again and again on the way up (the record buffers, sized
+    # for a cut per tier and bar, overflowed: the property tests' crash). A position takes at
+    # most its tier count (12) of cuts in one bar; what is left then closes whole.
+    m = mkt(["BTC_USDT"], flat_bars(20000, 2) + [(20000, 40000, 20000, 40000)] * 2,
+            start="2025-01-01")
+    venue = load_venue("binance_usdm", taker_fee=0.0, liquidation_fee=0.003)
+    r = run1(m, units(4, [-30]), venue, mode=mode, lev=20, initial_balance=100_000,
+             order_filters=False)
+    liq = r.liquidations
+    assert (liq["bar"] == 2).all()
+    assert 2 <= int(liq["partial"].sum()) <= 12
+    assert not liq["partial"].iloc[-1] and liq["qty"].sum() == pytest.approx(-30.0)
+    assert r.positions["BTC_USDT"].iloc[-1] == 0.0
+    assert np.isfinite(r.account.to_numpy()).all()

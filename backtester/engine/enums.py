@@ -372,6 +372,10 @@ State = _codes("State", [
     "ROLLOVERS",  # rollover fees charged on the position so far
     "VOID",  # the position the bar's open liquidated (an order for it is refused), 0 for the
     #          others; 0 again once the orders at the open are done
+    "CUT_BAR",  # the bar of the position's last partial liquidation cut
+    "CUTS",  # the cuts it took in that bar: at most its tier count (then it closes whole),
+    #          so that a position whose notional climbs back up along the bar's path (a
+    #          short cut to a bracket's cap) cannot be cut without end
 ])
 N_STATE = len(State)
 

@@ -148,6 +148,16 @@ def next_event(account):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
+def may_cut(t, i, book):
+    """Whether column i may take another partial cut in bar t: at most as many in one bar as
+    its table has tiers (each cut takes it a tier down; a notional that climbs back up along
+    the path, a short's, would otherwise be cut again and again). Past that it closes whole,
+    and a bar's liquidation records stay within ``records.bar_room``'s budget."""
+    state = book.state
+    return state[State.CUT_BAR, i] != t or state[State.CUTS, i] < book.n_tiers[i]
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
 def cut_position(t, event, i, target, price, gapped, equity_before, trigger, fee_cap, book,
                  records):
     """Partial liquidation: cut column i down to ``target`` units at ``price``, paying the
@@ -158,6 +168,10 @@ def cut_position(t, event, i, target, price, gapped, equity_before, trigger, fee
     position's margin where the venue keeps them there (``rules.cut_keeps_margin``).
     Recorded as a liquidation with ``partial`` set, and a fill."""
     state = book.state
+    if state[State.CUT_BAR, i] != t:
+        state[State.CUT_BAR, i] = t
+        state[State.CUTS, i] = 0.0
+    state[State.CUTS, i] += 1.0
     q = state[State.QTY, i]
     entry = state[State.ENTRY, i]
     close_qty = -(q - np.sign(q) * target)
@@ -208,7 +222,7 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
     target = partial_target(i, q, entry, price, equity, TRUE, book.sym, book.tiers,
                             book.n_tiers)
     event = next_event(account)
-    if target > 0.0 and target < abs(q) * (1.0 - 1e-12):
+    if target > 0.0 and target < abs(q) * (1.0 - 1e-12) and may_cut(t, i, book):
         c = cut_position(t, event, i, target, price, gapped,
                          account_equity(book, prices), state[State.LIQ_PX, i],
                          isolated_cut_fee_cap(i, equity, target, abs(q), book.sym), book,
@@ -288,7 +302,7 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
             lowest = lowest_cut_tier(i, sym)
             key = tier_key(i, q, state[State.ENTRY, i], prices[i], sym)
             k = tier_from(key, ZERO, i, book.tiers, book.n_tiers)
-            if lowest >= 0 and k >= lowest and key > best_key:
+            if lowest >= 0 and k >= lowest and key > best_key and may_cut(t, i, book):
                 best = i
                 best_key = key
         if best < 0:

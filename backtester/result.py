@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from functools import cached_property
 from pathlib import Path
 
@@ -214,11 +215,15 @@ class Result:
         # margin's borrowing fees and margin level); a venue no longer loadable: a futures one
         rows += getattr(self.venue, "margin_model", MarginModel()).summary_rows(self, s)
         rows.append(("fills / rejected", f"{s['fills']} / {s['rejected_orders']}"))
-        borrowed = sorted({f"{sym} priced with {spec.stand_in}'s table"
-                           for sym, versions in self.specs.items()
-                           for spec in versions if getattr(spec, "stand_in", "")})
-        if borrowed:  # the user's choice, recorded: never a silent stand-in
-            rows.append(("stand-in tables", ", ".join(borrowed) + " (stand_in)"))
+        borrowed: dict[str, set] = {}  # the user's choice, recorded: never a silent stand-in
+        for sym, versions in self.specs.items():
+            for spec in versions:
+                if getattr(spec, "stand_in", ""):
+                    borrowed.setdefault(spec.stand_in, set()).add(sym)
+        for table, syms in sorted(borrowed.items()):
+            text = f"{table}'s table for {', '.join(sorted(syms))} (stand_in)"
+            for k, line in enumerate(textwrap.wrap(text, 72)):
+                rows.append(("stand-in tables" if k == 0 else "", line))
         if not getattr(self.config, "order_filters", True):
             rows.append(("order filters", "off: any fraction traded (order_filters=False)"))
         width = max(len(k) for k, _ in rows)

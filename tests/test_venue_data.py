@@ -188,7 +188,7 @@ def test_a_stand_in_is_recorded_in_the_specs_describe_and_run_json(tmp_path):
     eth = r.specs["ETH_USDT"]
     assert all(spec.stand_in == "BTCUSDT" for spec in eth)
     assert eth[0].tiers == load_venue("okx_swap").spec("BTCUSDT", "2024-06-01").tiers
-    assert "ETH_USDT priced with BTCUSDT's table" in r.describe()
+    assert "BTCUSDT's table for ETH_USDT (stand_in)" in r.describe()
     r.save(tmp_path / "run")
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["config"]["stand_in"] == {"ETH_USDT": "BTC_USDT"}

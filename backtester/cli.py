@@ -50,8 +50,9 @@ def _add_run(sub) -> None:
                    "notionals (24)")
     p.add_argument("--balance", type=float, default=10_000.0, help="initial balance, USDT")
     p.add_argument("--collateral", action="append", default=[], metavar="COIN=AMOUNT",
-                   help="OKX multi-currency margin: coins held beside the balance, repeatable "
-                   "(e.g. --collateral BTC=0.5; needs --venue okx_swap)")
+                   help="coins held beside the balance that back the cross account: OKX "
+                   "multi-currency margin, Binance Multi-Assets mode (cross only); repeatable "
+                   "(e.g. --collateral BTC=0.5)")
     p.add_argument("--stand-in", action="append", default=[], metavar="SYMBOL=LISTED",
                    help="price a symbol the venue does not list with a listed symbol's "
                    "tables, by choice, recorded in the run (e.g. --stand-in ADA_USDT=BTC_USDT; "

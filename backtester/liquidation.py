@@ -312,8 +312,8 @@ def _collateral_value(collateral, venue: Venue, at) -> float:
         return 0.0
     model = venue.margin_model
     if not model.collateral:
-        raise ValueError(f"collateral is multi-currency margin, which "
-                         f"{models_where(lambda m: m.collateral)} simulates; venue {venue.name} "
+        raise ValueError(f"collateral (multi-currency margin) is what "
+                         f"{models_where(lambda m: m.collateral)} simulate; venue {venue.name} "
                          f"uses the {venue.model!r} model")
     total = 0.0
     for currency, held in collateral.items():

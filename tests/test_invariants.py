@@ -154,7 +154,10 @@ def scenarios(draw, callback=False):
         options["instruments"] = {spot[0]: "spot"}
     if hedge:
         options["position_mode"] = "hedge"
-    if name == "okx_swap" and "BTC_USDT" in symbols and draw(st.booleans()):
+    # multi-currency margin: OKX; Binance's Multi-Assets mode, cross only
+    all_cross = all(m == "cross" for m in options["margin_mode"].values())
+    if (name == "okx_swap" or (name == "binance_usdm" and all_cross)) \
+            and "BTC_USDT" in symbols and draw(st.booleans()):
         coins = draw(st.floats(0.0, 2.0)) * options["initial_balance"] / market.close[0, 0]
         if coins > 0.0 and np.isfinite(coins):
             options["collateral"] = {"BTC": coins}

@@ -541,7 +541,15 @@ def test_okx_cross_counts_frozen_collateral_at_its_discounted_value():
     assert account.margin_balance == pytest.approx(63_000.0)
     assert account.positions["liquidation_price"].iloc[0] == pytest.approx(
         (60_000.0 - 63_000.0) / (1 - 0.0045))
-    with pytest.raises(ValueError, match="collateral is multi-currency margin, which the okx "
-                                         "model simulates; venue binance_usdm"):
-        cross_liquidation_prices([("BTCUSDT", 1.0, 100.0, 100.0)], 1_000.0,
-                                 collateral={"BTC": (1.0, 100.0)})
+    # Binance's Multi-Assets mode: BTC at its 95% collateral value ratio (one tier), the
+    # long's bracket 1 (0.4%): LP = (60,000 - 63,000) / (1 - 0.004)
+    account = cross_liquidation_prices([("BTCUSDT", 1.0, 60_000.0, 60_000.0)], 6_000.0,
+                                       venue="binance_usdm", collateral={"BTC": (1.0, 60_000.0)},
+                                       at="2025-01-01")
+    assert account.margin_balance == pytest.approx(63_000.0)
+    assert account.positions["liquidation_price"].iloc[0] == pytest.approx(
+        (60_000.0 - 63_000.0) / (1 - 0.004))
+    with pytest.raises(ValueError, match=r"collateral \(multi-currency margin\) is what the "
+                                         "binance and okx models simulate; venue kraken_spot"):
+        cross_liquidation_prices([("BTCUSDT", 1.0, 100.0, 100.0)], 1_000.0, leverage=3.0,
+                                 venue="kraken_spot", collateral={"BTC": (1.0, 100.0)})

@@ -328,3 +328,68 @@ def test_venues_import_explains_what_it_cannot_use(tmp_path, capsys):
                  "binance_usdm", "--out", out]) == 2
     assert "cannot go into binance_usdm.toml" in capsys.readouterr().err
     assert not (tmp_path / "v.toml").exists()  # nothing written by a failed import
+
+
+# --- Binance Multi-Assets mode: collateral after haircuts, cross only ----------------------
+
+
+def multi_asset_market():
+    # ETH 2,000 falling to a low of 1,600 in bar 2; BTC flat at 30,000 (prices the collateral)
+    eth = [(2000,) * 4] * 2 + [(2000, 2000, 1600, 1600)] + [(1600,) * 4]
+    btc = [(30000,) * 4] * 4
+    a = np.array([eth, btc], dtype=float).transpose(1, 0, 2)
+    return Market.from_arrays(["ETH_USDT", "BTC_USDT"], a[..., 0], a[..., 1], a[..., 2],
+                              a[..., 3], start="2024-06-01")
+
+
+def test_binance_multi_assets_collateral_backs_the_cross_account_after_its_haircut():
+    # 100 USDT and 0.01 BTC at 30,000 (Binance's FAQ: BTC's collateral value ratio 95%, so it
+    # adds 285 to the margin balance). Long 1 ETH at 2,000, 20x, cross, no taker fee; ETHUSDT
+    # bracket 1 in 2024-06: 0.4%, clearance fee 3% (exchangeInfo of 2021-09-06).
+    # Trigger: 100 + 285 + (P - 2,000) = 0.004 P  ->  P = 1,615 / 0.996 = 1,621.49.
+    # Without the collateral: 100 + (P - 2,000) = 0.004 P  ->  P = 1,900 / 0.996 = 1,907.63.
+    m = multi_asset_market()
+    targets = np.full((4, 2), NAN)
+    targets[0, 0] = 1.0
+    venue = load_venue("binance_usdm", taker_fee=0.0)
+    plain = run(m, targets, venue=venue, leverage=20, initial_balance=100)
+    assert plain.liquidations["price"].iloc[0] == pytest.approx(1_900 / 0.996, rel=1e-12)
+    r = run(m, targets, venue=venue, leverage=20, initial_balance=100, collateral={"BTC": 0.01})
+    liq = r.liquidations
+    lp = 1_615 / 0.996
+    assert liq["price"].iloc[0] == pytest.approx(lp, rel=1e-12)
+    # what was left at the trigger, 100 + 300 - 378.51 = 21.49 of real value, pays the fee
+    # (3% x 1,621.49 = 48.64 due, the rest waived); the wallet is then 100 - 378.51 - 21.49 =
+    # -300 USDT, repaid by selling the 0.01 BTC at 30,000 (a collateral record): nothing left
+    left = 100 + 300 + (lp - 2000)
+    assert liq["fee"].iloc[0] == pytest.approx(left, rel=1e-9)
+    assert liq["fee_waived"].iloc[0] == pytest.approx(0.03 * lp - left, rel=1e-9)
+    assert liq["mode"].tolist() == ["cross", "collateral"]
+    assert liq["qty"].iloc[1] == pytest.approx(0.01)
+    assert r.equity.iloc[-1] == pytest.approx(0.0, abs=1e-9)
+    assert r.positions["BTC"].iloc[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_binance_multi_assets_mode_is_cross_only():
+    from helpers import script
+
+    from backtester.engine.enums import Mode, Order
+    from backtester.strategy import Callback
+
+    m = multi_asset_market()
+    targets = np.full((4, 2), NAN)
+    targets[0, 0] = 1.0
+    with pytest.raises(ValueError, match="Binance Multi-Assets mode.*isolated.*ETH_USDT"):
+        run(m, targets, venue="binance_usdm", leverage=20, initial_balance=100,
+            collateral={"BTC": 0.01}, margin_mode="isolated")
+    # a callback's switch of ETH to isolated is refused while collateral backs the account
+    series = np.full((5, 4, 3), NAN)  # (the collateral is a column too: BTC)
+    series[Order.MODE, 0, 0] = Mode.ISOLATED
+    r = run(m, Callback(script, series=series), venue="binance_usdm", leverage=20,
+            initial_balance=100, collateral={"BTC": 0.01}, target_kind="units")
+    assert r.rejections["reason"].tolist() == ["invalid_order"]
+    assert r.output.mode[0] == Mode.CROSS
+    # without collateral the same switch is done (one symbol's mode, per symbol)
+    r = run(m, Callback(script, series=series[:, :, :2]), venue="binance_usdm", leverage=20,
+            initial_balance=100, target_kind="units")
+    assert len(r.rejections) == 0 and r.output.mode[0] == Mode.ISOLATED

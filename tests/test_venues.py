@@ -204,7 +204,7 @@ def test_unknown_override_lists_the_accepted_ones():
     # (partial_liquidation: the binance model's rule, issue 12)
     with pytest.raises(ValueError, match="unknown venue override.*fee.*accepted: taker_fee, "
                                          "maker_fee, liquidation_fee, partial_liquidation, "
-                                         "mmr, max_leverage"):
+                                         "loan_rate, mmr, max_leverage"):
         load_venue("flat", fee=0.001)
 
 
@@ -651,7 +651,7 @@ def test_cli_venues_lists_every_venue_with_validity_dates(capsys):
     assert "BTCUSDT       2021-06-22 .. 2021-09-06 10 tier(s)" in out
     assert "BTCUSDT       2024-10-02 .. now        12 tier(s)" in out
     # what each venue's model allows: margin modes; position modes; collateral
-    assert "binance_usdm (model binance: cross, isolated; one_way, hedge):" in out
+    assert "binance_usdm (model binance: cross, isolated; one_way, hedge; collateral):" in out
     assert "okx_swap (model okx: cross, isolated; one_way; collateral):" in out
     assert "kraken_spot (model kraken_spot: cross; one_way):" in out
     assert "  rules 2025-09-02 .. now: margin_price=mark, fee_to_close_in_margin=True" in out

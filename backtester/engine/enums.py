@@ -404,6 +404,8 @@ AccountRule = _codes("AccountRule", [
     "LIQ_TARGET_LEVEL",  # spot margin (CrossClose.FIFO): once triggered, positions close
     #                      until equity > this x used margin as well (Kraken: 1.0, back above
     #                      the opening level; 0: only until the account no longer triggers)
+    "CROSS_ONLY",  # 1: every margined position is cross (Binance Multi-Assets mode, with
+    #                collateral held): a callback's switch to isolated is refused
     "ACCOUNT_MARGIN_MODE",  # 1: the venue sets the margin mode for the whole account (Bybit
     #                         UTA, VENUES.md §3.1): a callback's switch sets every margined
     #                         column's mode and is refused while any position is open; 0: the

@@ -431,6 +431,11 @@ def switch_margin_mode(t, i, new_mode, book, records):
         return
     if new_mode == mode[i]:
         return
+    if new_mode == Mode.ISOLATED and book.rules[AccountRule.CROSS_ONLY] != 0.0:
+        # collateral backs the account (Binance Multi-Assets mode): cross margin only
+        record_rejection(records.rejects, records.counts,
+                         t, i, 0.0, mark, new_mode, np.nan, Reject.INVALID_ORDER)
+        return
     if account_wide_mode(book.rules):  # the account's mode: every column, none open
         if not switch_account_mode(new_mode, book):
             record_rejection(records.rejects, records.counts,

@@ -73,8 +73,8 @@ def _collateral_columns(config: RunConfig, venue: Venue, symbols) -> dict[str, s
     for currency, amount in dict(config.collateral).items():
         name = str(currency).upper()
         if not venue.margin_model.collateral:
-            raise ValueError(f"collateral is multi-currency margin, which "
-                             f"{models_where(lambda m: m.collateral)} simulates; venue "
+            raise ValueError(f"collateral (multi-currency margin) is what "
+                             f"{models_where(lambda m: m.collateral)} simulate; venue "
                              f"{venue.name} uses the {venue.model!r} model")
         if not (isinstance(amount, int | float) and np.isfinite(amount) and amount > 0):
             raise ValueError(f"collateral[{currency!r}]={amount!r}: must be a positive amount "
@@ -221,6 +221,13 @@ def column_options(layout: Layout, config: RunConfig, venue: Venue,
     leverage = np.array(per_symbol("leverage", leverage_option, symbols, to_leverage),
                         np.float64)
     check_model_modes(venue, mode, symbols)
+    model = venue.margin_model
+    isolated = [s for s, m in zip(symbols, mode, strict=True) if m == enums.Mode.ISOLATED]
+    if held and model.collateral_cross_only and isolated:
+        raise ValueError(
+            f"venue {venue.name}: with collateral ({model.collateral_note or 'multi-asset'} "
+            f"mode) every position is cross margin, but margin_mode gives 'isolated' for "
+            f"{', '.join(isolated)}: use margin_mode='cross'")
     cache.columns[key] = (venue, mode, leverage)
     return mode.copy(), leverage.copy()
 

@@ -151,6 +151,8 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float):
     account_rules = np.stack([venue.account_rules(when) for when in at])
     if not layout.held:
         account_rules[:, enums.AccountRule.LOAN_RATE] = 0.0  # a loan needs collateral to back it
+    elif venue.margin_model.collateral_cross_only:
+        account_rules[:, enums.AccountRule.CROSS_ONLY] = 1.0  # (Binance Multi-Assets mode)
     specs = {}
     for s in perps:
         used = []

@@ -87,7 +87,12 @@ class Binance(MarginModel):
             "fee on the cut, and kept if the position (isolated) or the account (cross) is "
             "compliant after it (VENUES.md §2.7); 'none': always a full close",
             tuple(PARTIAL_RULES)),
+        "loan_rate": Rule(0.0, "Multi-Assets mode: yearly interest on a negative USDT balance "
+                          "(Binance charges none: it auto-exchanges collateral instead)"),
     }
+    collateral = True  # Multi-Assets mode: other coins back the cross account after haircuts
+    collateral_cross_only = True
+    collateral_note = "Binance Multi-Assets"
 
     def symbol_rows(self, spec: SymbolSpec, rules_in_force: Mapping[str, Any]
                     ) -> dict[int, float]:
@@ -100,7 +105,16 @@ class Binance(MarginModel):
         }
 
     def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:
-        return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.AT_TRIGGER}
+        return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.AT_TRIGGER,
+                enums.AccountRule.LOAN_RATE: rules_in_force["loan_rate"] / 8760.0}
+
+    def collateral_value(self, tiers, coins: float, price_usd: float) -> float:
+        # a collateral value ratio is a one-tier discount table (the haircut)
+        from .okx import currency_adjusted_equity
+
+        floors, caps, rates, n = tiers.arrays()
+        return currency_adjusted_equity(float(coins), float(price_usd), floors, caps, rates, n,
+                                        tiers.unit == "usd")
 
     def liquidation_price(self, position: Position, backing: float, margin_mode: str) -> float:
         return bracket_liquidation_price(position.qty, position.entry_price, backing,

@@ -156,6 +156,10 @@ class MarginModel:
     # symbol one mode, and a callback's switch sets them all, only while none is open
     account_margin_mode: bool = False
     account_mode_note: str = ""  # where the venue says so, for the error that refuses a mix
+    # with collateral held, every margined position must be cross (Binance Multi-Assets
+    # mode): a run refuses isolated, and a callback's switch to isolated is refused
+    collateral_cross_only: bool = False
+    collateral_note: str = ""  # the venue's name for its collateral mode, for errors
 
     def __repr__(self) -> str:
         return f"<margin model {self.name}>"

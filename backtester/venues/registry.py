@@ -36,7 +36,7 @@ def models_where(test: Callable[[MarginModel], bool]) -> str:
 
     Example:
         >>> models_where(lambda m: m.collateral)
-        'the okx model'
+        'the binance and okx models'
     """
     names = [m.name for m in MODELS.values() if test(m)]
     if not names:

@@ -39,9 +39,12 @@ from backtester.venues import Venue, load_venue
 
 
 def binance_tiers_for_all(symbols) -> Venue:
-    """Binance's BTCUSDT spec (latest brackets, fees) as the default for any symbol."""
+    """Binance's BTCUSDT spec (latest brackets, fees) as the default for any symbol, without
+    BTCUSDT's order filters (its 0.001 BTC step and 100 USDT minimum are not the synthetic
+    symbols', and the scenario has stayed the same since issue 2)."""
     # undated: the synthetic market starts before the table's date
-    spec = dataclasses.replace(load_venue("binance_usdm").spec("BTCUSDT"), valid_from=None)
+    spec = dataclasses.replace(load_venue("binance_usdm").spec("BTCUSDT"), valid_from=None,
+                               tick_size=0.0, qty_step=0.0, min_qty=0.0, min_notional=0.0)
     return Venue(name="binance_usdm (BTCUSDT tiers for all)", description="benchmark",
                  symbols={}, default=spec)
 

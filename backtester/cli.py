@@ -51,7 +51,8 @@ def _add_run(sub) -> None:
     p.add_argument("--balance", type=float, default=10_000.0, help="initial balance, USDT")
     p.add_argument("--collateral", action="append", default=[], metavar="COIN=AMOUNT",
                    help="coins held beside the balance that back the cross account: OKX "
-                   "multi-currency margin, Binance Multi-Assets mode (cross only); repeatable "
+                   "multi-currency margin, Binance Multi-Assets mode, Bybit unified account "
+                   "(cross only); repeatable "
                    "(e.g. --collateral BTC=0.5)")
     p.add_argument("--stand-in", action="append", default=[], metavar="SYMBOL=LISTED",
                    help="price a symbol the venue does not list with a listed symbol's "

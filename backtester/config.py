@@ -59,8 +59,8 @@ class RunConfig:
       bracket; isolated legs are liquidated one by one, cross legs together with
       the account (their shared liquidation price solves Binance's hedge formula).
       ``margin_mode`` and ``leverage`` given for ``SYM`` apply to both legs.
-    - ``collateral``: OKX multi-currency margin or Binance Multi-Assets mode (cross margin
-      only): coins held besides the quote balance,
+    - ``collateral``: OKX multi-currency margin, Binance Multi-Assets mode or Bybit's unified
+      account (the last two cross margin only): coins held besides the quote balance,
       e.g. ``{"BTC": 1.0}``, each valued at the mark of the market's ``BTC_USDT``
       column. They back the cross account at their discounted value (the venue's
       progressive discount tiers), pay no funding and are not traded; the Result

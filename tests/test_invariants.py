@@ -154,9 +154,12 @@ def scenarios(draw, callback=False):
         options["instruments"] = {spot[0]: "spot"}
     if hedge:
         options["position_mode"] = "hedge"
-    # multi-currency margin: OKX; Binance's Multi-Assets mode, cross only
+    # collateral: OKX multi-currency margin; Binance Multi-Assets mode and Bybit's unified
+    # account, cross only
+    model = v.margin_model
     all_cross = all(m == "cross" for m in options["margin_mode"].values())
-    if (name == "okx_swap" or (name == "binance_usdm" and all_cross)) \
+    if model.collateral and "BTC" in v.collateral \
+            and (all_cross or not model.collateral_cross_only) \
             and "BTC_USDT" in symbols and draw(st.booleans()):
         coins = draw(st.floats(0.0, 2.0)) * options["initial_balance"] / market.close[0, 0]
         if coins > 0.0 and np.isfinite(coins):

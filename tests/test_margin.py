@@ -550,6 +550,7 @@ def test_okx_cross_counts_frozen_collateral_at_its_discounted_value():
     assert account.positions["liquidation_price"].iloc[0] == pytest.approx(
         (60_000.0 - 63_000.0) / (1 - 0.004))
     with pytest.raises(ValueError, match=r"collateral \(multi-currency margin\) is what the "
-                                         "binance and okx models simulate; venue kraken_spot"):
+                                         "binance, bybit_uta and okx models simulate; venue "
+                                         "kraken_spot"):
         cross_liquidation_prices([("BTCUSDT", 1.0, 100.0, 100.0)], 1_000.0, leverage=3.0,
                                  venue="kraken_spot", collateral={"BTC": (1.0, 100.0)})

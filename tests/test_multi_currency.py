@@ -111,8 +111,8 @@ def test_collateral_is_not_traded_and_pays_no_funding():
 
 
 @pytest.mark.parametrize(("collateral", "venue", "message"), [
-    ({"BTC": 1.0}, "kraken_spot", r"collateral \(multi-currency margin\) is what the binance "
-                                  "and okx models simulate; venue kraken_spot"),
+    ({"BTC": 1.0}, "kraken_spot", r"collateral \(multi-currency margin\) is what the binance, "
+                                  "bybit_uta and okx models simulate; venue kraken_spot"),
     ({"USDT": 1.0}, "okx_swap", "USDT is the quote balance: give it as initial_balance"),
     ({"SOL": 1.0}, "okx_swap", "collateral SOL needs a SOL_USDT price column"),
     ({"BTC": -1.0}, "okx_swap", r"collateral\['BTC'\]=-1.0: must be a positive amount"),

@@ -393,3 +393,44 @@ def test_binance_multi_assets_mode_is_cross_only():
     r = run(m, Callback(script, series=series[:, :, :2]), venue="binance_usdm", leverage=20,
             initial_balance=100, target_kind="units")
     assert len(r.rejections) == 0 and r.output.mode[0] == Mode.ISOLATED
+
+
+def test_bybit_unified_account_collateral_is_settled_at_the_bankruptcy_price():
+    # Bybit UTA, 2024-06 (classic rules: MM on the entry value, 0.5% in tier 1; no taker fee):
+    # 100 USDT and 0.01 BTC at 30,000, whose collateral value ratio is 95% (the API docs'
+    # example of 2023-08-09): 285 in the margin balance. Long 1 ETH at 2,000 (BTCUSDT's table
+    # standing in), 20x cross. Trigger: 100 + 285 + (P - 2,000) = MM 10  ->  P = 1,625.
+    # Bybit settles at the bankruptcy price, where the margin balance (with the collateral's
+    # discounted value) is zero: 1,625 - 10 / 1 = 1,615. The USDT wallet is then
+    # 100 - 385 = -285, repaid by selling 285 / 30,000 = 0.0095 BTC; the 0.0005 BTC left
+    # (15 USDT, the 5% haircut) is the trader's.
+    m = multi_asset_market()
+    targets = np.full((4, 2), NAN)
+    targets[0, 0] = 1.0
+    venue = load_venue("bybit_linear", taker_fee=0.0, stand_in={"ETH_USDT": "BTC_USDT"})
+    r = run(m, targets, venue=venue, leverage=20, initial_balance=100, collateral={"BTC": 0.01})
+    liq = r.liquidations
+    assert liq["mode"].tolist() == ["cross", "collateral"]
+    assert liq["trigger_price"].iloc[0] == pytest.approx(1_625.0, rel=1e-12)
+    assert liq["price"].iloc[0] == pytest.approx(1_615.0, rel=1e-12)
+    assert liq["bankruptcy_price"].iloc[0] == pytest.approx(1_615.0, rel=1e-12)
+    assert liq["qty"].iloc[1] == pytest.approx(0.0095, rel=1e-12)
+    assert r.positions["BTC"].iloc[-1] == pytest.approx(0.0005, rel=1e-9)
+    assert r.equity.iloc[-1] == pytest.approx(15.0, rel=1e-9)
+    assert liq["shortfall"].sum() == 0.0
+    with pytest.raises(ValueError, match="Bybit unified account mode.*isolated"):
+        run(m, targets, venue=venue, leverage=20, initial_balance=100,
+            collateral={"BTC": 0.01}, margin_mode="isolated")
+
+
+def test_binance_multi_assets_collateral_is_priced_by_a_hedged_symbols_legs():
+    # hedge mode splits BTC_USDT into BTC_USDT.long / .short; 0.1 BTC of collateral takes the
+    # legs' prices (the symbol's): the account starts at 1,000 + 0.1 x 30,000 = 4,000
+    m = bars_market("BTC_USDT", [(30_000,) * 4] * 3, start="2024-06-01")
+    legs = np.full((3, 2), NAN)
+    legs[0] = [0.05, -0.03]
+    r = run(m, legs, venue="binance_usdm", position_mode="hedge", leverage=20,
+            initial_balance=1_000, collateral={"BTC": 0.1})
+    assert r.initial_equity == pytest.approx(4_000.0)
+    assert r.fills["qty"].tolist() == [0.05, -0.03]
+    assert r.positions["BTC"].iloc[-1] == 0.1

@@ -487,12 +487,12 @@ def test_binance_funding_is_8_hourly_with_the_cap_at_three_quarters_of_tier_1():
 def test_bybit_rules_change_on_their_dates():
     venue = load_venue("bybit_linear")
     classic = {"margin_price": "entry", "fee_to_close_in_margin": False, "risk_limit": "manual",
-               "partial_liquidation": "step_down"}
+               "partial_liquidation": "step_down", "loan_rate": 0.10}
     assert venue.rules(at="2023-06-01") == classic
     assert venue.rules(at="2024-03-12") == {**classic, "risk_limit": "auto"}
     assert venue.rules(at="2025-09-01 23:59") == {**classic, "risk_limit": "auto"}
     new = {"margin_price": "mark", "fee_to_close_in_margin": True, "risk_limit": "auto",
-           "partial_liquidation": "step_down"}
+           "partial_liquidation": "step_down", "loan_rate": 0.10}
     assert venue.rules(at="2025-09-02") == venue.rules() == new
 
 

@@ -44,6 +44,7 @@ from .records import (
     record_settlement,
 )
 from .rules import (
+    collateral_value,
     cross_close_done,
     cross_close_next,
     cross_settlement,
@@ -354,13 +355,18 @@ def liquidate_cross(t, prices, gapped, book, records):
     safe = cut_cross(t, event, prices, gapped, equity_before, book, records)
     balance = account[Account.WALLET]
     total_mm = 0.0
+    backing = 0.0  # the discounted value of collateral holdings (in the margin balance)
     for i in range(n):
         q = state[State.QTY, i]
+        if q > 0.0 and mode[i] == Mode.COLLATERAL:
+            backing += collateral_value(i, q, prices[i], sym, book.tiers, book.n_tiers)
+            continue
         if q == 0.0 or mode[i] != Mode.CROSS:
             continue
         entry = state[State.ENTRY, i]
         balance += q * (prices[i] - entry)
         total_mm += maintenance_margin(i, q, entry, prices[i], sym, book.tiers, book.n_tiers)
+    balance += backing
     done = safe  # the cuts made the account compliant: nothing more is closed
     while not done:
         i = cross_close_next(state, mode, close)
@@ -378,7 +384,10 @@ def liquidate_cross(t, prices, gapped, book, records):
         done = cross_close_done(close, cross_trigger_value(book, prices), cross_level_value(
             book, prices, book.rules[AccountRule.LIQ_TARGET_LEVEL]))
     if not safe and settles_to_zero(close, total_mm):
-        account[Account.WALLET] = 0.0  # settled to zero (up to rounding dust)
+        # settled to zero (up to rounding dust): the margin balance, the collateral's
+        # discounted value in it, is gone; a quote balance that owes that value is repaid
+        # below by selling the collateral, whose haircut part stays the trader's
+        account[Account.WALLET] = -backing
         if balance < 0.0:
             # a gap beyond the bankruptcy prices: the insurance fund takes what the
             # positions lose past them, q * (bankruptcy price - trigger price) each

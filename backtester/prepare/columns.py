@@ -79,7 +79,9 @@ def _collateral_columns(config: RunConfig, venue: Venue, symbols) -> dict[str, s
         if not (isinstance(amount, int | float) and np.isfinite(amount) and amount > 0):
             raise ValueError(f"collateral[{currency!r}]={amount!r}: must be a positive amount "
                              "of coins")
-        columns = [s for s in symbols if normalise_symbol(s) in (f"{name}USDT", f"{name}USD")]
+        # (a hedge-mode symbol's legs carry its prices: its long leg prices the coin)
+        columns = [s for s in symbols
+                   if normalise_symbol(s.split(".")[0]) in (f"{name}USDT", f"{name}USD")]
         if name in ("USDT", "USD"):
             raise ValueError(f"{name} is the quote balance: give it as initial_balance")
         if not columns:

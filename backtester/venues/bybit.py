@@ -63,7 +63,12 @@ class BybitUTA(MarginModel):
                                     "the lowest tier is first cut to a lower tier's limit "
                                     "(VENUES.md §3.6); 'none': always a full close",
                                     ("step_down", "none")),
+        "loan_rate": Rule(0.0, "unified account's collateral: yearly interest on a negative "
+                          "USDT balance (the auto-borrowing of the cross margin)"),
     }
+    collateral = True  # the unified account: coins back the cross margin balance
+    collateral_cross_only = True  # (spot margin and its collateral are cross features)
+    collateral_note = "Bybit unified account"
     account_margin_mode = True
     account_mode_note = ("VENUES.md §3.1: the Unified Trading Account sets isolated or cross "
                          "margin for the account, not per symbol")
@@ -86,7 +91,16 @@ class BybitUTA(MarginModel):
         }
 
     def account_rows(self, rules_in_force: Mapping[str, Any]) -> dict[int, float]:
-        return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.SETTLE_AT_BANKRUPTCY}
+        return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.SETTLE_AT_BANKRUPTCY,
+                enums.AccountRule.LOAN_RATE: rules_in_force["loan_rate"] / 8760.0}
+
+    def collateral_value(self, tiers, coins: float, price_usd: float) -> float:
+        # tiered collateral value ratios: OKX's progressive discount, bounds in coins
+        from .okx import currency_adjusted_equity
+
+        floors, caps, rates, n = tiers.arrays()
+        return currency_adjusted_equity(float(coins), float(price_usd), floors, caps, rates, n,
+                                        tiers.unit == "usd")
 
     def leverage_matters(self, rules_in_force: Mapping[str, Any]) -> bool:
         return bool(rules_in_force["fee_to_close_in_margin"])  # the fee to close is in MM

@@ -36,9 +36,10 @@ def models_where(test: Callable[[MarginModel], bool]) -> str:
 
     Example:
         >>> models_where(lambda m: m.collateral)
-        'the binance and okx models'
+        'the binance, bybit_uta and okx models'
     """
     names = [m.name for m in MODELS.values() if test(m)]
     if not names:
         return "no model"
-    return f"the {' and '.join(names)} model{'s' if len(names) > 1 else ''}"
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"the {listed} model{'s' if len(names) > 1 else ''}"

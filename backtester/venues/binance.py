@@ -108,14 +108,6 @@ class Binance(MarginModel):
         return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.AT_TRIGGER,
                 enums.AccountRule.LOAN_RATE: rules_in_force["loan_rate"] / 8760.0}
 
-    def collateral_value(self, tiers, coins: float, price_usd: float) -> float:
-        # a collateral value ratio is a one-tier discount table (the haircut)
-        from .okx import currency_adjusted_equity
-
-        floors, caps, rates, n = tiers.arrays()
-        return currency_adjusted_equity(float(coins), float(price_usd), floors, caps, rates, n,
-                                        tiers.unit == "usd")
-
     def liquidation_price(self, position: Position, backing: float, margin_mode: str) -> float:
         return bracket_liquidation_price(position.qty, position.entry_price, backing,
                                          *position.tier_table())

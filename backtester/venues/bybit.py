@@ -94,14 +94,6 @@ class BybitUTA(MarginModel):
         return {enums.AccountRule.CROSS_CLOSE: enums.CrossClose.SETTLE_AT_BANKRUPTCY,
                 enums.AccountRule.LOAN_RATE: rules_in_force["loan_rate"] / 8760.0}
 
-    def collateral_value(self, tiers, coins: float, price_usd: float) -> float:
-        # tiered collateral value ratios: OKX's progressive discount, bounds in coins
-        from .okx import currency_adjusted_equity
-
-        floors, caps, rates, n = tiers.arrays()
-        return currency_adjusted_equity(float(coins), float(price_usd), floors, caps, rates, n,
-                                        tiers.unit == "usd")
-
     def leverage_matters(self, rules_in_force: Mapping[str, Any]) -> bool:
         return bool(rules_in_force["fee_to_close_in_margin"])  # the fee to close is in MM
 

@@ -283,8 +283,15 @@ class MarginModel:
     def collateral_value(self, tiers, coins: float, price_usd: float) -> float:
         """Discounted value (quote) of ``coins`` of a collateral currency at ``price_usd`` by
         its ``DiscountTiers``: what the coins add to the cross margin balance (models
-        with ``collateral`` only)."""
-        raise NotImplementedError(f"the {self.name} model has no collateral")
+        with ``collateral`` only): OKX's progressive discount (VENUES.md §4.5); a one-tier
+        table is a plain haircut (Binance), bounds in coins a tiered ratio (Bybit)."""
+        if not self.collateral:
+            raise NotImplementedError(f"the {self.name} model has no collateral")
+        from .okx import currency_adjusted_equity
+
+        floors, caps, rates, n = tiers.arrays()
+        return currency_adjusted_equity(float(coins), float(price_usd), floors, caps, rates, n,
+                                        tiers.unit == "usd")
 
     def bankruptcy_price(self, position: Position, backing: float, margin_mode: str) -> float:
         """Mark price at which the position's equity is zero: ``EP - s * backing / Q``

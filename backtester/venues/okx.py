@@ -82,11 +82,6 @@ class Okx(MarginModel):
         return bracket_liquidation_price(position.qty, position.entry_price, backing,
                                          *position.tier_table(), extra_rate=fee)
 
-    def collateral_value(self, tiers, coins: float, price_usd: float) -> float:
-        floors, caps, rates, n = tiers.arrays()
-        return currency_adjusted_equity(float(coins), float(price_usd), floors, caps, rates, n,
-                                        tiers.unit == "usd")
-
 
 OKX = Okx()
 

@@ -153,12 +153,46 @@ def load_venue(name_or_path: str | Path | Venue = "binance_usdm",
     if isinstance(name_or_path, Venue):
         venue = name_or_path
     elif isinstance(name_or_path, str | os.PathLike):
-        venue = read_venue(_resolve(name_or_path))
+        venue = _read_cached(_resolve(name_or_path))
     else:
         raise ValueError(f"venue={name_or_path!r}: give a built-in venue name (e.g. "
                          "'binance_usdm'), the path of a .toml venue file or a Venue")
-    venue = apply_overrides(venue, overrides) if overrides else venue
-    return venue.with_stand_ins(stand_in) if stand_in else venue
+    if not overrides and not stand_in:
+        return venue
+    try:  # the same choices on the same venue make the same (frozen) venue: made once
+        key = (id(venue), tuple(sorted(overrides.items())),
+               tuple(sorted(dict(stand_in or {}).items())))
+        hash(key)
+    except TypeError:  # an unhashable value: its error comes from apply_overrides
+        key = None
+    made = _MADE.get(key) if key is not None else None
+    if made is not None and made[0] is venue:
+        return made[1]
+    changed = apply_overrides(venue, overrides) if overrides else venue
+    changed = changed.with_stand_ins(stand_in) if stand_in else changed
+    if key is not None:
+        if len(_MADE) >= 256:
+            _MADE.clear()
+        _MADE[key] = (venue, changed)  # (the base kept alive: its id stays its own)
+    return changed
+
+
+_READ: dict[tuple[str, int, int], Venue] = {}  # (path, mtime, size) -> the file's Venue
+_MADE: dict[tuple, tuple[Venue, Venue]] = {}  # (base id, overrides, stand-ins) -> the result
+
+
+def _read_cached(path: Path) -> Venue:
+    """The venue of a TOML file, parsed once while the file is unchanged (a venue is frozen:
+    runs share it; a file edited since, by time or size, is read again)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    venue = _READ.get(key)
+    if venue is None:
+        venue = read_venue(path)
+        if len(_READ) >= 64:  # venue files a session reads: a handful
+            _READ.clear()
+        _READ[key] = venue
+    return venue
 
 
 def check_leverage(venue: Venue | str, symbol: str, leverage: float, at=None,

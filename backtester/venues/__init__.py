@@ -185,7 +185,7 @@ def _read_cached(path: Path) -> Venue:
     """The venue of a TOML file, parsed once while the file is unchanged (a venue is frozen:
     runs share it; a file edited since, by time or size, is read again)."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
     venue = _READ.get(key)
     if venue is None:
         venue = read_venue(path)
@@ -206,7 +206,8 @@ def check_leverage(venue: Venue | str, symbol: str, leverage: float, at=None,
 
 
 def _resolve(name_or_path: str | Path) -> Path:
-    if isinstance(name_or_path, str) and name_or_path in list_venues():
+    if isinstance(name_or_path, str) and "/" not in name_or_path \
+            and (_HERE / f"{name_or_path}.toml").is_file():  # a built-in venue
         return _HERE / f"{name_or_path}.toml"
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():

@@ -188,6 +188,16 @@ class Result:
                 + ", ".join(f"{k}={v}" for k, v in r.values.items())
                 for r in history if r.valid_from is None or r.valid_from <= end]
 
+    def __repr__(self) -> str:
+        """One line: venue, modes, span and the headline figures (not the object's address)."""
+        if not self.market.n_bars:
+            return f"<Result {self.venue.name}: no bars>"
+        s = self.summary()
+        return (f"<Result {self.venue.name}, {self._modes_text()}, "
+                f"{self.market.timestamps[0]:%Y-%m-%d} -> {self.market.timestamps[-1]:%Y-%m-%d}"
+                f" ({self.market.n_bars} bars): final equity {s['final_equity']:,.2f} "
+                f"({s['total_return']:+.2%}), {s['liquidations']} liquidation(s)>")
+
     def describe(self) -> str:
         """The summary as aligned text lines, for a terminal."""
         s = self.summary()

@@ -118,3 +118,29 @@ def test_run_with_collateral_on_okx(tmp_path, capsys):
     assert positions["BTC"].iloc[0] == 0.5
     assert main(["run", "--collateral", "BTC", "--out", str(tmp_path / "other")]) == 2
     assert "--collateral takes COIN=AMOUNT" in capsys.readouterr().err
+
+
+def test_python_dash_m_backtester_is_the_command_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "backtester", "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert done.stdout.startswith("backtester ")
+
+
+def test_a_result_shows_its_headline_in_a_notebook():
+    import numpy as np
+
+    from backtester import Market, run
+
+    # flat venue: 1 unit at 100 pays the 0.05% taker fee, 0.05
+
+    a = np.full((3, 1), 100.0)
+    m = Market.from_arrays(["BTC_USDT"], a, a, a, a, start="2024-01-01")
+    targets = np.full((3, 1), np.nan)
+    targets[0] = 1.0
+    text = repr(run(m, targets, venue="flat", leverage=10))
+    assert text == ("<Result flat, BTC_USDT cross 10x, 2024-01-01 -> 2024-01-01 (3 bars): "
+                    "final equity 9,999.95 (-0.00%), 0 liquidation(s)>")

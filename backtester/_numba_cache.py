@@ -37,3 +37,14 @@ def refresh(package_dir: Path) -> None:
         stamp.write_text(digest.hexdigest())
     except OSError:  # a read-only install: numba then caches elsewhere or not at all
         pass
+
+
+def kernels_cached(package_dir: Path) -> bool:
+    """Whether the simulation kernel is in numba's on-disk cache (False: the next run
+    compiles it, a one-time cost of about half a minute). True where the cache is not
+    the default one, which this module does not look into."""
+    from numba.core import config
+
+    if config.CACHE_DIR or config.DISABLE_JIT:
+        return True
+    return any((package_dir / "engine" / "__pycache__").glob("kernel.*.nbi"))

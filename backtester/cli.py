@@ -411,6 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     add_compare_parser(sub)
     add_report_parser(sub)
     args = parser.parse_args(argv)
+    if args.command in ("run", "compare", "sweep"):
+        from pathlib import Path as _P
+
+        from ._numba_cache import kernels_cached
+
+        if not kernels_cached(_P(__file__).resolve().parent):
+            print("compiling the simulation kernels: a one-time cost of about 30 s on 2 cores "
+                  "(later runs load them from numba's cache)...", file=sys.stderr, flush=True)
     try:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError) as exc:

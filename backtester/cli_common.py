@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import warnings
 from collections.abc import Mapping
@@ -69,8 +70,23 @@ def add_market_options(parser, symbols_help: str) -> None:
     parser.add_argument("--symbols", help=symbols_help)
     parser.add_argument("--timeframe",
                         help="bar length to load when the directory has several, e.g. 1h")
-    parser.add_argument("--start", help="first bar (inclusive), e.g. 2023-01-01")
-    parser.add_argument("--end", help="last bar (exclusive)")
+    parser.add_argument("--start", type=iso_time,
+                        help="first bar (inclusive), YYYY-MM-DD[THH:MM], e.g. 2023-01-01")
+    parser.add_argument("--end", type=iso_time, help="last bar (exclusive), YYYY-MM-DD[THH:MM]")
+
+
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?(Z|[+-]\d{2}:?\d{2})?")
+
+
+def iso_time(text: str) -> str:
+    """A ``--start``/``--end`` value: only ISO dates (YYYY-MM-DD, optionally a time): a date
+    such as 01/05/2021 is 1 May in one country and 5 January in another, and pandas would
+    read it silently as the latter."""
+    if not _ISO.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the date as YYYY-MM-DD, optionally with a time (2021-05-01, "
+            f"2021-05-01T08:00); other spellings are ambiguous (01/05/2021: May or January?)")
+    return text.strip()
 
 
 def quietly(call, *args, **kwargs):

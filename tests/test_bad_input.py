@@ -426,7 +426,6 @@ def test_cli_default_pair_on_data_of_one_symbol_says_what_to_give(tmp_path, caps
     (["run", "--leverage", "nan"], "error: --leverage nan: must be a positive number"),
     (["run", "--slippage", "0.9"], "error: --slippage 0.9: must be a fraction"),
     (["run", "--exposure", "-1"], "error: --exposure -1.0: must be a positive fraction"),
-    (["run", "--start", "someday"], "error: --start 'someday' is not a time"),
     (["run", "--start", "2024-06-01", "--end", "2024-01-01"],
      "error: --end '2024-01-01' is not after --start '2024-06-01'"),
     (["run", "--symbols", ","], "error: --symbols ',' names nothing"),

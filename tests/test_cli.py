@@ -144,3 +144,14 @@ def test_a_result_shows_its_headline_in_a_notebook():
     text = repr(run(m, targets, venue="flat", leverage=10))
     assert text == ("<Result flat, BTC_USDT cross 10x, 2024-01-01 -> 2024-01-01 (3 bars): "
                     "final equity 9,999.95 (-0.00%), 0 liquidation(s)>")
+
+
+@pytest.mark.parametrize("when", ["01/05/2021", "someday"])
+def test_an_ambiguous_start_date_is_refused_not_read_as_january(when, capsys):
+    # pandas reads 01/05/2021 as 5 January; a European user meant 1 May. Refused by the
+    # argument parser, as any malformed flag (exit status 2)
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--start", when, "--no-plot"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --start: '{when}': give the date as YYYY-MM-DD" in err

@@ -23,3 +23,11 @@ def test_cache_files_are_dropped_when_any_source_changes_and_kept_otherwise(tmp_
     (pkg / "engine" / "account.py").write_text("RATE = 2\n")  # a dependency, not kernel.py
     _numba_cache.refresh(pkg)
     assert not cached.exists()
+
+
+def test_a_cold_cache_is_told_apart_so_the_first_run_can_say_it_compiles(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "engine" / "__pycache__").mkdir(parents=True)
+    assert not _numba_cache.kernels_cached(pkg)
+    (pkg / "engine" / "__pycache__" / "kernel.simulate-1.py311.nbi").write_bytes(b"index")
+    assert _numba_cache.kernels_cached(pkg)

@@ -99,6 +99,9 @@ def _cmd_run(args) -> int:
     out = Path(args.out)
     check_run_out(out, args.overwrite)  # after the arguments' own errors, before the work
     market = market_from_options(args, loader, **extra)
+    if args.data is None and not (args.strategy and strategy.load_market):
+        print("data: the embedded synthetic dataset (BTC/ETH-like bars, not real history); "
+              "real data: --data DIR")
     if args.strategy:
         plan = strategy.plan(market, **params)
         orders, options = plan.orders, dict(plan.options)

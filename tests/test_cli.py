@@ -155,3 +155,11 @@ def test_an_ambiguous_start_date_is_refused_not_read_as_january(when, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --start: '{when}': give the date as YYYY-MM-DD" in err
+
+
+def test_a_run_on_the_embedded_data_says_they_are_synthetic(tmp_path, capsys):
+    code = main(["run", "--start", "2024-01-01", "--end", "2024-01-03", "--no-plot", "--out",
+                 str(tmp_path / "r")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "embedded synthetic dataset" in out and "--data DIR" in out

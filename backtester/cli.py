@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shutil
 import sys
@@ -391,6 +392,27 @@ def _cmd_venues_import(argv: list[str]) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """The command line's parser: an unknown flag gets a "did you mean" (--levrage ->
+    --leverage), from the flags of every command."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            known = sorted({flag for action in self._actions
+                            if isinstance(action, argparse._SubParsersAction)
+                            for sub in action.choices.values()
+                            for flag in sub._option_string_actions})
+            hints = []
+            for word in message.split(":", 1)[1].split():
+                if word.startswith("--"):
+                    close = difflib.get_close_matches(word.split("=")[0], known, n=1)
+                    if close:
+                        hints.append(f"{word}: did you mean {close[0]}?")
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
+        super().error(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:2] == ["venues", "import"]:
@@ -399,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, KeyError, FileNotFoundError) as exc:
             print(f"backtester: error: {exc}", file=sys.stderr)
             return 2
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="backtester",
         description="Backtest leveraged portfolios under cross and isolated margin.",
     )

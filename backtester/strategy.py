@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -542,8 +543,10 @@ def load_strategy(spec: str) -> StrategyDef:
         return _as_def(getattr(importlib.import_module(module), attr), spec, spec)
     path_text, sep, attr = spec.rpartition(":")
     if not sep or not path_text.endswith(".py"):
+        close = difflib.get_close_matches(spec, list(BUILTIN_STRATEGIES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise StrategyError(
-            f"unknown strategy {spec!r}: built-in strategies are "
+            f"unknown strategy {spec!r}{hint}: built-in strategies are "
             f"{', '.join(BUILTIN_STRATEGIES)}, or give path/to/file.py:NAME")
     path = Path(path_text)
     if not path.is_file():

@@ -163,3 +163,11 @@ def test_a_run_on_the_embedded_data_says_they_are_synthetic(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "embedded synthetic dataset" in out and "--data DIR" in out
+
+
+def test_a_mistyped_flag_or_strategy_gets_a_did_you_mean(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--levrage", "5"])
+    assert "--levrage: did you mean --leverage?" in capsys.readouterr().err
+    assert main(["run", "--strategy", "trnd", "--no-plot"]) == 2
+    assert "unknown strategy 'trnd' (did you mean 'trend'?)" in capsys.readouterr().err

@@ -15,7 +15,8 @@ DEFAULT_GRID = {
     "exposure": [0.5, 1.0, 2.0],
 }
 SHOWN = ["sharpe", "total_return", "max_drawdown", "liquidations", "liquidation_loss",
-         "worst_margin_ratio"]
+         "worst_margin_ratio", "fills", "rejected_orders"]
+RUINED = -0.99  # a run that lost this much of its account is not ranked by its Sharpe
 
 
 def _whole(least: int):
@@ -222,8 +223,22 @@ def _cmd_sweep(args) -> int:
                  and c in table.columns]
         if "window" in grid and isinstance(grid["window"], list):
             swept += ["window_start", "window_end"]
-        best = ok.sort_values("sharpe", ascending=False, na_position="last").head(args.top)
-        with pd.option_context("display.width", 200, "display.max_columns", 30):
-            print(f"best {len(best)} by Sharpe:")
-            print(best[swept + SHOWN].to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
+        # a run that lost the account can still show a fine Sharpe (its returns stop when
+        # the equity is gone): it is counted apart, never ranked
+        # nor can a run whose orders were mostly refused (it barely traded the strategy)
+        ruined = ok["total_return"] <= RUINED
+        refused = ~ruined & (ok["rejected_orders"] > ok["fills"])
+        ranked = ok[~ruined & ~refused]
+        best = ranked.sort_values("sharpe", ascending=False, na_position="last").head(args.top)
+        if ruined.any():
+            print(f"{int(ruined.sum()):,} run(s) lost the account ({-RUINED:.0%} or more): "
+                  f"not ranked")
+        if refused.any():
+            print(f"{int(refused.sum()):,} run(s) had more orders rejected than filled: not "
+                  f"ranked (their rows are in {args.out})")
+        if len(best):
+            with pd.option_context("display.width", 200, "display.max_columns", 30):
+                print(f"best {len(best)} by Sharpe:")
+                print(best[swept + [c for c in SHOWN if c in best.columns]].to_string(
+                    index=False, float_format=lambda v: f"{v:,.4g}"))
     return 0

@@ -467,3 +467,22 @@ def test_progress_line_counts_rate_and_time_left():
     assert "60/100 runs" in line and "20 runs/s" in line and "ETA 00:02" in line
     assert "20 already done" in line and "1 failed" in line
     assert math.isfinite(meter.start)
+
+
+def test_cli_sweep_ranks_no_run_that_lost_its_account_or_barely_traded(tmp_path, capsys):
+    # 2023 Q1 of the embedded data, the hedged pair, cross: at 20x equity per leg the 5x run
+    # cannot pay for its orders (all refused) and the 100x run is wiped out, yet its returns
+    # before the wipe give it the best Sharpe of the four. Neither is ranked.
+    out = tmp_path / "out"
+    assert main(["sweep", "--start", "2023-01-01", "--end", "2023-04-01", "-p",
+                 "exposure=1,20", "-p", "leverage=5,100", "-p", "margin_mode=cross",
+                 "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_parquet(out)
+    wiped = rows[rows["total_return"] <= -0.99]
+    refused = rows[(rows["total_return"] > -0.99) & (rows["rejected_orders"] > rows["fills"])]
+    assert len(wiped) == 1 and len(refused) == 1
+    assert wiped["sharpe"].iloc[0] > rows["sharpe"].drop(wiped.index).max()  # the trap
+    assert "1 run(s) lost the account (99% or more): not ranked" in printed
+    assert "1 run(s) had more orders rejected than filled: not ranked" in printed
+    assert "best 2 by Sharpe:" in printed and "rejected_orders" in printed

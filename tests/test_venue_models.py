@@ -544,6 +544,18 @@ def test_kraken_liquidates_fifo_oldest_first_until_above_the_target_level(tmp_pa
     assert liq["event"].nunique() == 1  # one liquidation, however many positions it closes
 
 
+def kraken_btc_then_eth(tmp_path, btc_low, eth_units, **rules):
+    """Kraken spot margin, 5x cross, no trading fee: long 1 BTC @ 20,000 (bar 1, the oldest),
+    then ``eth_units`` ETH @ 2,000 (bar 2); in bar 3 BTC falls to ``btc_low``, ETH stays."""
+    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0, **rules)
+    bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000, 20000, btc_low, btc_low),
+                                                 (2000,) * 4]]
+    targets = np.full((4, 2), NAN)
+    targets[0] = [1, NAN]
+    targets[1] = [NAN, eth_units]
+    return run1(mkt(["BTC_USD", "ETH_USD"], bars), targets, venue, mode="cross", lev=5), venue
+
+
 @pytest.mark.parametrize("target", [None, 0.4])
 def test_kraken_closes_the_survivor_too_while_the_level_stays_below_100pct(tmp_path, target):
     # VENUES.md §5.1: used margin = cost / leverage, margin level = equity / used margin.
@@ -555,15 +567,9 @@ def test_kraken_closes_the_survivor_too_while_the_level_stays_below_100pct(tmp_p
     # 10,000 - 6,800 - 52.80 = 3,147.20. ETH alone: level 3,147.20 / 4,000 = 78.68%: above
     # 40% (where the old rule stopped: liquidation_target_level=0.4) but below 100%, so by
     # default ETH is closed too, at 2,000 with the fee 0.4% x 20,000 = 80: wallet 3,067.20.
-    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0,
-                       **({} if target is None else {"liquidation_target_level": target}))
+    rules = {} if target is None else {"liquidation_target_level": target}
+    r, venue = kraken_btc_then_eth(tmp_path, 13000, 10, **rules)
     assert venue.rules()["liquidation_target_level"] == (1.0 if target is None else target)
-    bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000, 20000, 13000, 13000), (2000,) * 4]]
-    m = mkt(["BTC_USD", "ETH_USD"], bars)
-    targets = np.full((4, 2), NAN)
-    targets[0] = [1, NAN]
-    targets[1] = [NAN, 10]
-    r = run1(m, targets, venue, mode="cross", lev=5)
     liq = r.liquidations
     assert liq["bar"].tolist() == [3] * len(liq)
     assert liq["price"].iloc[0] == pytest.approx(13200.0, rel=1e-9)
@@ -590,13 +596,7 @@ def test_kraken_keeps_the_second_position_when_closing_the_oldest_gets_above_100
     #   40% level: 10,000 + (P - 20,000) = 0.4 x 5,000 = 2,000 -> P = 12,000.
     # BTC closes at 12,000, fee 0.4% x 12,000 = 48: wallet 10,000 - 8,000 - 48 = 1,952.
     # ETH alone: 1,952 / 1,000 = 195.2% > 100%: it survives under the default target.
-    venue = venue_with(tmp_path, "kraken_spot", KRAKEN_PAIRS, taker_fee=0.0)
-    bars = [[(20000,) * 4, (2000,) * 4]] * 3 + [[(20000, 20000, 11000, 11000), (2000,) * 4]]
-    m = mkt(["BTC_USD", "ETH_USD"], bars)
-    targets = np.full((4, 2), NAN)
-    targets[0] = [1, NAN]
-    targets[1] = [NAN, 2.5]
-    r = run1(m, targets, venue, mode="cross", lev=5)
+    r, _ = kraken_btc_then_eth(tmp_path, 11000, 2.5)
     liq = r.liquidations
     assert liq["symbol"].tolist() == ["BTC_USD"]
     assert liq["price"].iloc[0] == pytest.approx(12000.0, rel=1e-9)

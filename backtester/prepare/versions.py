@@ -13,7 +13,6 @@ from ..data.market import Market
 from ..engine import enums
 from ..engine.driver import bar_hours, rows_with_values
 from ..venues import Venue
-from ..venues.spec import normalise_symbol
 from .columns import Layout
 from .common import c_float
 
@@ -44,10 +43,7 @@ def version_bars(venue: Venue, market: Market, symbols) -> list[int]:
     """
     starts = {r.valid_from.value for r in venue.rule_history if r.valid_from is not None}
     for symbol in symbols:
-        name = normalise_symbol(symbol)
-        name = name if name in venue.history else venue.stand_ins.get(
-            name, venue.stand_ins.get("*", name))
-        for spec in venue.history.get(name, venue.default_history):
+        for spec in venue.table_of(symbol)[1]:
             if spec.valid_from is not None:
                 starts.add(spec.valid_from.value)
     index = market.index
@@ -158,7 +154,7 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float):
         used = []
         for when in at:
             spec = venue.spec(s, when)
-            if not any(spec is seen or spec == seen for seen in used):  # (stand-ins: copies)
+            if spec not in used:  # (by value: a stand-in's spec is a new copy each time)
                 used.append(spec)
         specs[s] = tuple(used)
     stacked = enums.Versions(

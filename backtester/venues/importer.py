@@ -107,9 +107,10 @@ def _binance_brackets(where: str, symbol: str, brackets: Sequence[Mapping[str, A
         tiers.append({"floor": _num(at, b["notionalFloor"]), "cap": cap,
                       "max_leverage": _num(at, b["initialLeverage"]),
                       "mmr": _num(at, b["maintMarginRatio"])})
-        cums.append(_num(at, b.get("cum", 0.0)))
-    _check_cums(f"{where}, {symbol}", [t["floor"] for t in tiers], [t["mmr"] for t in tiers],
-                cums)
+        cums.append(None if b.get("cum") is None else _num(at, b["cum"]))
+    if None not in cums:  # a published maintenance amount is checked, never copied
+        _check_cums(f"{where}, {symbol}", [t["floor"] for t in tiers],
+                    [t["mmr"] for t in tiers], cums)
     return tiers
 
 
@@ -153,20 +154,10 @@ def ccxt_leverage_tiers(data: Mapping[str, Any], where: str, date: dt.date | Non
                 "initialLeverage": info.get("initialLeverage", r.get("maxLeverage")),
                 "maintMarginRatio": info.get("maintMarginRatio",
                                              r.get("maintenanceMarginRate")),
-                "cum": info.get("cum", 0.0 if "info" not in r else None),
+                "cum": info.get("cum"),  # (absent from ccxt's own fields: not checked)
             })
         if any(b["notionalFloor"] is None or b["notionalCap"] is None for b in brackets):
             raise ResponseError(f"{where}, {pair}: a tier has no notional floor or cap")
-        if any(b["cum"] is None for b in brackets):  # no published amount: nothing to check
-            for b in brackets:
-                b["cum"] = 0.0
-            floors = sorted(_num(where, b["notionalFloor"]) for b in brackets)
-            mmrs = [_num(where, b["maintMarginRatio"]) for b in
-                    sorted(brackets, key=lambda b: _num(where, b["notionalFloor"]))]
-            cums = derive_cums(floors, mmrs)
-            for b, cum in zip(sorted(brackets, key=lambda b: _num(where, b["notionalFloor"])),
-                              cums, strict=True):
-                b["cum"] = cum
         out.append(Imported(symbol, date, f"{where} (ccxt leverage tiers of Binance "
                                           f"/fapi/v1/leverageBracket)",
                             tiers=_binance_brackets(where, symbol, brackets)))

@@ -223,21 +223,29 @@ class Venue:
         version uses the earliest, with a warning.
         """
         name = normalise_symbol(symbol)
-        when = to_timestamp(at)
-        if name in self.history:
-            return _in_force(self.history[name], when,
-                             f"{self.name} has no {name} tier table")
-        other = self.stand_ins.get(name, self.stand_ins.get("*"))
-        if other is not None:
+        table, versions = self.table_of(symbol)
+        spec = _in_force(versions, to_timestamp(at), f"{self.name} has no {table} tier table")
+        if table == name:
+            return spec
+        if table != "default":
             # the table and fees stand in; of the order filters only the minimum notional
             # (quote) carries over: a price tick or quantity step is the other coin's
-            return dataclasses.replace(
-                _in_force(self.history[other], when, f"{self.name} has no {other} tier table"),
-                symbol=name, stand_in=other, tick_size=0.0, qty_step=0.0, min_qty=0.0)
+            return dataclasses.replace(spec, symbol=name, stand_in=table, tick_size=0.0,
+                                       qty_step=0.0, min_qty=0.0)
+        return dataclasses.replace(spec, symbol=name)
+
+    def table_of(self, symbol: str) -> tuple[str, tuple[SymbolSpec, ...]]:
+        """``(table, versions)``: whose dated tables price ``symbol`` (any spelling): its own,
+        the listed symbol chosen to stand in for it, or ``"default"``; else
+        ``UnknownSymbolError``, saying how to add it."""
+        name = normalise_symbol(symbol)
+        if name in self.history:
+            return name, self.history[name]
+        other = self.stand_ins.get(name, self.stand_ins.get("*"))
+        if other is not None:
+            return other, self.history[other]
         if self.default_history:
-            return dataclasses.replace(
-                _in_force(self.default_history, when, f"{self.name} has no default tier table"),
-                symbol=name)
+            return "default", self.default_history
         raise UnknownSymbolError(unknown_symbol_message(self, symbol, name))
 
     def rules(self, at: Timestamp | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from .cli_common import (
     PAIR_FLAGS,
     RUN_FLAGS,
     add_market_options,
+    add_sizing_option,
     in_cli_terms,
     market_from_options,
     names,
@@ -43,7 +44,9 @@ def _add_run(sub) -> None:
     p.add_argument("--margin-mode", default="both", choices=("cross", "isolated", "both"),
                    help="margin mode of the perpetuals; 'both' runs each and compares (default)")
     p.add_argument("--leverage", type=float,
-                   help="leverage of each position (default 10, or the strategy's own)")
+                   help="leverage of each position (default 10, or the strategy's own); a "
+                   "strategy with a 'leverage' parameter not set by --param is given it")
+    add_sizing_option(p)
     p.add_argument("--exposure", type=float,
                    help="default hedged pair: each leg's notional as a fraction of equity (1.0)")
     p.add_argument("--rebalance", type=int,
@@ -104,7 +107,10 @@ def _cmd_run(args) -> int:
         print("data: the embedded synthetic dataset (BTC/ETH-like bars, not real history); "
               "real data: --data DIR")
     if args.strategy:
-        plan = strategy.plan(market, **params)
+        from .strategy import with_run_leverage
+
+        plan = strategy.plan(market, **with_run_leverage(strategy, params,
+                                                         _run_leverage(strategy, args)))
         orders, options = plan.orders, dict(plan.options)
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
         label = f"strategy {strategy.name}" + (f" ({shown})" if shown else "")
@@ -122,6 +128,8 @@ def _cmd_run(args) -> int:
     options.setdefault("leverage", 10.0)
     if args.leverage is not None:
         options["leverage"] = args.leverage
+    if args.sizing is not None:
+        options["sizing"] = args.sizing
     modes = ("cross", "isolated") if args.margin_mode == "both" else (args.margin_mode,)
     if args.margin_mode == "both" and not venue_has_isolated(args.venue):
         print(f"venue {args.venue} has cross margin only (spot margin): running cross")
@@ -161,6 +169,21 @@ def _cmd_run(args) -> int:
     if not args.no_plot:
         print(f"equity curve: {out / 'equity.png'}")
     return 0
+
+
+def _run_leverage(strategy, args) -> float | None:
+    """The leverage ``backtester run`` gives a strategy's ``leverage`` parameter: --leverage;
+    without it, the CLI's default 10 only if the parameter has no default of its own
+    (otherwise the strategy keeps its default, which its Plan passes on to the run)."""
+    if args.leverage is not None:
+        return args.leverage
+    import inspect
+
+    try:
+        found = inspect.signature(strategy.build).parameters.get("leverage")
+    except (TypeError, ValueError):
+        return None
+    return 10.0 if found is not None and found.default is inspect.Parameter.empty else None
 
 
 def check_run_out(out: Path, overwrite: bool) -> None:

@@ -12,11 +12,21 @@ from collections.abc import Mapping
 MARKET_FLAGS = {"symbols": "--symbols", "start": "--start", "end": "--end",
                 "timeframe": "--timeframe"}
 RUN_FLAGS = {**MARKET_FLAGS, "initial_balance": "--balance", "leverage": "--leverage",
-             "slippage": "--slippage", "venue": "--venue", "path": "--path",
+             "slippage": "--slippage", "venue": "--venue", "path": "--path", "sizing": "--sizing",
              "fill_at": "--fill-at", "margin_mode": "--margin-mode",
              "collateral": "--collateral", "stand_in": "--stand-in",
              "order_filters": "--no-order-filters"}
 PAIR_FLAGS = {"exposure": "--exposure", "rebalance_every": "--rebalance"}  # the default pair's
+
+
+SIZING_HELP = ("what a fraction of equity sizes: 'exposure' (default: the notional, the same at "
+               "any leverage) or 'margin' (the initial margin committed: notional = fraction x "
+               "equity x leverage, so the exposure grows with the leverage)")
+
+
+def add_sizing_option(parser) -> None:
+    """``--sizing exposure|margin`` (``run(sizing=...)``); None when not given."""
+    parser.add_argument("--sizing", choices=("exposure", "margin"), help=SIZING_HELP)
 
 
 def in_cli_terms(message: str, flags: Mapping[str, str]) -> str:

@@ -9,6 +9,7 @@ from .cli_common import (
     PAIR_FLAGS,
     RUN_FLAGS,
     add_market_options,
+    add_sizing_option,
     market_from_options,
     names,
     pair_legs,
@@ -38,21 +39,33 @@ def add_compare_parser(sub) -> None:
     """Register ``backtester compare``."""
     p = sub.add_parser(
         "compare",
-        help="run the hedged pair under cross and isolated margin and write a comparison report",
-        description="Backtest the built-in notional-neutral hedged pair (long the first symbol, "
-        "short the second) under cross and isolated margin, at one or several leverages and "
-        "venues; print the metrics side by side and a verdict, and write report.html (self-"
-        "contained) and report.md.",
+        help="run a strategy (default: the hedged pair) under cross and isolated margin and "
+        "write a comparison report",
+        description="Backtest a strategy (default: the built-in notional-neutral hedged pair, "
+        "long the first symbol, short the second) under cross and isolated margin, at one or "
+        "several leverages and venues; print the metrics side by side and a verdict, and write "
+        "report.html (self-contained) and report.md.",
     )
-    add_market_options(p, "LONG,SHORT symbols, e.g. BTC_USDT,ETH_USDT")
+    p.add_argument("--strategy", metavar="NAME",
+                   help="compare a built-in strategy (hedged_pair, funding_carry, trend, "
+                   "margin_aware, grid) or your own, path/to/file.py:NAME, instead of the "
+                   "default hedged pair; built at each --leverage (a 'leverage' parameter not "
+                   "set by --param gets it)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of --strategy, repeatable (e.g. --param fast=12)")
+    add_market_options(p, "LONG,SHORT symbols, e.g. BTC_USDT,ETH_USDT (with --strategy: the "
+                       "symbols to load)")
     p.add_argument("--venue", type=_venues, default=["binance_usdm"],
                    help="venue rules, or several separated by commas (binance_usdm)")
     p.add_argument("--leverage", type=_floats, default=[10.0],
                    help="leverage of each leg, or several separated by commas, e.g. 5,10,20 (10)")
-    p.add_argument("--exposure", type=float, default=1.0,
-                   help="each leg's notional as a fraction of equity (1.0)")
-    p.add_argument("--rebalance", type=int, default=24,
-                   help="bars between rebalances to equal and opposite notionals (24)")
+    p.add_argument("--exposure", type=float,
+                   help="default hedged pair: each leg's notional as a fraction of equity (1.0; "
+                   "with --sizing margin: of equity as each leg's initial margin)")
+    p.add_argument("--rebalance", type=int,
+                   help="default hedged pair: bars between rebalances to equal and opposite "
+                   "notionals (24)")
+    add_sizing_option(p)
     p.add_argument("--balance", type=float, default=10_000.0, help="initial balance, USDT")
     p.add_argument("--path", default="path", choices=("path", "worst", "close"),
                    help="intrabar price path for liquidation checks (path)")
@@ -68,22 +81,48 @@ def add_compare_parser(sub) -> None:
 
 
 def _cmd_compare(args) -> int:
-    from strategies import hedged_pair
-
     from .compare import compare
 
     symbols = names(args.symbols)
-    pair_legs(symbols)  # before loading: --symbols must name the two legs
-    market = market_from_options(args)
-    long, short = pair_legs(symbols, market)
-    targets = hedged_pair(market, long=long, short=short, exposure=args.exposure,
-                          rebalance_every=args.rebalance)
-    title = args.title or (f"Hedged pair long {long} / short {short}, {args.exposure:g}x equity "
-                           "per leg: cross vs isolated")
-    comparison = quietly(
-        compare, market, targets, leverage=args.leverage, venue=args.venue, title=title,
-        target_kind="equity", initial_balance=args.balance, path=args.path,
-        fill_at=args.fill_at, slippage=args.slippage)
+    options = {"initial_balance": args.balance, "path": args.path, "fill_at": args.fill_at,
+               "slippage": args.slippage}
+    if args.sizing is not None:
+        options["sizing"] = args.sizing
+    if args.strategy:
+        from .strategy import load_strategy
+
+        args.flags = RUN_FLAGS  # a strategy's parameters are --param NAME=VALUE
+        strategy = load_strategy(args.strategy)
+        for flag, value in (("--exposure", args.exposure), ("--rebalance", args.rebalance)):
+            if value is not None:
+                raise ValueError(
+                    f"{flag} sets the default hedged pair; with --strategy use --param KEY=VALUE "
+                    f"(parameters of {strategy.name}: {', '.join(strategy.parameters)})")
+        params = strategy.parse(args.param)
+        market = market_from_options(args, strategy.load_market,
+                                     **(params if strategy.load_market else {}))
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        title = args.title or (f"{strategy.name}" + (f" ({shown})" if shown else "")
+                               + ": cross vs isolated")
+        comparison = quietly(compare, market, strategy, params=params, leverage=args.leverage,
+                             venue=args.venue, title=title, **options)
+    else:
+        from strategies import hedged_pair
+
+        if args.param:
+            raise ValueError("--param sets a strategy's parameters: give --strategy NAME too")
+        pair_legs(symbols)  # before loading: --symbols must name the two legs
+        market = market_from_options(args)
+        long, short = pair_legs(symbols, market)
+        exposure = 1.0 if args.exposure is None else args.exposure
+        targets = hedged_pair(market, long=long, short=short, exposure=exposure,
+                              rebalance_every=24 if args.rebalance is None else args.rebalance)
+        per_leg = ("equity as margin per leg" if args.sizing == "margin"
+                   else "equity per leg")
+        title = args.title or (f"Hedged pair long {long} / short {short}, {exposure:g}x "
+                               f"{per_leg}: cross vs isolated")
+        comparison = quietly(compare, market, targets, leverage=args.leverage,
+                             venue=args.venue, title=title, target_kind="equity", **options)
     out = Path(args.out)
     html = comparison.to_html(out / "report.html")
     markdown = comparison.to_markdown(out / "report.md")

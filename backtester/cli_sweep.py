@@ -56,6 +56,10 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--target-kind", choices=("units", "notional", "equity"),
                    help="what the strategy's targets mean, unless the grid sets it (default: "
                    "the strategy's own; equity for a function returning bare targets)")
+    p.add_argument("--sizing", choices=("exposure", "margin"),
+                   help="what a fraction of equity sizes, unless the grid sets it (-p "
+                   "sizing=exposure,margin sweeps both): 'exposure' (default: the notional) or "
+                   "'margin' (the initial margin: notional = fraction x equity x leverage)")
     add_market_options(p, "symbols to load, e.g. BTC_USDT,ETH_USDT")
     p.add_argument("--backend", default="inprocess", choices=("inprocess", "processes", "dask"),
                    help="where runs execute (inprocess: numba threads; processes: a local "
@@ -190,6 +194,8 @@ def _cmd_sweep(args) -> int:
         grid = dict(DEFAULT_GRID)
     if args.target_kind:
         grid.setdefault("target_kind", args.target_kind)
+    if args.sizing:
+        grid.setdefault("sizing", args.sizing)
     market = market_from_options(args, strategy.load_market, **_loader_params(strategy, grid))
     print(f"sweep of {args.strategy} on {', '.join(market.symbols)}, {market.n_bars:,} bars "
           f"({market.timestamps[0]} .. {market.timestamps[-1]}), backend {args.backend}"

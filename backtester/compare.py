@@ -13,9 +13,11 @@ from . import metrics
 from .backtest import run
 from .config import RunConfig
 from .data.market import Market
+from .prepare import split_plan
 from .report.render import Heading, Table, Text, to_html, write
 from .report.tables import format_metrics
-from .report.verdict import build_verdict
+from .report.verdict import WHAT_LEVERAGE_CHANGES, build_verdict
+from .strategy import Callback, Plan, StrategyDef, as_strategy_def, with_run_leverage
 from .venues import load_venue
 
 # the figure modules (matplotlib, ~0.4 s to import) load only when a figure is drawn
@@ -84,7 +86,8 @@ class Comparison:
         from .report.documents import _setup, evidence_blocks
 
         return [Text(_setup(self.results), "note"), Heading("Verdict"),
-                Text(self.verdict, "verdict"), Heading("Metrics"),
+                Text(self.verdict, "verdict"), Heading("What leverage changes"),
+                Text(WHAT_LEVERAGE_CHANGES, "note"), Heading("Metrics"),
                 Table(self.formatted_table(), index=False), *evidence_blocks(self.results)]
 
     def to_html(self, path) -> Path:
@@ -116,6 +119,17 @@ def _many(value) -> list:
     return list(value)
 
 
+def _strategy_of(targets) -> StrategyDef | None:
+    """The strategy ``compare`` builds at each leverage, when ``targets`` is one (a
+    ``StrategyDef`` or a plain function ``f(market, **params)``); None for orders."""
+    if isinstance(targets, StrategyDef):
+        return targets
+    if isinstance(targets, Callback | Plan) or not callable(targets):
+        return None
+    return as_strategy_def(targets, getattr(targets, "__name__", "strategy"),
+                           "compare's strategy")
+
+
 def compare(
     market: Market,
     targets,
@@ -125,10 +139,16 @@ def compare(
     venue=None,
     config: RunConfig | None = None,
     title: str | None = None,
+    params: Mapping | None = None,
     **options,
 ) -> Comparison:
-    """Run the same targets under each margin mode (and leverage, and venue) and compare.
+    """Run the same strategy under each margin mode (and leverage, and venue) and compare.
 
+    - ``targets``: what :func:`backtester.run` takes (targets, a ``Callback``, a
+      ``Plan``), or a strategy to build at each leverage: a ``StrategyDef`` or a function
+      ``f(market, **params)`` returning one of those. Built with ``params``; a strategy
+      with a parameter named ``leverage`` that ``params`` leaves out is given each run's
+      leverage (so a strategy that sizes by its leverage is sized for the run's).
     - ``margin_modes``: the modes to run, ``"cross"`` and/or ``"isolated"``.
     - ``leverage``: one leverage or several (``[5, 10, 20]``): every mode runs at
       each. Default: the config's.
@@ -136,7 +156,11 @@ def compare(
       the config's. A venue without isolated margin (spot margin: ``kraken_spot``)
       runs its cross mode only.
     - ``config`` and ``options``: everything else, as for :func:`backtester.run`
-      (``target_kind``, ``initial_balance``, ``path``...).
+      (``target_kind``, ``sizing``, ``initial_balance``, ``path``...). With equity
+      fractions at fixed exposure (``sizing="exposure"``) cross runs at different
+      leverages often end alike: leverage there sets only the margin an order needs;
+      ``sizing="margin"`` scales the exposure with the leverage (the report's "What
+      leverage changes" says more).
 
     Labels are the mode, plus the leverage and venue when several are compared
     (``"isolated 20x"``).
@@ -153,6 +177,10 @@ def compare(
         'compare.html'
     """
     base = (config or RunConfig()).replace(**options)
+    strategy = _strategy_of(targets)
+    if params is not None and strategy is None:
+        raise ValueError("params= are a strategy's parameters: give the strategy (a "
+                         "StrategyDef or a function market, **params -> targets) as targets")
     modes = _many(margin_modes)
     for mode in modes:
         if mode not in ("cross", "isolated"):
@@ -162,8 +190,14 @@ def compare(
     for name, values in (("margin_modes", modes), ("leverage", leverages), ("venue", venues)):
         if not values:
             raise ValueError(f"{name}= is empty: give at least one")
-    for lev in leverages:  # every run's options, before the first one runs
-        base.replace(leverage=lev).check()
+    built = []  # (orders, plan options) at each leverage
+    for lev in leverages:
+        made = targets if strategy is None else strategy.plan(
+            market, **with_run_leverage(strategy, params or {}, lev))
+        built.append(split_plan(made))
+    for lev, (_, plan_options) in zip(leverages, built, strict=True):
+        # every run's options (as run() merges them), before the first one runs
+        base.replace(**{**plan_options, "leverage": lev}).check()
     for v in venues:
         base.replace(venue=v).check()
     results = {}
@@ -171,7 +205,7 @@ def compare(
         venue_name = v if isinstance(v, str) else getattr(v, "name", str(v))
         modes_there = load_venue(v, **dict(base.venue_overrides)).margin_model.margin_modes
         cross_only = "isolated" not in modes_there
-        for lev in leverages:
+        for lev, (orders, plan_options) in zip(leverages, built, strict=True):
             for mode in modes:
                 if cross_only and mode == "isolated" and len(venues) > 1:
                     continue  # spot margin has no isolated mode; the other venues show it
@@ -180,6 +214,6 @@ def compare(
                     label += f" {lev:g}x" if not isinstance(lev, Mapping) else f" {lev}"
                 if len(venues) > 1:
                     label += f" {Path(venue_name).stem}"
-                results[label] = run(market, targets, base, margin_mode=mode, leverage=lev,
-                                     venue=v)
+                results[label] = run(market, Plan(orders, plan_options), base,
+                                     margin_mode=mode, leverage=lev, venue=v)
     return Comparison(results, title=title)

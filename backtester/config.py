@@ -33,6 +33,13 @@ class RunConfig:
     - ``target_kind``: what the target numbers mean: ``"units"`` (signed base
       units), ``"notional"`` (signed quote notional) or ``"equity"`` (signed
       fraction of account equity), converted at the decision-time close.
+    - ``sizing``: what an equity fraction (``target_kind="equity"``, targets and a
+      callback's ``order_target``/``order_delta``) sizes. ``"exposure"`` (the default):
+      the notional, fraction x equity, whatever the leverage (the leverage sets only
+      the margin it takes). ``"margin"``: the initial margin committed, so the notional
+      is fraction x equity x the symbol's current leverage (a callback's
+      ``set_leverage`` counts) and the exposure grows with the leverage. ``"margin"``
+      with another ``target_kind`` is an error.
     - ``fill_at``: ``"open"`` (decided at close[t], filled at open[t+1]) or
       ``"close"`` (decided and filled at close[t]: optimistic, it assumes you
       can trade at the price you just saw).
@@ -85,6 +92,7 @@ class RunConfig:
     margin_mode: str | Mapping[str, str] = "cross"
     leverage: float | Mapping[str, float] = 10.0
     target_kind: str = "units"
+    sizing: str = "exposure"
     fill_at: str = "open"
     path: str = "path"
     slippage: float = 0.0
@@ -128,6 +136,12 @@ class RunConfig:
         _per_symbol("leverage", self.leverage, lambda name, v: _amount(
             name, v, "a positive number (initial margin = notional / leverage), e.g. 10"))
         choice("target_kind", self.target_kind, enums.TARGET_KIND_NAMES)
+        choice("sizing", self.sizing, enums.SIZING_NAMES)
+        if self.sizing == "margin" and self.target_kind != "equity":
+            raise ValueError(
+                f"sizing='margin' sizes fractions of equity as initial margin, but "
+                f"target_kind={self.target_kind!r}: give target_kind='equity' (targets as "
+                "fractions of equity), or sizing='exposure' for targets in units or notional")
         choice("fill_at", self.fill_at, enums.FILL_AT_NAMES)
         choice("path", self.path, enums.PATH_NAMES)
         _amount("slippage", self.slippage, "a fraction of the price in [0, 0.5), e.g. 0.0005",

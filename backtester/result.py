@@ -201,9 +201,14 @@ class Result:
     def describe(self) -> str:
         """The summary as aligned text lines, for a terminal."""
         s = self.summary()
+        sizing = ""
+        if getattr(self.config, "target_kind", "") == "equity":  # what a fraction sized
+            sizing = (", sizing margin (equity fractions as initial margin, x leverage)"
+                      if getattr(self.config, "sizing", "exposure") == "margin"
+                      else ", sizing exposure (equity fractions as notional)")
         lines = [
             f"venue {self.venue.name}, margin {self._modes_text()}, "
-            f"path {self.config.path}, fills at {self.config.fill_at}",
+            f"path {self.config.path}, fills at {self.config.fill_at}{sizing}",
             f"{self.market.timestamps[0]} -> {self.market.timestamps[-1]} "
             f"({self.market.n_bars} bars, {', '.join(self.market.symbols)})",
         ]

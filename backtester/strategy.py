@@ -14,19 +14,31 @@ which targets computed in advance cannot::
 - ``ctx``: an ``engine.enums.BarContext``: the market arrays (``ctx.close[t, i]``...),
   the account (``ctx.state``, ``ctx.account``, ``ctx.out``) and ``ctx.memory``, the
   strategy's own scratch array. Read it through the helpers below
-  (``position(ctx, i)``, ``liquidation_price(ctx, i)``, ``margin_ratio(ctx, t)``...).
-  Rows after ``t`` are the future: never read them.
+  (``position(ctx, i)``, ``leverage(ctx, i)``, ``liquidation_price(ctx, i)``,
+  ``margin_ratio(ctx, t)``...). Rows after ``t`` are the future: never read them.
 - ``orders``: write the orders for the next fill with ``order_target``,
   ``order_delta``, ``add_margin``, ``remove_margin``, ``set_leverage`` and
   ``set_margin_mode``, and return True; return False when there is nothing to do.
   Targets and deltas are in the run's ``target_kind`` (units, notional or fraction
-  of equity). Orders fill at the next open (``fill_at="open"``); what the account
-  refuses is recorded in ``Result.rejections`` with a reason, never raised.
+  of equity; a fraction sizes the exposure, or with ``sizing="margin"`` the initial
+  margin committed, so fraction x equity x leverage of notional). Orders fill at the
+  next open (``fill_at="open"``); what the account refuses is recorded in
+  ``Result.rejections`` with a reason, never raised.
 - ``params``: the strategy's parameters, a float64 array (plain numbers: pass a
   symbol as its column index).
 
 Wrap it in a ``Callback`` to run it; a strategy the CLI can run is a function
 ``build(market, **parameters)`` returning a ``Plan`` (see ``strategies/``).
+
+**The run's leverage.** A callback reads each symbol's leverage as it is now with
+``leverage(ctx, i)`` (the run's, or what ``set_leverage`` made it). A strategy function
+or ``StrategyDef`` that sizes by the leverage takes a parameter named ``leverage``:
+when you do not set that parameter yourself, ``backtester run --strategy`` (with
+``--leverage``), ``compare`` (its leverage, each in turn) and ``sweep`` (each run's, where
+the grid sets ``leverage``) pass it the run's leverage, a per-symbol leverage as the
+mapping {symbol: leverage}. Without a leverage given, the function keeps its own default;
+return it in the ``Plan``'s options (``{"leverage": leverage}``, as ``strategies/`` do) so
+that the run uses the leverage the strategy sized for.
 
 Example:
     >>> from numba import njit
@@ -98,6 +110,17 @@ def _book(ctx):
 def position(ctx, i):
     """Signed position of symbol i in base units (long > 0)."""
     return ctx.state[State.QTY, i]
+
+
+@njit(cache=True, _nrt=False)
+def leverage(ctx, i):
+    """Symbol i's leverage now: the run's, or what ``set_leverage`` made it (1 for spot).
+
+    Example (in a callback: margin of 20% of equity, whatever the leverage):
+        ``order_target(orders, i, 0.2 * leverage(ctx, i))`` with ``target_kind="equity"``
+        commits 0.2 x equity as initial margin, as ``sizing="margin"`` does.
+    """
+    return ctx.sym[Sym.LEVERAGE, i]
 
 
 @njit(cache=True, _nrt=False)
@@ -476,6 +499,41 @@ def _convert(name: str, key: str, text: str, default):
     return None if text.lower() == "none" and default is None else text
 
 
+def takes_leverage(strategy) -> bool:
+    """Whether a strategy function (or a ``StrategyDef``'s build function) has a parameter
+    named ``leverage``, which ``run --strategy``, ``compare`` and ``sweep`` fill with the
+    run's leverage when it is not set (a ``**kwargs`` catch-all does not count).
+
+    Example:
+        >>> takes_leverage(load_strategy("trend")), takes_leverage(lambda market: None)
+        (True, False)
+    """
+    build = strategy.build if isinstance(strategy, StrategyDef) else strategy
+    try:
+        parameter = inspect.signature(build).parameters.get("leverage")
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD,
+                                                        parameter.KEYWORD_ONLY)
+
+
+def with_run_leverage(strategy, params: Mapping[str, Any], leverage) -> dict[str, Any]:
+    """``params`` with ``leverage`` added when the strategy takes a ``leverage`` parameter
+    that ``params`` does not set (``leverage`` None: nothing added). A mapping symbol ->
+    leverage is passed as a plain dict.
+
+    Example:
+        >>> with_run_leverage(load_strategy("trend"), {"fast": 12}, 20.0)
+        {'fast': 12, 'leverage': 20.0}
+        >>> with_run_leverage(load_strategy("trend"), {"leverage": 3.0}, 20.0)
+        {'leverage': 3.0}
+    """
+    out = dict(params)
+    if leverage is not None and "leverage" not in out and takes_leverage(strategy):
+        out["leverage"] = dict(leverage) if isinstance(leverage, Mapping) else leverage
+    return out
+
+
 # built-in strategies: name -> "module:attribute" (imported on demand)
 BUILTIN_STRATEGIES = {
     "hedged_pair": "strategies.hedged_pair:STRATEGY",
@@ -486,7 +544,9 @@ BUILTIN_STRATEGIES = {
 }
 
 
-def _as_def(obj, name: str, where: str) -> StrategyDef:
+def as_strategy_def(obj, name: str, where: str) -> StrategyDef:
+    """``obj`` as a ``StrategyDef``: itself, or a function ``build(market, **parameters)``
+    wrapped under ``name`` (a compiled callback alone is refused, ``where`` naming it)."""
     if isinstance(obj, StrategyDef):
         return obj
     if callable(obj) and not hasattr(obj, "py_func"):
@@ -540,7 +600,7 @@ def load_strategy(spec: str) -> StrategyDef:
     """
     if spec in BUILTIN_STRATEGIES:
         module, attr = BUILTIN_STRATEGIES[spec].split(":")
-        return _as_def(getattr(importlib.import_module(module), attr), spec, spec)
+        return as_strategy_def(getattr(importlib.import_module(module), attr), spec, spec)
     path_text, sep, attr = spec.rpartition(":")
     if not sep or not path_text.endswith(".py"):
         close = difflib.get_close_matches(spec, list(BUILTIN_STRATEGIES), n=1)
@@ -560,4 +620,4 @@ def load_strategy(spec: str) -> StrategyDef:
                            inspect.isfunction(v) and v.__module__ == module_name)))
         raise StrategyError(f"strategy file {path} has no {attr!r}; it defines: "
                             f"{', '.join(found) or 'nothing usable'}")
-    return _as_def(getattr(module, attr), attr, f"{path}:{attr}")
+    return as_strategy_def(getattr(module, attr), attr, f"{path}:{attr}")

@@ -89,7 +89,7 @@ N_METRICS = 17
 
 # the choices of each run, shape (R, N_RUN_FIELDS), codes as in ``enums`` stored as floats
 RUN_TARGETS = 0  # row of the targets stack the run trades
-RUN_TARGET_KIND = 1  # TARGET_* code
+RUN_TARGET_KIND = 1  # TargetKind.* code (EQUITY_MARGIN: sizing="margin")
 RUN_FILL_AT = 2  # FillAt.* code
 RUN_PATH = 3  # PATH_* code
 RUN_REDUCE_TO_FIT = 4  # 1.0 to cut orders to the available balance, 0.0 to reject them

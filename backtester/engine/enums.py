@@ -59,8 +59,15 @@ TargetKind = _codes("TargetKind", [
     "UNITS",  # base units (coins / contracts x contract size), signed
     "NOTIONAL",  # quote notional, signed; converted at the decision price
     "EQUITY",  # fraction of account equity, signed; converted at the decision price
+    # fraction of account equity committed as initial margin (``sizing="margin"``): the
+    # notional is fraction x equity x the column's current leverage (Sym.LEVERAGE, so a
+    # callback's set_leverage counts), so the exposure grows with the leverage
+    "EQUITY_MARGIN",
 ])
-TARGET_KIND_NAMES = ("units", "notional", "equity")
+TARGET_KIND_NAMES = ("units", "notional", "equity")  # what ``run(target_kind=...)`` accepts
+# what an equity fraction sizes (``run(sizing=...)``): the exposure (TargetKind.EQUITY) or the
+# initial margin committed (TargetKind.EQUITY_MARGIN)
+SIZING_NAMES = ("exposure", "margin")
 
 # --- when orders fill ------------------------------------------------------------------------
 FillAt = _codes("FillAt", [
@@ -475,7 +482,8 @@ Trading = namedtuple(
         "targets",  # (T, N) target positions decided at each close, NaN = no order; (0, N)
         #             when a strategy callback decides
         "has_target",  # (T,) bool: the row holds a target
-        "target_kind",  # int64 TARGET_*: what the numbers mean
+        "target_kind",  # int64 TargetKind.*: what the numbers mean (EQUITY_MARGIN: equity
+        #                 fractions as initial margin, ``sizing="margin"``)
         "fill_at",  # int64 FillAt.*: when orders fill
         "slippage",  # float64: fraction of the price paid against the trader on each fill
         "reduce_to_fit",  # bool: cut an order to the available balance instead of refusing
@@ -523,10 +531,14 @@ Versions = namedtuple(
 # close[t] with fill_at="close") and then resets every field to NaN. At the fill, in order:
 # margin changes, reductions, leverage and mode changes, then increases (so an order that
 # closes a position frees the symbol for a mode switch, and a new leverage applies to what
-# the same order opens).
+# the same order opens). With ``sizing="margin"`` a trade of a symbol whose leverage the same
+# call changes is sized after that change, at the leverage the symbol then has (the new one,
+# or the old one if the change was refused), and filled after the other reductions (a target
+# of 0, a close at any leverage, goes first as ever).
 Order = _codes("Order", [
     "TARGET",  # target position in the run's target_kind units (units, quote notional or
-    #            fraction of equity), sized at the decision close like a targets row
+    #            fraction of equity, as exposure or as initial margin by the run's sizing),
+    #            sized at the decision close like a targets row
     "DELTA",  # change of the position in the same units (used only where TARGET is NaN)
     "MARGIN",  # isolated margin to add (> 0, from the available balance) or remove (< 0,
     #            back to the wallet), in quote; needs an open isolated position

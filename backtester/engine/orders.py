@@ -245,17 +245,22 @@ def to_units(i, amount, target_kind, decision_price, book):
 
     Notional and equity-fraction amounts are converted at the decision-time
     close (the last known close where that bar is missing), with the equity at
-    the last close.
+    the last close. An equity fraction sized as initial margin
+    (``TargetKind.EQUITY_MARGIN``) is first multiplied by the column's current
+    leverage: fraction x leverage is the exposure it commits that margin to (so it
+    sizes exactly as ``TargetKind.EQUITY`` with the fraction x leverage).
     """
-    if target_kind != TargetKind.NOTIONAL and target_kind != TargetKind.EQUITY:
+    if target_kind == TargetKind.UNITS:
         return amount
+    if target_kind == TargetKind.EQUITY_MARGIN:
+        amount *= book.sym[Sym.LEVERAGE, i]
     ref = decision_price[i]
     if ref != ref:
         ref = book.state[State.LAST_CLOSE, i]
     if ref != ref:
         return np.nan
     amount = amount / ref
-    if target_kind == TargetKind.EQUITY:
+    if target_kind != TargetKind.NOTIONAL:
         amount *= max(book.account[Account.EQUITY_PREV], 0.0)
     return amount
 
@@ -454,6 +459,43 @@ def switch_margin_mode(t, i, new_mode, book, records):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
+def want_callback_trade(t, i, orders, decision_price, fill_price, want, trading, book,
+                        records):
+    """Column i's trade (``Order.TARGET``, else ``Order.DELTA``) as a target in units in
+    ``want[i]``, sized like a targets row; refused here if it has no price or the bar's
+    open liquidated the position (``State.VOID``: the position it held before)."""
+    state = book.state
+    void = state[State.VOID]
+    target = orders[Order.TARGET, i]
+    if target != target:
+        delta = orders[Order.DELTA, i]
+        if delta != delta or delta == 0.0:
+            return
+        asked = to_units(i, delta, trading.target_kind, decision_price, book)
+        target = asked + state[State.QTY, i]
+    else:
+        target = to_units(i, target, trading.target_kind, decision_price, book)
+        asked = target - state[State.QTY, i] - void[i]
+    if target != target:
+        record_rejection(records.rejects, records.counts,
+                         t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
+        return
+    if void[i] != 0.0:
+        refuse_void(t, i, asked, fill_price[i], records)
+        return
+    set_want(i, target, want, state)
+
+
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def sized_after_leverage(i, orders):
+    """Sizing by margin: whether column i's trade waits for its leverage change (it asks one,
+    and its size depends on it: a target of 0 does not, and closes first, freeing the
+    symbol for a mode switch)."""
+    return orders[Order.LEVERAGE, i] == orders[Order.LEVERAGE, i] and orders[
+        Order.TARGET, i] != 0.0
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
 def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trading, book,
                           records):
     """Carry out a callback's orders (enums.Order.*), then clear them.
@@ -461,35 +503,24 @@ def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trad
     Order of work: margin changes; trades that reduce a position; leverage and
     mode changes; trades that open or add. Targets and deltas are sized like a
     targets row (at the decision close, the equity at the last close); a trade for a
-    column the bar's open liquidated (``State.VOID``: the position it held before) is refused.
+    column the bar's open liquidated (``State.VOID``: the position it held before) is
+    refused. Sized as initial margin (``TargetKind.EQUITY_MARGIN``), a trade of a column
+    whose leverage the callback changes is sized once that change is done (or refused),
+    at the leverage the column then has, and filled after the other reductions (a target
+    of 0 is a close at any leverage: it goes first, as ever).
     """
-    state = book.state
-    void = state[State.VOID]
-    n = state.shape[1]
+    n = book.state.shape[1]
+    by_margin = trading.target_kind == TargetKind.EQUITY_MARGIN
     for i in range(n):
         amount = orders[Order.MARGIN, i]
         if amount == amount and amount != 0.0:
             change_isolated_margin(t, i, amount, book, records)
     for i in range(n):
         want[i] = np.nan
-        target = orders[Order.TARGET, i]
-        if target != target:
-            delta = orders[Order.DELTA, i]
-            if delta != delta or delta == 0.0:
-                continue
-            asked = to_units(i, delta, trading.target_kind, decision_price, book)
-            target = asked + state[State.QTY, i]
-        else:
-            target = to_units(i, target, trading.target_kind, decision_price, book)
-            asked = target - state[State.QTY, i] - void[i]
-        if target != target:
-            record_rejection(records.rejects, records.counts,
-                             t, i, 0.0, np.nan, 0.0, 0.0, Reject.NO_PRICE)
-            continue
-        if void[i] != 0.0:
-            refuse_void(t, i, asked, fill_price[i], records)
-            continue
-        set_want(i, target, want, state)
+        if by_margin and sized_after_leverage(i, orders):
+            continue  # sized at its new leverage, below
+        want_callback_trade(t, i, orders, decision_price, fill_price, want, trading, book,
+                            records)
     fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
     for i in range(n):
         leverage = orders[Order.LEVERAGE, i]
@@ -498,6 +529,15 @@ def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trad
         new_mode = orders[Order.MODE, i]
         if new_mode == new_mode:
             switch_margin_mode(t, i, new_mode, book, records)
+    if by_margin:
+        deferred = False
+        for i in range(n):
+            if sized_after_leverage(i, orders):
+                want_callback_trade(t, i, orders, decision_price, fill_price, want, trading,
+                                    book, records)
+                deferred = True
+        if deferred:
+            fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
     fill_wants(t, now, FALSE, want, fill_price, trading, book, records)
     for f in range(N_ORDER_FIELDS):
         for i in range(n):

@@ -109,6 +109,8 @@ def prepare_run(market: Market, orders, config: RunConfig,
                          f", {market.n_bars} bars): nothing to backtest. Give a market whose "
                          "window holds bars, e.g. load_market(start=..., end=...) inside the data")
     target_kind = choice("target_kind", config.target_kind, enums.TARGET_KIND_NAMES)
+    if config.sizing == "margin":  # (check() allows it with equity fractions only)
+        target_kind = enums.TargetKind.EQUITY_MARGIN
     fill_at = choice("fill_at", config.fill_at, enums.FILL_AT_NAMES)
     path = choice("path", config.path, enums.PATH_NAMES)
     balance = float(config.initial_balance)

@@ -24,6 +24,7 @@ _EXPORTS = {
     "margin_figure": "figures",
     "position_pnl_figure": "figures",
     "build_verdict": "verdict",
+    "WHAT_LEVERAGE_CHANGES": "verdict",
 }
 
 __all__ = sorted(_EXPORTS)

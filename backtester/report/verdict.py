@@ -15,20 +15,68 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
+from ..engine.enums import Mode
 from .tables import money, pct
+
+# What leverage changes, in the words of README.md's section of that name (a test keeps the
+# two in step); every comparison report carries it.
+WHAT_LEVERAGE_CHANGES = (
+    "Under cross margin at a fixed exposure, leverage changes only the initial margin an order "
+    "needs, and so which orders are accepted, and the available balance left for new orders. "
+    "It does not move the liquidation point: a cross account is liquidated when its equity "
+    "falls to its maintenance margin, which depends on the notional, not on the leverage. "
+    "So two cross runs whose orders are all accepted end alike at 2x and at 10x.\n\n"
+    "Under isolated margin, leverage sets each position's margin (notional / leverage), and "
+    "so its liquidation price: the higher the leverage, the closer to the entry price "
+    "(Binance, a long: entry x (1 - 1/leverage) / (1 - maintenance margin rate)).\n\n"
+    "With sizing=\"margin\", a fraction of equity is the initial margin committed, so the "
+    "notional is fraction x equity x leverage: leverage scales the exposure, under both "
+    "modes."
+)
+
+
+def margined(result) -> np.ndarray:
+    """Per column, whether it is a futures position margined under a mode (cross or
+    isolated): not a spot holding (paid in full) nor collateral."""
+    return np.asarray(result.margin_mode) < Mode.SPOT
 
 
 def run_kind(result) -> str:
-    """``"cross"`` or ``"isolated"`` when every symbol uses that mode, else ``"mixed"``."""
-    modes = set(np.asarray(result.margin_mode).tolist())
+    """``"cross"`` or ``"isolated"`` when every futures leg uses that mode, else ``"mixed"``.
+
+    Spot legs and collateral are not margined per mode, so they do not count: a funding
+    carry (spot long, perpetual short) is a cross run when its perpetual is cross."""
+    modes = set(np.asarray(result.margin_mode)[margined(result)].tolist())
     return {frozenset({0}): "cross", frozenset({1}): "isolated"}.get(frozenset(modes), "mixed")
 
 
 def run_label(result) -> str:
-    """A short name for a run: its margin mode and leverage ("cross 10x")."""
-    leverage = np.unique(np.asarray(result.leverage, dtype=float))
+    """A short name for a run: its futures legs' margin mode and leverage ("cross 10x")."""
+    leverage = np.unique(np.asarray(result.leverage, dtype=float)[margined(result)])
     lev = f"{leverage[0]:g}x" if len(leverage) == 1 else "mixed leverage"
     return f"{run_kind(result)} {lev}"
+
+
+def _unmargined_note(results: Mapping) -> str:
+    """What the comparison of modes leaves out: the spot legs and collateral, named."""
+    first = next(iter(results.values()))
+    symbols = np.asarray(first.market.symbols, dtype=object)
+    modes = np.asarray(first.margin_mode)
+    futures = list(symbols[modes < Mode.SPOT])
+    spot = list(symbols[modes == Mode.SPOT])
+    held = list(symbols[modes == Mode.COLLATERAL])
+    if not spot and not held:
+        return ""
+    parts = []
+    if spot:
+        parts.append(f"the spot {'leg' if len(spot) == 1 else 'legs'} {_join(spot)} "
+                     f"{'is' if len(spot) == 1 else 'are'} paid in full, never liquidated and "
+                     "not margined under either mode")
+    if held:
+        parts.append(f"the collateral {_join(held)} backs the cross account in every run")
+    legs = f"{'leg' if len(futures) == 1 else 'legs'} {_join(futures)}" if futures else "legs"
+    return (f"Cross and isolated here are the margin modes of the futures {legs}: "
+            + "; ".join(parts) + ".")
 
 
 def _cap(text: str) -> str:
@@ -94,7 +142,10 @@ def _cross_survived(c_label, c, i_label, i) -> str:
     ratio = c.account["margin_ratio"]
     peak = f"margin ratio peaked at {pct(float(ratio.max()))} (liquidation at 100%)."
     pnl = metrics.position_pnl(c).iloc[bar] if c.positions is not None else None
-    winners = [] if pnl is None else [w for w in pnl.index if w != symbol and pnl[w] > 0]
+    # only a futures leg's profit is in the cross margin balance (a spot holding's is not)
+    futures = set(np.asarray(c.market.symbols, dtype=object)[margined(c)])
+    winners = [] if pnl is None else [w for w in pnl.index
+                                      if w != symbol and w in futures and pnl[w] > 0]
     if not (winners and pnl[symbol] < 0):
         return (f"{_cap(c_label)}'s shared margin balance never fell to its maintenance "
                 f"margin: its {peak}")
@@ -180,7 +231,8 @@ def pair_verdict(c_label: str, c, i_label: str, i) -> str:
 
 
 def _group_key(result) -> tuple:
-    return (tuple(np.asarray(result.leverage, dtype=float).tolist()), result.venue.name)
+    return (tuple(np.asarray(result.leverage, dtype=float).tolist()), result.venue.name,
+            getattr(result.config, "sizing", "exposure"))
 
 
 def build_verdict(results: Mapping) -> str:
@@ -210,6 +262,9 @@ def build_verdict(results: Mapping) -> str:
                     f"{money(bottom)} ({pct(ret[worst[0]], True)}).")
         liquidated = ", ".join(f"{label} {len(r.liquidations)}" for label, r in results.items())
         text += f" Positions lost to liquidation: {liquidated}."
+        alike = _alike_across_leverage(results)
+        if alike:
+            text += " " + alike
         paragraphs.append(text)
     for group in groups.values():
         if len(group.get("cross", [])) == len(group.get("isolated", [])) == 1:
@@ -220,4 +275,32 @@ def build_verdict(results: Mapping) -> str:
     for label, result in results.items():
         if label not in paired and len(results) <= 2:
             paragraphs.append(_cap(losses(label, result)) + ".")
+    note = _unmargined_note(results)
+    if note:
+        paragraphs.append(note)
     return "\n\n".join(paragraphs)
+
+
+def _alike_across_leverage(results: Mapping) -> str:
+    """Why cross runs at several leverages ended alike, when they did and no order of theirs
+    was refused: at the same exposure, leverage sets only the margin an order needs."""
+    groups: dict[tuple, list[str]] = {}
+    for label, result in results.items():
+        by_margin = getattr(result.config, "sizing", "exposure") == "margin"
+        if run_kind(result) == "cross" and not by_margin:
+            groups.setdefault(result.venue.name, []).append(label)
+    sentences = []
+    for labels in groups.values():
+        leverages = {tuple(np.asarray(results[la].leverage, dtype=float)) for la in labels}
+        finals = [float(results[la].equity.iloc[-1]) for la in labels]
+        if (len(leverages) > 1 and max(finals) - min(finals) < 0.005
+                and not any(len(results[la].rejections) for la in labels)):
+            text = (f"{_cap(_join(labels))} ended alike: they held the same exposure, and "
+                    "under cross leverage sets only the initial margin an order needs (none "
+                    "was refused here), not the liquidation point, where the equity meets the "
+                    "maintenance margin of the notional.")
+            if any(getattr(results[la].config, "target_kind", "") == "equity" for la in labels):
+                text += (" With sizing 'margin' an equity fraction is the margin committed, "
+                         "and the exposure grows with the leverage.")
+            sentences.append(text)
+    return " ".join(sentences)

@@ -61,13 +61,15 @@ def sweep(
       is swept, anything else is fixed. Names of run options (every field of
       ``RunConfig`` but ``record_positions``: ``margin_mode`` and ``leverage``, one
       value or a mapping per symbol, ``venue``, ``venue_overrides``,
-      ``initial_balance``, ``target_kind``, ``fill_at``, ``path``, ``slippage``,
+      ``initial_balance``, ``target_kind``, ``sizing``, ``fill_at``, ``path``, ``slippage``,
       ``reduce_to_fit``, ``instruments``, ``spot_fee``, ``position_mode``,
       ``collateral``; and ``window``: a ``(start, end)`` pair, start included, end
       excluded) set the simulation; every other name is a strategy parameter. A list
       of mappings is the union of their runs. An option the grid leaves out takes the
       value of the strategy's ``Plan`` if it sets one, else ``run()``'s default (as
-      ``run()``'s own keyword options win over a plan's).
+      ``run()``'s own keyword options win over a plan's). A strategy function with a
+      parameter named ``leverage`` is given each run's leverage (a per-symbol mapping as
+      the mapping) where the grid sets ``leverage``; otherwise it keeps its own default.
     - ``out``: a directory for the parquet dataset, written chunk by chunk as runs
       finish. Rerunning into the same directory skips the runs already there
       (``retry_failed=True`` reruns the failed ones), so an interrupted sweep resumes.

@@ -27,7 +27,7 @@ from ..config import RunConfig
 from ..data.market import Market
 from ..engine import batch, enums
 from ..prepare import PrepareCache, PreparedRun, prepare_run, split_plan
-from ..strategy import StrategyDef
+from ..strategy import StrategyDef, takes_leverage, with_run_leverage
 from .grid import RUN_OPTIONS, Run
 
 # run options that a run's ``RunConfig`` reports back to the summary table
@@ -88,6 +88,14 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def strategy_params(strategy, r: Run) -> dict:
+    """The keyword arguments of run r's strategy call: the grid's parameters, and the run's
+    leverage where the strategy takes a ``leverage`` parameter and the grid sets the
+    run option ``leverage`` (``strategy.with_run_leverage``)."""
+    return with_run_leverage(strategy, r.params,
+                             r.options["leverage"] if "leverage" in r.given else None)
+
+
 def strategy_orders(strategy, market: Market, params: dict) -> tuple[object, dict]:
     """What a sweep's strategy decides for one parameter set: ``(orders, plan options)``.
 
@@ -112,6 +120,7 @@ class ChunkRunner:
     def __init__(self, market: Market, strategy):
         self.market = market
         self.strategy = strategy
+        self.takes_leverage = takes_leverage(strategy)
         self.cache = PrepareCache()
         self._windows: dict = {}
         self._orders: OrderedDict = OrderedDict()
@@ -126,12 +135,15 @@ class ChunkRunner:
         """The strategy's orders and plan options for run r's window and parameters (raises
         what the strategy raised)."""
         key = (r.options["window"], r.params_key())
+        if self.takes_leverage and "leverage" in r.given:  # built per leverage
+            key += (r.key("o:leverage"),)
         if key in self._orders:
             self._orders.move_to_end(key)
         else:
             try:
                 self._orders[key] = strategy_orders(self.strategy,
-                                                    self.window(r.options["window"]), r.params)
+                                                    self.window(r.options["window"]),
+                                                    strategy_params(self.strategy, r))
             except Exception as exc:  # a strategy's failure is that run's failure
                 self._orders[key] = exc
             while len(self._orders) > self.ORDERS_KEPT:

@@ -25,15 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig
+from ..config import RunConfig, choice
+from ..engine.enums import SIZING_NAMES
 from ..strategy import StrategyDef
 
 # the run options a grid may set (every field of RunConfig but record_positions, and the
 # data window); every other name is a strategy parameter
 RUN_OPTIONS = (
     "window", "venue", "venue_overrides", "margin_mode", "leverage", "initial_balance",
-    "target_kind", "fill_at", "path", "slippage", "reduce_to_fit", "instruments", "spot_fee",
-    "position_mode", "collateral", "stand_in", "order_filters",
+    "target_kind", "sizing", "fill_at", "path", "slippage", "reduce_to_fit", "instruments",
+    "spot_fee", "position_mode", "collateral", "stand_in", "order_filters",
 )
 # options that select the batch (outermost): they change the venue's inputs to the kernel
 _OUTER = ("window", "venue", "venue_overrides", "stand_in", "order_filters")
@@ -127,6 +128,9 @@ def _option(name: str, value):
     if name == "venue" and not isinstance(value, str | Path):  # (a run id needs a name)
         raise ValueError(f"venue in a sweep is a built-in venue name or the path of a "
                          f".toml venue file, got {type(value).__name__}")
+    if name == "sizing":  # alone: whether it fits target_kind is the run's check
+        choice("sizing", value, SIZING_NAMES)
+        return value
     dataclasses.replace(RunConfig(), **{name: value}).check()
     if name in ("initial_balance", "slippage", "spot_fee"):
         return float(value)
@@ -198,8 +202,15 @@ def value_key(value) -> str:
     return json.dumps(canonical(value), sort_keys=True, separators=(",", ":"))
 
 
+# options added after sweeps were first saved, with the text of their default: an id leaves
+# such an option out while it holds its default, so that every run of an earlier sweep keeps
+# its id (and a rerun into that sweep's folder resumes it instead of running it again)
+_LATER_OPTIONS = {"o:sizing": value_key("exposure")}
+
+
 def _hash(strategy: str, entries: Mapping[str, str]) -> str:
-    text = "\n".join([strategy] + [f"{name}={entries[name]}" for name in sorted(entries)])
+    text = "\n".join([strategy] + [f"{name}={entries[name]}" for name in sorted(entries)
+                                    if _LATER_OPTIONS.get(name) != entries[name]])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

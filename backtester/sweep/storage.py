@@ -39,9 +39,9 @@ META = "_sweep.json"
 EQUITY_DIR = "_equity"
 CORRUPT_DIR = "_corrupt"
 OPTION_COLUMNS = ("margin_mode", "leverage", "venue", "venue_overrides", "initial_balance",
-                  "target_kind", "fill_at", "path", "slippage", "reduce_to_fit", "instruments",
-                  "spot_fee", "position_mode", "collateral", "stand_in", "order_filters",
-                  "window_start", "window_end")
+                  "target_kind", "sizing", "fill_at", "path", "slippage", "reduce_to_fit",
+                  "instruments", "spot_fee", "position_mode", "collateral", "stand_in",
+                  "order_filters", "window_start", "window_end")
 RESERVED = {"run_id", "error", *OPTION_COLUMNS, *METRICS, *RUN_OPTIONS}
 
 
@@ -79,10 +79,11 @@ def column_kinds(grid: Grid) -> dict[str, str]:
         kinds["venue_overrides"] = "json"
     kinds.update(initial_balance="float", target_kind="str", fill_at="str", path="str",
                  slippage="float", reduce_to_fit="bool")
-    # the options of spot legs, hedge mode and collateral: columns only where the grid
-    # sets them (a strategy's plan may set them too: the row shows what the run used)
-    for name in ("instruments", "position_mode", "collateral", "spot_fee", "stand_in",
-                 "order_filters"):
+    # the options of spot legs, hedge mode and collateral, and the sizing of equity
+    # fractions: columns only where the grid sets them (a strategy's plan may set them too:
+    # the row shows what the run used)
+    for name in ("sizing", "instruments", "position_mode", "collateral", "spot_fee",
+                 "stand_in", "order_filters"):
         values = grid.values(name)
         if any(v != OPTION_DEFAULTS[name] for v in values):
             kinds[name] = {"spot_fee": "float", "order_filters": "bool"}.get(name) or (

@@ -1,15 +1,44 @@
 """Risk of a strategy beyond its one history: resampled markets and the probability of
-liquidation (``bootstrap``, ``montecarlo``)."""
+liquidation (``bootstrap``, ``montecarlo``), dated crashes replayed on a book (``crashes``).
+
+    >>> from backtester.risk import CRASHES
+    >>> [w.name for w in CRASHES][0]
+    'covid-2020-03-12'
+"""
 
 from .bootstrap import Bootstrap, Paths, optimal_block_length, path_seed
+from .crashes import (
+    CRASHES,
+    Book,
+    CrashReplay,
+    CrashWindow,
+    book_at,
+    crash_window,
+    portfolio,
+    replay_crash,
+    survival_buffer,
+    surviving_leverage,
+    worst_windows,
+)
 from .montecarlo import Configuration, LiquidationRisk, liquidation_risk
 
 __all__ = [
+    "CRASHES",
+    "Book",
     "Bootstrap",
     "Configuration",
+    "CrashReplay",
+    "CrashWindow",
     "LiquidationRisk",
     "Paths",
+    "book_at",
+    "crash_window",
     "liquidation_risk",
     "optimal_block_length",
     "path_seed",
+    "portfolio",
+    "replay_crash",
+    "survival_buffer",
+    "surviving_leverage",
+    "worst_windows",
 ]

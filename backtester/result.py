@@ -52,7 +52,7 @@ class Result:
       (``margin_call``, symbol None, with the margin level);
     - ``positions`` and ``liquidation_prices``: (bars x symbols), when recorded;
     - ``margins``: each position's entry price and what backs it at each close, when
-      recorded (``record_margins=True``).
+      recorded (``record_margins=True``); ``adl_ranks()`` ranks the positions from it.
 
     ``warnings``: legal but suspicious data the run went ahead with (a funding rate beyond
     the venue's cap, a mark far from the last price), one line each; ``describe()`` shows
@@ -158,6 +158,23 @@ class Result:
         return pd.concat({name: pd.DataFrame(self._margins[f], index=self.market.timestamps,
                                              columns=list(self.market.symbols))
                           for f, name in enumerate(enums.MARGIN_FIELD_NAMES)}, axis=1)
+
+    def adl_ranks(self, formula: str | None = None) -> pd.DataFrame:
+        """Each open position's auto-deleveraging score at each close, by the venue's
+        published ranking formula (``backtester.risk.adl_ranks`` documents it; the run needs
+        ``record_margins=True``).
+
+        Example:
+            >>> from backtester import load_market, run
+            >>> from strategies import hedged_pair
+            >>> m = load_market().slice(0, 100)
+            >>> r = run(m, hedged_pair(m), target_kind="equity", record_margins=True)
+            >>> r.adl_ranks().attrs["adl_formula"]
+            'binance'
+        """
+        from .risk.adl import adl_ranks
+
+        return adl_ranks(self, formula=formula)
 
     # --- summary ----------------------------------------------------------------------
 

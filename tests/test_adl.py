@@ -413,3 +413,32 @@ def test_a_run_paused_for_nothing_is_the_run(form, pause_bar):
     for name in ("account", "fills", "liquidations", "funding", "rejections", "positions",
                  "liquidation_prices", "margins", "state"):
         np.testing.assert_array_equal(getattr(paused, name), getattr(plain, name), err_msg=name)
+
+
+# --- real history ------------------------------------------------------------------------------
+
+
+def test_adl_of_a_btc_eth_hedge_on_binance_history_closes_at_the_files_mark(shared_data_dir):
+    folder = shared_data_dir / "binance_futures"
+    if not (folder / "BTC_USDT-1h.parquet").exists():
+        pytest.skip("shared Binance futures data not present")
+    from backtester import load_market
+
+    m = load_market(folder, symbols=["BTC_USDT", "ETH_USDT"], timeframe="1h",
+                    start="2021-01-01", end="2021-07-01")
+    hedge = np.full((m.n_bars, 2), NAN)
+    hedge[0] = [0.5, -10.0]  # decided at the first close, filled at the next open
+    s = adl_stress(m, hedge, at="worst", margin_mode="cross", leverage=5,
+                   initial_balance=50_000.0, venue="binance_usdm")
+    # read straight from the files: the fill at 01:00's open, the mark at the ADL's close
+    bars = {sym: pd.read_parquet(folder / f"{sym}-1h.parquet").set_index("timestamp")
+            for sym in ("BTC_USDT", "ETH_USDT")}
+    marks = pd.read_parquet(folder / f"{s.leg}_mark-1h.parquet").set_index("timestamp")
+    entry = bars[s.leg]["open"].loc[pd.Timestamp("2021-01-01 01:00", tz="UTC")]
+    qty = 0.5 if s.leg == "BTC_USDT" else -10.0
+    mark = marks["close"].loc[s.time]
+    assert (s.qty, s.entry_price, s.price) == (qty, entry, mark)
+    assert s.realized_pnl == pytest.approx(qty * (mark - entry), rel=1e-12)
+    assert qty * (mark - entry) > 0  # ADL took a leg in profit
+    assert s.score == adl_ranks(s.base)[s.leg].max()
+    assert (s.stressed.positions[s.leg].iloc[s.bar:] == 0.0).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .config import RunConfig
 from .data.market import Market
-from .engine.driver import CallbackError, KernelOutput, execute
+from .engine.driver import CallbackError, KernelOutput, Pause, execute
 from .prepare import PreparedRun, prepare_run, split_plan
 from .result import Result
 from .strategy import StrategyError, explain_runtime_error
@@ -41,11 +41,12 @@ def run(market: Market, targets, config: RunConfig | None = None, **options) -> 
     return run_prepared(prepare_run(market, orders, config))
 
 
-def execute_prepared(prepared: PreparedRun) -> KernelOutput:
-    """Run a prepared run through the kernel; an error raised inside a strategy callback is
-    a ``StrategyError`` that names its bar, its time and its line."""
+def execute_prepared(prepared: PreparedRun, pause: Pause | None = None) -> KernelOutput:
+    """Run a prepared run through the kernel (``pause``: stop after one bar to act on the
+    account, ``driver.execute``); an error raised inside a strategy callback is a
+    ``StrategyError`` that names its bar, its time and its line."""
     try:
-        return execute(prepared.inputs)
+        return execute(prepared.inputs, pause)
     except CallbackError as exc:
         cause = exc.__cause__ or exc
         market = prepared.market
@@ -54,9 +55,9 @@ def execute_prepared(prepared: PreparedRun) -> KernelOutput:
                                                   cause)) from cause
 
 
-def run_prepared(prepared: PreparedRun) -> Result:
+def run_prepared(prepared: PreparedRun, pause: Pause | None = None) -> Result:
     """Run a prepared run and wrap what the kernel produced in a ``Result``."""
-    output = execute_prepared(prepared)
+    output = execute_prepared(prepared, pause)
     return Result(market=prepared.market, config=prepared.config, venue=prepared.venue,
                   output=output, margin_mode=prepared.margin_mode, leverage=prepared.leverage,
                   specs=prepared.specs, initial_equity=output.initial_equity,

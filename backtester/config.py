@@ -52,6 +52,9 @@ class RunConfig:
     - ``reduce_to_fit``: cut an order that needs more margin than is available
       down to what is available, instead of rejecting it.
     - ``record_positions``: keep the (T, N) positions and liquidation prices.
+    - ``record_margins``: also keep, per position and close, its entry price and what
+      backs it (``Result.margins``: isolated, its own margin; cross, the account's),
+      which ``Result.adl_ranks()`` reads. Off by default; needs ``record_positions``.
     - ``instruments``: a mapping symbol -> ``"perpetual"`` (the default for any
       symbol left out) or ``"spot"``. A spot holding is fully paid from the
       wallet (no leverage), pays no funding, is never liquidated and cannot be
@@ -98,6 +101,7 @@ class RunConfig:
     slippage: float = 0.0
     reduce_to_fit: bool = False
     record_positions: bool = True
+    record_margins: bool = False
     venue_overrides: Mapping[str, float] = field(default_factory=dict)
     instruments: Mapping[str, str] = field(default_factory=dict)
     spot_fee: float = 0.001
@@ -148,10 +152,13 @@ class RunConfig:
                 low=0.0, high=0.5)
         _amount("spot_fee", self.spot_fee, "a fee rate in [0, 0.1), e.g. 0.001", low=0.0,
                 high=0.1)
-        for name in ("reduce_to_fit", "record_positions", "order_filters"):
+        for name in ("reduce_to_fit", "record_positions", "record_margins", "order_filters"):
             value = getattr(self, name)
             if not isinstance(value, bool | np.bool_):
                 raise ValueError(f"{name}={value!r}: must be True or False")
+        if self.record_margins and not self.record_positions:
+            raise ValueError("record_margins=True needs record_positions=True: the margins are "
+                             "recorded with the positions they back")
         _mapping("venue_overrides", self.venue_overrides, lambda name, v: _amount(
             name, v, "a finite number (a rate, e.g. 0.0004)", low=-np.inf, high=np.inf),
                  "{'taker_fee': 0.0004}")

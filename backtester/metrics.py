@@ -257,7 +257,7 @@ def position_stats(result) -> pd.DataFrame:
     """
     symbols = list(result.market.symbols)
     fills, funding, liq = result.fills, result.funding, result.liquidations
-    forced = fills["reason"] == "liquidation"
+    forced = fills["reason"].isin(("liquidation", "adl"))  # the venue's closes, not trades
 
     def by_symbol(values: pd.Series) -> pd.Series:
         return values.groupby(fills["symbol"]).sum().reindex(symbols, fill_value=0.0)

@@ -50,7 +50,9 @@ class Result:
     - ``events``: the other account events, one row each: spot-margin borrowing fees
       (``opening_fee``, ``rollover_fee``, with the rate and amount) and margin calls
       (``margin_call``, symbol None, with the margin level);
-    - ``positions`` and ``liquidation_prices``: (bars x symbols), when recorded.
+    - ``positions`` and ``liquidation_prices``: (bars x symbols), when recorded;
+    - ``margins``: each position's entry price and what backs it at each close, when
+      recorded (``record_margins=True``); ``adl_ranks()`` ranks the positions from it.
 
     ``warnings``: legal but suspicious data the run went ahead with (a funding rate beyond
     the venue's cap, a mark far from the last price), one line each; ``describe()`` shows
@@ -81,6 +83,7 @@ class Result:
                                 else np.zeros(0, dtype=enums.event_dt))
         self._positions = output.positions
         self._liquidation_prices = output.liquidation_prices
+        self._margins = getattr(output, "margins", None)
 
     # --- frames ---------------------------------------------------------------------
 
@@ -140,6 +143,39 @@ class Result:
         return pd.DataFrame(self._liquidation_prices, index=self.market.timestamps,
                             columns=list(self.market.symbols))
 
+    @cached_property
+    def margins(self) -> pd.DataFrame | None:
+        """What backs each open position at each bar's close (recorded with
+        ``record_margins=True``; None otherwise): columns (field, symbol), fields
+        ``entry_price``, ``wallet_balance``, ``margin_balance`` and ``maintenance_margin``.
+        An isolated position's are its own (the margin it holds, that plus its unrealized
+        PnL, its maintenance margin); a cross position's the account's (the wallet, the
+        cross margin balance, every cross position's maintenance margin). NaN where flat.
+        ``margins["entry_price"]`` is a (bars x symbols) frame. Not saved with the run.
+        """
+        if self._margins is None:
+            return None
+        return pd.concat({name: pd.DataFrame(self._margins[f], index=self.market.timestamps,
+                                             columns=list(self.market.symbols))
+                          for f, name in enumerate(enums.MARGIN_FIELD_NAMES)}, axis=1)
+
+    def adl_ranks(self, formula: str | None = None) -> pd.DataFrame:
+        """Each open position's auto-deleveraging score at each close, by the venue's
+        published ranking formula (``backtester.risk.adl_ranks`` documents it; the run needs
+        ``record_margins=True``).
+
+        Example:
+            >>> from backtester import load_market, run
+            >>> from strategies import hedged_pair
+            >>> m = load_market().slice(0, 100)
+            >>> r = run(m, hedged_pair(m), target_kind="equity", record_margins=True)
+            >>> r.adl_ranks().attrs["adl_formula"]
+            'binance'
+        """
+        from .risk.adl import adl_ranks
+
+        return adl_ranks(self, formula=formula)
+
     # --- summary ----------------------------------------------------------------------
 
     def summary(self) -> dict:
@@ -173,7 +209,8 @@ class Result:
             "borrowing_fees": float(borrowing.sum()),
             "margin_calls": int((events["kind"] == enums.EventKind.MARGIN_CALL).sum()),
             "worst_margin_ratio": float(ratio.max()) if len(ratio) else float("nan"),
-            "fills": int((fills["reason"] != enums.FillReason.LIQUIDATION).sum()),
+            "fills": int(((fills["reason"] != enums.FillReason.LIQUIDATION)
+                          & (fills["reason"] != enums.FillReason.ADL)).sum()),
             "rejected_orders": int(len(self._rejections)),
         }
 

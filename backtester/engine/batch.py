@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from .account import open_account
 from .enums import (
+    N_MARGIN_FIELDS,
     N_OUT,
     ZERO,
     Count,
@@ -353,7 +354,7 @@ def run_one(r, bars, versions, runs, bars_per_year, summary, equity, out, values
                       int(choices[RUN_FILL_AT]), choices[RUN_SLIPPAGE],
                       choices[RUN_REDUCE_TO_FIT] != 0.0)
     no_positions = np.empty((0, n))
-    outputs = Outputs(out, no_positions, no_positions)
+    outputs = Outputs(out, no_positions, no_positions, np.empty((N_MARGIN_FIELDS, 0, n)))
     records = run_to_end(bars, book, trading, int(choices[RUN_PATH]), versions, records,
                          outputs)
     summarise(out, records, initial_equity, bars_per_year, values, summary[r])

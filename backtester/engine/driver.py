@@ -14,6 +14,7 @@ make numba specialise, and never cache, the whole loop for each function).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -25,6 +26,7 @@ from numba.core.registry import CPUDispatcher
 from .account import open_account
 from .enums import (
     N_COUNTS,
+    N_MARGIN_FIELDS,
     N_ORDER_FIELDS,
     N_OUT,
     Account,
@@ -37,8 +39,8 @@ from .enums import (
     Trading,
     Versions,
 )
-from .kernel import run_to_end
-from .records import RECORD_DTYPES, record_sizes
+from .kernel import put_rules_in_force, run_to_end, simulate
+from .records import RECORD_DTYPES, grow_records, record_sizes
 
 
 class CallbackError(RuntimeError):
@@ -86,6 +88,21 @@ class KernelInputs:
     fill_rows: int
     funding_rows: int
     callback: CallbackInputs | None = None
+    record_margins: bool = False
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Stop a run after bar ``bar``'s close (all of the bar done, its strategy decision
+    included) to act on the account from Python, then go on.
+
+    ``action(book, records, outputs, orders)`` gets the kernel's own objects (``orders``:
+    a callback's pending orders, None without one) and returns the record buffers
+    (``records``, or a copy it grew to make room for what it wrote).
+    """
+
+    bar: int
+    action: Callable
 
 
 @dataclass
@@ -106,6 +123,7 @@ class KernelOutput:
     sym: np.ndarray | None = None  # (N_SYMBOL_FIELDS, N) at the end (a callback may re-lever)
     memory: np.ndarray | None = None  # the callback's scratch space at the end
     initial_equity: float | None = None  # the deposit plus collateral at its first mark
+    margins: np.ndarray | None = None  # (N_MARGIN_FIELDS, T, N) when recorded
 
 
 @njit(cache=True, error_model='numpy')
@@ -154,11 +172,12 @@ def allocate_records(n: int, n_tiers_max: int, fill_rows: int, funding_rows: int
                    np.zeros(N_COUNTS, dtype=np.int64))
 
 
-def execute(inputs: KernelInputs) -> KernelOutput:
+def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
     """Run the kernel over every bar of ``inputs``; returns its records and final state.
 
-    An exception raised inside a strategy callback is re-raised as ``CallbackError``
-    naming the bar.
+    ``pause``: stop after one bar's close for an action on the account (a stress scenario's
+    forced close), then go on. An exception raised inside a strategy callback is re-raised
+    as ``CallbackError`` naming the bar.
     """
     bars = inputs.bars
     n_bars, n = bars.open.shape
@@ -168,14 +187,21 @@ def execute(inputs: KernelInputs) -> KernelOutput:
     records = allocate_records(n, inputs.versions.tiers.shape[3], inputs.fill_rows,
                                inputs.funding_rows)
     shape = (n_bars, n) if inputs.record_positions else (0, n)
-    outputs = Outputs(np.empty((N_OUT, n_bars)), np.empty(shape), np.empty(shape))
+    margins = (N_MARGIN_FIELDS, n_bars if inputs.record_positions and inputs.record_margins
+               else 0, n)
+    outputs = Outputs(np.empty((N_OUT, n_bars)), np.empty(shape), np.empty(shape),
+                      np.empty(margins))
     extra = ()
     if inputs.callback is not None:
         extra = (inputs.callback.function,
                  *callback_arguments(bars, book, outputs.out, inputs.callback))
     try:
-        records = run_to_end(bars, book, inputs.trading, inputs.path, inputs.versions, records,
-                             outputs, *extra)
+        if pause is None:
+            records = run_to_end(bars, book, inputs.trading, inputs.path, inputs.versions,
+                                 records, outputs, *extra)
+        else:
+            records = run_with_pause(bars, book, inputs.trading, inputs.path, inputs.versions,
+                                     records, outputs, extra, pause)
     except Exception as exc:
         if inputs.callback is None:
             raise
@@ -197,7 +223,37 @@ def execute(inputs: KernelInputs) -> KernelOutput:
         sym=book.sym,
         memory=extra[1].memory if extra else None,
         initial_equity=float(initial_equity),
+        margins=outputs.margins if outputs.margins.shape[1] else None,
     )
+
+
+def run_with_pause(bars, book, trading, path, versions, records, outputs, extra, pause: Pause):
+    """``kernel.run_to_end``'s loop, driven from Python, with one more stop: after bar
+    ``pause.bar``'s close, where ``pause.action`` acts on the account. The kernel is
+    resumable (it stops at each dated rule change and where a record buffer might
+    overflow), so the run goes on from the next bar as if it had not stopped."""
+    n_bars, n = bars.open.shape
+    scratch = np.empty((8, n))
+    after = int(pause.bar) + 1
+    start, v, paused = 0, 1, False
+    while True:
+        stop = min(int(versions.bars[v]) if v < versions.bars.shape[0] else n_bars, n_bars)
+        if not paused:
+            stop = min(stop, after)
+        start = int(simulate(np.int64(start), np.int64(stop), bars, book, trading, path,
+                             records, outputs, scratch, *extra))
+        if start == stop == after and not paused:
+            records = pause.action(book, records, outputs, extra[2] if extra else None)
+            paused = True
+        if start >= n_bars:
+            return records
+        if start == stop:
+            if v < versions.bars.shape[0] and stop == versions.bars[v]:
+                put_rules_in_force(versions, np.int64(v), book)
+                v += 1
+            continue
+        records = grow_records(records, np.int64(n), np.int64(book.tiers.shape[2]),
+                               np.bool_(bool(extra)))
 
 
 # --- strategy callbacks -------------------------------------------------------------------

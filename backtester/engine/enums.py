@@ -90,8 +90,11 @@ FillReason = _codes("FillReason", [
     "LIQUIDATION",  # forced close by the liquidation engine
     "REDUCE_ONLY",  # an order cut to fit the available balance (reduce_to_fit)
     "MODE_SWITCH",  # a close forced by a margin-mode switch
+    "ADL",  # a close by auto-deleveraging: the venue took the position to cover another
+    #         trader's bankrupt liquidation (never by the bar loop itself: a stress scenario
+    #         forces it, ``backtester.risk.adl_stress``); no fee
 ])
-FILL_REASON_NAMES = ("strategy", "liquidation", "reduce_only", "margin_mode_switch")
+FILL_REASON_NAMES = ("strategy", "liquidation", "reduce_only", "margin_mode_switch", "adl")
 
 # --- why an order was rejected (every rejection carries one) ---------------------------------
 Reject = _codes("Reject", [
@@ -508,8 +511,24 @@ Outputs = namedtuple(
         "out",  # (N_OUT, T) the per-bar account record (Out.*)
         "positions",  # (T, N) position at each close, or (0, N) when not recorded
         "liq_prices",  # (T, N) each position's liquidation price at each close, or (0, N)
+        "margins",  # (N_MARGIN_FIELDS, T, N) what backs each position at each close
+        #             (MarginField.*), or (N_MARGIN_FIELDS, 0, N) when not recorded
     ],
 )
+
+# what backs each open position at a close, recorded only when a run asks
+# (``record_margins``): the inputs of the venues' ADL ranking formulas. NaN where the column
+# is flat, spot or collateral. Isolated: the position's own; cross: the account's.
+MarginField = _codes("MarginField", [
+    "ENTRY",  # the position's average entry price
+    "WALLET",  # isolated: the margin it holds; cross: the wallet balance
+    "BALANCE",  # margin balance: isolated, its margin plus its unrealized PnL; cross, the
+    #             account's margin balance (wallet, cross unrealized PnL, discounted
+    #             collateral)
+    "MAINTENANCE",  # isolated: its maintenance margin; cross: every cross position's
+])
+N_MARGIN_FIELDS = len(MarginField)
+MARGIN_FIELD_NAMES = ("entry_price", "wallet_balance", "margin_balance", "maintenance_margin")
 
 Versions = namedtuple(
     "Versions",

@@ -51,6 +51,7 @@ from .enums import (
     Count,
     EventKind,
     FillAt,
+    MarginField,
     Mode,
     Out,
     State,
@@ -225,13 +226,45 @@ def mark_to_market(t, book, out):
 @njit(cache=True, error_model='numpy', _nrt=False)
 def record_positions(t, book, outputs):
     """Each column's position and liquidation price at close t (cross: the others frozen at
-    their marks, ``account.liquidation_price_given``)."""
+    their marks, ``account.liquidation_price_given``); and what backs it, where the run
+    records that (``record_margins``)."""
     state = book.state
     row = outputs.liq_prices[t]
     total_mm, total_upnl = cross_totals(book, row)  # (each cross position's MM in row[i])
     for i in range(state.shape[1]):
         outputs.positions[t, i] = state[State.QTY, i]
         row[i] = liquidation_price_given(i, row[i], total_mm, total_upnl, book)
+    if outputs.margins.shape[1] > 0:
+        record_margins(t, total_mm, total_upnl, book, outputs.margins)
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def record_margins(t, total_mm, total_upnl, book, margins):
+    """What backs each open position at close t (``enums.MarginField``): an isolated one its
+    own margin, margin balance and maintenance margin; a cross one the account's wallet,
+    margin balance (``total_upnl``: the cross positions' unrealized PnL and the discounted
+    collateral) and the cross positions' maintenance margin ``total_mm``. NaN elsewhere."""
+    state, mode = book.state, book.mode
+    wallet = book.account[Account.WALLET]
+    for i in range(state.shape[1]):
+        q = state[State.QTY, i]
+        entry = state[State.ENTRY, i]
+        if q == 0.0 or mode[i] >= Mode.SPOT:
+            for f in range(margins.shape[0]):
+                margins[f, t, i] = np.nan
+            continue
+        margins[MarginField.ENTRY, t, i] = entry
+        if mode[i] == Mode.CROSS:
+            margins[MarginField.WALLET, t, i] = wallet
+            margins[MarginField.BALANCE, t, i] = wallet + total_upnl
+            margins[MarginField.MAINTENANCE, t, i] = total_mm
+        else:
+            mark = state[State.MARK, i]
+            held = state[State.ISO_MARGIN, i]
+            margins[MarginField.WALLET, t, i] = held
+            margins[MarginField.BALANCE, t, i] = held + q * (mark - entry)
+            margins[MarginField.MAINTENANCE, t, i] = maintenance_margin(
+                i, q, entry, mark, book.sym, book.tiers, book.n_tiers)
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

@@ -153,7 +153,7 @@ def prepare_run(market: Market, orders, config: RunConfig,
         mode=mode, sym=np.ascontiguousarray(sym), initial_balance=float(balance),
         holdings=holdings, record_positions=bool(config.record_positions),
         fill_rows=fill_rows(has_target, run_market.n_symbols), funding_rows=n_funding,
-        callback=callback_inputs)
+        callback=callback_inputs, record_margins=bool(config.record_margins))
     return PreparedRun(market=run_market, config=config, venue=venue, inputs=inputs,
                        margin_mode=mode.copy(), leverage=leverage, specs=specs,
                        callback=callback, warnings=found)

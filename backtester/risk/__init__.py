@@ -1,11 +1,14 @@
 """Risk of a strategy beyond its one history: resampled markets and the probability of
-liquidation (``bootstrap``, ``montecarlo``), dated crashes replayed on a book (``crashes``).
+liquidation (``bootstrap``, ``montecarlo``), dated crashes replayed on a book (``crashes``),
+and auto-deleveraging (``adl``: each position's ADL ranking score, and a stress scenario
+that takes one leg of a hedge away).
 
     >>> from backtester.risk import CRASHES
     >>> [w.name for w in CRASHES][0]
     'covid-2020-03-12'
 """
 
+from .adl import AdlStress, adl_formula, adl_ranks, adl_score, adl_stress
 from .bootstrap import Bootstrap, Paths, optimal_block_length, path_seed
 from .crashes import (
     CRASHES,
@@ -24,6 +27,7 @@ from .montecarlo import Configuration, LiquidationRisk, liquidation_risk
 
 __all__ = [
     "CRASHES",
+    "AdlStress",
     "Book",
     "Bootstrap",
     "Configuration",
@@ -31,6 +35,10 @@ __all__ = [
     "CrashWindow",
     "LiquidationRisk",
     "Paths",
+    "adl_formula",
+    "adl_ranks",
+    "adl_score",
+    "adl_stress",
     "book_at",
     "crash_window",
     "liquidation_risk",

@@ -59,8 +59,8 @@ def sweep(
       run many at a time in one compiled call; runs with a callback one by one.
     - ``grid``: a mapping (or a TOML file of one) from names to values; a list
       is swept, anything else is fixed. Names of run options (every field of
-      ``RunConfig`` but ``record_positions``: ``margin_mode`` and ``leverage``, one
-      value or a mapping per symbol, ``venue``, ``venue_overrides``,
+      ``RunConfig`` but ``record_positions`` and ``record_margins``: ``margin_mode``
+      and ``leverage``, one value or a mapping per symbol, ``venue``, ``venue_overrides``,
       ``initial_balance``, ``target_kind``, ``sizing``, ``fill_at``, ``path``, ``slippage``,
       ``reduce_to_fit``, ``instruments``, ``spot_fee``, ``position_mode``,
       ``collateral``; and ``window``: a ``(start, end)`` pair, start included, end

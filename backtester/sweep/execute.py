@@ -157,7 +157,7 @@ class ChunkRunner:
         """Run r through ``prepare_run``, as ``run()`` would prepare it (raises if invalid)."""
         market = self.window(r.options["window"])
         orders, plan_options = self.orders(r)
-        config = r.config(plan_options, record_positions=False)
+        config = r.config(plan_options, record_positions=False, record_margins=False)
         return prepare_run(market, orders, config, self.cache), config
 
     # --- a chunk ---------------------------------------------------------------------------

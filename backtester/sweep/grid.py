@@ -29,7 +29,7 @@ from ..config import RunConfig, choice
 from ..engine.enums import SIZING_NAMES
 from ..strategy import StrategyDef
 
-# the run options a grid may set (every field of RunConfig but record_positions, and the
+# the run options a grid may set (every field of RunConfig but the record options, and the
 # data window); every other name is a strategy parameter
 RUN_OPTIONS = (
     "window", "venue", "venue_overrides", "margin_mode", "leverage", "initial_balance",

@@ -93,6 +93,7 @@ class Binance(MarginModel):
     collateral = True  # Multi-Assets mode: other coins back the cross account after haircuts
     collateral_cross_only = True
     collateral_note = "Binance Multi-Assets"
+    adl_ranking = "binance"  # VENUES.md §2.7: PnL% x margin ratio
 
     def symbol_rows(self, spec: SymbolSpec, rules_in_force: Mapping[str, Any]
                     ) -> dict[int, float]:

@@ -72,6 +72,8 @@ class BybitUTA(MarginModel):
     account_margin_mode = True
     account_mode_note = ("VENUES.md §3.1: the Unified Trading Account sets isolated or cross "
                          "margin for the account, not per symbol")
+    adl_ranking = "bybit"  # VENUES.md §3.8: PnL% x effective leverage
+    adl_fee = "maker_fee"  # VENUES.md §3.8: the deleveraged trader pays the maker fee
 
     def symbol_rows(self, spec: SymbolSpec, rules_in_force: Mapping[str, Any]
                     ) -> dict[int, float]:

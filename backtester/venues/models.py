@@ -160,6 +160,11 @@ class MarginModel:
     # mode): a run refuses isolated, and a callback's switch to isolated is refused
     collateral_cross_only: bool = False
     collateral_note: str = ""  # the venue's name for its collateral mode, for errors
+    # auto-deleveraging (``backtester.risk.adl``): the venue's published ranking formula,
+    # "binance" or "bybit" ("": VENUES.md gives none; Binance's then stands in, named so),
+    # and the fee rate of the deleveraged trader's close, a spec field ("": none)
+    adl_ranking: str = ""
+    adl_fee: str = ""
 
     def __repr__(self) -> str:
         return f"<margin model {self.name}>"

@@ -109,6 +109,22 @@ def test_resampled_returns_keep_volatility_and_correlation(history):
     assert acf1(one) > 0.5 * acf1(hist[:, 0])
 
 
+def test_drift_can_be_removed(history):
+    # without drift, every bar's log return is the history's less the symbol's mean log
+    # return (the same paths: same seed, same sources), and a bar's shape is kept
+    hist = np.diff(np.log(history.close), axis=0)  # no gaps: the pool is bars 1..T-1
+    removed = Bootstrap(history, drift=False).paths(20, 24 * 365, seed=2)
+    kept = Bootstrap(history).paths(20, 24 * 365, seed=2)
+    np.testing.assert_array_equal(removed.source, kept.source)
+    r_removed = np.diff(np.log(removed.close), axis=1)
+    r_kept = np.diff(np.log(kept.close), axis=1)
+    np.testing.assert_allclose(r_kept - r_removed, np.broadcast_to(hist.mean(axis=0),
+                                                                   r_kept.shape), atol=1e-12)
+    s = removed.source
+    np.testing.assert_allclose(removed.high[:, 1:] / removed.close[:, 1:],
+                               history.high[s[:, 1:]] / history.close[s[:, 1:]], rtol=1e-12)
+
+
 def test_bootstrap_refuses_too_little_history():
     m = Market.from_arrays(["A"], *[np.full(20, 100.0)] * 4)
     with pytest.raises(ValueError, match="at least 48"):

@@ -165,11 +165,16 @@ class Bootstrap:
     - ``block``: the mean block length in bars (default: Politis and White's rule on the
       absolute log returns, the largest over symbols).
     - ``phase``: keep the time of day (default True when the bar divides a day).
+    - ``drift``: keep the history's drift (default). Paths resampled from a bull market rise
+      on average as it did, which favours longs and liquidates shorts; ``drift=False``
+      removes each symbol's mean log return from every bar (all its fields scaled alike, so
+      a bar's shape and the mark's basis are kept).
 
     ``info`` says what was chosen, for reports.
     """
 
-    def __init__(self, market: Market, block: float | None = None, phase: bool = True):
+    def __init__(self, market: Market, block: float | None = None, phase: bool = True,
+                 drift: bool = True):
         if not isinstance(market, Market):
             raise TypeError(f"market must be a backtester Market, got {type(market).__name__}")
         self.market = market
@@ -189,6 +194,10 @@ class Bootstrap:
         ratios = np.full((market.n_bars, market.n_symbols, N_RATIOS), np.nan)
         for k, name in enumerate(FIELDS):
             ratios[pool, :, k] = getattr(market, name)[pool] / prev
+        if not drift:
+            mean_log = np.log(ratios[pool, :, 3]).mean(axis=0)
+            ratios[pool] *= np.exp(-mean_log)[None, :, None]
+        self.drift = bool(drift)
         self.ratios = ratios
         funding = np.where(np.isfinite(market.funding_rate), market.funding_rate, np.nan)
         self.funding = np.ascontiguousarray(funding)
@@ -229,7 +238,8 @@ class Bootstrap:
         return {"history_start": str(m.timestamps[self.pool[0] - 1]),
                 "history_end": str(m.timestamps[-1]), "history_bars": int(self.pool.size),
                 "symbols": list(m.symbols), "mean_block_bars": round(self.block, 2),
-                "block_rule": self.block_rule, "time_of_day_kept": self.period > 1}
+                "block_rule": self.block_rule, "time_of_day_kept": self.period > 1,
+                "drift_kept": self.drift}
 
     def paths(self, n_paths: int, n_bars: int, seed: int = 0, first: int = 0,
               out: np.ndarray | None = None) -> Paths:

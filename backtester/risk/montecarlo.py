@@ -21,7 +21,6 @@ measured more precisely than each probability alone.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 import time
@@ -53,6 +52,7 @@ from ..engine.batch import (
 )
 from ..engine.driver import rows_with_values
 from ..engine.enums import (
+    N_MARGIN_FIELDS,
     N_ORDER_FIELDS,
     N_OUT,
     BarContext,
@@ -65,7 +65,7 @@ from ..engine.enums import (
 from ..engine.kernel import run_to_end
 from ..engine.records import new_records
 from ..prepare import prepare_run, split_plan
-from ..strategy import Callback, Plan, StrategyDef
+from ..strategy import Callback, Plan, StrategyDef, takes_leverage
 from .bootstrap import Bootstrap, Paths
 
 # the extra figures of each (path, configuration), besides engine.batch.METRICS
@@ -160,7 +160,11 @@ def run_paths(w, n_workers, fields, has_funding, hours, targets, has_target, cho
 def run_paths_callback(w, n_workers, fields, has_funding, hours, function, params, memory,
                        series, volume, choices, mode, sym, holdings, versions, bars_per_year,
                        summary, extra):
-    """As ``run_paths``, with a strategy callback (``series[p]``: its series on path p)."""
+    """As ``run_paths``, with a strategy callback (``series[p]``: its series on path p).
+
+    Each worker copies a path's arrays into its own before running it: the callback's view
+    holds them, and a view of an array another thread uses too would make the two threads
+    update one reference count at every call (a cache line bounced between the cores)."""
     n_paths, n_bars, n = fields.shape[1], fields.shape[2], fields.shape[3]
     out = np.empty((N_OUT, n_bars))
     values = np.empty(max(n_bars, 1))
@@ -171,11 +175,21 @@ def run_paths_callback(w, n_workers, fields, has_funding, hours, function, param
                 n_funding += 1
     records = new_records(n, versions.tiers.shape[3], 64 * n, n_funding + n_bars)
     no_positions = np.empty((0, n))
+    no_margins = np.empty((N_MARGIN_FIELDS, 0, n))
     no_targets = np.empty((0, n))
     no_rows = np.zeros(n_bars, dtype=np.bool_)
+    local = np.empty((fields.shape[0], n_bars, n))
+    local_funding = np.empty(n_bars, dtype=np.bool_)
+    local_series = np.empty((series.shape[1], n_bars, n))
+    local_hours = hours.copy()
+    local_volume = volume.copy()
+    local_params = params.copy()
     for p in range(w, n_paths, n_workers):
-        bars = Bars(fields[0, p], fields[3, p], fields[4, p], fields[5, p], fields[6, p],
-                    fields[7, p], fields[8, p], has_funding[p], hours)
+        local[:] = fields[:, p]
+        local_funding[:] = has_funding[p]
+        local_series[:] = series[p]
+        bars = Bars(local[0], local[3], local[4], local[5], local[6], local[7], local[8],
+                    local_funding, local_hours)
         for c in range(choices.shape[0]):
             choice = choices[c]
             book, initial_equity = open_account(choice[RUN_INITIAL_BALANCE], mode[c].copy(),
@@ -185,14 +199,14 @@ def run_paths_callback(w, n_workers, fields, has_funding, hours, function, param
             trading = Trading(no_targets, no_rows, int(choice[RUN_TARGET_KIND]),
                               int(choice[RUN_FILL_AT]), choice[RUN_SLIPPAGE],
                               choice[RUN_REDUCE_TO_FIT] != 0.0)
-            ctx = BarContext(bars.open, fields[1, p], fields[2, p], bars.close, volume,
-                             bars.mark_close, bars.funding_rate, series[p], book.state,
+            ctx = BarContext(bars.open, local[1], local[2], bars.close, local_volume,
+                             bars.mark_close, bars.funding_rate, local_series, book.state,
                              book.mode, book.sym, book.tiers, book.n_tiers, book.account,
                              book.rules, book.tier, out, memory.copy())
             orders = np.full((N_ORDER_FIELDS, n), np.nan)
+            outputs = Outputs(out, no_positions, no_positions, no_margins)
             records = run_to_end(bars, book, trading, int(choice[RUN_PATH]), versions,
-                                 records, Outputs(out, no_positions, no_positions), function,
-                                 ctx, orders, params)
+                                 records, outputs, function, ctx, orders, local_params)
             summarise(out, records, initial_equity, bars_per_year, values, summary[p, c])
             _extras(out, records, n_bars, extra[p, c])
 
@@ -277,6 +291,7 @@ def liquidation_risk(
     days: float = 365.0,
     seed: int = 0,
     block: float | None = None,
+    drift: bool = True,
     params: Mapping | None = None,
     ruin: Sequence[float] = DEFAULT_RUIN,
     level: float = 0.95,
@@ -300,6 +315,9 @@ def liquidation_risk(
     - ``run_options``: fixed options of every run (``venue=``, ``initial_balance=``,
       ``target_kind=``...), as ``run()`` takes them.
     - ``ruin``: the loss thresholds q of "losing the account" (equity down to ``1 - q``).
+    - ``block``, ``drift``: the bootstrap's mean block length (default: Politis and White's
+      rule) and whether paths keep the history's drift (``Bootstrap``); or give
+      ``bootstrap`` itself.
     - ``seed``: path p is the same for a given seed whatever ``n_paths``, ``chunk`` or
       ``workers`` (``bootstrap.path_seed``).
     - ``progress``: called as ``progress(paths_done, n_paths)`` after each chunk.
@@ -336,7 +354,7 @@ def liquidation_risk(
         if isinstance(values, str) or not isinstance(values, Sequence) or not values:
             raise ValueError(f"options[{key!r}] must be a list of values to sweep")
     params = dict(params or {})
-    boot = bootstrap if bootstrap is not None else Bootstrap(market, block=block)
+    boot = bootstrap if bootstrap is not None else Bootstrap(market, block=block, drift=drift)
     bars_per_day = 86_400e9 / market.bar_ns
     n_bars = int(round(days * bars_per_day))
     if n_bars < 2:
@@ -422,7 +440,6 @@ class _Source:
         if isinstance(strategy, StrategyDef):
             self.build_fn = strategy.plan
             self.label = strategy.name
-            accepts = strategy.parameters
         elif isinstance(strategy, Callback):
             if strategy.series is not None:
                 raise ValueError("a Callback with series was built for one market; pass the "
@@ -430,25 +447,21 @@ class _Source:
                                  "path gets its own series")
             self.fixed = strategy
             self.label = strategy.label
-            accepts = {}
         elif isinstance(strategy, Plan | np.ndarray | pd.DataFrame | Mapping):
             self.fixed = strategy
             self.label = type(strategy).__name__
-            accepts = {}
         elif callable(strategy):
             self.build_fn = strategy
             self.label = getattr(strategy, "__name__", "strategy")
-            try:
-                accepts = inspect.signature(strategy).parameters
-            except (TypeError, ValueError):
-                accepts = {}
         else:
             raise TypeError(f"strategy must be a function market -> targets, a StrategyDef, a "
                             f"Callback, a Plan, a (bars, symbols) array or a mapping symbol -> "
                             f"target; got {type(strategy).__name__}")
         if self.fixed is not None and params:
             raise ValueError("params= are for a strategy function; this strategy is fixed")
-        self.reads_leverage = "leverage" in accepts and "leverage" not in params
+        # as run --strategy, compare and sweep: a strategy taking ``leverage`` is given the run's
+        self.reads_leverage = (self.build_fn is not None and takes_leverage(strategy)
+                               and "leverage" not in params)
 
     def build(self, paths: Paths, leverages) -> list[list]:
         """Per path, per leverage read (one entry when the strategy reads none): a Plan."""

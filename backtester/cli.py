@@ -458,8 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     from .cli_report import add_compare_parser, add_report_parser
     add_compare_parser(sub)
     add_report_parser(sub)
+    from .cli_advise import add_advise_parser
+    add_advise_parser(sub)
     args = parser.parse_args(argv)
-    if args.command in ("run", "compare", "sweep"):
+    if args.command in ("run", "compare", "sweep", "advise"):
         from pathlib import Path as _P
 
         from ._numba_cache import kernels_cached

@@ -1,7 +1,8 @@
 """Risk of a strategy beyond its one history: resampled markets and the probability of
 liquidation (``bootstrap``, ``montecarlo``), dated crashes replayed on a book (``crashes``),
 and auto-deleveraging (``adl``: each position's ADL ranking score, and a stress scenario
-that takes one leg of a hedge away).
+that takes one leg of a hedge away); and the advice built on them (``advice``: ``backtester
+advise``).
 
     >>> from backtester.risk import CRASHES
     >>> [w.name for w in CRASHES][0]
@@ -9,6 +10,7 @@ that takes one leg of a hedge away).
 """
 
 from .adl import AdlStress, adl_formula, adl_ranks, adl_score, adl_stress
+from .advice import Advice, Sentence, advise
 from .bootstrap import Bootstrap, Paths, optimal_block_length, path_seed
 from .crashes import (
     CRASHES,
@@ -28,6 +30,7 @@ from .montecarlo import Configuration, LiquidationRisk, liquidation_risk
 __all__ = [
     "CRASHES",
     "AdlStress",
+    "Advice",
     "Book",
     "Bootstrap",
     "Configuration",
@@ -35,10 +38,12 @@ __all__ = [
     "CrashWindow",
     "LiquidationRisk",
     "Paths",
+    "Sentence",
     "adl_formula",
     "adl_ranks",
     "adl_score",
     "adl_stress",
+    "advise",
     "book_at",
     "crash_window",
     "liquidation_risk",

@@ -21,6 +21,7 @@ from .cli_common import (
     names,
     pair_legs,
     quietly,
+    strategy_from_options,
 )
 from .result import REPORT_FILES, entries, saved_run_extras
 
@@ -83,16 +84,8 @@ def _cmd_run(args) -> int:
 
     symbols = names(args.symbols)
     if args.strategy:
-        from .strategy import load_strategy
-
         args.flags = RUN_FLAGS  # a strategy's parameters are --param NAME=VALUE
-        strategy = load_strategy(args.strategy)
-        for flag, value in (("--exposure", args.exposure), ("--rebalance", args.rebalance)):
-            if value is not None:
-                raise ValueError(
-                    f"{flag} sets the default hedged pair; with --strategy use --param KEY=VALUE "
-                    f"(parameters of {strategy.name}: {', '.join(strategy.parameters)})")
-        params = strategy.parse(args.param)
+        strategy, params = strategy_from_options(args)
         loader = strategy.load_market or load_market
         extra = params if strategy.load_market else {}
     elif args.param:

@@ -7,7 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_common import RUN_FLAGS, add_market_options, market_from_options, names, quietly
+from .cli_common import (
+    RUN_FLAGS,
+    add_market_options,
+    market_from_options,
+    names,
+    quietly,
+    strategy_from_options,
+)
 
 ADVISE_FLAGS = {**RUN_FLAGS, "leverages": "--leverage", "n_paths": "--paths", "days": "--days",
                 "seed": "--seed", "threshold": "--threshold", "ruin": "--ruin",
@@ -86,7 +93,7 @@ def add_advise_parser(sub) -> None:
                    help="loss that counts as losing the account when comparing modes (0.5)")
     p.add_argument("--crash-data", metavar="DIR",
                    help="a data directory holding dated crash windows to replay (default: "
-                        "--data; the shipped windows it covers, else the worst in it)")
+                        "--data): the shipped crashes it covers and its own worst window")
     p.add_argument("--window", action="append", default=[], metavar="WINDOW",
                    help="a crash window to replay: a shipped name (covid-2020-03-12...), a "
                         "date (that day and the next) or START/END; repeatable")
@@ -101,8 +108,6 @@ def add_advise_parser(sub) -> None:
 def _cmd_advise(args) -> int:
     from .data import load_market
     from .risk import advise
-    from .strategy import load_strategy
-
     if args.paths < 10:
         raise ValueError(f"--paths {args.paths}: give at least 10 paths (1000 for advice "
                          "worth reading)")
@@ -122,8 +127,8 @@ def _cmd_advise(args) -> int:
         run_options["target_kind"] = args.target_kind or "equity"
         label = "the book " + ", ".join(f"{s} {v:+g}" for s, v in args.book.items())
     else:
-        strategy = load_strategy(args.strategy or "hedged_pair")
-        params = strategy.parse(args.param)
+        args.strategy = args.strategy or "hedged_pair"
+        strategy, params = strategy_from_options(args)
         if strategy.load_market:
             loader, extra = strategy.load_market, params
         label = f"strategy {strategy.name}"

@@ -115,3 +115,19 @@ def market_from_options(args, loader=None, **extra):
         from .data import load_market as loader
     return quietly(loader, args.data, symbols=names(args.symbols), start=args.start,
                    end=args.end, timeframe=args.timeframe, **extra)
+
+
+def strategy_from_options(args):
+    """``--strategy NAME --param KEY=VALUE``: the strategy and its typed parameters. The
+    default hedged pair's ``--exposure`` / ``--rebalance`` are refused beside ``--strategy``
+    (its parameters are ``--param``s)."""
+    from .strategy import load_strategy
+
+    strategy = load_strategy(args.strategy)
+    for flag, value in (("--exposure", getattr(args, "exposure", None)),
+                        ("--rebalance", getattr(args, "rebalance", None))):
+        if value is not None:
+            raise ValueError(
+                f"{flag} sets the default hedged pair; with --strategy use --param KEY=VALUE "
+                f"(parameters of {strategy.name}: {', '.join(strategy.parameters)})")
+    return strategy, strategy.parse(args.param)

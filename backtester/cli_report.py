@@ -14,6 +14,7 @@ from .cli_common import (
     names,
     pair_legs,
     quietly,
+    strategy_from_options,
 )
 
 
@@ -89,16 +90,8 @@ def _cmd_compare(args) -> int:
     if args.sizing is not None:
         options["sizing"] = args.sizing
     if args.strategy:
-        from .strategy import load_strategy
-
         args.flags = RUN_FLAGS  # a strategy's parameters are --param NAME=VALUE
-        strategy = load_strategy(args.strategy)
-        for flag, value in (("--exposure", args.exposure), ("--rebalance", args.rebalance)):
-            if value is not None:
-                raise ValueError(
-                    f"{flag} sets the default hedged pair; with --strategy use --param KEY=VALUE "
-                    f"(parameters of {strategy.name}: {', '.join(strategy.parameters)})")
-        params = strategy.parse(args.param)
+        strategy, params = strategy_from_options(args)
         market = market_from_options(args, strategy.load_market,
                                      **(params if strategy.load_market else {}))
         shown = ", ".join(f"{k}={v}" for k, v in params.items())

@@ -250,3 +250,21 @@ def test_bad_arguments_are_named(history, bad, match):
 
 def test_day_constant():
     assert DAY_NS == 24 * 3_600 * 10**9
+
+
+def test_funding_on_paths_that_settle_at_any_hour(history):
+    # without the time of day kept, paths settle different numbers of funding rates: each
+    # path's funding is still every rate it settles, paid on the position at the mark open
+    # of the settling bar (DESIGN.md: funding at the open, before the bar's orders), so a
+    # long of q units filled at bar 1's open pays q x mark_open[t] x rate[t] for t >= 2
+    boot = Bootstrap(history, phase=False, block=24)
+    q = 0.05
+    risk = liquidation_risk(history, {"BTC_USDT": q}, leverages=[2], margin_modes=["cross"],
+                            n_paths=16, days=20, seed=3, bootstrap=boot, target_kind="units")
+    paths = boot.paths(16, 20 * 24, seed=3)
+    counts = np.isfinite(paths.funding_rate[:, :, 0]).sum(axis=1)
+    assert counts.min() != counts.max()  # the schedules differ
+    rate = np.nan_to_num(paths.funding_rate[:, 2:, 0])
+    expected = (q * paths.mark_open[:, 2:, 0] * rate).sum(axis=1)
+    np.testing.assert_allclose(risk.paths["funding_paid"].to_numpy(), expected, rtol=1e-9,
+                               atol=1e-9)

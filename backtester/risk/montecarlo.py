@@ -125,25 +125,22 @@ def _extras(out, records, n_bars, row):
 
 
 @njit(cache=True, error_model='numpy', nogil=True)
-def run_paths(w, n_workers, fields, has_funding, hours, targets, has_target, choices, mode,
-              sym, holdings, versions, bars_per_year, summary, extra):
+def run_paths(w, n_workers, fields, n_funding, has_funding, hours, targets, has_target,
+              choices, mode, sym, holdings, versions, bars_per_year, summary, extra):
     """Paths w, w + n_workers, ... of ``fields`` (N_RATIOS + 1, P, T, N) under every
     configuration (the rows of ``choices``, ``mode``, ``sym``, ``holdings``), with targets
     ``targets[p, u]`` (u = each configuration's ``RUN_TARGETS``): ``summary[p, c]`` gets the
-    METRICS row of path p under configuration c, ``extra[p, c]`` the E_* figures."""
+    METRICS row of path p under configuration c, ``extra[p, c]`` the E_* figures.
+    ``n_funding``: the most funding rates any path settles (the funding records never
+    grow: they are sized for every rate of the market)."""
     n_paths, n_bars, n = fields.shape[1], fields.shape[2], fields.shape[3]
     out = np.empty((N_OUT, n_bars))
     values = np.empty(max(n_bars, 1))
-    n_funding = 0
-    for t in range(n_bars):
-        for i in range(n):
-            if fields[8, 0, t, i] == fields[8, 0, t, i]:
-                n_funding += 1
     n_rows = 0
     for t in range(n_bars):
         n_rows += has_target[0, 0, t]
     records = new_records(n, versions.tiers.shape[3], min(n_rows * n + 2 * n, 1 << 22),
-                          n_funding + n_bars)
+                          n_funding)
     no_equity = np.empty((0, n_bars))
     for p in range(w, n_paths, n_workers):
         bars = Bars(fields[0, p], fields[3, p], fields[4, p], fields[5, p], fields[6, p],
@@ -157,9 +154,9 @@ def run_paths(w, n_workers, fields, has_funding, hours, targets, has_target, cho
 
 
 @njit(cache=True, error_model='numpy', nogil=True)
-def run_paths_callback(w, n_workers, fields, has_funding, hours, function, params, memory,
-                       series, volume, choices, mode, sym, holdings, versions, bars_per_year,
-                       summary, extra):
+def run_paths_callback(w, n_workers, fields, n_funding, has_funding, hours, function, params,
+                       memory, series, volume, choices, mode, sym, holdings, versions,
+                       bars_per_year, summary, extra):
     """As ``run_paths``, with a strategy callback (``series[p]``: its series on path p).
 
     Each worker copies a path's arrays into its own before running it: the callback's view
@@ -168,12 +165,7 @@ def run_paths_callback(w, n_workers, fields, has_funding, hours, function, param
     n_paths, n_bars, n = fields.shape[1], fields.shape[2], fields.shape[3]
     out = np.empty((N_OUT, n_bars))
     values = np.empty(max(n_bars, 1))
-    n_funding = 0
-    for t in range(n_bars):
-        for i in range(n):
-            if fields[8, 0, t, i] == fields[8, 0, t, i]:
-                n_funding += 1
-    records = new_records(n, versions.tiers.shape[3], 64 * n, n_funding + n_bars)
+    records = new_records(n, versions.tiers.shape[3], 64 * n, n_funding)
     no_positions = np.empty((0, n))
     no_margins = np.empty((N_MARGIN_FIELDS, 0, n))
     no_targets = np.empty((0, n))
@@ -572,6 +564,8 @@ def _prepare(paths: Paths, built, configs, u_of, source, run_options) -> _Prepar
 def _simulate(paths: Paths, built, prepared: _Prepared, workers: int, summary, extra,
               fixed: bool) -> None:
     fields = paths.fields
+    # funding records are sized once for a run and never grow: for the path settling most
+    n_funding = np.int64(np.isfinite(paths.funding_rate).sum(axis=(1, 2)).max())
     has_funding = np.ascontiguousarray(np.isfinite(paths.funding_rate).any(axis=2))
     n_paths, n_bars, n = paths.close.shape
     workers = max(1, min(workers, n_paths))
@@ -591,8 +585,8 @@ def _simulate(paths: Paths, built, prepared: _Prepared, workers: int, summary, e
         function = first.compiled()
         memory = first.memory_array()
         volume = np.zeros((n_bars, n))
-        args = (fields, has_funding, prepared.hours, function, first.param_values, memory,
-                series, volume, prepared.choices, prepared.mode, prepared.sym,
+        args = (fields, n_funding, has_funding, prepared.hours, function, first.param_values,
+                memory, series, volume, prepared.choices, prepared.mode, prepared.sym,
                 prepared.holdings, prepared.versions, prepared.bars_per_year, summary, extra)
         target = run_paths_callback
     else:
@@ -611,9 +605,9 @@ def _simulate(paths: Paths, built, prepared: _Prepared, workers: int, summary, e
         for p in range(len(built)):
             for u in range(n_u):
                 has_target[p, u] = rows_with_values(targets[p, u])[0]
-        args = (fields, has_funding, prepared.hours, targets, has_target, prepared.choices,
-                prepared.mode, prepared.sym, prepared.holdings, prepared.versions,
-                prepared.bars_per_year, summary, extra)
+        args = (fields, n_funding, has_funding, prepared.hours, targets, has_target,
+                prepared.choices, prepared.mode, prepared.sym, prepared.holdings,
+                prepared.versions, prepared.bars_per_year, summary, extra)
         target = run_paths
     if workers == 1:
         target(np.int64(0), np.int64(1), *args)

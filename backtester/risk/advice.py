@@ -459,8 +459,8 @@ def advise(
     - ``ruin``: the loss that counts as losing the account when comparing the modes (0.5).
     - ``crash_history``: a Market holding dated crash windows (e.g. real history) to
       replay on the strategy's book; ``windows``: which (names of ``crashes.CRASHES``, dates,
-      ``"START/END"``); by default the shipped windows that the history covers, else the
-      worst windows of ``market`` itself.
+      ``"START/END"``); by default the shipped windows (``CRASHES``) that the history
+      (``crash_history``, else ``market``) covers, and its own worst window besides them.
     - ``adl``: also stress the auto-deleveraging of the most profitable leg of a hedge.
 
     Example:

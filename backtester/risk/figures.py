@@ -6,6 +6,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 COLORS = {"cross": "#1f77b4", "isolated": "#d62728"}
+MARKERS = {"cross": "o", "isolated": "s"}
+DASHES = {"cross": "-", "isolated": "--"}  # so that equal curves still show both
 STYLES = ("-", "--", ":", "-.")
 
 
@@ -23,12 +25,13 @@ def risk_figure(risk, ruin: float = 0.5) -> Figure:
         values = values if isinstance(values, tuple) else (values,)
         mode = values[0]
         label = mode + "".join(f", {o}={v}" for o, v in zip(others, values[1:], strict=True))
-        style = STYLES[(k // 2) % len(STYLES)]
+        style = DASHES.get(mode, "-") if not others else STYLES[(k // 2) % len(STYLES)]
         g = group.sort_values("leverage")
         x = g["leverage"].to_numpy()
         for ax, col in zip(axes, ("p_liquidation", key), strict=True):
             y = g[col].to_numpy() * 100
-            ax.plot(x, y, style, marker="o", color=COLORS.get(mode), label=label)
+            ax.plot(x, y, style, marker=MARKERS.get(mode, "o"), markerfacecolor="none",
+                    color=COLORS.get(mode), label=label)
             ax.fill_between(x, g[f"{col}_low"].to_numpy() * 100,
                             g[f"{col}_high"].to_numpy() * 100, color=COLORS.get(mode),
                             alpha=0.12, linewidth=0)
@@ -64,9 +67,10 @@ def crash_figure(replay) -> Figure:
             at = equity.reindex(liq["timestamp"], method="ffill").to_numpy()
             ax.scatter(liq["timestamp"], at, color=COLORS.get(mode), marker="x", s=50,
                        zorder=3)
-    ax.set_title(f"{replay.window.name}: the book held through the window "
-                 f"({replay.window.start:%Y-%m-%d %H:%M} to {replay.window.end:%Y-%m-%d %H:%M}"
-                 " of history, at today's prices)")
+    w = replay.window
+    span = f"{w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC"
+    name = w.name if "/" not in w.name else "the history's worst window"
+    ax.set_title(f"{name} ({span}), replayed on the book at its prices", fontsize=10)
     ax.set_ylabel("equity")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

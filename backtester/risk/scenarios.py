@@ -70,12 +70,12 @@ def crash_part(market, strategy, params, run_options, crash_history, windows):
     history = crash_history if crash_history is not None else market
     if windows:
         chosen = list(windows)
-    elif crash_history is not None:
-        chosen = [w for w in CRASHES if _covers(crash_history, w, book.positions)]
-        if not chosen:
-            chosen = worst_windows(crash_history, book=book, count=2)
-    else:
-        chosen = worst_windows(market, book=book, count=2)
+    else:  # the shipped crashes the history holds, and its own worst window besides them
+        chosen = [w for w in CRASHES if _covers(history, w, book.positions)]
+        for w in worst_windows(history, book=book, count=1 + len(chosen)):
+            if not any(w.start < c.end and c.start < w.end for c in chosen):
+                chosen.append(w)
+                break
     # the replay takes the venue from the book (the reference run's)
     options = {k: v for k, v in run_options.items() if k in ("path", "stand_in",
                                                              "venue_overrides")}

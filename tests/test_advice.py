@@ -62,7 +62,8 @@ def test_equal_ruin_is_decided_by_the_expected_shortfall_or_called_alike():
     assert v["safer"].tolist() == ["isolated", "alike", "alike"]
     assert v["by"].tolist() == ["es5_return", "both", "both"]
     text = safer_sentence(v).text
-    assert "isolated is safer at 2x (same probability of losing 50%" in text
+    assert "isolated is safer at 2x (no significant difference in the probability of " \
+           "losing 50% (0.0% vs 0.0%)" in text
     assert "-20.0% in isolated against -45.0%" in text
     assert "at 5x, 10x the modes are alike" in text
 
@@ -114,6 +115,31 @@ def test_what_leverage_changed_in_the_history():
            "3 at 10x" in s.text
     history.loc[2, "final_equity"] = 10_000.0  # cross changes with leverage now
     assert "under cross, final equity spread 1,000" in leverage_sentence(history).text
+
+
+def test_the_modes_are_compared_path_by_path():
+    # the same 100 paths under both modes at one leverage: only-cross and only-isolated
+    # losses decide (McNemar, continuity-corrected: (|b - c| - 1)^2 / (b + c) > 1.96^2)
+    def frame(lost_cross, lost_isolated):
+        rows = []
+        for mode, lost in (("cross", lost_cross), ("isolated", lost_isolated)):
+            for p in range(100):
+                rows.append({"path": p, "margin_mode": mode, "leverage": 5.0,
+                             "lowest_equity": 4_000.0 if p in lost else 9_000.0,
+                             "initial_equity": 10_000.0})
+        return pd.DataFrame(rows)
+    both = set(range(20))
+    # b = 10 (only cross), c = 2: (8 - 1)^2 / 12 = 4.08 > 3.84: significant, isolated safer
+    paths = frame(both | set(range(20, 30)), both | {30, 31})
+    table = risk_table([0.30], [0.22], [0.3], [0.22], leverages=(5,), n=100,
+                       es={"cross": [-0.5], "isolated": [-0.5]})
+    v = mode_verdicts(table, paths=paths)
+    assert (v.loc[0, "only_cross"], v.loc[0, "only_isolated"]) == (10, 2)
+    assert v.loc[0, "safer"] == "isolated" and v.loc[0, "by"] == "p_loss_50"
+    # b = 8, c = 2: (6 - 1)^2 / 10 = 2.5: not significant, and the shortfalls are equal
+    paths = frame(both | set(range(20, 28)), both | {30, 31})
+    v = mode_verdicts(table, paths=paths)
+    assert v.loc[0, "safer"] == "alike"
 
 
 def test_alike_then_a_mode_is_not_a_flip():

@@ -35,8 +35,6 @@ from ..venues import Venue, load_venue
 from .montecarlo import DEFAULT_LEVERAGES, LiquidationRisk, liquidation_risk
 
 MODES = ("cross", "isolated")
-# a difference of probabilities under this is "the same" unless the intervals separate
-NEGLIGIBLE = 0.005
 
 
 @dataclass(frozen=True)
@@ -69,18 +67,26 @@ def _ranges(levels: Sequence[float]) -> str:
 # --- the comparison of the modes -----------------------------------------------------------
 
 
-def mode_verdicts(table: pd.DataFrame, ruin: float = 0.5) -> pd.DataFrame:
+def mode_verdicts(table: pd.DataFrame, ruin: float = 0.5, paths: pd.DataFrame | None = None,
+                  level: float = 0.95) -> pd.DataFrame:
     """Per leverage (and other swept option), which mode is safer on the simulated paths.
 
     The primary figure is the probability of losing ``ruin`` of the account at some bar
-    (``p_loss_{ruin}``); when the two modes' confidence intervals overlap and the difference
-    is under half a point, the expected shortfall of the terminal return decides (higher is
-    safer) if it differs by a point or more; otherwise the modes are "alike".
-    Columns: the configuration keys, ``safer`` (cross / isolated / alike), ``by`` (the
-    figure that decided) and each mode's figures.
+    (``p_loss_{ruin}``). The modes ran on the same paths, so with ``paths`` (the per-path
+    figures of ``LiquidationRisk.paths``) their difference is judged path by path
+    (McNemar's test with continuity correction: of the paths where exactly one mode lost,
+    does one mode lose significantly more often); without, by separated confidence
+    intervals. When the difference is not significant, the expected shortfall of the
+    terminal return decides (higher is safer) if it differs by a point or more; otherwise
+    the modes are "alike". Columns: the configuration keys, ``safer`` (cross / isolated /
+    alike), ``by`` (the figure that decided), each mode's figures, and ``only_cross`` /
+    ``only_isolated`` (paths where only that mode lost, with ``paths``).
     """
+    from .montecarlo import _z
+
     key = f"p_loss_{ruin * 100:g}"
     keys = [c for c in _config_keys(table) if c != "margin_mode"]
+    z = _z(level)
     rows = []
     for values, group in table.groupby(keys, sort=True):
         values = values if isinstance(values, tuple) else (values,)
@@ -93,9 +99,27 @@ def mode_verdicts(table: pd.DataFrame, ruin: float = 0.5) -> pd.DataFrame:
                     "cross_p_liquidation": c["p_liquidation"],
                     "isolated_p_liquidation": i["p_liquidation"],
                     "cross_es5_return": c["es5_return"], "isolated_es5_return": i["es5_return"]})
-        separated = c[f"{key}_high"] < i[f"{key}_low"] or i[f"{key}_high"] < c[f"{key}_low"]
         diff = c[key] - i[key]
-        if separated or abs(diff) >= NEGLIGIBLE:
+        if paths is not None:
+            lost = {}
+            for mode in MODES:
+                part = paths[paths["margin_mode"] == mode]
+                for k, v in row.items():
+                    if k in keys:
+                        part = part[np.isclose(part[k], v)] if k == "leverage" else \
+                            part[part[k] == v]
+                part = part.sort_values("path")
+                lost[mode] = (part["lowest_equity"].to_numpy() / part["initial_equity"]
+                              .to_numpy()) <= 1.0 - ruin + 1e-12
+            only_c = int((lost["cross"] & ~lost["isolated"]).sum())
+            only_i = int((lost["isolated"] & ~lost["cross"]).sum())
+            row.update(only_cross=only_c, only_isolated=only_i)
+            n_disc = only_c + only_i
+            significant = n_disc > 0 and (abs(only_c - only_i) - 1) ** 2 / n_disc > z * z
+        else:
+            significant = (c[f"{key}_high"] < i[f"{key}_low"]
+                           or i[f"{key}_high"] < c[f"{key}_low"])
+        if significant:
             row.update(safer="cross" if diff < 0 else "isolated", by=key)
         elif abs(c["es5_return"] - i["es5_return"]) >= 0.01:
             row.update(safer="cross" if c["es5_return"] > i["es5_return"] else "isolated",
@@ -150,10 +174,12 @@ def safer_sentence(verdicts: pd.DataFrame, ruin: float = 0.5, horizon: str = "a 
                          f"shortfall {_pct(worst['cross_es5_return'])} vs "
                          f"{_pct(worst['isolated_es5_return'])})")
         else:
+            other = "isolated" if safer == "cross" else "cross"
             why = figures if worst["by"] != "es5_return" else (
-                f"same probability of losing {ruin:.0%}, but the worst 5% of paths end at "
-                f"{_pct(worst[f'{safer}_es5_return'])} in {safer} against "
-                f"{_pct(worst[('isolated' if safer == 'cross' else 'cross') + '_es5_return'])}")
+                f"no significant difference in the probability of losing {ruin:.0%} "
+                f"({_pct(worst[f'cross_{key}'])} vs {_pct(worst[f'isolated_{key}'])}), but "
+                f"the worst 5% of paths end at {_pct(worst[f'{safer}_es5_return'])} in "
+                f"{safer} against {_pct(worst[f'{other}_es5_return'])}")
             parts.append(f"{safer} is safer at {_ranges(levels)} ({why})")
     text = "Safer mode: " + "; ".join(parts) + "."
     if flips:
@@ -483,7 +509,7 @@ def advise(
                             ruin=sorted({0.5, 0.9, 0.99, float(ruin)}),
                             progress=progress, **run_options)
     horizon = "a year" if abs(days - 365) < 1 else f"{days:g} days"
-    sentences = [safer_sentence(mode_verdicts(risk.table, ruin), ruin, horizon),
+    sentences = [safer_sentence(mode_verdicts(risk.table, ruin, risk.paths), ruin, horizon),
                  beginner_sentence(risk.table, threshold, horizon)]
     history = _history_runs(market, strategy, params, leverages, options, run_options, sweep)
     said = leverage_sentence(history)

@@ -53,7 +53,7 @@ def crash_part(market, strategy, params, run_options, crash_history, windows):
     """Replay crash windows on the strategy's book under both modes.
 
     Returns ``(table, replays, sentences, gross notional of the book)``; the table has one
-    row per window and mode (survived, loss, the equity ``buffer`` that survives as a share
+    row per window and mode (survived, the book's return through it, the equity ``buffer`` that survives as a share
     of the gross notional, and for isolated the largest surviving leverage, rounded
     down)."""
     from .book import book_at
@@ -87,7 +87,7 @@ def crash_part(market, strategy, params, run_options, crash_history, windows):
             rows.append({"window": replay.window.name, "mode": mode,
                          "survived": "yes" if row["survived"] else "no",
                          "liquidations": int(row["liquidations"]),
-                         "loss": f"{row['loss_pct']:.1f}%",
+                         "return": f"{-row['loss_pct']:+.1f}%",
                          "buffer": pct(row["buffer"]),
                          "max iso lev": _leverage_down(row["max_leverage"])})
     table = pd.DataFrame(rows)

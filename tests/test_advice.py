@@ -30,6 +30,7 @@ def risk_table(cross_loss, isolated_loss, cross_liq, isolated_liq, leverages=(2,
                 low, high = wilson(round(p * n), n)
                 row.update({key: p, f"{key}_low": float(low), f"{key}_high": float(high)})
             row["es5_return"] = -0.3 if es is None else es[mode][k]
+            row["es5_low"], row["es5_high"] = row["es5_return"] - 0.05, row["es5_return"] + 0.05
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -54,6 +55,7 @@ def test_the_safer_mode_and_where_it_flips():
 
 
 def test_equal_ruin_is_decided_by_the_expected_shortfall_or_called_alike():
+    # shortfall intervals are +-5 points here: 25 points apart separate, 0.5 do not
     es = {"cross": [-0.45, -0.30, -0.30], "isolated": [-0.20, -0.30, -0.305]}
     table = risk_table(cross_loss=[0.0, 0.0, 0.0], isolated_loss=[0.0, 0.0, 0.0],
                        cross_liq=[0.0, 0.0, 0.0], isolated_liq=[0.0, 0.1, 0.2], es=es)
@@ -126,7 +128,7 @@ def test_the_modes_are_compared_path_by_path():
             for p in range(100):
                 rows.append({"path": p, "margin_mode": mode, "leverage": 5.0,
                              "lowest_equity": 4_000.0 if p in lost else 9_000.0,
-                             "initial_equity": 10_000.0})
+                             "initial_equity": 10_000.0, "total_return": -0.1})
         return pd.DataFrame(rows)
     both = set(range(20))
     # b = 10 (only cross), c = 2: (8 - 1)^2 / 12 = 4.08 > 3.84: significant, isolated safer

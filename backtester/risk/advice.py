@@ -32,7 +32,12 @@ import pandas as pd
 
 from ..data.market import Market
 from ..venues import Venue, load_venue
-from .montecarlo import DEFAULT_LEVERAGES, LiquidationRisk, liquidation_risk
+from .montecarlo import (
+    DEFAULT_LEVERAGES,
+    LiquidationRisk,
+    expected_shortfall,
+    liquidation_risk,
+)
 
 MODES = ("cross", "isolated")
 
@@ -77,10 +82,12 @@ def mode_verdicts(table: pd.DataFrame, ruin: float = 0.5, paths: pd.DataFrame | 
     (McNemar's test with continuity correction: of the paths where exactly one mode lost,
     does one mode lose significantly more often); without, by separated confidence
     intervals. When the difference is not significant, the expected shortfall of the
-    terminal return decides (higher is safer) if it differs by a point or more; otherwise
-    the modes are "alike". Columns: the configuration keys, ``safer`` (cross / isolated /
-    alike), ``by`` (the figure that decided), each mode's figures, and ``only_cross`` /
-    ``only_isolated`` (paths where only that mode lost, with ``paths``).
+    terminal return decides (higher is safer) if it differs by a point or more and
+    significantly (a paired bootstrap of the paths with ``paths``, else separated
+    intervals); otherwise the modes are "alike". Columns: the configuration keys,
+    ``safer`` (cross / isolated / alike), ``by`` (the figure that decided), each mode's
+    figures, and ``only_cross`` / ``only_isolated`` (paths where only that mode lost, with
+    ``paths``).
     """
     from .montecarlo import _z
 
@@ -119,9 +126,30 @@ def mode_verdicts(table: pd.DataFrame, ruin: float = 0.5, paths: pd.DataFrame | 
         else:
             significant = (c[f"{key}_high"] < i[f"{key}_low"]
                            or i[f"{key}_high"] < c[f"{key}_low"])
+        es_diff = c["es5_return"] - i["es5_return"]
+        if paths is not None:  # the shortfalls' difference, paths resampled in pairs
+            returns = {}
+            for mode in MODES:
+                part = paths[paths["margin_mode"] == mode]
+                for k, v in row.items():
+                    if k in keys:
+                        part = part[np.isclose(part[k], v)] if k == "leverage" else \
+                            part[part[k] == v]
+                returns[mode] = part.sort_values("path")["total_return"].to_numpy()
+            rng = np.random.default_rng(0)
+            n = returns["cross"].size
+            draws = [expected_shortfall(returns["cross"][idx])
+                     - expected_shortfall(returns["isolated"][idx])
+                     for idx in (rng.integers(0, n, n) for _ in range(400))]
+            alpha = (1 - level) / 2
+            lo, hi = np.quantile(draws, [alpha, 1 - alpha])
+            es_significant = abs(es_diff) >= 0.01 and (lo > 0 or hi < 0)
+        else:
+            es_significant = abs(es_diff) >= 0.01 and (c["es5_low"] > i["es5_high"]
+                                                       or i["es5_low"] > c["es5_high"])
         if significant:
             row.update(safer="cross" if diff < 0 else "isolated", by=key)
-        elif abs(c["es5_return"] - i["es5_return"]) >= 0.01:
+        elif es_significant:
             row.update(safer="cross" if c["es5_return"] > i["es5_return"] else "isolated",
                        by="es5_return")
         else:

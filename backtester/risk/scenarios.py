@@ -53,9 +53,9 @@ def crash_part(market, strategy, params, run_options, crash_history, windows):
     """Replay crash windows on the strategy's book under both modes.
 
     Returns ``(table, replays, sentences, gross notional of the book)``; the table has one
-    row per window and mode (survived, the book's return through it, the equity ``buffer`` that survives as a share
-    of the gross notional, and for isolated the largest surviving leverage, rounded
-    down)."""
+    row per window and mode (survived, the book's return through it, the equity
+    ``buffer`` that survives as a share of the gross notional, and for isolated the
+    largest surviving leverage, rounded down)."""
     from .book import book_at
     from .crashes import replay_crash
     from .windows import CRASHES, worst_windows

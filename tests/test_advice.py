@@ -19,7 +19,7 @@ from backtester.risk.montecarlo import wilson
 
 
 def risk_table(cross_loss, isolated_loss, cross_liq, isolated_liq, leverages=(2, 5, 10),
-               n=1000, es=None):
+               n=1000, es=None, refused=None):
     """A risk table as liquidation_risk makes it, from chosen probabilities (n paths)."""
     rows = []
     for mode, losses, liqs in (("cross", cross_loss, cross_liq),
@@ -31,6 +31,7 @@ def risk_table(cross_loss, isolated_loss, cross_liq, isolated_liq, leverages=(2,
                 row.update({key: p, f"{key}_low": float(low), f"{key}_high": float(high)})
             row["es5_return"] = -0.3 if es is None else es[mode][k]
             row["es5_low"], row["es5_high"] = row["es5_return"] - 0.05, row["es5_return"] + 0.05
+            row["refused_share"] = 0.0 if refused is None else refused[mode][k]
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -142,6 +143,21 @@ def test_the_modes_are_compared_path_by_path():
     paths = frame(both | set(range(20, 28)), both | {30, 31})
     v = mode_verdicts(table, paths=paths)
     assert v.loc[0, "safer"] == "alike"
+
+
+def test_settings_that_refuse_most_orders_get_no_verdict_and_are_no_beginners_setting():
+    # at 10x the account refused 80% of the isolated orders: no verdict there, and the
+    # beginner's isolated leverage stops below it though its liquidation rate is 0
+    refused = {"cross": [0.0, 0.0, 0.1], "isolated": [0.0, 0.0, 0.8]}
+    table = risk_table(cross_loss=[0.0, 0.0, 0.0], isolated_loss=[0.0, 0.0, 0.0],
+                       cross_liq=[0.0, 0.0, 0.0], isolated_liq=[0.0, 0.0, 0.0],
+                       refused=refused)
+    v = mode_verdicts(table)
+    assert v["safer"].tolist() == ["alike", "alike", "refused"]
+    text = safer_sentence(v).text
+    assert "at 10x most orders were refused (cross 10%, isolated 80% at 10x" in text
+    s = beginner_sentence(table, threshold=0.05)
+    assert s.numbers["isolated"]["leverage"] == 5.0 and s.numbers["cross"]["leverage"] == 10.0
 
 
 def test_alike_then_a_mode_is_not_a_flip():

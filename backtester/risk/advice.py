@@ -40,6 +40,9 @@ from .montecarlo import (
 )
 
 MODES = ("cross", "isolated")
+# a configuration that refused more of its orders than this did not run the strategy: it has
+# no verdict, and cannot be a beginner's setting however rarely it is liquidated
+MOST_REFUSED = 0.5
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,12 @@ def mode_verdicts(table: pd.DataFrame, ruin: float = 0.5, paths: pd.DataFrame | 
         else:
             es_significant = abs(es_diff) >= 0.01 and (c["es5_low"] > i["es5_high"]
                                                        or i["es5_low"] > c["es5_high"])
-        if significant:
+        refused = max(c.get("refused_share", 0.0), i.get("refused_share", 0.0))
+        row.update(cross_refused=c.get("refused_share", 0.0),
+                   isolated_refused=i.get("refused_share", 0.0))
+        if refused > MOST_REFUSED:
+            row.update(safer="refused", by="refused_share")
+        elif significant:
             row.update(safer="cross" if diff < 0 else "isolated", by=key)
         elif es_significant:
             row.update(safer="cross" if c["es5_return"] > i["es5_return"] else "isolated",
@@ -180,7 +188,7 @@ def safer_sentence(verdicts: pd.DataFrame, ruin: float = 0.5, horizon: str = "a 
             "safer": row["safer"], f"cross_{key}": row[f"cross_{key}"],
             f"isolated_{key}": row[f"isolated_{key}"], "cross_es5": row["cross_es5_return"],
             "isolated_es5": row["isolated_es5_return"]}
-        if row["safer"] == "alike":
+        if row["safer"] in ("alike", "refused"):
             continue
         if previous is not None and row["safer"] != previous:
             flips.append((row["leverage"], previous, row["safer"]))
@@ -197,7 +205,12 @@ def safer_sentence(verdicts: pd.DataFrame, ruin: float = 0.5, horizon: str = "a 
         figures = (f"probability of losing {ruin:.0%} within {horizon}: cross "
                    f"{_pct(worst[f'cross_{key}'])}, isolated {_pct(worst[f'isolated_{key}'])}"
                    f" at {_lev(worst['leverage'])}")
-        if safer == "alike":
+        if safer == "refused":
+            parts.append(f"at {_ranges(levels)} most orders were refused (cross "
+                         f"{_pct(worst['cross_refused'], 0)}, isolated "
+                         f"{_pct(worst['isolated_refused'], 0)} at {_lev(worst['leverage'])}: "
+                         "the account cannot carry this sizing), so no verdict")
+        elif safer == "alike":
             parts.append(f"at {_ranges(levels)} the modes are alike ({figures}; expected "
                          f"shortfall {_pct(worst['cross_es5_return'])} vs "
                          f"{_pct(worst['isolated_es5_return'])})")
@@ -233,8 +246,9 @@ def beginner_sentence(table: pd.DataFrame, threshold: float = 0.05,
         ok = rows[rows["p_liquidation_high"] < threshold]
         # the largest leverage below which every simulated leverage also passed
         passing = []
-        for _, row in rows.iterrows():
-            if row["p_liquidation_high"] < threshold:
+        for _, row in rows.iterrows():  # a setting that refuses most orders is not one
+            if row["p_liquidation_high"] < threshold and \
+                    row.get("refused_share", 0.0) <= MOST_REFUSED:
                 passing.append(row)
             else:
                 break
@@ -268,6 +282,30 @@ def beginner_sentence(table: pd.DataFrame, threshold: float = 0.05,
     else:
         text += " No simulated setting meets it: lower the exposure, not only the leverage."
     return Sentence("beginner", text, numbers)
+
+
+def per_option(risk: LiquidationRisk, ruin: float, threshold: float, horizon: str
+               ) -> list[Sentence]:
+    """The "safer" and "beginner" sentences, one pair per value of the other swept options
+    (e.g. each sizing), each prefixed with it: a leverage's answer is read along one
+    sizing, never across two."""
+    table, paths = risk.table, risk.paths
+    others = [k for k in _config_keys(table) if k not in ("margin_mode", "leverage")]
+    if not others:
+        return [safer_sentence(mode_verdicts(table, ruin, paths), ruin, horizon),
+                beginner_sentence(table, threshold, horizon)]
+    out = []
+    for values, part in table.groupby(others, sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        label = ", ".join(f"{k}={v}" for k, v in zip(others, values, strict=True))
+        mask = np.ones(len(paths), dtype=bool)
+        for k, v in zip(others, values, strict=True):
+            mask &= (paths[k] == v).to_numpy()
+        for sentence in (safer_sentence(mode_verdicts(part, ruin, paths[mask]), ruin, horizon),
+                         beginner_sentence(part, threshold, horizon)):
+            out.append(Sentence(sentence.topic, f"With {label}: {sentence.text}",
+                                {**sentence.numbers, **dict(zip(others, values, strict=True))}))
+    return out
 
 
 def leverage_sentence(history: pd.DataFrame) -> Sentence | None:
@@ -373,7 +411,7 @@ class Advice:
         """The simulation's figures, formatted to read (percentages, days), under 100
         columns: ``P(liq) [95%]`` with its interval, the probability of losing each ruin
         threshold, the expected shortfall and median of the return, and the median day of
-        the first liquidation among the paths liquidated."""
+        the first liquidation among the paths liquidated, and the share of orders refused."""
         t = self.risk.table
         keys = _config_keys(t)
         out = t[keys].rename(columns={"margin_mode": "mode", "leverage": "lev"})
@@ -387,6 +425,7 @@ class Advice:
         out["median"] = t["median_return"].map(_pct)
         out["liq day"] = t["first_liquidation_days_median"].map(
             lambda v: "-" if v != v else f"{v:.0f}")
+        out["refused"] = t["refused_share"].map(lambda v: _pct(v, 0))
         return out
 
     def text(self, width: int = 100) -> str:
@@ -537,8 +576,7 @@ def advise(
                             ruin=sorted({0.5, 0.9, 0.99, float(ruin)}),
                             progress=progress, **run_options)
     horizon = "a year" if abs(days - 365) < 1 else f"{days:g} days"
-    sentences = [safer_sentence(mode_verdicts(risk.table, ruin, risk.paths), ruin, horizon),
-                 beginner_sentence(risk.table, threshold, horizon)]
+    sentences = per_option(risk, ruin, threshold, horizon)
     history = _history_runs(market, strategy, params, leverages, options, run_options, sweep)
     said = leverage_sentence(history)
     if said is not None:

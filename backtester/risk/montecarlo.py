@@ -231,7 +231,10 @@ class LiquidationRisk:
       ruin threshold q ``p_loss_{q}`` (equity at some bar at or below ``1 - q`` of the
       deposit) with its interval, ``first_liquidation_days_q25/_median/_q75`` (among paths
       liquidated), ``es5_return`` (mean return of the worst 5% of paths) with
-      ``es5_low``/``es5_high``, ``median_return``, ``mean_return``.
+      ``es5_low``/``es5_high``, ``median_return``, ``mean_return``, ``median_max_drawdown``,
+      ``mean_fills``, ``mean_rejected`` and ``refused_share`` (rejected orders over all
+      orders: a configuration whose account cannot carry the strategy's sizing refuses
+      most, and trades little).
     - ``paths``: one row per path and configuration: ``path``, ``seed``, the configuration,
       the ``engine.batch.METRICS`` figures, ``first_liquidation_bar`` (-1: none),
       ``lowest_equity``.
@@ -672,6 +675,9 @@ def _table(frame, configs, initial, ruin, level, bars_per_day, seed) -> pd.DataF
                    es5_high=float(np.quantile(resampled, 1 - alpha)),
                    median_return=float(np.median(returns)), mean_return=float(returns.mean()),
                    median_max_drawdown=float(np.median(part["max_drawdown"])))
+        fills, rejected = float(part["fills"].sum()), float(part["rejected_orders"].sum())
+        row.update(mean_fills=fills / n, mean_rejected=rejected / n,
+                   refused_share=rejected / (fills + rejected) if fills + rejected else 0.0)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -26,6 +26,9 @@ many markets that could have happened instead, made of the history's own bars:
 - **Which bars.** Only bars where every symbol has a bar, and had one the bar before, are
   drawn (a symbol that started later limits the pool to its life). A block ends where the
   history has a gap.
+- **Checked.** Over 200 one-year paths, each symbol's hourly volatility is within 5% of the
+  history's and the correlation of two symbols' returns within 0.02, on the embedded data
+  and on Binance's BTC and ETH 2019-2026 (``tests/test_risk.py``).
 - **Seeds.** Path p of seed s draws from its own generator, seeded with ``path_seed(s, p)``:
   a path is reproduced alone, on any number of threads.
 

@@ -66,7 +66,7 @@ from ..engine.kernel import run_to_end
 from ..engine.records import new_records
 from ..prepare import prepare_run, split_plan
 from ..strategy import Callback, Plan, StrategyDef, takes_leverage
-from .bootstrap import Bootstrap, Paths
+from .bootstrap import Bootstrap, Paths, path_seed
 
 # the extra figures of each (path, configuration), besides engine.batch.METRICS
 E_FIRST_LIQUIDATION = 0  # bar of the first liquidation, -1 if none
@@ -379,7 +379,7 @@ def liquidation_risk(
         done += size
         if progress is not None:
             progress(done, n_paths)
-    seeds = np.array([_seed for _seed in _all_seeds(seed, n_paths)])
+    seeds = np.array([path_seed(seed, p) for p in range(n_paths)], dtype=np.int64)
     balance = prepared.choices[:, RUN_INITIAL_BALANCE]
     frame = _path_frame(summary, extra, configs, seeds, prepared.initial_equity)
     table = _table(frame, configs, prepared.initial_equity, ruin, level, bars_per_day, seed)
@@ -414,12 +414,6 @@ def _numbers(name, values) -> list[float]:
         if isinstance(v, bool) or not isinstance(v, int | float | np.number) or not v > 0:
             raise ValueError(f"{name}={values!r}: each must be a number > 0")
     return [float(v) for v in values]
-
-
-def _all_seeds(seed, n):
-    from .bootstrap import path_seed
-
-    return [path_seed(seed, p) for p in range(n)]
 
 
 class _Source:

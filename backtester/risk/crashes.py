@@ -225,7 +225,8 @@ def survival_buffer(book: Book, window, history: Market, margin_mode: str = "cro
                     symbol_map=None, tolerance: float = TOLERANCE, **run_options) -> float:
     """The smallest equity, as a fraction of the book's gross notional, with which the same
     positions survive ``window`` with no liquidation (``inf``: none up to 64 times the
-    notional).
+    notional). Spot holdings count in both: their notional in the gross, their value (paid
+    in full) in the equity; a carry's answer is the spot cost plus what its short needs.
 
     Cross: a bisection on the account's equity, the positions fixed (an equity below their
     initial margin is set as the module docstring says). Isolated: a bisection, per
@@ -262,6 +263,7 @@ def surviving_leverage(book: Book, window, history: Market, *, symbol_map=None,
     (within ``tolerance`` of the margin fraction ``1 / leverage``; capped by the venue's
     leverage cap for the position's notional; 0 where no margin up to 64 times the notional
     survives). Leverages are not rounded to whole numbers (Binance's are): round down.
+    Perpetuals only: a spot holding has no leverage, and no entry.
 
     Example:
         >>> import numpy as np

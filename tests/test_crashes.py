@@ -270,6 +270,145 @@ def test_the_venue_rules_in_force_at_the_book_time_apply_whatever_the_window_dat
         assert exact <= buffer <= exact + 1e-6
 
 
+# --- spot holdings: the funding carry ---------------------------------------------------------
+
+PERP, SPOT = "BTC_USDT", "BTC_USDT_SPOT"
+
+
+def carry_history(symbols=(PERP, SPOT)) -> Market:
+    """A squeeze: 100 up to 130 (closing there), then back to 120; the perpetual and its spot
+    series on one path (no mark series: the mark is the last price)."""
+    bars = np.array([(100.0, 130.0, 100.0, 130.0), (130.0, 130.0, 120.0, 120.0)])
+    o, h, lo, c = (np.repeat(bars[:, k: k + 1], len(symbols), axis=1) for k in range(4))
+    return Market.from_arrays(list(symbols), o, h, lo, c, start=START)
+
+
+def carry(equity: float, leverage=10) -> Book:
+    """1 BTC held spot and 1 BTC short on the perpetual, both at 100."""
+    return portfolio({SPOT: 1.0, PERP: -1.0}, {SPOT: 100.0, PERP: 100.0}, equity, leverage,
+                     instruments={SPOT: "spot"})
+
+
+def test_a_carry_short_is_liquidated_at_binance_isolated_short_price_while_spot_gains():
+    # equity 110 = the spot holding (100, paid in full) + the short's isolated margin 10 (10x)
+    # Binance isolated short, WB = IM, cum 0 (VENUES.md §2.5): LP = EP (1 + 1/L) / (1 + mmr)
+    lp = 100.0 * (1.0 + 1.0 / 10) / (1.0 + MMR_1)
+    assert lp == pytest.approx(109.5618, abs=1e-4)
+    market = carry_history()
+    replay = replay_crash(carry(110.0), whole(market), market, buffer=False)
+    result = replay.runs["isolated"]
+    row = replay.summary().loc["isolated"]
+    assert not row["survived"] and row["liquidations"] == 1 and row["first_liquidated"] == PERP
+    liq = result.liquidations.iloc[0]
+    assert liq["trigger_price"] == pytest.approx(lp, rel=1e-12)
+    assert liq["margin_lost"] == pytest.approx(10.0)
+    # the spot leg is untouched: at the close of 130 it is worth 130 (a gain of 30), the
+    # short's margin of 10 is gone, and nothing is left in the wallet: 130, then 120
+    assert result.equity.iloc[SETUP_BARS:].to_list() == pytest.approx([130.0, 120.0])
+    assert result.positions.iloc[-1].to_dict() == {SPOT: 1.0, PERP: 0.0}
+    assert set(result.fills["symbol"][result.fills["bar"] >= SETUP_BARS]) == {PERP}
+    # cross, the same equity: the spot holding is out of the cross margin balance (its cost
+    # paid from the wallet), MB = 110 - 100 - (P - 100) = 110 - P, MM = 0.4% P: the same price
+    cross = replay.runs["cross"].liquidations
+    assert len(cross) == 1 and cross["symbol"].to_list() == [PERP]
+    # (rel 1e-9: the replay deposits a hair, 1e-12 of equity + gross, more than the equity)
+    assert cross["trigger_price"].iloc[0] == pytest.approx(110.0 / (1.0 + MMR_1), rel=1e-9)
+
+
+@pytest.mark.parametrize("equity, survives", [(130.0, False), (131.0, True)])
+def test_a_cross_carry_survives_iff_its_wallet_covers_the_squeeze_without_the_spot_gain(
+        equity, survives):
+    # MB = (equity - 100) - (P - 100) = equity - P; liquidated at P = equity / 1.004:
+    # 129.48 (under the high of 130) for 130; 130.48 (above it) for 131
+    market = carry_history()
+    summary = replay_crash(carry(equity), whole(market), market, margin_modes="cross",
+                           buffer=False).summary().loc["cross"]
+    assert summary["survived"] == survives
+    if survives:  # hedged: the spot gain offsets the short's loss at every close
+        assert summary["final_equity"] == pytest.approx(equity)
+        assert summary["worst_equity"] == pytest.approx(equity)
+    else:  # the wallet's 30 lost to the short, the spot holding kept: 130, then 120
+        assert summary["final_equity"] == pytest.approx(120.0)
+
+
+def test_a_carry_below_its_opening_cost_is_held_with_its_own_equity_the_perp_paying_the_drain():
+    # 105 < 100 of spot + 10 of margin: opened with more, the rest drained from the short
+    # alone (a spot holding pays no funding); MB = 105 - P, liquidated at 105 / 1.004
+    market = carry_history()
+    result = replay_crash(carry(105.0), whole(market), market, margin_modes="cross",
+                          buffer=False).runs["cross"]
+    assert result.equity.iloc[SETUP_BARS - 1] == pytest.approx(105.0, rel=1e-9)
+    assert set(result.funding["symbol"]) == {PERP}
+    liq = result.liquidations.iloc[0]
+    assert liq["trigger_price"] == pytest.approx(105.0 / (1.0 + MMR_1), rel=1e-9)
+
+
+def test_carry_buffer_is_the_spot_cost_plus_the_short_loss_and_maintenance_at_the_high():
+    # cross: equity - 130 >= 130 * 0.4% -> 130.52; isolated: the spot's 100 and a margin m
+    # with m - 30 >= 0.52 -> 30.52. Both of a gross notional of 200 (both legs): 0.6526
+    market = carry_history()
+    exact = (130.0 + 130.0 * MMR_1) / 200.0
+    replay = replay_crash(carry(110.0), whole(market), market)
+    assert exact <= replay.buffers["cross"] <= exact + TOL
+    # the isolated search is on the short's margin fraction of its own notional (100)
+    assert exact <= replay.buffers["isolated"] <= exact + TOL / 2
+    assert set(replay.leverages) == {PERP}       # a spot holding has no leverage
+    assert 1 / (0.3052 + TOL) <= replay.leverages[PERP] <= 1 / 0.3052
+    assert replay.summary().loc["isolated", "max_leverage"] == replay.leverages[PERP]
+    # the spot leg may follow another column's path: the perpetual's here, the same prices
+    perp_only = carry_history(symbols=(PERP,))
+    mapped = survival_buffer(carry(110.0), whole(perp_only), perp_only,
+                             symbol_map={SPOT: PERP})
+    assert exact <= mapped <= exact + TOL
+    assert surviving_leverage(carry(110.0), whole(perp_only), perp_only,
+                              symbol_map={SPOT: PERP}) == pytest.approx(replay.leverages)
+
+
+def test_worst_windows_of_a_carry_are_those_where_its_short_loses():
+    # a squeeze (+30%) at bar 20 and a crash (-40%) at bar 60: the crash costs the spot leg
+    # 40 but liquidates nothing; the squeeze costs the margined short 30
+    prices = np.full((100, 2), 100.0)
+    o, h, lo, c = (prices.copy() for _ in range(4))
+    h[20], lo[60] = 130.0, 60.0
+    market = Market.from_arrays([PERP, SPOT], o, h, lo, c, start=START)
+    first = worst_windows(market, hours=10, count=1, book=carry(110.0))[0]
+    assert first.start <= market.timestamps[20] < first.end
+    assert "perpetuals' loss 30.00" in first.description
+
+
+def test_book_at_takes_spot_columns_as_spot_holdings():
+    market = carry_history()
+    targets = np.full((2, 2), np.nan)
+    targets[0] = [-1.0, 1.0]
+    result = run(market, targets, fill_at="close", leverage=3, instruments={SPOT: "spot"})
+    book = book_at(result, 0)
+    assert book.positions == {PERP: -1.0, SPOT: 1.0}
+    assert book.instruments == {SPOT: "spot"} and book.perpetuals == (PERP,)
+    assert book.prices == {PERP: 130.0, SPOT: 130.0}     # the close of bar 0
+    assert book.leverage == 3.0 and book.gross_notional == 260.0     # both legs
+    assert book.equity == result.equity.iloc[0]
+    assert "instruments={'BTC_USDT_SPOT': 'spot'}" in repr(book)
+    assert "instruments" not in repr(btc_long())
+
+
+def test_a_book_refuses_a_short_spot_holding_and_a_spot_leverage():
+    prices = {SPOT: 100.0, PERP: 100.0}
+    with pytest.raises(ValueError, match=r"positions\['BTC_USDT_SPOT'\]=-1.0.*cannot be short"):
+        portfolio({SPOT: -1.0, PERP: 1.0}, prices, 110, 10, instruments={SPOT: "spot"})
+    with pytest.raises(ValueError, match="leverage= gives a leverage for BTC_USDT_SPOT, a spot"):
+        portfolio({SPOT: 1.0, PERP: -1.0}, prices, 110, {SPOT: 1, PERP: 10},
+                  instruments={SPOT: "spot"})
+    with pytest.raises(ValueError, match=r"instruments\['BTC_USDT_SPOT'\]='margin'"):
+        portfolio({SPOT: 1.0}, prices, 110, 10, instruments={SPOT: "margin"})
+    with pytest.raises(ValueError, match="instruments= names 'ETH_USDT_SPOT'"):
+        portfolio({SPOT: 1.0}, prices, 110, 10, instruments={"ETH_USDT_SPOT": "spot"})
+    book = portfolio({SPOT: 1.0, PERP: -1.0}, prices, 110, {PERP: 10},
+                     instruments={SPOT: "spot", PERP: "perpetual"})
+    assert book.instruments == {SPOT: "spot"} and book.leverage == {PERP: 10.0}
+    with pytest.raises(ValueError, match="BTC_USDT_SPOT is a spot holding.*no leverage"):
+        book.leverage_of(SPOT)
+
+
 # --- windows --------------------------------------------------------------------------------
 
 

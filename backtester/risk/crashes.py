@@ -30,11 +30,24 @@ How a replay is built (``_prepare``), all through the public API (``Market.from_
 - **Equity below the initial margin.** An exchange lets an account keep a cross book whose
   equity has fallen below its initial margin, but not open one. When the deposit cannot open
   the book, the replay opens it with a larger deposit and takes the difference back at the
-  second set-up bar as a funding payment of every position (a rate of ``sign(q) * amount /
-  gross notional``): the wallet is then the book's equity, with nothing else changed. The
-  runs' ``funding`` frame shows it at that bar; its rate is not the venue's. A venue that
-  pays no funding (spot margin) cannot do this: such a book is an error there. An
-  isolated book whose equity does not cover its positions' margins is an error.
+  second set-up bar as a funding payment of every perpetual position (a rate of ``sign(q) *
+  amount / the perpetuals' gross notional``): the wallet is then the book's equity, with
+  nothing else changed. The runs' ``funding`` frame shows it at that bar; its rate is not
+  the venue's. A venue that pays no funding (spot margin), or a book of spot holdings only,
+  cannot do this: such a book is an error there (in a buffer search: it does not survive).
+  An isolated book whose equity does not cover its positions' margins (and its spot
+  holdings' cost) is an error.
+- **Spot holdings.** A book's spot holdings (``Book.instruments``, the long leg of a funding
+  carry) are held as ``run(instruments=...)`` holds them: paid in full from the wallet at
+  the set-up, no leverage, no funding, never liquidated. Their path is the history's series
+  of the same name (``BTC_USDT_SPOT`` in a market of ``strategies.funding_carry.
+  carry_market``) or the one ``symbol_map`` names. In isolated mode their gain in a squeeze
+  is out of reach of a short perpetual's margin; in cross mode too: the engine keeps a spot
+  holding out of the cross margin balance (``MB = WB + sum(U_i, cross)``, its cost paid out
+  of the wallet), as the venue keeps spot coins in another wallet. Only the perpetuals take
+  the set-up's drain (above) and have a leverage; the buffers divide by the gross notional
+  of both kinds (a carry's spot leg counts), and the equity they find includes the spot
+  holdings' value.
 - **The window.** Then no order: the book is held through the window's bars, with the
   venue's rules (tier tables, fees, model rules) in force at ``book.time`` for the whole
   run, whatever the window's dates (``_venue_at``).
@@ -212,7 +225,8 @@ def survival_buffer(book: Book, window, history: Market, margin_mode: str = "cro
                     symbol_map=None, tolerance: float = TOLERANCE, **run_options) -> float:
     """The smallest equity, as a fraction of the book's gross notional, with which the same
     positions survive ``window`` with no liquidation (``inf``: none up to 64 times the
-    notional).
+    notional). Spot holdings count in both: their notional in the gross, their value (paid
+    in full) in the equity; a carry's answer is the spot cost plus what its short needs.
 
     Cross: a bisection on the account's equity, the positions fixed (an equity below their
     initial margin is set as the module docstring says). Isolated: a bisection, per
@@ -249,6 +263,7 @@ def surviving_leverage(book: Book, window, history: Market, *, symbol_map=None,
     (within ``tolerance`` of the margin fraction ``1 / leverage``; capped by the venue's
     leverage cap for the position's notional; 0 where no margin up to 64 times the notional
     survives). Leverages are not rounded to whole numbers (Binance's are): round down.
+    Perpetuals only: a spot holding has no leverage, and no entry.
 
     Example:
         >>> import numpy as np
@@ -285,19 +300,33 @@ class _Replay:
     venue: Venue
     options: dict
     pays_funding: bool
+    spot: np.ndarray  # per symbol: a spot holding (paid in full, no leverage, no funding)
     probes: dict = field(default_factory=dict)
 
     @property
     def gross(self) -> float:
+        """The gross notional of the book, spot holdings included."""
         return float(np.abs(self.qty * self.prices).sum())
+
+    @property
+    def perpetuals(self) -> tuple[str, ...]:
+        return tuple(s for s, spot in zip(self.symbols, self.spot, strict=True) if not spot)
+
+    @property
+    def instruments(self) -> dict[str, str]:
+        """``run()``'s ``instruments``: the spot holdings."""
+        return {s: "spot" for s, spot in zip(self.symbols, self.spot, strict=True) if spot}
 
     def market(self, drain: float = 0.0) -> Market:
         """The replay market; ``drain`` > 0 takes that much from the wallet at the second
-        set-up bar, as a funding payment of every position in proportion to its notional."""
+        set-up bar, as a funding payment of every perpetual position in proportion to its
+        notional (a spot holding pays no funding)."""
         funding = self.arrays["funding"]
         if drain > 0.0:
             funding = funding.copy()
-            funding[SETUP_BARS - 1] = np.sign(self.qty) * drain / self.gross
+            perp_gross = float(np.abs(self.qty * self.prices)[~self.spot].sum())
+            funding[SETUP_BARS - 1] = np.where(self.spot, np.nan,
+                                               np.sign(self.qty) * drain / perp_gross)
         a = self.arrays
         return Market.from_arrays(self.symbols, a["open"], a["high"], a["low"], a["close"],
                                   mark=(a["mark_open"], a["mark_high"], a["mark_low"],
@@ -322,10 +351,13 @@ def _prepare(book: Book, window: CrashWindow, history: Market, symbol_map,
     first, stop = _window_rows(window, history, symbols, columns)
     venue = load_venue(book.venue, stand_in=dict(options.pop("stand_in", {}) or {}),
                        **dict(options.pop("venue_overrides", {}) or {}))
-    for symbol in symbols:  # an unlisted symbol's error, a warning where no table is that old
+    perpetuals = book.perpetuals  # spot holdings are outside the venue's perpetual tables
+    for symbol in perpetuals:  # an unlisted symbol's error, a warning where no table is so old
         venue.spec(symbol, book.time)
     venue = _venue_at(venue, book.time)
-    pays_funding = all(venue.spec(s).funding_interval_hours != 0 for s in symbols)
+    pays_funding = bool(perpetuals) and all(venue.spec(s).funding_interval_hours != 0
+                                            for s in perpetuals)
+    spot = np.array([book.is_spot(s) for s in symbols])
     qty = np.array([book.positions[s] for s in symbols])
     prices = np.array([book.prices[s] for s in symbols])
     rows = slice(first, stop)
@@ -344,7 +376,7 @@ def _prepare(book: Book, window: CrashWindow, history: Market, symbol_map,
     start = pd.Timestamp(int(history.index[first]), tz="UTC") - SETUP_BARS * bar
     options.setdefault("order_filters", False)
     return _Replay(book, window, symbols, qty, prices, arrays, start, bar, venue, options,
-                   pays_funding)
+                   pays_funding, spot)
 
 
 def _run_options(run_options: dict) -> dict:
@@ -450,7 +482,8 @@ def _check_tolerance(tolerance) -> None:
 
 
 def _book_leverage(replay: _Replay) -> dict[str, float]:
-    return {s: replay.book.leverage_of(s) for s in replay.symbols}
+    """The book's leverage of each perpetual (spot holdings have none)."""
+    return {s: replay.book.leverage_of(s) for s in replay.perpetuals}
 
 
 # --- holding the book -----------------------------------------------------------------------
@@ -464,13 +497,15 @@ def _run(replay: _Replay, mode: str, balance: float, leverage: dict, drain: floa
     targets = np.full((market.n_bars, len(replay.symbols)), np.nan)
     targets[0] = replay.qty
     options = dict(target_kind="units", fill_at="close", margin_mode=mode, leverage=leverage,
-                   initial_balance=balance, venue=replay.venue, **replay.options)
+                   initial_balance=balance, venue=replay.venue, instruments=replay.instruments,
+                   **replay.options)
     if drain <= 0.0:
         return run(market, targets, **options)
     with warnings.catch_warnings():  # the drain's rate is ours, not the data's
         warnings.simplefilter("ignore", DataWarning)
         result = run(market, targets, **options)
-    result.warnings = list(suspicious_data(replay.market(), replay.venue))
+    result.warnings = list(suspicious_data(replay.market(), replay.venue,
+                                           frozenset(replay.instruments)))
     return result
 
 
@@ -499,13 +534,13 @@ def _refusal_error(refused, replay: _Replay, mode: str, what: str) -> ValueError
 
 def _probe(replay: _Replay, mode: str, leverage: dict) -> tuple[float, float, float]:
     """``(cost, isolated margin, balance)``: what opening the book costs (the fee and any
-    opening fee), what it moves into isolated margins, and the deposit that opened it, from
-    a run of the set-up bars only with a deposit that covers any margin."""
+    opening fee), what it moves into isolated margins (and spot holdings' cost: the engine
+    keeps it there), and the deposit that opened it, from a run of the set-up bars only
+    with a deposit that covers any margin (and the spot holdings' cost: ``gross`` has it)."""
     key = (mode, tuple(leverage.values()))
     if key not in replay.probes:
-        notional = np.abs(replay.qty * replay.prices)
-        margins = float(sum(n / leverage[s] for s, n in zip(replay.symbols, notional,
-                                                             strict=True)))
+        notional = dict(zip(replay.symbols, np.abs(replay.qty * replay.prices), strict=True))
+        margins = float(sum(notional[s] / leverage[s] for s in replay.perpetuals))
         balance = replay.book.equity + 2.0 * margins + replay.gross
         result = _run(replay, mode, balance, leverage, bars=SETUP_BARS)
         refused = _refusals(result, replay)
@@ -536,7 +571,8 @@ def _held(replay: _Replay, mode: str, equity: float, leverage: dict,
             if refused_ok and short:
                 return None
             need = "" if not short else (
-                "; an isolated book needs at least the margins of its positions, "
+                "; an isolated book needs at least the margins of its positions"
+                + (" and the cost of its spot holdings" if replay.spot.any() else "") + ", "
                 if mode == "isolated" else "; ") + "lower the leverage or raise the equity"
             raise _refusal_error(refused, replay, mode, f"equity {equity:,.2f}, leverage "
                                  f"{_leverage_text(leverage)}{need}")
@@ -593,8 +629,8 @@ def _isolated_buffer(replay: _Replay, tolerance: float):
     """Each position's smallest surviving margin fraction ``f = 1 / leverage``, all searched
     together: isolated positions are liquidated one by one, so one run tests every symbol's
     candidate at once."""
-    symbols = replay.symbols
-    notional = np.abs(replay.qty * replay.prices)
+    symbols = replay.perpetuals  # a spot holding has no margin to search: it is paid in full
+    notional = np.abs(replay.qty * replay.prices)[~replay.spot]
     smallest = np.array([1.0 / _leverage_cap(replay, s, n)
                          for s, n in zip(symbols, notional, strict=True)])
     low, high = smallest.copy(), smallest.copy()  # low: liquidated; high: survives
@@ -625,13 +661,13 @@ def _isolated_buffer(replay: _Replay, tolerance: float):
 
 
 def _isolated_liquidated(replay: _Replay, fractions: np.ndarray) -> np.ndarray:
-    """Which positions are liquidated in the window, each isolated with the margin
-    ``fraction * notional``, the wallet left empty."""
-    leverage = {s: 1.0 / f for s, f in zip(replay.symbols, fractions, strict=True)}
+    """Which perpetual positions are liquidated in the window, each isolated with the margin
+    ``fraction * notional``, the wallet left empty (spot holdings paid in full)."""
+    leverage = {s: 1.0 / f for s, f in zip(replay.perpetuals, fractions, strict=True)}
     _, margin, _ = _probe(replay, "isolated", leverage)
     result = _held(replay, "isolated", margin, leverage)
     hit = set(result.liquidations["symbol"])
-    return np.array([s in hit for s in replay.symbols])
+    return np.array([s in hit for s in replay.perpetuals], dtype=bool)
 
 
 def _leverage_cap(replay: _Replay, symbol: str, notional: float) -> float:

@@ -116,11 +116,16 @@ def _covers(history: Market, window, positions) -> bool:
 
 def buffer_sentence(book, replays) -> Sentence:
     """The equity buffer that survives the worst replayed crash, per mode, against the
-    book's own."""
+    book's own.
+
+    A book with spot holdings (a funding carry's long leg) counts them in the gross notional
+    and in the equity; they have no leverage, so the isolated part names the perpetuals'
+    leverage, and its buffer is their margins plus the spot holdings' cost."""
     gross = book.gross_notional
     held = book.equity / gross
+    spot = [s for s in book.symbols if book.is_spot(s)]
     numbers = {"gross_notional": gross, "equity": book.equity, "held_buffer": held,
-               "time": str(book.time)}
+               "time": str(book.time), "spot_holdings": spot}
     worst = {}
     for replay in replays:
         for mode, need in replay.buffers.items():
@@ -140,16 +145,26 @@ def buffer_sentence(book, replays) -> Sentence:
                 book.leverage_of(sym) for sym in replay.leverages))
             verdict = ("its leverage survives" if not short else "at its " + ", ".join(
                 f"{lev_text(have)} {sym} does not" for sym, (have, _) in short.items()))
-            parts.append(f"isolated: leverage at most {_leverage_down(lev)} per position "
-                         f"(margins of {pct(need)} of the notional) to survive "
+            if not spot:
+                parts.append(f"isolated: leverage at most {_leverage_down(lev)} per position "
+                             f"(margins of {pct(need)} of the notional) to survive "
+                             f"{replay.window.name} ({verdict})")
+                continue
+            which = "the perpetual" if len(replay.leverages) == 1 else "each perpetual"
+            parts.append(f"isolated: leverage at most {_leverage_down(lev)} on {which} "
+                         f"(its margin and the spot holdings' cost: {pct(need)} of the "
+                         f"notional; the spot gain does not reach that margin) to survive "
                          f"{replay.window.name} ({verdict})")
             continue
         verdict = "it holds enough" if held >= need else f"it is short by {pct(need - held)}"
-        parts.append(f"{mode}: equity of at least {pct(need)} of the notional to survive "
-                     f"{replay.window.name} ({verdict})")
+        counted = (" (the spot holdings' value included, though it does not count in the "
+                   "cross margin balance)" if spot and mode == "cross" else "")
+        parts.append(f"{mode}: equity of at least {pct(need)} of the notional{counted} to "
+                     f"survive {replay.window.name} ({verdict})")
+    holdings = f", spot holdings {', '.join(spot)} included" if spot else ""
     text = (f"Crash buffer: the strategy's book of {book.time:%Y-%m-%d %H:%M} ({gross:,.0f} gross "
-            f"notional, equity {pct(held)} of it) needs, against the worst crash replayed, "
-            + "; ".join(parts) + ".")
+            f"notional{holdings}, equity {pct(held)} of it) needs, against the worst crash "
+            "replayed, " + "; ".join(parts) + ".")
     return Sentence("buffer", text, numbers)
 
 

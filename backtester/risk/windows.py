@@ -139,8 +139,13 @@ def worst_windows(market: Market, *, hours: float = 48, count: int = 3,
     open``). With a ``book``, it is the largest loss of the book held through the window at
     the book's prices: each position's returns from the window's first mark open applied to
     its notional, every position at its adverse extreme of each bar (the low for a long,
-    the high for a short) at once, a conservative view; funding is left out. The book's
-    symbols must be in the market (``symbol_map`` maps a book symbol to a market column).
+    the high for a short) at once, a conservative view; funding is left out. A book with
+    perpetual positions is scored by their loss alone: its spot holdings (``Book.
+    instruments``, a carry's long leg) are paid in full and never liquidated, and their gain
+    backs no perpetual's margin (in cross as in isolated), so a carry's worst window is the
+    one where its short perpetual loses most (a book of spot holdings only: their loss).
+    The book's symbols, spot ones included, must be in the market and have a bar throughout
+    a window (``symbol_map`` maps a book symbol to a market column).
     Windows are named by their interval, ``"START/END"``, which ``crash_window`` reads back.
 
     Example:
@@ -173,7 +178,8 @@ def worst_windows(market: Market, *, hours: float = 48, count: int = 3,
                     f"{score[s]:.1%} from the window's first open")
             symbols = (market.symbols[symbol[s]],)
         else:
-            what = (f"book loss {score[s]:,.2f} at its worst point "
+            whose = "perpetuals' loss" if book.perpetuals and book.instruments else "book loss"
+            what = (f"{whose} {score[s]:,.2f} at its worst point "
                     f"({score[s] / book.equity:.1%} of its equity {book.equity:,.2f})")
             symbols = book.symbols
         windows.append(CrashWindow(name, start, end, f"{hours:g}h window: {what}", symbols))
@@ -216,6 +222,7 @@ def _book_losses(market: Market, first: np.ndarray, length: int, book: Book, sym
     position at its adverse extreme of each bar; -inf where a symbol has no bar."""
     mapping = dict(symbol_map or {})
     columns, notional = [], []
+    scored = set(book.perpetuals) or set(book.symbols)  # spot legs back no margin
     for symbol in book.symbols:
         column = mapping.get(symbol, symbol)
         if column not in market.symbols:
@@ -223,7 +230,8 @@ def _book_losses(market: Market, first: np.ndarray, length: int, book: Book, sym
                              f"{', '.join(market.symbols)}); map it to one of them with "
                              f"symbol_map={{'{symbol}': '{market.symbols[0]}'}}")
         columns.append(market.symbol_index(column))
-        notional.append(book.positions[symbol] * book.prices[symbol])
+        notional.append(book.positions[symbol] * book.prices[symbol] if symbol in scored
+                        else 0.0)
     if not columns:
         raise ValueError("the book holds no position")
     notional = np.array(notional)

@@ -284,3 +284,41 @@ def test_funding_on_paths_that_settle_at_any_hour(history):
     expected = (q * paths.mark_open[:, 2:, 0] * rate).sum(axis=1)
     np.testing.assert_allclose(risk.paths["funding_paid"].to_numpy(), expected, rtol=1e-9,
                                atol=1e-9)
+
+
+def test_every_path_is_the_run_of_its_market(history):
+    # a second way to the same figures: run() on each path's market, for a strategy with a
+    # callback (the hedged pair) and for targets, under both modes; the orders the account
+    # could not carry are counted from the run's rejections
+    from backtester import run
+    from strategies.hedged_pair import STRATEGY
+
+    boot = Bootstrap(history)
+    carry = {"insufficient_margin", "leverage_above_tier_max", "account_bankrupt",
+             "margin_level_below_open_level", "above_max_position"}
+    cases = [(STRATEGY, {}, [3, 20]), ({"BTC_USDT": 2.5, "ETH_USDT": -2.5},
+                                       {"target_kind": "equity"}, [1, 10])]
+    for strategy, options, leverages in cases:
+        risk = liquidation_risk(history, strategy, leverages=leverages, n_paths=3, days=30,
+                                seed=12, bootstrap=boot, **options)
+        paths = boot.paths(3, 30 * 24, seed=12)
+        for p in range(3):
+            market = paths.market(p)
+            plan = STRATEGY.plan(market) if strategy is STRATEGY else strategy
+            if isinstance(plan, dict):
+                targets = np.full((market.n_bars, 2), np.nan)
+                targets[0] = [plan["BTC_USDT"], plan["ETH_USDT"]]
+                plan = targets
+            for mode in ("cross", "isolated"):
+                for lev in leverages:
+                    result = run(market, plan, margin_mode=mode, leverage=lev, **options)
+                    want = result.summary()
+                    row = risk.paths[(risk.paths["path"] == p)
+                                     & (risk.paths["margin_mode"] == mode)
+                                     & (risk.paths["leverage"] == lev)].iloc[0]
+                    for key in ("final_equity", "liquidations", "fills", "rejected_orders",
+                                "funding_paid", "fees_paid", "max_drawdown"):
+                        assert row[key] == pytest.approx(want[key], rel=1e-12, abs=1e-9), key
+                    assert row["refused_orders"] == result.rejections["reason"].isin(
+                        carry).sum()
+                    assert row["lowest_equity"] == pytest.approx(result.equity.min())

@@ -60,6 +60,7 @@ from ..engine.enums import (
     Count,
     Out,
     Outputs,
+    Reject,
     Trading,
 )
 from ..engine.kernel import run_to_end
@@ -70,8 +71,9 @@ from .bootstrap import Bootstrap, Paths, path_seed
 
 # the extra figures of each (path, configuration), besides engine.batch.METRICS
 E_FIRST_LIQUIDATION = 0  # bar of the first liquidation, -1 if none
-E_LOWEST_EQUITY = 1  # the lowest equity at any bar's close (or intrabar low, as recorded)
-N_EXTRA = 2
+E_LOWEST_EQUITY = 1  # the lowest equity at any bar's close
+E_REFUSED = 2  # orders refused because the account could not carry them (CARRY_REFUSALS)
+N_EXTRA = 3
 DEFAULT_LEVERAGES = (1, 2, 3, 5, 10, 20)
 DEFAULT_RUIN = (0.5, 0.9, 0.99)
 
@@ -114,8 +116,17 @@ def expected_shortfall(values: np.ndarray, alpha: float = 0.05) -> float:
 
 @njit(cache=True, error_model='numpy')
 def _extras(out, records, n_bars, row):
-    """The first liquidation's bar and the lowest equity of a finished run, into ``row``."""
+    """The first liquidation's bar, the lowest equity and the orders the account could not
+    carry of a finished run, into ``row``."""
     row[E_FIRST_LIQUIDATION] = records.liqs[0]["bar"] if records.counts[Count.LIQS] > 0 else -1
+    refused = 0
+    for c in range(records.counts[Count.REJECTS]):
+        reason = records.rejects[c]["reason"]
+        if (reason == Reject.INSUFFICIENT_MARGIN or reason == Reject.LEVERAGE_ABOVE_TIER
+                or reason == Reject.ACCOUNT_BANKRUPT or reason == Reject.MARGIN_LEVEL
+                or reason == Reject.ABOVE_MAX_POSITION):
+            refused += 1
+    row[E_REFUSED] = refused
     lowest = np.inf
     for t in range(n_bars):
         value = out[Out.EQUITY, t]
@@ -232,12 +243,15 @@ class LiquidationRisk:
       deposit) with its interval, ``first_liquidation_days_q25/_median/_q75`` (among paths
       liquidated), ``es5_return`` (mean return of the worst 5% of paths) with
       ``es5_low``/``es5_high``, ``median_return``, ``mean_return``, ``median_max_drawdown``,
-      ``mean_fills``, ``mean_rejected`` and ``refused_share`` (rejected orders over all
-      orders: a configuration whose account cannot carry the strategy's sizing refuses
-      most, and trades little).
+      ``mean_fills``, ``mean_rejected`` and ``refused_share``: the orders the account could
+      not carry (insufficient margin, a tier's leverage cap, the largest position, a
+      bankrupt account, Kraken's opening margin level) over those and the fills; a
+      configuration whose account cannot carry the strategy's sizing refuses most, and
+      trades little. An order that only rounds to nothing under the venue's step is not
+      one.
     - ``paths``: one row per path and configuration: ``path``, ``seed``, the configuration,
       the ``engine.batch.METRICS`` figures, ``first_liquidation_bar`` (-1: none),
-      ``lowest_equity``.
+      ``lowest_equity``, ``refused_orders`` (as ``refused_share`` counts them).
     - ``info``: the bootstrap (block length and rule, history window), seeds, horizon,
       level, and seconds taken.
     """
@@ -363,7 +377,7 @@ def liquidation_risk(
     u_of = ([leverages.index(c.leverage) for c in configs] if source.reads_leverage
             else [0] * len(configs))
     summary = np.full((n_paths, len(configs), N_METRICS), np.nan)
-    extra = np.full((n_paths, len(configs), 2), np.nan)
+    extra = np.full((n_paths, len(configs), N_EXTRA), np.nan)
     prepared = None
     done = 0
     buffer = None
@@ -629,6 +643,7 @@ def _path_frame(summary, extra, configs, seeds, initial) -> pd.DataFrame:
             frame.insert(4 + k, key, value)
         frame["first_liquidation_bar"] = extra[:, c, E_FIRST_LIQUIDATION].astype(np.int64)
         frame["lowest_equity"] = extra[:, c, E_LOWEST_EQUITY]
+        frame["refused_orders"] = extra[:, c, E_REFUSED]
         frame["initial_equity"] = initial[c]
         parts.append(frame)
     return pd.concat(parts, ignore_index=True)
@@ -669,9 +684,9 @@ def _table(frame, configs, initial, ruin, level, bars_per_day, seed) -> pd.DataF
                    es5_high=float(np.quantile(resampled, 1 - alpha)),
                    median_return=float(np.median(returns)), mean_return=float(returns.mean()),
                    median_max_drawdown=float(np.median(part["max_drawdown"])))
-        fills, rejected = float(part["fills"].sum()), float(part["rejected_orders"].sum())
-        row.update(mean_fills=fills / n, mean_rejected=rejected / n,
-                   refused_share=rejected / (fills + rejected) if fills + rejected else 0.0)
+        fills, refused = float(part["fills"].sum()), float(part["refused_orders"].sum())
+        row.update(mean_fills=fills / n, mean_rejected=float(part["rejected_orders"].mean()),
+                   refused_share=refused / (fills + refused) if fills + refused else 0.0)
         rows.append(row)
     return pd.DataFrame(rows)
 

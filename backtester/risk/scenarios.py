@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..backtest import run
 from ..data.market import Market
-from ..strategy import StrategyDef
+from ..strategy import Plan, StrategyDef
 from .advice import Sentence
 from .advice import _lev as lev_text
 from .advice import _pct as pct
@@ -30,12 +30,21 @@ def plan_of(market: Market, strategy, params: Mapping):
     return strategy(market, **params)
 
 
-def reference_run(market, strategy, params, run_options, margin_mode="cross"):
-    """The strategy on the history at the run options' leverage (10x if none)."""
+def reference_options(plan, run_options) -> dict:
+    """The reference run's options: the run options, at the leverage they give, else the
+    strategy's own (its Plan's), else 10x."""
     options = dict(run_options)
-    options.setdefault("leverage", REFERENCE_LEVERAGE)
-    return run(market, plan_of(market, strategy, params), margin_mode=margin_mode,
-               record_positions=True, **options)
+    if "leverage" not in options and not (isinstance(plan, Plan)
+                                          and "leverage" in plan.options):
+        options["leverage"] = REFERENCE_LEVERAGE
+    return options
+
+
+def reference_run(market, strategy, params, run_options, margin_mode="cross"):
+    """The strategy on the history at its reference leverage (``reference_options``)."""
+    plan = plan_of(market, strategy, params)
+    return run(market, plan, margin_mode=margin_mode, record_positions=True,
+               **reference_options(plan, run_options))
 
 
 def _book_bar(result) -> int:
@@ -181,13 +190,13 @@ def adl_part(market, strategy, params, run_options):
     hedged = ((q > 0).any(axis=1) & (q < 0).any(axis=1)).any()
     if not hedged:
         return None, None
-    options = dict(run_options)
-    options.setdefault("leverage", REFERENCE_LEVERAGE)
+    plan = plan_of(market, strategy, params)
+    options = reference_options(plan, run_options)
     stresses = {}
     for mode in ("cross", "isolated"):
         try:
-            stresses[mode] = adl_stress(market, plan_of(market, strategy, params), at="worst",
-                                        margin_mode=mode, **options)
+            stresses[mode] = adl_stress(market, plan, at="worst", margin_mode=mode,
+                                        **options)
         except ValueError:  # no leg in profit at any close: nothing to deleverage
             continue
     if not stresses:

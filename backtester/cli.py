@@ -460,8 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._numba_cache import kernels_cached
 
         if not kernels_cached(_P(__file__).resolve().parent):
-            print("compiling the simulation kernels: a one-time cost of about 30 s on 2 cores "
-                  "(later runs load them from numba's cache)...", file=sys.stderr, flush=True)
+            cost = "a minute" if args.command == "advise" else "30 s"  # advise: its path kernels
+            print(f"compiling the simulation kernels: a one-time cost of about {cost} on 2 "
+                  "cores (later runs load them from numba's cache)...", file=sys.stderr,
+                  flush=True)
     try:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError) as exc:

@@ -21,6 +21,7 @@ from functools import lru_cache
 import numpy as np
 from numba import config as numba_config
 from numba import njit, types
+from numba.core.errors import NumbaError
 from numba.core.registry import CPUDispatcher
 
 from .account import open_account
@@ -312,13 +313,23 @@ def compile_callback(function, boundscheck: bool = True):
     stray memory. Numba's own errors (typing, unsupported code) propagate;
     ``backtester.strategy`` explains them to the strategy's author. Under
     ``NUMBA_DISABLE_JIT=1`` the Python function itself is returned.
+
+    A callback that allocates no array is compiled without numba's reference counting
+    (``_nrt=False``), which it does not need; one that allocates is compiled with it.
     """
     py_func = getattr(function, "py_func", function)
     if numba_config.DISABLE_JIT:
         return py_func
-    compiled = CompiledCallback(py_func, targetoptions={"nopython": True,
-                                                        "boundscheck": bool(boundscheck)})
-    compiled.compile(callback_signature())
+    options = {"nopython": True, "boundscheck": bool(boundscheck)}
+    try:
+        # without numba's reference counting: a callback that allocates nothing needs none
+        # (it only reads the view and writes its orders), and counting every array of the
+        # view it touches, at every bar, made a typical callback three times slower
+        compiled = CompiledCallback(py_func, targetoptions={**options, "_nrt": False})
+        compiled.compile(callback_signature())
+    except NumbaError:  # it allocates (np.empty...): compile it with reference counting
+        compiled = CompiledCallback(py_func, targetoptions=options)
+        compiled.compile(callback_signature())
     return compiled
 
 

@@ -115,6 +115,7 @@ REAL = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "d
 
 @pytest.mark.skipif(not (REAL / "BTC_USDT-1h.parquet").exists(),
                     reason="shared Binance futures data not present")
+@pytest.mark.filterwarnings("ignore:.*have no mark price")  # the early bars: last as mark
 def test_resampled_real_history_keeps_volatility_and_correlation():
     real = load_market(REAL, symbols=["BTC_USDT", "ETH_USDT"], timeframe="1h")
     paths = Bootstrap(real).paths(200, 24 * 365, seed=3)

@@ -97,6 +97,37 @@ class Result:
     def equity(self) -> pd.Series:
         return self.account["equity"]
 
+    @property
+    def returns(self) -> pd.Series:
+        """Simple returns of the equity at each bar's close, the first bar's from the initial
+        equity (so they compound to ``total_return``), 0 after the equity reached zero:
+        what quantstats or empyrical take.
+
+        Example:
+            >>> from backtester import load_market, run
+            >>> from strategies import hedged_pair
+            >>> m = load_market()
+            >>> r = run(m, hedged_pair(m), target_kind="equity", leverage=5)
+            >>> growth = float((1 + r.returns).prod() - 1)
+            >>> abs(growth - r.summary()["total_return"]) < 1e-12
+            True
+        """
+        values = np.concatenate([[float(self.initial_equity)], self.equity.to_numpy()])
+        previous = values[:-1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(previous > 0, values[1:] / previous - 1.0, 0.0)
+        return pd.Series(r, index=self.market.timestamps, name="returns")
+
+    @property
+    def label(self) -> str:
+        """The run's margin mode and leverage in a few words: ``"cross 10x"``, or ``"mixed"``
+        when its columns differ."""
+        margined = [(enums.MARGIN_MODE_NAMES[m], float(lev)) for m, lev in
+                    zip(self.margin_mode, self.leverage, strict=True) if m < enums.Mode.SPOT]
+        if margined and len(set(margined)) == 1:
+            return f"{margined[0][0]} {margined[0][1]:g}x"
+        return "mixed" if margined else "spot"
+
     def _events(self, records: np.ndarray, names: dict[str, tuple[str, ...]]) -> pd.DataFrame:
         frame = pd.DataFrame({name: records[name] for name in records.dtype.names})
         frame.insert(0, "timestamp", self.market.timestamps[frame["bar"].to_numpy()])
@@ -297,6 +328,37 @@ class Result:
         """The summary plus CAGR, volatility, Sortino, Calmar, drawdown duration, exposure,
         turnover and the closest distance to liquidation (``metrics.run_metrics``)."""
         return metrics.run_metrics(self)
+
+    def stats(self) -> pd.Series:
+        """``metrics()`` as a pandas Series named by the run's ``label`` (``pd.concat`` of
+        several runs' stats gives a table)."""
+        return pd.Series(self.metrics(), name=self.label)
+
+    def plot(self, path=None, title: str | None = None):
+        """The equity curve with each liquidation marked on it, and the drawdown below, as
+        a matplotlib Figure (saved to ``path`` when given: .png, .svg, .pdf)."""
+        from .report.figures import run_figure
+
+        figure = run_figure(self, title)
+        if path is not None:
+            figure.savefig(path)
+        return figure
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the one-line summary, the headline figures and the equity plot."""
+        import base64
+        import html as _html
+
+        from .report.figures import png_bytes
+        from .report.tables import format_metrics
+
+        if not self.market.n_bars:
+            return f"<pre>{_html.escape(repr(self))}</pre>"
+        table = format_metrics(pd.DataFrame({self.label: self.metrics()}))
+        picture = base64.b64encode(png_bytes(self.plot(), dpi=70)).decode()
+        return (f"<p><code>{_html.escape(repr(self))}</code></p>"
+                f"{table.to_html(index=False, border=0)}"
+                f'<img src="data:image/png;base64,{picture}" style="max-width:100%">')
 
     # --- persistence ----------------------------------------------------------------------
 

@@ -51,7 +51,8 @@ def _finish(fig: Figure, axes) -> Figure:
 
 
 def equity_figure(results: Mapping, title: str = "Equity") -> Figure:
-    """Equity curves overlaid, each liquidation event marked at the equity it left behind.
+    """Equity curves overlaid, each liquidation event marked on its curve (at the equity of
+    the bar's close, where the curve is drawn).
 
     Example:
         >>> from backtester import load_market, run
@@ -62,6 +63,13 @@ def equity_figure(results: Mapping, title: str = "Equity") -> Figure:
     """
     fig = Figure(figsize=(10, 4.2), dpi=100, layout="constrained")
     ax = fig.add_subplot()
+    plot_equity(ax, results)
+    ax.set_title(title)
+    return _finish(fig, [ax])
+
+
+def plot_equity(ax, results: Mapping) -> None:
+    """Draw ``equity_figure``'s curves and liquidation markers on ``ax``."""
     colors = _colors(results)
     for label, result in results.items():
         equity = result.equity
@@ -70,15 +78,13 @@ def equity_figure(results: Mapping, title: str = "Equity") -> Figure:
         liq = result.liquidations
         if len(liq):
             events = liq.drop_duplicates("event")
-            ax.scatter(_times(pd.DatetimeIndex(events["timestamp"])),
-                       events["equity_after"].to_numpy(), marker="v", s=34,
-                       color=colors[label], edgecolor="black", linewidth=0.5, zorder=3,
+            bars = events["bar"].to_numpy(dtype=np.int64)
+            ax.scatter(_times(equity.index[bars]), equity.to_numpy()[bars], marker="v",
+                       s=34, color=colors[label], edgecolor="black", linewidth=0.5, zorder=3,
                        label=f"{label}: {len(liq)} liquidated position(s)")
-    ax.set_title(title)
     ax.set_ylabel("equity (quote)")
     ax.set_xlabel("UTC")
     ax.legend(loc="best", fontsize=8)
-    return _finish(fig, [ax])
 
 
 def _curve(result) -> pd.Series:
@@ -92,17 +98,40 @@ def drawdown_figure(results: Mapping, title: str = "Drawdown") -> Figure:
     """Each run's fall from its running peak (the initial balance counts as a peak), in %."""
     fig = Figure(figsize=(10, 3.2), dpi=100, layout="constrained")
     ax = fig.add_subplot()
+    plot_drawdown(ax, results)
+    ax.set_title(title)
+    return _finish(fig, [ax])
+
+
+def plot_drawdown(ax, results: Mapping) -> None:
+    """Draw ``drawdown_figure``'s curves on ``ax``."""
     colors = _colors(results)
     for label, result in results.items():
         dd = metrics.drawdown(_curve(result)).to_numpy()[1:] * 100
         ax.plot(_times(result.equity.index), dd, lw=1.0, color=colors[label],
                 label=f"{label} (max {dd.min() if len(dd) else 0:.1f}%)")
         ax.fill_between(_times(result.equity.index), dd, 0, color=colors[label], alpha=0.08)
-    ax.set_title(title)
     ax.set_ylabel("drawdown (%)")
     ax.set_xlabel("UTC")
     ax.legend(loc="lower left", fontsize=8)
-    return _finish(fig, [ax])
+
+
+def run_figure(result, title: str | None = None) -> Figure:
+    """One run: its equity with its liquidations marked, and its drawdown below
+    (``Result.plot``)."""
+    fig = Figure(figsize=(10, 5.6), dpi=100, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    runs = {result.label: result}
+    plot_equity(top, runs)
+    plot_drawdown(bottom, runs)
+    top.set_xlabel("")
+    if title is None:
+        s, ts = result.summary(), result.market.timestamps
+        title = (f"{result.venue.name}, {result.label}, {ts[0]:%Y-%m-%d} to {ts[-1]:%Y-%m-%d}: "
+                 f"final equity {s['final_equity']:,.2f} ({s['total_return']:+.2%}), "
+                 f"{s['liquidations']} liquidation(s)")
+    top.set_title(title, fontsize=9)
+    return _finish(fig, [top, bottom])
 
 
 def distance_series(result) -> pd.Series | None:

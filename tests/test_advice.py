@@ -88,7 +88,7 @@ def test_the_beginners_leverage_is_the_last_one_under_the_threshold():
     # none passes: the sentence says so and names the lowest leverage's figure
     s3 = beginner_sentence(table, threshold=0.005)
     assert s3.numbers["cross"]["leverage"] is None
-    assert "cross: no leverage simulated (even 1x: 1.0%)" in s3.text
+    assert "cross: no leverage simulated (even 1x: 1.0%, at most 1.8%)" in s3.text
     assert "isolated up to 1x" in s3.text  # 0 of 1000: upper bound 0.38%
 
 
@@ -158,6 +158,14 @@ def test_settings_that_refuse_most_orders_get_no_verdict_and_are_no_beginners_se
     assert "at 10x most orders were refused (cross 10%, isolated 80% at 10x" in text
     s = beginner_sentence(table, threshold=0.05)
     assert s.numbers["isolated"]["leverage"] == 5.0 and s.numbers["cross"]["leverage"] == 10.0
+    # refused at the lowest leverage (the account cannot carry the orders' margin there):
+    # skipped, not an end of the search
+    refused = {"cross": [0.9, 0.0, 0.0], "isolated": [0.9, 0.0, 0.0]}
+    table = risk_table(cross_loss=[0.0, 0.0, 0.0], isolated_loss=[0.0, 0.0, 0.0],
+                       cross_liq=[0.0, 0.0, 0.0], isolated_liq=[0.0, 0.0, 0.3],
+                       refused=refused)
+    s = beginner_sentence(table, threshold=0.05)
+    assert s.numbers["cross"]["leverage"] == 10.0 and s.numbers["isolated"]["leverage"] == 5.0
 
 
 def test_alike_then_a_mode_is_not_a_flip():

@@ -245,10 +245,13 @@ def beginner_sentence(table: pd.DataFrame, threshold: float = 0.05,
             continue
         ok = rows[rows["p_liquidation_high"] < threshold]
         # the largest leverage below which every simulated leverage also passed
+        # a setting that refuses most orders is no setting (skipped); the first one carried
+        # whose probability is not under the threshold ends the search
+        carried = rows[rows.get("refused_share", 0.0) <= MOST_REFUSED] \
+            if "refused_share" in rows else rows
         passing = []
-        for _, row in rows.iterrows():  # a setting that refuses most orders is not one
-            if row["p_liquidation_high"] < threshold and \
-                    row.get("refused_share", 0.0) <= MOST_REFUSED:
+        for _, row in carried.iterrows():
+            if row["p_liquidation_high"] < threshold:
                 passing.append(row)
             else:
                 break
@@ -262,12 +265,18 @@ def beginner_sentence(table: pd.DataFrame, threshold: float = 0.05,
             if best is None or row["leverage"] > best[1] or (
                     row["leverage"] == best[1] and row["p_liquidation"] < best[2]):
                 best = (mode, row["leverage"], row["p_liquidation"])
-        else:
-            low = rows.iloc[0]
+        elif len(carried):
+            low = carried.iloc[0]
             numbers[mode] = {"leverage": None, "lowest": low["leverage"],
-                             "p_liquidation": low["p_liquidation"]}
+                             "p_liquidation": low["p_liquidation"],
+                             "p_liquidation_high": low["p_liquidation_high"]}
             parts.append(f"{mode}: no leverage simulated (even {_lev(low['leverage'])}: "
-                         f"{_pct(low['p_liquidation'])})")
+                         f"{_pct(low['p_liquidation'])}, at most "
+                         f"{_pct(low['p_liquidation_high'])})")
+        else:
+            numbers[mode] = {"leverage": None, "refused": True}
+            parts.append(f"{mode}: the account refused most orders at every leverage "
+                         "simulated")
         del ok
     text = (f"For a beginner (a liquidation within {horizon} less likely than "
             f"{_pct(threshold, 0)}): " + "; ".join(parts) + ".")

@@ -9,6 +9,7 @@ isolated long decided from the paths' mark lows and Binance's isolated liquidati
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from backtester import Market, load_market
@@ -323,3 +324,33 @@ def test_every_path_is_the_run_of_its_market(history):
                     assert row["refused_orders"] == result.rejections["reason"].isin(
                         carry).sum()
                     assert row["lowest_equity"] == pytest.approx(result.equity.min())
+
+
+def test_hedge_mode_paths_are_the_runs_of_their_markets(history):
+    # a hedge-mode BTC (a long and a short leg, the run's columns BTC_USDT.long/.short, both
+    # on BTC's path) beside an ETH short, both modes: each path's figures as run() gives them
+    from backtester import run
+
+    boot = Bootstrap(history)
+    book = {"BTC_USDT.long": 0.3, "BTC_USDT.short": -0.1, "ETH_USDT": -2.0}
+    options = {"target_kind": "units", "position_mode": {"BTC_USDT": "hedge"}}
+    risk = liquidation_risk(history, book, leverages=[5, 20], n_paths=3, days=30, seed=4,
+                            bootstrap=boot, **options)
+    paths = boot.paths(3, 30 * 24, seed=4)
+    for p in range(3):
+        market = paths.market(p)
+        targets = pd.DataFrame({k: [v] for k, v in book.items()}, index=market.timestamps[:1])
+        for mode in ("cross", "isolated"):
+            for lev in (5, 20):
+                want = run(market, targets, margin_mode=mode, leverage=lev, **options).summary()
+                row = risk.paths[(risk.paths["path"] == p) & (risk.paths["margin_mode"] == mode)
+                                 & (risk.paths["leverage"] == lev)].iloc[0]
+                for key in ("final_equity", "liquidations", "fills", "funding_paid"):
+                    assert row[key] == pytest.approx(want[key], rel=1e-12, abs=1e-9), key
+
+
+def test_collateral_accounts_are_refused_by_name(history):
+    with pytest.raises(ValueError, match="collateral coins \\(BTC\\)"):
+        liquidation_risk(history, {"ETH_USDT": -1.0}, n_paths=2, days=5,
+                         margin_modes=["cross"], leverages=[5], collateral={"BTC": 0.5},
+                         target_kind="units")

@@ -66,6 +66,9 @@ from ..engine.enums import (
 from ..engine.kernel import run_to_end
 from ..engine.records import new_records
 from ..prepare import prepare_run, split_plan
+from ..prepare.columns import column_layout
+from ..prepare.run import PrepareCache
+from ..prepare.targets import targets_array
 from ..strategy import Callback, Plan, StrategyDef, takes_leverage
 from .bootstrap import Bootstrap, Paths, path_seed
 
@@ -484,28 +487,13 @@ class _Source:
 
 
 def _as_plan(made, market: Market) -> Plan:
+    """What the strategy built on a path, as a Plan (a fixed book: a one-row frame at the
+    first bar; targets are converted to the run's columns by ``prepare``'s own rules)."""
     if isinstance(made, Plan):
         return made
     if isinstance(made, Mapping):
-        unknown = sorted(set(made) - set(market.symbols))
-        if unknown:
-            raise ValueError(f"the book names {', '.join(unknown)}, not in the market "
-                             f"({', '.join(market.symbols)})")
-        targets = np.full((market.n_bars, market.n_symbols), np.nan)
-        for symbol, value in made.items():
-            targets[0, market.symbol_index(symbol)] = float(value)
-        return Plan(targets)
-    if isinstance(made, np.ndarray):
-        if made.shape != (market.n_bars, market.n_symbols):
-            raise ValueError(f"targets of shape {made.shape}: a simulated path has "
-                             f"{market.n_bars} bars of {market.n_symbols} symbols")
-        return Plan(np.ascontiguousarray(made, dtype=np.float64))
-    if isinstance(made, pd.DataFrame):
-        frame = made.reindex(columns=list(market.symbols))
-        if len(frame) != market.n_bars:
-            raise ValueError(f"targets of {len(frame)} rows: a simulated path has "
-                             f"{market.n_bars} bars (give an array, or a function of the market)")
-        return Plan(np.ascontiguousarray(frame.to_numpy(dtype=np.float64)))
+        return Plan(pd.DataFrame({symbol: [float(value)] for symbol, value in made.items()},
+                                 index=market.timestamps[:1]))
     return Plan(made)
 
 
@@ -521,6 +509,8 @@ class _Prepared:
     initial_equity: np.ndarray
     callback: Callback | None
     venue_name: str
+    columns: np.ndarray  # the market column of each run column (a hedge leg: its symbol's)
+    layout: object  # the run's columns (prepare.columns.Layout), to convert targets
 
 
 def _prepare(paths: Paths, built, configs, u_of, source, run_options) -> _Prepared:
@@ -536,12 +526,15 @@ def _prepare(paths: Paths, built, configs, u_of, source, run_options) -> _Prepar
         options = {**plan_options, **run_options, **config.options,
                    "margin_mode": config.margin_mode, "leverage": config.leverage}
         run_config = RunConfig().replace(**options)
-        prepared = prepare_run(market, orders, run_config)
-        if prepared.market.symbols != market.symbols:
+        cache = PrepareCache()
+        prepared = prepare_run(market, orders, run_config, cache)
+        layout = column_layout(market, run_config, prepared.venue, cache)
+        if layout.held:
             raise ValueError(
-                "liquidation_risk runs accounts whose columns are the market's symbols; this "
-                f"run has {', '.join(prepared.market.symbols)} (hedge mode or collateral "
-                "coins): simulate it without them, or compare the modes with compare()")
+                f"liquidation_risk does not simulate collateral coins ({', '.join(layout.held)}"
+                "): their value would need each path's first marks; simulate the account "
+                "without them, or compare the modes with compare()")
+        columns = np.array([market.symbol_index(name) for name in layout.names])
         if isinstance(orders, Callback):
             callback = orders
         inputs = prepared.inputs
@@ -569,16 +562,18 @@ def _prepare(paths: Paths, built, configs, u_of, source, run_options) -> _Prepar
         holdings=np.ascontiguousarray(np.stack([r[3] for r in rows])),
         versions=versions, hours=prepared.inputs.bars.hours,
         bars_per_year=float(market.bars_per_year), initial_equity=np.array(initial),
-        callback=callback, venue_name=venue_name)
+        callback=callback, venue_name=venue_name, columns=columns, layout=layout)
 
 
 def _simulate(paths: Paths, built, prepared: _Prepared, workers: int, summary, extra,
               fixed: bool) -> None:
     fields = paths.fields
+    if not np.array_equal(prepared.columns, np.arange(fields.shape[3])):
+        fields = np.ascontiguousarray(fields[..., prepared.columns])  # hedge legs
     # funding records are sized once for a run and never grow: for the path settling most
-    n_funding = np.int64(np.isfinite(paths.funding_rate).sum(axis=(1, 2)).max())
-    has_funding = np.ascontiguousarray(np.isfinite(paths.funding_rate).any(axis=2))
-    n_paths, n_bars, n = paths.close.shape
+    n_funding = np.int64(np.isfinite(fields[8]).sum(axis=(1, 2)).max())
+    has_funding = np.ascontiguousarray(np.isfinite(fields[8]).any(axis=2))
+    n_paths, n_bars, n = fields.shape[1:]
     workers = max(1, min(workers, n_paths))
     if prepared.callback is not None:
         first = prepared.callback
@@ -605,13 +600,15 @@ def _simulate(paths: Paths, built, prepared: _Prepared, workers: int, summary, e
         if fixed:  # the same targets on every path: one copy
             built = built[:1]
         targets = np.empty((len(built), n_u, n_bars, n))
+        layout = prepared.layout
         for p, per in enumerate(built):
             for u, plan in enumerate(per):
                 orders = plan.orders
                 if isinstance(orders, Callback):
                     raise ValueError(f"the strategy built a callback on path {p} but targets "
                                      "on path 0")
-                targets[p, u] = orders
+                # the run's columns and bars (every path has path 0's)
+                targets[p, u] = targets_array(orders, layout.market, layout.hedge, layout.held)
         has_target = np.empty((len(built), n_u, n_bars), dtype=np.bool_)
         for p in range(len(built)):
             for u in range(n_u):

@@ -243,10 +243,9 @@ def beginner_sentence(table: pd.DataFrame, threshold: float = 0.05,
         rows = table[table["margin_mode"] == mode].sort_values("leverage")
         if rows.empty:
             continue
-        ok = rows[rows["p_liquidation_high"] < threshold]
-        # the largest leverage below which every simulated leverage also passed
-        # a setting that refuses most orders is no setting (skipped); the first one carried
-        # whose probability is not under the threshold ends the search
+        # the largest leverage below which every simulated leverage also passed; a setting
+        # that refuses most orders is no setting (skipped), and the first one carried whose
+        # probability is not under the threshold ends the search
         carried = rows[rows.get("refused_share", 0.0) <= MOST_REFUSED] \
             if "refused_share" in rows else rows
         passing = []
@@ -277,7 +276,6 @@ def beginner_sentence(table: pd.DataFrame, threshold: float = 0.05,
             numbers[mode] = {"leverage": None, "refused": True}
             parts.append(f"{mode}: the account refused most orders at every leverage "
                          "simulated")
-        del ok
     text = (f"For a beginner (a liquidation within {horizon} less likely than "
             f"{_pct(threshold, 0)}): " + "; ".join(parts) + ".")
     if best is not None:

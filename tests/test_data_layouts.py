@@ -105,3 +105,92 @@ def test_freqtrade_bad_price_names_the_file_and_row(freqtrade_dir):
         with pytest.raises(DataError, match=r"BTC_USDT_USDT-1h-futures.feather: column 'low'"
                                             r".* at row 4 \(timestamp 2024-01-01 04:00:00"):
             load_market(freqtrade_dir, symbols=["BTC_USDT"])
+
+
+# --- Binance's public archive -------------------------------------------------------------
+
+KLINE_HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+                "taker_buy_volume,taker_buy_quote_volume,ignore")
+
+
+def kline_csv(start: str, opens: list[float], unit: int = 1, header: bool = True) -> str:
+    """Archive klines: open, high = open+2, low = open-1, close = open+0.5, volume 7."""
+    t0 = pd.Timestamp(start, tz="UTC").value // 1_000_000 * unit  # ms (unit 1000: µs)
+    lines = [KLINE_HEADER] if header else []
+    for i, o in enumerate(opens):
+        t = t0 + i * 3_600_000 * unit
+        lines.append(f"{t},{o},{o + 2},{o - 1},{o + 0.5},7,{t + 3_600_000 * unit - 1},0,1,0,0,0")
+    return "\n".join(lines) + "\n"
+
+
+def put_zip(path, text: str) -> None:
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(path.with_suffix(".csv").name, text)
+
+
+@pytest.fixture
+def archive_dir(tmp_path):
+    um = tmp_path / "archive" / "futures" / "um"
+    k = um / "monthly" / "klines" / "BTCUSDT" / "1h"
+    put_zip(k / "BTCUSDT-1h-2024-01.zip", kline_csv("2024-01-31 21:00", [100, 101, 102],
+                                                    unit=1, header=True))
+    d = um / "daily" / "klines" / "BTCUSDT" / "1h"
+    put_zip(d / "BTCUSDT-1h-2024-02-01.zip", kline_csv("2024-02-01", [103, 104], unit=1,
+                                                       header=False))
+    # a daily file of a month that has its monthly file: skipped (else duplicated bars)
+    put_zip(d / "BTCUSDT-1h-2024-01-31.zip", kline_csv("2024-01-31 21:00", [1, 1, 1], unit=1))
+    mk = um / "monthly" / "markPriceKlines" / "BTCUSDT" / "1h"
+    put_zip(mk / "BTCUSDT-1h-2024-01.zip", kline_csv("2024-01-31 21:00", [200, 201, 202],
+                                                     unit=1, header=False))
+    fr = um / "monthly" / "fundingRate" / "BTCUSDT"
+    put_zip(fr / "BTCUSDT-fundingRate-2024-01.zip",
+            "calc_time,funding_interval_hours,last_funding_rate\n"
+            "1706688000000,8,0.00010000\n")  # 2024-01-31 08:00: before the first bar
+    put_zip(fr / "BTCUSDT-fundingRate-2024-02.zip",
+            "calc_time,funding_interval_hours,last_funding_rate\n"
+            "1706745600004,8,-0.00025000\n")  # 2024-02-01 00:00:00.004
+    # newer spot files stamp klines in microseconds
+    sk = tmp_path / "archive" / "spot" / "monthly" / "klines" / "ETHUSDT" / "1h"
+    put_zip(sk / "ETHUSDT-1h-2024-02.zip", kline_csv("2024-01-31 23:00", [50, 51, 52],
+                                                     unit=1000, header=False))
+    return tmp_path / "archive"
+
+
+def test_binance_archive_folder_loads(archive_dir):
+    with pytest.warns(UserWarning, match=r"BTC_USDT: 2 of 5 bars have no mark price in .*"
+                                         r"futures/um/\{monthly,daily\}/markPriceKlines/"
+                                         r"BTCUSDT/1h \(first at 2024-02-01 00:00:00 UTC\)"):
+        m = load_market(archive_dir)
+    assert m.symbols == ("BTC_USDT", "ETH_USDT")
+    t = pd.Timestamp("2024-01-31 21:00", tz="UTC").value
+    np.testing.assert_array_equal(m.index, t + H * np.arange(5))
+    np.testing.assert_array_equal(m.open[:, 0], [100, 101, 102, 103, 104])
+    np.testing.assert_array_equal(m.high[:, 0], [102, 103, 104, 105, 106])
+    np.testing.assert_array_equal(m.low[:, 0], [99, 100, 101, 102, 103])
+    np.testing.assert_array_equal(m.close[:, 0], [100.5, 101.5, 102.5, 103.5, 104.5])
+    np.testing.assert_array_equal(m.volume[:, 0], [7, 7, 7, 7, 7])
+    # mark bars for January only: February's bars use the last price (with a warning)
+    np.testing.assert_array_equal(m.mark_open[:, 0], [200, 201, 202, 103, 104])
+    np.testing.assert_array_equal(m.funding_rate[:, 0], [np.nan, np.nan, np.nan, -0.00025,
+                                                         np.nan])
+    np.testing.assert_array_equal(m.open[:, 1], [np.nan, np.nan, 50, 51, 52])
+    assert m.has_mark == (True, False)
+
+
+def test_binance_archive_symbols_and_window(archive_dir):
+    with pytest.warns(UserWarning, match="2 of 2 bars have no mark price"):
+        m = load_market(archive_dir, symbols=["BTCUSDT"], start="2024-02-01")
+    assert m.symbols == ("BTC_USDT",)
+    np.testing.assert_array_equal(m.open[:, 0], [103, 104])
+    np.testing.assert_array_equal(m.funding_rate[:, 0], [-0.00025, np.nan])
+
+
+def test_binance_archive_corrupt_zip_is_named(archive_dir):
+    bad = (archive_dir / "futures" / "um" / "daily" / "klines" / "BTCUSDT" / "1h"
+           / "BTCUSDT-1h-2024-02-01.zip")
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DataError, match=r"BTCUSDT-1h-2024-02-01.zip: not a readable zip file"):
+        load_market(archive_dir, symbols=["BTC_USDT"])

@@ -153,7 +153,7 @@ def scan_archive(directory: Path) -> tuple[dict, dict, dict] | None:
     mark: dict[str, dict] = {}
     funding: dict[str, ArchiveSeries] = {}
     for (kind, sym, tf), zips in sorted(found.items()):
-        where = zips[0].parent.parent if kind != "funding" else zips[0].parent
+        where = zips[0].parents[2 if kind != "funding" else 1]  # .../klines, .../fundingRate
         label = f"{where.relative_to(directory)}/{sym}" + (f"/{tf}" if tf else "")
         label = re.sub(r"/(monthly|daily)/", "/{monthly,daily}/", label)
         series = _series(zips, f"{directory}/{label}")

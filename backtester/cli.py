@@ -232,6 +232,77 @@ def _add_data(sub) -> None:
     imp.set_defaults(func=_cmd_data_import, flags={
         "timestamp_column": "--timestamp-column", "timeframe": "--timeframe",
         "symbol": "--symbol", "kind": "--kind"})
+    _add_data_download(dsub)
+
+
+def _add_data_download(dsub) -> None:
+    from .cli_common import iso_time
+    from .data.download import BASE_URL
+
+    d = dsub.add_parser("download", help="fetch history from Binance's public data archive "
+                                         "(checksums verified, resumable) into the parquet "
+                                         "layout")
+    d.add_argument("--venue", required=True, choices=("binance",),
+                   help="the archive to fetch from (binance: USDT-M futures)")
+    d.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    d.add_argument("--start", required=True, type=iso_time, help="first bar, YYYY-MM-DD")
+    d.add_argument("--end", required=True, type=iso_time,
+                   help="end of the window (exclusive), YYYY-MM-DD")
+    d.add_argument("--timeframe", default="1h", help="bar length (default 1h)")
+    d.add_argument("--out", required=True, help="data folder to write the parquet files into")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace the files of these symbols if --out holds them")
+    d.add_argument("--cache", help="where the archive's zip files are kept, so that a second "
+                                   "run resumes (default: OUT/.binance-archive)")
+    d.add_argument("--base-url", default=BASE_URL, help=f"the archive (default {BASE_URL})")
+    d.set_defaults(func=_cmd_data_download, flags={
+        "timeframe": "--timeframe", "start": "--start", "end": "--end", "symbols": "--symbols"})
+
+
+def _cmd_data_download(args) -> int:
+    import warnings
+
+    from .cli_common import names
+    from .data import load_market, write_market
+    from .data.download import download_binance
+    from .data.layouts import project_symbol
+    from .data.validate import timeframe_ns
+
+    symbols = [project_symbol(s) for s in names(args.symbols)]
+    tf = args.timeframe
+    timeframe_ns(tf)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give the data folder to write into")
+    targets = [out / f"{s}{kind}" for s in symbols
+               for kind in (f"-{tf}.parquet", f"_mark-{tf}.parquet", "_funding.parquet")]
+    held = [p.name for p in targets if p.exists()]
+    if held and not args.overwrite:
+        raise ValueError(f"--out {out} already holds {', '.join(held)}; pass --overwrite to "
+                         "replace them, or give another --out")
+    cache = Path(args.cache) if args.cache else out / ".binance-archive"
+    notes = download_binance(symbols, args.start, args.end, cache, timeframe=tf,
+                             base_url=args.base_url)
+    for sym, lines in notes.items():
+        for line in lines:
+            print(f"note: {sym}: {line}", file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        market = load_market(cache, symbols=symbols, start=args.start, end=args.end,
+                             timeframe=tf)
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    staged = staging_folder(out / "download")
+    try:
+        written = write_market(market, staged)
+        for p in written:
+            os.replace(p, out / p.name)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    for p in written:
+        print(f"wrote {out / p.name}")
+    return 0
 
 
 def _cmd_data_import(args) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .layouts import is_freqtrade_file, project_symbol, scan_archive, scan_freqtrade
 from .market import Market
 from .validate import (
     DataError,
@@ -60,13 +61,26 @@ def embedded_data_dir() -> Path:
 
 
 def _scan(directory: Path) -> tuple[dict, dict, dict]:
-    """Map the files of a directory: (ohlc {sym: {tf: path}}, mark {same}, funding {sym: path})."""
+    """Map the files of a directory: (ohlc {sym: {tf: path}}, mark {same}, funding {sym: path}).
+
+    The project's parquet files, freqtrade's files, or a Binance archive folder (see
+    :mod:`.layouts`); a path is then an :class:`~.layouts.ArchiveSeries` of zip files.
+    """
     if not directory.is_dir():
         raise DataError(f"{directory}: no such directory")
+    archive = scan_archive(directory)
+    if archive is not None:
+        if not archive[0]:
+            raise DataError(f"{directory}: a Binance archive folder without klines (e.g. "
+                            "futures/um/monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2024-01.zip)")
+        return archive
     ohlc: dict[str, dict[str, Path]] = {}
     mark: dict[str, dict[str, Path]] = {}
     funding: dict[str, Path] = {}
+    scan_freqtrade(directory, ohlc, mark, funding)
     for p in sorted(directory.glob("*.parquet")):
+        if is_freqtrade_file(p):
+            continue  # freqtrade's, mapped above
         if m := _MARK_RE.match(p.name):
             mark.setdefault(m["sym"], {})[m["tf"]] = p
         elif m := _FUND_RE.match(p.name):
@@ -75,7 +89,9 @@ def _scan(directory: Path) -> tuple[dict, dict, dict]:
             ohlc.setdefault(m["sym"], {})[m["tf"]] = p
     if not ohlc:
         raise DataError(
-            f"{directory}: no bar files named SYM-<timeframe>.parquet (e.g. BTC_USDT-1h.parquet)"
+            f"{directory}: no bar files named SYM-<timeframe>.parquet (e.g. BTC_USDT-1h.parquet), "
+            "freqtrade's (BTC_USDT_USDT-1h-futures.feather) or a Binance archive folder "
+            "(futures/um/monthly/klines/...)"
         )
     return ohlc, mark, funding
 
@@ -89,6 +105,12 @@ def _sources_from_dir(directory: Path, symbols: list[str] | None, timeframe: str
             have = sorted({tf for tfs in ohlc.values() for tf in tfs})
             raise DataError(f"{directory}: no {timeframe!r} bars; timeframes present: "
                             f"{', '.join(have)}")
+    named = [s if s in ohlc else project_symbol(s) for s in symbols]
+    twice = sorted({n for n in named if named.count(n) > 1})
+    if twice:
+        raise DataError(f"symbols={symbols!r} names {', '.join(twice)} twice (pair spellings "
+                        "such as BTC/USDT:USDT, BTCUSDT and BTC_USDT are one symbol)")
+    symbols = named
     unknown = [s for s in symbols if s not in ohlc]
     if unknown:
         raise DataError(f"{directory}: no bars for {', '.join(unknown)}; symbols present: "

@@ -126,10 +126,16 @@ def read_columns(path: Path | str, kind: str) -> dict[str, np.ndarray]:
     Column names match case-insensitively. ``timestamp`` comes back as int64
     nanoseconds UTC; the others as float64 (nulls become NaN).
     """
+    from .layouts import ArchiveSeries, is_funding_rate_file, read_archive, round_to_second
+
+    if isinstance(path, ArchiveSeries):  # a Binance archive folder's zip files
+        return read_archive(path, kind)
     path = Path(path)
     wanted = COLUMNS[kind]
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    if path.suffix == ".feather":  # freqtrade's files
+        return _read_feather(path, kind)
     try:
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
@@ -138,13 +144,11 @@ def read_columns(path: Path | str, kind: str) -> dict[str, np.ndarray]:
             f"{path}: not a readable parquet file ({exc}). Re-export it as parquet, "
             f"or convert a CSV with backtester.data.import_csv"
         ) from exc
-    lower = {n.lower(): n for n in names}
-    missing = [c for c in wanted if c not in lower]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; a {kind} file "
-            f"needs {', '.join(wanted)} (found: {', '.join(names)}). Rename or add the columns."
-        )
+    try:
+        lower = _column_names(names, path, kind)
+    except DataError:
+        pf.close()
+        raise
     try:  # ParquetFile.read gives one chunk per row group, so to_numpy is zero-copy
         table = pf.read(columns=[lower[c] for c in wanted])
     except (pa.ArrowException, OSError) as exc:
@@ -153,10 +157,57 @@ def read_columns(path: Path | str, kind: str) -> dict[str, np.ndarray]:
         ) from exc
     finally:
         pf.close()
+    out = _numpy_columns(table, lower, wanted, path)
+    if is_funding_rate_file(path):
+        out["timestamp"] = round_to_second(out["timestamp"])
+    return out
+
+
+def _column_names(names: list[str], path: Path, kind: str) -> dict[str, str]:
+    """Our column name -> the file's, case-insensitively; freqtrade's ``date`` is the
+    timestamp and its funding files keep the rate in ``open``."""
+    from .layouts import is_funding_rate_file
+
+    wanted = COLUMNS[kind]
+    lower = {n.lower(): n for n in names}
+    if "timestamp" not in lower and "date" in lower:
+        lower["timestamp"] = lower["date"]
+    if kind == "funding" and "funding_rate" not in lower and is_funding_rate_file(path) \
+            and "open" in lower:
+        lower["funding_rate"] = lower["open"]
+    missing = [c for c in wanted if c not in lower]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; a {kind} file "
+            f"needs {', '.join(wanted)} (found: {', '.join(names)}). Rename or add the columns."
+        )
+    return lower
+
+
+def _numpy_columns(table: pa.Table, lower: dict[str, str], wanted: tuple[str, ...],
+                   path: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for c in wanted:
         col = table.column(lower[c])
         out[c] = timestamps_ns(col, path) if c == "timestamp" else _floats(col, path, c)
+    return out
+
+
+def _read_feather(path: Path, kind: str) -> dict[str, np.ndarray]:
+    """A feather (Arrow IPC) file's columns, as :func:`read_columns` gives them."""
+    import pyarrow.feather as feather
+
+    from .layouts import is_funding_rate_file, round_to_second
+
+    try:
+        table = feather.read_table(path, memory_map=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable feather file ({exc}); write it again "
+                        "(e.g. freqtrade download-data)") from exc
+    lower = _column_names(table.column_names, path, kind)
+    out = _numpy_columns(table, lower, COLUMNS[kind], path)
+    if is_funding_rate_file(path):
+        out["timestamp"] = round_to_second(out["timestamp"])
     return out
 
 

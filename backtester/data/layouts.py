@@ -6,7 +6,9 @@ candle type, the pair ``BTC/USDT:USDT`` spelled ``BTC_USDT_USDT``:
 - ``BTC_USDT_USDT-1h-futures.feather``: ``date, open, high, low, close, volume``
 - ``BTC_USDT_USDT-1h-mark.feather``: mark-price candles, same columns
 - ``BTC_USDT_USDT-8h-funding_rate.feather`` (or ``-1h-``): freqtrade stores each
-  funding settlement as a candle whose ``open`` is the rate (the other prices 0)
+  funding settlement as a candle whose ``open`` is the rate (the other prices 0): its
+  ``Exchange._fetch_funding_rate_history`` turns ccxt's history into
+  ``[timestamp, fundingRate, 0, 0, 0, 0]`` rows
 - ``BTC_USDT-1h.feather``: spot candles
 
 Files in freqtrade's ``parquet`` format (same names, ``.parquet``) are read too.

@@ -74,6 +74,30 @@ def pair_legs(symbols: list[str] | None, market=None) -> tuple[str, str]:
     return market.symbols[0], market.symbols[1]
 
 
+def pair_symbols(args) -> list[str]:
+    """The default hedged pair's two legs, the only symbols it loads: ``--symbols LONG,SHORT``,
+    else the first two symbols of the folder (``--data``, or the embedded dataset) in the
+    order it lists them (by name), with a note when the folder holds more."""
+    symbols = names(args.symbols)
+    if symbols is not None:
+        pair_legs(symbols)
+        return symbols
+    from .data.loader import folder_symbols
+
+    found = folder_symbols(args.data, args.timeframe)
+    if len(found) < 2:
+        where = f"--data {args.data}" if args.data is not None else "the embedded dataset"
+        raise ValueError(f"{where} holds {len(found)} symbol(s)"
+                         + (f" with {args.timeframe} bars" if args.timeframe else "")
+                         + f" ({', '.join(found) or 'none'}); the default hedged pair needs two, "
+                         "--symbols LONG,SHORT. Or give --strategy")
+    if len(found) > 2:
+        print(f"note: the default hedged pair trades the folder's first two symbols, long "
+              f"{found[0]}, short {found[1]} (of {len(found)}); choose them with "
+              "--symbols LONG,SHORT")
+    return found[:2]
+
+
 def add_market_options(parser, symbols_help: str) -> None:
     """``--data --symbols --timeframe --start --end``: which bars a command runs on."""
     parser.add_argument("--data", help="data directory (default: the embedded dataset)")
@@ -109,11 +133,14 @@ def quietly(call, *args, **kwargs):
     return value
 
 
-def market_from_options(args, loader=None, **extra):
-    """The Market the market options select (``loader`` defaults to ``load_market``)."""
+def market_from_options(args, loader=None, symbols=None, **extra):
+    """The Market the market options select (``loader`` defaults to ``load_market``;
+    ``symbols`` to ``--symbols``, else every symbol of the folder)."""
     if loader is None:
         from .data import load_market as loader
-    return quietly(loader, args.data, symbols=names(args.symbols), start=args.start,
+    if symbols is None:
+        symbols = names(args.symbols)
+    return quietly(loader, args.data, symbols=symbols, start=args.start,
                    end=args.end, timeframe=args.timeframe, **extra)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from .market import Market
 from .validate import (
     DataError,
+    DataWarning,
     check_funding,
     check_prices,
     check_timestamps,
@@ -320,7 +321,9 @@ def load_market(
         path: directory of ``SYM-tf.parquet`` / ``SYM_mark-tf.parquet`` /
             ``SYM_funding.parquet`` files; None = the embedded dataset.
         symbols: which instruments, in this column order (default: every symbol
-            with bars of the chosen timeframe, sorted by name).
+            with bars of the chosen timeframe, sorted by name). A symbol named here
+            with no bar in the window is an error; one loaded by default is left out
+            with a ``DataWarning``.
         start, end: the backtest window, anything ``pandas.Timestamp`` accepts
             (naive = UTC); bars opening at ``start`` are in, at ``end`` out.
         timeframe: bar length label (``"1h"``, ``"5m"``...), required when the
@@ -347,6 +350,8 @@ def load_market(
     """
     if isinstance(symbols, str):
         symbols = [symbols]
+    asked = symbols is not None  # named symbols must have bars in the window; the others
+    #                              (every symbol of the folder) are left out when they have none
     symbols = _symbol_list(symbols) if symbols is not None else None
     lo_ns = to_ns(start, "start") if start is not None else None
     hi_ns = to_ns(end, "end") if end is not None else None
@@ -382,9 +387,19 @@ def load_market(
         bars = [j.result() for j in bar_jobs]
         marks = [j.result() if j is not None else None for j in mark_jobs]
         funds = [j.result() if j is not None else None for j in fund_jobs]
-    for s, (ts, _, _) in zip(symbols, bars, strict=True):
-        if ts.size == 0:
-            raise DataError(_no_bars(sources[s]["ohlc"], s, start, end))
+    empty = [i for i, (ts, _, _) in enumerate(bars) if ts.size == 0]
+    if empty and (asked or len(empty) == len(symbols)):
+        s = symbols[empty[0]]
+        raise DataError(_no_bars(sources[s]["ohlc"], s, start, end))
+    for i in empty:  # not asked for by name: left out, with a note
+        s = symbols[i]
+        warnings.warn(_no_bars(sources[s]["ohlc"], s, start, end, dropped=True), DataWarning,
+                      stacklevel=2)
+    if empty:
+        keep = [i for i in range(len(symbols)) if i not in empty]
+        symbols = [symbols[i] for i in keep]
+        bars, marks, funds = ([x[i] for i in keep] for x in (bars, marks, funds))
+        has_mark = tuple(has_mark[i] for i in keep)
     grid = _Grid([b[0] for b in bars], [sources[s]["ohlc"] for s in symbols],
                  [b[2] for b in bars], align)
     index = np.array(grid.index, dtype=np.int64)  # own, writable: one numba signature
@@ -441,9 +456,12 @@ def _symbol_list(symbols) -> list[str]:
     return names
 
 
-def _no_bars(path: Path, symbol: str, start, end) -> str:
-    """Why a symbol has no bars: an empty file, or the window misses the file's bars."""
+def _no_bars(path: Path, symbol: str, start, end, dropped: bool = False) -> str:
+    """Why a symbol has no bars: an empty file, or the window misses the file's bars
+    (``dropped``: the note for a symbol left out of the market, not asked for by name)."""
     if start is None and end is None:
+        if dropped:
+            return f"{symbol}: left out, {path.name} holds no bars (empty file)"
         return f"{path}: no {symbol} bars (empty file); drop the symbol or fill the file"
     try:  # the file's own span, to say where the window should be
         ts = read_columns(path, "ohlc")["timestamp"]
@@ -453,8 +471,24 @@ def _no_bars(path: Path, symbol: str, start, end) -> str:
             else " (the file is empty)")
     window = ", ".join(f"{k}={v!r}" for k, v in (("start", start), ("end", end))
                        if v is not None)
+    if dropped:
+        return f"{symbol}: left out, no bars in the window {window}{span}"
     return (f"{path}: no {symbol} bars in the window {window}{span}. Choose a window inside "
             "the data, or drop the symbol")
+
+
+def folder_symbols(path: str | Path | None = None, timeframe: str | None = None) -> list[str]:
+    """The symbols of a data folder (None: the embedded dataset) with bars of ``timeframe``
+    (None: of any), in the order the folder lists them (sorted by name), as ``load_market``
+    loads them when no ``symbols`` are given.
+
+    Example:
+        >>> folder_symbols()
+        ['BTC_USDT', 'ETH_USDT']
+    """
+    directory = Path(path) if path is not None else embedded_data_dir()
+    ohlc, _, _ = _scan(directory)
+    return sorted(s for s in ohlc if timeframe is None or timeframe in ohlc[s])
 
 
 def _read_funding(path: Path) -> dict[str, np.ndarray]:

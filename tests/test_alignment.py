@@ -1,0 +1,73 @@
+"""Symbols whose histories differ: which symbols load, where each may trade, and what
+happens to a position whose data ends (README, "Symbols with different histories")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backtester import DataError, DataWarning, load_market
+
+
+def bars(n: int, start: str, price: float = 100.0) -> pd.DataFrame:
+    """``n`` hourly bars from ``start``: close = price + row, open = previous close."""
+    close = price + np.arange(n, dtype=float)
+    open_ = np.r_[price, close[:-1]]
+    return pd.DataFrame({
+        "timestamp": pd.date_range(start, periods=n, freq="1h", tz="UTC"),
+        "open": open_, "high": np.maximum(open_, close) + 1.0,
+        "low": np.minimum(open_, close) - 1.0, "close": close, "volume": 1.0,
+    })
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """BTC and ETH from 2024-01-01 00:00 (48 bars); SOL listed a day later (24 bars)."""
+    bars(48, "2024-01-01").to_parquet(tmp_path / "BTC_USDT-1h.parquet", index=False)
+    bars(48, "2024-01-01", 50.0).to_parquet(tmp_path / "ETH_USDT-1h.parquet", index=False)
+    bars(24, "2024-01-02", 10.0).to_parquet(tmp_path / "SOL_USDT-1h.parquet", index=False)
+    return tmp_path
+
+
+def test_a_symbol_not_asked_for_without_bars_in_the_window_is_left_out_with_a_note(folder):
+    with pytest.warns(DataWarning, match=r"SOL_USDT: left out, no bars in the window "
+                      r"start='2024-01-01', end='2024-01-02'; the file's bars run from "
+                      r"2024-01-02 00:00:00 UTC to 2024-01-02 23:00:00 UTC"):
+        market = load_market(folder, start="2024-01-01", end="2024-01-02")
+    assert market.symbols == ("BTC_USDT", "ETH_USDT") and market.n_bars == 24
+
+
+def test_a_symbol_asked_for_without_bars_in_the_window_is_an_error_naming_its_range(folder):
+    with pytest.raises(DataError, match=r"no SOL_USDT bars in the window start='2024-01-01', "
+                       r"end='2024-01-02'; the file's bars run from 2024-01-02 00:00:00 UTC"):
+        load_market(folder, symbols=["BTC_USDT", "SOL_USDT"], start="2024-01-01",
+                    end="2024-01-02")
+
+
+def cli(argv, capsys) -> tuple[int, str, str]:
+    from backtester.cli import main
+
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_default_pair_loads_the_folders_first_two_symbols_only(folder, tmp_path, capsys):
+    # SOL has no bar in the window: loading it would fail; the pair never asks for it
+    code, out, err = cli(["run", "--data", str(folder), "--end", "2024-01-02", "--no-plot",
+                          "--margin-mode", "cross", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert ("note: the default hedged pair trades the folder's first two symbols, long "
+            "BTC_USDT, short ETH_USDT (of 3)") in out
+    assert "SOL_USDT" not in out.replace("(of 3)", "")
+    assert "(24 bars, BTC_USDT, ETH_USDT)" in out
+
+
+def test_cli_pair_named_with_a_symbol_without_bars_is_an_error_naming_it(folder, tmp_path,
+                                                                         capsys):
+    code, _, err = cli(["run", "--data", str(folder), "--symbols", "BTC_USDT,SOL_USDT",
+                        "--end", "2024-01-02", "--out", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert "no SOL_USDT bars in the window --end '2024-01-02'" in err
+    assert "bars run from 2024-01-02 00:00:00 UTC to 2024-01-02 23:00:00 UTC" in err

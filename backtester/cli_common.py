@@ -107,6 +107,9 @@ def add_market_options(parser, symbols_help: str) -> None:
     parser.add_argument("--start", type=iso_time,
                         help="first bar (inclusive), YYYY-MM-DD[THH:MM], e.g. 2023-01-01")
     parser.add_argument("--end", type=iso_time, help="last bar (exclusive), YYYY-MM-DD[THH:MM]")
+    parser.add_argument("--common-window", action="store_true",
+                        help="trim the data to the window in which every symbol has bars "
+                        "(default: each symbol trades from its first bar, with a note)")
 
 
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?(Z|[+-]\d{2}:?\d{2})?")
@@ -140,6 +143,15 @@ def market_from_options(args, loader=None, symbols=None, **extra):
         from .data import load_market as loader
     if symbols is None:
         symbols = names(args.symbols)
+    if getattr(args, "common_window", False):
+        import inspect
+
+        from .data import load_market
+
+        if loader is not load_market and "align" not in inspect.signature(loader).parameters:
+            raise ValueError("--common-window trims the folder's data, but this strategy loads "
+                             "its own market (its load_market takes no align=)")
+        extra = {**extra, "align": "common"}
     return quietly(loader, args.data, symbols=symbols, start=args.start,
                    end=args.end, timeframe=args.timeframe, **extra)
 

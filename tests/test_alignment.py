@@ -71,3 +71,60 @@ def test_cli_pair_named_with_a_symbol_without_bars_is_an_error_naming_it(folder,
     assert code == 2
     assert "no SOL_USDT bars in the window --end '2024-01-02'" in err
     assert "bars run from 2024-01-02 00:00:00 UTC to 2024-01-02 23:00:00 UTC" in err
+
+
+# ---------------------------------------------------------------- histories that differ
+
+def test_a_late_symbol_trades_from_its_first_bar_with_a_note(folder):
+    with pytest.warns(DataWarning, match=r"SOL_USDT: its bars begin at 2024-01-02 00:00:00 UTC, "
+                      r"after the market's first bar \(2024-01-01 00:00:00 UTC\)"):
+        market = load_market(folder, symbols=["BTC_USDT", "SOL_USDT"])
+    assert market.n_bars == 48
+    assert np.isnan(market.close[:24, 1]).all() and market.close[24, 1] == 10.0
+
+
+def test_common_window_starts_where_every_symbol_has_data(folder, recwarn):
+    market = load_market(folder, symbols=["BTC_USDT", "SOL_USDT"], align="common")
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+    assert market.n_bars == 24
+    assert market.timestamps[0] == pd.Timestamp("2024-01-02", tz="UTC")
+    assert market.close[0].tolist() == [124.0, 10.0]  # BTC's 25th bar, SOL's first
+
+
+def test_common_window_without_overlap_is_an_error_naming_both(tmp_path):
+    bars(5, "2024-01-01").to_parquet(tmp_path / "BTC_USDT-1h.parquet", index=False)
+    bars(5, "2024-01-02").to_parquet(tmp_path / "ETH_USDT-1h.parquet", index=False)
+    with pytest.raises(DataError, match=r"BTC_USDT's bars end at 2024-01-01 04:00:00 UTC, "
+                       r"before ETH_USDT's begin at 2024-01-02 00:00:00 UTC"):
+        load_market(tmp_path, align="common")
+
+
+def test_orders_before_a_symbols_first_bar_are_refused_and_the_run_says_how_many(folder):
+    from backtester import run
+
+    with pytest.warns(DataWarning):
+        market = load_market(folder, symbols=["BTC_USDT", "SOL_USDT"])
+    targets = np.full((48, 2), np.nan)
+    targets[[0, 5, 10, 30]] = [0.5, -0.5]  # decided at 3 closes before SOL's first bar (24)
+    with pytest.warns(DataWarning, match=r"SOL_USDT: its data begin at 2024-01-02 00:00:00 "
+                      r"UTC.*3 of its orders before then were refused \(no_price\), so the "
+                      r"other symbols traded without it"):
+        result = run(market, targets, target_kind="equity", margin_mode="cross", leverage=5)
+    rej = result.rejections
+    assert (rej["symbol"] == "SOL_USDT").sum() == 3 and set(rej["reason"]) == {"no_price"}
+    assert any("3 of its orders" in w for w in result.warnings)
+    fills = result.fills
+    # BTC fills at once (bar 1, after the close of bar 0), SOL first at bar 31
+    assert fills["timestamp"].iloc[0] == pd.Timestamp("2024-01-01 01:00", tz="UTC")
+    assert fills["symbol"].iloc[0] == "BTC_USDT"
+    sol = fills[fills["symbol"] == "SOL_USDT"]
+    assert sol["timestamp"].tolist() == [pd.Timestamp("2024-01-02 07:00", tz="UTC")]
+
+
+def test_cli_common_window(folder, tmp_path, capsys):
+    code, out, err = cli(["run", "--data", str(folder), "--symbols", "BTC_USDT,SOL_USDT",
+                          "--common-window", "--no-plot", "--margin-mode", "cross",
+                          "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert "2024-01-02 00:00:00+00:00 -> 2024-01-02 23:00:00+00:00 (24 bars" in out
+    assert "note:" not in out

@@ -334,7 +334,10 @@ def load_market(
             shorts); False gives an all-NaN array, i.e. no funding paid.
         align: ``"union"`` keeps every bar time at which any symbol trades (a
             symbol with no bar then is NaN and cannot trade, e.g. before its
-            listing); ``"intersection"`` keeps only times at which all trade.
+            listing: a ``DataWarning`` names each symbol that begins late);
+            ``"common"`` first cuts every symbol to the window in which all have
+            data (the latest first bar to the earliest last bar);
+            ``"intersection"`` keeps only times at which all trade.
         files: explicit paths instead of a directory,
             ``{"BTC_USDT": {"ohlc": p, "mark": p, "funding": p}}`` (mark and
             funding optional).
@@ -358,8 +361,8 @@ def load_market(
     if lo_ns is not None and hi_ns is not None and hi_ns <= lo_ns:
         raise DataError(f"end={end!r} is not after start={start!r}: the window [start, end) "
                         "holds no bar")
-    if align not in ("union", "intersection"):
-        raise ValueError(f"align={align!r}: use 'union' or 'intersection'")
+    if align not in ("union", "intersection", "common"):
+        raise ValueError(f"align={align!r}: use 'union', 'common' or 'intersection'")
     if timeframe is not None and not isinstance(timeframe, str):
         raise DataError(f"timeframe={timeframe!r}: give a bar length label such as '1h' or "
                         "'5m'")
@@ -400,8 +403,12 @@ def load_market(
         symbols = [symbols[i] for i in keep]
         bars, marks, funds = ([x[i] for i in keep] for x in (bars, marks, funds))
         has_mark = tuple(has_mark[i] for i in keep)
+    if align == "common":
+        bars, marks = _common_window(symbols, bars, marks)
     grid = _Grid([b[0] for b in bars], [sources[s]["ohlc"] for s in symbols],
-                 [b[2] for b in bars], align)
+                 [b[2] for b in bars], "intersection" if align == "intersection" else "union")
+    if align == "union":
+        _note_late_starts(symbols, bars, grid.index)
     index = np.array(grid.index, dtype=np.int64)  # own, writable: one numba signature
     n_bars = index.size
     if n_bars == 0:
@@ -436,6 +443,39 @@ def load_market(
         sources={s: {k: v for k, v in sources[s].items() if k != "timeframe"}
                  for s in symbols},
     )
+
+
+def _common_window(symbols: list[str], bars: list, marks: list) -> tuple[list, list]:
+    """Each symbol's bars (and mark bars) cut to the window in which every symbol has data:
+    from the latest first bar to the earliest last bar."""
+    lo = max(int(b[0][0]) for b in bars)
+    hi = min(int(b[0][-1]) for b in bars)
+    if lo > hi:
+        late = symbols[int(np.argmax([int(b[0][0]) for b in bars]))]
+        early = symbols[int(np.argmin([int(b[0][-1]) for b in bars]))]
+        raise DataError(f"align='common': no window in which every symbol has data: "
+                        f"{early}'s bars end at {fmt_ts(hi)}, before {late}'s begin at "
+                        f"{fmt_ts(lo)}; drop one of them")
+
+    def cut(item):
+        if item is None:
+            return None
+        ts, cols, step = item
+        a, b = int(np.searchsorted(ts, lo, "left")), int(np.searchsorted(ts, hi, "right"))
+        return ts[a:b], {k: v[a:b] for k, v in cols.items()}, step
+
+    return [cut(b) for b in bars], [cut(m) for m in marks]
+
+
+def _note_late_starts(symbols: list[str], bars: list, index: np.ndarray) -> None:
+    """A DataWarning for each symbol whose bars begin after the market's first bar."""
+    for s, (ts, _, _) in zip(symbols, bars, strict=True):
+        if int(ts[0]) > int(index[0]):
+            warnings.warn(
+                f"{s}: its bars begin at {fmt_ts(ts[0])}, after the market's first bar "
+                f"({fmt_ts(index[0])}); it trades from then, and orders for it before are "
+                "refused (no_price). align='common' (CLI --common-window) starts where every "
+                "symbol has data", DataWarning, stacklevel=3)
 
 
 def _symbol_list(symbols) -> list[str]:

@@ -5,7 +5,9 @@ By default each symbol trades from its first bar to its last (``load_market``'s
 are refused (``no_price``) while the other symbols trade, which can turn a hedge into a
 one-sided position. A run says so in its ``warnings``, with the count of orders refused.
 ``load_market(align="common")`` (CLI ``--common-window``) trims the market to the window in
-which every symbol has data instead.
+which every symbol has data instead. A position on a symbol whose data end before the
+market's last bar is closed at its last close (the kernel's ``FillReason.DATA_END``), and the
+run says so too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from .data.market import Market
 from .data.validate import DataWarning, fmt_ts
-from .engine.enums import Reject
+from .engine.enums import FillReason, Reject
 
 
 def first_bars(close: np.ndarray) -> np.ndarray:
@@ -45,6 +47,20 @@ def late_start_notes(market: Market, rejections: np.ndarray) -> list[str]:
                 if refused else "")
             + "; load_market(align='common') or --common-window starts where every symbol "
             "has data")
+    return notes
+
+
+def data_end_notes(market: Market, fills: np.ndarray) -> list[str]:
+    """One note per position closed because its symbol's data end before the market's last
+    bar (fill reason ``data_end``): where, at what price and fee."""
+    notes = []
+    for f in fills[fills["reason"] == FillReason.DATA_END]:
+        t, i = int(f["bar"]), int(f["symbol"])
+        notes.append(
+            f"{market.symbols[i]}: its data end at {fmt_ts(market.index[t])}, before the run's "
+            f"last bar ({fmt_ts(market.index[-1])}); its position of {-f['qty']:g} was closed "
+            f"at its last close {f['price']:g} (fill reason data_end, fee {f['fee']:.6g}), and "
+            "orders for it after are refused (no_price)")
     return notes
 
 

@@ -128,3 +128,45 @@ def test_cli_common_window(folder, tmp_path, capsys):
     assert code == 0, err
     assert "2024-01-02 00:00:00+00:00 -> 2024-01-02 23:00:00+00:00 (24 bars" in out
     assert "note:" not in out
+
+
+# ---------------------------------------------------------------- data that end early
+
+def ending_market():
+    """A trades 6 bars; B's data end at bar 3 (NaN after). B: open 100, 101, 102, 103 and
+    close 101, 102, 103, 104 (last close 104)."""
+    from backtester import Market
+
+    a = np.array([50.0, 50.0, 50.0, 50.0, 50.0, 50.0])
+    b_open = np.array([100.0, 101.0, 102.0, 103.0, np.nan, np.nan])
+    b_close = b_open + 1.0
+    opens = np.column_stack([a, b_open])
+    closes = np.column_stack([a, b_close])
+    highs = np.fmax(opens, closes) + 0.5
+    lows = np.fmin(opens, closes) - 0.5
+    return Market.from_arrays(("A_USDT", "B_USDT"), opens, highs, lows, closes)
+
+
+def test_a_position_whose_data_end_is_closed_at_its_last_close_with_the_taker_fee():
+    from backtester import run
+
+    targets = np.full((6, 2), np.nan)
+    targets[0, 1] = 10.0  # 10 B long, decided at bar 0's close, filled at bar 1's open (101)
+    with pytest.warns(DataWarning, match=r"B_USDT: its data end at 2024-01-01 03:00:00 UTC"):
+        result = run(ending_market(), targets, target_kind="units", venue="flat", leverage=5,
+                     margin_mode="cross", initial_balance=10_000.0)
+    fills = result.fills
+    assert fills["reason"].tolist() == ["strategy", "data_end"]
+    last = fills.iloc[1]
+    assert last["symbol"] == "B_USDT" and last["timestamp"] == result.market.timestamps[3]
+    assert last["qty"] == -10.0 and last["price"] == 104.0
+    assert last["position_after"] == 0.0
+    # by hand: flat's taker fee 0.05%: open 10 x 101 x 0.0005 = 0.505, close 10 x 104 x
+    # 0.0005 = 0.52; realized 10 x (104 - 101) = 30
+    assert last["fee"] == pytest.approx(0.52)
+    assert last["realized_pnl"] == pytest.approx(30.0)
+    equity = result.equity
+    assert equity.iloc[3] == pytest.approx(10_000.0 + 30.0 - 0.505 - 0.52)
+    assert equity.iloc[-1] == pytest.approx(equity.iloc[3])  # flat from then on
+    assert any("B_USDT: its data end at" in w and "closed at its last close 104" in w
+               for w in result.warnings)

@@ -334,7 +334,8 @@ def load_market(
             shorts); False gives an all-NaN array, i.e. no funding paid.
         align: ``"union"`` keeps every bar time at which any symbol trades (a
             symbol with no bar then is NaN and cannot trade, e.g. before its
-            listing: a ``DataWarning`` names each symbol that begins late);
+            listing: a ``DataWarning`` names each symbol that begins late or ends
+            early, and a position on the latter is closed at its last close);
             ``"common"`` first cuts every symbol to the window in which all have
             data (the latest first bar to the earliest last bar);
             ``"intersection"`` keeps only times at which all trade.
@@ -407,7 +408,7 @@ def load_market(
         bars, marks = _common_window(symbols, bars, marks)
     grid = _Grid([b[0] for b in bars], [sources[s]["ohlc"] for s in symbols],
                  [b[2] for b in bars], "intersection" if align == "intersection" else "union")
-    if align == "union":
+    if align == "union" and len(symbols) > 1:
         _note_late_starts(symbols, bars, grid.index)
     index = np.array(grid.index, dtype=np.int64)  # own, writable: one numba signature
     n_bars = index.size
@@ -468,8 +469,14 @@ def _common_window(symbols: list[str], bars: list, marks: list) -> tuple[list, l
 
 
 def _note_late_starts(symbols: list[str], bars: list, index: np.ndarray) -> None:
-    """A DataWarning for each symbol whose bars begin after the market's first bar."""
+    """A DataWarning for each symbol whose bars begin after the market's first bar, or end
+    before its last."""
     for s, (ts, _, _) in zip(symbols, bars, strict=True):
+        if int(ts[-1]) < int(index[-1]):
+            warnings.warn(
+                f"{s}: its bars end at {fmt_ts(ts[-1])}, before the market's last bar "
+                f"({fmt_ts(index[-1])}); a position still open then is closed at its last "
+                "close (fill reason data_end)", DataWarning, stacklevel=3)
         if int(ts[0]) > int(index[0]):
             warnings.warn(
                 f"{s}: its bars begin at {fmt_ts(ts[0])}, after the market's first bar "

@@ -60,7 +60,7 @@ def run_prepared(prepared: PreparedRun, pause: Pause | None = None) -> Result:
     """Run a prepared run and wrap what the kernel produced in a ``Result``."""
     output = execute_prepared(prepared, pause)
     notes = [*late_start_notes(prepared.market, output.rejections),
-             *data_end_notes(prepared.market, output.fills)]
+             *data_end_notes(prepared.market, output.fills, output.rejections)]
     warn_all(notes)
     return Result(market=prepared.market, config=prepared.config, venue=prepared.venue,
                   output=output, margin_mode=prepared.margin_mode, leverage=prepared.leverage,

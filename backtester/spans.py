@@ -50,17 +50,23 @@ def late_start_notes(market: Market, rejections: np.ndarray) -> list[str]:
     return notes
 
 
-def data_end_notes(market: Market, fills: np.ndarray) -> list[str]:
+def data_end_notes(market: Market, fills: np.ndarray, rejections: np.ndarray) -> list[str]:
     """One note per position closed because its symbol's data end before the market's last
-    bar (fill reason ``data_end``): where, at what price and fee."""
+    bar (fill reason ``data_end``): where, at what price and fee, and how many of its orders
+    after were refused for want of a price."""
     notes = []
     for f in fills[fills["reason"] == FillReason.DATA_END]:
         t, i = int(f["bar"]), int(f["symbol"])
+        refused = int(np.count_nonzero((rejections["symbol"] == i)
+                                       & (rejections["reason"] == Reject.NO_PRICE)
+                                       & (rejections["bar"] > t)))
         notes.append(
             f"{market.symbols[i]}: its data end at {fmt_ts(market.index[t])}, before the run's "
             f"last bar ({fmt_ts(market.index[-1])}); its position of {-f['qty']:g} was closed "
-            f"at its last close {f['price']:g} (fill reason data_end, fee {f['fee']:.6g}), and "
-            "orders for it after are refused (no_price)")
+            f"at its last close {f['price']:g} (fill reason data_end, fee {f['fee']:.6g}). "
+            f"{refused} of its orders after were refused (no_price)" + (
+                ", so the other symbols traded without it (a hedge was one-sided)"
+                if refused else ""))
     return notes
 
 

@@ -147,14 +147,18 @@ def ending_market():
     return Market.from_arrays(("A_USDT", "B_USDT"), opens, highs, lows, closes)
 
 
-def test_a_position_whose_data_end_is_closed_at_its_last_close_with_the_taker_fee():
+@pytest.mark.parametrize("margin_mode", ["cross", "isolated"])
+def test_a_position_whose_data_end_is_closed_at_its_last_close_with_the_taker_fee(margin_mode):
     from backtester import run
 
     targets = np.full((6, 2), np.nan)
     targets[0, 1] = 10.0  # 10 B long, decided at bar 0's close, filled at bar 1's open (101)
-    with pytest.warns(DataWarning, match=r"B_USDT: its data end at 2024-01-01 03:00:00 UTC"):
+    targets[4, 1] = 5.0  # decided after B's data end: refused, no price
+    with pytest.warns(DataWarning, match=r"B_USDT: its data end at 2024-01-01 03:00:00 UTC.*"
+                      r"1 of its orders after were refused \(no_price\)"):
         result = run(ending_market(), targets, target_kind="units", venue="flat", leverage=5,
-                     margin_mode="cross", initial_balance=10_000.0)
+                     margin_mode=margin_mode, initial_balance=10_000.0)
+    assert result.rejections["reason"].tolist() == ["no_price"]
     fills = result.fills
     assert fills["reason"].tolist() == ["strategy", "data_end"]
     last = fills.iloc[1]

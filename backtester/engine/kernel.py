@@ -17,7 +17,10 @@ Inside bar t (``simulate``):
    order the triggers occur along the path;
 5. mark to market at the close, the bar recorded; with ``fill_at="close"``
    the orders of row t fill at close[t] then;
-6. a strategy callback (optional) decides at the close.
+6. a strategy callback (optional) decides at the close;
+7. a position on a column whose data end at bar t (no price after it, while the
+   market goes on) is closed at close[t] with the taker fee (fill reason
+   ``DATA_END``), and the bar's record is redone.
 
 Step 2 lives in ``orders.py``, steps 3-4 in ``liquidate.py``, the margin rules in
 ``rules.py`` and ``account.py``, the event records in ``records.py``.

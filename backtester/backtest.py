@@ -7,6 +7,7 @@ from .data.market import Market
 from .engine.driver import CallbackError, KernelOutput, Pause, execute
 from .prepare import PreparedRun, prepare_run, split_plan
 from .result import Result
+from .spans import data_end_notes, late_start_notes, warn_all
 from .strategy import StrategyError, explain_runtime_error
 
 
@@ -58,7 +59,10 @@ def execute_prepared(prepared: PreparedRun, pause: Pause | None = None) -> Kerne
 def run_prepared(prepared: PreparedRun, pause: Pause | None = None) -> Result:
     """Run a prepared run and wrap what the kernel produced in a ``Result``."""
     output = execute_prepared(prepared, pause)
+    notes = [*late_start_notes(prepared.market, output.rejections),
+             *data_end_notes(prepared.market, output.fills, output.rejections)]
+    warn_all(notes)
     return Result(market=prepared.market, config=prepared.config, venue=prepared.venue,
                   output=output, margin_mode=prepared.margin_mode, leverage=prepared.leverage,
                   specs=prepared.specs, initial_equity=output.initial_equity,
-                  warnings=prepared.warnings)
+                  warnings=(*prepared.warnings, *notes))

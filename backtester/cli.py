@@ -20,6 +20,7 @@ from .cli_common import (
     market_from_options,
     names,
     pair_legs,
+    pair_symbols,
     quietly,
     strategy_from_options,
 )
@@ -91,11 +92,11 @@ def _cmd_run(args) -> int:
     elif args.param:
         raise ValueError("--param sets a strategy's parameters: give --strategy NAME too")
     else:
-        pair_legs(symbols)  # before loading: --symbols must name the two legs
+        symbols = pair_symbols(args)  # the pair loads its two legs only
         loader, extra = load_market, {}
     out = Path(args.out)
     check_run_out(out, args.overwrite)  # after the arguments' own errors, before the work
-    market = market_from_options(args, loader, **extra)
+    market = market_from_options(args, loader, symbols=symbols, **extra)
     if args.data is None and not (args.strategy and strategy.load_market):
         print("data: the embedded synthetic dataset (BTC/ETH-like bars, not real history); "
               "real data: --data DIR")

@@ -74,6 +74,30 @@ def pair_legs(symbols: list[str] | None, market=None) -> tuple[str, str]:
     return market.symbols[0], market.symbols[1]
 
 
+def pair_symbols(args) -> list[str]:
+    """The default hedged pair's two legs, the only symbols it loads: ``--symbols LONG,SHORT``,
+    else the first two symbols of the folder (``--data``, or the embedded dataset) in the
+    order it lists them (by name), with a note when the folder holds more."""
+    symbols = names(args.symbols)
+    if symbols is not None:
+        pair_legs(symbols)
+        return symbols
+    from .data.loader import folder_symbols
+
+    found = folder_symbols(args.data, args.timeframe)
+    if len(found) < 2:
+        where = f"--data {args.data}" if args.data is not None else "the embedded dataset"
+        raise ValueError(f"{where} holds {len(found)} symbol(s)"
+                         + (f" with {args.timeframe} bars" if args.timeframe else "")
+                         + f" ({', '.join(found) or 'none'}); the default hedged pair needs two, "
+                         "--symbols LONG,SHORT. Or give --strategy")
+    if len(found) > 2:
+        print(f"note: the default hedged pair trades the folder's first two symbols, long "
+              f"{found[0]}, short {found[1]} (of {len(found)}); choose them with "
+              "--symbols LONG,SHORT")
+    return found[:2]
+
+
 def add_market_options(parser, symbols_help: str) -> None:
     """``--data --symbols --timeframe --start --end``: which bars a command runs on."""
     parser.add_argument("--data", help="data directory (default: the embedded dataset)")
@@ -83,6 +107,9 @@ def add_market_options(parser, symbols_help: str) -> None:
     parser.add_argument("--start", type=iso_time,
                         help="first bar (inclusive), YYYY-MM-DD[THH:MM], e.g. 2023-01-01")
     parser.add_argument("--end", type=iso_time, help="last bar (exclusive), YYYY-MM-DD[THH:MM]")
+    parser.add_argument("--common-window", action="store_true",
+                        help="trim the data to the window in which every symbol has bars "
+                        "(default: each symbol trades from its first bar, with a note)")
 
 
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?(Z|[+-]\d{2}:?\d{2})?")
@@ -109,11 +136,23 @@ def quietly(call, *args, **kwargs):
     return value
 
 
-def market_from_options(args, loader=None, **extra):
-    """The Market the market options select (``loader`` defaults to ``load_market``)."""
+def market_from_options(args, loader=None, symbols=None, **extra):
+    """The Market the market options select (``loader`` defaults to ``load_market``;
+    ``symbols`` to ``--symbols``, else every symbol of the folder)."""
     if loader is None:
         from .data import load_market as loader
-    return quietly(loader, args.data, symbols=names(args.symbols), start=args.start,
+    if symbols is None:
+        symbols = names(args.symbols)
+    if getattr(args, "common_window", False):
+        import inspect
+
+        from .data import load_market
+
+        if loader is not load_market and "align" not in inspect.signature(loader).parameters:
+            raise ValueError("--common-window trims the folder's data, but this strategy loads "
+                             "its own market (its load_market takes no align=)")
+        extra = {**extra, "align": "common"}
+    return quietly(loader, args.data, symbols=symbols, start=args.start,
                    end=args.end, timeframe=args.timeframe, **extra)
 
 

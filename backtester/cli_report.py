@@ -13,6 +13,7 @@ from .cli_common import (
     market_from_options,
     names,
     pair_legs,
+    pair_symbols,
     quietly,
     strategy_from_options,
 )
@@ -104,8 +105,8 @@ def _cmd_compare(args) -> int:
 
         if args.param:
             raise ValueError("--param sets a strategy's parameters: give --strategy NAME too")
-        pair_legs(symbols)  # before loading: --symbols must name the two legs
-        market = market_from_options(args)
+        symbols = pair_symbols(args)  # the pair loads its two legs only
+        market = market_from_options(args, symbols=symbols)
         long, short = pair_legs(symbols, market)
         exposure = 1.0 if args.exposure is None else args.exposure
         targets = hedged_pair(market, long=long, short=short, exposure=exposure,

@@ -418,7 +418,7 @@ def test_cli_default_pair_with_one_symbol_asks_for_two_in_flag_terms(command, tm
 def test_cli_default_pair_on_data_of_one_symbol_says_what_to_give(tmp_path, capsys):
     bars_frame().to_parquet(tmp_path / "AAA_USDT-1h.parquet", index=False)
     err = cli_error(["run", "--data", str(tmp_path), "--out", str(tmp_path / "out")], capsys)
-    assert "the data holds 1 symbol(s) (AAA_USDT)" in err and "--symbols LONG,SHORT" in err
+    assert "holds 1 symbol(s) (AAA_USDT)" in err and "--symbols LONG,SHORT" in err
 
 
 @pytest.mark.parametrize("argv, words", [

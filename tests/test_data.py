@@ -15,6 +15,7 @@ import pytest
 
 from backtester.data import (
     DataError,
+    DataWarning,
     embedded_data_dir,
     generate_embedded,
     import_csv,
@@ -372,7 +373,9 @@ def test_unknown_symbol_and_empty_window(late_pair):
     with pytest.raises(DataError, match="symbols present: AAA_USDT, BBB_USDT"):
         load_market(folder, symbols=["CCC_USDT"])
     with pytest.raises(DataError, match="no BBB_USDT bars in the window"):
-        load_market(folder, end="2024-01-01 05:00")
+        load_market(folder, symbols=["AAA_USDT", "BBB_USDT"], end="2024-01-01 05:00")
+    with pytest.warns(DataWarning, match="BBB_USDT: left out, no bars in the window"):
+        assert load_market(folder, end="2024-01-01 05:00").symbols == ("AAA_USDT",)
 
 
 # ---------------------------------------------------------------- CSV import

@@ -28,6 +28,7 @@ from .layouts import is_freqtrade_file, project_symbol, scan_archive, scan_freqt
 from .market import Market
 from .validate import (
     DataError,
+    DataWarning,
     check_funding,
     check_prices,
     check_timestamps,
@@ -342,7 +343,9 @@ def load_market(
         path: directory of ``SYM-tf.parquet`` / ``SYM_mark-tf.parquet`` /
             ``SYM_funding.parquet`` files; None = the embedded dataset.
         symbols: which instruments, in this column order (default: every symbol
-            with bars of the chosen timeframe, sorted by name).
+            with bars of the chosen timeframe, sorted by name). A symbol named here
+            with no bar in the window is an error; one loaded by default is left out
+            with a ``DataWarning``.
         start, end: the backtest window, anything ``pandas.Timestamp`` accepts
             (naive = UTC); bars opening at ``start`` are in, at ``end`` out.
         timeframe: bar length label (``"1h"``, ``"5m"``...), required when the
@@ -353,7 +356,11 @@ def load_market(
             shorts); False gives an all-NaN array, i.e. no funding paid.
         align: ``"union"`` keeps every bar time at which any symbol trades (a
             symbol with no bar then is NaN and cannot trade, e.g. before its
-            listing); ``"intersection"`` keeps only times at which all trade.
+            listing: a ``DataWarning`` names each symbol that begins late or ends
+            early, and a position on the latter is closed at its last close);
+            ``"common"`` first cuts every symbol to the window in which all have
+            data (the latest first bar to the earliest last bar);
+            ``"intersection"`` keeps only times at which all trade.
         files: explicit paths instead of a directory,
             ``{"BTC_USDT": {"ohlc": p, "mark": p, "funding": p}}`` (mark and
             funding optional).
@@ -369,14 +376,16 @@ def load_market(
     """
     if isinstance(symbols, str):
         symbols = [symbols]
+    asked = symbols is not None  # named symbols must have bars in the window; the others
+    #                              (every symbol of the folder) are left out when they have none
     symbols = _symbol_list(symbols) if symbols is not None else None
     lo_ns = to_ns(start, "start") if start is not None else None
     hi_ns = to_ns(end, "end") if end is not None else None
     if lo_ns is not None and hi_ns is not None and hi_ns <= lo_ns:
         raise DataError(f"end={end!r} is not after start={start!r}: the window [start, end) "
                         "holds no bar")
-    if align not in ("union", "intersection"):
-        raise ValueError(f"align={align!r}: use 'union' or 'intersection'")
+    if align not in ("union", "intersection", "common"):
+        raise ValueError(f"align={align!r}: use 'union', 'common' or 'intersection'")
     if timeframe is not None and not isinstance(timeframe, str):
         raise DataError(f"timeframe={timeframe!r}: give a bar length label such as '1h' or "
                         "'5m'")
@@ -404,11 +413,25 @@ def load_market(
         bars = [j.result() for j in bar_jobs]
         marks = [j.result() if j is not None else None for j in mark_jobs]
         funds = [j.result() if j is not None else None for j in fund_jobs]
-    for s, (ts, _, _) in zip(symbols, bars, strict=True):
-        if ts.size == 0:
-            raise DataError(_no_bars(sources[s]["ohlc"], s, start, end))
+    empty = [i for i, (ts, _, _) in enumerate(bars) if ts.size == 0]
+    if empty and (asked or len(empty) == len(symbols)):
+        s = symbols[empty[0]]
+        raise DataError(_no_bars(sources[s]["ohlc"], s, start, end))
+    for i in empty:  # not asked for by name: left out, with a note
+        s = symbols[i]
+        warnings.warn(_no_bars(sources[s]["ohlc"], s, start, end, dropped=True), DataWarning,
+                      stacklevel=2)
+    if empty:
+        keep = [i for i in range(len(symbols)) if i not in empty]
+        symbols = [symbols[i] for i in keep]
+        bars, marks, funds = ([x[i] for i in keep] for x in (bars, marks, funds))
+        has_mark = tuple(has_mark[i] for i in keep)
+    if align == "common":
+        bars, marks = _common_window(symbols, bars, marks)
     grid = _Grid([b[0] for b in bars], [sources[s]["ohlc"] for s in symbols],
-                 [b[2] for b in bars], align)
+                 [b[2] for b in bars], "intersection" if align == "intersection" else "union")
+    if align == "union" and len(symbols) > 1:
+        _note_late_starts(symbols, bars, grid.index)
     index = np.array(grid.index, dtype=np.int64)  # own, writable: one numba signature
     n_bars = index.size
     if n_bars == 0:
@@ -445,6 +468,45 @@ def load_market(
     )
 
 
+def _common_window(symbols: list[str], bars: list, marks: list) -> tuple[list, list]:
+    """Each symbol's bars (and mark bars) cut to the window in which every symbol has data:
+    from the latest first bar to the earliest last bar."""
+    lo = max(int(b[0][0]) for b in bars)
+    hi = min(int(b[0][-1]) for b in bars)
+    if lo > hi:
+        late = symbols[int(np.argmax([int(b[0][0]) for b in bars]))]
+        early = symbols[int(np.argmin([int(b[0][-1]) for b in bars]))]
+        raise DataError(f"align='common': no window in which every symbol has data: "
+                        f"{early}'s bars end at {fmt_ts(hi)}, before {late}'s begin at "
+                        f"{fmt_ts(lo)}; drop one of them")
+
+    def cut(item):
+        if item is None:
+            return None
+        ts, cols, step = item
+        a, b = int(np.searchsorted(ts, lo, "left")), int(np.searchsorted(ts, hi, "right"))
+        return ts[a:b], {k: v[a:b] for k, v in cols.items()}, step
+
+    return [cut(b) for b in bars], [cut(m) for m in marks]
+
+
+def _note_late_starts(symbols: list[str], bars: list, index: np.ndarray) -> None:
+    """A DataWarning for each symbol whose bars begin after the market's first bar, or end
+    before its last."""
+    for s, (ts, _, _) in zip(symbols, bars, strict=True):
+        if int(ts[-1]) < int(index[-1]):
+            warnings.warn(
+                f"{s}: its bars end at {fmt_ts(ts[-1])}, before the market's last bar "
+                f"({fmt_ts(index[-1])}); a position still open then is closed at its last "
+                "close (fill reason data_end)", DataWarning, stacklevel=3)
+        if int(ts[0]) > int(index[0]):
+            warnings.warn(
+                f"{s}: its bars begin at {fmt_ts(ts[0])}, after the market's first bar "
+                f"({fmt_ts(index[0])}); it trades from then, and orders for it before are "
+                "refused (no_price). align='common' (CLI --common-window) starts where every "
+                "symbol has data", DataWarning, stacklevel=3)
+
+
 def _symbol_list(symbols) -> list[str]:
     """``symbols=`` as a list of names: each a string, none twice."""
     try:
@@ -463,9 +525,12 @@ def _symbol_list(symbols) -> list[str]:
     return names
 
 
-def _no_bars(path: Path, symbol: str, start, end) -> str:
-    """Why a symbol has no bars: an empty file, or the window misses the file's bars."""
+def _no_bars(path: Path, symbol: str, start, end, dropped: bool = False) -> str:
+    """Why a symbol has no bars: an empty file, or the window misses the file's bars
+    (``dropped``: the note for a symbol left out of the market, not asked for by name)."""
     if start is None and end is None:
+        if dropped:
+            return f"{symbol}: left out, {path.name} holds no bars (empty file)"
         return f"{path}: no {symbol} bars (empty file); drop the symbol or fill the file"
     try:  # the file's own span, to say where the window should be
         ts = read_columns(path, "ohlc")["timestamp"]
@@ -475,8 +540,24 @@ def _no_bars(path: Path, symbol: str, start, end) -> str:
             else " (the file is empty)")
     window = ", ".join(f"{k}={v!r}" for k, v in (("start", start), ("end", end))
                        if v is not None)
+    if dropped:
+        return f"{symbol}: left out, no bars in the window {window}{span}"
     return (f"{path}: no {symbol} bars in the window {window}{span}. Choose a window inside "
             "the data, or drop the symbol")
+
+
+def folder_symbols(path: str | Path | None = None, timeframe: str | None = None) -> list[str]:
+    """The symbols of a data folder (None: the embedded dataset) with bars of ``timeframe``
+    (None: of any), in the order the folder lists them (sorted by name), as ``load_market``
+    loads them when no ``symbols`` are given.
+
+    Example:
+        >>> folder_symbols()
+        ['BTC_USDT', 'ETH_USDT']
+    """
+    directory = Path(path) if path is not None else embedded_data_dir()
+    ohlc, _, _ = _scan(directory)
+    return sorted(s for s in ohlc if timeframe is None or timeframe in ohlc[s])
 
 
 def _read_funding(path: Path) -> dict[str, np.ndarray]:

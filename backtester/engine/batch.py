@@ -67,8 +67,11 @@ COUNT_METRICS = ("liquidations", "liquidated_positions", "margin_calls", "fills"
 # rows and the new ones would mix two engines' results. (2: issue 11's rules: liquidations at
 # the open, fees charged and waived, open loss, dust. 3: issue 12's liquidation rules: Kraken's
 # FIFO liquidation up to 100%, Binance's partial liquidation of brackets >= 2, order filters;
-# liquidated_positions counts a position once per event, not its cut and close twice.)
-FIGURES_VERSION = 3
+# liquidated_positions counts a position once per event, not its cut and close twice.
+# 4: a position on a symbol whose data end before the market's last bar is closed at its
+# last close (fill reason data_end), no longer left open at that price: runs on such data
+# report other fills, fees and equity.)
+FIGURES_VERSION = 4
 M_FINAL_EQUITY = 0
 M_TOTAL_RETURN = 1
 M_MAX_DRAWDOWN = 2

@@ -234,7 +234,7 @@ def run_with_pause(bars, book, trading, path, versions, records, outputs, extra,
     resumable (it stops at each dated rule change and where a record buffer might
     overflow), so the run goes on from the next bar as if it had not stopped."""
     n_bars, n = bars.open.shape
-    scratch = np.empty((8, n))
+    scratch = np.empty((9, n))
     after = int(pause.bar) + 1
     start, v, paused = 0, 1, False
     while True:

@@ -93,8 +93,12 @@ FillReason = _codes("FillReason", [
     "ADL",  # a close by auto-deleveraging: the venue took the position to cover another
     #         trader's bankrupt liquidation (never by the bar loop itself: a stress scenario
     #         forces it, ``backtester.risk.adl_stress``); no fee
+    "DATA_END",  # a close at the symbol's last close, because its data end before the
+    #              market's last bar (else the position would stay open at a stale price);
+    #              the taker fee, no slippage
 ])
-FILL_REASON_NAMES = ("strategy", "liquidation", "reduce_only", "margin_mode_switch", "adl")
+FILL_REASON_NAMES = ("strategy", "liquidation", "reduce_only", "margin_mode_switch", "adl",
+                     "data_end")
 
 # --- why an order was rejected (every rejection carries one) ---------------------------------
 Reject = _codes("Reject", [

@@ -17,7 +17,10 @@ Inside bar t (``simulate``):
    order the triggers occur along the path;
 5. mark to market at the close, the bar recorded; with ``fill_at="close"``
    the orders of row t fill at close[t] then;
-6. a strategy callback (optional) decides at the close.
+6. a strategy callback (optional) decides at the close;
+7. a position on a column whose data end at bar t (no price after it, while the
+   market goes on) is closed at close[t] with the taker fee (fill reason
+   ``DATA_END``), and the bar's record is redone.
 
 Step 2 lives in ``orders.py``, steps 3-4 in ``liquidate.py``, the margin rules in
 ``rules.py`` and ``account.py``, the event records in ``records.py``.
@@ -66,7 +69,14 @@ from .liquidate import (
     liquidate_isolated,
     void_liquidated,
 )
-from .orders import apply_callback_orders, has_orders, process_orders
+from .orders import (
+    apply_callback_orders,
+    close_data_ends,
+    data_ends,
+    has_orders,
+    next_data_end,
+    process_orders,
+)
 from .records import bar_room, grow_records, record_event, record_funding
 from .rules import (
     bracket_maintenance,
@@ -325,7 +335,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     strategy's float64 parameters. Its orders wait in ``orders`` for the next fill,
     so a run that stops early resumes with them.
 
-    ``scratch`` (8, N) is work space.
+    ``scratch`` (9, N) is work space.
 
     Speed: compiled without NRT, so that no array read off a bundle, and no array
     handed to an inlined rule, is reference-counted (an atomic count on every bar and
@@ -349,6 +359,9 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     want = scratch[0]  # a row of orders in units
     work = scratch[1:4]  # the liquidation walk's prices
     cp = scratch[4:8]  # the bar's checkpoint prices
+    ends = scratch[8]  # each column's last bar with data (-1: the market's last, or none)
+    data_ends(close, ends)
+    next_end = next_data_end(ends, start)  # the next bar at which a column's data end
     # what the columns add to the cross surplus at the last close besides their unrealized
     # PnL (collateral's discounted value less the cross positions' MM): the open's cheap
     # liquidation bound. A scalar, not a row: a store per column into a row the compiler
@@ -575,6 +588,13 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                     apply_callback_orders(t, hours[t + 1], orders, close[t], close[t], want,
                                           trading, book, records)
                     account[Account.EQUITY_PREV], backing = mark_to_market(t, book, out)
+        # a column whose data end here: its position is closed at this last close, after
+        # whatever the close did (orders filled there, the callback's), not left open at a
+        # price that no longer moves
+        if t == next_end:
+            close_data_ends(t, hours[t + 1], close[t], ends, book, records)
+            account[Account.EQUITY_PREV], backing = mark_to_market(t, book, out)
+            next_end = next_data_end(ends, t + 1)
         if calls and account[Account.IN_CALL] != 0.0 and cross_level_value(
                 book, state[State.MARK], account_rules[AccountRule.CALL_LEVEL]) > 0.0:
             account[Account.IN_CALL] = 0.0  # back above the call level: the next fall is a new call
@@ -595,7 +615,7 @@ def run_to_end(bars, book, trading, path, versions, records, outputs, callback=N
     Exceptions raised by a strategy callback propagate (``account[Account.BAR]`` says where).
     """
     n_bars, n = bars.open.shape
-    scratch = np.empty((8, n))
+    scratch = np.empty((9, n))
     start = ZERO  # (typed constants: see enums.TRUE)
     v = ZERO + 1
     while True:

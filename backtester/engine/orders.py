@@ -29,6 +29,7 @@ from .enums import (
     ZERO,
     Account,
     AccountRule,
+    Count,
     EventKind,
     FillReason,
     Mode,
@@ -237,6 +238,45 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
         record_fill(records.fills, records.counts,
                     t, i, filled, price, fee, realized, state[State.QTY, i], reason)
         refresh_liq_price(i, book)
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def data_ends(close, ends):
+    """Per column, the last bar with a price, into ``ends`` (-1 when the column's data run to
+    the market's last bar, or it has none: nothing to close early)."""
+    n_bars, n = close.shape
+    for i in range(n):
+        t = n_bars - 1
+        while t >= 0 and close[t, i] != close[t, i]:
+            t -= 1
+        ends[i] = t if t < n_bars - 1 else -1.0
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def next_data_end(ends, first):
+    """The first bar from ``first`` at which some column's data end (-1: none)."""
+    best = -1
+    for i in range(ends.shape[0]):
+        e = ends[i]
+        if e >= first and (best < 0 or e < best):
+            best = int(e)
+    return best
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def close_data_ends(t, now, price, ends, book, records):
+    """Close, at ``price`` (the bar's close), every position of a column whose data end at
+    bar t: a fill with reason ``FillReason.DATA_END`` and the taker fee (collateral coins
+    are kept: they are not traded by orders)."""
+    state = book.state
+    for i in range(state.shape[1]):
+        q = state[State.QTY, i]
+        if ends[i] != t or q == 0.0 or book.mode[i] == Mode.COLLATERAL:
+            continue
+        before = records.counts[Count.FILLS]
+        execute_order(t, now, i, -q, price[i], False, book, records)
+        if records.counts[Count.FILLS] > before:
+            records.fills[before]["reason"] = FillReason.DATA_END
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

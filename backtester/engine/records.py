@@ -46,16 +46,17 @@ def bar_room(n, n_tiers_max, with_callback):
     """The most rows one bar can add to each buffer, ``(fills, liquidations, rejections,
     events)``, for ``n`` columns of tier tables ``n_tiers_max`` wide.
 
-    Per column: an order fill (with a strategy callback: targets and its orders),
-    three liquidations (a position's, and a collateral sale after each of the bar's cross
-    liquidations: at the open, along the path), and a partial cut per tier (each cut takes
-    a position at least one tier down); a rejection (with a callback: each of its
-    five order fields refused too); a rollover fee and an opening fee per fill,
-    plus a margin call and a loan's interest for the account.
+    Per column: an order fill (with a strategy callback: targets and its orders), a close
+    where its data end, three liquidations (a position's, and a collateral sale after each
+    of the bar's cross liquidations: at the open, along the path), and a partial cut per
+    tier (each cut takes a position at least one tier down); a rejection (with a callback:
+    each of its five order fields refused too) and that of a close where its data end; a
+    rollover fee and an opening fee per fill, plus a margin call and a loan's interest for
+    the account.
     """
     cuts = n * n_tiers_max
-    fills = (4 * n if with_callback else 3 * n) + cuts
-    rejects = 6 * n if with_callback else n
+    fills = (5 * n if with_callback else 4 * n) + cuts
+    rejects = 7 * n if with_callback else 2 * n
     return fills, 3 * n + cuts, rejects, 4 * n + 2
 
 

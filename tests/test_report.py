@@ -18,7 +18,14 @@ from helpers import flat, market, units
 
 from backtester import Comparison, Result, compare, load_market, run
 from backtester.cli import main
-from backtester.report import heatmap_figure, run_report, sweep_report
+from backtester.report import (
+    drawdown_figure,
+    equity_figure,
+    heatmap_figure,
+    margin_figure,
+    run_report,
+    sweep_report,
+)
 
 
 def both(m, targets, **options):
@@ -255,6 +262,76 @@ def test_single_run_report_in_both_formats(tmp_path):
     assert "| 2024-01-01 02:00 | A | isolated | long |" in md
 
 
+# --- the figures ---------------------------------------------------------------------------
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_runs_with_the_same_equity_share_one_line_named_for_all_of_them():
+    # REVERT, 0.2 BTC long (6,000) and 2 ETH short (4,000), under cross at 2x, 5x and 10x:
+    # no order refused (5,000 of margin at 2x), no liquidation, the same equity at every
+    # bar (leverage sets only the margin an order needs); isolated 10x loses its BTC leg
+    # (liquidation price 27,135.68, as above) and draws its own line
+    runs = {f"cross {lev}x": run(REVERT, units(5, [0.2, -2]), margin_mode="cross",
+                                 leverage=lev, **flat()) for lev in (2, 5, 10)}
+    runs["isolated 10x"] = run(REVERT, units(5, [0.2, -2]), margin_mode="isolated",
+                               leverage=10, **flat())
+    ax = equity_figure(runs).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "cross 2x = cross 5x = cross 10x", "isolated 10x"]
+    assert legend_texts(ax)[:2] == ["cross 2x = cross 5x = cross 10x", "isolated 10x"]
+    assert "isolated 10x: 1 liquidated position(s)" in legend_texts(ax)
+    drawdown = drawdown_figure(runs).axes[0]
+    assert [t.split(" (max")[0] for t in legend_texts(drawdown)] == [
+        "cross 2x = cross 5x = cross 10x", "isolated 10x"]
+    ratio, distance = margin_figure(runs).axes
+    assert legend_texts(ratio)[0] == "cross 2x = cross 5x = cross 10x"
+    assert legend_texts(distance)[0].startswith("cross 2x = cross 5x = cross 10x (closest")
+
+
+def test_an_isolated_run_has_no_empty_cross_margin_panel(tmp_path):
+    r = run(CRASH, units(4, [1, -100]), margin_mode="isolated", leverage=10, **flat())
+    fig = margin_figure({"isolated": r})
+    (ax,) = fig.axes  # the distance to liquidation alone
+    assert ax.get_ylabel() == "distance to liquidation (%)"
+    assert "cross" not in ax.get_title()
+    page = parse(run_report(r, tmp_path / "run.html"))
+    assert not any("ross margin ratio" in image for image in page.images)
+    assert "no cross positions" not in page.text
+    # a comparison with a cross run keeps the panel, for the cross run only
+    c = run(CRASH, units(4, [1, -100]), margin_mode="cross", leverage=10, **flat())
+    top, bottom = margin_figure({"cross": c, "isolated": r}).axes
+    assert legend_texts(top) == ["cross"] and top.get_ylabel() == "cross margin ratio (%)"
+
+
+def test_twelve_runs_differ_in_colour_or_line_style():
+    runs = {f"run {k}": run(REVERT, units(5, [0.05 * (k + 1), 0]), margin_mode="isolated",
+                            leverage=2, **flat()) for k in range(12)}
+    for fig in (equity_figure(runs), drawdown_figure(runs)):
+        lines = fig.axes[0].get_lines()
+        assert len(lines) == 12
+        styles = {(line.get_color(), line.get_linestyle()) for line in lines}
+        assert len(styles) == 12
+
+
+def test_heatmap_colour_bar_is_in_percent_for_a_percentage_metric():
+    fig = heatmap_figure(sweep_frame(), "leverage", "exposure", "total_return")
+    fig.draw_without_rendering()
+    bar = fig.axes[-1]
+    assert bar.get_ylabel() == "total_return (%)"
+    ticks = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+    # returns from -50% to +20%, as the cells show them
+    assert ticks and all(t.endswith("%") for t in ticks)
+    assert "\N{MINUS SIGN}50%" in ticks and "20%" in ticks
+    # a count keeps its plain numbers
+    fig = heatmap_figure(sweep_frame(), "leverage", "exposure", "liquidations")
+    fig.draw_without_rendering()
+    assert fig.axes[-1].get_ylabel() == "liquidations"
+    assert not any(t.get_text().endswith("%") for t in fig.axes[-1].get_yticklabels())
+
+
 # --- the sweep summary ------------------------------------------------------------------
 
 
@@ -362,6 +439,66 @@ def test_cli_report_renders_saved_runs(tmp_path, capsys):
     assert_embedded_pngs(parse(tmp_path / "cross" / "report.html"), 4)
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "holds no saved run" in capsys.readouterr().err
+
+
+def test_cli_report_reads_the_run_bars_from_data_at_a_timeframe(tmp_path, capsys):
+    from backtester.cli_report import _load_runs
+    from backtester.data import embedded_data_dir
+
+    out = tmp_path / "runs"
+    assert main(["run", "--start", "2024-03-01", "--end", "2024-04-01", "--out", str(out),
+                 "--no-plot"]) == 0
+    data = str(embedded_data_dir())
+    assert main(["report", str(out), "--data", data, "--timeframe", "1h"]) == 0
+    assert_embedded_pngs(parse(out / "report.html"), 4)
+    # the report's runs carry the data's full bars, not only the saved closes
+    runs = _load_runs(out, data, "1h")
+    assert list(runs) == ["cross", "isolated"]
+    for result in runs.values():
+        assert result.market.n_bars == 31 * 24
+        assert np.isfinite(result.market.open).all() and np.isfinite(result.market.mark_low).all()
+        assert np.isfinite(result.market.funding_rate).any()
+    capsys.readouterr()
+    assert main(["report", str(out), "--data", data, "--timeframe", "4h"]) == 2
+    assert "no '4h' bars" in capsys.readouterr().err
+    assert main(["report", str(out), "--timeframe", "1h"]) == 2
+    assert "give --data too" in capsys.readouterr().err
+
+
+def test_cli_report_data_with_several_timeframes_reads_the_run_s(tmp_path, capsys):
+    # a data directory holding 1h and 2h bars of both symbols: the run chose 1h; the
+    # report finds the run's 1h bars without being told
+    from backtester.data import embedded_data_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for symbol in ("BTC_USDT", "ETH_USDT"):
+        for name in (f"{symbol}-1h", f"{symbol}_mark-1h", f"{symbol}_funding"):
+            (data / f"{name}.parquet").write_bytes(
+                (embedded_data_dir() / f"{name}.parquet").read_bytes())
+        bars = pd.read_parquet(data / f"{symbol}-1h.parquet")
+        bars.iloc[::2].to_parquet(data / f"{symbol}-2h.parquet")
+    out = tmp_path / "runs"
+    window = ["--start", "2024-03-01", "--end", "2024-03-15"]
+    assert main(["run", "--data", str(data), "--timeframe", "1h", *window, "--out", str(out),
+                 "--no-plot"]) == 0
+    assert main(["report", str(out), "--data", str(data)]) == 0
+    assert_embedded_pngs(parse(out / "report.html"), 4)
+    capsys.readouterr()
+    # the other timeframe is not the run's: said so
+    assert main(["report", str(out / "cross"), "--data", str(data), "--timeframe", "2h"]) == 2
+    assert "its bars are 2h long but the run's are 1h" in capsys.readouterr().err
+
+
+def test_cli_report_reads_a_funding_carry_run_from_data(tmp_path):
+    # the carry's columns are BTC_USDT and BTC_USDT_SPOT; the spot bars are in DATA/spot/
+    out = tmp_path / "carry"
+    assert main(["run", "--strategy", "funding_carry", "--start", "2024-03-01", "--end",
+                 "2024-04-01", "--out", str(out), "--no-plot"]) == 0
+    assert main(["report", str(out), "--data", "embedded"]) == 0
+    assert main(["report", str(out / "cross"), "--data", "embedded", "--timeframe",
+                 "1h"]) == 0
+    assert_embedded_pngs(parse(out / "cross" / "report.html"), 4)
 
 
 def test_compare_on_the_embedded_data_says_which_mode_ended_higher():

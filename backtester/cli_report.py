@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from .cli_common import (
@@ -16,6 +17,8 @@ from .cli_common import (
     quietly,
     strategy_from_options,
 )
+
+WIDTH = 100  # the widest line printed: tables in blocks of runs, the verdict wrapped
 
 
 def _floats(text: str) -> list[float]:
@@ -122,9 +125,7 @@ def _cmd_compare(args) -> int:
     if args.save_runs:
         for label, result in comparison.results.items():
             result.save(out / label.replace(" ", "_"))
-    print(f"\n{title}\n")
-    print(comparison.formatted_table().to_string(index=False))
-    print(f"\n{comparison.verdict}\n")
+    print(f"\n{comparison.to_text(WIDTH)}\n")
     print(f"report: {html}\n        {markdown}")
     return 0
 
@@ -274,6 +275,7 @@ def _load_runs(folder: Path, data: str | None, timeframe: str | None = None) -> 
 def _cmd_report(args) -> int:
     from .compare import Comparison
     from .report import run_report
+    from .report.tables import console_table, wrap
 
     folder = Path(args.result_dir)
     results = _load_runs(folder, args.data, args.timeframe)
@@ -283,12 +285,14 @@ def _cmd_report(args) -> int:
         title = args.title or f"Backtest {label}: {', '.join(result.market.symbols)}"
         paths = [run_report(result, stem.with_suffix(".html"), title),
                  run_report(result, stem.with_suffix(".md"), title)]
-        print(result.describe())
+        print("\n".join(textwrap.fill(line, WIDTH, subsequent_indent="  ")
+                        if len(line) > WIDTH else line
+                        for line in result.describe().splitlines()))
     else:
         comparison = Comparison(results, title=args.title)
         paths = [comparison.to_html(stem.with_suffix(".html")),
                  comparison.to_markdown(stem.with_suffix(".md"))]
-        print(comparison.formatted_table().to_string(index=False))
-        print(f"\n{comparison.verdict}\n")
+        print(console_table(comparison.formatted_table(), WIDTH))
+        print(f"\n{wrap(comparison.verdict, WIDTH, keep=tuple(results))}\n")
     print(f"report: {paths[0]}\n        {paths[1]}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -321,15 +322,17 @@ def test_heatmap_colour_bar_is_in_percent_for_a_percentage_metric():
     fig.draw_without_rendering()
     bar = fig.axes[-1]
     assert bar.get_ylabel() == "total_return (%)"
-    ticks = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
-    # returns from -50% to +20%, as the cells show them
-    assert ticks and all(t.endswith("%") for t in ticks)
-    assert "\N{MINUS SIGN}50%" in ticks and "20%" in ticks
+    # returns from -50% to +20%, ticked on both sides of zero, as the cells show them
+    labels = bar.get_yticklabels()
+    assert [t.get_text() for t in labels] == [
+        "\N{MINUS SIGN}45%", "\N{MINUS SIGN}30%", "\N{MINUS SIGN}15%", "0%", "15%"]
+    assert [t.get_position()[1] for t in labels] == pytest.approx([-0.45, -0.3, -0.15, 0, 0.15])
     # a count keeps its plain numbers
     fig = heatmap_figure(sweep_frame(), "leverage", "exposure", "liquidations")
     fig.draw_without_rendering()
     assert fig.axes[-1].get_ylabel() == "liquidations"
-    assert not any(t.get_text().endswith("%") for t in fig.axes[-1].get_yticklabels())
+    assert [t.get_text() for t in fig.axes[-1].get_yticklabels()] == [
+        "0", "2", "4", "6", "8"]  # (0 to 9 liquidations)
 
 
 # --- the sweep summary ------------------------------------------------------------------
@@ -380,6 +383,44 @@ def test_sweep_report_names_the_best_cell_of_each_mode(tmp_path):
     assert "![heatmap_total_return](sweep_files/heatmap_total_return.png)" in md
 
 
+def test_cli_sweep_writes_its_report_beside_the_runs(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--start", "2024-01-01", "--end", "2024-01-15", "-p",
+                 "leverage=5,10", "-p", "exposure=1,2", "-p", "margin_mode=cross,isolated",
+                 "--no-progress", "--out", str(out)]) == 0
+    assert f"report: {out / '_report.html'}" in capsys.readouterr().out
+    rows = pd.read_parquet(out)  # the report's files are not read as parquet parts
+    assert len(rows) == 8
+    page = parse(out / "_report.html")
+    # heatmaps of the return, Sharpe, drawdown and liquidations, per margin mode
+    assert_embedded_pngs(page, 4)
+    assert page.headings == ["total_return", "sharpe", "max_drawdown", "liquidations", "Runs"]
+    assert any(p.startswith("Highest total_return under cross: ") and "under isolated" in p
+               for p in page.paragraphs)
+    runs = page.tables[-1]
+    header = runs[0]
+    assert {"leverage", "exposure", "margin_mode", "total_return", "sharpe"} <= set(header)
+    assert "error" not in header
+    assert sorted(r[header.index("run_id")] for r in runs[1:]) == sorted(rows["run_id"])
+    best = rows.loc[rows["total_return"].idxmax()]
+    assert runs[1][header.index("total_return")] == f"{best['total_return']:.2%}"
+    md = (out / "_report.md").read_text()
+    assert "![heatmap_total_return](_report_files/heatmap_total_return.png)" in md
+    assert (out / "_report_files" / "heatmap_total_return.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| run_id |" in md
+
+    # one parameter swept: its values by margin mode
+    one = tmp_path / "one"
+    assert main(["sweep", "--start", "2024-01-01", "--end", "2024-01-15", "-p",
+                 "leverage=5,10", "--no-progress", "--no-report", "--out", str(one)]) == 0
+    assert not (one / "_report.html").exists()
+    assert main(["sweep", "--start", "2024-01-01", "--end", "2024-01-15", "-p",
+                 "leverage=5,10", "--no-progress", "--out", str(one)]) == 0
+    page = parse(one / "_report.html")
+    assert_embedded_pngs(page, 4)
+    assert page.paragraphs[0] == "2 runs over leverage (5.0, 10.0) and margin_mode (cross)."
+
+
 def test_sweep_report_names_a_missing_column(tmp_path):
     with pytest.raises(ValueError, match="no column 'sharp'.*total_return"):
         sweep_report(sweep_frame(), "leverage", "exposure", "sharp", tmp_path / "x.html")
@@ -418,6 +459,27 @@ def test_cli_compare_writes_both_reports(tmp_path, capsys):
     page = parse(tmp_path / "report.html")
     assert_embedded_pngs(page, 4)
     assert (tmp_path / "report.md").read_text().startswith("# Hedged pair long BTC_USDT")
+
+
+def test_cli_compare_of_twelve_runs_prints_no_line_over_100_columns(tmp_path, capsys):
+    assert main(["compare", "--leverage", "1,2,3,5,10,20", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    # the table in blocks of runs, each under the metric names; every run in one of them
+    heads = [line.split() for line in lines if line.lstrip().startswith("metric ")]
+    assert len(heads) >= 2
+    labels = [f"{mode} {lev}x" for lev in (1, 2, 3, 5, 10, 20) for mode in ("cross", "isolated")]
+    shown = " ".join(" ".join(head[1:]) for head in heads)
+    assert shown == " ".join(labels)
+    assert sum(line.lstrip().startswith("final equity ") for line in lines) == len(heads)
+    # the verdict whole, wrapped: as the report gives it, run labels never split
+    verdict = [line[2:] for line in (tmp_path / "report.md").read_text().splitlines()
+               if line.startswith("> ")]
+    assert len(verdict) == 7  # the ranking, then one paragraph per leverage
+    flat_out = " ".join(out.split())
+    assert all(" ".join(paragraph.split()) in flat_out for paragraph in verdict)
+    assert not any(re.match(r"\d+x\b", line) for line in lines)  # ("cross\n2x held...")
 
 
 def test_cli_report_renders_saved_runs(tmp_path, capsys):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from .. import metrics
 from ..engine.enums import Mode
@@ -337,8 +337,15 @@ def heatmap_figure(summary: pd.DataFrame, x: str, y: str, metric: str,
         # the bar in the cells' unit: a percentage metric in % (its values are fractions)
         bar = fig.colorbar(image, ax=list(axes), shrink=0.9,
                            label=f"{metric} (%)" if kind == "pct" else metric)
+        # ticks over the whole range (a two-slope norm's own leave its short side bare)
+        ticks = [t for t in MaxNLocator(6, integer=kind == "int").tick_values(lo, hi)
+                 if lo <= t <= hi]
+        if len(ticks) > 1:
+            bar.set_ticks(ticks)
         if kind == "pct":
-            bar.formatter = PercentFormatter(xmax=1.0)
+            step = (ticks[1] - ticks[0]) * 100 if len(ticks) > 1 else 1.0
+            bar.formatter = PercentFormatter(xmax=1.0, decimals=max(
+                0, -int(np.floor(np.log10(step)))))
             bar.update_ticks()
     fig.suptitle(f"{metric} by {y} and {x}" + (f", per {group}" if groups != [None] else ""))
     return fig

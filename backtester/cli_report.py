@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from .cli_common import (
@@ -17,6 +18,8 @@ from .cli_common import (
     quietly,
     strategy_from_options,
 )
+
+WIDTH = 100  # the widest line printed: tables in blocks of runs, the verdict wrapped
 
 
 def _floats(text: str) -> list[float]:
@@ -123,9 +126,7 @@ def _cmd_compare(args) -> int:
     if args.save_runs:
         for label, result in comparison.results.items():
             result.save(out / label.replace(" ", "_"))
-    print(f"\n{title}\n")
-    print(comparison.formatted_table().to_string(index=False))
-    print(f"\n{comparison.verdict}\n")
+    print(f"\n{comparison.to_text(WIDTH)}\n")
     print(f"report: {html}\n        {markdown}")
     return 0
 
@@ -140,17 +141,20 @@ def add_report_parser(sub) -> None:
         "--margin-mode both` writes) gives a comparison report of them.",
     )
     p.add_argument("result_dir", metavar="RESULT_DIR", help="directory holding run.json")
-    p.add_argument("--data", help="the data directory the run used, to add the mark-price "
-                   "figures (distance to liquidation, per-position PnL); 'embedded' for the "
-                   "embedded dataset")
+    p.add_argument("--data", help="the data directory the run used ('embedded' for the "
+                   "embedded dataset): the report reads the run's full bars from it (mark "
+                   "prices, funding) instead of the closes saved with the run, which a run "
+                   "saved without prices.parquet needs for the mark-price figures (distance "
+                   "to liquidation, per-position PnL)")
+    p.add_argument("--timeframe", help="with --data: the bar length to read when the "
+                   "directory holds several, e.g. 1h (default: the saved run's)")
     p.add_argument("--out", help="report path without suffix (default RESULT_DIR/report)")
     p.add_argument("--title", help="report title")
-    p.set_defaults(func=_cmd_report)
+    p.set_defaults(func=_cmd_report, flags={"timeframe": "--timeframe"})
 
 
-def _load_runs(folder: Path, data: str | None) -> dict:
-    from .result import Result
-
+def _saved_runs(folder: Path) -> dict[str, Path]:
+    """label -> folder of the saved run(s) that RESULT_DIR names."""
     if (folder / "run.json").is_file():
         runs = {folder.name: folder}
     else:
@@ -160,44 +164,136 @@ def _load_runs(folder: Path, data: str | None) -> dict:
         raise FileNotFoundError(
             f"{folder} holds no saved run: expected run.json (written by `backtester run` or "
             "Result.save) in it or in its sub-directories")
-    market = None
-    if data:
-        import json
+    return runs
 
-        from .data import load_market
 
-        meta = json.loads((next(iter(runs.values())) / "run.json").read_text())
-        market = quietly(load_market, None if data == "embedded" else data,
-                          symbols=meta["symbols"])
+def _timeframe_in(directory: Path, symbols: list[str], bar_ns: int | None) -> str | None:
+    """The label of the bar files of ``symbols`` in ``directory`` whose length is ``bar_ns``
+    (``BTC_USDT-1h.parquet``: ``1h``), when every symbol has one; else None."""
+    from .data.validate import DataError, timeframe_ns
+
+    if bar_ns is None:
+        return None
+    found = []
+    for symbol in symbols:
+        labels = []
+        for file in sorted(directory.glob(f"{symbol}-*.parquet")):
+            label = file.name[len(symbol) + 1:-len(".parquet")]
+            try:
+                if timeframe_ns(label) == bar_ns:
+                    labels.append(label)
+            except DataError:  # not a bar file's name
+                continue
+        if not labels:
+            return None
+        found.append(labels[0])
+    return found[0] if found and len(set(found)) == 1 else None
+
+
+def _carry_symbol(result, directory: Path) -> str | None:
+    """The perpetual of a funding-carry run, whose symbols are the perpetual and its spot
+    series (``BTC_USDT`` and ``BTC_USDT_SPOT``) and whose spot bars are in DATA/spot/ as
+    ``carry_market`` reads them; None for any other run."""
+    from strategies.funding_carry import spot_symbol
+
+    symbols = list(result.market.symbols)
+    if len(symbols) != 2 or symbols[1] != spot_symbol(symbols[0]):
+        return None
+    if dict(result.config.instruments or {}).get(symbols[1]) != "spot":
+        return None
+    if any(directory.glob(f"{symbols[1]}-*.parquet")):
+        return None  # the spot series is a symbol of the directory: read it as one
+    return symbols[0]
+
+
+def _data_market(results: dict, data: str, timeframe: str | None):
+    """The runs' bars read from ``--data``: their symbols over their window, at their bar
+    length unless ``--timeframe`` says otherwise."""
+    import pandas as pd
+
+    from .data import embedded_data_dir, load_market
+    from .data.validate import timeframe_label
+
+    first = next(iter(results.values()))
+    symbols = list(first.market.symbols)
+    differ = [label for label, r in results.items() if list(r.market.symbols) != symbols]
+    if differ:
+        raise ValueError(f"--data: the runs hold different symbols ({', '.join(differ)} "
+                         f"differ from the first, {', '.join(symbols)}); report them one at a "
+                         "time")
+    bar_ns = first.market.bar_ns if first.market.n_bars > 1 else None
+    start = min(r.equity.index[0] for r in results.values())
+    end = max(r.equity.index[-1] for r in results.values()) + pd.Timedelta(bar_ns or 1, "ns")
+    start, end = (f"{t:%Y-%m-%d %H:%M}" if t == t.floor("min") else t.isoformat()
+                  for t in (start, end))
+    path = None if data == "embedded" else data
+    directory = embedded_data_dir() if path is None else Path(path)
+    carry = _carry_symbol(first, directory)
+    if timeframe is None:  # the run's own, when the directory holds several
+        timeframe = _timeframe_in(directory, [carry] if carry else symbols, bar_ns)
+    try:
+        if carry:
+            from strategies.funding_carry import carry_market
+
+            market = quietly(carry_market, path, start=start, end=end, timeframe=timeframe,
+                             symbol=carry)
+        else:
+            market = quietly(load_market, path, symbols=symbols, start=start, end=end,
+                             timeframe=timeframe)
+    except ValueError as exc:  # (a DataError) said in the report's terms
+        raise ValueError(f"--data {data}, the run's bars from {start} to {end}: "
+                         f"{exc}") from None
+    if bar_ns is not None and market.bar_ns != bar_ns:
+        raise ValueError(f"--data {data}: its bars are {timeframe_label(market.bar_ns)} long "
+                         f"but the run's are {timeframe_label(bar_ns)}; give --timeframe "
+                         f"{timeframe_label(bar_ns)}, or the data the run used")
+    return market
+
+
+def _load_runs(folder: Path, data: str | None, timeframe: str | None = None) -> dict:
+    from .result import Result
+
+    if timeframe is not None and not data:
+        raise ValueError("--timeframe chooses the bars read from --data: give --data too")
+    runs = _saved_runs(folder)
     results = {}
     for label, path in runs.items():
         try:
-            results[label] = Result.load(path, market)
+            results[label] = Result.load(path)
         except (ValueError, KeyError, OSError) as exc:  # a damaged or partial save
             what = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError | OSError) else exc
             raise ValueError(f"{path}: not a readable saved run ({what}); save it again with "
                              "`backtester run` or Result.save") from exc
+    if data:
+        market = _data_market(results, data, timeframe)
+        try:
+            results = {label: Result.load(path, market) for label, path in runs.items()}
+        except ValueError as exc:  # the data do not hold the run's bars
+            raise ValueError(f"--data {data}: {exc}") from None
     return results
 
 
 def _cmd_report(args) -> int:
     from .compare import Comparison
     from .report import run_report
+    from .report.tables import console_table, wrap
 
     folder = Path(args.result_dir)
-    results = _load_runs(folder, args.data)
+    results = _load_runs(folder, args.data, args.timeframe)
     stem = Path(args.out) if args.out else folder / "report"
     if len(results) == 1:
         (label, result), = results.items()
         title = args.title or f"Backtest {label}: {', '.join(result.market.symbols)}"
         paths = [run_report(result, stem.with_suffix(".html"), title),
                  run_report(result, stem.with_suffix(".md"), title)]
-        print(result.describe())
+        print("\n".join(textwrap.fill(line, WIDTH, subsequent_indent="  ")
+                        if len(line) > WIDTH else line
+                        for line in result.describe().splitlines()))
     else:
         comparison = Comparison(results, title=args.title)
         paths = [comparison.to_html(stem.with_suffix(".html")),
                  comparison.to_markdown(stem.with_suffix(".md"))]
-        print(comparison.formatted_table().to_string(index=False))
-        print(f"\n{comparison.verdict}\n")
+        print(console_table(comparison.formatted_table(), WIDTH))
+        print(f"\n{wrap(comparison.verdict, WIDTH, keep=tuple(results))}\n")
     print(f"report: {paths[0]}\n        {paths[1]}")
     return 0

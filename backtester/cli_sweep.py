@@ -83,6 +83,10 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--top", type=_whole(0), default=10,
                    help="rows of the best runs to print (10)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.add_argument("--no-report", action="store_true",
+                   help="write no report (by default OUT/_report.html and OUT/_report.md: "
+                   "heatmaps of the return, Sharpe, drawdown and liquidations over the swept "
+                   "parameters, per margin mode, and the table of runs)")
     p.set_defaults(func=_cmd_sweep, flags=MARKET_FLAGS)
 
 
@@ -247,4 +251,63 @@ def _cmd_sweep(args) -> int:
                 print(f"best {len(best)} by Sharpe:")
                 print(best[swept + [c for c in SHOWN if c in best.columns]].to_string(
                     index=False, float_format=lambda v: f"{v:,.4g}"))
+    if len(ok) and not args.no_report:
+        paths = write_report(ok, grid, args.out, f"Sweep of {args.strategy} on "
+                             f"{', '.join(market.symbols)}", failed=len(failed))
+        print(f"report: {paths[0]}\n        {paths[1]}")
     return 0
+
+
+REPORT_METRICS = ["total_return", "sharpe", "max_drawdown"]  # (liquidations: always added)
+
+
+def report_axes(grid: dict, table) -> tuple[str, str, str | None]:
+    """The heatmaps' (x, y, group) for a sweep's report: the first two parameters the runs
+    vary (leverage first), one panel per margin mode; with one parameter, margin modes are
+    the rows; with none, leverage by margin mode."""
+    names = ["window" if name == "window" else name for name in grid]
+    varied = [n for n in names if n in table.columns and n != "margin_mode"
+              and table[n].astype(str).nunique() > 1]
+    varied.sort(key=lambda n: n != "leverage")
+    if len(varied) >= 2:
+        return varied[0], varied[1], "margin_mode"
+    if varied:
+        return varied[0], "margin_mode", None
+    return "leverage", "margin_mode", None
+
+
+def write_report(ok, grid: dict, out, title: str, failed: int = 0) -> tuple:
+    """Write a sweep's report, ``OUT/_report.html`` and ``OUT/_report.md`` (figures in
+    ``OUT/_report_files/``): names starting with ``_`` are not read as the sweep's parquet
+    dataset. ``ok`` holds the runs that did not fail."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .report.documents import sweep_blocks
+    from .report.render import Text, write
+
+    frame = ok.drop(columns=[c for c in ("error",) if c in ok.columns])
+    for column in ("window_start", "window_end"):
+        if column in frame.columns and frame[column].isna().all():
+            frame = frame.drop(columns=column)
+    if "window_start" in frame.columns:  # a window as one readable value, START..END
+        def day(t):
+            return "" if pd.isna(t) else f"{pd.Timestamp(t):%Y-%m-%d}"
+        frame = frame.assign(window=[f"{day(a)}..{day(b)}" for a, b in zip(
+            frame["window_start"], frame.get("window_end", frame["window_start"]),
+            strict=True)])
+    x, y, group = report_axes(grid, frame)
+    metrics = [m for m in REPORT_METRICS if m in frame.columns]
+    blocks = sweep_blocks(frame.reset_index(drop=True), x, y, metrics, group)
+    if failed:
+        blocks.insert(0, Text(f"{failed} run(s) failed and are not shown (their rows, with "
+                              "the error, are in the sweep's parquet dataset).", "note"))
+    ruined = int((frame["total_return"] <= RUINED).sum()) if "total_return" in frame else 0
+    if ruined:
+        blocks.insert(0, Text(f"{ruined} run(s) lost the account ({-RUINED:.0%} or more): "
+                              "their Sharpe ratio, over the bars before the loss, says "
+                              "nothing of the risk taken.", "note"))
+    folder = Path(out)
+    return (write(title, blocks, folder / "_report.html"),
+            write(title, blocks, folder / "_report.md"))

@@ -15,7 +15,7 @@ from .config import RunConfig
 from .data.market import Market
 from .prepare import split_plan
 from .report.render import Heading, Table, Text, to_html, write
-from .report.tables import format_metrics
+from .report.tables import console_table, format_metrics, wrap
 from .report.verdict import WHAT_LEVERAGE_CHANGES, build_verdict
 from .strategy import Callback, Plan, StrategyDef, as_strategy_def, with_run_leverage
 from .venues import load_venue
@@ -102,9 +102,14 @@ class Comparison:
                      path if path.suffix.lower() in (".md", ".markdown") else path.with_suffix(
                          ".md"))
 
+    def to_text(self, width: int = 100) -> str:
+        """The title, the table and the verdict as text no wider than ``width`` columns (a
+        table too wide for it in blocks of runs), for a terminal."""
+        return (f"{wrap(self.title, width)}\n\n{console_table(self.formatted_table(), width)}"
+                f"\n\n{wrap(self.verdict, width, keep=tuple(self.results))}")
+
     def __repr__(self) -> str:
-        return (f"{self.title}\n\n{self.formatted_table().to_string(index=False)}\n\n"
-                f"{self.verdict}")
+        return self.to_text()
 
     def _repr_html_(self) -> str:
         body = to_html(self.title, [Text(self.verdict, "verdict"),

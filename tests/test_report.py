@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -18,7 +19,14 @@ from helpers import flat, market, units
 
 from backtester import Comparison, Result, compare, load_market, run
 from backtester.cli import main
-from backtester.report import heatmap_figure, run_report, sweep_report
+from backtester.report import (
+    drawdown_figure,
+    equity_figure,
+    heatmap_figure,
+    margin_figure,
+    run_report,
+    sweep_report,
+)
 
 
 def both(m, targets, **options):
@@ -255,6 +263,78 @@ def test_single_run_report_in_both_formats(tmp_path):
     assert "| 2024-01-01 02:00 | A | isolated | long |" in md
 
 
+# --- the figures ---------------------------------------------------------------------------
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_runs_with_the_same_equity_share_one_line_named_for_all_of_them():
+    # REVERT, 0.2 BTC long (6,000) and 2 ETH short (4,000), under cross at 2x, 5x and 10x:
+    # no order refused (5,000 of margin at 2x), no liquidation, the same equity at every
+    # bar (leverage sets only the margin an order needs); isolated 10x loses its BTC leg
+    # (liquidation price 27,135.68, as above) and draws its own line
+    runs = {f"cross {lev}x": run(REVERT, units(5, [0.2, -2]), margin_mode="cross",
+                                 leverage=lev, **flat()) for lev in (2, 5, 10)}
+    runs["isolated 10x"] = run(REVERT, units(5, [0.2, -2]), margin_mode="isolated",
+                               leverage=10, **flat())
+    ax = equity_figure(runs).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "cross 2x = cross 5x = cross 10x", "isolated 10x"]
+    assert legend_texts(ax)[:2] == ["cross 2x = cross 5x = cross 10x", "isolated 10x"]
+    assert "isolated 10x: 1 liquidated position(s)" in legend_texts(ax)
+    drawdown = drawdown_figure(runs).axes[0]
+    assert [t.split(" (max")[0] for t in legend_texts(drawdown)] == [
+        "cross 2x = cross 5x = cross 10x", "isolated 10x"]
+    ratio, distance = margin_figure(runs).axes
+    assert legend_texts(ratio)[0] == "cross 2x = cross 5x = cross 10x"
+    assert legend_texts(distance)[0].startswith("cross 2x = cross 5x = cross 10x (closest")
+
+
+def test_an_isolated_run_has_no_empty_cross_margin_panel(tmp_path):
+    r = run(CRASH, units(4, [1, -100]), margin_mode="isolated", leverage=10, **flat())
+    fig = margin_figure({"isolated": r})
+    (ax,) = fig.axes  # the distance to liquidation alone
+    assert ax.get_ylabel() == "distance to liquidation (%)"
+    assert "cross" not in ax.get_title()
+    page = parse(run_report(r, tmp_path / "run.html"))
+    assert not any("ross margin ratio" in image for image in page.images)
+    assert "no cross positions" not in page.text
+    # a comparison with a cross run keeps the panel, for the cross run only
+    c = run(CRASH, units(4, [1, -100]), margin_mode="cross", leverage=10, **flat())
+    top, bottom = margin_figure({"cross": c, "isolated": r}).axes
+    assert legend_texts(top) == ["cross"] and top.get_ylabel() == "cross margin ratio (%)"
+
+
+def test_twelve_runs_differ_in_colour_or_line_style():
+    runs = {f"run {k}": run(REVERT, units(5, [0.05 * (k + 1), 0]), margin_mode="isolated",
+                            leverage=2, **flat()) for k in range(12)}
+    for fig in (equity_figure(runs), drawdown_figure(runs)):
+        lines = fig.axes[0].get_lines()
+        assert len(lines) == 12
+        styles = {(line.get_color(), line.get_linestyle()) for line in lines}
+        assert len(styles) == 12
+
+
+def test_heatmap_colour_bar_is_in_percent_for_a_percentage_metric():
+    fig = heatmap_figure(sweep_frame(), "leverage", "exposure", "total_return")
+    fig.draw_without_rendering()
+    bar = fig.axes[-1]
+    assert bar.get_ylabel() == "total_return (%)"
+    # returns from -50% to +20%, ticked on both sides of zero, as the cells show them
+    labels = bar.get_yticklabels()
+    assert [t.get_text() for t in labels] == [
+        "\N{MINUS SIGN}45%", "\N{MINUS SIGN}30%", "\N{MINUS SIGN}15%", "0%", "15%"]
+    assert [t.get_position()[1] for t in labels] == pytest.approx([-0.45, -0.3, -0.15, 0, 0.15])
+    # a count keeps its plain numbers
+    fig = heatmap_figure(sweep_frame(), "leverage", "exposure", "liquidations")
+    fig.draw_without_rendering()
+    assert fig.axes[-1].get_ylabel() == "liquidations"
+    assert [t.get_text() for t in fig.axes[-1].get_yticklabels()] == [
+        "0", "2", "4", "6", "8"]  # (0 to 9 liquidations)
+
+
 # --- the sweep summary ------------------------------------------------------------------
 
 
@@ -303,6 +383,44 @@ def test_sweep_report_names_the_best_cell_of_each_mode(tmp_path):
     assert "![heatmap_total_return](sweep_files/heatmap_total_return.png)" in md
 
 
+def test_cli_sweep_writes_its_report_beside_the_runs(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--start", "2024-01-01", "--end", "2024-01-15", "-p",
+                 "leverage=5,10", "-p", "exposure=1,2", "-p", "margin_mode=cross,isolated",
+                 "--no-progress", "--out", str(out)]) == 0
+    assert f"report: {out / '_report.html'}" in capsys.readouterr().out
+    rows = pd.read_parquet(out)  # the report's files are not read as parquet parts
+    assert len(rows) == 8
+    page = parse(out / "_report.html")
+    # heatmaps of the return, Sharpe, drawdown and liquidations, per margin mode
+    assert_embedded_pngs(page, 4)
+    assert page.headings == ["total_return", "sharpe", "max_drawdown", "liquidations", "Runs"]
+    assert any(p.startswith("Highest total_return under cross: ") and "under isolated" in p
+               for p in page.paragraphs)
+    runs = page.tables[-1]
+    header = runs[0]
+    assert {"leverage", "exposure", "margin_mode", "total_return", "sharpe"} <= set(header)
+    assert "error" not in header
+    assert sorted(r[header.index("run_id")] for r in runs[1:]) == sorted(rows["run_id"])
+    best = rows.loc[rows["total_return"].idxmax()]
+    assert runs[1][header.index("total_return")] == f"{best['total_return']:.2%}"
+    md = (out / "_report.md").read_text()
+    assert "![heatmap_total_return](_report_files/heatmap_total_return.png)" in md
+    assert (out / "_report_files" / "heatmap_total_return.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| run_id |" in md
+
+    # one parameter swept: its values by margin mode
+    one = tmp_path / "one"
+    assert main(["sweep", "--start", "2024-01-01", "--end", "2024-01-15", "-p",
+                 "leverage=5,10", "--no-progress", "--no-report", "--out", str(one)]) == 0
+    assert not (one / "_report.html").exists()
+    assert main(["sweep", "--start", "2024-01-01", "--end", "2024-01-15", "-p",
+                 "leverage=5,10", "--no-progress", "--out", str(one)]) == 0
+    page = parse(one / "_report.html")
+    assert_embedded_pngs(page, 4)
+    assert page.paragraphs[0] == "2 runs over leverage (5.0, 10.0) and margin_mode (cross)."
+
+
 def test_sweep_report_names_a_missing_column(tmp_path):
     with pytest.raises(ValueError, match="no column 'sharp'.*total_return"):
         sweep_report(sweep_frame(), "leverage", "exposure", "sharp", tmp_path / "x.html")
@@ -343,6 +461,27 @@ def test_cli_compare_writes_both_reports(tmp_path, capsys):
     assert (tmp_path / "report.md").read_text().startswith("# Hedged pair long BTC_USDT")
 
 
+def test_cli_compare_of_twelve_runs_prints_no_line_over_100_columns(tmp_path, capsys):
+    assert main(["compare", "--leverage", "1,2,3,5,10,20", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    # the table in blocks of runs, each under the metric names; every run in one of them
+    heads = [line.split() for line in lines if line.lstrip().startswith("metric ")]
+    assert len(heads) >= 2
+    labels = [f"{mode} {lev}x" for lev in (1, 2, 3, 5, 10, 20) for mode in ("cross", "isolated")]
+    shown = " ".join(" ".join(head[1:]) for head in heads)
+    assert shown == " ".join(labels)
+    assert sum(line.lstrip().startswith("final equity ") for line in lines) == len(heads)
+    # the verdict whole, wrapped: as the report gives it, run labels never split
+    verdict = [line[2:] for line in (tmp_path / "report.md").read_text().splitlines()
+               if line.startswith("> ")]
+    assert len(verdict) == 7  # the ranking, then one paragraph per leverage
+    flat_out = " ".join(out.split())
+    assert all(" ".join(paragraph.split()) in flat_out for paragraph in verdict)
+    assert not any(re.match(r"\d+x\b", line) for line in lines)  # ("cross\n2x held...")
+
+
 def test_cli_report_renders_saved_runs(tmp_path, capsys):
     assert main(["run", "--start", "2024-03-01", "--end", "2024-04-01", "--leverage", "20",
                  "--exposure", "2", "--out", str(tmp_path), "--no-plot"]) == 0
@@ -362,6 +501,66 @@ def test_cli_report_renders_saved_runs(tmp_path, capsys):
     assert_embedded_pngs(parse(tmp_path / "cross" / "report.html"), 4)
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "holds no saved run" in capsys.readouterr().err
+
+
+def test_cli_report_reads_the_run_bars_from_data_at_a_timeframe(tmp_path, capsys):
+    from backtester.cli_report import _load_runs
+    from backtester.data import embedded_data_dir
+
+    out = tmp_path / "runs"
+    assert main(["run", "--start", "2024-03-01", "--end", "2024-04-01", "--out", str(out),
+                 "--no-plot"]) == 0
+    data = str(embedded_data_dir())
+    assert main(["report", str(out), "--data", data, "--timeframe", "1h"]) == 0
+    assert_embedded_pngs(parse(out / "report.html"), 4)
+    # the report's runs carry the data's full bars, not only the saved closes
+    runs = _load_runs(out, data, "1h")
+    assert list(runs) == ["cross", "isolated"]
+    for result in runs.values():
+        assert result.market.n_bars == 31 * 24
+        assert np.isfinite(result.market.open).all() and np.isfinite(result.market.mark_low).all()
+        assert np.isfinite(result.market.funding_rate).any()
+    capsys.readouterr()
+    assert main(["report", str(out), "--data", data, "--timeframe", "4h"]) == 2
+    assert "no '4h' bars" in capsys.readouterr().err
+    assert main(["report", str(out), "--timeframe", "1h"]) == 2
+    assert "give --data too" in capsys.readouterr().err
+
+
+def test_cli_report_data_with_several_timeframes_reads_the_run_s(tmp_path, capsys):
+    # a data directory holding 1h and 2h bars of both symbols: the run chose 1h; the
+    # report finds the run's 1h bars without being told
+    from backtester.data import embedded_data_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for symbol in ("BTC_USDT", "ETH_USDT"):
+        for name in (f"{symbol}-1h", f"{symbol}_mark-1h", f"{symbol}_funding"):
+            (data / f"{name}.parquet").write_bytes(
+                (embedded_data_dir() / f"{name}.parquet").read_bytes())
+        bars = pd.read_parquet(data / f"{symbol}-1h.parquet")
+        bars.iloc[::2].to_parquet(data / f"{symbol}-2h.parquet")
+    out = tmp_path / "runs"
+    window = ["--start", "2024-03-01", "--end", "2024-03-15"]
+    assert main(["run", "--data", str(data), "--timeframe", "1h", *window, "--out", str(out),
+                 "--no-plot"]) == 0
+    assert main(["report", str(out), "--data", str(data)]) == 0
+    assert_embedded_pngs(parse(out / "report.html"), 4)
+    capsys.readouterr()
+    # the other timeframe is not the run's: said so
+    assert main(["report", str(out / "cross"), "--data", str(data), "--timeframe", "2h"]) == 2
+    assert "its bars are 2h long but the run's are 1h" in capsys.readouterr().err
+
+
+def test_cli_report_reads_a_funding_carry_run_from_data(tmp_path):
+    # the carry's columns are BTC_USDT and BTC_USDT_SPOT; the spot bars are in DATA/spot/
+    out = tmp_path / "carry"
+    assert main(["run", "--strategy", "funding_carry", "--start", "2024-03-01", "--end",
+                 "2024-04-01", "--out", str(out), "--no-plot"]) == 0
+    assert main(["report", str(out), "--data", "embedded"]) == 0
+    assert main(["report", str(out / "cross"), "--data", "embedded", "--timeframe",
+                 "1h"]) == 0
+    assert_embedded_pngs(parse(out / "cross" / "report.html"), 4)
 
 
 def test_compare_on_the_embedded_data_says_which_mode_ended_higher():

@@ -36,6 +36,15 @@ def metrics_table(results: Mapping) -> pd.DataFrame:
     return table
 
 
+def _margin_caption(results: Mapping) -> str:
+    distance = ("the distance from each bar's mark to the nearest open position's "
+                "liquidation price")
+    if any(figures.has_cross(r) for r in results.values()):
+        return f"Cross margin ratio (maintenance margin over margin balance) and {distance}."
+    return (f"{distance[:1].upper()}{distance[1:]} (no run holds a cross position, so there "
+            "is no cross margin ratio to show).")
+
+
 def evidence_blocks(results: Mapping) -> list:
     """Figures and tables common to single-run and comparison reports."""
     blocks = [
@@ -46,9 +55,7 @@ def evidence_blocks(results: Mapping) -> list:
     if any(r.positions is not None and np.isfinite(r.market.mark_close).any()
            for r in results.values()):
         blocks += [
-            Plot("margin", figures.margin_figure(results),
-                 "Cross margin ratio (maintenance margin over margin balance) and the distance "
-                 "from each bar's mark to the nearest open position's liquidation price."),
+            Plot("margin", figures.margin_figure(results), _margin_caption(results)),
             Plot("positions", figures.position_pnl_figure(results),
                  "Cumulative PnL of each position, net of fees and funding; crosses mark "
                  "liquidations."),

@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from .. import metrics
+from ..engine.enums import Mode
 
 # metrics for which a lower value is the better one (their heatmaps use a reversed colour map)
 LOWER_IS_BETTER = frozenset({
@@ -34,10 +36,43 @@ def _times(index: pd.DatetimeIndex) -> np.ndarray:
     return np.asarray(index, dtype="datetime64[ns]")
 
 
-def _colors(results: Mapping) -> dict[str, str]:
-    cycle = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-             "#7f7f7f", "#bcbd22", "#17becf"]
-    return {label: cycle[k % len(cycle)] for k, label in enumerate(results)}
+# tab20's ten strong colours (blue and red first: cross and isolated), then its ten light ones
+# in the same order; each ten runs switch the line style, so (colour, style) differs between
+# any two of the first 40 runs
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf",
+           "#aec7e8", "#ff9896", "#98df8a", "#ffbb78", "#c5b0d5", "#c49c94", "#f7b6d2",
+           "#c7c7c7", "#dbdb8d", "#9edae5")
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _styles(results: Mapping) -> dict[str, dict]:
+    """Each run's line colour and style (``ax.plot(..., **style)``), in run order."""
+    return {label: {"color": PALETTE[k % len(PALETTE)],
+                    "linestyle": LINESTYLES[(k // 10) % len(LINESTYLES)]}
+            for k, label in enumerate(results)}
+
+
+def same_curves(curves: Mapping[str, np.ndarray], atol: float = 0.0,
+                rtol: float = 1e-12) -> list[list[str]]:
+    """The labels of ``curves`` (label -> values) grouped by identical curve, in order:
+    curves that would draw on top of each other are drawn once, labelled "a = b"."""
+    groups: list[list[str]] = []
+    for label, values in curves.items():
+        values = np.asarray(values, dtype=float)
+        for group in groups:
+            first = np.asarray(curves[group[0]], dtype=float)
+            if first.shape == values.shape and np.allclose(first, values, rtol=rtol, atol=atol,
+                                                           equal_nan=True):
+                group.append(label)
+                break
+        else:
+            groups.append([label])
+    return groups
+
+
+def _joined(labels: list[str]) -> str:
+    return " = ".join(labels)
 
 
 def _finish(fig: Figure, axes) -> Figure:
@@ -69,22 +104,48 @@ def equity_figure(results: Mapping, title: str = "Equity") -> Figure:
 
 
 def plot_equity(ax, results: Mapping) -> None:
-    """Draw ``equity_figure``'s curves and liquidation markers on ``ax``."""
-    colors = _colors(results)
-    for label, result in results.items():
-        equity = result.equity
-        ax.plot(_times(equity.index), equity.to_numpy(), lw=1.1, color=colors[label],
-                label=label)
-        liq = result.liquidations
-        if len(liq):
-            events = liq.drop_duplicates("event")
-            bars = events["bar"].to_numpy(dtype=np.int64)
-            ax.scatter(_times(equity.index[bars]), equity.to_numpy()[bars], marker="v",
-                       s=34, color=colors[label], edgecolor="black", linewidth=0.5, zorder=3,
-                       label=f"{label}: {len(liq)} liquidated position(s)")
+    """Draw ``equity_figure``'s curves and liquidation markers on ``ax``. Runs whose equity
+    is the same at every bar (within half a cent) share one line, labelled "a = b"."""
+    styles = _styles(results)
+    for group in _equity_groups(results):
+        first = results[group[0]]
+        equity = first.equity
+        ax.plot(_times(equity.index), equity.to_numpy(), lw=1.1, **styles[group[0]],
+                label=_joined(group))
+        markers: dict[tuple, list[str]] = {}  # runs liquidated at the same bars share markers
+        for label in group:
+            liq = results[label].liquidations
+            if len(liq):
+                bars = tuple(liq.drop_duplicates("event")["bar"].to_numpy(dtype=np.int64))
+                markers.setdefault((bars, len(liq)), []).append(label)
+        for (bars, count), labels in markers.items():
+            at = np.asarray(bars, dtype=np.int64)
+            ax.scatter(_times(equity.index[at]), equity.to_numpy()[at], marker="v", s=34,
+                       color=styles[labels[0]]["color"], edgecolor="black", linewidth=0.5,
+                       zorder=3, label=f"{_joined(labels)}: {count} liquidated position(s)")
     ax.set_ylabel("equity (quote)")
     ax.set_xlabel("UTC")
     ax.legend(loc="best", fontsize=8)
+
+
+def _equity_groups(results: Mapping) -> list[list[str]]:
+    """Runs grouped by equal equity curves (same bars, within half a cent at each)."""
+    curves = {label: r.equity for label, r in results.items()}
+    groups = same_curves({label: c.to_numpy() for label, c in curves.items()}, atol=0.005,
+                         rtol=0.0)
+    # the same values over different bars are different curves
+    out = []
+    for group in groups:
+        parts: list[list[str]] = []
+        for label in group:
+            for part in parts:
+                if curves[part[0]].index.equals(curves[label].index):
+                    part.append(label)
+                    break
+            else:
+                parts.append([label])
+        out += parts
+    return out
 
 
 def _curve(result) -> pd.Series:
@@ -104,13 +165,15 @@ def drawdown_figure(results: Mapping, title: str = "Drawdown") -> Figure:
 
 
 def plot_drawdown(ax, results: Mapping) -> None:
-    """Draw ``drawdown_figure``'s curves on ``ax``."""
-    colors = _colors(results)
-    for label, result in results.items():
+    """Draw ``drawdown_figure``'s curves on ``ax`` (runs of equal equity share a line)."""
+    styles = _styles(results)
+    for group in _equity_groups(results):
+        result = results[group[0]]
+        style = styles[group[0]]
         dd = metrics.drawdown(_curve(result)).to_numpy()[1:] * 100
-        ax.plot(_times(result.equity.index), dd, lw=1.0, color=colors[label],
-                label=f"{label} (max {dd.min() if len(dd) else 0:.1f}%)")
-        ax.fill_between(_times(result.equity.index), dd, 0, color=colors[label], alpha=0.08)
+        ax.plot(_times(result.equity.index), dd, lw=1.0, **style,
+                label=f"{_joined(group)} (max {dd.min() if len(dd) else 0:.1f}%)")
+        ax.fill_between(_times(result.equity.index), dd, 0, color=style["color"], alpha=0.08)
     ax.set_ylabel("drawdown (%)")
     ax.set_xlabel("UTC")
     ax.legend(loc="lower left", fontsize=8)
@@ -142,45 +205,70 @@ def distance_series(result) -> pd.Series | None:
     return metrics.distance_to_liquidation(result.positions, result.liquidation_prices, marks)
 
 
+def has_cross(result) -> bool:
+    """Whether a run has a cross-margined column (and so a cross margin ratio)."""
+    return bool((np.asarray(result.margin_mode) == Mode.CROSS).any())
+
+
 def margin_figure(results: Mapping, title: str = "Liquidation risk") -> Figure:
     """Top: the cross margin ratio (liquidation at 100%). Bottom: distance to liquidation.
 
     The margin ratio exists only for cross positions; the distance (how far the
-    nearest position's mark is from its liquidation price) covers both modes.
+    nearest position's mark is from its liquidation price) covers both modes. When no
+    run has a cross position the figure is the distance alone.
     """
-    fig = Figure(figsize=(10, 5.6), dpi=100, layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    colors = _colors(results)
-    drawn = False
+    styles = _styles(results)
+    cross = {label: r for label, r in results.items() if has_cross(r)}
+    if cross:
+        fig = Figure(figsize=(10, 5.6), dpi=100, layout="constrained")
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        _plot_margin_ratio(top, cross, styles)
+        top.set_title(f"{title}: cross margin ratio (maintenance / margin balance; "
+                      "liquidation at 100%)")
+        axes = [top, bottom]
+        heading = "price move against the nearest open position that would liquidate it"
+    else:
+        fig = Figure(figsize=(10, 3.4), dpi=100, layout="constrained")
+        bottom = fig.add_subplot()
+        axes = [bottom]
+        heading = (f"{title}: price move against the nearest open position that would "
+                   "liquidate it")
+    _plot_distance(bottom, results, styles)
+    bottom.set_xlabel("UTC")
+    bottom.set_title(heading)
+    return _finish(fig, axes)
+
+
+def _plot_margin_ratio(ax, results: Mapping, styles: Mapping) -> None:
+    curves = {}
     for label, result in results.items():
-        if not (np.asarray(result.margin_mode) == 0).any():
-            continue
         # 0 means "no cross position": leave a gap rather than a plunge to zero
-        ratio = result.account["margin_ratio"].replace([np.inf, 0.0], np.nan).to_numpy() * 100
-        top.plot(_times(result.equity.index), ratio, lw=0.9, color=colors[label], label=label)
-        drawn = True
-    peak = top.get_ylim()[1] if drawn else 1.0
-    if drawn and peak >= 50:
-        top.axhline(100, color="black", lw=0.8, ls="--", label="liquidation (100%)")
-    top.set_ylabel("cross margin ratio (%)")
-    top.set_title(f"{title}: cross margin ratio (maintenance / margin balance; "
-                  "liquidation at 100%)" if drawn else f"{title}: no cross positions")
-    if drawn:
-        top.legend(loc="upper left", fontsize=8)
-    any_distance = False
+        curves[label] = result.account["margin_ratio"].replace(
+            [np.inf, 0.0], np.nan).to_numpy() * 100
+    for group in same_curves(curves):
+        result = results[group[0]]
+        ax.plot(_times(result.equity.index), curves[group[0]], lw=0.9, **styles[group[0]],
+                label=_joined(group))
+    if ax.get_ylim()[1] >= 50:
+        ax.axhline(100, color="black", lw=0.8, ls="--", label="liquidation (100%)")
+    ax.set_ylabel("cross margin ratio (%)")
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def _plot_distance(ax, results: Mapping, styles: Mapping) -> None:
+    curves = {}
     for label, result in results.items():
         dist = distance_series(result)
-        if dist is None or not dist.notna().any():
-            continue
-        bottom.plot(_times(dist.index), dist.to_numpy() * 100, lw=0.9, color=colors[label],
-                    label=f"{label} (closest {dist.min():.1%})")
-        any_distance = True
-    bottom.set_ylabel("distance to liquidation (%)")
-    bottom.set_xlabel("UTC")
-    bottom.set_title("price move against the nearest open position that would liquidate it")
-    if any_distance:
-        bottom.legend(loc="upper left", fontsize=8)
-    return _finish(fig, [top, bottom])
+        if dist is not None and dist.notna().any():
+            curves[label] = dist
+    groups = same_curves({label: d.to_numpy() for label, d in curves.items()})
+    for group in groups:
+        dist = curves[group[0]]
+        ax.plot(_times(dist.index), dist.to_numpy() * 100, lw=0.9, **styles[group[0]],
+                label=f"{_joined(group)} (closest {dist.min():.1%})")
+    ax.set_ylabel("distance to liquidation (%)")
+    if groups:
+        ax.legend(loc="upper left", fontsize=8)
 
 
 def position_pnl_figure(results: Mapping, title: str = "PnL per position") -> Figure:
@@ -246,7 +334,19 @@ def heatmap_figure(summary: pd.DataFrame, x: str, y: str, metric: str,
             text = "n/a" if not np.isfinite(v) else _cell(v, scale, kind)
             ax.text(c, r, text, ha="center", va="center", fontsize=8, color="black")
     if image is not None:
-        fig.colorbar(image, ax=list(axes), shrink=0.9, label=metric)
+        # the bar in the cells' unit: a percentage metric in % (its values are fractions)
+        bar = fig.colorbar(image, ax=list(axes), shrink=0.9,
+                           label=f"{metric} (%)" if kind == "pct" else metric)
+        # ticks over the whole range (a two-slope norm's own leave its short side bare)
+        ticks = [t for t in MaxNLocator(6, integer=kind == "int").tick_values(lo, hi)
+                 if lo <= t <= hi]
+        if len(ticks) > 1:
+            bar.set_ticks(ticks)
+        if kind == "pct":
+            step = (ticks[1] - ticks[0]) * 100 if len(ticks) > 1 else 1.0
+            bar.formatter = PercentFormatter(xmax=1.0, decimals=max(
+                0, -int(np.floor(np.log10(step)))))
+            bar.update_ticks()
     fig.suptitle(f"{metric} by {y} and {x}" + (f", per {group}" if groups != [None] else ""))
     return fig
 

@@ -3,6 +3,7 @@ of metrics, liquidations and per-position statistics ready to render."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 
 import numpy as np
@@ -52,6 +53,39 @@ def format_metrics(table: pd.DataFrame) -> pd.DataFrame:
         rows[name] = [fmt(v, kind) for v in values]
     out = pd.DataFrame.from_dict(rows, orient="index", columns=list(table.columns))
     return out.rename_axis("metric").reset_index()
+
+
+def console_table(table: pd.DataFrame, width: int = 100) -> str:
+    """A table of text (its first column the row names, as ``format_metrics`` gives) for a
+    terminal: when it is wider than ``width``, its columns in blocks, one under the other,
+    each repeating the row names, so that no line exceeds ``width``."""
+    names, columns = table.columns[0], list(table.columns[1:])
+    blocks, block = [], []
+    for column in columns:
+        if block and _width(table[[names, *block, column]]) > width:
+            blocks.append(block)
+            block = []
+        block.append(column)
+    blocks.append(block)
+    return "\n\n".join(table[[names, *b]].to_string(index=False) for b in blocks)
+
+
+def _width(frame: pd.DataFrame) -> int:
+    return max(len(line) for line in frame.to_string(index=False).splitlines())
+
+
+def wrap(text: str, width: int = 100, keep: tuple[str, ...] = ()) -> str:
+    """Paragraphs (blank-line separated) wrapped to ``width`` columns, for a terminal; the
+    names in ``keep`` (run labels such as "cross 10x") are not split across lines."""
+    names = {n for name in keep for n in (name, name[:1].upper() + name[1:]) if " " in n}
+    glue = {name: name.replace(" ", "\x00") for name in sorted(names, key=len, reverse=True)}
+    out = []
+    for paragraph in text.split("\n\n"):
+        for name, glued in glue.items():
+            paragraph = paragraph.replace(name, glued)
+        out.append(textwrap.fill(paragraph, width, break_long_words=False,
+                                 break_on_hyphens=False).replace("\x00", " "))
+    return "\n\n".join(out)
 
 
 LIQUIDATION_COLUMNS = {

@@ -482,20 +482,34 @@ def _cmd_venues_import(argv: list[str]) -> int:
 
 class _Parser(argparse.ArgumentParser):
     """The command line's parser: an unknown flag gets a "did you mean" (--levrage ->
-    --leverage), from the flags of every command."""
+    --leverage) from the flags of the command given, and a flag of another command is
+    named as such (``report --leverage``: an option of compare, run, sweep...)."""
+
+    def parse_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, namespace)
 
     def error(self, message: str):
         if message.startswith("unrecognized arguments:"):
-            known = sorted({flag for action in self._actions
-                            if isinstance(action, argparse._SubParsersAction)
-                            for sub in action.choices.values()
-                            for flag in sub._option_string_actions})
+            commands = {name: sub for action in self._actions
+                        if isinstance(action, argparse._SubParsersAction)
+                        for name, sub in action.choices.items()}
+            command = next((w for w in getattr(self, "_argv", []) if w in commands), None)
+            every = sorted({f for sub in commands.values() for f in sub._option_string_actions})
+            own = sorted(commands[command]._option_string_actions) if command else every
             hints = []
             for word in message.split(":", 1)[1].split():
-                if word.startswith("--"):
-                    close = difflib.get_close_matches(word.split("=")[0], known, n=1)
-                    if close:
-                        hints.append(f"{word}: did you mean {close[0]}?")
+                if not word.startswith("--"):
+                    continue
+                flag = word.split("=")[0]
+                close = difflib.get_close_matches(flag, own, n=1)
+                if close:
+                    hints.append(f"{word}: did you mean {close[0]}?")
+                elif command and flag in every:
+                    others = sorted(name for name, sub in commands.items()
+                                    if flag in sub._option_string_actions)
+                    hints.append(f"{flag} is an option of backtester {', '.join(others)}, "
+                                 f"not of backtester {command}")
             if hints:
                 message += " (" + "; ".join(hints) + ")"
         super().error(message)

@@ -169,5 +169,11 @@ def test_a_mistyped_flag_or_strategy_gets_a_did_you_mean(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--levrage", "5"])
     assert "--levrage: did you mean --leverage?" in capsys.readouterr().err
+    # a flag of other commands: named as theirs, not "did you mean" itself
+    with pytest.raises(SystemExit):
+        main(["venues", "--balance", "5"])
+    err = capsys.readouterr().err
+    assert "--balance is an option of backtester advise, compare, run, not of " \
+           "backtester venues" in err and "did you mean --balance" not in err
     assert main(["run", "--strategy", "trnd", "--no-plot"]) == 2
     assert "unknown strategy 'trnd' (did you mean 'trend'?)" in capsys.readouterr().err

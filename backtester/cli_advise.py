@@ -12,6 +12,7 @@ from .cli_common import (
     add_market_options,
     market_from_options,
     names,
+    numbers,
     quietly,
     strategy_from_options,
 )
@@ -24,12 +25,8 @@ ADVISE_FLAGS = {**RUN_FLAGS, "leverages": "--leverage", "n_paths": "--paths", "d
 
 
 def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, e.g. 1,2,5,10; got {text!r}") from None
-    if not values or any(not v > 0 for v in values):
+    values = numbers(text, "1,2,5,10")
+    if any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"give leverages > 0 separated by commas, got {text!r}")
     return sorted(set(values))
 

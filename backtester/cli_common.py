@@ -170,3 +170,15 @@ def strategy_from_options(args):
                 f"{flag} sets the default hedged pair; with --strategy use --param KEY=VALUE "
                 f"(parameters of {strategy.name}: {', '.join(strategy.parameters)})")
     return strategy, strategy.parse(args.param)
+
+
+def numbers(text: str, example: str = "5,10,20") -> list[float]:
+    """``"5,10,20"`` -> ``[5.0, 10.0, 20.0]`` for a flag taking numbers separated by commas."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, e.g. {example}; got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"give at least one number, e.g. {example}")
+    return values

@@ -13,6 +13,7 @@ from .cli_common import (
     add_sizing_option,
     market_from_options,
     names,
+    numbers,
     pair_legs,
     pair_symbols,
     quietly,
@@ -20,17 +21,6 @@ from .cli_common import (
 )
 
 WIDTH = 100  # the widest line printed: tables in blocks of runs, the verdict wrapped
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, e.g. 5,10,20; got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one number, e.g. 10")
-    return values
 
 
 def _venues(text: str) -> list[str]:
@@ -62,7 +52,7 @@ def add_compare_parser(sub) -> None:
                        "symbols to load)")
     p.add_argument("--venue", type=_venues, default=["binance_usdm"],
                    help="venue rules, or several separated by commas (binance_usdm)")
-    p.add_argument("--leverage", type=_floats, default=[10.0],
+    p.add_argument("--leverage", type=numbers, default=[10.0],
                    help="leverage of each leg, or several separated by commas, e.g. 5,10,20 (10)")
     p.add_argument("--exposure", type=float,
                    help="default hedged pair: each leg's notional as a fraction of equity (1.0; "

@@ -113,9 +113,7 @@ class Result:
             True
         """
         values = np.concatenate([[float(self.initial_equity)], self.equity.to_numpy()])
-        previous = values[:-1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.where(previous > 0, values[1:] / previous - 1.0, 0.0)
+        r = metrics.bar_returns(pd.Series(values)).to_numpy()
         return pd.Series(r, index=self.market.timestamps, name="returns")
 
     @property

@@ -110,17 +110,10 @@ def mode_verdicts(table: pd.DataFrame, ruin: float = 0.5, paths: pd.DataFrame | 
                     "isolated_p_liquidation": i["p_liquidation"],
                     "cross_es5_return": c["es5_return"], "isolated_es5_return": i["es5_return"]})
         diff = c[key] - i[key]
-        if paths is not None:
-            lost = {}
-            for mode in MODES:
-                part = paths[paths["margin_mode"] == mode]
-                for k, v in row.items():
-                    if k in keys:
-                        part = part[np.isclose(part[k], v)] if k == "leverage" else \
-                            part[part[k] == v]
-                part = part.sort_values("path")
-                lost[mode] = (part["lowest_equity"].to_numpy() / part["initial_equity"]
-                              .to_numpy()) <= 1.0 - ruin + 1e-12
+        if paths is not None:  # each mode's paths of this configuration, in path order
+            parts = {mode: _paths_of(paths, mode, {k: row[k] for k in keys}) for mode in MODES}
+            lost = {mode: (part["lowest_equity"].to_numpy() / part["initial_equity"]
+                           .to_numpy()) <= 1.0 - ruin + 1e-12 for mode, part in parts.items()}
             only_c = int((lost["cross"] & ~lost["isolated"]).sum())
             only_i = int((lost["isolated"] & ~lost["cross"]).sum())
             row.update(only_cross=only_c, only_isolated=only_i)
@@ -131,14 +124,7 @@ def mode_verdicts(table: pd.DataFrame, ruin: float = 0.5, paths: pd.DataFrame | 
                            or i[f"{key}_high"] < c[f"{key}_low"])
         es_diff = c["es5_return"] - i["es5_return"]
         if paths is not None:  # the shortfalls' difference, paths resampled in pairs
-            returns = {}
-            for mode in MODES:
-                part = paths[paths["margin_mode"] == mode]
-                for k, v in row.items():
-                    if k in keys:
-                        part = part[np.isclose(part[k], v)] if k == "leverage" else \
-                            part[part[k] == v]
-                returns[mode] = part.sort_values("path")["total_return"].to_numpy()
+            returns = {mode: part["total_return"].to_numpy() for mode, part in parts.items()}
             rng = np.random.default_rng(0)
             n = returns["cross"].size
             draws = [expected_shortfall(returns["cross"][idx])
@@ -164,6 +150,15 @@ def mode_verdicts(table: pd.DataFrame, ruin: float = 0.5, paths: pd.DataFrame | 
             row.update(safer="alike", by="both")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _paths_of(paths: pd.DataFrame, mode: str, config: Mapping) -> pd.DataFrame:
+    """The per-path rows of one mode under one configuration, in path order."""
+    mask = (paths["margin_mode"] == mode).to_numpy()
+    for key, value in config.items():
+        column = paths[key].to_numpy()
+        mask = mask & (np.isclose(column, value) if key == "leverage" else column == value)
+    return paths[mask].sort_values("path")
 
 
 def _config_keys(table: pd.DataFrame) -> list[str]:
@@ -588,16 +583,16 @@ def advise(
     said = leverage_sentence(history)
     if said is not None:
         sentences.append(said)
-    from .scenarios import crash_part
+    from .scenarios import adl_part, crash_part, reference_run
 
-    crashes, replays, crash_sentences, gross = crash_part(
-        market, strategy, params, run_options, crash_history, windows)
+    # the strategy's own run on the history, whose book the crashes and the ADL stress use
+    reference = reference_run(market, strategy, params, run_options)
+    crashes, replays, crash_sentences, gross = crash_part(reference, market, run_options,
+                                                          crash_history, windows)
     sentences += crash_sentences
     adl_result = None
     if adl:
-        from .scenarios import adl_part
-
-        adl_result, adl_sentence = adl_part(market, strategy, params, run_options)
+        adl_result, adl_sentence = adl_part(reference, market, strategy, params, run_options)
         if adl_sentence is not None:
             sentences.append(adl_sentence)
     sentences.append(switch_sentence(venue_obj, gross, _taker_fee(venue_obj, market)))

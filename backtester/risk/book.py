@@ -23,6 +23,17 @@ from ..engine import enums
 from ..venues import Venue
 
 
+def utc_time(value, name: str) -> pd.Timestamp:
+    """``value`` as a UTC Timestamp (naive = UTC); a ValueError naming ``name`` otherwise."""
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}={value!r} is not a time ({exc})") from None
+    if ts is pd.NaT:
+        raise ValueError(f"{name}={value!r} is not a time")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 @dataclass(frozen=True, repr=False)
 class Book:
     """What an account holds at one moment, and the prices it is valued at.
@@ -123,15 +134,7 @@ class Book:
         if not isinstance(self.venue, str | os.PathLike | Venue):
             raise ValueError(f"venue={self.venue!r}: give a built-in venue name (e.g. "
                              "'binance_usdm'), the path of a .toml venue file or a Venue")
-        time = self.time
-        if time is not None:
-            try:
-                time = pd.Timestamp(time)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"time={self.time!r} is not a time ({exc})") from None
-            if time is pd.NaT:
-                raise ValueError(f"time={self.time!r} is not a time")
-            time = time.tz_localize("UTC") if time.tzinfo is None else time.tz_convert("UTC")
+        time = None if self.time is None else utc_time(self.time, "time")
         for name, value in (("positions", positions), ("prices", prices), ("equity", equity),
                             ("leverage", leverage), ("time", time), ("instruments", spot)):
             object.__setattr__(self, name, value)

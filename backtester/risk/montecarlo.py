@@ -437,7 +437,6 @@ class _Source:
     """The strategy, as something that gives each path its orders."""
 
     def __init__(self, strategy, params):
-        self.strategy = strategy
         self.params = params
         self.fixed = None
         self.build_fn = None

@@ -58,8 +58,9 @@ def _book_bar(result) -> int:
     return int(np.argmax(gross))
 
 
-def crash_part(market, strategy, params, run_options, crash_history, windows):
-    """Replay crash windows on the strategy's book under both modes.
+def crash_part(reference, market, run_options, crash_history, windows):
+    """Replay crash windows on the strategy's book under both modes: the book of
+    ``reference`` (the strategy's run on ``market``, ``reference_run``).
 
     Returns ``(table, replays, sentences, gross notional of the book)``; the table has one
     row per window and mode (survived, the book's return through it, the equity
@@ -69,7 +70,6 @@ def crash_part(market, strategy, params, run_options, crash_history, windows):
     from .crashes import replay_crash
     from .windows import CRASHES, worst_windows
 
-    reference = reference_run(market, strategy, params, run_options)
     bar = _book_bar(reference)
     book = book_at(reference, bar)
     gross = book.gross_notional
@@ -177,12 +177,11 @@ def buffer_sentence(book, replays) -> Sentence:
     return Sentence("buffer", text, numbers)
 
 
-def adl_part(market, strategy, params, run_options):
+def adl_part(reference, market, strategy, params, run_options):
     """The auto-deleveraging stress of the profitable leg, for a hedge (positions of both
-    signs at once); ``(AdlStress or None, Sentence or None)``."""
+    signs at once in the ``reference`` run); ``(AdlStress or None, Sentence or None)``."""
     from .adl import adl_stress
 
-    reference = reference_run(market, strategy, params, run_options)
     positions = reference.positions
     if positions is None:
         return None, None

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.market import Market
-from .book import Book
+from .book import Book, utc_time
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class CrashWindow:
     symbols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        start, end = _utc(self.start, "start"), _utc(self.end, "end")
+        start, end = utc_time(self.start, "start"), utc_time(self.end, "end")
         if end <= start:
             raise ValueError(f"window {self.name!r}: end {end} is not after start {start}")
         object.__setattr__(self, "start", start)
@@ -44,16 +44,6 @@ class CrashWindow:
     def hours(self) -> float:
         """The window's length in hours."""
         return (self.end - self.start) / pd.Timedelta(hours=1)
-
-
-def _utc(value, name: str) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}={value!r} is not a time ({exc})") from None
-    if ts is pd.NaT:
-        raise ValueError(f"{name}={value!r} is not a time")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 # Each window is the crash day and the next, UTC (the same window as crash_window("DATE")),
@@ -113,7 +103,7 @@ def crash_window(spec) -> CrashWindow:
         return names[spec.strip()]
     if isinstance(spec, str) and "/" in spec:
         first, _, last = spec.partition("/")
-        start, end = _utc(first.strip(), "START"), _utc(last.strip(), "END")
+        start, end = utc_time(first.strip(), "START"), utc_time(last.strip(), "END")
         return CrashWindow(spec.strip(), start, end, f"{start} to {end} (UTC, end excluded)")
     if isinstance(spec, str | datetime.date):
         try:
@@ -121,7 +111,7 @@ def crash_window(spec) -> CrashWindow:
         except (TypeError, ValueError):
             day = None
         if day is not None and day is not pd.NaT and day == day.normalize():
-            day = _utc(day, "date")
+            day = utc_time(day, "date")
             return CrashWindow(f"{day:%Y-%m-%d}", day, day + pd.Timedelta(days=2),
                                f"{day:%Y-%m-%d} and the next day (UTC)")
     raise ValueError(f"window={spec!r}: give a shipped crash ({', '.join(names)}), a date "

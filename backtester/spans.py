@@ -31,9 +31,12 @@ def late_start_notes(market: Market, rejections: np.ndarray) -> list[str]:
     """One note per symbol whose data begins after the market's first bar: its first bar,
     and how many of its orders before then were refused for want of a price."""
     notes = []
-    first = first_bars(market.close)
-    for i, symbol in enumerate(market.symbols):
-        t = int(first[i])
+    late = np.flatnonzero(market.close[0] != market.close[0]) if market.n_bars else []
+    if not len(late):  # every symbol has the first bar: nothing to scan (run()'s common case)
+        return notes
+    first = first_bars(market.close[:, late])
+    for k, i in enumerate(late):
+        symbol, t = market.symbols[i], int(first[k])
         if t == 0 or t >= market.n_bars:
             continue
         refused = int(np.count_nonzero((rejections["symbol"] == i)

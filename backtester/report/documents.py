@@ -110,7 +110,7 @@ def run_report(result, path, title: str | None = None) -> Path:
     """Write the report of one run: metrics, figures, per-position and liquidation tables.
 
     ``path`` ending in ``.md`` gives Markdown (figures as PNG files beside it),
-    anything else self-contained HTML.
+    anything else interactive HTML (``plotly.min.js`` beside it).
 
     Example:
         >>> from backtester import load_market, run
@@ -227,7 +227,7 @@ def sweep_report(summary: pd.DataFrame, x: str, y: str, metric: str | Sequence[s
     metric columns (``total_return``, ``sharpe``, ``max_drawdown``,
     ``liquidations``...). ``metric`` may be a list for several heatmaps; a
     ``liquidations`` column always gets one. ``path`` ending in ``.md`` gives
-    Markdown, anything else self-contained HTML.
+    Markdown, anything else interactive HTML (``plotly.min.js`` beside it).
 
     Example:
         >>> import pandas as pd

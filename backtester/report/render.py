@@ -113,7 +113,7 @@ table.data tbody th, table.data td:first-child { text-align: left; }
 figure { margin: 1em 0; } figure img { max-width: 100%; }
 figcaption { font-size: .9em; color: #555; }
 div.plot { width: 100%; } div.wide { overflow-x: auto; }
-p.noscript { background: #fdf3f3; border-left: 4px solid #d62728; padding: .8em 1em; }
+div.noscript { background: #fdf3f3; border-left: 4px solid #d62728; padding: .8em 1em; }
 """
 
 # zooming a time axis zooms the report's other time figures alike; without plotly.js (the
@@ -189,9 +189,9 @@ def to_html(title: str, blocks: list, script: str = SCRIPT) -> str:
         f"<h1>{html.escape(title)}</h1>",
     ]
     if interactive:
-        parts.append(f'<p class="noscript" id="no-plotly" hidden>The figures need '
+        parts.append(f'<div class="noscript" id="no-plotly" hidden>The figures need '
                      f"{html.escape(script)}, which this report's folder no longer holds: "
-                     "copy it back beside this file, or write the report again.</p>")
+                     "copy it back beside this file, or write the report again.</div>")
     for number, block in enumerate(blocks):
         if isinstance(block, Heading):
             level = min(max(block.level, 2), 6)

@@ -29,7 +29,14 @@ from backtester.report import (
     run_report,
     sweep_report,
 )
-from backtester.report.interactive import MAX_POINTS, decimate, equity_plot, margin_plot
+from backtester.report.interactive import (
+    MAX_POINTS,
+    decimate,
+    drawdown_plot,
+    equity_plot,
+    heatmap_plot,
+    margin_plot,
+)
 from backtester.report.render import Plot, plotly_script, write
 
 
@@ -424,6 +431,12 @@ def test_runs_with_the_same_equity_share_one_line_named_for_all_of_them():
     ratio, distance = margin_figure(runs).axes
     assert legend_texts(ratio)[0] == "cross 2x = cross 5x = cross 10x"
     assert legend_texts(distance)[0].startswith("cross 2x = cross 5x = cross 10x (closest")
+    # the interactive figures alike
+    lines = [t.name for t in equity_plot(runs).data if t.mode == "lines"]
+    assert lines == ["cross 2x = cross 5x = cross 10x", "isolated 10x"]
+    lines = [t.name for t in margin_plot(runs).data if t.mode == "lines"]
+    assert lines[0] == "cross 2x = cross 5x = cross 10x"
+    assert lines[1].startswith("cross 2x = cross 5x = cross 10x (closest")
 
 
 def test_an_isolated_run_has_no_empty_cross_margin_panel(tmp_path):
@@ -450,6 +463,9 @@ def test_twelve_runs_differ_in_colour_or_line_style():
         assert len(lines) == 12
         styles = {(line.get_color(), line.get_linestyle()) for line in lines}
         assert len(styles) == 12
+    for fig in (equity_plot(runs), drawdown_plot(runs)):
+        lines = [t.line for t in fig.data if t.mode == "lines"]
+        assert len(lines) == 12 and len({(line.color, line.dash) for line in lines}) == 12
 
 
 def test_heatmap_colour_bar_is_in_percent_for_a_percentage_metric():
@@ -468,6 +484,18 @@ def test_heatmap_colour_bar_is_in_percent_for_a_percentage_metric():
     assert fig.axes[-1].get_ylabel() == "liquidations"
     assert [t.get_text() for t in fig.axes[-1].get_yticklabels()] == [
         "0", "2", "4", "6", "8"]  # (0 to 9 liquidations)
+    # the interactive heatmap: one colour bar, in % for a return, its zero the middle colour
+    plot = heatmap_plot(sweep_frame(), "leverage", "exposure", "total_return")
+    bars = [t.colorbar for t in plot.data if t.showscale]
+    assert len(bars) == 1 and bars[0].title.text == "total_return (%)"
+    assert bars[0].tickformat == ".0%"
+    assert [[list(row) for row in t.text] for t in plot.data] == [
+        [["10.0%", "20.0%"], ["5.0%", "-30.0%"]], [["4.0%", "-50.0%"], ["8.0%", "1.0%"]]]
+    scale = plot.data[0].colorscale
+    assert scale[5][0] == pytest.approx(0.5 / 0.7)  # -50% to +20%: zero at 5/7
+    plot = heatmap_plot(sweep_frame(), "leverage", "exposure", "liquidations")
+    assert plot.data[0].colorbar.title.text == "liquidations"
+    assert plot.data[0].colorbar.tickformat is None
 
 
 # --- the sweep summary ------------------------------------------------------------------

@@ -121,7 +121,8 @@ class _Notes:
 
     def finish(self, fig: go.Figure) -> go.Figure:
         if self.longest:
-            fig.layout.meta = {"note": (
+            meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
+            fig.layout.meta = {**meta, "note": (
                 f"Curves of more than {MAX_POINTS:,} bars (here up to {self.longest:,}) are "
                 f"drawn from the lowest and highest value of each of {MAX_POINTS // 2:,} "
                 f"equal spans of bars (at most {self.kept:,} points a curve): every spike "
@@ -131,7 +132,9 @@ class _Notes:
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(
+    """The look of the time figures; a report zooms its figures with ``meta["zoom"]`` "runs"
+    (those of its runs, over the same bars) together."""
+    fig.update_layout(meta={"zoom": "runs"},
         title=dict(text=title, x=0.01, font=dict(size=15)), height=height, font=FONT,
         template=TEMPLATE, hovermode="x unified", margin=dict(l=70, r=20, t=60, b=40),
         legend=LEGEND)
@@ -150,15 +153,29 @@ def _money(value: float) -> str:
     return f"{value:,.2f}"
 
 
+def _position_lines(liq: pd.DataFrame) -> list[str]:
+    """A line per liquidated position: its symbol, side, quantity, liquidation price and
+    the margin it lost."""
+    return [f"{symbol} {'long' if qty > 0 else 'short'} {abs(qty):,.6g} liquidated at "
+            f"{_money(price)}, margin lost {_money(lost)}"
+            for symbol, qty, price, lost in zip(
+                liq["symbol"].to_numpy(), liq["qty"].to_numpy(dtype=float),
+                liq["price"].to_numpy(dtype=float), liq["margin_lost"].to_numpy(dtype=float),
+                strict=True)]
+
+
 def liquidation_text(liq: pd.DataFrame) -> str:
-    """The hover text of one liquidation event: a line per liquidated position, with its
-    symbol, side, quantity, liquidation price and the margin it lost."""
-    lines = []
-    for row in liq.itertuples(index=False):
-        side = "long" if row.qty > 0 else "short"
-        lines.append(f"{row.symbol} {side} {abs(row.qty):,.6g} liquidated at "
-                     f"{_money(row.price)}, margin lost {_money(row.margin_lost)}")
-    return "<br>".join(lines)
+    """The hover text of one liquidation event: a line per position it liquidated."""
+    return "<br>".join(_position_lines(liq))
+
+
+def liquidation_texts(liq: pd.DataFrame) -> dict[int, str]:
+    """Each liquidation bar's hover text (its positions' lines), by bar."""
+    texts: dict[int, list[str]] = {}
+    for bar, line in zip(liq["bar"].to_numpy(dtype=np.int64), _position_lines(liq),
+                         strict=True):
+        texts.setdefault(int(bar), []).append(line)
+    return {bar: "<br>".join(lines) for bar, lines in texts.items()}
 
 
 def equity_plot(results: Mapping, title: str = "Equity") -> go.Figure:
@@ -180,9 +197,9 @@ def equity_plot(results: Mapping, title: str = "Equity") -> go.Figure:
                 bars = tuple(liq["bar"].drop_duplicates().to_numpy(dtype=np.int64))
                 markers.setdefault((bars, len(liq)), []).append(label)
         for (bars, count), labels in markers.items():
-            liq = results[labels[0]].liquidations
+            texts = liquidation_texts(results[labels[0]].liquidations)
             at = np.asarray(bars, dtype=np.int64)
-            text = [liquidation_text(liq[liq["bar"] == bar]) for bar in at]
+            text = [texts[int(bar)] for bar in at]
             fig.add_trace(go.Scatter(
                 x=times[at], y=values[at], mode="markers", legendgroup=name,
                 name=f"{_joined(labels)}: {count} liquidated position(s)", text=text,
@@ -289,7 +306,7 @@ def position_pnl_plot(results: Mapping, title: str = "PnL per position") -> go.F
                 fig.add_trace(go.Scatter(
                     x=times[at], y=values[at], mode="markers", legendgroup=group,
                     name=f"{symbol} liquidated ({len(liq)})",
-                    text=[liquidation_text(liq.iloc[[j]]) for j in range(len(liq))],
+                    text=_position_lines(liq),
                     marker=dict(symbol="x", size=9, color=color,
                                 line=dict(color="black", width=0.5)),
                     hovertemplate="PnL %{y:,.2f}<br>%{text}<extra>liquidation</extra>"),

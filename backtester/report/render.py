@@ -116,26 +116,33 @@ div.plot { width: 100%; } div.wide { overflow-x: auto; }
 div.noscript { background: #fdf3f3; border-left: 4px solid #d62728; padding: .8em 1em; }
 """
 
-# zooming a time axis zooms the report's other time figures alike; without plotly.js (the
-# file moved without its script) a warning says where the figures went
+# zooming the time axis of a figure zooms the page's other figures of its zoom group alike
+# (``layout.meta["zoom"]``: the figures of the same runs); without plotly.js (the file moved
+# without its script) a warning says where the figures went
 PAGE_SCRIPT = r"""
 (function () {
   if (!window.Plotly) {
     document.getElementById("no-plotly").hidden = false;
     return;
   }
-  var plots = Array.from(document.querySelectorAll("div.plot.time"));
   var busy = false;
-  plots.forEach(function (plot) {
+  Array.from(document.querySelectorAll("div.plot[data-zoom]")).forEach(function (plot) {
+    var plots = Array.from(document.querySelectorAll("div.plot[data-zoom]")).filter(
+      function (p) { return p.dataset.zoom === plot.dataset.zoom; });
     plot.on("plotly_relayout", function (change) {
       if (busy) return;
       var keys = Object.keys(change).filter(function (k) { return /^xaxis\d*\./.test(k); });
       if (!keys.length) return;
       var axis = plot.layout[keys[0].split(".")[0]];
-      var update = axis.autorange ? {"xaxis.autorange": true}
-                                  : {"xaxis.range": axis.range.slice()};
       busy = true;
       Promise.all(plots.filter(function (p) { return p !== plot; }).map(function (p) {
+        // every x axis of the other figure (its panels'), matched or not
+        var update = {};
+        Object.keys(p.layout).filter(function (k) { return /^xaxis\d*$/.test(k); })
+          .forEach(function (k) {
+            if (axis.autorange) update[k + ".autorange"] = true;
+            else update[k + ".range"] = axis.range.slice();
+          });
         return Plotly.relayout(p, update);
       })).then(function () { busy = false; }, function () { busy = false; });
     });
@@ -148,12 +155,13 @@ def _plotly_block(block: Plot, number: int) -> list[str]:
     """A figure as a div that plotly.js draws (its data as JSON, arrays in binary)."""
     figure = block.plotly
     target = f"plot-{number}-{_slug(block.name)}"
-    time = " time" if figure.layout.xaxis.type == "date" else ""
+    meta = figure.layout.meta if isinstance(figure.layout.meta, dict) else {}
+    zoom = f' data-zoom="{html.escape(str(meta["zoom"]))}"' if "zoom" in meta else ""
     # plotly's own JSON: numeric arrays travel as base64 binary, not as decimal text
     payload = figure.to_json().replace("</", "<\\/")
     config = json.dumps({"displaylogo": False, "responsive": True,
                          "modeBarButtonsToRemove": ["select2d", "lasso2d"]})
-    return [f'<div class="plot{time}" id="{target}"></div>',
+    return [f'<div class="plot" id="{target}"{zoom}></div>',
             f"<script>(function () {{ var f = {payload};\n"
             f'if (window.Plotly) Plotly.newPlot("{target}", f.data, f.layout, {config}); }})();'
             "</script>"]
@@ -165,7 +173,6 @@ def _caption(block: Plot) -> str:
         meta = block.plotly.layout.meta
         note = meta.get("note", "") if isinstance(meta, dict) else ""
     return " ".join(t for t in (block.caption, note) if t)
-
 
 
 def _slug(name: str) -> str:

@@ -18,7 +18,7 @@ from ..report.interactive import (
     TIME_FORMAT,
     _Notes,
     epoch_ms,
-    liquidation_text,
+    liquidation_texts,
 )
 from .figures import COLORS, DASHES
 
@@ -98,10 +98,11 @@ def crash_plot(replay) -> go.Figure:
         if len(liq):
             # each event at the equity of its bar's close, as the curve draws it
             bars = liq["bar"].drop_duplicates().to_numpy(dtype=np.int64)
+            texts = liquidation_texts(liq)
             fig.add_trace(go.Scatter(
                 x=times[bars], y=values[bars], mode="markers", legendgroup=mode,
                 name=f"{mode}: {len(liq)} liquidated position(s)",
-                text=[liquidation_text(liq[liq["bar"] == bar]) for bar in bars],
+                text=[texts[int(bar)] for bar in bars],
                 marker=dict(symbol="x", size=10, color=color),
                 hovertemplate="equity %{y:,.2f}<br>%{text}<extra>liquidation</extra>"))
     w = replay.window

@@ -36,7 +36,7 @@ from .figures import (
 )
 
 # the most points a curve keeps: a year of hourly bars (8,760) and two of them (17,544) are
-# drawn whole; a million 1-minute bars become 10,000 buckets' extremes (about 0.4 MB of HTML)
+# drawn whole; a million 1-minute bars, 10,000 spans' extremes (about 0.4 MB of HTML a curve)
 MAX_POINTS = 20_000
 DASHES = ("solid", "dash", "dot", "dashdot")  # matplotlib's "-", "--", ":", "-."
 TIME_FORMAT = "%Y-%m-%d %H:%M"

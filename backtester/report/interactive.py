@@ -66,8 +66,7 @@ def epoch_ms(index) -> np.ndarray:
     index = pd.DatetimeIndex(index)
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
-    return index.asi8.astype(np.float64) / 1e6 if index.unit == "ns" else (
-        index.as_unit("ns").asi8.astype(np.float64) / 1e6)
+    return index.as_unit("ns").asi8 / 1e6
 
 
 def decimate(y: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
@@ -131,15 +130,19 @@ class _Notes:
         return fig
 
 
-def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    """The look of the time figures; a report zooms its figures with ``meta["zoom"]`` "runs"
-    (those of its runs, over the same bars) together."""
+def _layout(fig: go.Figure, title: str, height: int, results: Mapping) -> go.Figure:
+    """The look of the time figures, over the runs' bars from first to last (as the other
+    figures of the report: markers would widen it by a margin of their own). A report zooms
+    its figures with ``meta["zoom"]`` "runs" together."""
     fig.update_layout(meta={"zoom": "runs"},
         title=dict(text=title, x=0.01, font=dict(size=15)), height=height, font=FONT,
         template=TEMPLATE, hovermode="x unified", margin=dict(l=70, r=20, t=60, b=40),
         legend=LEGEND)
     fig.update_xaxes(type="date", hoverformat=TIME_FORMAT, showspikes=True,
                      spikemode="across", spikethickness=1)
+    spans = [epoch_ms(r.equity.index[[0, -1]]) for r in results.values() if len(r.equity)]
+    if spans:
+        fig.update_xaxes(range=[min(s[0] for s in spans), max(s[1] for s in spans)])
     return fig
 
 
@@ -206,7 +209,7 @@ def equity_plot(results: Mapping, title: str = "Equity") -> go.Figure:
                 marker=dict(symbol="triangle-down", size=10, color=styles[labels[0]]["color"],
                             line=dict(color="black", width=0.8)),
                 hovertemplate="equity %{y:,.2f}<br>%{text}<extra>liquidation</extra>"))
-    _layout(fig, title, 430)
+    _layout(fig, title, 430, results)
     fig.update_yaxes(title_text="equity (quote)", tickformat=",.0f")
     return notes.finish(fig)
 
@@ -227,7 +230,7 @@ def drawdown_plot(results: Mapping, title: str = "Drawdown") -> go.Figure:
         # one run's area is shaded; several runs' shades would pile up into mud
         shade = {"fill": "tozeroy", "fillcolor": fill} if len(groups) == 1 else {}
         fig.add_trace(_line(xy, name, styles[group[0]], _joined(group), "%{y:.2f}%", **shade))
-    _layout(fig, title, 320)
+    _layout(fig, title, 320, results)
     fig.update_yaxes(title_text="drawdown (%)", ticksuffix="%")
     return notes.finish(fig)
 
@@ -272,7 +275,7 @@ def margin_plot(results: Mapping, title: str = "Liquidation risk") -> go.Figure:
         xy = notes.xy(epoch_ms(dist.index), dist.to_numpy(dtype=float) * 100, exact=False)
         trace = _line(xy, name, styles[group[0]], _joined(group), "%{y:.2f}%")
         fig.add_trace(trace, **({"row": row, "col": 1} if row else {}))
-    _layout(fig, heading, height)
+    _layout(fig, heading, height, results)
     fig.update_yaxes(title_text="distance to liquidation (%)", ticksuffix="%",
                      **({"row": row, "col": 1} if row else {}))
     return notes.finish(fig)
@@ -313,7 +316,7 @@ def position_pnl_plot(results: Mapping, title: str = "PnL per position") -> go.F
                     row=row, col=1)
         fig.add_hline(y=0, line=dict(color="black", width=0.8), row=row, col=1)
         fig.update_yaxes(title_text="PnL (quote)", tickformat=",.0f", row=row, col=1)
-    _layout(fig, title, 90 + 260 * n)
+    _layout(fig, title, 90 + 260 * n, results)
     return notes.finish(fig)
 
 
@@ -369,7 +372,7 @@ def heatmap_plot(summary: pd.DataFrame, x: str, y: str, metric: str,
                                      side="right"),
                           tickformat=".0%" if kind == "pct" else None),
             hovertemplate=(f"{x}=%{{x}}<br>{y}=%{{y}}<br>{metric}: %{{text}}"
-                           "<br>mean of %{customdata} run(s)<extra>"
+                           "<br>%{customdata} run(s) in the cell (their mean)<extra>"
                            f"{value if value is not None else ''}</extra>")),
             row=1, col=col)
         fig.update_xaxes(title_text=x, type="category", row=1, col=col)

@@ -308,7 +308,7 @@ def position_pnl_plot(results: Mapping, title: str = "PnL per position") -> go.F
                 at = liq["bar"].to_numpy(dtype=np.int64)
                 fig.add_trace(go.Scatter(
                     x=times[at], y=values[at], mode="markers", legendgroup=group,
-                    name=f"{symbol} liquidated ({len(liq)})",
+                    name=f"{group if n > 1 else symbol} liquidated ({len(liq)})",
                     text=_position_lines(liq),
                     marker=dict(symbol="x", size=9, color=color,
                                 line=dict(color="black", width=0.5)),

@@ -666,6 +666,13 @@ def test_cli_report_renders_saved_runs(tmp_path, capsys):
     assert_interactive_figures(parse(tmp_path / "cross" / "report.html"), 4)
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "holds no saved run" in capsys.readouterr().err
+    # the reports' files, plotly.min.js with them, count as the run's: --overwrite replaces
+    # them with the rest
+    assert (tmp_path / "plotly.min.js").is_file()
+    assert (tmp_path / "cross" / "plotly.min.js").is_file()
+    assert main(["run", "--start", "2024-03-01", "--end", "2024-03-08", "--out", str(tmp_path),
+                 "--no-plot", "--overwrite"]) == 0
+    assert not (tmp_path / "plotly.min.js").exists()
 
 
 def test_cli_report_reads_the_run_bars_from_data_at_a_timeframe(tmp_path, capsys):

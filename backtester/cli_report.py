@@ -39,7 +39,7 @@ def add_compare_parser(sub) -> None:
         description="Backtest a strategy (default: the built-in notional-neutral hedged pair, "
         "long the first symbol, short the second) under cross and isolated margin, at one or "
         "several leverages and venues; print the metrics side by side and a verdict, and write "
-        "report.html (self-contained) and report.md.",
+        "report.html (interactive; plotly.min.js beside it, no network needed) and report.md.",
     )
     p.add_argument("--strategy", metavar="NAME",
                    help="compare a built-in strategy (hedged_pair, funding_carry, trend, "

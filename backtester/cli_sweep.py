@@ -277,9 +277,9 @@ def report_axes(grid: dict, table) -> tuple[str, str, str | None]:
 
 
 def write_report(ok, grid: dict, out, title: str, failed: int = 0) -> tuple:
-    """Write a sweep's report, ``OUT/_report.html`` and ``OUT/_report.md`` (figures in
-    ``OUT/_report_files/``): names starting with ``_`` are not read as the sweep's parquet
-    dataset. ``ok`` holds the runs that did not fail."""
+    """Write a sweep's report, ``OUT/_report.html`` (its script ``OUT/_plotly.min.js``) and
+    ``OUT/_report.md`` (figures in ``OUT/_report_files/``): names starting with ``_`` are not
+    read as the sweep's parquet dataset. ``ok`` holds the runs that did not fail."""
     from pathlib import Path
 
     import pandas as pd
@@ -309,5 +309,6 @@ def write_report(ok, grid: dict, out, title: str, failed: int = 0) -> tuple:
                               "their Sharpe ratio, over the bars before the loss, says "
                               "nothing of the risk taken.", "note"))
     folder = Path(out)
-    return (write(title, blocks, folder / "_report.html"),
+    # "_": not read as a part of the sweep's parquet dataset, as _report.html
+    return (write(title, blocks, folder / "_report.html", script="_plotly.min.js"),
             write(title, blocks, folder / "_report.md"))

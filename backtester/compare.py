@@ -91,7 +91,8 @@ class Comparison:
                 Table(self.formatted_table(), index=False), *evidence_blocks(self.results)]
 
     def to_html(self, path) -> Path:
-        """Write the report as one self-contained HTML file (figures embedded)."""
+        """Write the report as HTML, its figures interactive (plotly.js written beside it as
+        ``plotly.min.js``, shared by the folder's reports; the page needs no network)."""
         return write(self.title, self._blocks, Path(path).with_suffix(".html")
                      if Path(path).suffix.lower() in (".md", ".markdown") else path)
 

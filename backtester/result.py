@@ -33,7 +33,7 @@ ACCOUNT_COLUMNS = (
 RUN_FILES = frozenset({"run.json", "account.parquet", "fills.parquet", "liquidations.parquet",
                        "funding.parquet", "rejections.parquet", "events.parquet",
                        "prices.parquet", "positions.parquet", "liquidation_prices.parquet"})
-REPORT_FILES = frozenset({"report.html", "report.md", "report_files"})
+REPORT_FILES = frozenset({"report.html", "report.md", "report_files", "plotly.min.js"})
 
 
 class Result:

@@ -244,7 +244,12 @@ def test_advise_on_the_command_line(tmp_path, capsys):
     for name in ("advice.html", "advice.md", "advice.json"):
         assert (tmp_path / name).stat().st_size > 0
     html = (tmp_path / "advice.html").read_text()
-    assert "Probability of liquidation and of ruin" in html and "data:image/png" in html
+    assert "Probability of liquidation and of ruin" in html
+    # its figures interactive, drawn by the plotly.js written beside it; the PNGs in the .md
+    assert '<script src="plotly.min.js"></script>' in html and "https://" not in html
+    assert (tmp_path / "plotly.min.js").is_file()
+    assert "](advice_files/risk.png)" in (tmp_path / "advice.md").read_text()
+    assert (tmp_path / "advice_files" / "risk.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("argv, flag", [

@@ -7,10 +7,12 @@ the liquidation table.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,15 @@ from backtester.report import (
     run_report,
     sweep_report,
 )
+from backtester.report.interactive import (
+    MAX_POINTS,
+    decimate,
+    drawdown_plot,
+    equity_plot,
+    heatmap_plot,
+    margin_plot,
+)
+from backtester.report.render import Plot, plotly_script, write
 
 
 def both(m, targets, **options):
@@ -154,6 +165,7 @@ class Page(HTMLParser):
     def __init__(self):
         super().__init__()
         self.stack, self.errors, self.images, self.links = [], [], [], []
+        self.plots, self.scripts = [], []
         self.paragraphs, self.tables, self.headings, self.text = [], [], [], ""
         self._text = None
 
@@ -161,8 +173,12 @@ class Page(HTMLParser):
         attrs = dict(attrs)
         if tag == "img":
             self.images.append(attrs.get("src", ""))
+        elif tag == "script" and "src" in attrs:
+            self.scripts.append(attrs["src"])
+        elif tag == "div" and "plot" in attrs.get("class", "").split():
+            self.plots.append(attrs["id"])
         for key in ("href", "src"):
-            if key in attrs and tag != "img":
+            if key in attrs and tag not in ("img", "script"):
                 self.links.append(attrs[key])
         if tag in self.VOID:
             return
@@ -205,11 +221,11 @@ def parse(path) -> Page:
     return page
 
 
-def assert_embedded_pngs(page: Page, count: int):
-    assert len(page.images) == count
-    for src in page.images:
-        assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+def assert_interactive_figures(page: Page, count: int, script: str = "plotly.min.js"):
+    """``count`` figures drawn by plotly.js, which the page loads from the file beside it."""
+    assert len(page.plots) == count
+    assert page.scripts == [script]
+    assert not page.images
 
 
 @pytest.fixture(scope="module")
@@ -217,14 +233,16 @@ def crash_comparison():
     return both(CRASH, units(4, [1, -100]), leverage=10, **flat())
 
 
-def test_comparison_html_is_self_contained_with_verdict_and_liquidations(crash_comparison,
-                                                                          tmp_path):
+def test_comparison_html_opens_offline_with_verdict_and_liquidations(crash_comparison,
+                                                                       tmp_path):
     path = crash_comparison.to_html(tmp_path / "compare.html")
     text = path.read_text()
-    assert '<img src="data:image/png;base64,' in text
+    # no address to fetch anything from: plotly.js is the file beside the report
     assert "http://" not in text and "https://" not in text
+    assert not re.search(r"<script[^>]*src=[\"']?(https?:)?//", text)
+    assert (tmp_path / "plotly.min.js").read_bytes() == plotly_script()
     page = parse(path)
-    assert_embedded_pngs(page, 4)  # equity, drawdown, margin, per-position PnL
+    assert_interactive_figures(page, 4)  # equity, drawdown, margin, per-position PnL
     assert not page.links
     assert crash_comparison.verdict.split("\n\n")[0] in page.paragraphs
     # the liquidation table: isolated A, then cross A and B
@@ -252,10 +270,133 @@ def test_comparison_markdown_links_its_figures(crash_comparison, tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_reports_in_one_folder_share_one_plotly_script_written_once(crash_comparison,
+                                                                    tmp_path):
+    crash_comparison.to_html(tmp_path / "compare.html")
+    script = tmp_path / "plotly.min.js"
+    written = script.stat().st_mtime_ns
+    run_report(crash_comparison.results["isolated"], tmp_path / "isolated.html")
+    crash_comparison.to_html(tmp_path / "compare.html")
+    assert script.stat().st_mtime_ns == written  # the same file: left alone
+    assert [p.name for p in tmp_path.glob("*.js")] == ["plotly.min.js"]
+    for name in ("compare.html", "isolated.html"):
+        assert parse(tmp_path / name).scripts == ["plotly.min.js"]
+    script.write_text("an older plotly")  # a different file is replaced
+    crash_comparison.to_html(tmp_path / "compare.html")
+    assert script.read_bytes() == plotly_script()
+
+
+def test_a_liquidation_marker_hovers_with_symbol_price_and_margin_lost(crash_comparison,
+                                                                       tmp_path):
+    runs = crash_comparison.results
+    markers = {t.name: t for t in equity_plot(runs).data if t.mode == "markers"}
+    assert set(markers) == {"cross: 2 liquidated position(s)",
+                            "isolated: 1 liquidated position(s)"}
+    for label, result in runs.items():
+        liq = result.liquidations
+        trace = markers[f"{label}: {len(liq)} liquidated position(s)"]
+        bars = sorted(set(liq["bar"]))
+        # one marker per liquidation bar, on the curve: the equity at that bar's close
+        assert list(trace.y) == [result.equity.iloc[b] for b in bars]
+        assert list(trace.x) == [result.equity.index[b].value / 1e6 for b in bars]
+        for text, bar in zip(trace.text, bars, strict=True):
+            for row in liq[liq["bar"] == bar].itertuples():
+                side = "long" if row.qty > 0 else "short"
+                assert (f"{row.symbol} {side} {abs(row.qty):g} liquidated at {row.price:,.2f}, "
+                        f"margin lost {row.margin_lost:,.2f}") in text
+    # isolated's A long: liquidated at 9,000 / 0.995 = 9,045.23, losing 1,000 - 0.5% of
+    # 9,045.23 = 954.77; cross's one event closes A and B together
+    assert markers["isolated: 1 liquidated position(s)"].text == (
+        "A long 1 liquidated at 9,045.23, margin lost 954.77",)
+    cross = markers["cross: 2 liquidated position(s)"].text[0].split("<br>")
+    assert [line.split()[:2] for line in cross] == [["A", "long"], ["B", "short"]]
+    # the hover text is in the page
+    text = crash_comparison.to_html(tmp_path / "compare.html").read_text()
+    assert "A long 1 liquidated at 9,045.23, margin lost 954.77" in text
+
+
+def test_a_million_bar_curve_is_drawn_from_each_span_s_extremes_and_says_so(tmp_path):
+    n = 1_000_000
+    y = np.sin(np.arange(n) / 5000.0)
+    y[123_457], y[777_777] = 50.0, -50.0  # one-bar spikes
+    y[500_000:500_010] = np.nan  # a gap
+    at = decimate(y)
+    assert len(at) <= MAX_POINTS + 10 and at[0] == 0 and at[-1] == n - 1
+    assert (np.diff(at) > 0).all()
+    assert {123_457, 777_777} <= set(at) and np.isnan(y[at]).any()
+    # each span of bars keeps its lowest and highest value
+    size = -(-n // (MAX_POINTS // 2))
+    for start in range(0, n, size * 997):
+        span, kept = y[start:start + size], y[at[(at >= start) & (at < start + size)]]
+        assert np.nanmax(kept) == np.nanmax(span) and np.nanmin(kept) == np.nanmin(span)
+    # a report of a 1M-bar run stays small, and its caption says what was left out
+    times = pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC")
+    stub = SimpleNamespace(equity=pd.Series(10_000 + y, index=times),
+                           liquidations=pd.DataFrame({"bar": []}))
+    path = write("big", [Plot("equity", None, "Equity.", lambda: equity_plot({"run": stub}))],
+                 tmp_path / "big.html")
+    assert path.stat().st_size < 1_000_000
+    assert f"(here up to {n:,})" in path.read_text()
+
+
+BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
+                                                "google-chrome"))), None)
+
+
+class Tags(HTMLParser):
+    """Every start tag's attributes, by id."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.by_id: dict[str, dict] = {}
+        self.svg_classes: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.by_id[attrs["id"]] = attrs
+        if tag == "svg":
+            self.svg_classes.append(attrs.get("class", ""))
+
+
+def in_browser(path, profile) -> tuple[Tags, str]:
+    """The page's DOM after its scripts ran in headless Chromium, with every host name
+    unresolvable (offline), and Chromium's log (console errors included)."""
+    done = subprocess.run(
+        [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND",
+         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom",
+         path.resolve().as_uri()], capture_output=True, text=True, timeout=180)
+    return Tags(done.stdout), done.stderr
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium to open the report in")
+def test_a_report_draws_its_figures_in_a_browser_offline(crash_comparison, tmp_path):
+    path = crash_comparison.to_html(tmp_path / "report.html")
+    figures = parse(path).plots
+    assert len(figures) == 4
+    dom, log = in_browser(path, tmp_path / "profile")
+    # plotly.js, loaded from plotly.min.js beside the page, drew every figure: its div
+    # became a plot holding plotly's SVG layers
+    for figure in figures:
+        assert "js-plotly-plot" in dom.by_id[figure]["class"].split()
+    assert dom.svg_classes.count("main-svg") >= 2 * len(figures)
+    assert "hidden" in dom.by_id["no-plotly"]  # the missing-script warning stays hidden
+    assert "Uncaught" not in log and "is not defined" not in log
+    # without the script beside it nothing is drawn, and the page says why
+    (tmp_path / "plotly.min.js").unlink()
+    dom, _ = in_browser(path, tmp_path / "profile2")
+    assert "main-svg" not in dom.svg_classes
+    assert "hidden" not in dom.by_id["no-plotly"]
+    assert not any("js-plotly-plot" in dom.by_id[f].get("class", "") for f in figures)
+
+
 def test_single_run_report_in_both_formats(tmp_path):
     r = run(CRASH, units(4, [1, -100]), margin_mode="isolated", leverage=10, **flat())
     page = parse(run_report(r, tmp_path / "run.html", title="isolated crash"))
-    assert_embedded_pngs(page, 4)
+    assert_interactive_figures(page, 4)
     assert "Liquidations" in page.headings
     per_position = next(t for t in page.tables if "net PnL" in t[0])
     assert [row[0] for row in per_position[1:]] == ["A", "B"]
@@ -290,6 +431,12 @@ def test_runs_with_the_same_equity_share_one_line_named_for_all_of_them():
     ratio, distance = margin_figure(runs).axes
     assert legend_texts(ratio)[0] == "cross 2x = cross 5x = cross 10x"
     assert legend_texts(distance)[0].startswith("cross 2x = cross 5x = cross 10x (closest")
+    # the interactive figures alike
+    lines = [t.name for t in equity_plot(runs).data if t.mode == "lines"]
+    assert lines == ["cross 2x = cross 5x = cross 10x", "isolated 10x"]
+    lines = [t.name for t in margin_plot(runs).data if t.mode == "lines"]
+    assert lines[0] == "cross 2x = cross 5x = cross 10x"
+    assert lines[1].startswith("cross 2x = cross 5x = cross 10x (closest")
 
 
 def test_an_isolated_run_has_no_empty_cross_margin_panel(tmp_path):
@@ -299,8 +446,9 @@ def test_an_isolated_run_has_no_empty_cross_margin_panel(tmp_path):
     assert ax.get_ylabel() == "distance to liquidation (%)"
     assert "cross" not in ax.get_title()
     page = parse(run_report(r, tmp_path / "run.html"))
-    assert not any("ross margin ratio" in image for image in page.images)
+    assert "maintenance / margin balance" not in page.text  # the ratio panel's title
     assert "no cross positions" not in page.text
+    assert [a.text for a in margin_plot({"isolated": r}).layout.annotations] == []
     # a comparison with a cross run keeps the panel, for the cross run only
     c = run(CRASH, units(4, [1, -100]), margin_mode="cross", leverage=10, **flat())
     top, bottom = margin_figure({"cross": c, "isolated": r}).axes
@@ -315,6 +463,9 @@ def test_twelve_runs_differ_in_colour_or_line_style():
         assert len(lines) == 12
         styles = {(line.get_color(), line.get_linestyle()) for line in lines}
         assert len(styles) == 12
+    for fig in (equity_plot(runs), drawdown_plot(runs)):
+        lines = [t.line for t in fig.data if t.mode == "lines"]
+        assert len(lines) == 12 and len({(line.color, line.dash) for line in lines}) == 12
 
 
 def test_heatmap_colour_bar_is_in_percent_for_a_percentage_metric():
@@ -333,6 +484,18 @@ def test_heatmap_colour_bar_is_in_percent_for_a_percentage_metric():
     assert fig.axes[-1].get_ylabel() == "liquidations"
     assert [t.get_text() for t in fig.axes[-1].get_yticklabels()] == [
         "0", "2", "4", "6", "8"]  # (0 to 9 liquidations)
+    # the interactive heatmap: one colour bar, in % for a return, its zero the middle colour
+    plot = heatmap_plot(sweep_frame(), "leverage", "exposure", "total_return")
+    bars = [t.colorbar for t in plot.data if t.showscale]
+    assert len(bars) == 1 and bars[0].title.text == "total_return (%)"
+    assert bars[0].tickformat == ".0%"
+    assert [[list(row) for row in t.text] for t in plot.data] == [
+        [["10.0%", "20.0%"], ["5.0%", "-30.0%"]], [["4.0%", "-50.0%"], ["8.0%", "1.0%"]]]
+    scale = plot.data[0].colorscale
+    assert scale[5][0] == pytest.approx(0.5 / 0.7)  # -50% to +20%: zero at 5/7
+    plot = heatmap_plot(sweep_frame(), "leverage", "exposure", "liquidations")
+    assert plot.data[0].colorbar.title.text == "liquidations"
+    assert plot.data[0].colorbar.tickformat is None
 
 
 # --- the sweep summary ------------------------------------------------------------------
@@ -368,7 +531,7 @@ def test_sweep_heatmap_averages_runs_that_share_a_cell():
 def test_sweep_report_names_the_best_cell_of_each_mode(tmp_path):
     page = parse(sweep_report(sweep_frame().assign(venue="flat"), "leverage", "exposure",
                               "total_return", tmp_path / "sweep.html"))
-    assert_embedded_pngs(page, 2)  # total_return and liquidations heatmaps
+    assert_interactive_figures(page, 2)  # total_return and liquidations heatmaps
     assert ("Highest total_return under cross: 20.00% at leverage=10, exposure=1; highest "
             "total_return under isolated: 8.00% at leverage=5, exposure=2.") in page.paragraphs
     assert ("Lowest liquidations under cross: 0 at leverage=5, exposure=1; lowest liquidations "
@@ -393,7 +556,9 @@ def test_cli_sweep_writes_its_report_beside_the_runs(tmp_path, capsys):
     assert len(rows) == 8
     page = parse(out / "_report.html")
     # heatmaps of the return, Sharpe, drawdown and liquidations, per margin mode
-    assert_embedded_pngs(page, 4)
+    # its script named with "_" too, so that the parquet readers pass over it
+    assert_interactive_figures(page, 4, script="_plotly.min.js")
+    assert (out / "_plotly.min.js").is_file() and not (out / "plotly.min.js").exists()
     assert page.headings == ["total_return", "sharpe", "max_drawdown", "liquidations", "Runs"]
     assert any(p.startswith("Highest total_return under cross: ") and "under isolated" in p
                for p in page.paragraphs)
@@ -417,7 +582,7 @@ def test_cli_sweep_writes_its_report_beside_the_runs(tmp_path, capsys):
     assert main(["sweep", "--start", "2024-01-01", "--end", "2024-01-15", "-p",
                  "leverage=5,10", "--no-progress", "--out", str(one)]) == 0
     page = parse(one / "_report.html")
-    assert_embedded_pngs(page, 4)
+    assert_interactive_figures(page, 4, script="_plotly.min.js")
     assert page.paragraphs[0] == "2 runs over leverage (5.0, 10.0) and margin_mode (cross)."
 
 
@@ -457,7 +622,7 @@ def test_cli_compare_writes_both_reports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cross 10x" in out and "isolated 20x" in out and "Of 4 runs" in out
     page = parse(tmp_path / "report.html")
-    assert_embedded_pngs(page, 4)
+    assert_interactive_figures(page, 4)
     assert (tmp_path / "report.md").read_text().startswith("# Hedged pair long BTC_USDT")
 
 
@@ -496,11 +661,18 @@ def test_cli_report_renders_saved_runs(tmp_path, capsys):
         assert "No position was liquidated." in page.paragraphs
     # without --data the saved closes still give all four figures (equity, drawdown,
     # margin ratio and distance to liquidation, per-position PnL)
-    assert_embedded_pngs(page, 4)
+    assert_interactive_figures(page, 4)
     assert main(["report", str(tmp_path / "cross"), "--data", "embedded"]) == 0
-    assert_embedded_pngs(parse(tmp_path / "cross" / "report.html"), 4)
+    assert_interactive_figures(parse(tmp_path / "cross" / "report.html"), 4)
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "holds no saved run" in capsys.readouterr().err
+    # the reports' files, plotly.min.js with them, count as the run's: --overwrite replaces
+    # them with the rest
+    assert (tmp_path / "plotly.min.js").is_file()
+    assert (tmp_path / "cross" / "plotly.min.js").is_file()
+    assert main(["run", "--start", "2024-03-01", "--end", "2024-03-08", "--out", str(tmp_path),
+                 "--no-plot", "--overwrite"]) == 0
+    assert not (tmp_path / "plotly.min.js").exists()
 
 
 def test_cli_report_reads_the_run_bars_from_data_at_a_timeframe(tmp_path, capsys):
@@ -512,7 +684,7 @@ def test_cli_report_reads_the_run_bars_from_data_at_a_timeframe(tmp_path, capsys
                  "--no-plot"]) == 0
     data = str(embedded_data_dir())
     assert main(["report", str(out), "--data", data, "--timeframe", "1h"]) == 0
-    assert_embedded_pngs(parse(out / "report.html"), 4)
+    assert_interactive_figures(parse(out / "report.html"), 4)
     # the report's runs carry the data's full bars, not only the saved closes
     runs = _load_runs(out, data, "1h")
     assert list(runs) == ["cross", "isolated"]
@@ -545,7 +717,7 @@ def test_cli_report_data_with_several_timeframes_reads_the_run_s(tmp_path, capsy
     assert main(["run", "--data", str(data), "--timeframe", "1h", *window, "--out", str(out),
                  "--no-plot"]) == 0
     assert main(["report", str(out), "--data", str(data)]) == 0
-    assert_embedded_pngs(parse(out / "report.html"), 4)
+    assert_interactive_figures(parse(out / "report.html"), 4)
     capsys.readouterr()
     # the other timeframe is not the run's: said so
     assert main(["report", str(out / "cross"), "--data", str(data), "--timeframe", "2h"]) == 2
@@ -560,7 +732,7 @@ def test_cli_report_reads_a_funding_carry_run_from_data(tmp_path):
     assert main(["report", str(out), "--data", "embedded"]) == 0
     assert main(["report", str(out / "cross"), "--data", "embedded", "--timeframe",
                  "1h"]) == 0
-    assert_embedded_pngs(parse(out / "cross" / "report.html"), 4)
+    assert_interactive_figures(parse(out / "cross" / "report.html"), 4)
 
 
 def test_compare_on_the_embedded_data_says_which_mode_ended_higher():

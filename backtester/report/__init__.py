@@ -1,4 +1,4 @@
-"""Reports of backtests: figures, and self-contained HTML or Markdown documents.
+"""Reports of backtests: figures, and HTML (interactive) or Markdown documents.
 
 - :func:`run_report`: one run (metrics, equity, drawdown, liquidation risk,
   per-position PnL, liquidations);
@@ -9,7 +9,7 @@
     >>> from backtester.report import run_report, sweep_report
 
 The names load on first use, so that ``import backtester`` does not import
-matplotlib.
+matplotlib (nor plotly: :mod:`.interactive` holds the HTML's figures).
 """
 
 from importlib import import_module

@@ -45,20 +45,41 @@ def _margin_caption(results: Mapping) -> str:
             "is no cross margin ratio to show).")
 
 
+# each figure block's static (matplotlib, for Markdown) and interactive (plotly, for HTML)
+# versions, drawn only when a document needs them
+_FIGURES = {"equity": ("equity_figure", "equity_plot"),
+            "drawdown": ("drawdown_figure", "drawdown_plot"),
+            "margin": ("margin_figure", "margin_plot"),
+            "positions": ("position_pnl_figure", "position_pnl_plot")}
+
+
+def _plot(name: str, results: Mapping, caption: str) -> Plot:
+    static, live = _FIGURES[name]
+
+    def draw_static():
+        return getattr(figures, static)(results)
+
+    def draw_live():
+        from . import interactive
+
+        return getattr(interactive, live)(results)
+
+    return Plot(name, draw_static, caption, draw_live)
+
+
 def evidence_blocks(results: Mapping) -> list:
     """Figures and tables common to single-run and comparison reports."""
     blocks = [
-        Plot("equity", figures.equity_figure(results),
-             "Equity at each bar's close; triangles mark liquidation events (equity just after)."),
-        Plot("drawdown", figures.drawdown_figure(results), "Fall from the running peak."),
+        _plot("equity", results, "Equity at each bar's close; triangles mark liquidation "
+              "events (equity just after; hover one for the positions it closed)."),
+        _plot("drawdown", results, "Fall from the running peak."),
     ]
     if any(r.positions is not None and np.isfinite(r.market.mark_close).any()
            for r in results.values()):
         blocks += [
-            Plot("margin", figures.margin_figure(results), _margin_caption(results)),
-            Plot("positions", figures.position_pnl_figure(results),
-                 "Cumulative PnL of each position, net of fees and funding; crosses mark "
-                 "liquidations."),
+            _plot("margin", results, _margin_caption(results)),
+            _plot("positions", results, "Cumulative PnL of each position, net of fees and "
+                  "funding; crosses mark liquidations."),
             Heading("Per position"),
             Table(position_table(results), index=False),
         ]
@@ -89,7 +110,7 @@ def run_report(result, path, title: str | None = None) -> Path:
     """Write the report of one run: metrics, figures, per-position and liquidation tables.
 
     ``path`` ending in ``.md`` gives Markdown (figures as PNG files beside it),
-    anything else self-contained HTML.
+    anything else interactive HTML (``plotly.min.js`` beside it).
 
     Example:
         >>> from backtester import load_market, run
@@ -146,6 +167,19 @@ def _formatted(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _heatmap(summary: pd.DataFrame, x: str, y: str, metric: str, group: str,
+             live: bool = False):
+    """The heatmap of ``metric``, drawn when called (plotly's when ``live``)."""
+    def draw():
+        if live:
+            from .interactive import heatmap_plot
+
+            return heatmap_plot(summary, x, y, metric, group)
+        return figures.heatmap_figure(summary, x, y, metric, group)
+
+    return draw
+
+
 def sweep_blocks(summary: pd.DataFrame, x: str, y: str, metric: str | Sequence[str],
                  group: str = "margin_mode", limit: int = 100) -> list:
     """The blocks of a sweep-summary report: heatmaps per margin mode, the best cells, the
@@ -166,7 +200,8 @@ def sweep_blocks(summary: pd.DataFrame, x: str, y: str, metric: str | Sequence[s
     blocks = [Text(text, "note")]
     for name in wanted:
         blocks += [Heading(name), Text(_best(summary, x, y, name, group), "verdict"),
-                   Plot(f"heatmap_{name}", figures.heatmap_figure(summary, x, y, name, group))]
+                   Plot(f"heatmap_{name}", _heatmap(summary, x, y, name, group),
+                        interactive=_heatmap(summary, x, y, name, group, live=True))]
     ordered = summary.sort_values(wanted[0], ascending=wanted[0] in figures.LOWER_IS_BETTER,
                                   na_position="last")
     caption = f"{len(summary)} runs, best {wanted[0]} first" + (
@@ -192,7 +227,7 @@ def sweep_report(summary: pd.DataFrame, x: str, y: str, metric: str | Sequence[s
     metric columns (``total_return``, ``sharpe``, ``max_drawdown``,
     ``liquidations``...). ``metric`` may be a list for several heatmaps; a
     ``liquidations`` column always gets one. ``path`` ending in ``.md`` gives
-    Markdown, anything else self-contained HTML.
+    Markdown, anything else interactive HTML (``plotly.min.js`` beside it).
 
     Example:
         >>> import pandas as pd

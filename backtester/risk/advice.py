@@ -452,13 +452,14 @@ class Advice:
     def blocks(self) -> list:
         from ..report.render import Heading, Plot, Table, Text
         from .figures import crash_figure, risk_figure
+        from .interactive import crash_plot, risk_plot
 
         blocks = [Text(_describe_simulation(self.risk.info), "note"), Heading("Advice")]
         blocks += [Text(s.text, "verdict") for s in self.sentences]
         blocks += [Heading("Probability of liquidation and of ruin, by leverage"),
-                   Plot("risk", risk_figure(self.risk),
+                   Plot("risk", lambda: risk_figure(self.risk),
                         "Simulated over the horizon on resampled markets; bands: 95% "
-                        "confidence intervals."),
+                        "confidence intervals.", lambda: risk_plot(self.risk)),
                    Table(self.risk_table(), index=False)]
         if self.history is not None and not self.history.empty:
             blocks += [Heading("In the history"), Table(_history_table(self.history),
@@ -467,7 +468,9 @@ class Advice:
             blocks += [Heading("Crashes replayed on the strategy's book"),
                        Table(self.crashes, index=False)]
             for replay in self.replays:
-                blocks.append(Plot(f"crash_{replay.window.name}", crash_figure(replay)))
+                blocks.append(Plot(f"crash_{replay.window.name}",
+                                   lambda replay=replay: crash_figure(replay),
+                                   interactive=lambda replay=replay: crash_plot(replay)))
         if self.adl is not None:
             blocks += [Heading("Auto-deleveraging of the profitable leg"),
                        Table(self.adl.summary(), index=True)]

@@ -9,7 +9,8 @@ Layout::
     OUT/_corrupt/                     files that could not be read, moved aside by a
                                       sweep with repair=True (their runs ran again)
     OUT/_report.html, _report.md      the report `backtester sweep` writes (heatmaps and
-                                      the table of runs; the .md's figures in _report_files/)
+                                      the table of runs; the .md's figures in _report_files/,
+                                      the .html's script _plotly.min.js)
 
 Each part is written to a hidden temporary file and then linked under its
 final name, and ``_sweep.json`` is replaced by a rename, so an interrupt loses at

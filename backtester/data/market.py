@@ -167,9 +167,9 @@ class Market:
     @cached_property
     def timestamps(self) -> pd.DatetimeIndex:
         """The time index as a UTC ``DatetimeIndex`` (bar open times)."""
-        # a datetime64 view of the int64 nanoseconds: no parsing, no copy
+        # a datetime64 view of the int64 nanoseconds read as UTC: no parsing, one copy
         values = np.asarray(self.index, dtype=np.int64).view("datetime64[ns]")
-        return pd.DatetimeIndex(values, name="timestamp").tz_localize("UTC")
+        return pd.DatetimeIndex(values, dtype="datetime64[ns, UTC]", name="timestamp")
 
     @property
     def bars_per_year(self) -> float:

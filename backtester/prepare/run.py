@@ -172,7 +172,6 @@ def _warnings(market: Market, venue: Venue, spot, cache: PrepareCache) -> tuple[
     return cache.warnings[key][-1]
 
 
-
 def _view_volume(market: Market) -> np.ndarray:
     """The volume a callback's view shows: the market's, or zeros where it has none (np.zeros:
     pages the system maps only when written, so they cost no memory)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from functools import partial
+
 from .config import RunConfig
 from .data.market import Market
 from .engine.driver import CallbackError, KernelOutput, Pause, execute
@@ -57,12 +60,27 @@ def execute_prepared(prepared: PreparedRun, pause: Pause | None = None) -> Kerne
 
 
 def run_prepared(prepared: PreparedRun, pause: Pause | None = None) -> Result:
-    """Run a prepared run and wrap what the kernel produced in a ``Result``."""
+    """Run a prepared run and wrap what the kernel produced in a ``Result``.
+
+    A run that does not record positions and liquidation prices (``record_positions``)
+    gets the means to replay itself with the record on, which its Result calls when its
+    ``liquidation_prices`` are first asked for (a run with a ``pause``, which acts on the
+    account from Python, is not replayed: it has none)."""
     output = execute_prepared(prepared, pause)
+    rerun = None
+    if not prepared.inputs.record_positions and pause is None:
+        rerun = partial(_recorded_output, prepared)
     notes = [*late_start_notes(prepared.market, output.rejections),
              *data_end_notes(prepared.market, output.fills, output.rejections)]
     warn_all(notes)
     return Result(market=prepared.market, config=prepared.config, venue=prepared.venue,
                   output=output, margin_mode=prepared.margin_mode, leverage=prepared.leverage,
                   specs=prepared.specs, initial_equity=output.initial_equity,
-                  warnings=(*prepared.warnings, *notes))
+                  warnings=(*prepared.warnings, *notes), rerun=rerun)
+
+
+def _recorded_output(prepared: PreparedRun) -> KernelOutput:
+    """What the kernel produces for ``prepared`` with positions and liquidation prices
+    recorded."""
+    inputs = dataclasses.replace(prepared.inputs, record_positions=True)
+    return execute_prepared(dataclasses.replace(prepared, inputs=inputs))

@@ -51,10 +51,14 @@ class RunConfig:
       strategy fill (0.0005 = 5 bps).
     - ``reduce_to_fit``: cut an order that needs more margin than is available
       down to what is available, instead of rejecting it.
-    - ``record_positions``: keep the (T, N) positions and liquidation prices.
+    - ``record_positions``: record each position and its liquidation price at every close
+      in (T, N) arrays (two arrays of 8 bytes per bar and symbol). Off by default (None:
+      on only with ``record_margins``): ``Result.positions`` is then rebuilt from the
+      fills (the same numbers) and ``Result.liquidation_prices`` computed when first
+      asked, by running again with the record on.
     - ``record_margins``: also keep, per position and close, its entry price and what
       backs it (``Result.margins``: isolated, its own margin; cross, the account's),
-      which ``Result.adl_ranks()`` reads. Off by default; needs ``record_positions``.
+      which ``Result.adl_ranks()`` reads. Off by default; records the positions too.
     - ``instruments``: a mapping symbol -> ``"perpetual"`` (the default for any
       symbol left out) or ``"spot"``. A spot holding is fully paid from the
       wallet (no leverage), pays no funding, is never liquidated and cannot be
@@ -100,7 +104,7 @@ class RunConfig:
     path: str = "path"
     slippage: float = 0.0
     reduce_to_fit: bool = False
-    record_positions: bool = True
+    record_positions: bool | None = None
     record_margins: bool = False
     venue_overrides: Mapping[str, float] = field(default_factory=dict)
     instruments: Mapping[str, str] = field(default_factory=dict)
@@ -154,9 +158,11 @@ class RunConfig:
                 high=0.1)
         for name in ("reduce_to_fit", "record_positions", "record_margins", "order_filters"):
             value = getattr(self, name)
+            if value is None and name == "record_positions":
+                continue  # (the default: recorded with record_margins only)
             if not isinstance(value, bool | np.bool_):
                 raise ValueError(f"{name}={value!r}: must be True or False")
-        if self.record_margins and not self.record_positions:
+        if self.record_margins and self.record_positions is False:
             raise ValueError("record_margins=True needs record_positions=True: the margins are "
                              "recorded with the positions they back")
         _mapping("venue_overrides", self.venue_overrides, lambda name, v: _amount(

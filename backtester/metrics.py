@@ -215,9 +215,7 @@ def position_pnl(result) -> pd.DataFrame:
     market (``covered_shortfall``). Summed over
     symbols it is the change in equity since the start.
     """
-    q = result.positions
-    if q is None:
-        raise ValueError("position PnL needs the positions: run with record_positions=True")
+    q = result.positions  # (recorded, or rebuilt from the fills)
     index = q.index
     symbols = list(q.columns)
 

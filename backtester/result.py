@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .config import RunConfig
 from .data.market import Market
 from .engine import enums
 from .engine.driver import KernelOutput
+from .engine.positions import positions_from_fills
 from .venues.models import MarginModel
 
 ACCOUNT_COLUMNS = (
@@ -50,7 +52,11 @@ class Result:
     - ``events``: the other account events, one row each: spot-margin borrowing fees
       (``opening_fee``, ``rollover_fee``, with the rate and amount) and margin calls
       (``margin_call``, symbol None, with the margin level);
-    - ``positions`` and ``liquidation_prices``: (bars x symbols), when recorded;
+    - ``positions``: (bars x symbols) each column's position at each close: recorded with
+      ``record_positions=True``, else rebuilt from the fills (the same numbers);
+    - ``liquidation_prices``: (bars x symbols) each position's liquidation price at each
+      close: recorded with ``record_positions=True``, else computed when first asked, by
+      running the same inputs again with the record on (one more run);
     - ``margins``: each position's entry price and what backs it at each close, when
       recorded (``record_margins=True``); ``adl_ranks()`` ranks the positions from it.
 
@@ -61,7 +67,7 @@ class Result:
 
     def __init__(self, *, market: Market, config, venue, output: KernelOutput, margin_mode,
                  leverage, specs: dict | None = None, initial_equity: float | None = None,
-                 warnings=()):
+                 warnings=(), rerun: Callable[[], KernelOutput] | None = None):
         self.market = market
         self.config = config
         self.venue = venue
@@ -84,18 +90,24 @@ class Result:
         self._positions = output.positions
         self._liquidation_prices = output.liquidation_prices
         self._margins = getattr(output, "margins", None)
+        self._initial_positions = getattr(output, "initial_positions", None)
+        # the same run with positions and liquidation prices recorded (``run`` gives it when
+        # they were not): what ``liquidation_prices`` calls when first asked
+        self._rerun = rerun
 
     # --- frames ---------------------------------------------------------------------
 
     @cached_property
     def account(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            self._account.T, index=self.market.timestamps, columns=list(ACCOUNT_COLUMNS)
-        )
+        # (a view of the kernel's per-bar record, not a copy)
+        return pd.DataFrame(self._account.T, index=self.market.timestamps,
+                            columns=list(ACCOUNT_COLUMNS), copy=False)
 
-    @property
+    @cached_property
     def equity(self) -> pd.Series:
-        return self.account["equity"]
+        """The equity at each bar's close (a view of the kernel's record, not a copy)."""
+        return pd.Series(self._account[enums.Out.EQUITY], index=self.market.timestamps,
+                         name="equity", copy=False)
 
     @property
     def returns(self) -> pd.Series:
@@ -158,19 +170,63 @@ class Result:
         return self._events(self._account_events, {"kind": enums.EVENT_NAMES})
 
     @cached_property
-    def positions(self) -> pd.DataFrame | None:
-        if self._positions is None:
-            return None
-        return pd.DataFrame(self._positions, index=self.market.timestamps,
-                            columns=list(self.market.symbols))
+    def positions(self) -> pd.DataFrame:
+        """Each column's position (signed, base units) at each bar's close.
+
+        Recorded by the kernel with ``record_positions=True``; otherwise rebuilt from the
+        fills (``engine.positions``: every change of a position is a fill, which records
+        the position after it), the same numbers bit for bit, at no cost to the run.
+        """
+        values = self._positions if self._positions is not None else self._rebuilt_positions()
+        return pd.DataFrame(values, index=self.market.timestamps,
+                            columns=list(self.market.symbols), copy=False)
+
+    def _rebuilt_positions(self) -> np.ndarray:
+        fills = self._fills
+        n = self.market.n_symbols
+        initial = (np.zeros(n) if self._initial_positions is None
+                   else np.ascontiguousarray(self._initial_positions, dtype=np.float64))
+        bar = np.ascontiguousarray(fills["bar"], dtype=np.int64)
+        symbol = np.ascontiguousarray(fills["symbol"], dtype=np.int64)
+        after = np.ascontiguousarray(fills["position_after"], dtype=np.float64)
+        keep = (symbol >= 0) & (symbol < n)
+        if not keep.all():  # (a loaded run's fill of a symbol it does not hold)
+            bar, symbol, after = bar[keep], symbol[keep], after[keep]
+        if bar.size > 1 and (bar[1:] < bar[:-1]).any():  # the kernel records them in order
+            order = np.argsort(bar, kind="stable")
+            bar, symbol, after = bar[order], symbol[order], after[order]
+        return positions_from_fills(bar, symbol, after, initial, self.market.n_bars)
 
     @cached_property
     def liquidation_prices(self) -> pd.DataFrame | None:
-        """Each open position's liquidation price at each bar's close (cross: others frozen)."""
+        """Each open position's liquidation price at each bar's close (cross: the others
+        frozen at their marks); NaN where flat.
+
+        Recorded with ``record_positions=True``. Otherwise computed the first time it is
+        asked: the run is replayed with the record on (the same kernel inputs, held by the
+        Result until then; the replay must give the same fills and equity, or this raises),
+        which costs one more run. None for a run loaded from a folder saved without them.
+        """
+        if self._liquidation_prices is None and self._rerun is not None:
+            self._replay_recorded()
         if self._liquidation_prices is None:
             return None
         return pd.DataFrame(self._liquidation_prices, index=self.market.timestamps,
-                            columns=list(self.market.symbols))
+                            columns=list(self.market.symbols), copy=False)
+
+    def _replay_recorded(self) -> None:
+        """Run again with positions and liquidation prices recorded; keep the prices."""
+        output = self._rerun()
+        same = (len(output.fills) == len(self._fills)
+                and np.array_equal(output.account[enums.Out.EQUITY],
+                                   self._account[enums.Out.EQUITY], equal_nan=True))
+        if not same:
+            raise RuntimeError(
+                "the liquidation prices were not recorded, and replaying the run to compute "
+                "them gave other fills or equity (a strategy callback that is not "
+                "deterministic?): run with record_positions=True to record them")
+        self._liquidation_prices = output.liquidation_prices
+        self._rerun = None  # (its inputs are no longer needed)
 
     @cached_property
     def margins(self) -> pd.DataFrame | None:
@@ -368,6 +424,9 @@ class Result:
         A run saved there before is replaced whole (``overwrite=False``: refused); a
         folder that holds anything else is refused (nothing but saved runs is replaced).
 
+        The positions and liquidation prices at every close are saved too (computed now if
+        the run did not record them), unless the run was given ``record_positions=False``.
+
         Example:
             >>> import tempfile
             >>> from backtester import load_market, run
@@ -390,9 +449,12 @@ class Result:
         pd.concat({"close": self.market.frame("close"),
                    "mark_close": self.market.frame("mark_close")}, axis=1).to_parquet(
             out / "prices.parquet")
-        if self.positions is not None:
+        # the per-bar positions and liquidation prices, unless the run was told not to keep
+        # them (record_positions=False); the default run's are computed here
+        if getattr(self.config, "record_positions", None) is not False:
             self.positions.to_parquet(out / "positions.parquet")
-            self.liquidation_prices.to_parquet(out / "liquidation_prices.parquet")
+            if self.liquidation_prices is not None:
+                self.liquidation_prices.to_parquet(out / "liquidation_prices.parquet")
         config = {
             f.name: _plain(getattr(self.config, f.name)) for f in dataclasses.fields(self.config)
         }
@@ -411,6 +473,9 @@ class Result:
             "summary": self.summary(),
             "warnings": self.warnings,
         }
+        if self._initial_positions is not None and np.any(self._initial_positions):
+            # (collateral coins held from the start: with the fills, the positions)
+            meta["initial_positions"] = [float(q) for q in self._initial_positions]
         (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
 
     @classmethod
@@ -464,6 +529,8 @@ class Result:
             events=events, positions=grids["positions"],
             liquidation_prices=grids["liquidation_prices"],
             state=state, wallet_balance=float(account["wallet_balance"].iloc[-1]),
+            initial_positions=np.array(meta.get("initial_positions", [0.0] * len(symbols)),
+                                       dtype=np.float64),
         )
         mode = np.array([enums.MARGIN_MODE_NAMES.index(saved["margin_mode"][s])
                          for s in symbols], dtype=np.int64)

@@ -13,8 +13,14 @@ Prints:
   account opened, the record buffers allocated, every bar run), compile excluded (a
   warm-up run first);
 - end to end: ``run(market, targets)`` from a Market in memory to the Result's
-  equity Series, with positions and liquidation prices recorded (the default);
-- peak memory (RSS high-water mark) of the process;
+  equity Series (the default run: positions and liquidation prices not recorded;
+  ``Result.positions`` rebuilds them from the fills when asked);
+- peak memory (RSS high-water mark) of the process, also as a multiple of the bytes of the
+  input arrays (the market's (T, N) arrays, and those plus the targets), and above the
+  process's resident memory before the market was built (the interpreter, numpy, pandas,
+  numba and pyarrow themselves);
+- ``Market.from_arrays`` of the market's open/high/low/close: its time and the memory it
+  allocates;
 - the time to load 10 symbols x N rows from parquet with ``load_market`` next to
   pyarrow's raw read of the same files.
 """
@@ -26,13 +32,14 @@ import dataclasses
 import resource
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from backtester import RunConfig, run
-from backtester.data import load_market, make_market, write_market
+from backtester.data import Market, load_market, make_market, write_market
 from backtester.engine.driver import KernelInputs, execute
 from backtester.prepare import prepare_run
 from backtester.venues import Venue, load_venue
@@ -69,6 +76,50 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def rss_mb() -> float:
+    """The process's resident memory now (Linux; the peak where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return peak_rss_mb()
+
+
+def input_bytes(market) -> int:
+    """Bytes of the market's distinct (T, N) arrays (the mark arrays when they are the price
+    arrays, or a placeholder that holds no memory, count nothing)."""
+    seen, total = set(), 0
+    for name in ("open", "high", "low", "close", "volume", "mark_open", "mark_high",
+                 "mark_low", "mark_close", "funding_rate"):
+        a = getattr(market, name)
+        base = a if a.base is None else a.base
+        if id(base) not in seen and 0 not in a.strides:
+            seen.add(id(base))
+            total += a.nbytes
+    return total
+
+
+def from_arrays_figures(market, repeat: int) -> None:
+    """``Market.from_arrays`` of the market's open/high/low/close, without mark, volume or
+    funding: its time, and the memory it allocates (numpy's allocations, traced) at its peak
+    and kept in the Market."""
+    arrays = (market.open, market.high, market.low, market.close)
+    symbols = market.symbols
+
+    def build():
+        return Market.from_arrays(symbols, *arrays)
+
+    dt = best_of(build, repeat)
+    tracemalloc.start()
+    built = build()
+    kept, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del built
+    print(f"from_arrays: {dt * 1e3:.1f} ms for 4 arrays of {arrays[0].nbytes / 2**20:,.0f} MB "
+          f"(no mark, volume or funding given); {peak / 2**20:,.1f} MB allocated at its "
+          f"peak, {kept / 2**20:,.1f} MB kept")
+
+
 def best_of(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -86,6 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     n_bars, n = args.bars, args.symbols
 
+    before = rss_mb()
     t0 = time.perf_counter()
     market = make_market(n_bars, n, seed=7, funding_every=8)
     print(f"synthetic market {n_bars:,} bars x {n} symbols built in "
@@ -102,12 +154,14 @@ def main() -> None:
 
     def kernel():
         nonlocal out
+        out = None  # (the last repeat's output is not kept alive beside this one's)
         out = execute(inputs)
 
     dt = best_of(kernel, args.repeat)
     print(f"kernel:     {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "
           f"({len(out.fills):,} fills, {len(out.funding):,} funding payments, "
           f"{len(out.liquidations)} liquidations, final equity {out.account[0, -1]:,.0f})")
+    out = inputs = None  # (not kept alive during the end-to-end runs)
 
     def end_to_end():
         result = run(market, targets, target_kind="equity", venue=venue, margin_mode="cross",
@@ -116,9 +170,16 @@ def main() -> None:
 
     dt = best_of(end_to_end, args.repeat)
     print(f"end to end: {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "
-          f"(run() -> Result.equity, positions and liquidation prices recorded)")
-    print(f"peak memory (RSS high-water mark): {peak_rss_mb():,.0f} MB "
-          f"(market arrays alone: {11 * n_bars * n * 8 / 2**20:,.0f} MB)")
+          f"(run() -> Result.equity)")
+    peak, given = peak_rss_mb(), input_bytes(market) / 2**20
+    with_targets = given + targets.nbytes / 2**20
+    print(f"peak memory (RSS high-water mark): {peak:,.0f} MB "
+          f"(market arrays alone: {given:,.0f} MB; with the targets {with_targets:,.0f} MB)")
+    print(f"peak / input arrays: {peak / given:.2f}x the market's arrays, "
+          f"{peak / with_targets:.2f}x with the targets; above the {before:,.0f} MB resident "
+          f"before the market was built: {(peak - before) / given:.2f}x, "
+          f"{(peak - before) / with_targets:.2f}x")
+    from_arrays_figures(market, args.repeat)  # (after the peak: its copies would raise it)
 
     with tempfile.TemporaryDirectory() as tmp:
         write_market(market, tmp)

@@ -22,7 +22,7 @@ def market():
 
 @pytest.fixture(scope="module")
 def two_runs(market):
-    """Two runs that differ in every file: cross 5x with positions recorded, isolated 50x
+    """Two runs that differ in every file: cross 5x with positions (saved), isolated 50x
     without (so the second saves no positions.parquet)."""
     targets = hedged_pair(market, exposure=3.0)
     first = run(market, targets, target_kind="equity", margin_mode="cross", leverage=5)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .layouts import is_freqtrade_file, project_symbol, scan_archive, scan_freqtrade
-from .market import Market
+from .market import Market, absent
 from .validate import (
     DataError,
     DataWarning,
@@ -452,8 +452,11 @@ def load_market(
     if not any(has_mark):
         arrays.update({f"mark_{f}": arrays[f] for f in _FIELDS})
 
-    rate = np.full((n_bars, len(symbols)), np.nan)
-    if funding:
+    given = funding and any(f is not None for f in funds)
+    # no funding file: an absent series (NaN everywhere, no memory)
+    rate = np.full((n_bars, len(symbols)), np.nan) if given else absent(np.nan, (
+        n_bars, len(symbols)))
+    if given:
         for i, s in enumerate(symbols):
             if funds[i] is not None:
                 span = (max(int(index[0]), int(bars[i][0][0])),

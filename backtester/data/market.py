@@ -32,6 +32,10 @@ class Market:
     liquidation; where a symbol has no mark series they are the last-price bars
     (the very same arrays when no symbol has one). ``funding_rate[t, i]`` is the
     rate settled at ``index[t]`` (the bar's open time), NaN where there is none.
+
+    A series that was not given costs no memory: ``volume`` is then 0 and
+    ``funding_rate`` NaN everywhere as read-only broadcast views of one number
+    (``absent``; ``is_absent`` tells them apart), which read like any (T, N) array.
     """
 
     symbols: tuple[str, ...]
@@ -78,6 +82,15 @@ class Market:
         of a bar means the symbol has no bar then (mark bars must be NaN at the
         same bars). A broken rule raises ``DataError`` naming the argument, bar and
         symbol, e.g. ``high[3, 'BTC']`` or ``mark[1][3, 'BTC']`` (the mark high).
+        The checks run on blocks of rows: they allocate no (T, N) temporary.
+
+        Memory: a C-contiguous float64 array is not copied. The Market holds a
+        read-only view of it (the engine never writes market arrays), so it shares the
+        caller's memory: change the array afterwards and the Market sees the change,
+        unchecked. Pass a copy (``a.copy()``) to keep them apart. Other arrays (other
+        dtypes, layouts, lists) are converted once. Without ``mark`` the mark arrays
+        are the price arrays themselves; without ``volume`` or ``funding_rate`` the
+        Market holds ``absent`` placeholders that cost no memory.
 
         Example:
             >>> m = Market.from_arrays(["BTC"], [100.0, 101], [102.0, 103], [99.0, 100],
@@ -93,9 +106,13 @@ class Market:
                             f"{h.shape}, {lo.shape} and {c.shape}")
         if o.shape[0] == 0:
             raise DataError("open= holds no bars: a market needs at least one")
-        volume = np.zeros_like(o) if volume is None else _grid(volume, "volume", symbols, o.shape)
-        _refuse(bar_problem({"open": o, "high": h, "low": lo, "close": c, "volume": volume},
-                            missing_ok=True), symbols)
+        volume = absent(0.0, o.shape) if volume is None else _grid(volume, "volume", symbols,
+                                                                   o.shape)
+        cols = {"open": o, "high": h, "low": lo, "close": c}
+        if not is_absent(volume):
+            cols["volume"] = volume
+        _refuse(_in_blocks(lambda rows: bar_problem({k: v[rows] for k, v in cols.items()},
+                                                    missing_ok=True), o.shape[0]), symbols)
         if mark is None:
             mo, mh, ml, mc = o, h, lo, c
         else:
@@ -105,16 +122,21 @@ class Market:
                                 + (f" of {len(mark)}" if isinstance(mark, tuple | list) else ""))
             mo, mh, ml, mc = (_grid(v, f"mark[{k}]", symbols, o.shape)
                               for k, v in enumerate(mark))
-            _refuse(bar_problem({"open": mo, "high": mh, "low": ml, "close": mc},
-                                missing_ok=True), symbols, mark=True)
-            no_bar, no_mark = np.isnan(o), np.isnan(mo)
-            _refuse_at(no_bar != no_mark, "mark[0]", symbols,
+            marks = {"open": mo, "high": mh, "low": ml, "close": mc}
+            _refuse(_in_blocks(lambda rows: bar_problem({k: v[rows] for k, v in marks.items()},
+                                                        missing_ok=True), o.shape[0]),
+                    symbols, mark=True)
+            _refuse_at(_in_blocks(lambda rows: _mismatch(np.isnan(o[rows]) != np.isnan(mo[rows])),
+                                  o.shape[0]),
+                       "mark[0]", symbols,
                        "a mark price where the bar has none, or none where it has one",
                        "Mark bars must be NaN exactly where the bars are.",
                        note=" (the mark open)")
-        rate = np.full_like(o, np.nan) if funding_rate is None else _grid(
+        rate = absent(np.nan, o.shape) if funding_rate is None else _grid(
             funding_rate, "funding_rate", symbols, o.shape)
-        _refuse(funding_problem(rate, missing_ok=True), symbols)
+        if not is_absent(rate):
+            _refuse(_in_blocks(lambda rows: funding_problem(rate[rows], missing_ok=True),
+                               o.shape[0]), symbols)
         step = bar_length_ns(bar, "bar")
         index = to_ns(start, "start") + step * np.arange(o.shape[0], dtype=np.int64)
         return cls(
@@ -145,9 +167,9 @@ class Market:
     @cached_property
     def timestamps(self) -> pd.DatetimeIndex:
         """The time index as a UTC ``DatetimeIndex`` (bar open times)."""
-        # a datetime64 view of the int64 nanoseconds: no parsing, no copy
+        # a datetime64 view of the int64 nanoseconds read as UTC: no parsing, one copy
         values = np.asarray(self.index, dtype=np.int64).view("datetime64[ns]")
-        return pd.DatetimeIndex(values, name="timestamp").tz_localize("UTC")
+        return pd.DatetimeIndex(values, dtype="datetime64[ns, UTC]", name="timestamp")
 
     @property
     def bars_per_year(self) -> float:
@@ -180,13 +202,7 @@ class Market:
             else:
                 columns.append(j)
                 names.append(symbol)
-        arrays = {
-            name: np.ascontiguousarray(getattr(self, name)[:, columns])
-            for name in (
-                "open", "high", "low", "close", "volume",
-                "mark_open", "mark_high", "mark_low", "mark_close", "funding_rate",
-            )
-        }
+        arrays = self._columns(columns)
         has_mark = tuple(self.has_mark[j] for j in columns) if self.has_mark else ()
         sources = {name: self.sources[self.symbols[j]] for name, j in zip(names, columns,
                                                                           strict=True)
@@ -199,27 +215,36 @@ class Market:
         column its value names (a collateral currency valued at its market's prices)."""
         names = list(self.symbols) + list(copies)
         columns = list(range(self.n_symbols)) + [self.symbol_index(s) for s in copies.values()]
-        arrays = {
-            name: np.ascontiguousarray(getattr(self, name)[:, columns])
-            for name in (
-                "open", "high", "low", "close", "volume",
-                "mark_open", "mark_high", "mark_low", "mark_close", "funding_rate",
-            )
-        }
-        arrays["funding_rate"][:, self.n_symbols:] = np.nan  # a holding pays no funding
+        arrays = self._columns(columns)
+        if not is_absent(arrays["funding_rate"]):
+            arrays["funding_rate"][:, self.n_symbols:] = np.nan  # a holding pays no funding
         has_mark = tuple(self.has_mark[j] for j in columns) if self.has_mark else ()
         return Market(symbols=tuple(names), index=self.index, bar_ns=self.bar_ns,
                       has_mark=has_mark, sources=self.sources, **arrays)
 
+    def _columns(self, columns: list[int]) -> dict[str, np.ndarray]:
+        """The (T, N) arrays with the given columns, each array copied once (the mark arrays
+        stay the price arrays where they are; an ``absent`` series stays absent)."""
+        copies: dict[int, np.ndarray] = {}
+        arrays = {}
+        for name in ARRAY_FIELDS:
+            a = getattr(self, name)
+            if is_absent(a):
+                arrays[name] = absent(float(a.flat[0]) if a.size else np.nan,
+                                      (a.shape[0], len(columns)))
+                continue
+            if id(a) not in copies:
+                copies[id(a)] = np.ascontiguousarray(a[:, columns])
+            arrays[name] = copies[id(a)]
+        return arrays
+
     def slice(self, start: int, stop: int) -> Market:
         """The bars ``start:stop`` as a new Market (views, no copies)."""
-        arrays = {
-            name: getattr(self, name)[start:stop]
-            for name in (
-                "open", "high", "low", "close", "volume",
-                "mark_open", "mark_high", "mark_low", "mark_close", "funding_rate",
-            )
-        }
+        views: dict[int, np.ndarray] = {}  # (the mark arrays stay the price arrays)
+        arrays = {}
+        for name in ARRAY_FIELDS:
+            a = getattr(self, name)
+            arrays[name] = views.setdefault(id(a), a[start:stop])
         return Market(
             symbols=self.symbols,
             index=self.index[start:stop],
@@ -228,6 +253,32 @@ class Market:
             sources=self.sources,
             **arrays,
         )
+
+
+ARRAY_FIELDS = ("open", "high", "low", "close", "volume", "mark_open", "mark_high", "mark_low",
+                "mark_close", "funding_rate")
+
+
+def absent(value: float, shape) -> np.ndarray:
+    """A read-only (T, N) array of ``value`` that holds no memory (a broadcast view of one
+    number): a series the data do not give (volume 0, funding rate NaN).
+
+    Example:
+        >>> a = absent(float("nan"), (1_000_000, 10))
+        >>> a.shape, a.strides, is_absent(a)
+        ((1000000, 10), (0, 0), True)
+    """
+    return np.broadcast_to(np.float64(value), tuple(shape))
+
+
+def is_absent(a: np.ndarray) -> bool:
+    """Whether ``a`` is an ``absent`` series (every element the one number it views)."""
+    return a.ndim == 2 and a.strides == (0, 0)
+
+
+def no_funding(rates: np.ndarray) -> bool:
+    """Whether ``rates`` is the ``absent`` funding of a market given none (NaN everywhere)."""
+    return is_absent(rates) and (rates.size == 0 or bool(np.isnan(rates.flat[0])))
 
 
 def _symbol_names(symbols) -> tuple[str, ...]:
@@ -251,23 +302,45 @@ def _symbol_names(symbols) -> tuple[str, ...]:
 
 
 def _grid(values, name: str, symbols: tuple[str, ...], shape=None) -> np.ndarray:
-    """One argument of ``from_arrays`` as a C-contiguous (T, N) float64 array."""
+    """One argument of ``from_arrays`` as a read-only C-contiguous (T, N) float64 array: a
+    view of ``values`` itself when it is one already (or a (T,) array of one symbol), else
+    a converted copy."""
     try:
-        a = np.array(values, dtype=np.float64, order="C")
+        a = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{name}= must hold numbers ({exc})") from None
     if a.ndim == 1 and len(symbols) == 1:
-        a = a[:, None]
+        a = a.reshape(-1, 1)
     want = f"(bars, {len(symbols)})" if shape is None else str(shape)
     if a.ndim != 2 or a.shape[1] != len(symbols) or (shape is not None and a.shape != shape):
         raise DataError(f"{name}= must have shape {want} (one column per symbol: "
                         f"{', '.join(symbols)}), got {a.shape}")
-    return np.ascontiguousarray(a)
+    if not a.flags.c_contiguous or 0 in a.strides:
+        a = np.ascontiguousarray(a)
+        if 0 in a.strides:  # (a (T, 1) view with no column stride: one that numba can take)
+            a = a.copy()
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
-def _refuse_at(mask: np.ndarray, name: str, symbols, what: str, fix: str,
+def _in_blocks(check, n_rows: int, rows: int = 1 << 16):
+    """``check(rows)``'s problem over all rows, run on blocks of ``rows`` rows (its temporaries
+    are a block's): None when no block has one, else the check over all rows (so the
+    problem named is the one the whole arrays show first, counted over all of them)."""
+    for start in range(0, n_rows, rows):
+        if check(slice(start, start + rows)) is not None:
+            return check(slice(None))
+    return None
+
+
+def _mismatch(mask: np.ndarray) -> np.ndarray | None:
+    return mask if mask.any() else None
+
+
+def _refuse_at(mask: np.ndarray | None, name: str, symbols, what: str, fix: str,
                note: str = "") -> None:
-    if mask.any():
+    if mask is not None and mask.any():
         t, i = (int(k) for k in np.argwhere(mask)[0])
         raise DataError(f"{name}[{t}, {symbols[i]!r}]{note}: {what}; {int(mask.sum())} value(s) "
                         f"affected. {fix}")

@@ -184,10 +184,27 @@ def _smooth(noise: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def _smooth_in_place(noise: np.ndarray, window: int) -> np.ndarray:
+    """``_smooth(noise, window)`` written into ``noise``'s memory (the same numbers)."""
+    c = np.cumsum(noise, axis=0)
+    noise[:window] = c[:window]
+    np.subtract(c[window:], c[:-window], out=noise[window:])
+    del c
+    noise /= np.sqrt(np.minimum(np.arange(1, noise.shape[0] + 1), window)).reshape(
+        (-1,) + (1,) * (noise.ndim - 1))
+    return noise
+
+
 def _moving_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over ``window`` rows (fewer at the start), along axis 0."""
     c = np.cumsum(x, axis=0)
-    c[window:] -= c[:-window].copy()
+    # c[window:] -= c[:-window], without a copy of c: from the last rows back, in blocks of
+    # at most ``window`` rows, each block's source rows lie before it and are not yet changed
+    stop = c.shape[0]
+    while stop > window:
+        begin = max(window, stop - window)
+        c[begin:stop] -= c[begin - window:stop - window]
+        stop = begin
     n = np.minimum(np.arange(1, x.shape[0] + 1), window).astype(np.float64)
     c /= n.reshape((-1,) + (1,) * (x.ndim - 1))
     return c
@@ -205,6 +222,10 @@ def make_market(n_bars: int, n_symbols: int, seed: int = 0, bar: str = "1h",
     mark price a few bps off the last price; without it the mark arrays are the
     last-price arrays. ``funding_every``: a funding rate every that many bars
     (None or 0: no funding).
+
+    Memory: the arithmetic runs in place (``out=``), so that building the market needs
+    about one (T, N) array beyond the ones it returns (the same numbers as computed out
+    of place: each element goes through the same operations).
     """
     rng = np.random.default_rng(seed)
     bar_ns = timeframe_ns(bar)
@@ -221,6 +242,7 @@ def make_market(n_bars: int, n_symbols: int, seed: int = 0, bar: str = "1h",
     r *= scale
     p0 = np.r_[30_000.0, 2_000.0, np.exp(rng.uniform(np.log(0.05), np.log(500.0), n))][:n]
     close = np.cumsum(r, axis=0)
+    del r
     # pull the log price back towards its start over about a year, so that a million bars
     # stay in a sane price range (the per-bar returns change by ~1% of their size)
     close -= _moving_mean(close, max(1_000, _YEAR_NS // bar_ns))
@@ -232,18 +254,48 @@ def make_market(n_bars: int, n_symbols: int, seed: int = 0, bar: str = "1h",
     top = np.maximum(open_, close)
     bottom = np.minimum(open_, close)
     k = 0.5 * scale
-    high = top * np.exp(np.abs(rng.standard_normal((t, n))) * k)
-    low = bottom * np.exp(-np.abs(rng.standard_normal((t, n))) * k)
-    volume = np.exp(0.5 * rng.standard_normal((t, n))) * (1e6 / p0)
+    # high = top * exp(|z| * k); low = bottom * exp(-|z| * k)
+    high = np.abs(rng.standard_normal((t, n)))
+    high *= k
+    np.exp(high, out=high)
+    np.multiply(top, high, out=high)
+    low = np.abs(rng.standard_normal((t, n)))
+    np.negative(low, out=low)
+    low *= k
+    np.exp(low, out=low)
+    np.multiply(bottom, low, out=low)
+    # volume = exp(0.5 z) * (1e6 / p0)
+    volume = rng.standard_normal((t, n))
+    volume *= 0.5
+    np.exp(volume, out=volume)
+    volume *= 1e6 / p0
     if with_mark:
-        basis = 3e-4 * _smooth(rng.standard_normal((t, n)), 24)
-        mc = close * (1 + basis)
+        # basis = 3e-4 * _smooth(z, 24); mc = close * (1 + basis)
+        mc = _smooth_in_place(rng.standard_normal((t, n)), 24)
+        mc *= 3e-4
+        mc += 1.0
         mo = np.empty_like(mc)
-        mo[0] = open_[0] * (1 + basis[0])
+        mo[0] = open_[0] * mc[0]
+        np.multiply(close, mc, out=mc)
         mo[1:] = mc[:-1]
-        mh = np.maximum(mo, mc) * (1 + 0.7 * (high / top - 1))
-        ml = np.minimum(mo, mc) * (1 - 0.7 * (1 - low / bottom))
+        # mh = max(mo, mc) * (1 + 0.7 * (high / top - 1)), in top's memory
+        np.divide(high, top, out=top)
+        top -= 1.0
+        top *= 0.7
+        top += 1.0
+        mh = np.maximum(mo, mc)
+        mh *= top
+        del top
+        # ml = min(mo, mc) * (1 - 0.7 * (1 - low / bottom)), in bottom's memory
+        np.divide(low, bottom, out=bottom)
+        np.subtract(1.0, bottom, out=bottom)
+        bottom *= 0.7
+        np.subtract(1.0, bottom, out=bottom)
+        ml = np.minimum(mo, mc)
+        ml *= bottom
+        del bottom
     else:
+        del top, bottom
         mo, mh, ml, mc = open_, high, low, close
     rate = np.full((t, n), np.nan)
     if funding_every:

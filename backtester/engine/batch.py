@@ -378,9 +378,10 @@ def run_batch_serial(w, n_workers, bars, versions, runs, bars_per_year, summary,
     n_bars, n = bars.open.shape
     n_funding = 0
     for t in range(n_bars):
-        for i in range(n):
-            if bars.funding_rate[t, i] == bars.funding_rate[t, i]:
-                n_funding += 1
+        if bars.has_funding[t]:  # (a run without funding has no rate rows)
+            for i in range(n):
+                if bars.funding_rate[t, i] == bars.funding_rate[t, i]:
+                    n_funding += 1
     # a fill per symbol per target row is the common case (as engine.driver sizes it)
     n_rows = 0
     if w < runs.choices.shape[0]:

@@ -37,11 +37,12 @@ from .enums import (
     Count,
     Outputs,
     Records,
+    State,
     Trading,
     Versions,
 )
 from .kernel import put_rules_in_force, run_to_end, simulate
-from .records import RECORD_DTYPES, grow_records, record_sizes
+from .records import RECORD_DTYPES, bar_room, grow_records, record_sizes
 
 
 class CallbackError(RuntimeError):
@@ -125,6 +126,9 @@ class KernelOutput:
     memory: np.ndarray | None = None  # the callback's scratch space at the end
     initial_equity: float | None = None  # the deposit plus collateral at its first mark
     margins: np.ndarray | None = None  # (N_MARGIN_FIELDS, T, N) when recorded
+    # (N,) each column's position when the account opened (collateral coins; else 0): with
+    # the fills, what rebuilds the positions at every close (``engine.positions``)
+    initial_positions: np.ndarray | None = None
 
 
 @njit(cache=True, error_model='numpy')
@@ -164,9 +168,15 @@ def _used(buffer: np.ndarray, count: int) -> np.ndarray:
     return buffer[:count].copy()
 
 
-def allocate_records(n: int, n_tiers_max: int, fill_rows: int, funding_rows: int) -> Records:
+def allocate_records(n: int, n_tiers_max: int, fill_rows: int, funding_rows: int,
+                     with_callback: bool = False) -> Records:
     """``records.new_records``, allocated by numpy: large buffers then get the huge pages
-    numpy asks the system for, and a run does not pay a page fault per 4 KiB written."""
+    numpy asks the system for, and a run does not pay a page fault per 4 KiB written.
+
+    The fill buffer holds ``fill_rows`` plus one bar's worst case (``records.bar_room``):
+    the kernel stops to grow a buffer when a bar's worst case no longer fits, so a buffer
+    of exactly the fills expected would be doubled (copied) near the end of every run."""
+    fill_rows = int(fill_rows) + int(bar_room(n, n_tiers_max, bool(with_callback))[0])
     sizes = record_sizes(n, n_tiers_max, fill_rows, funding_rows)
     return Records(*(np.empty(size, dtype=dtype) for size, dtype in zip(sizes, RECORD_DTYPES,
                                                                           strict=True)),
@@ -185,8 +195,9 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
     book, initial_equity = open_account(float(inputs.initial_balance), inputs.mode.copy(),
                                         inputs.sym.copy(), inputs.versions, inputs.holdings,
                                         bars.mark_open)
+    initial_positions = book.state[State.QTY].copy()
     records = allocate_records(n, inputs.versions.tiers.shape[3], inputs.fill_rows,
-                               inputs.funding_rows)
+                               inputs.funding_rows, inputs.callback is not None)
     shape = (n_bars, n) if inputs.record_positions else (0, n)
     margins = (N_MARGIN_FIELDS, n_bars if inputs.record_positions and inputs.record_margins
                else 0, n)
@@ -225,6 +236,7 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
         memory=extra[1].memory if extra else None,
         initial_equity=float(initial_equity),
         margins=outputs.margins if outputs.margins.shape[1] else None,
+        initial_positions=initial_positions,
     )
 
 
@@ -337,9 +349,12 @@ def callback_arguments(bars: Bars, book: Book, out: np.ndarray, callback: Callba
     """``(ctx, orders, params)`` for the kernel: the view over the run's own arrays."""
     n_bars, n = bars.close.shape
     series = (np.empty((0, n_bars, n)) if callback.series is None else callback.series)
+    funding = bars.funding_rate
+    if funding.shape[0] != n_bars:  # a run without funding: the view still shows NaN rates
+        funding = np.full((n_bars, n), np.nan)
     ctx = BarContext(open=bars.open, high=callback.high, low=callback.low, close=bars.close,
                      volume=callback.volume, mark_close=bars.mark_close,
-                     funding_rate=bars.funding_rate, series=series, state=book.state,
+                     funding_rate=funding, series=series, state=book.state,
                      mode=book.mode, sym=book.sym, tiers=book.tiers, n_tiers=book.n_tiers,
                      account=book.account, rules=book.rules, tier=book.tier, out=out,
                      memory=callback.memory.copy())

@@ -462,7 +462,8 @@ Bars = namedtuple(
         "mark_high",
         "mark_low",
         "mark_close",
-        "funding_rate",  # (T, N) rate settled at each bar's open, NaN where none
+        "funding_rate",  # (T, N) rate settled at each bar's open, NaN where none; (0, N)
+        #                  when no funding settles in the run (read where has_funding only)
         "has_funding",  # (T,) bool: any funding settles at that bar
         "hours",  # (T + 1,) each bar's open in hours from the first bar's, and the last
         #           bar's end: the clock of spot-margin rollover fees and loan interest

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import RunConfig, choice
-from ..data.market import Market
+from ..data.market import Market, is_absent
 from ..data.validate import DataWarning
 from ..engine import enums
 from ..engine.driver import CallbackInputs, KernelInputs, fill_rows
 from ..strategy import Callback, Plan
 from ..venues import Venue, load_venue
 from .columns import column_layout, column_options
-from .common import c_float, option_key
+from .common import c_float, option_key, read_view
 from .suspicious import suspicious_data
 from .targets import target_arrays
 from .versions import venue_inputs
@@ -126,8 +126,8 @@ def prepare_run(market: Market, orders, config: RunConfig,
             function=compiled, params=c_float(params, 1, "params"),
             series=None if series is None else c_float(series, 3, "series"),
             memory=c_float(memory, 1, "memory"),
-            high=c_float(run_market.high, 2, "high"), low=c_float(run_market.low, 2, "low"),
-            volume=c_float(run_market.volume, 2, "volume"))
+            high=read_view(run_market.high, "high"), low=read_view(run_market.low, "low"),
+            volume=_view_volume(run_market))
     mode, leverage = column_options(layout, config, venue, cache)
     versions, bars, n_funding, specs = venue_inputs(layout, venue, spot_fee, cache,
                                                     config.order_filters)
@@ -151,7 +151,8 @@ def prepare_run(market: Market, orders, config: RunConfig,
     inputs = KernelInputs(
         bars=bars, trading=trading, path=int(path), versions=versions,
         mode=mode, sym=np.ascontiguousarray(sym), initial_balance=float(balance),
-        holdings=holdings, record_positions=bool(config.record_positions),
+        holdings=holdings,
+        record_positions=bool(config.record_positions or config.record_margins),
         fill_rows=fill_rows(has_target, run_market.n_symbols), funding_rows=n_funding,
         callback=callback_inputs, record_margins=bool(config.record_margins))
     return PreparedRun(market=run_market, config=config, venue=venue, inputs=inputs,
@@ -170,3 +171,12 @@ def _warnings(market: Market, venue: Venue, spot, cache: PrepareCache) -> tuple[
         cache.warnings[key] = (market, venue, found)
     return cache.warnings[key][-1]
 
+
+def _view_volume(market: Market) -> np.ndarray:
+    """The volume a callback's view shows: the market's, or zeros where it has none (np.zeros:
+    pages the system maps only when written, so they cost no memory)."""
+    if is_absent(market.volume):
+        value = float(market.volume.flat[0]) if market.volume.size else 0.0
+        return (np.zeros(market.volume.shape) if value == 0.0
+                else np.full(market.volume.shape, value))
+    return read_view(market.volume, "volume")

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from ..data.market import Market
+from ..data.market import Market, no_funding
 from ..data.validate import fmt_ts
 from ..engine.driver import rows_with_values
 from ..venues import Venue
+from .common import read_view
 from .versions import version_bars
 
 MARK_DISTANCE = 0.5  # |mark close / close - 1| above this is suspicious
@@ -36,7 +37,10 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
     ``skip``: symbols that pay no funding in this run (spot holdings)."""
     out = []
     index = market.index
-    funding_rows = np.flatnonzero(rows_with_values(market.funding_rate)[0])  # funding times
+    if no_funding(market.funding_rate):  # (no funding given)
+        return out
+    rates_given = read_view(market.funding_rate, "funding_rate")
+    funding_rows = np.flatnonzero(rows_with_values(rates_given)[0])  # funding times
     given = market.funding_rate[funding_rows]
     for i, symbol in enumerate(market.symbols):
         if symbol in skip:
@@ -94,7 +98,8 @@ def mark_far_from_last(market: Market) -> list[str]:
     out = []
     if market.mark_close is market.close:
         return out
-    count, first = far_marks(market.mark_close, market.close, MARK_DISTANCE)
+    count, first = far_marks(read_view(market.mark_close, "mark_close"),
+                             read_view(market.close, "close"), MARK_DISTANCE)
     for i in np.flatnonzero(count):
         t = first[i]
         out.append(

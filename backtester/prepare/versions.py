@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..data.market import Market
+from ..data.market import Market, no_funding
 from ..engine import enums
 from ..engine.driver import bar_hours, rows_with_values
 from ..venues import Venue
 from .columns import Layout
-from .common import c_float
+from .common import read_view
 
 if TYPE_CHECKING:
     from .run import PrepareCache
@@ -28,7 +28,7 @@ def venue_funding(venue: Venue, market: Market, names, at, flat=()) -> np.ndarra
     rates = market.funding_rate
     none = [i for i, name in enumerate(names)
             if name not in flat and venue.spec(name, at).funding_interval_hours == 0]
-    if not none or np.isnan(rates[:, none]).all():
+    if not none or no_funding(rates) or np.isnan(rates[:, none]).all():
         return rates
     rates = rates.copy()
     rates[:, none] = np.nan
@@ -184,14 +184,20 @@ def venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareCa
         start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
         funding = venue_funding(venue, market, layout.names, start,
                                 set(layout.spot) | set(layout.held))
-        has_funding, n_funding = rows_with_values(c_float(funding, 2, "funding_rate"))
+        views: dict = {}
+        if no_funding(funding):
+            # no funding at all: no rows (the kernel reads a rate only where has_funding)
+            funding = np.empty((0, market.n_symbols))
+            has_funding, n_funding = np.zeros(market.n_bars, dtype=np.bool_), 0
+        else:
+            funding = read_view(funding, "funding_rate", views)
+            has_funding, n_funding = rows_with_values(funding)
         bars = enums.Bars(
-            *(c_float(a, 2, name) for name, a in (
+            *(read_view(a, name, views) for name, a in (
                 ("open", market.open), ("close", market.close),
                 ("mark_open", market.mark_open), ("mark_high", market.mark_high),
-                ("mark_low", market.mark_low), ("mark_close", market.mark_close),
-                ("funding_rate", funding))),
-            has_funding, bar_hours(market.index, market.bar_ns))
+                ("mark_low", market.mark_low), ("mark_close", market.mark_close))),
+            funding, has_funding, bar_hours(market.index, market.bar_ns))
         cache.venue_inputs[key] = (market, venue, versions, bars, int(n_funding), specs)
     return cache.venue_inputs[key][2:]
 

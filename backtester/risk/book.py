@@ -263,13 +263,13 @@ def book_at(result, when) -> Book:
     """A run's book at the close of one bar: its positions, close prices, equity, leverage.
 
     ``when`` is a bar index (negative counts from the end) or a time: the last bar opening
-    at or before it. The positions come from the run's recorded positions
-    (``record_positions``, the default) or else from its fills; a hedge-mode symbol's two
-    legs are netted into one position. ``prices`` are the bar's last-price closes (the last
-    known close where the symbol has no bar then), ``equity`` the account's equity at that
-    close, ``leverage`` the run's leverage of each symbol, and ``time`` the bar's time, so a
-    replay applies the venue's rules of that date. An isolated position's margin is not
-    kept: a replay gives each position the margin of its leverage at the book's price.
+    at or before it. The positions are the run's (``Result.positions``: recorded, or rebuilt
+    from its fills); a hedge-mode symbol's two legs are netted into one position. ``prices``
+    are the bar's last-price closes (the last known close where the symbol has no bar
+    then), ``equity`` the account's equity at that close, ``leverage`` the run's leverage of
+    each symbol, and ``time`` the bar's time, so a replay applies the venue's rules of that
+    date. An isolated position's margin is not kept: a replay gives each position the
+    margin of its leverage at the book's price.
 
     A spot column of the run (``instruments={"BTC_USDT_SPOT": "spot"}``) is a spot holding
     of the book (its ``instruments``), with no leverage; a run holding collateral coins is
@@ -286,14 +286,7 @@ def book_at(result, when) -> Book:
     market = result.market
     t = _bar_of(market, when)
     modes = np.asarray(result.margin_mode)
-    if result.positions is not None:
-        held = np.asarray(result.positions.to_numpy()[t], dtype=float)
-    else:
-        held = np.zeros(market.n_symbols)
-        fills = result.fills
-        done = fills[fills["bar"] <= t]
-        for symbol, rows in done.groupby("symbol", sort=False):
-            held[market.symbol_index(symbol)] = float(rows["position_after"].iloc[-1])
+    held = np.asarray(result.positions.to_numpy()[t], dtype=float)
     positions: dict[str, float] = {}
     prices: dict[str, float] = {}
     leverage: dict[str, float] = {}

@@ -1,0 +1,260 @@
+"""Memory (issue 15): a run records what happened (fills) and rebuilds the rest on demand.
+
+- ``Result.positions`` of a default run is rebuilt from the fills: the same numbers, bit for
+  bit, as the positions the kernel records with ``record_positions=True``, on runs with
+  liquidations (cross and isolated), hedge legs, spot holdings, collateral coins, a
+  strategy callback and a column whose data end early;
+- ``Result.liquidation_prices`` of a default run is computed when asked (by a replay with
+  the record on) and equals the recorded one;
+- the kernel's fill buffer is sized with a bar's worth of headroom, so that it is not
+  doubled (copied) at the end of a run whose fills were foreseen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from numba import njit
+
+from backtester import Market, load_market, run
+from backtester.config import RunConfig
+from backtester.data import make_market
+from backtester.engine.driver import execute
+from backtester.prepare import prepare_run
+from backtester.strategy import Callback, order_target
+from strategies import hedged_pair
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_market(start="2024-07-20", end="2024-08-20")  # the 2024-08-05 crash
+
+
+def both(market, targets, **options):
+    """The run with positions recorded, and the default run (not recorded)."""
+    recorded = run(market, targets, record_positions=True, **options)
+    default = run(market, targets, **options)
+    assert default._positions is None and default._liquidation_prices is None
+    return recorded, default
+
+
+def cumulative_positions(result) -> np.ndarray:
+    """Positions at each close worked out here from the fills alone: per symbol, the sum of
+    the filled quantities of the fills up to each bar (plus a collateral holding)."""
+    fills = result.fills
+    q = np.zeros((result.market.n_bars, result.market.n_symbols))
+    columns = pd.Index(result.market.symbols).get_indexer(fills["symbol"])
+    np.add.at(q, (fills["bar"].to_numpy(), columns), fills["qty"].to_numpy())
+    return np.cumsum(q, axis=0)
+
+
+def assert_same_positions(recorded, default, initial=None):
+    rebuilt = default.positions.to_numpy()
+    assert np.array_equal(rebuilt, recorded.positions.to_numpy())  # bit for bit
+    assert list(default.positions.columns) == list(recorded.positions.columns)
+    assert default.positions.index.equals(recorded.positions.index)
+    summed = cumulative_positions(default) + (0.0 if initial is None else initial)
+    np.testing.assert_allclose(rebuilt, summed, rtol=1e-9, atol=1e-9)
+    lp = default.liquidation_prices  # computed now, by a replay
+    assert np.array_equal(lp.to_numpy(), recorded.liquidation_prices.to_numpy(), equal_nan=True)
+
+
+@pytest.mark.parametrize("margin_mode", ["cross", "isolated"])
+def test_positions_from_fills_equal_the_recorded_ones_through_liquidations(embedded,
+                                                                           margin_mode):
+    targets = np.full((embedded.n_bars, 2), np.nan)
+    targets[::48] = [4.0, 4.0]  # long both at 4x equity each, re-entered every two days
+    recorded, default = both(embedded, targets, target_kind="equity", margin_mode=margin_mode,
+                             leverage=20)
+    assert len(recorded.liquidations) > 0  # the case the rebuild must get right
+    assert (recorded.fills["reason"] == "liquidation").any()
+    assert_same_positions(recorded, default)
+    assert default.summary() == recorded.summary()
+
+
+def test_positions_from_fills_of_hedge_legs():
+    close = np.full((6, 1), 20_000.0)
+    lows = close.copy()
+    lows[3, 0] = 18_500.0  # the long leg's isolated liquidation
+    market = Market.from_arrays(["BTC_USDT"], close, close, lows, close)
+    targets = pd.DataFrame(np.nan, index=market.timestamps,
+                           columns=["BTC_USDT.long", "BTC_USDT.short"])
+    targets.iloc[0] = [1.0, -0.5]
+    recorded, default = both(market, targets, position_mode="hedge", leverage=20,
+                             margin_mode="isolated", initial_balance=2_500.0)
+    assert len(recorded.liquidations) == 1
+    assert_same_positions(recorded, default)
+
+
+def test_positions_from_fills_of_spot_and_collateral():
+    close = np.linspace(20_000.0, 15_000.0, 8)[:, None]
+    market = Market.from_arrays(["BTC_USDT"], close, close, close * 0.99, close)
+    targets = np.full((8, 1), np.nan)
+    targets[0] = 2.0
+    targets[4] = 1.0
+    recorded, default = both(market, targets, venue="okx_swap", leverage=10,
+                             initial_balance=3_000, collateral={"BTC": 0.2})
+    assert recorded.positions["BTC"].iloc[0] == 0.2  # held from the start: not a fill
+    assert_same_positions(recorded, default, initial=np.array([0.0, 0.2]))
+    spot = make_market(300, 2, seed=3, funding_every=8)
+    targets = np.full((300, 2), np.nan)
+    targets[::50] = [0.3, -0.3]
+    targets[::50, 1] = 0.2
+    recorded, default = both(spot, targets, target_kind="equity", leverage=3, venue="flat",
+                             instruments={spot.symbols[1]: "spot"})
+    assert (recorded.positions.iloc[:, 1] > 0).any()
+    assert_same_positions(recorded, default)
+
+
+@njit
+def flip_every_ten(t, ctx, orders, params):
+    if t % 10 == 0:
+        side = 1.0 if (t // 10) % 2 == 0 else -1.0
+        order_target(orders, 0, side * params[0])
+        return True
+    return False
+
+
+def test_positions_from_fills_of_a_callback_and_of_data_that_end_early():
+    market = make_market(200, 2, seed=5, funding_every=8)
+    recorded, default = both(market, Callback(flip_every_ten, params=[0.5]),
+                             target_kind="equity", leverage=5, venue="flat")
+    assert_same_positions(recorded, default)
+    # the second column's data end at bar 120: its position is closed there (a fill)
+    arrays = [np.array(getattr(market, f)) for f in ("open", "high", "low", "close")]
+    for a in arrays:
+        a[121:, 1] = np.nan
+    short = Market.from_arrays(market.symbols, *arrays)
+    targets = np.full((200, 2), np.nan)
+    targets[0] = [0.3, -0.3]
+    with pytest.warns(UserWarning):
+        recorded, default = both(short, targets, target_kind="equity", leverage=5,
+                                 venue="flat")
+    assert (recorded.fills["reason"] == "data_end").any()
+    assert_same_positions(recorded, default)
+
+
+def test_a_saved_default_run_keeps_its_positions_and_liquidation_prices(tmp_path, embedded):
+    from backtester import Result
+
+    recorded, default = both(embedded, hedged_pair(embedded, exposure=3.0),
+                             target_kind="equity", leverage=20)
+    default.save(tmp_path / "run")
+    loaded = Result.load(tmp_path / "run")
+    assert np.array_equal(loaded.positions.to_numpy(), recorded.positions.to_numpy())
+    assert np.array_equal(loaded.liquidation_prices.to_numpy(),
+                          recorded.liquidation_prices.to_numpy(), equal_nan=True)
+
+
+def test_the_default_run_allocates_no_per_bar_position_record():
+    market = make_market(2_000, 3, seed=1)
+    targets = np.full((2_000, 3), np.nan)
+    targets[::24] = 0.1
+    config = RunConfig(target_kind="equity", leverage=5, venue="flat")
+    output = execute(prepare_run(market, targets, config).inputs)
+    assert output.positions is None and output.liquidation_prices is None
+    recorded = execute(prepare_run(market, targets, config.replace(record_positions=True))
+                       .inputs)
+    assert recorded.positions.shape == (2_000, 3)
+    assert recorded.positions.nbytes == 2_000 * 3 * 8
+
+
+def test_the_fill_buffer_has_room_for_the_fills_foreseen_without_doubling():
+    # one fill per column per target row: 84 target rows x 3 columns = 252 fills foreseen
+    market = make_market(2_000, 3, seed=1, funding_every=None)
+    targets = np.full((2_000, 3), np.nan)
+    targets[::24] = [0.1, -0.1, 0.1]
+    targets[::48] = [-0.1, 0.1, -0.1]
+    output = execute(prepare_run(market, targets, RunConfig(target_kind="equity", leverage=5,
+                                                            venue="flat")).inputs)
+    assert len(output.fills) == 84 * 3
+    # a view of the buffer allocated at first (252 + 2 x 3 foreseen + one bar's worst
+    # case): never doubled to 512 rows and copied
+    assert output.fills.base is not None and output.fills.base.shape[0] < 512
+
+
+def test_equity_is_a_view_of_the_kernels_record(embedded):
+    result = run(embedded, hedged_pair(embedded), target_kind="equity")
+    assert np.shares_memory(result.equity.to_numpy(), result.output.account)
+    assert np.shares_memory(result.account.to_numpy(), result.output.account)
+    assert result.equity.equals(result.account["equity"])
+
+
+# --- Market.from_arrays: no copies, no placeholders -----------------------------------------
+
+
+def ohlc(n_bars=1_000, n=3, seed=0):
+    market = make_market(n_bars, n, seed=seed, funding_every=None, with_mark=False)
+    return [np.array(getattr(market, f)) for f in ("open", "high", "low", "close")]
+
+
+def test_from_arrays_shares_the_callers_memory_read_only():
+    o, h, lo, c = ohlc()
+    market = Market.from_arrays(["A", "B", "C"], o, h, lo, c)
+    for given, held in zip((o, h, lo, c), (market.open, market.high, market.low, market.close),
+                           strict=True):
+        assert np.shares_memory(given, held)
+        assert not held.flags.writeable  # the engine never writes them; neither may others
+    assert given.flags.writeable  # the caller's own array is left as it was
+    # without mark arrays the mark bars are the price arrays themselves
+    assert market.mark_open is market.open and market.mark_close is market.close
+    # one symbol's (T,) array is a (T, 1) view, not a copy
+    one = Market.from_arrays(["A"], o[:, 0].copy(), h[:, 0].copy(), lo[:, 0].copy(),
+                             c[:, 0].copy())
+    assert one.close.shape == (1_000, 1) and one.close.strides == (8, 8)
+    # another dtype or layout is converted once
+    converted = Market.from_arrays(["A", "B", "C"], o.astype(np.float32), np.asfortranarray(h),
+                                   lo, c)
+    assert not np.shares_memory(converted.high, h) and converted.high.flags.c_contiguous
+
+
+def test_absent_volume_and_funding_hold_no_memory():
+    o, h, lo, c = ohlc(n_bars=100_000, n=10)
+    market = Market.from_arrays([f"S{i}" for i in range(10)], o, h, lo, c)
+    for a, value in ((market.volume, 0.0), (market.funding_rate, np.nan)):
+        assert a.shape == (100_000, 10) and a.strides == (0, 0)  # one number, viewed
+        np.testing.assert_array_equal(a[:5], np.full((5, 10), value))
+    sliced = market.slice(10, 20)
+    assert sliced.funding_rate.strides == (0, 0) and sliced.mark_open is sliced.open
+    legs = market.with_hedge_legs(["S0"])
+    assert legs.funding_rate.shape == (100_000, 11) and legs.funding_rate.strides == (0, 0)
+    assert legs.mark_close is legs.close  # copied once, not once per name
+
+
+def test_the_kernel_reads_the_market_without_copies():
+    o, h, lo, c = ohlc(n_bars=5_000, n=2)
+    market = Market.from_arrays(["A", "B"], o, h, lo, c)
+    targets = np.full((5_000, 2), np.nan)
+    targets[::100] = [0.2, -0.2]
+    inputs = prepare_run(market, targets, RunConfig(target_kind="equity", venue="flat",
+                                                    leverage=3)).inputs
+    bars = inputs.bars
+    assert np.shares_memory(bars.open, o) and np.shares_memory(bars.close, c)
+    assert bars.mark_open is bars.open and bars.mark_close is bars.close
+    assert bars.open.flags.writeable  # (numba's one array type; the kernel only reads it)
+    assert bars.funding_rate.shape == (0, 2) and not bars.has_funding.any()
+    assert np.shares_memory(inputs.trading.targets, targets)
+    # and the run is the one of a Market holding copies with explicit NaN funding and volume
+    own = Market.from_arrays(["A", "B"], o.copy(), h.copy(), lo.copy(), c.copy(),
+                             funding_rate=np.full((5_000, 2), np.nan),
+                             volume=np.zeros((5_000, 2)))
+    a = run(market, targets, target_kind="equity", venue="flat", leverage=3)
+    b = run(own, targets, target_kind="equity", venue="flat", leverage=3)
+    assert a.summary() == b.summary()
+    assert np.array_equal(a.output.account, b.output.account)
+
+
+def test_validation_in_blocks_names_the_first_broken_value_of_the_whole_array():
+    from backtester.data import DataError
+
+    o, h, lo, c = ohlc(n_bars=200_000, n=2)
+    h = h.copy()
+    h[150_000, 1] = lo[150_000, 1] * 0.5  # in the third block of rows
+    h[190_000, 0] = lo[190_000, 0] * 0.5
+    with pytest.raises(DataError, match=r"high\[150000, 'B'\]: high < low; 2 value\(s\)"):
+        Market.from_arrays(["A", "B"], o, h, lo, c)
+    rate = np.full((200_000, 2), np.nan)
+    rate[199_999, 0] = np.inf
+    with pytest.raises(DataError, match=r"funding_rate\[199999, 'A'\]: infinite funding rate"):
+        Market.from_arrays(["A", "B"], o, o, o, o, funding_rate=rate)

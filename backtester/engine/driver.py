@@ -40,7 +40,7 @@ from .enums import (
     Trading,
     Versions,
 )
-from .kernel import put_rules_in_force, run_to_end, simulate
+from .kernel import SCRATCH_ROWS, put_rules_in_force, run_to_end, simulate
 from .records import RECORD_DTYPES, grow_records, record_sizes
 
 
@@ -234,7 +234,7 @@ def run_with_pause(bars, book, trading, path, versions, records, outputs, extra,
     resumable (it stops at each dated rule change and where a record buffer might
     overflow), so the run goes on from the next bar as if it had not stopped."""
     n_bars, n = bars.open.shape
-    scratch = np.empty((9, n))
+    scratch = np.empty((SCRATCH_ROWS, n))
     after = int(pause.bar) + 1
     start, v, paused = 0, 1, False
     while True:

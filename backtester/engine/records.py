@@ -129,7 +129,7 @@ def record_rejection(rejects, counts, t, i, qty, price, required, available, rea
     counts[Count.REJECTS] = c + 1
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
     c = counts[Count.FUNDING]
     funding[c]["bar"] = t

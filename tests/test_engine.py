@@ -402,14 +402,16 @@ def test_hand_made_market_refuses_mark_bars_whose_high_low_miss_open_or_close():
 # (kernel.quiet_columns); these runs hold positions for many such bars.
 
 
-def test_held_position_is_valued_in_the_tier_of_each_close_as_its_notional_crosses_them():
+@pytest.mark.parametrize("mode", ["cross", "isolated"])
+def test_held_position_is_valued_in_the_tier_of_each_close_as_its_notional_crosses_them(mode):
     # Binance BTCUSDT 2024 brackets (VENUES.md §2.3): 0.4% up to 50,000 notional, 0.5% and
     # cum 50 above (to 600,000). Long 1 BTC, cross, held while the close wanders across
-    # 50,000 and back; MM at each close is the bracket of that close's notional.
+    # 50,000 and back; MM at each close is the bracket of that close's notional (cross or
+    # isolated at 5x: an 8,000 margin, far from liquidation).
     closes = [40000, 40000, 45000, 49000, 51000, 55000, 52000, 49500, 50500, 48000, 47000]
     bars = [(c, c, c, c) for c in closes]
     m = market(["BTC_USDT"], bars)
-    r = run(m, units(len(bars), [1]), margin_mode="cross", leverage=5, venue="binance_usdm",
+    r = run(m, units(len(bars), [1]), margin_mode=mode, leverage=5, venue="binance_usdm",
             initial_balance=100_000, order_filters=False)
     expected = [0.0] + [c * 0.004 if c <= 50000 else c * 0.005 - 50 for c in closes[1:]]
     assert r.account["maintenance_margin"].to_numpy() == pytest.approx(expected, rel=1e-12)

@@ -8,6 +8,10 @@ for every symbol, funding every 8 bars, the default intrabar path.
     python benchmarks/bench_engine.py [--bars 1000000] [--symbols 10]
 
 Prints:
+- the ceiling: ``ceiling_loop``, the least work a cross-margin bar must do, on the same
+  arrays (read the OHLC and the targets, fill at the open, mark to market at the close,
+  check the worst case of the bar against a maintenance margin), recording nothing but
+  the equity: what the machine allows, against which the kernel is judged;
 - kernel throughput: bar-symbols per second of the compiled loop alone
   (``engine.driver.execute`` of inputs ``prepare.prepare_run`` built beforehand: the
   account opened, the record buffers allocated, every bar run), compile excluded (a
@@ -37,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from numba import njit
 
 from backtester import RunConfig, run
 from backtester.data import Market, load_market, make_market, write_market
@@ -70,6 +75,49 @@ def kernel_inputs(market, venue: Venue, orders, leverage: float = 5.0,
                        target_kind="equity", initial_balance=1_000_000.0,
                        record_positions=record_positions)
     return prepare_run(market, orders, config).inputs
+
+
+@njit(cache=True, error_model='numpy')
+def ceiling_loop(open_, high, low, close, targets, balance, fee, mmr):
+    """The least a cross-margin bar loop must do: targets (fractions of equity) fill at the
+    open with a taker fee, every position is marked at the close, and the bar's worst case
+    (longs at the low, shorts at the high) is checked against a one-rate maintenance
+    margin. Returns the equity per bar and the bars whose worst case was not covered."""
+    n_bars, n = close.shape
+    qty = np.zeros(n)
+    equity = np.empty(n_bars)
+    cash = balance
+    value = balance
+    breaches = 0
+    for t in range(n_bars):
+        if t > 0 and targets[t - 1, 0] == targets[t - 1, 0]:
+            for i in range(n):
+                price = open_[t, i]
+                delta = targets[t - 1, i] * value / price - qty[i]
+                cash -= delta * price + abs(delta) * price * fee
+                qty[i] += delta
+        worst = cash
+        value = cash
+        for i in range(n):
+            q = qty[i]
+            value += q * close[t, i]
+            extreme = low[t, i] if q > 0.0 else high[t, i]
+            worst += q * extreme - abs(q) * high[t, i] * mmr
+        equity[t] = value
+        if worst <= 0.0:
+            breaches += 1
+    return equity, breaches
+
+
+def thread_seconds(fn, repeat: int) -> float:
+    """The least CPU time of the calling thread over ``repeat`` calls: on a machine shared
+    with other work it moves far less than the wall clock (a run is one thread)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.thread_time()
+        fn()
+        times.append(time.thread_time() - t0)
+    return min(times)
 
 
 def peak_rss_mb() -> float:
@@ -157,9 +205,22 @@ def main() -> None:
         out = None  # (the last repeat's output is not kept alive beside this one's)
         out = execute(inputs)
 
+    prices = (market.open, market.high, market.low, market.close)
+    ceiling_loop(*(a[:1000] for a in prices), targets[:1000], 1e6, 5e-4, 0.004)  # compile
+
+    def ceiling():
+        return ceiling_loop(*prices, targets, 1_000_000.0, 5e-4, 0.004)
+
+    dt = best_of(ceiling, args.repeat)
+    cpu = thread_seconds(ceiling, args.repeat)
+    print(f"ceiling:    {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "
+          f"(thread CPU {cpu:.3f} s: {n_bars * n / cpu / 1e6:.1f} M; the least work a bar "
+          "must do, nothing recorded)")
     dt = best_of(kernel, args.repeat)
+    cpu = thread_seconds(kernel, args.repeat)
     print(f"kernel:     {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "
-          f"({len(out.fills):,} fills, {len(out.funding):,} funding payments, "
+          f"(thread CPU {cpu:.3f} s: {n_bars * n / cpu / 1e6:.1f} M; "
+          f"{len(out.fills):,} fills, {len(out.funding):,} funding payments, "
           f"{len(out.liquidations)} liquidations, final equity {out.account[0, -1]:,.0f})")
     out = inputs = None  # (not kept alive during the end-to-end runs)
 
@@ -169,8 +230,9 @@ def main() -> None:
         return result.equity
 
     dt = best_of(end_to_end, args.repeat)
+    cpu = thread_seconds(end_to_end, args.repeat)
     print(f"end to end: {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "
-          f"(run() -> Result.equity)")
+          f"(thread CPU {cpu:.3f} s; run() -> Result.equity)")
     peak, given = peak_rss_mb(), input_bytes(market) / 2**20
     with_targets = given + targets.nbytes / 2**20
     print(f"peak memory (RSS high-water mark): {peak:,.0f} MB "

@@ -395,3 +395,42 @@ def test_hand_made_market_refuses_mark_bars_whose_high_low_miss_open_or_close():
     o = np.array([[100.0], [100.0]])
     with pytest.raises(ValueError, match=r"mark\[1\]\[1, 'X'\] \(the mark high\): high < low"):
         Market.from_arrays(["X"], o, o, o, o, mark=(o, np.array([[100.0], [99.0]]), o, o))
+
+
+# --- held positions: bars on which nothing trades ------------------------------------------
+# The bar loop values a bar on which no position changed without looking the tiers up again
+# (kernel.quiet_columns); these runs hold positions for many such bars.
+
+
+@pytest.mark.parametrize("mode", ["cross", "isolated"])
+def test_held_position_is_valued_in_the_tier_of_each_close_as_its_notional_crosses_them(mode):
+    # Binance BTCUSDT 2024 brackets (VENUES.md §2.3): 0.4% up to 50,000 notional, 0.5% and
+    # cum 50 above (to 600,000). Long 1 BTC, cross, held while the close wanders across
+    # 50,000 and back; MM at each close is the bracket of that close's notional (cross or
+    # isolated at 5x: an 8,000 margin, far from liquidation).
+    closes = [40000, 40000, 45000, 49000, 51000, 55000, 52000, 49500, 50500, 48000, 47000]
+    bars = [(c, c, c, c) for c in closes]
+    m = market(["BTC_USDT"], bars)
+    r = run(m, units(len(bars), [1]), margin_mode=mode, leverage=5, venue="binance_usdm",
+            initial_balance=100_000, order_filters=False)
+    expected = [0.0] + [c * 0.004 if c <= 50000 else c * 0.005 - 50 for c in closes[1:]]
+    assert r.account["maintenance_margin"].to_numpy() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["isolated", "cross"])
+def test_position_held_quietly_for_many_bars_is_liquidated_on_the_bar_its_wick_reaches(mode):
+    # Long 1 @ 20,000 at 50x on the one-tier venue (MMR 0.5%): isolated, margin 400, LP =
+    # 20,000 * (1 - 1/50) / (1 - 0.005) = 19,698.49; cross with a 400 balance (all of it
+    # backs the position) the same price. 200 calm bars (low 19,750) then a low of 19,650
+    # at bar 150 only: liquidated there, and not before.
+    lp = 20000 * (1 - 1 / 50) / (1 - 0.005)
+    bars = [(20000, 20050, 19750, 20000)] * 200
+    bars[0] = bars[1] = (20000,) * 4
+    bars[150] = (20000, 20050, 19650, 19990)
+    m = market(["BTC"], bars)
+    r = run(m, units(200, [1]), margin_mode=mode, leverage=50, initial_balance=400.0,
+            **flat())
+    assert len(r.liquidations) == 1
+    assert r.liquidations["bar"].iloc[0] == 150
+    assert r.liquidations["price"].iloc[0] == pytest.approx(lp, rel=1e-9)
+    assert (r.positions["BTC"].iloc[1:150] == 1.0).all() and r.positions["BTC"].iloc[150] == 0

@@ -41,8 +41,8 @@ from .enums import (
     Trading,
     Versions,
 )
-from .kernel import put_rules_in_force, run_to_end, simulate
-from .records import RECORD_DTYPES, bar_room, grow_records, record_sizes
+from .kernel import SCRATCH_ROWS, put_rules_in_force, run_to_end, simulate
+from .records import RECORD_DTYPES, grow_records, record_sizes
 
 
 class CallbackError(RuntimeError):
@@ -168,15 +168,13 @@ def _used(buffer: np.ndarray, count: int) -> np.ndarray:
     return buffer[:count].copy()
 
 
-def allocate_records(n: int, n_tiers_max: int, fill_rows: int, funding_rows: int,
-                     with_callback: bool = False) -> Records:
+def allocate_records(n: int, n_tiers_max: int, fill_rows: int, funding_rows: int) -> Records:
     """``records.new_records``, allocated by numpy: large buffers then get the huge pages
     numpy asks the system for, and a run does not pay a page fault per 4 KiB written.
 
-    The fill buffer holds ``fill_rows`` plus one bar's worst case (``records.bar_room``):
+    The fill buffer holds ``fill_rows`` plus one bar's worst case (``records.record_sizes``):
     the kernel stops to grow a buffer when a bar's worst case no longer fits, so a buffer
     of exactly the fills expected would be doubled (copied) near the end of every run."""
-    fill_rows = int(fill_rows) + int(bar_room(n, n_tiers_max, bool(with_callback))[0])
     sizes = record_sizes(n, n_tiers_max, fill_rows, funding_rows)
     return Records(*(np.empty(size, dtype=dtype) for size, dtype in zip(sizes, RECORD_DTYPES,
                                                                           strict=True)),
@@ -197,7 +195,7 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
                                         bars.mark_open)
     initial_positions = book.state[State.QTY].copy()
     records = allocate_records(n, inputs.versions.tiers.shape[3], inputs.fill_rows,
-                               inputs.funding_rows, inputs.callback is not None)
+                               inputs.funding_rows)
     shape = (n_bars, n) if inputs.record_positions else (0, n)
     margins = (N_MARGIN_FIELDS, n_bars if inputs.record_positions and inputs.record_margins
                else 0, n)
@@ -246,7 +244,7 @@ def run_with_pause(bars, book, trading, path, versions, records, outputs, extra,
     resumable (it stops at each dated rule change and where a record buffer might
     overflow), so the run goes on from the next bar as if it had not stopped."""
     n_bars, n = bars.open.shape
-    scratch = np.empty((9, n))
+    scratch = np.empty((SCRATCH_ROWS, n))
     after = int(pause.bar) + 1
     start, v, paused = 0, 1, False
     while True:

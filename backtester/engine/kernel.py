@@ -59,6 +59,7 @@ from .enums import (
     Out,
     State,
     Sym,
+    TierField,
 )
 from .liquidate import (
     build_checkpoints,
@@ -89,6 +90,15 @@ from .rules import (
 )
 
 # Compiled without NRT (``_nrt=False``) where they allocate nothing: see ``engine.rules``.
+
+# the rows of ``simulate``'s work space (SCRATCH_ROWS, N): a row of orders, the liquidation
+# walk's prices (3), the bar's checkpoint prices (4), each column's last bar with data, and
+# the quiet pass's figures of each position (``quiet_columns``)
+SCRATCH_ROWS = 15
+# what ``quiet_columns`` keeps per column: its kind, |q|, and the rate, amount and notional
+# bounds of the tier its position is in
+QUIET_KIND, QUIET_ABSQ, QUIET_RATE, QUIET_CUM, QUIET_CAP, QUIET_FLOOR = 0, 1, 2, 3, 4, 5
+QUIET_FLAT, QUIET_CROSS, QUIET_ISOLATED = 0.0, 1.0, 2.0
 
 # --- the venue's rules in force ---------------------------------------------------------
 
@@ -311,6 +321,34 @@ def pay_funding(t, first, rates, book, records):
     return voided
 
 
+# --- the quiet pass ------------------------------------------------------------------------
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def quiet_columns(state, mode, sym, tiers, n_tiers, tier, quiet):
+    """What the bar loop's quiet pass needs of each column, into ``quiet`` (``QUIET_*`` rows):
+    flat, or a cross or isolated position on Binance's bracket rule, with its |q| and its
+    tier's rate, amount and notional bounds (the tier it was in at the last close: the pass
+    holds only while the notional stays in it, where ``rules.tier_from`` would keep it).
+    False when some open position is of another kind (spot, collateral, another margin
+    model): the full pass then runs every bar, until the positions change."""
+    for i in range(state.shape[1]):
+        q = state[State.QTY, i]
+        if q == 0.0:
+            quiet[QUIET_KIND, i] = QUIET_FLAT
+            continue
+        if mode[i] >= Mode.SPOT or not plain_bracket(i, sym):
+            return False
+        quiet[QUIET_KIND, i] = QUIET_CROSS if mode[i] == Mode.CROSS else QUIET_ISOLATED
+        k = tier[i]
+        quiet[QUIET_ABSQ, i] = abs(q)
+        quiet[QUIET_RATE, i] = tiers[TierField.MMR, i, k]
+        quiet[QUIET_CUM, i] = tiers[TierField.CUM, i, k]
+        quiet[QUIET_CAP, i] = tiers[TierField.CAP, i, k] if k < n_tiers[i] - 1 else np.inf
+        quiet[QUIET_FLOOR, i] = tiers[TierField.FLOOR, i, k] if k > 0 else -np.inf
+    return True
+
+
 # --- the loop ------------------------------------------------------------------------------
 
 
@@ -335,7 +373,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     strategy's float64 parameters. Its orders wait in ``orders`` for the next fill,
     so a run that stops early resumes with them.
 
-    ``scratch`` (9, N) is work space.
+    ``scratch`` (SCRATCH_ROWS, N) is work space.
 
     Speed: compiled without NRT, so that no array read off a bundle, and no array
     handed to an inlined rule, is reference-counted (an atomic count on every bar and
@@ -360,6 +398,9 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     work = scratch[1:4]  # the liquidation walk's prices
     cp = scratch[4:8]  # the bar's checkpoint prices
     ends = scratch[8]  # each column's last bar with data (-1: the market's last, or none)
+    quiet = scratch[9:15]  # the quiet pass's figures of each column (quiet_columns)
+    fresh = False  # whether ``quiet`` describes the positions as they are
+    quiet_ok = False  # and whether every open position is of a kind the quiet pass values
     data_ends(close, ends)
     next_end = next_data_end(ends, start)  # the next bar at which a column's data end
     # what the columns add to the cross surplus at the last close besides their unrealized
@@ -469,6 +510,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                 liquidate_at_open(t, state[State.MARK], book, records)
                 void_liquidated(liqs, first, counts[Count.LIQS], void)
                 voided = True
+        if orders_now or pending or voided:
+            fresh = False  # positions may change (or the open liquidated some)
         # 2. orders decided at close[t-1] fill at open[t]
         if orders_now:
             process_orders(t, hours[t], t - 1, close[t - 1], open_[t], want, trading, book,
@@ -495,7 +538,71 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         net = 0.0
         iso = 0.0
         held = 0.0
-        for i in range(n):
+        # The quiet pass first: while no position has changed since ``quiet`` was taken, each
+        # one's tier is known (its notional, and a cross one's at the high, still in the
+        # tier's bounds) and its kind too, so a bar costs no lookup and no dispatch. It
+        # does the full pass's arithmetic in the full pass's order (the same figures, to
+        # the bit); at anything else (a bound left, a missing price) it hands the bar over.
+        if not fresh:
+            quiet_ok = not calls and quiet_columns(state, mode, sym, tiers, n_tiers, tier,
+                                                   quiet)
+            fresh = True
+        done = False
+        if quiet_ok:
+            done = True
+            for i in range(n):
+                c = close[t, i]
+                if c == c:
+                    state[State.LAST_CLOSE, i] = c
+                iso += state[State.ISO_MARGIN, i]
+                m = mark_close[t, i]
+                kind = quiet[QUIET_KIND, i]
+                if kind == QUIET_FLAT:
+                    if m == m:
+                        state[State.MARK, i] = m
+                    continue
+                absq = quiet[QUIET_ABSQ, i]
+                notional = absq * m
+                if not (notional <= quiet[QUIET_CAP, i] and notional > quiet[QUIET_FLOOR, i]):
+                    done = False  # (a missing mark too): the full pass values this bar
+                    break
+                q = state[State.QTY, i]
+                entry = state[State.ENTRY, i]
+                hi = mark_high[t, i]
+                lo = mark_low[t, i]
+                state[State.MARK, i] = m
+                u = q * (m - entry)
+                upnl += u
+                gross += notional
+                net += q * m
+                mm = notional * quiet[QUIET_RATE, i] - quiet[QUIET_CUM, i]
+                if kind == QUIET_ISOLATED:
+                    liq = state[State.LIQ_PX, i]
+                    if (q > 0.0 and lo <= liq) or (q < 0.0 and hi >= liq):
+                        may_liquidate = True
+                else:
+                    any_cross = True
+                    extreme = absq * hi
+                    if not (extreme <= quiet[QUIET_CAP, i] and extreme > quiet[QUIET_FLOOR, i]):
+                        done = False
+                        break
+                    mm_high = extreme * quiet[QUIET_RATE, i] - quiet[QUIET_CUM, i]
+                    worst += q * ((lo if q > 0.0 else hi) - entry) - mm_high
+                    maint_cross += mm
+                    upnl_cross += u
+                maint += mm
+            if not done:  # start over: the full pass redoes what this one did
+                may_liquidate = False
+                any_cross = False
+                worst = account[Account.WALLET]
+                upnl = 0.0
+                maint = 0.0
+                maint_cross = 0.0
+                upnl_cross = 0.0
+                gross = 0.0
+                net = 0.0
+                iso = 0.0
+        for i in range(0 if not done else n, n):
             c = close[t, i]
             if c == c:
                 state[State.LAST_CLOSE, i] = c
@@ -559,6 +666,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             if mode[i] == Mode.CROSS:
                 maint_cross += mm
                 upnl_cross += u
+        if not done:
+            fresh = False  # (the full pass moved tiers)
         if calls and any_cross and account[Account.IN_CALL] == 0.0:
             n_cp = build_checkpoints(t, path, bars, state, cp)
             check_margin_call(t, n_cp, cp, book, records)
@@ -568,6 +677,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             for i in range(n):
                 state[State.MARK, i] = cp[n_cp - 1, i]
             check_liquidations(t, n_cp, cp, work, book, records)
+            fresh = False
             equity, backing = mark_to_market(t, book, out)
         else:
             equity = store_bar(t, account[Account.WALLET], iso, upnl, maint, maint_cross,
@@ -578,10 +688,12 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         if fill_at != FillAt.NEXT_OPEN and has_target[t]:
             process_orders(t, hours[t + 1], t, close[t], close[t], want, trading, book,
                            records)
+            fresh = False
             account[Account.EQUITY_PREV], backing = mark_to_market(t, book, out)
         # 6. the strategy callback decides at the close
         if callback is not None:
             if callback(t, ctx, orders, params):
+                fresh = False
                 if fill_at == FillAt.NEXT_OPEN:
                     pending = t + 1 < n_bars
                 else:
@@ -593,6 +705,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         # price that no longer moves
         if t == next_end:
             close_data_ends(t, hours[t + 1], close[t], ends, book, records)
+            fresh = False
             account[Account.EQUITY_PREV], backing = mark_to_market(t, book, out)
             next_end = next_data_end(ends, t + 1)
         if calls and account[Account.IN_CALL] != 0.0 and cross_level_value(
@@ -615,7 +728,7 @@ def run_to_end(bars, book, trading, path, versions, records, outputs, callback=N
     Exceptions raised by a strategy callback propagate (``account[Account.BAR]`` says where).
     """
     n_bars, n = bars.open.shape
-    scratch = np.empty((9, n))
+    scratch = np.empty((SCRATCH_ROWS, n))
     start = ZERO  # (typed constants: see enums.TRUE)
     v = ZERO + 1
     while True:

@@ -66,10 +66,13 @@ RECORD_DTYPES = (fill_dt, liquidation_dt, funding_dt, rejection_dt, event_dt)  #
 @njit(cache=True, error_model='numpy')
 def record_sizes(n, n_tiers_max, fill_rows, funding_rows):
     """The rows to allocate at first in each buffer of a run of ``n`` columns (in the order
-    of ``Records``): ``fill_rows`` fills expected (more grow by doubling), room for every
-    funding payment, and one bar's worst case of the rest."""
+    of ``Records``): ``fill_rows`` fills expected and one bar's worst case on top (the bar
+    loop stops where a bar might not fit: without that room, a run whose fills come as
+    expected would still copy its fills into a buffer twice as large near its end; more
+    than expected grow by doubling), room for every funding payment, and one bar's worst
+    case of the rest."""
     fills, liqs, rejects, events = bar_room(n, n_tiers_max, TRUE)
-    return (max(64, fill_rows, fills), max(64, liqs), max(1, funding_rows), max(64, rejects),
+    return (max(64, fill_rows + fills), max(64, liqs), max(1, funding_rows), max(64, rejects),
             max(64, events))
 
 
@@ -129,7 +132,7 @@ def record_rejection(rejects, counts, t, i, qty, price, required, available, rea
     counts[Count.REJECTS] = c + 1
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
     c = counts[Count.FUNDING]
     funding[c]["bar"] = t

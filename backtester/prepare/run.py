@@ -61,6 +61,19 @@ class PrepareCache:
     columns: dict = field(default_factory=dict)
     targets: dict = field(default_factory=dict)
     warnings: dict = field(default_factory=dict)
+    checked: dict = field(default_factory=dict)  # id -> a RunConfig checked already
+    fill_counts: dict = field(default_factory=dict)
+    resolved: dict = field(default_factory=dict)  # (config, market) ids -> venue and columns
+
+    def fill_rows(self, has_target: np.ndarray, n: int) -> int:
+        """``driver.fill_rows``, counted once per target array (runs share them)."""
+        key = (id(has_target), n)
+        found = self.fill_counts.get(key)
+        if found is None or found[0] is not has_target:
+            if len(self.fill_counts) >= 256:
+                self.fill_counts.clear()
+            found = self.fill_counts[key] = (has_target, fill_rows(has_target, n))
+        return found[1]
 
     def venue(self, config: RunConfig) -> Venue:
         if isinstance(config.venue, Venue) and not config.venue_overrides \
@@ -102,7 +115,11 @@ def prepare_run(market: Market, orders, config: RunConfig,
     if callback is not None:  # the author's mistakes first, before any data work
         compiled = callback.compiled()
         params, memory = callback.param_values, callback.memory_array()
-    config.check()
+    if cache.checked.get(id(config)) is not config:
+        config.check()
+        if len(cache.checked) >= 4096:
+            cache.checked.clear()
+        cache.checked[id(config)] = config  # (kept alive: its id stays its own)
     if market.n_bars == 0 or market.n_symbols == 0:
         empty = "no bars" if market.n_bars == 0 else "no symbols"
         raise ValueError(f"the market has {empty} ({', '.join(market.symbols) or 'no symbols'}"
@@ -116,8 +133,7 @@ def prepare_run(market: Market, orders, config: RunConfig,
     balance = float(config.initial_balance)
     slippage = float(config.slippage)
     spot_fee = float(config.spot_fee)
-    venue = cache.venue(config)
-    layout = column_layout(market, config, venue, cache)
+    venue, layout, mode, leverage = _columns(market, config, cache)
     run_market = layout.market
     callback_inputs = None
     if callback is not None:  # the view is of the run's columns (hedge legs, collateral)
@@ -128,7 +144,6 @@ def prepare_run(market: Market, orders, config: RunConfig,
             memory=c_float(memory, 1, "memory"),
             high=c_float(run_market.high, 2, "high"), low=c_float(run_market.low, 2, "low"),
             volume=c_float(run_market.volume, 2, "volume"))
-    mode, leverage = column_options(layout, config, venue, cache)
     versions, bars, n_funding, specs = venue_inputs(layout, venue, spot_fee, cache,
                                                     config.order_filters)
     found = _warnings(market, venue, layout.spot, cache)
@@ -152,11 +167,28 @@ def prepare_run(market: Market, orders, config: RunConfig,
         bars=bars, trading=trading, path=int(path), versions=versions,
         mode=mode, sym=np.ascontiguousarray(sym), initial_balance=float(balance),
         holdings=holdings, record_positions=bool(config.record_positions),
-        fill_rows=fill_rows(has_target, run_market.n_symbols), funding_rows=n_funding,
+        fill_rows=cache.fill_rows(has_target, run_market.n_symbols), funding_rows=n_funding,
         callback=callback_inputs, record_margins=bool(config.record_margins))
     return PreparedRun(market=run_market, config=config, venue=venue, inputs=inputs,
                        margin_mode=mode.copy(), leverage=leverage, specs=specs,
                        callback=callback, warnings=found)
+
+
+def _columns(market: Market, config: RunConfig, cache: PrepareCache):
+    """``(venue, layout, margin mode, leverage)`` of a run: once per configuration object and
+    market (a sweep's runs that differ only in strategy parameters share one)."""
+    key = (id(config), id(market))
+    found = cache.resolved.get(key)
+    if found is None or found[0] is not config or found[1] is not market:
+        venue = cache.venue(config)
+        layout = column_layout(market, config, venue, cache)
+        mode, leverage = column_options(layout, config, venue, cache)
+        if len(cache.resolved) >= 4096:
+            cache.resolved.clear()
+        # (the configuration and market kept alive with it: their ids stay their own)
+        found = cache.resolved[key] = (config, market, venue, layout, mode, leverage)
+    venue, layout, mode, leverage = found[2:]
+    return venue, layout, mode.copy(), leverage.copy()
 
 
 def _warnings(market: Market, venue: Venue, spot, cache: PrepareCache) -> tuple[str, ...]:

@@ -124,6 +124,7 @@ class ChunkRunner:
         self.cache = PrepareCache()
         self._windows: dict = {}
         self._orders: OrderedDict = OrderedDict()
+        self._configs: dict = {}
 
     def window(self, window) -> Market:
         if window not in self._windows:
@@ -141,9 +142,10 @@ class ChunkRunner:
             self._orders.move_to_end(key)
         else:
             try:
+                params = (strategy_params(self.strategy, r) if self.takes_leverage
+                          else dict(r.params))  # (no signature to look at per parameter set)
                 self._orders[key] = strategy_orders(self.strategy,
-                                                    self.window(r.options["window"]),
-                                                    strategy_params(self.strategy, r))
+                                                    self.window(r.options["window"]), params)
             except Exception as exc:  # a strategy's failure is that run's failure
                 self._orders[key] = exc
             while len(self._orders) > self.ORDERS_KEPT:
@@ -153,12 +155,30 @@ class ChunkRunner:
             raise found
         return found
 
-    def prepare(self, r: Run) -> tuple[PreparedRun, RunConfig]:
-        """Run r through ``prepare_run``, as ``run()`` would prepare it (raises if invalid)."""
+    def config(self, r: Run, plan_options: dict) -> tuple[RunConfig, dict]:
+        """Run r's ``RunConfig`` over its strategy plan's options, and the options it reports:
+        one object for every run with the same options and plan options (most runs of a
+        grid differ only in strategy parameters), so that it is built and checked once."""
+        # (most strategies set no options: all their runs share the empty plan's entries)
+        key = (id(plan_options) if plan_options else None, r.given,
+               tuple(item for item in r.keys.items() if item[0].startswith("o:")))
+        found = self._configs.get(key)
+        if found is None or (plan_options and found[0] is not plan_options):
+            config = r.config(plan_options, record_positions=False, record_margins=False)
+            options = {name: getattr(config, name) for name in CONFIG_OPTIONS}
+            if len(self._configs) >= 4096:
+                self._configs.clear()
+            # (the plan options kept alive with it: their id stays their own)
+            found = self._configs[key] = (plan_options, config, options)
+        return found[1], found[2]
+
+    def prepare(self, r: Run) -> tuple[PreparedRun, dict]:
+        """Run r through ``prepare_run``, as ``run()`` would prepare it (raises if invalid);
+        with the options it ran with."""
         market = self.window(r.options["window"])
         orders, plan_options = self.orders(r)
-        config = r.config(plan_options, record_positions=False, record_margins=False)
-        return prepare_run(market, orders, config, self.cache), config
+        config, options = self.config(r, plan_options)
+        return prepare_run(market, orders, config, self.cache), options
 
     # --- a chunk ---------------------------------------------------------------------------
 
@@ -176,11 +196,11 @@ class ChunkRunner:
         for k, r in enumerate(runs):
             step(1)
             try:
-                prepared, config = self.prepare(r)
+                prepared, options = self.prepare(r)
             except Exception as exc:
                 out.errors[k] = _error(exc)
                 continue
-            out.options[k] = {name: getattr(config, name) for name in CONFIG_OPTIONS}
+            out.options[k] = options
             if prepared.callback is not None:
                 self._run_callback(k, prepared, out, equity)
                 continue

@@ -281,15 +281,24 @@ class Grid:
             # each value's JSON text once, not once per run: ids of 100,000 runs stay cheap
             axes = [list(zip(values, map(value_key, values), strict=True))
                     for _, _, values, _ in part]
-            for combo in itertools.product(*axes):
+            # the id's text, line by line in the order of the sorted tags (_hash), each line
+            # made once per value: an id then costs one join and one sha256
+            order = sorted(range(len(tags)), key=tags.__getitem__)
+            lines = [[None if _LATER_OPTIONS.get(tags[j]) == key else f"{tags[j]}={key}"
+                      for _, key in axes[j]] for j in range(len(tags))]
+            indices = [range(len(values)) for values in axes]
+            for combo in itertools.product(*indices):
                 params = {}
                 options = {}
                 keys = {}
-                for name, tag, opt, (value, key) in zip(names, tags, is_option, combo,
-                                                        strict=True):
+                for j, (name, tag, opt) in enumerate(zip(names, tags, is_option, strict=True)):
+                    value, key = axes[j][combo[j]]
                     (options if opt else params)[name] = value
                     keys[tag] = key
-                yield Run(_hash(self.strategy, keys), params, options, keys, given)
+                text = "\n".join([self.strategy] + [line for j in order
+                                                    if (line := lines[j][combo[j]]) is not None])
+                yield Run(hashlib.sha256(text.encode()).hexdigest()[:20], params, options, keys,
+                          given)
 
     def param_names(self) -> list[str]:
         """The strategy parameters the grid sets, in order of first appearance."""

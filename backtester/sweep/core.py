@@ -75,8 +75,9 @@ def sweep(
       (``retry_failed=True`` reruns the failed ones), so an interrupted sweep resumes.
       A file there that cannot be read is refused, named; ``repair=True`` moves such
       files to ``out/_corrupt/`` and runs their runs again.
-    - ``backend``: ``"inprocess"`` (one numba-parallel call per chunk: fastest on
-      one machine), ``"processes"`` (a local process pool of ``workers``) or
+    - ``backend``: ``"inprocess"`` (each chunk's runs shared out over ``workers``
+      threads of compiled code, the next chunk prepared meanwhile: fastest on one
+      machine), ``"processes"`` (a local process pool of ``workers``) or
       ``"dask"`` (a ``client``, the scheduler at ``scheduler``, or a local cluster).
       The last two run chunks in worker processes, so a run whose strategy kills its
       process (``os._exit``, a segmentation fault, the out-of-memory killer) is recorded
@@ -225,7 +226,9 @@ def _check_inputs(market: Market, plan: Grid) -> dict:
 
 def _chunk_size(chunk_size: int | None, backend: str, market: Market) -> int:
     """Runs per chunk: the backend's default, so that its distinct targets fit the budget."""
-    cap = max(1, TARGETS_BUDGET // max(1, 8 * market.n_bars * market.n_symbols))
+    # (in-process, a chunk is prepared while the one before it runs: two share the budget)
+    budget = TARGETS_BUDGET // 2 if backend == "inprocess" else TARGETS_BUDGET
+    cap = max(1, budget // max(1, 8 * market.n_bars * market.n_symbols))
     if chunk_size is not None:
         if int(chunk_size) != chunk_size or chunk_size < 1:
             raise ValueError(f"chunk_size is a whole number of runs >= 1, got {chunk_size}")

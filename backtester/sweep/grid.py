@@ -282,23 +282,29 @@ class Grid:
             axes = [list(zip(values, map(value_key, values), strict=True))
                     for _, _, values, _ in part]
             # the id's text, line by line in the order of the sorted tags (_hash), each line
-            # made once per value: an id then costs one join and one sha256
-            order = sorted(range(len(tags)), key=tags.__getitem__)
-            lines = [[None if _LATER_OPTIONS.get(tags[j]) == key else f"{tags[j]}={key}"
+            # made once per value; the axes of one value fixed once: a run then costs three
+            # dict copies, the lines of its swept axes, one join and one sha256
+            place = {j: k + 1 for k, j in enumerate(sorted(range(len(tags)),
+                                                           key=tags.__getitem__))}
+            lines = [["" if _LATER_OPTIONS.get(tags[j]) == key else f"{tags[j]}={key}"
                       for _, key in axes[j]] for j in range(len(tags))]
-            indices = [range(len(values)) for values in axes]
-            for combo in itertools.product(*indices):
-                params = {}
-                options = {}
-                keys = {}
-                for j, (name, tag, opt) in enumerate(zip(names, tags, is_option, strict=True)):
-                    value, key = axes[j][combo[j]]
-                    (options if opt else params)[name] = value
-                    keys[tag] = key
-                text = "\n".join([self.strategy] + [line for j in order
-                                                    if (line := lines[j][combo[j]]) is not None])
-                yield Run(hashlib.sha256(text.encode()).hexdigest()[:20], params, options, keys,
-                          given)
+            base_params = {n: axes[j][0][0] for j, n in enumerate(names) if not is_option[j]}
+            base_options = {n: axes[j][0][0] for j, n in enumerate(names) if is_option[j]}
+            base_keys = {tag: axes[j][0][1] for j, tag in enumerate(tags)}
+            base_text = [self.strategy] + [""] * len(tags)
+            for j in range(len(tags)):
+                base_text[place[j]] = lines[j][0]
+            swept = [j for j in range(len(axes)) if len(axes[j]) > 1]
+            for combo in itertools.product(*(range(len(axes[j])) for j in swept)):
+                params, options = base_params.copy(), base_options.copy()
+                keys, text = base_keys.copy(), base_text.copy()
+                for j, c in zip(swept, combo, strict=True):
+                    value, key = axes[j][c]
+                    (options if is_option[j] else params)[names[j]] = value
+                    keys[tags[j]] = key
+                    text[place[j]] = lines[j][c]
+                digest = hashlib.sha256("\n".join(filter(None, text)).encode()).hexdigest()
+                yield Run(digest[:20], params, options, keys, given)
 
     def param_names(self) -> list[str]:
         """The strategy parameters the grid sets, in order of first appearance."""

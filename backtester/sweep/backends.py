@@ -86,9 +86,8 @@ def run_processes(market: Market, strategy, chunks: Chunks, *, equity: bool,
     recorded as failed and the sweep goes on (``isolation``).
     """
     workers = int(workers or multiprocessing.cpu_count())
-    warm_up_serial()
     yield from run_pool(market, strategy, chunks, equity=equity, workers=max(1, workers),
-                        run_timeout=run_timeout)
+                        run_timeout=run_timeout, warm_up=warm_up_serial)
 
 
 # --- Dask distributed ------------------------------------------------------------------------

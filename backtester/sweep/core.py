@@ -24,7 +24,9 @@ from .storage import CORRUPT_DIR, SweepStore, column_kinds, conform, equity_fram
 
 # distinct target arrays of one chunk stay under this many bytes (they are (T, N) float64)
 TARGETS_BUDGET = 500 * 2**20
-DEFAULT_CHUNK = {"inprocess": 1024, "processes": 128, "dask": 128}
+# (a pool's chunk costs the sweep's process a few ms of pickling and pandas: 256 runs keep
+# that small next to the chunk's work, and the last chunks short enough to share out)
+DEFAULT_CHUNK = {"inprocess": 1024, "processes": 256, "dask": 128}
 
 
 def sweep(

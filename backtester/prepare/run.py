@@ -126,10 +126,10 @@ def prepare_run(market: Market, orders, config: RunConfig,
         raise ValueError(f"the market has {empty} ({', '.join(market.symbols) or 'no symbols'}"
                          f", {market.n_bars} bars): nothing to backtest. Give a market whose "
                          "window holds bars, e.g. load_market(start=..., end=...) inside the data")
-    setup = _setup(market, config, cache)
-    run_market = setup.layout.market
     callback_inputs = None
     if callback is not None:  # the view is of the run's columns (hedge legs, collateral)
+        # (its errors before those of the columns' options, as the columns are known)
+        run_market = column_layout(market, config, cache.venue(config), cache).market
         series = callback.series_array(run_market.n_bars, run_market.n_symbols)
         callback_inputs = CallbackInputs(
             function=compiled, params=c_float(params, 1, "params"),
@@ -137,6 +137,9 @@ def prepare_run(market: Market, orders, config: RunConfig,
             memory=c_float(memory, 1, "memory"),
             high=c_float(run_market.high, 2, "high"), low=c_float(run_market.low, 2, "low"),
             volume=c_float(run_market.volume, 2, "volume"))
+    setup = _setup(market, config, cache)
+    run_market = setup.layout.market
+    if callback is not None:
         targets = np.empty((0, run_market.n_symbols))
         has_target = np.zeros(run_market.n_bars, dtype=np.bool_)
     else:

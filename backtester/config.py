@@ -116,14 +116,20 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         """A copy with some fields changed (unknown names raise a clear error)."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
+        unknown = sorted(set(changes) - _FIELDS)
         if unknown:
             raise TypeError(
                 f"unknown run option(s) {', '.join(unknown)}; "
-                f"valid options: {', '.join(sorted(names))}"
+                f"valid options: {', '.join(sorted(_FIELDS))}"
             )
-        return dataclasses.replace(self, **changes)
+        if not changes:
+            return self  # (frozen: the same configuration)
+        # (what dataclasses.replace does, without its per-call look at the fields: a run
+        # pays this once; RunConfig has no __post_init__ to call)
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
     def check(self) -> RunConfig:
         """Check every option's type and range, all in this one place: what can be checked
@@ -178,6 +184,7 @@ class RunConfig:
         return self
 
 
+_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
 MARGIN_MODES = enums.MARGIN_MODE_NAMES[:2]  # cross, isolated (spot and collateral are kinds)
 
 

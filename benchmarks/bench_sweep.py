@@ -11,6 +11,8 @@ symbols (BTC_USDT, ETH_USDT); the hedged pair (long BTC, short ETH) over a grid 
 Prints, compile excluded (a warm-up sweep first; its time is printed, and the time of a
 cold compile in a fresh process with an empty numba cache, as on a new machine or CI):
 - in-process: summary rows only, and with the parquet dataset written;
+- the CPU seconds of each (this process's threads and its finished worker processes; not a
+  Dask cluster's, whose workers are still running);
 - a local process pool and a local Dask cluster (cluster start-up printed apart);
 - a plain Python loop of ``run(...).summary()`` over the first runs of the grid;
 - whether every backend's summary table is identical to the in-process one;
@@ -63,11 +65,21 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (every thread) and of its finished children (pool workers)."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(label: str, n_runs: int, fn, note: str = ""):
-    t0 = time.perf_counter()
+    """Wall time and runs/s, and the CPU seconds it took (a steadier figure than the wall time
+    on a machine other jobs share)."""
+    t0, c0 = time.perf_counter(), cpu_seconds()
     value = fn()
-    dt = time.perf_counter() - t0
-    print(f"{label:<28} {n_runs:>7,} runs  {dt:7.2f} s  {n_runs / dt:8,.0f} runs/s  {note}")
+    dt, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    print(f"{label:<28} {n_runs:>7,} runs  {dt:7.2f} s  {n_runs / dt:8,.0f} runs/s  "
+          f"cpu {cpu:6.2f} s  {note}")
     return value
 
 
@@ -106,7 +118,7 @@ def main() -> None:
     g = grid()
     n_runs = len(EXPOSURES) * len(REBALANCE) * len(MODES) * len(LEVERAGES)
     print(f"machine: {os.cpu_count()} cores (nproc), {cpu_model()}; shared with other "
-          "engineers' jobs, so figures are noisy")
+          f"engineers' jobs, so figures are noisy; load average {os.getloadavg()[0]:.1f}")
     print(f"market: {', '.join(market.symbols)}, {market.n_bars:,} hourly bars "
           f"({market.timestamps[0].date()} .. {market.timestamps[-1].date()}); grid: "
           f"{len(EXPOSURES)} exposures x {len(REBALANCE)} rebalance intervals x "
@@ -124,7 +136,7 @@ def main() -> None:
         tables["inprocess"] = timed(
             "in-process, rows only", n_runs,
             lambda: sweep(market, hedged_pair, g, workers=args.workers),
-            f"({args.workers} numba threads)")
+            f"({args.workers} threads)")
         with tempfile.TemporaryDirectory() as out:
             timed("in-process, into parquet", n_runs,
                   lambda: sweep(market, hedged_pair, g, out=out, workers=args.workers),
@@ -173,7 +185,8 @@ def main() -> None:
             worst = max(_relative_gap(head, loop_rows))
             print(f"largest relative gap, in-process rows vs run().summary() over the first "
                   f"{len(loop_rows)} runs: {worst:.1e}")
-    print(f"peak memory (RSS high-water mark) so far: {peak_rss_mb():,.0f} MB")
+    print(f"peak memory (RSS high-water mark) so far: {peak_rss_mb():,.0f} MB; load average "
+          f"now {os.getloadavg()[0]:.1f}")
 
     if args.big:
         reps = max(1, args.big // n_runs)

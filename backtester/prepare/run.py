@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from ..engine import enums
 from ..engine.driver import CallbackInputs, KernelInputs, fill_rows
 from ..strategy import Callback, Plan
 from ..venues import Venue, load_venue
-from .columns import column_layout, column_options
+from .columns import Layout, column_layout, column_options
 from .common import c_float, option_key, read_view
 from .suspicious import suspicious_data
 from .targets import target_arrays
@@ -61,6 +62,19 @@ class PrepareCache:
     columns: dict = field(default_factory=dict)
     targets: dict = field(default_factory=dict)
     warnings: dict = field(default_factory=dict)
+    checked: dict = field(default_factory=dict)  # id -> a RunConfig checked already
+    fill_counts: dict = field(default_factory=dict)
+    setups: dict = field(default_factory=dict)  # (config, market) ids -> _Setup
+
+    def fill_rows(self, has_target: np.ndarray, n: int) -> int:
+        """``driver.fill_rows``, counted once per target array (runs share them)."""
+        key = (id(has_target), n)
+        found = self.fill_counts.get(key)
+        if found is None or found[0] is not has_target:
+            if len(self.fill_counts) >= 256:
+                self.fill_counts.clear()
+            found = self.fill_counts[key] = (has_target, fill_rows(has_target, n))
+        return found[1]
 
     def venue(self, config: RunConfig) -> Venue:
         if isinstance(config.venue, Venue) and not config.venue_overrides \
@@ -102,25 +116,20 @@ def prepare_run(market: Market, orders, config: RunConfig,
     if callback is not None:  # the author's mistakes first, before any data work
         compiled = callback.compiled()
         params, memory = callback.param_values, callback.memory_array()
-    config.check()
+    if cache.checked.get(id(config)) is not config:
+        config.check()
+        if len(cache.checked) >= 4096:
+            cache.checked.clear()
+        cache.checked[id(config)] = config  # (kept alive: its id stays its own)
     if market.n_bars == 0 or market.n_symbols == 0:
         empty = "no bars" if market.n_bars == 0 else "no symbols"
         raise ValueError(f"the market has {empty} ({', '.join(market.symbols) or 'no symbols'}"
                          f", {market.n_bars} bars): nothing to backtest. Give a market whose "
                          "window holds bars, e.g. load_market(start=..., end=...) inside the data")
-    target_kind = choice("target_kind", config.target_kind, enums.TARGET_KIND_NAMES)
-    if config.sizing == "margin":  # (check() allows it with equity fractions only)
-        target_kind = enums.TargetKind.EQUITY_MARGIN
-    fill_at = choice("fill_at", config.fill_at, enums.FILL_AT_NAMES)
-    path = choice("path", config.path, enums.PATH_NAMES)
-    balance = float(config.initial_balance)
-    slippage = float(config.slippage)
-    spot_fee = float(config.spot_fee)
-    venue = cache.venue(config)
-    layout = column_layout(market, config, venue, cache)
-    run_market = layout.market
     callback_inputs = None
     if callback is not None:  # the view is of the run's columns (hedge legs, collateral)
+        # (its errors before those of the columns' options, as the columns are known)
+        run_market = column_layout(market, config, cache.venue(config), cache).market
         series = callback.series_array(run_market.n_bars, run_market.n_symbols)
         callback_inputs = CallbackInputs(
             function=compiled, params=c_float(params, 1, "params"),
@@ -128,36 +137,87 @@ def prepare_run(market: Market, orders, config: RunConfig,
             memory=c_float(memory, 1, "memory"),
             high=read_view(run_market.high, "high"), low=read_view(run_market.low, "low"),
             volume=_view_volume(run_market))
+    setup = _setup(market, config, cache)
+    run_market = setup.layout.market
+    if callback is not None:
+        targets = np.empty((0, run_market.n_symbols))
+        has_target = np.zeros(run_market.n_bars, dtype=np.bool_)
+    else:
+        targets, has_target = target_arrays(orders, setup.layout, cache)
+    trading = enums.Trading(targets, has_target, np.int64(setup.target_kind),
+                            np.int64(setup.fill_at), setup.slippage, bool(config.reduce_to_fit))
+    mode = setup.mode.copy()
+    inputs = KernelInputs(
+        bars=setup.bars, trading=trading, path=setup.path, versions=setup.versions,
+        mode=mode, sym=setup.sym.copy(), initial_balance=setup.balance,
+        holdings=setup.holdings.copy(),
+        record_positions=bool(config.record_positions or config.record_margins),
+        fill_rows=cache.fill_rows(has_target, run_market.n_symbols),
+        funding_rows=setup.n_funding, callback=callback_inputs,
+        record_margins=bool(config.record_margins))
+    return PreparedRun(market=run_market, config=config, venue=setup.venue, inputs=inputs,
+                       margin_mode=mode.copy(), leverage=setup.leverage.copy(),
+                       specs=setup.specs, callback=callback, warnings=setup.warnings)
+
+
+class _Setup(NamedTuple):
+    """What a run's inputs take from its configuration and market alone (not its orders)."""
+
+    venue: Venue
+    layout: Layout
+    mode: np.ndarray
+    leverage: np.ndarray
+    target_kind: int
+    fill_at: int
+    path: int
+    balance: float
+    slippage: float
+    versions: enums.Versions
+    bars: enums.Bars
+    n_funding: int
+    specs: dict
+    warnings: tuple[str, ...]
+    sym: np.ndarray
+    holdings: np.ndarray
+
+
+def _setup(market: Market, config: RunConfig, cache: PrepareCache) -> _Setup:
+    """The run's ``_Setup``: once per configuration object and market (a sweep's runs that
+    differ only in strategy parameters share one); the caller copies what the kernel
+    writes."""
+    key = (id(config), id(market))
+    found = cache.setups.get(key)
+    if found is not None and found[0] is config and found[1] is market:
+        return found[2]
+    target_kind = choice("target_kind", config.target_kind, enums.TARGET_KIND_NAMES)
+    if config.sizing == "margin":  # (check() allows it with equity fractions only)
+        target_kind = enums.TargetKind.EQUITY_MARGIN
+    fill_at = choice("fill_at", config.fill_at, enums.FILL_AT_NAMES)
+    path = choice("path", config.path, enums.PATH_NAMES)
+    spot_fee = float(config.spot_fee)
+    venue = cache.venue(config)
+    layout = column_layout(market, config, venue, cache)
     mode, leverage = column_options(layout, config, venue, cache)
     versions, bars, n_funding, specs = venue_inputs(layout, venue, spot_fee, cache,
                                                     config.order_filters)
     found = _warnings(market, venue, layout.spot, cache)
     sym = versions.sym[0].copy()
     sym[enums.Sym.LEVERAGE] = leverage
-    symbols = run_market.symbols
+    symbols = layout.market.symbols
     for symbol in layout.hedge:
         long_leg, short_leg = symbols.index(f"{symbol}.long"), symbols.index(f"{symbol}.short")
         sym[enums.Sym.LEG, long_leg], sym[enums.Sym.LEG, short_leg] = 1.0, -1.0
         sym[enums.Sym.PARTNER, long_leg], sym[enums.Sym.PARTNER, short_leg] = (
             short_leg, long_leg)
     holdings = np.array([layout.amounts.get(s, 0.0) for s in symbols], dtype=np.float64)
-    if callback is not None:
-        targets = np.empty((0, run_market.n_symbols))
-        has_target = np.zeros(run_market.n_bars, dtype=np.bool_)
-    else:
-        targets, has_target = target_arrays(orders, layout, cache)
-    trading = enums.Trading(targets, has_target, np.int64(target_kind), np.int64(fill_at),
-                            float(slippage), bool(config.reduce_to_fit))
-    inputs = KernelInputs(
-        bars=bars, trading=trading, path=int(path), versions=versions,
-        mode=mode, sym=np.ascontiguousarray(sym), initial_balance=float(balance),
-        holdings=holdings,
-        record_positions=bool(config.record_positions or config.record_margins),
-        fill_rows=fill_rows(has_target, run_market.n_symbols), funding_rows=n_funding,
-        callback=callback_inputs, record_margins=bool(config.record_margins))
-    return PreparedRun(market=run_market, config=config, venue=venue, inputs=inputs,
-                       margin_mode=mode.copy(), leverage=leverage, specs=specs,
-                       callback=callback, warnings=found)
+    setup = _Setup(venue, layout, mode, leverage, int(target_kind), int(fill_at), int(path),
+                   float(config.initial_balance), float(config.slippage), versions, bars,
+                   n_funding, specs, found, np.ascontiguousarray(sym), holdings)
+    if len(cache.setups) >= 4096:
+        cache.setups.clear()
+    # (the configuration and market kept alive with it: their ids stay their own)
+    cache.setups[key] = (config, market, setup)
+    return setup
 
 
 def _warnings(market: Market, venue: Venue, spot, cache: PrepareCache) -> tuple[str, ...]:

@@ -48,8 +48,8 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
         rates = given[:, i]
         paying = rates == rates
         rows, rates = funding_rows[paying], rates[paying]
-        if not len(rows):
-            continue
+        if not len(rows) or np.abs(rates).max() <= _narrowest_bound(venue, symbol):
+            continue  # (inside every version's bounds: no version needs looking up)
         # the bounds of each version of the symbol's rules, and the version of each rate
         starts = [0, *version_bars(venue, market, [symbol])]
         specs = [venue.spec(symbol, pd.Timestamp(int(index[a]), tz="UTC")) for a in starts]
@@ -74,6 +74,17 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
                 "rates are decimal fractions per funding interval (0.0001 = 0.01%): check the "
                 "funding data")
     return out
+
+
+def _narrowest_bound(venue: Venue, symbol: str) -> float:
+    """The smallest bound on |funding rate| of any version of ``symbol``'s rules: a rate
+    within it is within the bounds in force whenever it was paid."""
+    bounds = [FUNDING_SANITY]
+    for spec in venue.table_of(symbol)[1]:
+        bounds.append(FUNDING_SANITY if spec.funding_rate_cap is None else spec.funding_rate_cap)
+        bounds.append(FUNDING_SANITY if spec.funding_rate_floor is None
+                      else -spec.funding_rate_floor)
+    return min(bounds)
 
 
 @njit(cache=True)

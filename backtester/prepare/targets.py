@@ -53,17 +53,23 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
                 f"targets have column(s) {unknown} that are not market symbols "
                 f"({', '.join(market.symbols)})"
             )
-        twice = targets.columns[targets.columns.duplicated()]
-        if len(twice):
+        columns = list(targets.columns)
+        if len(set(columns)) < len(columns):
+            twice = targets.columns[targets.columns.duplicated()]
             raise ValueError(f"targets have the column {twice[0]!r} more than once; give each "
                              "symbol one column")
-        text = [c for c in targets.columns if not (pd.api.types.is_numeric_dtype(targets[c])
-                                                   and not pd.api.types.is_bool_dtype(targets[c]))]
+        dtypes = list(targets.dtypes)
+        text = [c for c, dtype in zip(columns, dtypes, strict=True)
+                if not (pd.api.types.is_numeric_dtype(dtype)
+                        and not pd.api.types.is_bool_dtype(dtype))]
         if text:
             raise ValueError(f"targets column {text[0]!r} holds {targets[text[0]].dtype} values, "
                              "not numbers (NaN = leave the position as it is)")
         index = targets.index
-        if isinstance(index, pd.DatetimeIndex):
+        if _on_the_bars(index, market) and all(d == np.float64 for d in dtypes):
+            # (a strategy's frame on the market's own bars: no alignment to do)
+            positions = slice(None)
+        elif isinstance(index, pd.DatetimeIndex):
             index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
             if index.has_duplicates:
                 twice = index[index.duplicated()]
@@ -85,8 +91,12 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
                 f"targets need a DatetimeIndex or exactly {market.n_bars} rows, got {len(index)}"
             )
         out = np.full(shape, np.nan)
-        for column in targets.columns:
-            out[positions, market.symbol_index(column)] = targets[column].to_numpy(dtype=float)
+        if isinstance(positions, slice):
+            out[:, [market.symbol_index(c) for c in columns]] = targets.to_numpy(np.float64)
+        else:
+            for column in columns:
+                out[positions, market.symbol_index(column)] = targets[column].to_numpy(
+                    dtype=float)
         array = out
     else:
         try:
@@ -122,3 +132,12 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
                     f"hedge-mode {side} leg keeps its side), got {array[t, i]:g} at bar {t} "
                     f"({market.timestamps[t]})")
     return c_float(array, 2, "targets")
+
+
+def _on_the_bars(index, market: Market) -> bool:
+    """Whether a frame's index is the market's bars, one row each, in order (UTC times)."""
+    if not isinstance(index, pd.DatetimeIndex) or len(index) != market.n_bars:
+        return False
+    if index.tz is None or str(index.tz) != "UTC" or index.dtype != "datetime64[ns, UTC]":
+        return False
+    return bool(np.array_equal(index.asi8, market.index))

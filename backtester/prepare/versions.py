@@ -41,13 +41,11 @@ def version_bars(venue: Venue, market: Market, symbols) -> list[int]:
 
     A version dated ``valid_from`` applies from the first bar opening at or after it.
     """
-    starts = {r.valid_from.value for r in venue.rule_history if r.valid_from is not None}
-    for symbol in symbols:
-        for spec in venue.table_of(symbol)[1]:
-            if spec.valid_from is not None:
-                starts.add(spec.valid_from.value)
+    starts = venue.version_starts(symbols)
+    if not starts:
+        return []
     index = market.index
-    bars = {int(np.searchsorted(index, ns, side="left")) for ns in starts}
+    bars = set(np.searchsorted(index, np.array(starts, dtype=np.int64), side="left").tolist())
     return sorted(b for b in bars if 0 < b < len(index))
 
 
@@ -140,7 +138,8 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float):
     at = [pd.Timestamp(int(market.index[b]), tz="UTC") if market.n_bars else None for b in bars]
     versions = [_symbol_arrays(venue, names, flat, when, spot_fee) for when in at]
     width = max(v[0].shape[2] for v in versions)
-    versions = [(np.pad(tiers, ((0, 0), (0, 0), (0, width - tiers.shape[2])), mode="edge"),
+    versions = [(tiers if tiers.shape[2] == width else
+                 np.pad(tiers, ((0, 0), (0, 0), (0, width - tiers.shape[2])), mode="edge"),
                  *rest) for tiers, *rest in versions]
     if layout.held:
         versions = _discount_tables(venue, at[0], market.symbols, layout.held, versions)

@@ -3,8 +3,9 @@
 ``sweep(market, strategy, grid)`` runs every combination and returns one
 summary row per run (parameters, the figures of ``Result.summary()``,
 liquidations, worst margin ratio), writing them as a parquet dataset as runs
-finish. Three backends: in-process (one numba-parallel call per chunk of runs
-sharing a market window: the fast path), a local process pool, and Dask.
+finish. Three backends: in-process (the runs of a chunk that share a market window
+shared out over threads of compiled code while the next chunk is prepared: the fast
+path), a local process pool, and Dask.
 
     >>> from backtester import load_market
     >>> from backtester.sweep import sweep

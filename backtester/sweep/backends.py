@@ -14,6 +14,7 @@ import multiprocessing
 import pickle
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
@@ -29,16 +30,29 @@ Chunks = Iterable[list[Run]]
 
 def run_inprocess(market: Market, strategy, chunks: Chunks, *, equity: bool,
                   workers: int | None = None) -> Iterator[tuple[list[Run], ChunkOutput]]:
-    """Chunks one after another here, each one numba-parallel call over ``workers`` threads."""
+    """Chunks in this process, on ``workers`` threads (default: numba's thread count, one per
+    core): each batch call's runs shared out over the threads, each share one call of the
+    compiled one-thread batch, which releases the GIL. So while they run, this thread
+    prepares the next chunk (its strategy calls, its runs' inputs) and the sweep writes the
+    last one's rows: Python's part of a sweep runs beside the compiled part, not between.
+    At most two chunks are in flight."""
     runner = ChunkRunner(market, strategy)
-    threads = numba.get_num_threads()
-    if workers:
-        numba.set_num_threads(min(int(workers), numba.config.NUMBA_NUM_THREADS))
-    try:
+    n_threads = max(1, int(workers) if workers else numba.get_num_threads())
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="sweep") as threads:
+        previous = None
         for runs in chunks:
-            yield runs, runner.run_chunk(runs, equity=equity, parallel=True)
-    finally:
-        numba.set_num_threads(threads)
+            try:
+                started = runner.start_chunk(runs, equity=equity, threads=threads,
+                                             n_threads=n_threads)
+            except BaseException:  # (Ctrl-C while preparing: the chunk before it is done)
+                if previous is not None:
+                    yield previous[0], runner.finish_chunk(previous[1])
+                raise
+            if previous is not None:
+                yield previous[0], runner.finish_chunk(previous[1])
+            previous = (runs, started)
+        if previous is not None:
+            yield previous[0], runner.finish_chunk(previous[1])
 
 
 # --- a local process pool -------------------------------------------------------------------
@@ -72,9 +86,8 @@ def run_processes(market: Market, strategy, chunks: Chunks, *, equity: bool,
     recorded as failed and the sweep goes on (``isolation``).
     """
     workers = int(workers or multiprocessing.cpu_count())
-    warm_up_serial()
     yield from run_pool(market, strategy, chunks, equity=equity, workers=max(1, workers),
-                        run_timeout=run_timeout)
+                        run_timeout=run_timeout, warm_up=warm_up_serial)
 
 
 # --- Dask distributed ------------------------------------------------------------------------

@@ -24,7 +24,9 @@ from .storage import CORRUPT_DIR, SweepStore, column_kinds, conform, equity_fram
 
 # distinct target arrays of one chunk stay under this many bytes (they are (T, N) float64)
 TARGETS_BUDGET = 500 * 2**20
-DEFAULT_CHUNK = {"inprocess": 1024, "processes": 128, "dask": 128}
+# (a pool's chunk costs the sweep's process a few ms of pickling and pandas: 256 runs keep
+# that small next to the chunk's work, and the last chunks short enough to share out)
+DEFAULT_CHUNK = {"inprocess": 1024, "processes": 256, "dask": 128}
 
 
 def sweep(
@@ -75,8 +77,9 @@ def sweep(
       (``retry_failed=True`` reruns the failed ones), so an interrupted sweep resumes.
       A file there that cannot be read is refused, named; ``repair=True`` moves such
       files to ``out/_corrupt/`` and runs their runs again.
-    - ``backend``: ``"inprocess"`` (one numba-parallel call per chunk: fastest on
-      one machine), ``"processes"`` (a local process pool of ``workers``) or
+    - ``backend``: ``"inprocess"`` (each chunk's runs shared out over ``workers``
+      threads of compiled code, the next chunk prepared meanwhile: fastest on one
+      machine), ``"processes"`` (a local process pool of ``workers``) or
       ``"dask"`` (a ``client``, the scheduler at ``scheduler``, or a local cluster).
       The last two run chunks in worker processes, so a run whose strategy kills its
       process (``os._exit``, a segmentation fault, the out-of-memory killer) is recorded
@@ -225,7 +228,9 @@ def _check_inputs(market: Market, plan: Grid) -> dict:
 
 def _chunk_size(chunk_size: int | None, backend: str, market: Market) -> int:
     """Runs per chunk: the backend's default, so that its distinct targets fit the budget."""
-    cap = max(1, TARGETS_BUDGET // max(1, 8 * market.n_bars * market.n_symbols))
+    # (in-process, a chunk is prepared while the one before it runs: two share the budget)
+    budget = TARGETS_BUDGET // 2 if backend == "inprocess" else TARGETS_BUDGET
+    cap = max(1, budget // max(1, 8 * market.n_bars * market.n_symbols))
     if chunk_size is not None:
         if int(chunk_size) != chunk_size or chunk_size < 1:
             raise ValueError(f"chunk_size is a whole number of runs >= 1, got {chunk_size}")

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -32,6 +33,7 @@ from .grid import RUN_OPTIONS, Run
 
 # run options that a run's ``RunConfig`` reports back to the summary table
 CONFIG_OPTIONS = tuple(name for name in RUN_OPTIONS if name != "window")
+OPTION_TAGS = tuple(f"o:{name}" for name in CONFIG_OPTIONS)  # (a Run's keys of its options)
 
 
 @dataclass
@@ -124,6 +126,7 @@ class ChunkRunner:
         self.cache = PrepareCache()
         self._windows: dict = {}
         self._orders: OrderedDict = OrderedDict()
+        self._configs: dict = {}
 
     def window(self, window) -> Market:
         if window not in self._windows:
@@ -141,9 +144,10 @@ class ChunkRunner:
             self._orders.move_to_end(key)
         else:
             try:
+                params = (strategy_params(self.strategy, r) if self.takes_leverage
+                          else dict(r.params))  # (no signature to look at per parameter set)
                 self._orders[key] = strategy_orders(self.strategy,
-                                                    self.window(r.options["window"]),
-                                                    strategy_params(self.strategy, r))
+                                                    self.window(r.options["window"]), params)
             except Exception as exc:  # a strategy's failure is that run's failure
                 self._orders[key] = exc
             while len(self._orders) > self.ORDERS_KEPT:
@@ -153,12 +157,32 @@ class ChunkRunner:
             raise found
         return found
 
-    def prepare(self, r: Run) -> tuple[PreparedRun, RunConfig]:
-        """Run r through ``prepare_run``, as ``run()`` would prepare it (raises if invalid)."""
+    def config(self, r: Run, plan_options: dict) -> tuple[RunConfig, dict]:
+        """Run r's ``RunConfig`` over its strategy plan's options, and the options it reports:
+        one object for every run with the same options and plan options (most runs of a
+        grid differ only in strategy parameters), so that it is built and checked once."""
+        # (most strategies set no options: all their runs share the empty plan's entries)
+        texts = tuple(map(r.keys.get, OPTION_TAGS))
+        if None in texts:  # (a run made by hand: its options' texts made now)
+            texts = tuple(r.key(tag) if tag[2:] in r.options else None for tag in OPTION_TAGS)
+        key = (id(plan_options) if plan_options else None, r.given, texts)
+        found = self._configs.get(key)
+        if found is None or (plan_options and found[0] is not plan_options):
+            config = r.config(plan_options, record_positions=False, record_margins=False)
+            options = {name: getattr(config, name) for name in CONFIG_OPTIONS}
+            if len(self._configs) >= 4096:
+                self._configs.clear()
+            # (the plan options kept alive with it: their id stays their own)
+            found = self._configs[key] = (plan_options, config, options)
+        return found[1], found[2]
+
+    def prepare(self, r: Run) -> tuple[PreparedRun, dict]:
+        """Run r through ``prepare_run``, as ``run()`` would prepare it (raises if invalid);
+        with the options it ran with."""
         market = self.window(r.options["window"])
         orders, plan_options = self.orders(r)
-        config = r.config(plan_options, record_positions=False, record_margins=False)
-        return prepare_run(market, orders, config, self.cache), config
+        config, options = self.config(r, plan_options)
+        return prepare_run(market, orders, config, self.cache), options
 
     # --- a chunk ---------------------------------------------------------------------------
 
@@ -170,26 +194,44 @@ class ChunkRunner:
         preparation (its strategy's call) with its callback, and a batch call of n runs
         (what a time limit per run is measured against).
         """
+        return self.finish_chunk(self.start_chunk(runs, equity=equity, parallel=parallel,
+                                                  on_step=on_step))
+
+    def start_chunk(self, runs: list[Run], *, equity: bool = False, parallel: bool = True,
+                    on_step: Callable[[int], object] | None = None,
+                    threads: ThreadPoolExecutor | None = None, n_threads: int = 1
+                    ) -> StartedChunk:
+        """Prepare ``runs`` (and run those with a callback); then their batch calls: here (as
+        ``run_chunk``), or, given ``threads``, started on ``n_threads`` of them, each a share
+        of a batch's runs through the compiled one-thread batch (which releases the GIL:
+        this thread goes on with the next chunk meanwhile). ``finish_chunk`` collects them."""
         step = on_step or (lambda n: None)
         out = ChunkOutput.empty(runs, equity)
         groups: dict = {}
         for k, r in enumerate(runs):
             step(1)
             try:
-                prepared, config = self.prepare(r)
+                prepared, options = self.prepare(r)
             except Exception as exc:
                 out.errors[k] = _error(exc)
                 continue
-            out.options[k] = {name: getattr(config, name) for name in CONFIG_OPTIONS}
+            out.options[k] = options
             if prepared.callback is not None:
                 self._run_callback(k, prepared, out, equity)
                 continue
             inputs = prepared.inputs
             groups.setdefault((id(inputs.bars), id(inputs.versions)), []).append((k, prepared))
+        calls = []
         for members in groups.values():
             step(len(members))
-            self._run_batch(members, out, equity, parallel, step)
-        return out
+            calls.append(self._start_batch(members, equity, parallel, threads, n_threads))
+        return StartedChunk(out, calls, equity, step)
+
+    def finish_chunk(self, started: StartedChunk) -> ChunkOutput:
+        """The chunk's output, once its batch calls are done (see ``start_chunk``)."""
+        for call in started.calls:
+            self._finish_batch(call, started.output, started.equity, started.step)
+        return started.output
 
     def _run_callback(self, k: int, prepared: PreparedRun, out: ChunkOutput, equity: bool):
         """A run with a strategy callback, through ``engine.driver`` as ``run()`` runs it."""
@@ -217,6 +259,13 @@ class ChunkRunner:
     def _run_batch(self, members: list, out: ChunkOutput, equity: bool, parallel: bool,
                    step: Callable[[int], object]):
         """Runs that share their market and rules and trade targets: one compiled call."""
+        self._finish_batch(self._start_batch(members, equity, parallel, None, 1), out, equity,
+                           step)
+
+    def _start_batch(self, members: list, equity: bool, parallel: bool,
+                     threads: ThreadPoolExecutor | None, n_threads: int) -> BatchCall:
+        """The batch call of ``members``: made here (``threads`` None), or started on
+        ``threads``."""
         first = members[0][1]
         stack: dict = {}  # id of a target array -> its row in the stack
         arrays = []
@@ -247,15 +296,35 @@ class ChunkRunner:
         summary = np.full((len(members), batch.N_METRICS), np.nan)
         curves = np.empty((len(members) if equity else 0, bars.open.shape[0]))
         args = (bars, versions, runs, float(first.market.bars_per_year), summary, curves)
+        call = BatchCall(members, summary, curves)
+        if threads is not None:
+            shares = min(n_threads, len(members))  # run w, w + shares, w + 2 shares...
+            call.pending = [threads.submit(batch.run_batch_serial, w, shares, *args)
+                            for w in range(shares)]
+            return call
         try:
             if parallel and len(members) > 1:
-                threads = min(numba.get_num_threads(), len(members))
-                batch.run_batch_parallel(threads, *args)
+                threads_used = min(numba.get_num_threads(), len(members))
+                batch.run_batch_parallel(threads_used, *args)
             else:
                 batch.run_batch_serial(0, 1, *args)
         except Exception as exc:
+            call.error = exc
+        return call
+
+    def _finish_batch(self, call: BatchCall, out: ChunkOutput, equity: bool,
+                      step: Callable[[int], object]):
+        """The rows of a batch call: its metrics (and curves), or, if it raised, its runs
+        again one by one, so that one failure stays one failed row."""
+        for future in call.pending:
+            try:
+                future.result()
+            except Exception as exc:
+                call.error = call.error or exc
+        members = call.members
+        if call.error is not None:
             if len(members) == 1:
-                out.errors[members[0][0]] = _error(exc)
+                out.errors[members[0][0]] = _error(call.error)
                 return
             # find the culprit: every run alone, so that one failure stays one failed row
             for member in members:
@@ -263,9 +332,31 @@ class ChunkRunner:
                 self._run_batch([member], out, equity, False, step)
             return
         for j, (k, _) in enumerate(members):
-            out.metrics[k] = summary[j]
+            out.metrics[k] = call.summary[j]
             if equity:
-                out.equity[k] = curves[j].copy()
+                out.equity[k] = call.curves[j].copy()
+
+
+@dataclass
+class BatchCall:
+    """A batch call of a chunk: its runs (``(k, PreparedRun)``), its outputs, and its thread
+    pool tasks while they run (or the error it raised)."""
+
+    members: list
+    summary: np.ndarray
+    curves: np.ndarray
+    pending: list = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass
+class StartedChunk:
+    """A chunk prepared and its batch calls started (``ChunkRunner.start_chunk``)."""
+
+    output: ChunkOutput
+    calls: list[BatchCall]
+    equity: bool
+    step: Callable[[int], object]
 
 
 def warm_up_serial() -> None:

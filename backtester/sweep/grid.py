@@ -281,15 +281,30 @@ class Grid:
             # each value's JSON text once, not once per run: ids of 100,000 runs stay cheap
             axes = [list(zip(values, map(value_key, values), strict=True))
                     for _, _, values, _ in part]
-            for combo in itertools.product(*axes):
-                params = {}
-                options = {}
-                keys = {}
-                for name, tag, opt, (value, key) in zip(names, tags, is_option, combo,
-                                                        strict=True):
-                    (options if opt else params)[name] = value
-                    keys[tag] = key
-                yield Run(_hash(self.strategy, keys), params, options, keys, given)
+            # the id's text, line by line in the order of the sorted tags (_hash), each line
+            # made once per value; the axes of one value fixed once: a run then costs three
+            # dict copies, the lines of its swept axes, one join and one sha256
+            place = {j: k + 1 for k, j in enumerate(sorted(range(len(tags)),
+                                                           key=tags.__getitem__))}
+            lines = [["" if _LATER_OPTIONS.get(tags[j]) == key else f"{tags[j]}={key}"
+                      for _, key in axes[j]] for j in range(len(tags))]
+            base_params = {n: axes[j][0][0] for j, n in enumerate(names) if not is_option[j]}
+            base_options = {n: axes[j][0][0] for j, n in enumerate(names) if is_option[j]}
+            base_keys = {tag: axes[j][0][1] for j, tag in enumerate(tags)}
+            base_text = [self.strategy] + [""] * len(tags)
+            for j in range(len(tags)):
+                base_text[place[j]] = lines[j][0]
+            swept = [j for j in range(len(axes)) if len(axes[j]) > 1]
+            for combo in itertools.product(*(range(len(axes[j])) for j in swept)):
+                params, options = base_params.copy(), base_options.copy()
+                keys, text = base_keys.copy(), base_text.copy()
+                for j, c in zip(swept, combo, strict=True):
+                    value, key = axes[j][c]
+                    (options if is_option[j] else params)[names[j]] = value
+                    keys[tags[j]] = key
+                    text[place[j]] = lines[j][c]
+                digest = hashlib.sha256("\n".join(filter(None, text)).encode()).hexdigest()
+                yield Run(digest[:20], params, options, keys, given)
 
     def param_names(self) -> list[str]:
         """The strategy parameters the grid sets, in order of first appearance."""

@@ -20,7 +20,7 @@ import pickle
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
@@ -104,11 +104,19 @@ def pickled(obj, strategy) -> bytes:
 
 
 def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: bool,
-             workers: int, run_timeout: float | None
+             workers: int, run_timeout: float | None, warm_up: Callable[[], object] | None = None
              ) -> Iterator[tuple[list[Run], ChunkOutput]]:
     """Chunks on ``workers`` worker processes; yields ``(runs, output)`` per chunk as it
-    completes. At most two chunks per worker are open at a time."""
+    completes. At most two chunks per worker are open at a time.
+
+    ``warm_up``: called here once the first workers are starting (they import meanwhile);
+    they receive the market, and load the compiled code, only when it has returned (so
+    that, with an empty numba cache, they load what it compiled instead of each
+    compiling it)."""
     payload = _payload(market, strategy)
+    gate = threading.Event()
+    if warm_up is None:
+        gate.set()
     starts = StartFailures()
     pool: list[Worker] = []
     queue: deque[Task] = deque()
@@ -127,7 +135,12 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
                     open_groups += 1
             if exhausted and not queue and all(w.task is None for w in pool):
                 break
-            _assign(pool, queue, payload, workers, equity, run_timeout)
+            _assign(pool, queue, payload, workers, equity, run_timeout, gate)
+            if not gate.is_set():
+                try:
+                    warm_up()
+                finally:
+                    gate.set()
             touched: dict[int, Group] = {}
             deadlines = [w.deadline for w in pool if w.deadline is not None]
             ready = set(wait([w.inbox for w in pool], _until(min(deadlines, default=None))))
@@ -161,6 +174,7 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
                     yield group.runs, group.output
         clean = True
     finally:
+        gate.set()  # (no sending thread left waiting)
         for worker in pool:
             if clean:
                 worker.stop()
@@ -169,7 +183,7 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
 
 
 def _assign(pool: list[Worker], queue: deque[Task], payload: bytes, size: int, equity: bool,
-            run_timeout: float | None) -> None:
+            run_timeout: float | None, gate: threading.Event | None = None) -> None:
     """Give queued tasks to idle workers; start workers while tasks wait and there is room.
 
     A task that must run in a fresh worker takes one that has run nothing (an idle worker
@@ -193,7 +207,7 @@ def _assign(pool: list[Worker], queue: deque[Task], payload: bytes, size: int, e
             spare.stop()
             pool.remove(spare)
     while waiting > 0 and len(pool) < size:
-        pool.append(Worker(payload))
+        pool.append(Worker(payload, gate))
         waiting -= 1
 
 

@@ -125,9 +125,11 @@ def summary_frame(runs: list[Run], metrics: np.ndarray, errors: list, kinds: dic
         else:
             source = [r.params.get(name) for r in runs]
         columns[name] = _column(source, kind)
+    windows = [r.options["window"] for r in runs]
+    position = {w: i for i, w in enumerate(dict.fromkeys(windows))}  # (each converted once)
+    where = np.array([position[w] for w in windows], dtype=np.int64)
     for k, end in enumerate(("window_start", "window_end")):
-        columns[end] = pd.to_datetime([r.options["window"][k] for r in runs],
-                                      utc=True).as_unit("ns")
+        columns[end] = pd.to_datetime([w[k] for w in position], utc=True).as_unit("ns")[where]
     for j, name in enumerate(METRICS):
         values = metrics[:, j]
         columns[name] = (pd.array(np.where(np.isnan(values), None, values), dtype="Int64")

@@ -106,7 +106,7 @@ def timeout_reason(run_timeout: float) -> str:
 class Worker:
     """One child process and the chunk it is running (parent side)."""
 
-    def __init__(self, payload: bytes):
+    def __init__(self, payload: bytes, gate: threading.Event | None = None):
         to_child, from_parent = os.pipe()  # (read end, write end)
         from_child, to_parent = os.pipe()
         argv = [sys.executable, "-c", BOOT, json.dumps(sys.path), str(to_child), str(to_parent),
@@ -134,9 +134,13 @@ class Worker:
         preparation.pop("authkey", None)  # for multiprocessing's own connections: none here
         preparation[STRATEGY_FILES] = dict(FILE_MODULES)  # (--strategy path.py:NAME)
         preparation = pickle.dumps(preparation)
-        threading.Thread(target=self._send, args=(preparation, payload), daemon=True).start()
+        # (``gate``: sent once it is set, while the child imports)
+        threading.Thread(target=self._send, args=(gate, preparation, payload),
+                         daemon=True).start()
 
-    def _send(self, *messages: bytes) -> None:
+    def _send(self, gate: threading.Event | None, *messages: bytes) -> None:
+        if gate is not None:
+            gate.wait()
         with contextlib.suppress(OSError, ValueError):  # the child died or was stopped
             for message in messages:
                 self.outbox.send_bytes(message)

@@ -79,6 +79,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from stat import S_ISREG
 
 from .files import apply_overrides, read_venue
 from .models import MarginModel
@@ -114,6 +115,7 @@ __all__ = [
 ]
 
 _HERE = Path(__file__).parent
+_HERE_TEXT = str(_HERE)
 
 
 def list_venues() -> list[str]:
@@ -153,7 +155,7 @@ def load_venue(name_or_path: str | Path | Venue = "binance_usdm",
     if isinstance(name_or_path, Venue):
         venue = name_or_path
     elif isinstance(name_or_path, str | os.PathLike):
-        venue = _read_cached(_resolve(name_or_path))
+        venue = _venue_file(name_or_path)
     else:
         raise ValueError(f"venue={name_or_path!r}: give a built-in venue name (e.g. "
                          "'binance_usdm'), the path of a .toml venue file or a Venue")
@@ -181,14 +183,27 @@ _READ: dict[tuple[str, int, int], Venue] = {}  # (path, mtime, size) -> the file
 _MADE: dict[tuple, tuple[Venue, Venue]] = {}  # (base id, overrides, stand-ins) -> the result
 
 
-def _read_cached(path: Path) -> Venue:
+def _venue_file(name_or_path: str | os.PathLike) -> Venue:
+    """The venue of a built-in name or a TOML path (``_read_cached``)."""
+    if isinstance(name_or_path, str) and "/" not in name_or_path:  # a built-in venue?
+        built_in = os.path.join(_HERE_TEXT, f"{name_or_path}.toml")
+        try:
+            stat = os.stat(built_in)
+        except (OSError, ValueError):
+            stat = None
+        if stat is not None and S_ISREG(stat.st_mode):
+            return _read_cached(built_in, stat)
+    path = _resolve(name_or_path)
+    return _read_cached(str(path), path.stat())
+
+
+def _read_cached(path: str, stat: os.stat_result) -> Venue:
     """The venue of a TOML file, parsed once while the file is unchanged (a venue is frozen:
     runs share it; a file edited since, by time or size, is read again)."""
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = (path, stat.st_mtime_ns, stat.st_size)
     venue = _READ.get(key)
     if venue is None:
-        venue = read_venue(path)
+        venue = read_venue(Path(path))
         if len(_READ) >= 64:  # venue files a session reads: a handful
             _READ.clear()
         _READ[key] = venue

@@ -93,24 +93,48 @@ def unknown_symbol_message(venue: Venue, symbol: str, name: str) -> str:
         f"'{some}'}} (CLI --stand-in {name}={some})")
 
 
-def _in_force(versions: Sequence, at: pd.Timestamp | None, what: str):
-    """The version in force at ``at`` (versions sorted by ``valid_from``; None = latest)."""
+def _find_in_force(versions: Sequence, at: pd.Timestamp | None):
+    """``(version, early)``: the version in force at ``at`` (versions sorted by
+    ``valid_from``; None = latest); ``early`` when ``at`` is before the first, which then
+    stands in."""
     if at is None:
-        return versions[-1]
+        return versions[-1], False
     current = None
     for version in versions:
         if version.valid_from is None or version.valid_from <= at:
             current = version
     if current is None:
-        current = versions[0]
-        # a fixed text and location (stacklevel=1), so the default filter shows it once
-        warnings.warn(
-            f"{what} before {current.valid_from.date()}; earlier times use that one "
-            f"(add the older table to the venue file)",
-            UserWarning,
-            stacklevel=1,
-        )
+        return versions[0], True
+    return current, False
+
+
+def _warn_early(what: str, first) -> None:
+    """The note that a time before the first version uses that one."""
+    # a fixed text and location (stacklevel=1), so the default filter shows it once
+    warnings.warn(
+        f"{what} before {first.valid_from.date()}; earlier times use that one "
+        f"(add the older table to the venue file)",
+        UserWarning,
+        stacklevel=1,
+    )
+
+
+def _in_force(versions: Sequence, at: pd.Timestamp | None, what: str):
+    """The version in force at ``at`` (versions sorted by ``valid_from``; None = latest)."""
+    current, early = _find_in_force(versions, at)
+    if early:
+        _warn_early(what, current)
     return current
+
+
+def _time_key(at) -> tuple:
+    """A memo key for a time as given (its type too: ``1`` and ``1.0`` convert apart)."""
+    return (type(at), at)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 @dataclass(frozen=True)
@@ -186,6 +210,28 @@ class Venue:
             if name not in history:  # a symbol the venue lists keeps its own table
                 stand_ins[name] = table
         object.__setattr__(self, "stand_ins", stand_ins)
+        object.__setattr__(self, "_memo", {})
+
+    # What a venue resolves (a symbol's spec at a time, the rules and kernel arrays in force)
+    # is memoised on the venue object itself: a venue is frozen, and any other venue (a file
+    # edited and read again, another path, overrides, stand-ins, one built by hand) is
+    # another object with a memo of its own, so one venue never gets another's spec. The
+    # memo is not pickled (a worker process resolves again).
+
+    _MEMO_SIZE = 4096  # entries; a caller asking at every bar of a long market starts over
+
+    def _remember(self, key, value):
+        if len(self._memo) >= self._MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__["_memo"] = {}
 
     def with_stand_ins(self, stand_ins: Mapping[str, str]) -> Venue:
         """This venue with unlisted symbols priced by listed ones' tables, by choice:
@@ -222,17 +268,35 @@ class Venue:
         ``UnknownSymbolError`` when there is neither. A time before the earliest
         version uses the earliest, with a warning.
         """
+        try:
+            key = ("spec", symbol, _time_key(at))
+            found = self._memo.get(key)
+        except TypeError:  # an unhashable time: resolved without the memo
+            key, found = None, None
+        if found is None:
+            found = self._resolve_spec(symbol, at)
+            if key is not None:
+                self._remember(key, found)
+        spec, early = found
+        if early is not None:
+            _warn_early(*early)
+        return spec
+
+    def _resolve_spec(self, symbol: str, at) -> tuple[SymbolSpec, tuple | None]:
+        """``(spec, early)``: ``spec(symbol, at)``, and what to warn of when ``at`` is before
+        the symbol's first version (None otherwise)."""
         name = normalise_symbol(symbol)
         table, versions = self.table_of(symbol)
-        spec = _in_force(versions, to_timestamp(at), f"{self.name} has no {table} tier table")
+        spec, early = _find_in_force(versions, to_timestamp(at))
+        warning = (f"{self.name} has no {table} tier table", spec) if early else None
         if table == name:
-            return spec
+            return spec, warning
         if table != "default":
             # the table and fees stand in; of the order filters only the minimum notional
             # (quote) carries over: a price tick or quantity step is the other coin's
             return dataclasses.replace(spec, symbol=name, stand_in=table, tick_size=0.0,
-                                       qty_step=0.0, min_qty=0.0)
-        return dataclasses.replace(spec, symbol=name)
+                                       qty_step=0.0, min_qty=0.0), warning
+        return dataclasses.replace(spec, symbol=name), warning
 
     def table_of(self, symbol: str) -> tuple[str, tuple[SymbolSpec, ...]]:
         """``(table, versions)``: whose dated tables price ``symbol`` (any spelling): its own,
@@ -259,12 +323,35 @@ class Venue:
             >>> load_venue("kraken_spot").rules()["liquidation_level"]
             0.4
         """
-        when = to_timestamp(at)
-        values = default_rules(self.margin_model)
-        for rule_set in self.rule_history:
-            if when is None or rule_set.valid_from is None or rule_set.valid_from <= when:
-                values.update(rule_set.values)
-        return values
+        key = ("rules", _time_key(at))
+        try:
+            values = self._memo.get(key)
+        except TypeError:
+            key, values = None, None
+        if values is None:
+            when = to_timestamp(at)
+            values = default_rules(self.margin_model)
+            for rule_set in self.rule_history:
+                if when is None or rule_set.valid_from is None or rule_set.valid_from <= when:
+                    values.update(rule_set.values)
+            if key is not None:
+                self._remember(key, values)
+        return dict(values)  # (the caller's to change)
+
+    def version_starts(self, symbols: Iterable[str]) -> tuple[int, ...]:
+        """The times (ns since the epoch, sorted) at which a version of ``symbols``' tables or
+        of the model's rules comes into force (``valid_from`` of each; undated ones left
+        out)."""
+        symbols = tuple(symbols)
+        key = ("starts", symbols)
+        starts = self._memo.get(key)
+        if starts is None:
+            found = {r.valid_from.value for r in self.rule_history if r.valid_from is not None}
+            for symbol in symbols:
+                found.update(spec.valid_from.value for spec in self.table_of(symbol)[1]
+                             if spec.valid_from is not None)
+            starts = self._remember(key, tuple(sorted(found)))
+        return starts
 
     def discount_tiers(self, currency: str, at: Timestamp | None = None) -> DiscountTiers:
         """The discount tiers of a collateral ``currency`` in force at ``at``."""
@@ -289,14 +376,33 @@ class Venue:
     def arrays(self, symbols: Iterable[str], at: Timestamp | None = None) -> VenueArrays:
         """The tiers and fees of ``symbols`` (in that order) at ``at``, as kernel arrays.
 
+        Resolved once per venue, symbols and time: the arrays are shared, hence read-only
+        (copy one to change it).
+
         Example:
             >>> from backtester.venues import load_venue
             >>> a = load_venue("binance_usdm").arrays(["BTC_USDT", "ETH_USDT"])
             >>> a.mmrs.shape, a.n_tiers.tolist()
             ((2, 12), [12, 12])
         """
+        symbols = tuple(symbols)
+        try:
+            key = ("arrays", symbols, _time_key(at))
+            arrays = self._memo.get(key)
+        except TypeError:
+            key, arrays = None, None
+        if arrays is not None:
+            for symbol in symbols:  # (the notes of times before a first table, as before)
+                self.spec(symbol, at)
+            return arrays
         specs = [self.spec(s, at) for s in symbols]
-        return VenueArrays.from_specs(specs, rules=self.kernel_rules(specs, at))
+        arrays = VenueArrays.from_specs(specs, rules=self.kernel_rules(specs, at))
+        if key is not None:
+            arrays = dataclasses.replace(arrays, **{
+                f.name: _read_only(getattr(arrays, f.name)) for f in dataclasses.fields(arrays)
+                if isinstance(getattr(arrays, f.name), np.ndarray)})
+            self._remember(key, arrays)
+        return arrays
 
     def kernel_rules(self, specs: Sequence[SymbolSpec], at: Timestamp | None = None
                      ) -> np.ndarray:
@@ -310,7 +416,16 @@ class Venue:
         """The kernel's account rules (``enums.AccountRule.*``, (N_ACCOUNT_RULES,)) at ``at``: how a
         triggered cross account is closed, spot margin's call and opening levels, and the
         hourly interest on a loan under multi-currency margin."""
-        return self.margin_model.account_rules(self.rules(at))
+        key = ("account_rules", _time_key(at))
+        try:
+            rules = self._memo.get(key)
+        except TypeError:
+            key, rules = None, None
+        if rules is None:
+            rules = self.margin_model.account_rules(self.rules(at))
+            if key is not None:
+                self._remember(key, rules)
+        return rules.copy()  # (the kernel's to write)
 
     def check_leverage(
         self, symbol: str, leverage: float, at: Timestamp | None = None,

@@ -1,0 +1,107 @@
+"""Fixed cost of a run: what ``run()`` costs in Python when the market is tiny (issue 15).
+
+Scenario: the embedded data's first 10 hourly bars x 2 symbols (BTC_USDT, ETH_USDT), long
+BTC and short ETH at 50% of equity each, set at the first bar; one venue and margin mode
+per line (Binance USD-M cross and isolated, Bybit, OKX, Kraken spot margin), leverage 5,
+the default options (positions and liquidation prices recorded). Warm: a first run of each
+configuration compiles (or loads numba's cache) and is not timed; then the median of
+``--repeat`` runs, in microseconds.
+
+    python benchmarks/bench_fixed_cost.py [--repeat 2000] [--profile]
+
+Prints, per configuration, the median time of:
+- ``run()`` end to end: options merged, the run prepared, the kernel, the Result built
+  (the fixed cost of a run); ``+summary``: the same and ``Result.summary()`` (pandas);
+- the stages apart: ``prepare_run`` (venue specs resolved, the kernel's inputs built),
+  the kernel (``execute_prepared``: the compiled loop and its record buffers), building the
+  ``Result`` (``run_prepared`` less the kernel) and its ``summary()``;
+- with ``--profile``: cProfile's top functions (by own time) over the runs of the first
+  configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+from backtester import RunConfig, load_market, run
+from backtester.backtest import execute_prepared, run_prepared
+from backtester.prepare import prepare_run
+
+CONFIGS = [
+    ("binance_usdm", "cross"),
+    ("binance_usdm", "isolated"),
+    ("bybit_linear", "cross"),
+    ("okx_swap", "isolated"),
+    ("kraken_spot", "cross"),
+]
+
+
+def median_us(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def measure(market, targets, options: dict, repeat: int) -> dict:
+    """Median microseconds of run() and of its stages, for one configuration."""
+    config = RunConfig().replace(**options)
+    run(market, targets, **options).summary()  # compile, or load numba's cache
+    prepared = prepare_run(market, targets, config)
+    kernel = median_us(lambda: execute_prepared(prepared), repeat)
+    built = median_us(lambda: run_prepared(prepared), repeat)
+    return {
+        "run()": median_us(lambda: run(market, targets, **options), repeat),
+        "+summary": median_us(lambda: run(market, targets, **options).summary(), repeat),
+        "prepare": median_us(lambda: prepare_run(market, targets, config), repeat),
+        "kernel": kernel,
+        "Result": built - kernel,
+        "summary": median_us(lambda: run_prepared(prepared).summary(), repeat) - built,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2000)
+    parser.add_argument("--bars", type=int, default=10)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")  # notes on tier tables older than the data's dates
+
+    market = load_market().slice(0, args.bars)
+    targets = np.full((market.n_bars, market.n_symbols), np.nan)
+    targets[0] = [0.5, -0.5]
+    print(f"market: {', '.join(market.symbols)}, {market.n_bars} hourly bars; "
+          f"median of {args.repeat} warm runs, microseconds")
+    columns = ("run()", "+summary", "prepare", "kernel", "Result", "summary")
+    print(f"{'venue':<14} {'mode':<9} " + " ".join(f"{c:>8}" for c in columns))
+    for venue, mode in CONFIGS:
+        options = dict(venue=venue, margin_mode=mode, leverage=5, target_kind="equity",
+                       stand_in={"*": "BTCUSDT"} if venue in ("bybit_linear", "okx_swap")
+                       else {})
+        times = measure(market, targets, options, args.repeat)
+        print(f"{venue:<14} {mode:<9} " + " ".join(f"{times[c]:8.0f}" for c in columns))
+
+    if args.profile:
+        venue, mode = CONFIGS[0]
+        options = dict(venue=venue, margin_mode=mode, leverage=5, target_kind="equity")
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(args.repeat):
+            run(market, targets, **options).summary()
+        profile.disable()
+        print(f"\ncProfile of {args.repeat} runs ({venue}, {mode}), by own time:")
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()

@@ -258,3 +258,26 @@ def test_validation_in_blocks_names_the_first_broken_value_of_the_whole_array():
     rate[199_999, 0] = np.inf
     with pytest.raises(DataError, match=r"funding_rate\[199999, 'A'\]: infinite funding rate"):
         Market.from_arrays(["A", "B"], o, o, o, o, funding_rate=rate)
+
+
+def test_sweep_fingerprint_of_a_market_without_funding_hashes_it_without_a_full_copy():
+    # a sweep folder records a hash of the data it ran on; a market given no funding holds
+    # an `absent` (broadcast) series, whose hash must be that of the whole array's bytes (so
+    # folders written before still resume) without making the whole array
+    import hashlib
+    import tracemalloc
+
+    from backtester.sweep.storage import market_fingerprint
+
+    n_bars, n = 200_000, 10
+    close = np.linspace(100.0, 200.0, n_bars * n).reshape(n_bars, n)
+    m = Market.from_arrays([f"S{i}" for i in range(n)], close, close, close, close)
+    digest = hashlib.sha256()
+    for array in (m.index, close, close, np.full((n_bars, n), np.nan)):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    tracemalloc.start()
+    found = market_fingerprint(m)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert found["sha256"] == digest.hexdigest()[:16]
+    assert peak < n_bars * n * 8 / 4  # a full funding array would be 16 MB

@@ -176,11 +176,23 @@ def market_fingerprint(market: Market) -> dict:
     """What identifies the data a sweep ran on (symbols, bars, a hash of prices and times)."""
     digest = hashlib.sha256()
     for array in (market.index, market.close, market.mark_close, market.funding_rate):
-        digest.update(np.ascontiguousarray(array).tobytes())
+        _hash_rows(digest, array)
     first = str(pd.Timestamp(int(market.index[0]), tz="UTC")) if market.n_bars else None
     last = str(pd.Timestamp(int(market.index[-1]), tz="UTC")) if market.n_bars else None
     return {"symbols": list(market.symbols), "bars": market.n_bars, "first": first,
             "last": last, "sha256": digest.hexdigest()[:16]}
+
+
+def _hash_rows(digest, array: np.ndarray, rows: int = 4096) -> None:
+    """Feed ``array``'s bytes in C order to ``digest``, a block of rows at a time: the same
+    hash as its whole ``tobytes()``, without a copy of it (an ``absent`` series, a
+    broadcast view of one number, would otherwise become a full array here)."""
+    if array.size == 0 or array.flags.c_contiguous:
+        digest.update(np.ascontiguousarray(array).tobytes() if array.size == 0 else
+                      memoryview(np.ascontiguousarray(array)).cast("B"))
+        return
+    for start in range(0, array.shape[0], rows):
+        digest.update(np.ascontiguousarray(array[start:start + rows]).tobytes())
 
 
 class CorruptSweepFile(ValueError):

@@ -76,8 +76,9 @@ def pair_legs(symbols: list[str] | None, market=None) -> tuple[str, str]:
 
 def pair_symbols(args) -> list[str]:
     """The default hedged pair's two legs, the only symbols it loads: ``--symbols LONG,SHORT``,
-    else the first two symbols of the folder (``--data``, or the embedded dataset) in the
-    order it lists them (by name), with a note when the folder holds more."""
+    else the folder's (``--data``, or the embedded dataset) BTC and ETH where it holds both
+    (long BTC, short ETH: the pair most researchers start from), else its first two symbols
+    in the order it lists them (by name); with a note when the folder holds more."""
     symbols = names(args.symbols)
     if symbols is not None:
         pair_legs(symbols)
@@ -91,11 +92,23 @@ def pair_symbols(args) -> list[str]:
                          + (f" with {args.timeframe} bars" if args.timeframe else "")
                          + f" ({', '.join(found) or 'none'}); the default hedged pair needs two, "
                          "--symbols LONG,SHORT. Or give --strategy")
+    pair, which = default_pair(found)
     if len(found) > 2:
-        print(f"note: the default hedged pair trades the folder's first two symbols, long "
-              f"{found[0]}, short {found[1]} (of {len(found)}); choose them with "
-              "--symbols LONG,SHORT")
-    return found[:2]
+        print(f"note: the default hedged pair trades the folder's {which}, long {pair[0]}, "
+              f"short {pair[1]} (of {len(found)}); choose them with --symbols LONG,SHORT")
+    return pair
+
+
+def default_pair(symbols: list[str]) -> tuple[list[str], str]:
+    """``([long, short], which)`` of a folder's symbols: its BTC and ETH (the first of each by
+    name, whatever the quote: ``BTC_USDT``, ``BTC/USDT:USDT``), else its first two."""
+    first: dict[str, str] = {}
+    for symbol in symbols:
+        base = symbol.replace("/", "_").split("_")[0].upper()
+        first.setdefault(base, symbol)
+    if "BTC" in first and "ETH" in first:
+        return [first["BTC"], first["ETH"]], "BTC and ETH"
+    return list(symbols[:2]), "first two symbols"
 
 
 def add_market_options(parser, symbols_help: str) -> None:

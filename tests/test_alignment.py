@@ -58,8 +58,8 @@ def test_cli_default_pair_loads_the_folders_first_two_symbols_only(folder, tmp_p
     code, out, err = cli(["run", "--data", str(folder), "--end", "2024-01-02", "--no-plot",
                           "--margin-mode", "cross", "--out", str(tmp_path / "out")], capsys)
     assert code == 0, err
-    assert ("note: the default hedged pair trades the folder's first two symbols, long "
-            "BTC_USDT, short ETH_USDT (of 3)") in out
+    assert ("note: the default hedged pair trades the folder's BTC and ETH, long BTC_USDT, "
+            "short ETH_USDT (of 3)") in out
     assert "SOL_USDT" not in out.replace("(of 3)", "")
     assert "(24 bars, BTC_USDT, ETH_USDT)" in out
 
@@ -174,3 +174,29 @@ def test_a_position_whose_data_end_is_closed_at_its_last_close_with_the_taker_fe
     assert equity.iloc[-1] == pytest.approx(equity.iloc[3])  # flat from then on
     assert any("B_USDT: its data end at" in w and "closed at its last close 104" in w
                for w in result.warnings)
+
+
+def test_cli_default_pair_is_btc_and_eth_where_the_folder_holds_them(tmp_path, capsys):
+    # a folder of four symbols listed ADA, BTC, DOGE, ETH: the pair is long BTC, short ETH,
+    # not the first two by name (ADA, BTC)
+    from backtester.data import make_market, write_market
+
+    m = make_market(48, 4, seed=1)
+    m = type(m).from_arrays(["ADA_USDT", "BTC_USDT", "DOGE_USDT", "ETH_USDT"], m.open, m.high,
+                            m.low, m.close)
+    write_market(m, tmp_path / "data")
+    code, out, err = cli(["run", "--data", str(tmp_path / "data"), "--no-plot",
+                          "--margin-mode", "cross", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert ("note: the default hedged pair trades the folder's BTC and ETH, long BTC_USDT, "
+            "short ETH_USDT (of 4)") in out
+    assert "ADA_USDT" not in out.replace("(of 4)", "")
+
+
+def test_default_pair_without_btc_and_eth_is_the_first_two_by_name():
+    from backtester.cli_common import default_pair
+
+    assert default_pair(["ADA_USDT", "SOL_USDT", "XRP_USDT"]) == (
+        ["ADA_USDT", "SOL_USDT"], "first two symbols")
+    assert default_pair(["BTC/USDT:USDT", "ETH/USDT:USDT", "ADA/USDT:USDT"])[0] == [
+        "BTC/USDT:USDT", "ETH/USDT:USDT"]

@@ -103,27 +103,33 @@ def ours_end_to_end(raw: dict, record_positions: bool = True) -> pd.Series:
     return ours_run(ours_market(raw), raw["targets"], record_positions)
 
 
-def vbt_end_to_end(raw: dict, engine: str = "numba") -> pd.Series:
+def vbt_portfolio(raw: dict, engine: str = "numba"):
     index = pd.date_range("2024-01-01", periods=raw["close"].shape[0], freq="h")
     close = pd.DataFrame(raw["close"], index=index, columns=raw["symbols"])
     size = pd.DataFrame(raw["targets"], index=index, columns=raw["symbols"])
-    portfolio = vbt.Portfolio.from_orders(close, size=size, size_type="targetpercent",
-                                          direction="both", fees=0.0,
-                                          init_cash=INITIAL_BALANCE, cash_sharing=True,
-                                          group_by=True, freq="1h", engine=engine)
-    return portfolio.value()
+    return vbt.Portfolio.from_orders(close, size=size, size_type="targetpercent",
+                                     direction="both", fees=0.0, init_cash=INITIAL_BALANCE,
+                                     cash_sharing=True, group_by=True, freq="1h", engine=engine)
 
 
-def check_run(market: Market, targets: np.ndarray) -> None:
-    """Refuse a configuration under which ours would not compute what vectorbt does."""
-    result = run(market, targets, **OPTIONS)
-    output = result.output
+def vbt_end_to_end(raw: dict, engine: str = "numba") -> pd.Series:
+    return vbt_portfolio(raw, engine).value()
+
+
+def check_runs(market: Market, raw: dict, engine: str) -> None:
+    """Refuse a configuration under which the two would not compute the same thing: ours
+    liquidating, refusing an order or paying funding, or the two filling different orders."""
+    output = run(market, raw["targets"], **OPTIONS).output
     problems = {"liquidations": len(output.liquidations),
                 "rejected orders": len(output.rejections),
                 "funding payments": len(output.funding)}
     bad = {k: v for k, v in problems.items() if v}
     if bad:
         raise SystemExit(f"ours did not run the workload as vectorbt does: {bad}")
+    theirs = vbt_portfolio(raw, engine).orders.count()
+    if len(output.fills) != theirs:
+        raise SystemExit(f"ours filled {len(output.fills):,} orders, vectorbt {theirs:,}")
+    print(f"both filled {theirs:,} orders; ours liquidated nothing, refused nothing")
 
 
 def relative_difference(ours: pd.Series, theirs: pd.Series) -> tuple[float, int]:
@@ -185,7 +191,7 @@ def main() -> None:
           f"vectorbt {warm_vbt:.1f} s")
 
     market = ours_market(raw)
-    check_run(market, raw["targets"])
+    check_runs(market, raw, args.vbt_engine)
     inputs = prepare_run(market, raw["targets"], RunConfig().replace(**OPTIONS)).inputs
     execute(inputs)
 

@@ -25,7 +25,7 @@ Timed, interleaved round by round (each round runs every contender once, in turn
   included) + ``run()`` + ``Result.equity`` (a pandas Series);
 - ``ours market``: ``run()`` + ``Result.equity`` from a Market already built;
 - ``ours kernel``: ``engine.driver.execute`` of inputs prepared beforehand (the compiled
-  loop alone, for reference);
+  loop alone, positions recorded as ``run()`` asks by default, for reference);
 - ``e2e norec`` and ``market norec``: the same with ``record_positions=False``: without the
   (T, N) positions and liquidation prices ``run()`` records by default (vectorbt records
   no such thing; the equity is the same, bit for bit, and checked);
@@ -35,11 +35,14 @@ Timed, interleaved round by round (each round runs every contender once, in turn
 Each is timed by wall clock and by the calling thread's CPU time (both libraries run their
 loops single-threaded in the calling thread; on a shared machine the CPU time moves far
 less than the wall clock); the best of the rounds is reported. Both are warmed up first on
-a small slice: numba compilation (or cache loading) is excluded.
+a small slice: numba compilation (or cache loading) is excluded. The thread's CPU time
+includes system time: the first touch of the fresh memory each run allocates (the Market's
+arrays, the record buffers), which moves with the machine's load more than the rest.
 
     pip install -e ".[bench]"                # vectorbt, pinned
     python benchmarks/bench_vectorbt.py      # 1,000,000 bars x 10 symbols, 5 rounds
-    python benchmarks/bench_vectorbt.py --small
+    python benchmarks/bench_vectorbt.py --small        # 20,000 bars, 3 rounds
+    python benchmarks/bench_vectorbt.py --profile      # + where ours spends its time
 """
 
 from __future__ import annotations

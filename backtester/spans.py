@@ -63,10 +63,13 @@ def data_end_notes(market: Market, fills: np.ndarray, rejections: np.ndarray) ->
         refused = int(np.count_nonzero((rejections["symbol"] == i)
                                        & (rejections["reason"] == Reject.NO_PRICE)
                                        & (rejections["bar"] > t)))
+        last = market.close[t, i]
+        price = (f"at its last close {last:g}" if f["price"] == last else
+                 f"at {f['price']:g}, its last close {last:g} with the run's slippage")
         notes.append(
             f"{market.symbols[i]}: its data end at {fmt_ts(market.index[t])}, before the run's "
             f"last bar ({fmt_ts(market.index[-1])}); its position of {-f['qty']:g} was closed "
-            f"at its last close {f['price']:g} (fill reason data_end, fee {f['fee']:.6g}). "
+            f"{price} (fill reason data_end, fee {f['fee']:.6g}). "
             f"{refused} of its orders after were refused (no_price)" + (
                 ", so the other symbols traded without it (a hedge was one-sided)"
                 if refused else ""))

@@ -200,3 +200,20 @@ def test_default_pair_without_btc_and_eth_is_the_first_two_by_name():
         ["ADA_USDT", "SOL_USDT"], "first two symbols")
     assert default_pair(["BTC/USDT:USDT", "ETH/USDT:USDT", "ADA/USDT:USDT"])[0] == [
         "BTC/USDT:USDT", "ETH/USDT:USDT"]
+
+
+def test_the_close_where_data_end_pays_the_runs_slippage_like_any_order():
+    from backtester import run
+
+    targets = np.full((6, 2), np.nan)
+    targets[0, 1] = 10.0  # 10 B long, filled at bar 1's open 101 (+0.1%: 101.101)
+    with pytest.warns(DataWarning, match="B_USDT: its data end at"):
+        result = run(ending_market(), targets, target_kind="units", venue="flat", leverage=5,
+                     margin_mode="cross", initial_balance=10_000.0, slippage=0.001)
+    buy, close = result.fills.iloc[0], result.fills.iloc[1]
+    assert buy["price"] == pytest.approx(101 * 1.001, rel=1e-12)
+    # a sell of 10 at the last close 104 with 0.1% slippage: 104 x 0.999 = 103.896
+    assert close["reason"] == "data_end" and close["price"] == pytest.approx(103.896, rel=1e-12)
+    assert close["realized_pnl"] == pytest.approx(10 * (103.896 - 101.101), rel=1e-9)
+    assert any("closed at 103.896, its last close 104 with the run's slippage" in w
+               for w in result.warnings)

@@ -70,8 +70,8 @@ COUNT_METRICS = ("liquidations", "liquidated_positions", "margin_calls", "fills"
 # liquidated_positions counts a position once per event, not its cut and close twice.
 # 4: a position on a symbol whose data end before the market's last bar is closed at its
 # last close (fill reason data_end), no longer left open at that price: runs on such data
-# report other fills, fees and equity.)
-FIGURES_VERSION = 4
+# report other fills, fees and equity. 5: that close pays the run's slippage, like any order.)
+FIGURES_VERSION = 5
 M_FINAL_EQUITY = 0
 M_TOTAL_RETURN = 1
 M_MAX_DRAWDOWN = 2

@@ -264,17 +264,19 @@ def next_data_end(ends, first):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def close_data_ends(t, now, price, ends, book, records):
+def close_data_ends(t, now, price, ends, slippage, book, records):
     """Close, at ``price`` (the bar's close), every position of a column whose data end at
-    bar t: a fill with reason ``FillReason.DATA_END`` and the taker fee (collateral coins
-    are kept: they are not traded by orders)."""
+    bar t: a market order like any other (the run's ``slippage``, on the venue's tick),
+    a fill with reason ``FillReason.DATA_END`` and the taker fee (collateral coins are
+    kept: they are not traded by orders)."""
     state = book.state
     for i in range(state.shape[1]):
         q = state[State.QTY, i]
         if ends[i] != t or q == 0.0 or book.mode[i] == Mode.COLLATERAL:
             continue
         before = records.counts[Count.FILLS]
-        execute_order(t, now, i, -q, price[i], False, book, records)
+        fill = slipped_price(price[i], -q, slippage, book.sym[Sym.TICK_SIZE, i])
+        execute_order(t, now, i, -q, fill, False, book, records)
         if records.counts[Count.FILLS] > before:
             records.fills[before]["reason"] = FillReason.DATA_END
 

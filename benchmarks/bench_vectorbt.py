@@ -25,10 +25,12 @@ Timed, interleaved round by round (each round runs every contender once, in turn
   included) + ``run()`` + ``Result.equity`` (a pandas Series);
 - ``ours market``: ``run()`` + ``Result.equity`` from a Market already built;
 - ``ours kernel``: ``engine.driver.execute`` of inputs prepared beforehand (the compiled
-  loop alone, positions recorded as ``run()`` asks by default, for reference);
-- ``e2e norec`` and ``market norec``: the same with ``record_positions=False``: without the
-  (T, N) positions and liquidation prices ``run()`` records by default (vectorbt records
-  no such thing; the equity is the same, bit for bit, and checked);
+  loop alone, as ``run()`` runs it by default: no per-bar record of positions, for
+  reference);
+- ``e2e rec`` and ``market rec``: the same with ``record_positions=True``: with the (T, N)
+  positions and liquidation prices recorded at every bar (vectorbt records no such thing;
+  a default run rebuilds positions from its fills; the equity is the same, bit for bit,
+  and checked);
 - ``vbt e2e``: from the same raw arrays: the close and size DataFrames built (as a user
   would, on a DatetimeIndex) + ``Portfolio.from_orders`` + ``.value()``.
 
@@ -97,12 +99,13 @@ def ours_market(raw: dict) -> Market:
                               raw["close"], start="2024-01-01", bar="1h")
 
 
-def ours_run(market: Market, targets: np.ndarray, record_positions: bool = True) -> pd.Series:
+def ours_run(market: Market, targets: np.ndarray, record_positions: bool | None = None
+             ) -> pd.Series:
     result = run(market, targets, **OPTIONS, record_positions=record_positions)
     return result.equity
 
 
-def ours_end_to_end(raw: dict, record_positions: bool = True) -> pd.Series:
+def ours_end_to_end(raw: dict, record_positions: bool | None = None) -> pd.Series:
     return ours_run(ours_market(raw), raw["targets"], record_positions)
 
 
@@ -202,8 +205,8 @@ def main() -> None:
         "ours e2e": lambda: ours_end_to_end(raw),
         "ours market": lambda: ours_run(market, raw["targets"]),
         "ours kernel": lambda: execute(inputs),
-        "e2e norec": lambda: ours_end_to_end(raw, record_positions=False),
-        "market norec": lambda: ours_run(market, raw["targets"], record_positions=False),
+        "e2e rec": lambda: ours_end_to_end(raw, record_positions=True),
+        "market rec": lambda: ours_run(market, raw["targets"], record_positions=True),
         "vbt e2e": lambda: vbt_end_to_end(raw, args.vbt_engine),
     }
     wall = {name: [] for name in contenders}
@@ -215,7 +218,7 @@ def main() -> None:
             w, c, out = timed(fn)
             wall[name].append(w)
             cpu[name].append(c)
-            if name in ("ours e2e", "e2e norec", "vbt e2e"):
+            if name in ("ours e2e", "e2e rec", "vbt e2e"):
                 curves[name] = out
             line.append(f"{name} {w:.3f}/{c:.3f}")
             del out
@@ -231,9 +234,9 @@ def main() -> None:
         print(f"{name:12} {w:8.3f} {c:8.3f} {cells / w / 1e6:12.1f} {cells / c / 1e6:8.1f} "
               f"{vw / w:13.1f}x {vc / c:6.1f}x")
 
-    same = curves["ours e2e"].to_numpy() == curves["e2e norec"].to_numpy()
+    same = curves["ours e2e"].to_numpy() == curves["e2e rec"].to_numpy()
     if not same.all():
-        raise SystemExit("record_positions=False changed our equity curve")
+        raise SystemExit("record_positions=True changed our equity curve")
     rel, at = relative_difference(curves["ours e2e"], curves["vbt e2e"])
     ours_final = curves["ours e2e"].iloc[-1]
     vbt_final = curves["vbt e2e"].iloc[-1]

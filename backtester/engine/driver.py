@@ -41,7 +41,7 @@ from .enums import (
     Versions,
 )
 from .kernel import put_rules_in_force, simulate
-from .records import RECORD_DTYPES, bar_room, grow_buffer, record_sizes
+from .records import RECORD_DTYPES, bar_room, record_sizes
 
 
 class CallbackError(RuntimeError):
@@ -230,11 +230,24 @@ def _interpreted(function):
     return getattr(function, "py_func", function)
 
 
+def _grown(buffer: np.ndarray, needed: int) -> np.ndarray:
+    """``records.grow_buffer`` in numpy: the buffer itself when it holds ``needed`` rows,
+    else a copy doubled until it does."""
+    if buffer.shape[0] >= needed:
+        return buffer
+    size = max(buffer.shape[0], 64)
+    while size < needed:
+        size *= 2
+    new = np.empty(size, dtype=buffer.dtype)
+    new[: buffer.shape[0]] = buffer
+    return new
+
+
 def grow_records(records: Records, n: int, n_tiers_max: int, with_callback: bool) -> Records:
     """``records.grow_records``, run by the interpreter (see ``run_bars``)."""
     counts = records.counts
     fills, liqs, rejects, events = _interpreted(bar_room)(n, n_tiers_max, with_callback)
-    grow = _interpreted(grow_buffer)
+    grow = _grown
     return Records(grow(records.fills, counts[Count.FILLS] + fills + 1),
                    grow(records.liqs, counts[Count.LIQS] + liqs + 1),
                    records.funding,  # sized for every funding rate: it never fills up

@@ -17,12 +17,13 @@ from typing import TextIO
 
 from numba.core import event
 
-# A cold first run of each command, measured (benchmarks/RESULTS.md, "The first minute"):
-# the signatures numba compiles, and the seconds that takes on two cores.
+# A cold first run of each command (benchmarks/RESULTS.md, "The first run"): the
+# signatures numba compiles, and about how long that takes on two cores (run: measured;
+# sweep and advise, which compile the sweep kernels too: estimated from earlier figures)
 FIRST_RUN = {"run": (105, 30), "compare": (105, 30), "sweep": (130, 40), "advise": (190, 60)}
-# the same with a second process compiling parts of the kernel (``engine.precompile``):
-# this one then compiles fewer functions, sooner
-PARALLEL = {"run": (105, 30), "compare": (105, 30)}
+# with a second process compiling parts of the kernel (``engine.precompile``): this one
+# compiles fewer functions, and the first run ends sooner
+PARALLEL = {"run": (86, 25), "compare": (86, 25)}
 
 
 class CompileProgress(event.Listener):

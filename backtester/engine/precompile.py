@@ -106,8 +106,8 @@ def worker() -> None:
     is not safe against that for two signatures of one function)."""
     from numba.core.caching import NullCache
 
-    from .. import prepare  # noqa: F401 (every compiled function imported: see below)
-    from . import kernel, liquidate, orders  # noqa: F401
+    from .. import config, data, prepare  # noqa: F401 (every compiled function imported)
+    from . import driver, kernel, liquidate, orders  # noqa: F401
     caches = {}
     for dispatcher in _package_dispatchers():  # (one is often imported by several modules)
         if dispatcher not in caches:
@@ -155,10 +155,12 @@ def compile_in_parallel(package_dir: Path) -> None:
     timer.start()
     try:
         compile_share(MAIN_SHARE)
-        if process.stdout.readline().strip() == "compiled":  # (EOF: it failed or was stopped)
-            process.stdin.write("save\n")
-            process.stdin.close()
-            process.wait()
+        for line in process.stdout:  # (its end without the word: it failed or was stopped)
+            if line.strip() == "compiled":
+                process.stdin.write("save\n")
+                process.stdin.close()
+                process.wait()
+                break
     except Exception:  # noqa: BLE001 (the command compiles what is missing, and says why)
         pass
     finally:

@@ -62,22 +62,37 @@ def test_a_warm_cache_shows_nothing():
 
 
 @pytest.mark.skipif(config.DISABLE_JIT, reason="nothing compiles without the JIT")
-def test_the_shares_compiled_in_parallel_are_the_signatures_simulate_calls(tmp_path):
-    # A fresh cache (a cold start, about half a minute): run() compiles simulate's whole
-    # call tree; each function engine.precompile compiles ahead must be there with the
-    # signature it derives, or the first run compiles it twice.
+def test_the_shares_compiled_in_two_processes_are_what_simulate_then_loads(tmp_path):
+    # A fresh cache (a cold start, about half a minute): both shares compiled, the worker's
+    # saved once the parent waits; run() then finds every one of them in the cache, with
+    # the signature simulate calls it with, and compiles none of them again.
     code = textwrap.dedent("""
+        from pathlib import Path
         import numpy as np
         from numba import typeof
+        from numba.core import event
+        import backtester
         from backtester import run
         from backtester.data import make_market
         from backtester.engine import precompile
 
+        precompile.compile_in_parallel(Path(backtester.__file__).parent)
+        compiled = []
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                function = getattr(ev.data.get("dispatcher"), "py_func", None)
+                compiled.append(getattr(function, "__name__", "?"))
+            def on_end(self, ev):
+                pass
+        event.register("numba:compile", Listener())
         market = make_market(48, 2, seed=1)
         targets = np.full((48, 2), np.nan)
         targets[::8] = 0.1
         run(market, targets, stand_in={s: "BTC_USDT" for s in market.symbols})
-        for name, (dispatcher, arguments) in precompile._kernel_calls().items():
+        calls = precompile._kernel_calls()
+        assert "simulate" in compiled, compiled
+        assert not set(calls) & set(compiled), set(calls) & set(compiled)
+        for name, (dispatcher, arguments) in calls.items():
             signature = tuple(typeof(a) for a in arguments)
             assert signature in dispatcher.overloads, (name, dispatcher.signatures)
         print("ok")
@@ -86,3 +101,10 @@ def test_the_shares_compiled_in_parallel_are_the_signatures_simulate_calls(tmp_p
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=900)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_no_second_process_when_told_not_to(monkeypatch):
+    from backtester.engine import precompile
+
+    monkeypatch.setenv("BACKTESTER_COMPILE_WORKER", "0")
+    assert not precompile.worth_it(REPO / "backtester")

@@ -16,9 +16,9 @@ never write numba's cache at once (its index is not safe against two signatures 
 one function written together). A branch not ready in time is compiled where it is
 needed, as without this module: the worker's failure costs nothing else.
 
-Used by the command line on a cold cache only (``backtester._numba_cache``); not
-under ``NUMBA_DISABLE_JIT`` or with one CPU. ``python -m backtester.engine.precompile``
-runs the worker's share.
+Used by the command line on a cold cache only (``backtester._numba_cache``), when a
+CPU is free for the worker (``worth_it``); not under ``NUMBA_DISABLE_JIT``.
+``python -m backtester.engine.precompile`` runs the worker's share.
 """
 
 from __future__ import annotations
@@ -123,18 +123,27 @@ def worker() -> None:
 
 
 def worth_it(package_dir: Path) -> bool:
-    """Whether a second process can help: two CPUs, compiled code, and numba's default
-    cache beside the package, writable (elsewhere the worker's work might not be found)."""
+    """Whether a second process can help: a CPU free for it (measured on two cores: 23-27 s
+    against 31-33 s at a load average of 1, 3-4 s longer at 2, with one core busy
+    elsewhere: it adds 4-5 s of CPU of its own), compiled code, and numba's
+    default cache beside the package, writable (elsewhere the worker's work might not be
+    found). ``BACKTESTER_COMPILE_WORKER=0`` / ``1``: never / whenever possible."""
     from numba.core import config
 
-    if config.DISABLE_JIT or config.CACHE_DIR or os.environ.get("BACKTESTER_COMPILE_WORKER") == "0":
+    choice = os.environ.get("BACKTESTER_COMPILE_WORKER")
+    if config.DISABLE_JIT or config.CACHE_DIR or choice == "0":
         return False
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]  # runnable processes, this one included
+    except (AttributeError, OSError):
+        busy = 1.0
     cache = package_dir / "engine" / "__pycache__"
-    return cpus >= 2 and os.access(cache if cache.exists() else cache.parent, os.W_OK)
+    return (cpus >= 2 and (choice == "1" or cpus - busy >= 0.75)
+            and os.access(cache if cache.exists() else cache.parent, os.W_OK))
 
 
 def compile_in_parallel(package_dir: Path) -> None:

@@ -74,7 +74,9 @@ class CompileProgress(event.Listener):
         with self.lock:
             if (self.depth > 0 or self.busy.is_set()) and not self.closed.is_set():
                 self.shown = time.perf_counter()
-                self.write("\r" + self.line() + "\x1b[K")
+                # the cursor left at the line's start: what the command prints meanwhile
+                # (its other thread, while parts compile) writes over it, not after it
+                self.write("\r" + self.line() + "\x1b[K\r")
 
     def _tick(self) -> None:
         while not self.closed.wait(0.5):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
 import shutil
@@ -540,18 +541,23 @@ def main(argv: list[str] | None = None) -> int:
     from .cli_advise import add_advise_parser
     add_advise_parser(sub)
     args = parser.parse_args(argv)
+    shown, parallel = contextlib.nullcontext(), False
     if args.command in ("run", "compare", "sweep", "advise"):
-        from pathlib import Path as _P
-
+        from ._compile_progress import compiling_shown
         from ._numba_cache import kernels_cached
+        from .engine import precompile
 
-        if not kernels_cached(_P(__file__).resolve().parent):
-            cost = "a minute" if args.command == "advise" else "30 s"  # advise: its path kernels
-            print(f"compiling the simulation kernels: a one-time cost of about {cost} on 2 "
-                  "cores (later runs load them from numba's cache)...", file=sys.stderr,
-                  flush=True)
+        # a cold cache: say what the first minute is spent on, and show it progress; on two
+        # CPUs, compile parts of the kernel side by side
+        package = Path(__file__).resolve().parent
+        cold = not kernels_cached(package)
+        parallel = cold and precompile.worth_it(package)
+        shown = compiling_shown(args.command, cold, parallel)
     try:
-        return int(args.func(args) or 0)
+        with shown as progress:
+            if parallel:
+                precompile.start_compiling_in_parallel(package, progress.busy)
+            return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         message = in_cli_terms(str(message), getattr(args, "flags", {}))

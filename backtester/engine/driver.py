@@ -41,8 +41,8 @@ from .enums import (
     Trading,
     Versions,
 )
-from .kernel import SCRATCH_ROWS, put_rules_in_force, run_to_end, simulate
-from .records import RECORD_DTYPES, grow_records, record_sizes
+from .kernel import SCRATCH_ROWS, put_rules_in_force, simulate
+from .records import RECORD_DTYPES, bar_room, record_sizes
 
 
 class CallbackError(RuntimeError):
@@ -206,12 +206,8 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
         extra = (inputs.callback.function,
                  *callback_arguments(bars, book, outputs.out, inputs.callback))
     try:
-        if pause is None:
-            records = run_to_end(bars, book, inputs.trading, inputs.path, inputs.versions,
-                                 records, outputs, *extra)
-        else:
-            records = run_with_pause(bars, book, inputs.trading, inputs.path, inputs.versions,
-                                     records, outputs, extra, pause)
+        records = run_bars(bars, book, inputs.trading, inputs.path, inputs.versions, records,
+                           outputs, extra, pause)
     except Exception as exc:
         if inputs.callback is None:
             raise
@@ -238,15 +234,55 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
     )
 
 
-def run_with_pause(bars, book, trading, path, versions, records, outputs, extra, pause: Pause):
-    """``kernel.run_to_end``'s loop, driven from Python, with one more stop: after bar
-    ``pause.bar``'s close, where ``pause.action`` acts on the account. The kernel is
-    resumable (it stops at each dated rule change and where a record buffer might
-    overflow), so the run goes on from the next bar as if it had not stopped."""
+def _interpreted(function):
+    """The Python function of a compiled one: for a call or two per run, from Python, where
+    compiling it would cost a cold start more than the interpreter ever will."""
+    return getattr(function, "py_func", function)
+
+
+def _grown(buffer: np.ndarray, needed: int) -> np.ndarray:
+    """``records.grow_buffer`` in numpy: the buffer itself when it holds ``needed`` rows,
+    else a copy doubled until it does."""
+    if buffer.shape[0] >= needed:
+        return buffer
+    size = max(buffer.shape[0], 64)
+    while size < needed:
+        size *= 2
+    new = np.empty(size, dtype=buffer.dtype)
+    new[: buffer.shape[0]] = buffer
+    return new
+
+
+def grow_records(records: Records, n: int, n_tiers_max: int, with_callback: bool) -> Records:
+    """``records.grow_records``, run by the interpreter (see ``run_bars``)."""
+    counts = records.counts
+    fills, liqs, rejects, events = _interpreted(bar_room)(n, n_tiers_max, with_callback)
+    return Records(_grown(records.fills, counts[Count.FILLS] + fills + 1),
+                   _grown(records.liqs, counts[Count.LIQS] + liqs + 1),
+                   records.funding,  # sized for every funding rate: it never fills up
+                   _grown(records.rejects, counts[Count.REJECTS] + rejects + 1),
+                   _grown(records.events, counts[Count.EVENTS] + events + 1),
+                   counts)
+
+
+def run_bars(bars, book, trading, path, versions, records, outputs, extra,
+             pause: Pause | None = None):
+    """``kernel.run_to_end``'s loop, driven from Python; returns the record buffers.
+
+    The kernel is resumable: it stops at each dated rule change and where a record
+    buffer might overflow, and this loop puts the new rules in force or grows the
+    buffers, a few times per run. Driven from here, ``run()`` compiles ``simulate``
+    but not ``run_to_end`` nor the buffers' growth (a signature per record dtype): 48 of
+    a cold start's 153 signatures (sweeps, whose loop runs in compiled code, compile
+    ``run_to_end``).
+
+    ``pause``: one more stop, after bar ``pause.bar``'s close, where ``pause.action`` acts
+    on the account; the run then goes on from the next bar as if it had not stopped.
+    """
     n_bars, n = bars.open.shape
     scratch = np.empty((SCRATCH_ROWS, n))
-    after = int(pause.bar) + 1
-    start, v, paused = 0, 1, False
+    after = int(pause.bar) + 1 if pause is not None else -1
+    start, v, paused = 0, 1, pause is None
     while True:
         stop = min(int(versions.bars[v]) if v < versions.bars.shape[0] else n_bars, n_bars)
         if not paused:
@@ -263,8 +299,7 @@ def run_with_pause(bars, book, trading, path, versions, records, outputs, extra,
                 put_rules_in_force(versions, np.int64(v), book)
                 v += 1
             continue
-        records = grow_records(records, np.int64(n), np.int64(book.tiers.shape[2]),
-                               np.bool_(bool(extra)))
+        records = grow_records(records, n, int(book.tiers.shape[2]), bool(extra))
 
 
 # --- strategy callbacks -------------------------------------------------------------------

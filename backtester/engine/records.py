@@ -37,7 +37,8 @@ def grow_buffer(buf, needed):
     while size < needed:
         size *= 2
     new = np.empty(size, dtype=buf.dtype)
-    new[: buf.shape[0]] = buf
+    for r in range(buf.shape[0]):  # (a slice assignment compiles numba's shape-error
+        new[r] = buf[r]            # message formatting: 35 more functions on a cold start)
     return new
 
 

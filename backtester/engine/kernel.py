@@ -704,7 +704,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         # whatever the close did (orders filled there, the callback's), not left open at a
         # price that no longer moves
         if t == next_end:
-            close_data_ends(t, hours[t + 1], close[t], ends, trading.slippage, book, records)
+            close_data_ends(t, hours[t + 1], close[t], ends, want, trading, book, records)
             fresh = False
             account[Account.EQUITY_PREV], backing = mark_to_market(t, book, out)
             next_end = next_data_end(ends, t + 1)

@@ -264,24 +264,6 @@ def next_data_end(ends, first):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def close_data_ends(t, now, price, ends, slippage, book, records):
-    """Close, at ``price`` (the bar's close), every position of a column whose data end at
-    bar t: a market order like any other (the run's ``slippage``, on the venue's tick),
-    a fill with reason ``FillReason.DATA_END`` and the taker fee (collateral coins are
-    kept: they are not traded by orders)."""
-    state = book.state
-    for i in range(state.shape[1]):
-        q = state[State.QTY, i]
-        if ends[i] != t or q == 0.0 or book.mode[i] == Mode.COLLATERAL:
-            continue
-        before = records.counts[Count.FILLS]
-        fill = slipped_price(price[i], -q, slippage, book.sym[Sym.TICK_SIZE, i])
-        execute_order(t, now, i, -q, fill, False, book, records)
-        if records.counts[Count.FILLS] > before:
-            records.fills[before]["reason"] = FillReason.DATA_END
-
-
-@njit(cache=True, error_model='numpy', _nrt=False)
 def to_units(i, amount, target_kind, decision_price, book):
     """``amount`` of the run's target unit as base units of column i (NaN: no price).
 
@@ -347,6 +329,23 @@ def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
             continue
         price = slipped_price(price, delta, trading.slippage, book.sym[Sym.TICK_SIZE, i])
         execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def close_data_ends(t, now, price, ends, want, trading, book, records):
+    """Close, at ``price`` (the bar's close), every position of a column whose data end at
+    bar t: an order to 0 filled as any other is (``fill_wants``: the run's slippage on the
+    venue's tick, the taker fee), its fill's reason ``FillReason.DATA_END``. Collateral
+    coins are kept: they are not traded by orders."""
+    state = book.state
+    for i in range(state.shape[1]):
+        want[i] = np.nan
+        if ends[i] == t and state[State.QTY, i] != 0.0 and book.mode[i] != Mode.COLLATERAL:
+            want[i] = 0.0
+    first = records.counts[Count.FILLS]
+    fill_wants(t, now, TRUE, want, price, trading, book, records)
+    for f in range(first, records.counts[Count.FILLS]):
+        records.fills[f]["reason"] = FillReason.DATA_END
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)

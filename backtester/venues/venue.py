@@ -220,7 +220,18 @@ class Venue:
 
     _MEMO_SIZE = 4096  # entries; a caller asking at every bar of a long market starts over
 
+    def _recall(self, *key):
+        """``(key, value)`` from the memo: ``value`` None when it is not there, ``key`` None
+        when it cannot be one (an unhashable time: resolved without the memo)."""
+        try:
+            return key, self._memo.get(key)
+        except TypeError:
+            return None, None
+
     def _remember(self, key, value):
+        """Keep ``value`` under ``key`` (nothing when ``key`` is None); returns ``value``."""
+        if key is None:
+            return value
         if len(self._memo) >= self._MEMO_SIZE:
             self._memo.clear()
         self._memo[key] = value
@@ -268,15 +279,9 @@ class Venue:
         ``UnknownSymbolError`` when there is neither. A time before the earliest
         version uses the earliest, with a warning.
         """
-        try:
-            key = ("spec", symbol, _time_key(at))
-            found = self._memo.get(key)
-        except TypeError:  # an unhashable time: resolved without the memo
-            key, found = None, None
+        key, found = self._recall("spec", symbol, _time_key(at))
         if found is None:
-            found = self._resolve_spec(symbol, at)
-            if key is not None:
-                self._remember(key, found)
+            found = self._remember(key, self._resolve_spec(symbol, at))
         spec, early = found
         if early is not None:
             _warn_early(*early)
@@ -323,19 +328,14 @@ class Venue:
             >>> load_venue("kraken_spot").rules()["liquidation_level"]
             0.4
         """
-        key = ("rules", _time_key(at))
-        try:
-            values = self._memo.get(key)
-        except TypeError:
-            key, values = None, None
+        key, values = self._recall("rules", _time_key(at))
         if values is None:
             when = to_timestamp(at)
             values = default_rules(self.margin_model)
             for rule_set in self.rule_history:
                 if when is None or rule_set.valid_from is None or rule_set.valid_from <= when:
                     values.update(rule_set.values)
-            if key is not None:
-                self._remember(key, values)
+            self._remember(key, values)
         return dict(values)  # (the caller's to change)
 
     def version_starts(self, symbols: Iterable[str]) -> tuple[int, ...]:
@@ -343,8 +343,7 @@ class Venue:
         of the model's rules comes into force (``valid_from`` of each; undated ones left
         out)."""
         symbols = tuple(symbols)
-        key = ("starts", symbols)
-        starts = self._memo.get(key)
+        key, starts = self._recall("starts", symbols)
         if starts is None:
             found = {r.valid_from.value for r in self.rule_history if r.valid_from is not None}
             for symbol in symbols:
@@ -386,11 +385,7 @@ class Venue:
             ((2, 12), [12, 12])
         """
         symbols = tuple(symbols)
-        try:
-            key = ("arrays", symbols, _time_key(at))
-            arrays = self._memo.get(key)
-        except TypeError:
-            key, arrays = None, None
+        key, arrays = self._recall("arrays", symbols, _time_key(at))
         if arrays is not None:
             for symbol in symbols:  # (the notes of times before a first table, as before)
                 self.spec(symbol, at)
@@ -416,15 +411,9 @@ class Venue:
         """The kernel's account rules (``enums.AccountRule.*``, (N_ACCOUNT_RULES,)) at ``at``: how a
         triggered cross account is closed, spot margin's call and opening levels, and the
         hourly interest on a loan under multi-currency margin."""
-        key = ("account_rules", _time_key(at))
-        try:
-            rules = self._memo.get(key)
-        except TypeError:
-            key, rules = None, None
+        key, rules = self._recall("account_rules", _time_key(at))
         if rules is None:
-            rules = self.margin_model.account_rules(self.rules(at))
-            if key is not None:
-                self._remember(key, rules)
+            rules = self._remember(key, self.margin_model.account_rules(self.rules(at)))
         return rules.copy()  # (the kernel's to write)
 
     def check_leverage(

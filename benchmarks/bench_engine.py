@@ -109,17 +109,6 @@ def ceiling_loop(open_, high, low, close, targets, balance, fee, mmr):
     return equity, breaches
 
 
-def thread_seconds(fn, repeat: int) -> float:
-    """The least CPU time of the calling thread over ``repeat`` calls: on a machine shared
-    with other work it moves far less than the wall clock (a run is one thread)."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.thread_time()
-        fn()
-        times.append(time.thread_time() - t0)
-    return min(times)
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -168,12 +157,15 @@ def from_arrays_figures(market, repeat: int) -> None:
           f"peak, {kept / 2**20:,.1f} MB kept")
 
 
-def best_of(fn, repeat: int) -> float:
+def best_of(fn, repeat: int, clock=time.perf_counter) -> float:
+    """The least time of ``repeat`` calls of ``fn`` by ``clock`` (the wall clock, or
+    ``time.thread_time``: the calling thread's CPU time, which on a machine shared with
+    other work moves far less than the wall clock; a run is one thread)."""
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return min(times)
 
 
@@ -212,12 +204,12 @@ def main() -> None:
         return ceiling_loop(*prices, targets, 1_000_000.0, 5e-4, 0.004)
 
     dt = best_of(ceiling, args.repeat)
-    cpu = thread_seconds(ceiling, args.repeat)
+    cpu = best_of(ceiling, args.repeat, time.thread_time)
     print(f"ceiling:    {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "
           f"(thread CPU {cpu:.3f} s: {n_bars * n / cpu / 1e6:.1f} M; the least work a bar "
           "must do, nothing recorded)")
     dt = best_of(kernel, args.repeat)
-    cpu = thread_seconds(kernel, args.repeat)
+    cpu = best_of(kernel, args.repeat, time.thread_time)
     print(f"kernel:     {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "
           f"(thread CPU {cpu:.3f} s: {n_bars * n / cpu / 1e6:.1f} M; "
           f"{len(out.fills):,} fills, {len(out.funding):,} funding payments, "
@@ -230,7 +222,7 @@ def main() -> None:
         return result.equity
 
     dt = best_of(end_to_end, args.repeat)
-    cpu = thread_seconds(end_to_end, args.repeat)
+    cpu = best_of(end_to_end, args.repeat, time.thread_time)
     print(f"end to end: {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "
           f"(thread CPU {cpu:.3f} s; run() -> Result.equity)")
     peak, given = peak_rss_mb(), input_bytes(market) / 2**20

@@ -542,33 +542,40 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         # one's tier is known (its notional, and a cross one's at the high, still in the
         # tier's bounds) and its kind too, so a bar costs no lookup and no dispatch. It
         # does the full pass's arithmetic in the full pass's order (the same figures, to
-        # the bit); at anything else (a bound left, a missing price) it hands the bar over.
+        # the bit); at a column it cannot value (a bound left, a missing price) it hands
+        # the rest of the bar to the full pass, which goes on from that column.
         if not fresh:
             quiet_ok = not calls and quiet_columns(state, mode, sym, tiers, n_tiers, tier,
                                                    quiet)
             fresh = True
-        done = False
+        first = 0  # the first column the full pass values (n: the quiet pass did them all)
         if quiet_ok:
-            done = True
+            first = n
             for i in range(n):
                 c = close[t, i]
                 if c == c:
                     state[State.LAST_CLOSE, i] = c
-                iso += state[State.ISO_MARGIN, i]
                 m = mark_close[t, i]
                 kind = quiet[QUIET_KIND, i]
                 if kind == QUIET_FLAT:
+                    iso += state[State.ISO_MARGIN, i]
                     if m == m:
                         state[State.MARK, i] = m
                     continue
                 absq = quiet[QUIET_ABSQ, i]
                 notional = absq * m
-                if not (notional <= quiet[QUIET_CAP, i] and notional > quiet[QUIET_FLOOR, i]):
-                    done = False  # (a missing mark too): the full pass values this bar
+                hi = mark_high[t, i]
+                extreme = absq * hi
+                cap, floor = quiet[QUIET_CAP, i], quiet[QUIET_FLOOR, i]
+                if not (notional <= cap and notional > floor) or (
+                        kind == QUIET_CROSS and not (extreme <= cap and extreme > floor)):
+                    # (a missing mark too) the full pass values the bar from this column on,
+                    # after the quiet pass's sums of the ones before: the same sums
+                    first = i
                     break
+                iso += state[State.ISO_MARGIN, i]
                 q = state[State.QTY, i]
                 entry = state[State.ENTRY, i]
-                hi = mark_high[t, i]
                 lo = mark_low[t, i]
                 state[State.MARK, i] = m
                 u = q * (m - entry)
@@ -582,27 +589,12 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                         may_liquidate = True
                 else:
                     any_cross = True
-                    extreme = absq * hi
-                    if not (extreme <= quiet[QUIET_CAP, i] and extreme > quiet[QUIET_FLOOR, i]):
-                        done = False
-                        break
                     mm_high = extreme * quiet[QUIET_RATE, i] - quiet[QUIET_CUM, i]
                     worst += q * ((lo if q > 0.0 else hi) - entry) - mm_high
                     maint_cross += mm
                     upnl_cross += u
                 maint += mm
-            if not done:  # start over: the full pass redoes what this one did
-                may_liquidate = False
-                any_cross = False
-                worst = account[Account.WALLET]
-                upnl = 0.0
-                maint = 0.0
-                maint_cross = 0.0
-                upnl_cross = 0.0
-                gross = 0.0
-                net = 0.0
-                iso = 0.0
-        for i in range(0 if not done else n, n):
+        for i in range(first, n):
             c = close[t, i]
             if c == c:
                 state[State.LAST_CLOSE, i] = c
@@ -666,8 +658,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             if mode[i] == Mode.CROSS:
                 maint_cross += mm
                 upnl_cross += u
-        if not done:
-            fresh = False  # (the full pass moved tiers)
+        if first < n:
+            fresh = False  # (the full pass may have moved tiers)
         if calls and any_cross and account[Account.IN_CALL] == 0.0:
             n_cp = build_checkpoints(t, path, bars, state, cp)
             check_margin_call(t, n_cp, cp, book, records)

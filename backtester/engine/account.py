@@ -32,6 +32,7 @@ from .enums import (
     State,
     Sym,
 )
+from .jit import inner
 from .rules import (
     collateral_value,
     initial_margin,
@@ -54,7 +55,7 @@ Need = namedtuple("Need", ["INITIAL", "MAINTENANCE", "USED"])(0, 1, 2)
 # margin's call and opening levels)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cross_surplus(book, prices, requirement, level):
     """``MB - sum(requirement_i)`` of the cross account with every column at ``prices``: the
     margin balance (wallet, cross unrealized PnL, the discounted value of collateral
@@ -80,26 +81,26 @@ def cross_surplus(book, prices, requirement, level):
     return total
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def available_balance(book):
     """Balance free for new orders, ``MB - sum(IM_i, cross)``, at the current marks."""
     return cross_surplus(book, book.state[State.MARK], Need.INITIAL, 0.0)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cross_trigger_value(book, prices):
     """``MB - sum(MM_i)`` of the cross account at ``prices``: liquidation when <= 0."""
     return cross_surplus(book, prices, Need.MAINTENANCE, 0.0)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cross_level_value(book, prices, level):
     """``MB - level * sum(used_i)`` of the cross account at ``prices`` (spot margin): <= 0 when
     the margin level (equity / used margin) is at or below ``level``."""
     return cross_surplus(book, prices, Need.USED, level)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def account_equity(book, prices):
     """Equity ``WB + sum(M_i, isolated) + sum(U_i, all)`` with every column at ``prices``."""
     state = book.state
@@ -112,7 +113,7 @@ def account_equity(book, prices):
     return total
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def margin_level(book, prices):
     """Kraken's margin level ``equity / used margin`` of the cross account (inf: none used)."""
     state, mode, sym = book.state, book.mode, book.sym
@@ -129,7 +130,7 @@ def margin_level(book, prices):
     return equity / used
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def has_cross_position(book):
     state, mode = book.state, book.mode
     for i in range(state.shape[1]):
@@ -138,7 +139,7 @@ def has_cross_position(book):
     return False
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cross_at_risk(book):
     """Whether the cross account can be liquidated: it holds a cross position, or it owes a
     loan (a negative quote balance, multi-currency margin) that collateral backs."""
@@ -154,7 +155,7 @@ def cross_at_risk(book):
 # --- liquidation prices ------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def refresh_liq_price(i, book):
     """Recompute the cached liquidation price of column i (NaN unless isolated and open)."""
     state = book.state
@@ -221,7 +222,7 @@ def liquidation_price_given(i, own_mm, total_mm, total_upnl, book):
     return solve_liquidation_price(i, q, entry, collateral, sym, book.tiers, book.n_tiers)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def position_liquidation_price(i, book):
     """Mark price at which column i's position is liquidated, everything else fixed."""
     total_mm, total_upnl = cross_totals(book, book.account[:0])  # the totals alone
@@ -234,7 +235,7 @@ def position_liquidation_price(i, book):
     return liquidation_price_given(i, own_mm, total_mm, total_upnl, book)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def legs_trigger_value(i, j, collateral, price, book):
     """``C + sum(U - MM)`` of the two legs i, j of one hedge-mode symbol at one mark ``price``."""
     state = book.state
@@ -248,7 +249,7 @@ def legs_trigger_value(i, j, collateral, price, book):
     return total
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def legs_liquidation_price(i, j, collateral, book):
     """The shared liquidation price of the two cross legs i, j of one hedge-mode symbol.
 
@@ -279,7 +280,7 @@ def legs_liquidation_price(i, j, collateral, book):
     return best
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def legs_root(i, j, collateral, safe, unsafe, book):
     """Bisect between a mark where the legs i, j are safe and one where they are liquidated;
     returns the first liquidated mark, to machine precision."""
@@ -354,7 +355,7 @@ def increase_position(i, open_qty, price, fee_rate, book):
     return fee
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def pay_isolated_funding(i, payment, book):
     """An isolated position's funding ``payment`` (> 0: it pays; cross positions pay from the
     wallet, in the bar loop), split between the wallet and its own margin by the venue's
@@ -365,7 +366,7 @@ def pay_isolated_funding(i, payment, book):
     refresh_liq_price(i, book)  # the margin moved: so did the liquidation price
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def removable_margin(i, book):
     """Isolated margin that position i can give back: what exceeds its initial margin at
     the mark, counting an unrealized loss but not a profit (Binance's rule for margin
@@ -378,7 +379,7 @@ def removable_margin(i, book):
     return max(free, 0.0)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def switch_account_mode(new_mode, book):
     """Set every margined (cross or isolated) column's mode to ``new_mode``, on a venue whose
     margin mode is the account's (``rules.account_wide_mode``); refused (returns False)

@@ -20,12 +20,13 @@ from .records import grow_buffer, record_fill
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def deleverage(t, i, fee_rate, book, records):
+def deleverage(t, i, fee_rate, book, records, outputs):
     """Close column i's whole position at its mark, as the venue's auto-deleveraging does,
     paying ``fee_rate`` of the closed notional (0 on Binance; Bybit's maker fee, VENUES.md
     §3.8), and record the fill (``FillReason.ADL``). An isolated position's margin goes
     back to the wallet with the realized PnL. Returns ``(qty closed, price, realized PnL,
-    fee)``.
+    fee)``. The bar's account record is then written again (``kernel.mark_to_market``),
+    and its positions and liquidation prices where the run records them.
 
     The venue fills ADL at the bankruptcy price of the liquidated counterparty, which a
     single account's backtest cannot know; the mark at the close is the neutral choice.
@@ -37,6 +38,9 @@ def deleverage(t, i, fee_rate, book, records):
     record_fill(records.fills, records.counts, t, i, -q, price, fee, realized, 0.0,
                 FillReason.ADL)
     refresh_liq_price(i, book)
+    book.account[Account.EQUITY_PREV] = mark_to_market(t, book, outputs.out)[0]
+    if outputs.positions.shape[0] > 0:
+        record_positions(t, book, outputs)
     return -q, price, realized, fee
 
 
@@ -52,11 +56,7 @@ def adl_pause(bar: int, column: int, fee_rate: float, clear_orders: bool, done: 
         counts = records.counts
         if counts[Count.FILLS] >= records.fills.shape[0]:
             records = records._replace(fills=grow_buffer(records.fills, counts[Count.FILLS] + 1))
-        done.append(deleverage(t, i, float(fee_rate), book, records))
-        equity, _ = mark_to_market(t, book, outputs.out)
-        book.account[Account.EQUITY_PREV] = equity
-        if outputs.positions.shape[0]:
-            record_positions(t, book, outputs)
+        done.append(deleverage(t, i, float(fee_rate), book, records, outputs))
         if clear_orders and orders is not None:
             orders[:, column] = np.nan
         return records
@@ -68,11 +68,11 @@ def without_orders_for(function, column: int, first_bar: int):
     """A strategy callback that runs ``function`` (a Python or ``@njit`` callback) and then
     drops every order it wrote for ``column`` from bar ``first_bar`` on: the strategy goes
     on, that column stays as it is. Compiled for the kernel (``driver.compile_callback``)."""
-    inner = njit(boundscheck=True)(getattr(function, "py_func", function))
+    strategy = njit(boundscheck=True)(getattr(function, "py_func", function))
     column, first_bar = int(column), int(first_bar)
 
     def callback(t, ctx, orders, params):
-        wrote = inner(t, ctx, orders, params)
+        wrote = strategy(t, ctx, orders, params)
         if t >= first_bar:
             for f in range(orders.shape[0]):
                 orders[f, column] = np.nan

@@ -61,6 +61,7 @@ from .enums import (
     Sym,
     TierField,
 )
+from .jit import inner
 from .liquidate import (
     build_checkpoints,
     check_liquidations,
@@ -134,7 +135,7 @@ def put_rules_in_force(versions, v, book):
 # --- step 1: funding, borrowing, loans --------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def charge_rollovers(t, bars, book, records):
     """Spot margin: each rollover fee due by bar t's open (one per full period since the
     position opened, from the first period's end), on what it borrows: a long's cost in
@@ -165,7 +166,7 @@ def charge_rollovers(t, bars, book, records):
                      t, i, EventKind.ROLLOVER_FEE, q, price, rate, amount, np.nan)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def charge_loan_interest(t, bars, book, records):
     """Multi-currency margin: a negative quote balance is a loan (``t > 0``), charged the
     venue's loan rate for the bar that just ended."""
@@ -180,7 +181,7 @@ def charge_loan_interest(t, bars, book, records):
 # --- step 5: the record of the bar --------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net, out):
     """Write bar t's account state into ``out``; returns the equity."""
     equity = wallet + iso + upnl
@@ -201,7 +202,7 @@ def store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net, 
     return equity
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def mark_to_market(t, book, out):
     """Record the account with every column at its last known mark; returns the equity and
     the backing: what the columns add to the cross surplus at that mark besides their
@@ -243,7 +244,7 @@ def mark_to_market(t, book, out):
     return equity, held - maint_cross
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def record_positions(t, book, outputs):
     """Each column's position and liquidation price at close t (cross: the others frozen at
     their marks, ``account.liquidation_price_given``); and what backs it, where the run
@@ -258,7 +259,7 @@ def record_positions(t, book, outputs):
         record_margins(t, total_mm, total_upnl, book, outputs.margins)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def record_margins(t, total_mm, total_upnl, book, margins):
     """What backs each open position at close t (``enums.MarginField``): an isolated one its
     own margin, margin balance and maintenance margin; a cross one the account's wallet,
@@ -287,7 +288,7 @@ def record_margins(t, total_mm, total_upnl, book, margins):
                 i, q, entry, mark, book.sym, book.tiers, book.n_tiers)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def pay_funding(t, first, rates, book, records):
     """Funding at bar t's open of columns ``first``.. (``rates``: the bar's row of funding
     rates): each open position pays q * mark * rate (> 0: longs pay), cross from the wallet,
@@ -324,7 +325,7 @@ def pay_funding(t, first, rates, book, records):
 # --- the quiet pass ------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def quiet_columns(state, mode, sym, tiers, n_tiers, tier, quiet):
     """What the bar loop's quiet pass needs of each column, into ``quiet`` (``QUIET_*`` rows):
     flat, or a cross or isolated position on Binance's bracket rule, with its |q| and its
@@ -708,7 +709,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     return stop
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def run_to_end(bars, book, trading, path, versions, records, outputs, callback=None, ctx=None,
                orders=None, params=None):
     """Run every bar from an opened account; returns the record buffers (grown as needed).

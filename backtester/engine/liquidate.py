@@ -9,7 +9,6 @@ triggered cross account is closed).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .account import (
     account_equity,
@@ -37,6 +36,7 @@ from .enums import (
     State,
     Sym,
 )
+from .jit import inner
 from .records import (
     record_event,
     record_fill,
@@ -64,7 +64,7 @@ from .rules import (
 # --- step 3: the path --------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def build_checkpoints(t, path, bars, state, cp):
     """Fill ``cp[k, i]`` with the checkpoint prices of bar t; returns their count.
 
@@ -97,14 +97,14 @@ def build_checkpoints(t, path, bars, state, cp):
     return n_cp
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def interpolate(a, b, s, out):
     """Prices a fraction ``s`` of the way along the straight segment a -> b."""
     for i in range(out.shape[0]):
         out[i] = a[i] + (b[i] - a[i]) * s
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def isolated_triggered(q, price, liq_px):
     """An isolated long triggers at or below its liquidation price, a short at or above."""
     if q > 0.0:
@@ -112,7 +112,7 @@ def isolated_triggered(q, price, liq_px):
     return price >= liq_px
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cross_trigger_point(a, b, book, out):
     """Fraction s in (0, 1] of the segment a -> b where the cross trigger first holds.
 
@@ -140,7 +140,7 @@ def cross_trigger_point(a, b, book, out):
 # --- step 4: liquidation -----------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def next_event(account):
     """A new liquidation event id."""
     event = int(account[Account.EVENTS])
@@ -148,7 +148,7 @@ def next_event(account):
     return event
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def may_cut(t, i, book):
     """Whether column i may take another partial cut in bar t: at most as many in one bar as
     its table has tiers (each cut takes it a tier down; a notional that climbs back up along
@@ -158,7 +158,7 @@ def may_cut(t, i, book):
     return state[State.CUT_BAR, i] != t or state[State.CUTS, i] < book.n_tiers[i]
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cut_position(t, event, i, target, price, gapped, equity_before, trigger, fee_cap, book,
                  records):
     """Partial liquidation: cut column i down to ``target`` units at ``price``, paying the
@@ -205,7 +205,7 @@ def cut_position(t, event, i, target, price, gapped, equity_before, trigger, fee
     return c
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def liquidate_isolated(t, i, price, gapped, prices, book, records):
     """Liquidate isolated position i, triggered at ``price``: it alone goes, its loss bounded
     by its margin.
@@ -257,7 +257,7 @@ def liquidate_isolated(t, i, price, gapped, prices, book, records):
     records.liqs[c]["equity_after"] = account_equity(book, prices)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_before, book,
                          records):
     """Close cross position i at ``price`` paying ``fee``; returns its liquidation record."""
@@ -278,7 +278,7 @@ def close_cross_position(t, event, i, price, fee, gapped, bankrupt, equity_befor
     return c
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cut_cross(t, event, prices, gapped, equity_before, book, records):
     """Partial liquidation of a cross account at the trigger ``prices``: the largest position
     that can drop a tier is cut (``rules.partial_target`` with the free margin, the
@@ -322,7 +322,7 @@ def cut_cross(t, event, prices, gapped, equity_before, book, records):
     return False
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def liquidate_cross(t, prices, gapped, book, records):
     """Liquidate the cross account, triggered at ``prices``; after any partial cuts
     (``cut_cross``), the account rule ``AccountRule.CROSS_CLOSE`` says in which order its positions
@@ -419,7 +419,7 @@ def liquidate_cross(t, prices, gapped, book, records):
         liqs[c]["equity_after"] = equity_after
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def settle_deficit(first, first_fill, book, records):
     """A cross liquidation that left the wallet below zero with no cross position to back it:
     the fees its closes charged are waived first (a fee is never more than what remained
@@ -460,7 +460,7 @@ def settle_deficit(first, first_fill, book, records):
         liqs[c]["margin_lost"] -= part
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def check_margin_call(t, n_cp, cp, book, records):
     """Record a margin call (spot margin) the first time along the path that the margin level
     reaches the call level; one event per call, re-armed once the level is back above it."""
@@ -477,7 +477,7 @@ def check_margin_call(t, n_cp, cp, book, records):
             return
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def void_liquidated(liqs, first, last, void):
     """Add the quantities of liquidation records ``first..last-1`` to ``void`` (by column: what
     the liquidations took, the position the bar's orders were decided for; their orders of
@@ -486,7 +486,7 @@ def void_liquidated(liqs, first, last, void):
         void[liqs[c]["symbol"]] += liqs[c]["qty"]
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def liquidate_at_open(t, prices, book, records):
     """Liquidate what already triggers at the open ``prices``: the isolated positions whose
     trigger holds there, then the cross account while it does (DESIGN.md §4, step 0: the
@@ -511,7 +511,7 @@ def liquidate_at_open(t, prices, book, records):
     return cross_trigger_value(book, prices)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def check_liquidations(t, n_cp, cp, work, book, records):
     """Walk the bar's checkpoints and liquidate, in the order the triggers occur.
 

@@ -40,6 +40,7 @@ from .enums import (
     TargetKind,
     TierField,
 )
+from .jit import inner
 from .records import record_event, record_fill, record_rejection
 from .rules import account_wide_mode, on_step, order_cost_rate, tier_from, tier_key
 
@@ -51,7 +52,7 @@ DUST_FLOOR = 1e-12  # quote currency: nor is anything below this an order
 # --- step 2: fills ----------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def charge_opening_fee(t, i, open_qty, price, book, records):
     """Spot margin: the opening fee on what the new position borrows (a long its cost in
     quote, a short its size in base, valued at the fill price), from the wallet."""
@@ -63,7 +64,7 @@ def charge_opening_fee(t, i, open_qty, price, book, records):
                  t, i, EventKind.OPENING_FEE, open_qty, price, rate, amount, np.nan)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+@inner(error_model='numpy', _nrt=False)
 def opening_refusal(i, open_qty, price, book):
     """Why an opening of ``open_qty`` at ``price`` must be refused whatever the balance
     (a Reject.* code), or -1: collateral is not traded, a spot holding cannot go short, a
@@ -88,7 +89,7 @@ def opening_refusal(i, open_qty, price, book):
     return -1
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def dust_notional(account):
     """The notional below which an opening is dust, refused whatever the venue (its own order
     filters, where it publishes them, are far above): a billionth of the account's equity at
@@ -96,7 +97,7 @@ def dust_notional(account):
     return max(DUST_FRACTION * account[Account.EQUITY_PREV], DUST_FLOOR)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def filtered_order(i, target, q, sym):
     """``(delta, reject)``: the order that takes column i from position ``q`` to ``target``
     under the venue's quantity filters, and a Reject.* code (-1: none).
@@ -118,7 +119,7 @@ def filtered_order(i, target, q, sym):
     return delta, -1
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def slipped_price(price, delta, slippage, tick):
     """The fill price of an order of ``delta`` units at ``price`` after slippage, moved to the
     venue's price tick against the trader (a buy up, a sell down) when slippage moved it
@@ -132,7 +133,7 @@ def slipped_price(price, delta, slippage, tick):
     return price
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def closing_loss(i, close_qty, price, fee_rate, book):
     """What closing ``close_qty`` of column i at ``price`` loses, and what backs that loss:
     ``(loss, backing)``; a fill with ``loss > backing`` would be past the bankruptcy price,
@@ -240,7 +241,7 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
         refresh_liq_price(i, book)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def data_ends(close, ends):
     """Per column, the last bar with a price, into ``ends`` (-1 when the column's data run to
     the market's last bar, or it has none: nothing to close early)."""
@@ -252,7 +253,7 @@ def data_ends(close, ends):
         ends[i] = t if t < n_bars - 1 else -1.0
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def next_data_end(ends, first):
     """The first bar from ``first`` at which some column's data end (-1: none)."""
     best = -1
@@ -263,7 +264,7 @@ def next_data_end(ends, first):
     return best
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def to_units(i, amount, target_kind, decision_price, book):
     """``amount`` of the run's target unit as base units of column i (NaN: no price).
 
@@ -289,7 +290,7 @@ def to_units(i, amount, target_kind, decision_price, book):
     return amount
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def set_want(i, target, want, state):
     """Keep ``target`` (units) as column i's order unless it is (numerically) the position."""
     q = state[State.QTY, i]
@@ -299,7 +300,7 @@ def set_want(i, target, want, state):
     want[i] = target
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
     """Fill the orders in ``want`` that reduce a position (``reducing_pass``) or the others."""
     state = book.state
@@ -331,7 +332,7 @@ def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
         execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def close_data_ends(t, now, price, ends, want, trading, book, records):
     """Close, at ``price`` (the bar's close), every position of a column whose data end at
     bar t: an order to 0 filled as any other is (``fill_wants``: the run's slippage on the
@@ -348,14 +349,14 @@ def close_data_ends(t, now, price, ends, want, trading, book, records):
         records.fills[f]["reason"] = FillReason.DATA_END
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def refuse_void(t, i, qty, price, records):
     """Refuse an order of ``qty`` units for column i, which the bar's open liquidated."""
     record_rejection(records.rejects, records.counts, t, i, qty, price, 0.0, 0.0,
                      Reject.LIQUIDATED_AT_OPEN)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def process_orders(t, now, row, decision_price, fill_price, want, trading, book, records):
     """Turn row ``row`` of the targets into orders and fill them, reductions first to free
     margin. Notional and equity-fraction targets are converted to units at the
@@ -386,7 +387,7 @@ def process_orders(t, now, row, decision_price, fill_price, want, trading, book,
 # --- step 2 with a strategy callback: its orders (enums.Order.*) -------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def has_orders(orders):
     """Whether any field of ``orders`` asks for something (is not NaN)."""
     for f in range(orders.shape[0]):
@@ -396,7 +397,7 @@ def has_orders(orders):
     return False
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def change_isolated_margin(t, i, amount, book, records):
     """Move ``amount`` of quote into (> 0) or out of (< 0) isolated position i's margin.
 
@@ -428,7 +429,7 @@ def change_isolated_margin(t, i, amount, book, records):
     refresh_liq_price(i, book)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def change_leverage(t, i, leverage, book, records):
     """Set column i's leverage, within the max leverage of the tier its position is in.
 
@@ -461,7 +462,7 @@ def change_leverage(t, i, leverage, book, records):
     sym[Sym.LEVERAGE, i] = leverage
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def switch_margin_mode(t, i, new_mode, book, records):
     """Set column i's margin mode to Mode.CROSS or Mode.ISOLATED; refused while it holds a position.
 
@@ -499,7 +500,7 @@ def switch_margin_mode(t, i, new_mode, book, records):
         state[State.LIQ_PX, partner] = np.nan
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def want_callback_trade(t, i, orders, decision_price, fill_price, want, trading, book,
                         records):
     """Column i's trade (``Order.TARGET``, else ``Order.DELTA``) as a target in units in
@@ -527,7 +528,7 @@ def want_callback_trade(t, i, orders, decision_price, fill_price, want, trading,
     set_want(i, target, want, state)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+@inner(error_model='numpy', _nrt=False)
 def sized_after_leverage(i, orders):
     """Sizing by margin: whether column i's trade waits for its leverage change (it asks one,
     and its size depends on it: a target of 0 does not, and closes first, freeing the
@@ -536,7 +537,7 @@ def sized_after_leverage(i, orders):
         Order.TARGET, i] != 0.0
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def apply_callback_orders(t, now, orders, decision_price, fill_price, want, trading, book,
                           records):
     """Carry out a callback's orders (enums.Order.*), then clear them.

@@ -24,11 +24,12 @@ from .enums import (
     liquidation_dt,
     rejection_dt,
 )
+from .jit import inner
 
 # --- buffers -------------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def grow_buffer(buf, needed):
     """``buf`` itself when it holds ``needed`` rows, else a copy doubled until it does."""
     if buf.shape[0] >= needed:
@@ -42,7 +43,7 @@ def grow_buffer(buf, needed):
     return new
 
 
-@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+@inner(error_model='numpy', _nrt=False)
 def bar_room(n, n_tiers_max, with_callback):
     """The most rows one bar can add to each buffer, ``(fills, liquidations, rejections,
     events)``, for ``n`` columns of tier tables ``n_tiers_max`` wide.
@@ -77,7 +78,7 @@ def record_sizes(n, n_tiers_max, fill_rows, funding_rows):
             max(64, events))
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def new_records(n, n_tiers_max, fill_rows, funding_rows):
     """Empty record buffers of ``record_sizes``, allocated inside compiled code (a sweep's
     worker allocates them once for all its runs)."""
@@ -87,7 +88,7 @@ def new_records(n, n_tiers_max, fill_rows, funding_rows):
                    np.empty(events, dtype=event_dt), np.zeros(N_COUNTS, dtype=np.int64))
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def grow_records(records, n, n_tiers_max, with_callback):
     """``records`` with room for one more bar's worst case in every buffer (doubling the
     ones that lack it): called where the kernel stopped for want of room."""
@@ -106,7 +107,7 @@ def grow_records(records, n, n_tiers_max, with_callback):
 # --- records ---------------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def record_fill(fills, counts, t, i, qty, price, fee, realized, position_after, reason):
     c = counts[Count.FILLS]
     fills[c]["bar"] = t
@@ -120,7 +121,7 @@ def record_fill(fills, counts, t, i, qty, price, fee, realized, position_after, 
     counts[Count.FILLS] = c + 1
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def record_rejection(rejects, counts, t, i, qty, price, required, available, reason):
     c = counts[Count.REJECTS]
     rejects[c]["bar"] = t
@@ -133,7 +134,7 @@ def record_rejection(rejects, counts, t, i, qty, price, required, available, rea
     counts[Count.REJECTS] = c + 1
 
 
-@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+@inner(error_model='numpy', _nrt=False)
 def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
     c = counts[Count.FUNDING]
     funding[c]["bar"] = t
@@ -146,7 +147,7 @@ def record_funding(funding, counts, t, i, qty, mark_price, rate, payment, mode):
     counts[Count.FUNDING] = c + 1
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigger_price, price,
                        bankrupt, gapped, partial):
     """One liquidated (or cut) position and its prices; returns its row, whose money
@@ -170,7 +171,7 @@ def record_liquidation(liqs, counts, t, event, i, mode, qty, entry_price, trigge
     return c
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def record_settlement(liqs, c, fee, fee_waived, realized, margin_lost, shortfall,
                       equity_before):
     """The money of liquidation row ``c``: the fee charged and the fee waived (nothing was left
@@ -184,7 +185,7 @@ def record_settlement(liqs, c, fee, fee_waived, realized, margin_lost, shortfall
     liqs[c]["equity_before"] = equity_before
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def record_event(events, counts, t, i, kind, qty, price, rate, amount, level):
     c = counts[Count.EVENTS]
     events[c]["bar"] = t

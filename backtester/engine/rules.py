@@ -60,6 +60,7 @@ from .enums import (
     Sym,
     TierField,
 )
+from .jit import inner
 
 # --- tiers ----------------------------------------------------------------------------------
 
@@ -88,7 +89,7 @@ def tier_key(i, qty, entry, price, sym):
     return abs(qty) * price
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def plain_bracket(i, sym):
     """Whether column i's maintenance margin is the bracket at the mark and nothing else
     (Binance's rule): the kernel's bound pass then needs no dispatch for it."""
@@ -105,7 +106,7 @@ def bracket_maintenance(notional, i, k, tiers):
 # --- margins --------------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def fee_to_close(i, qty, entry, sym):
     """Bybit's taker fee to close a position at its bankruptcy price, ``Q*EP*(1 - s/L)*taker``
     (VENUES.md §3.3, §3.7): reserved in the margin since 2025-09-02, and in every era part
@@ -114,7 +115,7 @@ def fee_to_close(i, qty, entry, sym):
     return abs(qty) * entry * (1.0 - side / sym[Sym.LEVERAGE, i]) * sym[Sym.TAKER_FEE, i]
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def fee_in_margin(i, qty, entry, price, sym):
     """The fee the venue counts inside the margin of a position (0 for most venues).
 
@@ -130,7 +131,7 @@ def fee_in_margin(i, qty, entry, price, sym):
     return 0.0
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def used_margin(i, qty, entry, price, sym):
     """Kraken's used margin: a long's cost over its leverage (fixed), a short's borrowed
     base over its leverage, revalued at ``price`` (VENUES.md §5.1)."""
@@ -155,14 +156,14 @@ def maintenance_in_tier(i, qty, entry, price, k, sym, tiers):
     return mm
 
 
-@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+@inner(error_model='numpy', _nrt=False)
 def maintenance_margin(i, qty, entry, price, sym, tiers, n_tiers):
     """Maintenance margin of column i's position ``(qty, entry)`` at mark ``price``."""
     k = tier_from(tier_key(i, qty, entry, price, sym), ZERO, i, tiers, n_tiers)
     return maintenance_in_tier(i, qty, entry, price, k, sym, tiers)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def initial_margin(i, qty, entry, price, sym):
     """Initial margin a position locks: ``|q| * EP / L`` (a Kraken short: at ``price``),
     plus Bybit's fee to close where the venue counts it in the margin."""
@@ -175,7 +176,7 @@ def initial_margin(i, qty, entry, price, sym):
     return im
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def isolated_margin_to_open(i, open_qty, price, sym):
     """What opening ``open_qty`` at ``price`` moves into an isolated position's margin: its
     initial margin ``|dq| * price / L``, with the fee to close where the venue counts it."""
@@ -185,7 +186,7 @@ def isolated_margin_to_open(i, open_qty, price, sym):
     return im
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def order_cost_rate(i, side, sym):
     """What opening one unit of notional on ``side`` costs besides its initial margin, as a
     rate: the taker fee; Bybit's fee to close at the bankruptcy price (its order cost,
@@ -198,7 +199,7 @@ def order_cost_rate(i, side, sym):
     return rate
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def discounted_value(amount, i, tiers, n_tiers):
     """The slice of ``amount`` in each of column i's discount tiers at that tier's rate, summed
     (a tax-bracket sum, concave in the amount; VENUES.md §4.5). ``amount`` <= 0 gives 0."""
@@ -212,7 +213,7 @@ def discounted_value(amount, i, tiers, n_tiers):
     return total
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def collateral_value(i, qty, price, sym, tiers, n_tiers):
     """Discounted value of a collateral holding of ``qty`` coins at ``price`` (OKX §4.5): the
     discount tiers (bounds in USD or in coins) in the column's tier table, rates in mmr."""
@@ -288,7 +289,7 @@ def solve_liquidation_price(i, qty, entry, collateral, sym, tiers, n_tiers):
 # --- partial and full liquidation ---------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def on_step(qty, step):
     """``qty`` rounded toward zero to a multiple of ``step`` (0: no step, ``qty`` as it is).
     A size within a billionth of a step of the next multiple counts as that multiple, so
@@ -298,7 +299,7 @@ def on_step(qty, step):
     return np.sign(qty) * np.floor(abs(qty) / step + 1e-9) * step
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
     """Size (base units, >= 0) a triggered position is cut down to before a full close; 0 means
     close it all (VENUES.md §6.3). The size kept is on the venue's quantity step (rounded
@@ -308,7 +309,7 @@ def partial_target(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
                    sym[Sym.QTY_STEP, i])
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def partial_size(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
     """The size ``partial_target`` keeps, before the quantity step:
 
@@ -357,7 +358,7 @@ def partial_size(i, qty, entry, price, equity, scales, sym, tiers, n_tiers):
     return size * cap / key
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def lowest_cut_tier(i, sym):
     """The lowest tier a position must be above for a partial cut to apply (-1: never)."""
     rule = sym[Sym.PARTIAL, i]
@@ -366,7 +367,7 @@ def lowest_cut_tier(i, sym):
     return 1 if rule == Partial.STEP_DOWN or rule == Partial.LOWER_BRACKET else 2
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cut_keeps_margin(i, sym):
     """Whether an isolated position's partial cut leaves its proceeds (the margin it frees,
     its realized PnL, less the fee) in the position's margin, rather than paying them out
@@ -380,7 +381,7 @@ def cut_keeps_margin(i, sym):
     return sym[Sym.PARTIAL, i] == Partial.LOWER_BRACKET
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def isolated_cut_fee_cap(i, equity, kept, size, sym):
     """The most an isolated position's partial cut (to ``kept`` of ``size`` units) may charge
     in fees: what remains of the margin that pays it (``cut_keeps_margin``): the whole
@@ -390,7 +391,7 @@ def isolated_cut_fee_cap(i, equity, kept, size, sym):
     return equity * (1.0 - kept / size)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def isolated_settlement(i, qty, entry, margin, price, sym):
     """Where a liquidated isolated position closes, and what it costs.
 
@@ -421,7 +422,7 @@ def isolated_settlement(i, qty, entry, margin, price, sym):
     return (price, fee, due - fee, realized, max(left - fee, 0.0), max(-left, 0.0), bankrupt)
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def isolated_funding_split(i, payment, available, sym):
     """The part of an isolated position's funding ``payment`` the wallet pays; its own margin
     pays the rest. DESIGN.md §4: the margin pays it all (it moves the liquidation price).
@@ -436,7 +437,7 @@ def isolated_funding_split(i, payment, available, sym):
 # --- the account's margin mode (the account rule ACCOUNT_MARGIN_MODE) ---------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def account_wide_mode(rules):
     """Whether the venue sets the margin mode for the whole account rather than per symbol
     (Bybit UTA, VENUES.md §3.1): a mode switch then applies to every margined column, and
@@ -447,7 +448,7 @@ def account_wide_mode(rules):
 # --- a triggered cross account (the account rule R_CROSS_CLOSE) -----------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cross_close_next(state, mode, close):
     """The cross position to close next (-1: none left): the oldest first under FIFO (Kraken),
     else in column order (the whole account goes)."""
@@ -461,7 +462,7 @@ def cross_close_next(state, mode, close):
     return pick
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cross_close_done(close, trigger_value, target_value):
     """Whether a cross liquidation may stop with positions left: under FIFO, once the account
     no longer triggers (``trigger_value`` > 0) and its margin level is above the
@@ -471,14 +472,14 @@ def cross_close_done(close, trigger_value, target_value):
     return close == CrossClose.FIFO and trigger_value > 0.0 and target_value > 0.0
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def settles_to_zero(close, total_mm):
     """Whether the cross account is settled at the positions' bankruptcy prices (Bybit): its
     wallet ends at zero, and a gap past those prices is the insurance fund's."""
     return close == CrossClose.SETTLE_AT_BANKRUPTCY and total_mm > 0.0
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def cross_settlement(i, qty, entry, price, balance, mm, total_mm, close, sym):
     """Where cross position i closes in a liquidation triggered at mark ``price``, and its fee:
     ``(price, fee, bankruptcy price)``. ``balance`` is the account's margin balance at the

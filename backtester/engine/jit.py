@@ -1,0 +1,70 @@
+"""How the engine's functions are compiled: ``inner`` for those only compiled code calls.
+
+numba gives every function it compiles two wrappers: one to call it from Python, which
+unboxes each argument (for a function of the book, a dozen arrays in named tuples) and
+boxes the result, and one to call it from C. Both are optimised and turned into machine
+code, once per function and signature. The engine's functions call one another and only
+a few are called from Python: on an empty cache the wrappers of the others were a third of
+a first ``backtester run``'s compile time (9 of 32 CPU-s on two cores).
+
+``inner`` compiles a function without them (numba's ``no_cpython_wrapper`` and
+``no_cfunc_wrapper`` options); compiled callers link its code as before and numba's
+cache holds it as before. Called from Python all the same (the public margin calculators
+of ``backtester.liquidation`` and ``backtester.venues`` call a few rules so, and tests,
+notebooks and debuggers may call any), it runs its twin: the same Python function compiled
+with the wrappers on that first call, cached under a name of its own (numba names a
+function's cache files after its qualified name, and would otherwise hand one's compiled
+code to the other). ``InnerDispatcher.twins`` names the twins this process made: the
+bar loop and the sweeps make none (a test says so).
+"""
+
+from __future__ import annotations
+
+import types
+
+from numba import njit
+from numba.core import config
+from numba.core.registry import CPUDispatcher
+
+WITHOUT_WRAPPERS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+
+
+class InnerDispatcher(CPUDispatcher):
+    """A dispatcher compiled without wrappers, whose Python calls go to its twin."""
+
+    twins: list[str] = []  # the functions whose twin this process made
+
+    def __call__(self, *args, **kwargs):
+        twin = self.__dict__.get("_twin")
+        if twin is None:
+            twin = self.__dict__["_twin"] = _twin(self)
+        return twin(*args, **kwargs)
+
+
+def _twin(dispatcher: InnerDispatcher):
+    """The dispatcher's function compiled with its wrappers, cached as ``<name>_from_python``."""
+    fn = dispatcher.py_func
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+    copy.__qualname__ = f"{fn.__qualname__}_from_python"
+    copy.__module__, copy.__doc__ = fn.__module__, fn.__doc__
+    options = {key: value for key, value in dispatcher.targetoptions.items()
+               if key not in WITHOUT_WRAPPERS and key != "nopython"}  # (njit's own)
+    InnerDispatcher.twins.append(f"{fn.__module__}.{fn.__qualname__}")
+    return njit(cache=True, **options)(copy)
+
+
+def inner(func=None, **options):
+    """``numba.njit(cache=True, **options)`` for a function only compiled code calls (the
+    module's docstring). Under ``NUMBA_DISABLE_JIT`` the function itself."""
+
+    def wrap(fn):
+        if config.DISABLE_JIT:
+            return fn
+        targetoptions = {"nopython": True, "boundscheck": None, **options, **WITHOUT_WRAPPERS}
+        dispatcher = InnerDispatcher(py_func=fn, locals={}, targetoptions=targetoptions)
+        dispatcher.enable_caching()
+        return dispatcher
+
+    return wrap if func is None else wrap(func)
+

@@ -71,7 +71,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import njit
 from numba.core.errors import NumbaError
 
 from .engine import driver
@@ -88,6 +87,7 @@ from .engine.enums import (  # noqa: F401  (re-exported for strategy authors)
     Sym,
     TierField,
 )
+from .engine.jit import inner
 from .engine.rules import initial_margin
 from .engine.rules import maintenance_margin as _maintenance_margin
 
@@ -99,20 +99,20 @@ class StrategyError(ValueError):
 # --- reading the account (compiled helpers for callbacks) --------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def _book(ctx):
     """The kernel's ``Book`` over the view's arrays (the account functions take one)."""
     return Book(ctx.state, ctx.tier, ctx.account, ctx.mode, ctx.sym, ctx.tiers, ctx.n_tiers,
                 ctx.rules)
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def position(ctx, i):
     """Signed position of symbol i in base units (long > 0)."""
     return ctx.state[State.QTY, i]
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def leverage(ctx, i):
     """Symbol i's leverage now: the run's, or what ``set_leverage`` made it (1 for spot).
 
@@ -123,25 +123,25 @@ def leverage(ctx, i):
     return ctx.sym[Sym.LEVERAGE, i]
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def entry_price(ctx, i):
     """Average entry price of symbol i's position (0 when flat)."""
     return ctx.state[State.ENTRY, i]
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def mark_price(ctx, i):
     """Last mark price of symbol i (what margin and liquidation are computed on)."""
     return ctx.state[State.MARK, i]
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def notional(ctx, i):
     """``|q| * mark`` of symbol i's position, in quote."""
     return abs(ctx.state[State.QTY, i]) * ctx.state[State.MARK, i]
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def position_margin(ctx, i):
     """Margin backing symbol i's position: an isolated position's own margin, a spot
     holding's cost, a cross position's initial margin (``|q| * entry / leverage`` and the
@@ -154,7 +154,7 @@ def position_margin(ctx, i):
     return ctx.state[State.ISO_MARGIN, i]
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def maintenance_margin(ctx, i):
     """Maintenance margin of symbol i's position at its mark, under the venue's model
     (tiered; 0 for spot)."""
@@ -165,14 +165,14 @@ def maintenance_margin(ctx, i):
                                ctx.tiers, ctx.n_tiers)
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def liquidation_price(ctx, i):
     """Mark price at which symbol i's position is liquidated, all else fixed (NaN: flat or
     spot). Cross: Binance's formula with the other cross positions at their marks."""
     return position_liquidation_price(i, _book(ctx))
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def liquidation_distance(ctx, i):
     """How far the mark may move against symbol i's position before it is liquidated, as a
     fraction of the mark (0.1 = a 10% adverse move); inf when it never is."""
@@ -184,7 +184,7 @@ def liquidation_distance(ctx, i):
     return (mark - lp) / mark if q > 0.0 else (lp - mark) / mark
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def isolated_margin_for(ctx, i, price):
     """Margin an isolated position needs so that it is liquidated only at ``price`` (solves
     ``M + q * (price - entry) == MM(price)``); compare with ``position_margin``."""
@@ -194,31 +194,31 @@ def isolated_margin_for(ctx, i, price):
     return mm - q * (price - entry)
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def free_isolated_margin(ctx, i):
     """Isolated margin symbol i could give back now (``remove_margin`` beyond it is refused)."""
     return removable_margin(i, _book(ctx))
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def equity(ctx, t):
     """Account equity at the close of bar t: wallet + isolated margins + unrealized PnL."""
     return ctx.out[Out.EQUITY, t]
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def margin_ratio(ctx, t):
     """Cross maintenance margin over cross margin balance at close t (liquidation at 1)."""
     return ctx.out[Out.MARGIN_RATIO, t]
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def wallet_balance(ctx):
     """Wallet balance: deposits + realized PnL - fees - funding, less isolated margins."""
     return ctx.account[Account.WALLET]
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def available_balance(ctx):
     """Balance free for new margin: wallet + cross unrealized PnL - cross initial margin."""
     return _available_balance(_book(ctx))
@@ -227,39 +227,39 @@ def available_balance(ctx):
 # --- writing orders ------------------------------------------------------------------------------
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def order_target(orders, i, amount):
     """Ask for symbol i's position to become ``amount`` (in the run's target_kind)."""
     orders[Order.TARGET, i] = amount
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def order_delta(orders, i, amount):
     """Ask to change symbol i's position by ``amount`` (target_kind units; adds up)."""
     d = orders[Order.DELTA, i]
     orders[Order.DELTA, i] = amount if d != d else d + amount
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def add_margin(orders, i, amount):
     """Move ``amount`` of quote from the available balance into isolated position i."""
     m = orders[Order.MARGIN, i]
     orders[Order.MARGIN, i] = amount if m != m else m + amount
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def remove_margin(orders, i, amount):
     """Take ``amount`` of quote out of isolated position i back to the wallet."""
     add_margin(orders, i, -amount)
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def set_leverage(orders, i, leverage):
     """Change symbol i's leverage (within the max leverage of its position's tier)."""
     orders[Order.LEVERAGE, i] = leverage
 
 
-@njit(cache=True, _nrt=False)
+@inner(_nrt=False)
 def set_margin_mode(orders, i, mode):
     """Switch symbol i to ``Mode.CROSS`` or ``Mode.ISOLATED``; refused while it holds a position.
 

@@ -30,13 +30,15 @@ itself) needs Binance's bracket search (``bracket_liquidation_price``).
 All compiled without NRT (``_nrt=False``): they allocate nothing, and numba then
 does not reference-count the arrays they receive (an atomic count costs ~75 ns a
 call, more than most of these functions' work). The ones called per position on
-every bar (the tier lookup, maintenance margin, the liquidation price the kernel
-records) are inlined by numba (``inline='always'``): without that, the kernel as
-loaded from numba's on-disk cache recorded liquidation prices a third slower than
-the same kernel just compiled (measured: 328 against 250 ms a million bars of ten
-symbols), a call passing every field of every array argument. The others are not:
-each inlined function is re-typed at every call site, and inlining them all doubled
-the kernel's compile time for no speed.
+every bar (the tier lookup, the maintenance margin in a tier, the liquidation price
+the kernel records and its solvers) are inlined by numba (``inline='always'``): called,
+a kernel compiled over callees from numba's on-disk cache recorded liquidation prices
+two thirds slower (75 against 45 ms for 200,000 bars of six symbols), and isolated runs
+were 15% slower, a call passing every field of every array argument. The others,
+``maintenance_margin`` itself included (fourteen call sites, most on rare paths), are
+called: each inlined function is re-typed and lowered again at every call site, and
+inlining them cost a first run 6 of its 24 CPU-seconds of compiling. Those called only
+by compiled code are compiled without numba's Python wrappers (``engine.jit.inner``).
 """
 
 from __future__ import annotations

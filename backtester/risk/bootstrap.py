@@ -49,6 +49,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..data.market import Market
+from ..engine.jit import inner
 
 DAY_NS = 86_400 * 10**9
 # the history's bar fields a path is made of, as ratios to the previous close (funding as is)
@@ -279,7 +280,7 @@ class Bootstrap:
         return Paths(m.symbols, index, bar_ns, out, source, seeds)
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def draw_sources(seed, n_bars, pool_sorted, phase_start, phase_count, continues, period,
                  phase0, p_new, source):
     """The history bar of each bar of one path (a stationary bootstrap keeping the phase)."""

@@ -63,6 +63,7 @@ from ..engine.enums import (
     Reject,
     Trading,
 )
+from ..engine.jit import inner
 from ..engine.kernel import run_to_end
 from ..engine.records import new_records
 from ..prepare import prepare_run, split_plan
@@ -117,7 +118,7 @@ def expected_shortfall(values: np.ndarray, alpha: float = 0.05) -> float:
 # --- the kernel loops ------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def _extras(out, records, n_bars, row):
     """The first liquidation's bar, the lowest equity and the orders the account could not
     carry of a finished run, into ``row``."""

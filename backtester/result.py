@@ -17,7 +17,7 @@ from .atomic import build_folder
 from .config import RunConfig
 from .data.market import Market
 from .engine import enums
-from .engine.driver import KernelOutput
+from .engine.driver import KernelOutput, funding_array, funding_payments
 from .engine.positions import positions_from_fills
 from .venues.models import MarginModel
 
@@ -158,7 +158,7 @@ class Result:
 
     @cached_property
     def funding(self) -> pd.DataFrame:
-        return self._events(self._funding, {"mode": enums.MARGIN_MODE_NAMES})
+        return self._events(funding_array(self._funding), {"mode": enums.MARGIN_MODE_NAMES})
 
     @cached_property
     def rejections(self) -> pd.DataFrame:
@@ -290,7 +290,7 @@ class Result:
             "liquidation_fees_waived": float(liq["fee_waived"].sum()),
             "bankruptcy_shortfall": float(liq["shortfall"].sum()),
             "fees_paid": strategy_fees,
-            "funding_paid": float(self._funding["payment"].sum()),
+            "funding_paid": float(funding_payments(self._funding).sum()),
             "borrowing_fees": float(borrowing.sum()),
             "margin_calls": int((events["kind"] == enums.EventKind.MARGIN_CALL).sum()),
             "worst_margin_ratio": float(ratio.max()) if len(ratio) else float("nan"),

@@ -18,6 +18,24 @@ from .validate import (
     to_ns,
 )
 
+UTC_NS = pd.api.types.pandas_dtype("datetime64[ns, UTC]")
+
+
+def utc_index(index: np.ndarray) -> pd.DatetimeIndex:
+    """``index`` (int64 nanoseconds UTC) as a UTC ``DatetimeIndex`` named "timestamp" that
+    reads the same memory (read-only): pandas' public constructors copy an array they
+    localise (8 MB a million bars); where its array type is not as expected, that copy."""
+    values = np.asarray(index, dtype=np.int64).view("datetime64[ns]")
+    try:
+        from pandas.core.arrays import DatetimeArray
+
+        values = values.view()
+        values.flags.writeable = False
+        return pd.DatetimeIndex(DatetimeArray._simple_new(values, dtype=UTC_NS),
+                                name="timestamp", copy=False)
+    except (ImportError, AttributeError, TypeError):  # (another pandas)
+        return pd.DatetimeIndex(values, dtype=UTC_NS, name="timestamp")
+
 
 @dataclass(frozen=True, eq=False)
 class Market:
@@ -167,9 +185,7 @@ class Market:
     @cached_property
     def timestamps(self) -> pd.DatetimeIndex:
         """The time index as a UTC ``DatetimeIndex`` (bar open times)."""
-        # a datetime64 view of the int64 nanoseconds read as UTC: no parsing, one copy
-        values = np.asarray(self.index, dtype=np.int64).view("datetime64[ns]")
-        return pd.DatetimeIndex(values, dtype="datetime64[ns, UTC]", name="timestamp")
+        return utc_index(self.index)
 
     @property
     def bars_per_year(self) -> float:

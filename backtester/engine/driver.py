@@ -145,54 +145,61 @@ class PackedFunding:
     payments (70 MB of records) for ten symbols every 8 bars, the largest thing the run
     allocates. Such a run hands the kernel a buffer of ``FUNDING_BUFFER_ROWS`` rows,
     and ``execute`` moves its rows here whenever the kernel stops (it stops at least
-    every ``FUNDING_BUFFER_ROWS // N`` funding bars), as ``bar`` and ``symbol`` in the
-    least integer types that hold them, ``mode`` in a byte, and ``qty``, ``mark_price``
-    and ``rate`` as they were. The payment is not kept: the kernel computes it as
-    ``qty * mark_price * rate`` (``kernel.pay_funding``), which ``funding_payments``
+    every ``FUNDING_BUFFER_ROWS // N`` funding bars): one array per field, ``bar`` and
+    ``symbol`` in the least integer types that hold them, ``mode`` in a byte, ``qty``,
+    ``mark_price`` and ``rate`` as they were. The payment is not kept: the kernel computes
+    it as ``qty * mark_price * rate`` (``kernel.pay_funding``), which ``payments``
     computes again, the same operations on the same numbers (the same bits).
     """
 
+    FIELDS = ("bar", "symbol", "mode", "qty", "mark_price", "rate")
+
     def __init__(self, rows: int, n_bars: int, n_symbols: int):
-        self.dtype = np.dtype([("bar", _index_type(n_bars)), ("symbol", _index_type(n_symbols)),
-                               ("mode", np.int8), ("qty", np.float64),
-                               ("mark_price", np.float64), ("rate", np.float64)])
-        self.rows = np.empty(rows, dtype=self.dtype)  # (pages touched as they are written)
+        types = (_index_type(n_bars), _index_type(n_symbols), np.int8, np.float64,
+                 np.float64, np.float64)
+        # (pages that the system maps only as they are written)
+        self.columns = {name: np.empty(rows, dtype=kind)
+                        for name, kind in zip(self.FIELDS, types, strict=True)}
         self.count = 0
 
     def __len__(self) -> int:
         return self.count
+
+    @property
+    def nbytes(self) -> int:
+        return sum(column.nbytes for column in self.columns.values())
 
     def take(self, buffer: np.ndarray, counts: np.ndarray) -> None:
         """Move the funding rows the kernel wrote into ``buffer`` here, and empty it."""
         used = int(counts[Count.FUNDING])
         if used == 0:
             return
-        if self.count + used > self.rows.shape[0]:  # (never: sized for every funding rate)
-            self.rows = _grown(self.rows, self.count + used)
-        rows, written = self.rows[self.count:self.count + used], buffer[:used]
-        for name in self.dtype.names:
-            rows[name] = written[name]
-        self.count += used
+        start, stop = self.count, self.count + used
+        for name, column in self.columns.items():
+            if stop > column.shape[0]:  # (never: sized for every funding rate)
+                column = self.columns[name] = _grown(column, stop)
+            column[start:stop] = buffer[name][:used]
+        self.count = stop
         counts[Count.FUNDING] = 0
 
     def finish(self) -> PackedFunding:
-        """Itself, its rows trimmed to those used (a copy when less than half are)."""
-        self.rows = _used(self.rows, self.count)
+        """Itself, its columns trimmed to the rows used (copies when less than half are)."""
+        for name, column in self.columns.items():
+            self.columns[name] = _used(column, self.count)
         return self
 
     def payments(self) -> np.ndarray:
         """Each payment (> 0: paid by the account), as the kernel computed it."""
-        rows = self.rows[:self.count]
-        paid = np.multiply(rows["qty"], rows["mark_price"])
-        paid *= rows["rate"]
+        n, columns = self.count, self.columns
+        paid = np.multiply(columns["qty"][:n], columns["mark_price"][:n])
+        paid *= columns["rate"][:n]
         return paid
 
     def unpack(self) -> np.ndarray:
         """The payments as ``enums.funding_dt`` rows, as the kernel wrote them."""
-        rows = self.rows[:self.count]
         out = np.empty(self.count, dtype=funding_dt)
-        for name in self.dtype.names:
-            out[name] = rows[name]
+        for name, column in self.columns.items():
+            out[name] = column[:self.count]
         out["payment"] = self.payments()
         return out
 

@@ -381,3 +381,15 @@ def test_a_sweep_of_a_callback_whose_funding_is_packed_summarises_it(monkeypatch
                   **{k: v for k, v in options.items() if k != "leverage"})
     expected = run(market, strategy, **options).summary()["funding_paid"]
     assert table["funding_paid"].iloc[0] == expected != 0.0
+
+
+def test_a_run_of_many_payments_stops_a_bounded_number_of_times_to_pack_them(monkeypatch):
+    # 1,000 funding bars of 3 columns: with 8-row buffers (2 bars each) it would stop 499
+    # times; it stops at most MAX_FUNDING_STOPS times, with a buffer of 63 bars' rows
+    monkeypatch.setattr(driver, "FUNDING_BUFFER_ROWS", 8)
+    has_funding = np.zeros(4_000, dtype=np.bool_)
+    has_funding[::4] = True
+    stops, rows = driver.funding_stops(has_funding, 3)
+    per = -(-1_000 // driver.MAX_FUNDING_STOPS)  # 63 bars
+    assert rows == 3 * per
+    assert stops.tolist() == [4 * k * per for k in range(1, 16)]  # 15 stops: 16 chunks

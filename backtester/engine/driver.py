@@ -136,6 +136,7 @@ class KernelOutput:
 
 # the kernel's funding buffer, in rows, when a run's payments are packed (``PackedFunding``)
 FUNDING_BUFFER_ROWS = 1 << 16
+MAX_FUNDING_STOPS = 16  # (a run of more payments has a larger buffer)
 
 
 class PackedFunding:
@@ -143,13 +144,13 @@ class PackedFunding:
 
     A run of a million bars pays funding on every open position every few bars: 1.25 M
     payments (70 MB of records) for ten symbols every 8 bars, the largest thing the run
-    allocates. Such a run hands the kernel a buffer of ``FUNDING_BUFFER_ROWS`` rows,
-    and ``execute`` moves its rows here whenever the kernel stops (it stops at least
-    every ``FUNDING_BUFFER_ROWS // N`` funding bars): one array per field, ``bar`` and
-    ``symbol`` in the least integer types that hold them, ``mode`` in a byte, ``qty``,
-    ``mark_price`` and ``rate`` as they were. The payment is not kept: the kernel computes
-    it as ``qty * mark_price * rate`` (``kernel.pay_funding``), which ``payments``
-    computes again, the same operations on the same numbers (the same bits).
+    allocates. Such a run hands the kernel a buffer of ``FUNDING_BUFFER_ROWS`` rows (or
+    more, ``funding_stops``), and ``execute`` moves its rows here whenever the kernel stops
+    (it stops at least every ``FUNDING_BUFFER_ROWS // N`` funding bars): one array per
+    field, ``bar`` and ``symbol`` in the least integer types that hold them, ``mode`` in a
+    byte, ``qty``, ``mark_price`` and ``rate`` as they were. The payment is not kept: the
+    kernel computes it as ``qty * mark_price * rate`` (``kernel.pay_funding``), which
+    ``payments`` computes again, the same operations on the same numbers (the same bits).
     """
 
     FIELDS = ("bar", "symbol", "mode", "qty", "mark_price", "rate")
@@ -222,12 +223,17 @@ def funding_payments(funding: np.ndarray | PackedFunding) -> np.ndarray:
     return funding.payments() if isinstance(funding, PackedFunding) else funding["payment"]
 
 
-def funding_stops(has_funding: np.ndarray, n_symbols: int) -> np.ndarray:
-    """Bars at which a run whose funding is packed stops to empty the kernel's funding buffer:
-    every ``FUNDING_BUFFER_ROWS // n_symbols``-th funding bar (a bar pays at most one row
-    per column), so that the buffer never holds more than that many bars' payments."""
-    per = max(1, FUNDING_BUFFER_ROWS // max(1, n_symbols))
-    return np.flatnonzero(has_funding)[per::per]
+def funding_stops(has_funding: np.ndarray, n_symbols: int) -> tuple[np.ndarray, int]:
+    """``(stops, buffer rows)`` of a run whose funding payments are packed: the bars
+    at which it stops to empty the kernel's funding buffer, every ``per``-th funding bar (a
+    bar pays at most one row per column), and the buffer's rows, ``per`` bars' worth.
+    ``per``: ``FUNDING_BUFFER_ROWS // n_symbols``, or more for a run that would otherwise
+    stop more than ``MAX_FUNDING_STOPS`` times (each resumption of the kernel looks for
+    where each column's data end: a scan of the column's NaN tail)."""
+    n = max(1, n_symbols)
+    bars = np.flatnonzero(has_funding)
+    per = max(1, FUNDING_BUFFER_ROWS // n, -(-bars.shape[0] // MAX_FUNDING_STOPS))
+    return bars[per::per], per * n
 
 
 @njit(cache=True, error_model='numpy')
@@ -297,8 +303,7 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
     funding_rows = inputs.funding_rows
     if funding_rows > FUNDING_BUFFER_ROWS:  # many payments: the kernel's buffer emptied as
         packed = PackedFunding(funding_rows, n_bars, n)  # it goes, into fewer bytes
-        stops = funding_stops(bars.has_funding, n)
-        funding_rows = max(1, FUNDING_BUFFER_ROWS // max(1, n)) * n
+        stops, funding_rows = funding_stops(bars.has_funding, n)
     records = allocate_records(n, inputs.versions.tiers.shape[3], inputs.fill_rows,
                                funding_rows)
     shape = (n_bars, n) if inputs.record_positions else (0, n)

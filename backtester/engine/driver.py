@@ -202,12 +202,22 @@ class PackedFunding:
         paid *= columns["rate"][:n]
         return paid
 
+    def fields(self) -> dict[str, np.ndarray]:
+        """Each field of ``enums.funding_dt``, in its order and type: the payments' columns
+        as the kernel wrote them."""
+        n, fields = self.count, {}
+        for name in funding_dt.names:
+            if name == "payment":
+                fields[name] = self.payments()
+            else:
+                fields[name] = self.columns[name][:n].astype(funding_dt[name], copy=False)
+        return fields
+
     def unpack(self) -> np.ndarray:
         """The payments as ``enums.funding_dt`` rows, as the kernel wrote them."""
         out = np.empty(self.count, dtype=funding_dt)
-        for name, column in self.columns.items():
-            out[name] = column[:self.count]
-        out["payment"] = self.payments()
+        for name, column in self.fields().items():
+            out[name] = column
         return out
 
 
@@ -222,6 +232,14 @@ def _index_type(size: int) -> type:
 def funding_array(funding: np.ndarray | PackedFunding) -> np.ndarray:
     """A run's funding payments as ``enums.funding_dt`` rows (``KernelOutput.funding``)."""
     return funding.unpack() if isinstance(funding, PackedFunding) else funding
+
+
+def funding_fields(funding: np.ndarray | PackedFunding) -> dict[str, np.ndarray]:
+    """The fields of ``KernelOutput.funding`` by name (``enums.funding_dt``'s), without
+    building its rows where it is packed."""
+    if isinstance(funding, PackedFunding):
+        return funding.fields()
+    return {name: funding[name] for name in funding.dtype.names}
 
 
 def funding_payments(funding: np.ndarray | PackedFunding) -> np.ndarray:

@@ -156,17 +156,11 @@ class PackedFunding:
     FIELDS = ("bar", "symbol", "mode", "qty", "mark_price", "rate")
 
     def __init__(self, rows: int, n_bars: int, n_symbols: int):
-        types = [np.dtype(kind) for kind in (_index_type(n_bars), _index_type(n_symbols),
-                                             np.int8, np.float64, np.float64, np.float64)]
-        # the columns side by side in one block: one large allocation, which the system maps
-        # in huge pages as it is written (six smaller ones would fault in 4 KiB pages) and
-        # takes back whole when the run's result goes
-        sizes = [-(-rows * kind.itemsize // 64) * 64 for kind in types]
-        block = np.empty(sum(sizes), dtype=np.uint8)
-        self.columns, start = {}, 0
-        for name, kind, size in zip(self.FIELDS, types, sizes, strict=True):
-            self.columns[name] = block[start:start + rows * kind.itemsize].view(kind)
-            start += size
+        types = (_index_type(n_bars), _index_type(n_symbols), np.int8, np.float64,
+                 np.float64, np.float64)
+        # (pages that the system maps only as they are written)
+        self.columns = {name: np.empty(rows, dtype=kind)
+                        for name, kind in zip(self.FIELDS, types, strict=True)}
         self.count = 0
 
     def __len__(self) -> int:

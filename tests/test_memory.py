@@ -7,7 +7,9 @@
 - ``Result.liquidation_prices`` of a default run is computed when asked (by a replay with
   the record on) and equals the recorded one;
 - the kernel's fill buffer is sized with a bar's worth of headroom, so that it is not
-  doubled (copied) at the end of a run whose fills were foreseen.
+  doubled (copied) at the end of a run whose fills were foreseen;
+- the funding payments of a run of many are packed as the run goes (``PackedFunding``: 31
+  bytes a payment instead of 56), and read back as the very rows the kernel wrote.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from .atomic import build_folder
 from .config import RunConfig
 from .data.market import Market
 from .engine import enums
-from .engine.driver import KernelOutput
+from .engine.driver import KernelOutput, funding_fields, funding_payments
 from .engine.positions import positions_from_fills
 from .venues.models import MarginModel
 
@@ -138,8 +138,12 @@ class Result:
             return f"{margined[0][0]} {margined[0][1]:g}x"
         return "mixed" if margined else "spot"
 
-    def _events(self, records: np.ndarray, names: dict[str, tuple[str, ...]]) -> pd.DataFrame:
-        frame = pd.DataFrame({name: records[name] for name in records.dtype.names})
+    def _events(self, records: np.ndarray | dict, names: dict[str, tuple[str, ...]]
+                ) -> pd.DataFrame:
+        """One row per record (``records``: a record array, or its fields by name)."""
+        fields = records if isinstance(records, dict) else {
+            name: records[name] for name in records.dtype.names}
+        frame = pd.DataFrame(fields)
         frame.insert(0, "timestamp", self.market.timestamps[frame["bar"].to_numpy()])
         symbols = np.asarray((*self.market.symbols, None), dtype=object)  # -1: the account
         frame["symbol"] = symbols[frame["symbol"].to_numpy()] if len(frame) else []
@@ -158,7 +162,7 @@ class Result:
 
     @cached_property
     def funding(self) -> pd.DataFrame:
-        return self._events(self._funding, {"mode": enums.MARGIN_MODE_NAMES})
+        return self._events(funding_fields(self._funding), {"mode": enums.MARGIN_MODE_NAMES})
 
     @cached_property
     def rejections(self) -> pd.DataFrame:
@@ -290,7 +294,7 @@ class Result:
             "liquidation_fees_waived": float(liq["fee_waived"].sum()),
             "bankruptcy_shortfall": float(liq["shortfall"].sum()),
             "fees_paid": strategy_fees,
-            "funding_paid": float(self._funding["payment"].sum()),
+            "funding_paid": float(funding_payments(self._funding).sum()),
             "borrowing_fees": float(borrowing.sum()),
             "margin_calls": int((events["kind"] == enums.EventKind.MARGIN_CALL).sum()),
             "worst_margin_ratio": float(ratio.max()) if len(ratio) else float("nan"),

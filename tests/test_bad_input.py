@@ -507,3 +507,26 @@ def test_cli_report_of_a_damaged_save_names_the_folder(tmp_path, capsys):
     (tmp_path / "run.json").write_text("{not json")
     err = cli_error(["report", str(tmp_path)], capsys)
     assert f"error: {tmp_path}: not a readable saved run" in err
+
+
+def test_funding_rates_within_every_bound_warn_nothing_and_a_skipped_column_is_not_read():
+    from backtester.prepare.suspicious import _all_within, funding_beyond_bounds
+    from backtester.venues import load_venue
+
+    flat = load_venue("flat")  # no published cap: +-10% stands in
+    close = np.full((4, 2), 100.0)
+    rate = np.full((4, 2), np.nan)
+    rate[0] = [0.1, -0.1]  # exactly at the bounds: within them
+    market = Market.from_arrays(["BTC_USDT", "ETH_USDT"], close, close * 1.01, close * 0.99,
+                                close, funding_rate=rate)
+    assert _all_within(market.funding_rate, flat, market.symbols)  # the quick answer
+    assert funding_beyond_bounds(market, flat) == []
+    rate[2, 1] = 0.5  # ETH: 50%, beyond 10%, but ETH is a spot holding here (no funding)
+    market = Market.from_arrays(["BTC_USDT", "ETH_USDT"], close, close * 1.01, close * 0.99,
+                                close, funding_rate=rate)
+    assert not _all_within(market.funding_rate, flat, ["BTC_USDT"])  # the closer look:
+    assert funding_beyond_bounds(market, flat, skip=("ETH_USDT",)) == []  # ETH skipped
+    assert funding_beyond_bounds(market, flat)[0].startswith(
+        "ETH_USDT: 1 funding rate(s) outside the plausible bounds")
+    nothing = np.full((4, 2), np.nan)
+    assert _all_within(nothing, flat, market.symbols)

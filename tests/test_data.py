@@ -16,6 +16,7 @@ import pytest
 from backtester.data import (
     DataError,
     DataWarning,
+    Market,
     embedded_data_dir,
     generate_embedded,
     import_csv,
@@ -443,3 +444,52 @@ def test_make_market_and_write_market_round_trip(tmp_path):
     np.testing.assert_array_equal(again.close, market.close)
     plain = make_market(50, 2, with_mark=False, funding_every=None)
     assert plain.mark_high is plain.high and np.isnan(plain.funding_rate).all()
+
+
+# --- the checks' fast path: every rule at once, where no bar is missing ---------------------
+
+
+@pytest.mark.parametrize("broken, column, what", [
+    (("open", 0, np.nan), "open", "NaN price in a bar that has other prices"),
+    (("close", 1, np.nan), "close", "NaN price in a bar that has other prices"),
+    (("high", 2, np.inf), "high", "infinite price"),
+    (("low", 0, 0.0), "low", "price <= 0"),
+    (("low", 1, -1.0), "low", "price <= 0"),
+    (("high", 2, 99.5), "high", "high < max(open, close)"),   # the close is 100
+    (("low", 0, 100.5), "low", "low > min(open, close)"),     # the open is 100
+    (("volume", 1, -2.0), "volume", "negative volume"),
+    (("volume", 2, np.nan), "volume", "NaN volume"),
+])
+def test_one_broken_value_is_named_whatever_the_path_that_finds_it(broken, column, what):
+    from backtester.data.validate import _plainly_sound, bar_problem
+
+    # three bars: open 100, high 101, low 99, close 100, volume 5 (sound: the fast path holds)
+    cols = {name: np.full(3, value) for name, value in
+            (("open", 100.0), ("high", 101.0), ("low", 99.0), ("close", 100.0),
+             ("volume", 5.0))}
+    assert _plainly_sound(*(cols[c] for c in ("open", "high", "low", "close")), cols["volume"])
+    assert bar_problem(cols) is None
+    name, row, value = broken
+    cols[name][row] = value
+    assert not _plainly_sound(*(cols[c] for c in ("open", "high", "low", "close")),
+                              cols["volume"])
+    problem = bar_problem(cols, missing_ok=True)
+    assert (problem.column, problem.what) == (column, what)
+    assert np.flatnonzero(problem.mask).tolist() == [row]
+
+
+def test_a_missing_bar_leaves_the_fast_path_and_is_no_error():
+    from backtester.data.validate import _plainly_sound, bar_problem
+
+    o = np.array([100.0, np.nan, 100.0])
+    h, lo = o + 1.0, o - 1.0
+    assert not _plainly_sound(o, h, lo, o)  # a NaN: the closer look decides
+    assert bar_problem({"open": o, "high": h, "low": lo, "close": o}, missing_ok=True) is None
+
+
+def test_a_broken_value_past_the_first_block_of_rows_is_named_with_its_row():
+    o = np.full((40_000, 2), 100.0)
+    h, lo, c = o + 1.0, o - 1.0, o.copy()
+    c[33_000, 1] = 102.0  # above its high, in the third block of 16,384 rows
+    with pytest.raises(DataError, match=r"high\[33000, 'B'\]: high < max\(open, close\)"):
+        Market.from_arrays(["A", "B"], o, h, lo, c)

@@ -7,7 +7,9 @@
 - ``Result.liquidation_prices`` of a default run is computed when asked (by a replay with
   the record on) and equals the recorded one;
 - the kernel's fill buffer is sized with a bar's worth of headroom, so that it is not
-  doubled (copied) at the end of a run whose fills were foreseen.
+  doubled (copied) at the end of a run whose fills were foreseen;
+- the funding payments of a run of many are packed as the run goes (``PackedFunding``: 31
+  bytes a payment instead of 56), and read back as the very rows the kernel wrote.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from numba import njit
 from backtester import Market, load_market, run
 from backtester.config import RunConfig
 from backtester.data import make_market
-from backtester.engine.driver import execute
+from backtester.engine import driver, enums
+from backtester.engine.driver import Pause, execute
 from backtester.prepare import prepare_run
 from backtester.strategy import Callback, order_target
 from strategies import hedged_pair
@@ -281,3 +284,114 @@ def test_sweep_fingerprint_of_a_market_without_funding_hashes_it_without_a_full_
     tracemalloc.stop()
     assert found["sha256"] == digest.hexdigest()[:16]
     assert peak < n_bars * n * 8 / 4  # a full funding array would be 16 MB
+
+
+# --- funding payments packed as the run goes (a run of many payments) ------------------------
+
+
+def test_funding_of_a_long_run_is_packed_and_pays_q_times_mark_times_rate(monkeypatch):
+    # 2 BTC long from bar 1 at a constant 60,000 (mark = last; 12,000 of margin at 10x out
+    # of 20,000), a 0.01% rate at every bar: each payment is 2 x 60,000 x 0.0001 = 12 USDT,
+    # 98 of them (bars 2..99: at bar 1 funding settles before the order fills, DESIGN.md
+    # section 4); with a kernel buffer of 8 rows the run stops every 8 funding bars to move
+    # them out
+    monkeypatch.setattr(driver, "FUNDING_BUFFER_ROWS", 8)
+    o = np.full((100, 1), 60_000.0)
+    rate = np.full((100, 1), 1e-4)
+    market = Market.from_arrays(["BTC_USDT"], o, o, o, o, funding_rate=rate)
+    targets = np.full((100, 1), np.nan)
+    targets[0] = 2.0
+    result = run(market, targets, venue="flat", leverage=10, initial_balance=20_000.0)
+    assert isinstance(result.output.funding, driver.PackedFunding)
+    funding = result.funding
+    assert len(funding) == 98 and funding["bar"].tolist() == list(range(2, 100))
+    assert funding["payment"].tolist() == pytest.approx([12.0] * 98, rel=1e-15)
+    assert funding["qty"].tolist() == [2.0] * 98
+    assert funding["mark_price"].tolist() == [60_000.0] * 98
+    assert funding["rate"].tolist() == [1e-4] * 98
+    assert set(funding["symbol"]) == {"BTC_USDT"} and set(funding["mode"]) == {"cross"}
+    assert result.summary()["funding_paid"] == pytest.approx(98 * 12.0, rel=1e-12)
+    # the wallet paid them (the price never moves: no PnL), and the opening fill's fee
+    fees = result.fills["fee"].sum()
+    assert result.account["wallet_balance"].iloc[-1] == pytest.approx(
+        result.initial_equity - fees - 98 * 12.0, rel=1e-12)
+
+
+def runs_packed_and_not(monkeypatch, market, orders, **options):
+    """The same run with its funding packed (an 8-row kernel buffer) and as one buffer."""
+    monkeypatch.setattr(driver, "FUNDING_BUFFER_ROWS", 8)
+    packed = run(market, orders, **options)
+    monkeypatch.setattr(driver, "FUNDING_BUFFER_ROWS", 1 << 40)
+    plain = run(market, orders, **options)
+    assert isinstance(packed.output.funding, driver.PackedFunding)
+    assert isinstance(plain.output.funding, np.ndarray)
+    return packed, plain
+
+
+def assert_same_run(packed, plain):
+    np.testing.assert_array_equal(driver.funding_array(packed.output.funding),
+                                  plain.output.funding)  # every field, bit for bit
+    assert driver.funding_array(packed.output.funding).dtype == enums.funding_dt
+    for name in ("account", "fills", "liquidations", "funding", "rejections", "positions"):
+        pd.testing.assert_frame_equal(getattr(packed, name), getattr(plain, name),
+                                      check_exact=True, obj=name)
+    assert packed.summary() == plain.summary()
+
+
+@pytest.mark.parametrize("margin_mode", ["cross", "isolated"])
+def test_packed_funding_is_the_funding_the_kernel_wrote_through_liquidations(
+        monkeypatch, embedded, margin_mode):
+    targets = np.full((embedded.n_bars, 2), np.nan)
+    targets[::48] = [4.0, 4.0]  # long both at 4x equity each: liquidated in the crash
+    packed, plain = runs_packed_and_not(monkeypatch, embedded, targets, target_kind="equity",
+                                        margin_mode=margin_mode, leverage=20)
+    assert len(plain.liquidations) > 0 and len(plain.funding) > 8 * 4
+    assert_same_run(packed, plain)
+    # 31 bytes or fewer a payment instead of 56
+    assert packed.output.funding.nbytes <= 31 * len(packed.funding)
+
+
+def test_packed_funding_of_a_callback_and_of_a_paused_run(monkeypatch):
+    market = make_market(400, 3, seed=2, funding_every=4)
+    packed, plain = runs_packed_and_not(monkeypatch, market,
+                                        Callback(flip_every_ten, params=[0.5]),
+                                        target_kind="equity", leverage=5, venue="flat")
+    assert_same_run(packed, plain)
+    # a run paused for nothing, its funding packed, is the run
+    monkeypatch.setattr(driver, "FUNDING_BUFFER_ROWS", 8)
+    targets = np.full((400, 3), np.nan)
+    targets[::30] = [0.2, -0.2, 0.1]
+    prepared = prepare_run(market, targets, RunConfig(target_kind="equity", leverage=5,
+                                                      venue="flat"))
+    plain = execute(prepared.inputs)
+    paused = execute(prepared.inputs, Pause(201, lambda book, records, outputs, orders:
+                                            records))
+    assert isinstance(paused.funding, driver.PackedFunding) and len(paused.funding) > 100
+    np.testing.assert_array_equal(driver.funding_array(paused.funding),
+                                  driver.funding_array(plain.funding))
+    np.testing.assert_array_equal(paused.account, plain.account)
+
+
+def test_a_sweep_of_a_callback_whose_funding_is_packed_summarises_it(monkeypatch):
+    from backtester.sweep import sweep
+
+    monkeypatch.setattr(driver, "FUNDING_BUFFER_ROWS", 8)
+    market = make_market(400, 3, seed=2, funding_every=4)
+    strategy = Callback(flip_every_ten, params=[0.5])
+    options = dict(target_kind="equity", leverage=5, venue="flat")
+    table = sweep(market, lambda market: strategy, grid={"leverage": [5]}, backend="inprocess",
+                  **{k: v for k, v in options.items() if k != "leverage"})
+    expected = run(market, strategy, **options).summary()["funding_paid"]
+    assert table["funding_paid"].iloc[0] == expected != 0.0
+
+
+def test_a_run_of_many_payments_stops_a_bounded_number_of_times_to_pack_them(monkeypatch):
+    # 1,000 funding bars of 3 columns: with 8-row buffers (2 bars each) it would stop 499
+    # times; it stops at most MAX_FUNDING_STOPS times, with a buffer of 63 bars' rows
+    monkeypatch.setattr(driver, "FUNDING_BUFFER_ROWS", 8)
+    has_funding = np.zeros(4_000, dtype=np.bool_)
+    has_funding[::4] = True
+    stops, rows = driver.funding_stops(has_funding, 3)
+    per = -(-1_000 // driver.MAX_FUNDING_STOPS)  # 63 bars
+    assert rows == 3 * per
+    assert stops.tolist() == [4 * k * per for k in range(1, 16)]  # 15 stops: 16 chunks

@@ -337,6 +337,19 @@ def _all_positive_finite(v: np.ndarray) -> bool:
     return not v.size or bool(v.min() > 0 and v.max() < np.inf)
 
 
+def _plainly_sound(o, h, lo, c, volume=None) -> bool:
+    """True when every bar keeps every rule of ``bar_problem`` with no NaN at all; else False
+    (a broken rule, or a bar that is missing: ``bar_problem`` then looks closer).
+
+    Two reductions and four comparisons instead of ten passes: 0 < low <= open, close <= high
+    < inf bounds all four prices (a NaN fails a comparison)."""
+    if not (o.size and lo.min() > 0 and h.max() < np.inf and (lo <= o).all()
+            and (lo <= c).all() and (o <= h).all() and (c <= h).all()):
+        return False
+    return volume is None or not volume.size or bool(volume.min() >= 0
+                                                    and volume.max() < np.inf)
+
+
 def bar_problem(cols: Mapping[str, np.ndarray], missing_ok: bool = False) -> Problem | None:
     """The first broken OHLC rule in ``cols``, or None: prices finite and > 0 (no NaN),
     high >= max(open, close), low <= min(open, close); volume (if given) finite and >= 0.
@@ -347,6 +360,8 @@ def bar_problem(cols: Mapping[str, np.ndarray], missing_ok: bool = False) -> Pro
     built only on failure.
     """
     prices = [cols[c] for c in PRICE_COLUMNS]
+    if _plainly_sound(*prices, cols.get("volume")):
+        return None
     if not all(_all_positive_finite(v) for v in prices):
         missing = (np.isnan(prices[0]) & np.isnan(prices[1]) & np.isnan(prices[2])
                    & np.isnan(prices[3])) if missing_ok else None

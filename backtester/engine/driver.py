@@ -40,6 +40,7 @@ from .enums import (
     State,
     Trading,
     Versions,
+    funding_dt,
 )
 from .kernel import SCRATCH_ROWS, put_rules_in_force, simulate
 from .records import RECORD_DTYPES, bar_room, record_sizes
@@ -114,7 +115,9 @@ class KernelOutput:
     account: np.ndarray  # (N_OUT, T) per-bar series, rows as enums.Out.*
     fills: np.ndarray
     liquidations: np.ndarray
-    funding: np.ndarray
+    # enums.funding_dt rows, or a PackedFunding (a run of many payments):
+    # ``funding_array`` / ``funding_payments`` read either
+    funding: np.ndarray | PackedFunding
     rejections: np.ndarray
     events: np.ndarray  # enums.event_dt: borrowing fees, margin calls
     positions: np.ndarray | None  # (T, N) when recorded
@@ -129,6 +132,126 @@ class KernelOutput:
     # (N,) each column's position when the account opened (collateral coins; else 0): with
     # the fills, what rebuilds the positions at every close (``engine.positions``)
     initial_positions: np.ndarray | None = None
+
+
+# the kernel's funding buffer, in rows, when a run's payments are packed (``PackedFunding``)
+FUNDING_BUFFER_ROWS = 1 << 16
+MAX_FUNDING_STOPS = 16  # (a run of more payments has a larger buffer)
+
+
+class PackedFunding:
+    """A run's funding payments in 31 bytes each instead of ``enums.funding_dt``'s 56.
+
+    A run of a million bars pays funding on every open position every few bars: 1.25 M
+    payments (70 MB of records) for ten symbols every 8 bars, the largest thing the run
+    allocates. Such a run hands the kernel a buffer of ``FUNDING_BUFFER_ROWS`` rows (or
+    more, ``funding_stops``), and ``execute`` moves its rows here whenever the kernel stops
+    (it stops at least every ``FUNDING_BUFFER_ROWS // N`` funding bars): one array per
+    field, ``bar`` and ``symbol`` in the least integer types that hold them, ``mode`` in a
+    byte, ``qty``, ``mark_price`` and ``rate`` as they were. The payment is not kept: the
+    kernel computes it as ``qty * mark_price * rate`` (``kernel.pay_funding``), which
+    ``payments`` computes again, the same operations on the same numbers (the same bits).
+    """
+
+    FIELDS = ("bar", "symbol", "mode", "qty", "mark_price", "rate")
+
+    def __init__(self, rows: int, n_bars: int, n_symbols: int):
+        types = (_index_type(n_bars), _index_type(n_symbols), np.int8, np.float64,
+                 np.float64, np.float64)
+        # (pages that the system maps only as they are written)
+        self.columns = {name: np.empty(rows, dtype=kind)
+                        for name, kind in zip(self.FIELDS, types, strict=True)}
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def nbytes(self) -> int:
+        return sum(column.nbytes for column in self.columns.values())
+
+    def take(self, buffer: np.ndarray, counts: np.ndarray) -> None:
+        """Move the funding rows the kernel wrote into ``buffer`` here, and empty it."""
+        used = int(counts[Count.FUNDING])
+        if used == 0:
+            return
+        start, stop = self.count, self.count + used
+        for name, column in self.columns.items():
+            if stop > column.shape[0]:  # (never: sized for every funding rate)
+                column = self.columns[name] = _grown(column, stop)
+            column[start:stop] = buffer[name][:used]
+        self.count = stop
+        counts[Count.FUNDING] = 0
+
+    def finish(self) -> PackedFunding:
+        """Itself, its columns trimmed to the rows used (copies when less than half are)."""
+        for name, column in self.columns.items():
+            self.columns[name] = _used(column, self.count)
+        return self
+
+    def payments(self) -> np.ndarray:
+        """Each payment (> 0: paid by the account), as the kernel computed it."""
+        n, columns = self.count, self.columns
+        paid = np.multiply(columns["qty"][:n], columns["mark_price"][:n])
+        paid *= columns["rate"][:n]
+        return paid
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """Each field of ``enums.funding_dt``, in its order and type: the payments' columns
+        as the kernel wrote them."""
+        n, fields = self.count, {}
+        for name in funding_dt.names:
+            if name == "payment":
+                fields[name] = self.payments()
+            else:
+                fields[name] = self.columns[name][:n].astype(funding_dt[name], copy=False)
+        return fields
+
+    def unpack(self) -> np.ndarray:
+        """The payments as ``enums.funding_dt`` rows, as the kernel wrote them."""
+        out = np.empty(self.count, dtype=funding_dt)
+        for name, column in self.fields().items():
+            out[name] = column
+        return out
+
+
+def _index_type(size: int) -> type:
+    """The least signed integer type that holds 0..size (bar and column numbers)."""
+    for kind in (np.int16, np.int32):
+        if size < np.iinfo(kind).max:
+            return kind
+    return np.int64
+
+
+def funding_array(funding: np.ndarray | PackedFunding) -> np.ndarray:
+    """A run's funding payments as ``enums.funding_dt`` rows (``KernelOutput.funding``)."""
+    return funding.unpack() if isinstance(funding, PackedFunding) else funding
+
+
+def funding_fields(funding: np.ndarray | PackedFunding) -> dict[str, np.ndarray]:
+    """The fields of ``KernelOutput.funding`` by name (``enums.funding_dt``'s), without
+    building its rows where it is packed."""
+    if isinstance(funding, PackedFunding):
+        return funding.fields()
+    return {name: funding[name] for name in funding.dtype.names}
+
+
+def funding_payments(funding: np.ndarray | PackedFunding) -> np.ndarray:
+    """The ``payment`` of each funding row of ``KernelOutput.funding``."""
+    return funding.payments() if isinstance(funding, PackedFunding) else funding["payment"]
+
+
+def funding_stops(has_funding: np.ndarray, n_symbols: int) -> tuple[np.ndarray, int]:
+    """``(stops, buffer rows)`` of a run whose funding payments are packed: the bars
+    at which it stops to empty the kernel's funding buffer, every ``per``-th funding bar (a
+    bar pays at most one row per column), and the buffer's rows, ``per`` bars' worth.
+    ``per``: ``FUNDING_BUFFER_ROWS // n_symbols``, or more for a run that would otherwise
+    stop more than ``MAX_FUNDING_STOPS`` times (each resumption of the kernel looks for
+    where each column's data end: a scan of the column's NaN tail)."""
+    n = max(1, n_symbols)
+    bars = np.flatnonzero(has_funding)
+    per = max(1, FUNDING_BUFFER_ROWS // n, -(-bars.shape[0] // MAX_FUNDING_STOPS))
+    return bars[per::per], per * n
 
 
 @njit(cache=True, error_model='numpy')
@@ -194,8 +317,13 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
                                         inputs.sym.copy(), inputs.versions, inputs.holdings,
                                         bars.mark_open)
     initial_positions = book.state[State.QTY].copy()
+    packed = stops = None
+    funding_rows = inputs.funding_rows
+    if funding_rows > FUNDING_BUFFER_ROWS:  # many payments: the kernel's buffer emptied as
+        packed = PackedFunding(funding_rows, n_bars, n)  # it goes, into fewer bytes
+        stops, funding_rows = funding_stops(bars.has_funding, n)
     records = allocate_records(n, inputs.versions.tiers.shape[3], inputs.fill_rows,
-                               inputs.funding_rows)
+                               funding_rows)
     shape = (n_bars, n) if inputs.record_positions else (0, n)
     margins = (N_MARGIN_FIELDS, n_bars if inputs.record_positions and inputs.record_margins
                else 0, n)
@@ -207,7 +335,7 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
                  *callback_arguments(bars, book, outputs.out, inputs.callback))
     try:
         records = run_bars(bars, book, inputs.trading, inputs.path, inputs.versions, records,
-                           outputs, extra, pause)
+                           outputs, extra, pause, packed, stops)
     except Exception as exc:
         if inputs.callback is None:
             raise
@@ -218,7 +346,8 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
         account=outputs.out,
         fills=_used(records.fills, counts[Count.FILLS]),
         liquidations=_used(records.liqs, counts[Count.LIQS]),
-        funding=_used(records.funding, counts[Count.FUNDING]),
+        funding=(packed.finish() if packed is not None
+                 else _used(records.funding, counts[Count.FUNDING])),
         rejections=_used(records.rejects, counts[Count.REJECTS]),
         events=_used(records.events, counts[Count.EVENTS]),
         positions=outputs.positions if inputs.record_positions else None,
@@ -266,7 +395,8 @@ def grow_records(records: Records, n: int, n_tiers_max: int, with_callback: bool
 
 
 def run_bars(bars, book, trading, path, versions, records, outputs, extra,
-             pause: Pause | None = None):
+             pause: Pause | None = None, packed: PackedFunding | None = None,
+             stops: np.ndarray | None = None):
     """``kernel.run_to_end``'s loop, driven from Python; returns the record buffers.
 
     The kernel is resumable: it stops at each dated rule change and where a record
@@ -278,17 +408,28 @@ def run_bars(bars, book, trading, path, versions, records, outputs, extra,
 
     ``pause``: one more stop, after bar ``pause.bar``'s close, where ``pause.action`` acts
     on the account; the run then goes on from the next bar as if it had not stopped.
+
+    ``packed``: where the funding payments go (``PackedFunding``), moved there from the
+    kernel's buffer each time it stops, and at the latest at each of ``stops`` (the
+    buffer holds the payments of the bars between two of them).
     """
     n_bars, n = bars.open.shape
     scratch = np.empty((SCRATCH_ROWS, n))
     after = int(pause.bar) + 1 if pause is not None else -1
-    start, v, paused = 0, 1, pause is None
+    start, v, paused, s = 0, 1, pause is None, 0
     while True:
         stop = min(int(versions.bars[v]) if v < versions.bars.shape[0] else n_bars, n_bars)
         if not paused:
             stop = min(stop, after)
+        if packed is not None:
+            while s < stops.shape[0] and stops[s] <= start:
+                s += 1
+            if s < stops.shape[0]:
+                stop = min(stop, int(stops[s]))
         start = int(simulate(np.int64(start), np.int64(stop), bars, book, trading, path,
                              records, outputs, scratch, *extra))
+        if packed is not None:
+            packed.take(records.funding, records.counts)
         if start == stop == after and not paused:
             records = pause.action(book, records, outputs, extra[2] if extra else None)
             paused = True

@@ -39,6 +39,8 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
     index = market.index
     if no_funding(market.funding_rate):  # (no funding given)
         return out
+    if _all_within(market.funding_rate, venue, [s for s in market.symbols if s not in skip]):
+        return out
     rates_given = read_view(market.funding_rate, "funding_rate")
     funding_rows = np.flatnonzero(rows_with_values(rates_given)[0])  # funding times
     given = market.funding_rate[funding_rows]
@@ -74,6 +76,23 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
                 "rates are decimal fractions per funding interval (0.0001 = 0.01%): check the "
                 "funding data")
     return out
+
+
+def _all_within(rates: np.ndarray, venue: Venue, symbols) -> bool:
+    """Whether every rate of the market (NaN: none) lies within the narrowest bound of any
+    version of any of ``symbols``' rules: then none is beyond its bounds (two passes that
+    ignore NaN, instead of finding the funding times and each column's rates)."""
+    try:
+        bound = min((_narrowest_bound(venue, s) for s in symbols), default=np.inf)
+    except Exception:  # (a symbol the venue does not know: the closer look says what to do)
+        return False
+    flat = rates.reshape(-1)
+    if not flat.size:
+        return True
+    largest, least = np.fmax.reduce(flat), np.fmin.reduce(flat)
+    if largest != largest:  # all NaN: no rate at all
+        return True
+    return bool(largest <= bound and -least <= bound)
 
 
 def _narrowest_bound(venue: Venue, symbol: str) -> float:

@@ -27,6 +27,7 @@ from ..backtest import execute_prepared
 from ..config import RunConfig
 from ..data.market import Market
 from ..engine import batch, enums
+from ..engine.driver import funding_array
 from ..prepare import PrepareCache, PreparedRun, prepare_run, split_plan
 from ..strategy import StrategyDef, takes_leverage, with_run_leverage
 from .grid import RUN_OPTIONS, Run
@@ -246,7 +247,7 @@ class ChunkRunner:
         counts[enums.Count.FUNDING] = len(output.funding)
         counts[enums.Count.REJECTS] = len(output.rejections)
         counts[enums.Count.EVENTS] = len(output.events)
-        records = enums.Records(output.fills, output.liquidations, output.funding,
+        records = enums.Records(output.fills, output.liquidations, funding_array(output.funding),
                                 output.rejections, output.events, counts)
         row = np.full(batch.N_METRICS, np.nan)
         batch.summarise(output.account, records, float(output.initial_equity),

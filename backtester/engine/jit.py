@@ -4,8 +4,8 @@ numba gives every function it compiles two wrappers: one to call it from Python,
 unboxes each argument (for a function of the book, a dozen arrays in named tuples) and
 boxes the result, and one to call it from C. Both are optimised and turned into machine
 code, once per function and signature. The engine's functions call one another and only
-a few are called from Python: on an empty cache the wrappers of the others were a third of
-a first ``backtester run``'s compile time (9 of 32 CPU-s on two cores).
+a few are called from Python: on an empty cache the wrappers of the others were a quarter
+of a first ``backtester run``'s compiling (7 of 31 CPU-s, in one process).
 
 ``inner`` compiles a function without them (numba's ``no_cpython_wrapper`` and
 ``no_cfunc_wrapper`` options); compiled callers link its code as before and numba's

@@ -394,6 +394,13 @@ def grow_records(records: Records, n: int, n_tiers_max: int, with_callback: bool
                    counts)
 
 
+# ``simulate``'s callback arguments of a run without one, passed rather than left out: numba
+# types them as None, as the sweeps' compiled loop (``kernel.run_to_end``) passes them, so a
+# run and a sweep share one compiled ``simulate`` (left out, they are typed "omitted" and
+# ``simulate`` compiles twice: 4-5 s more of a first sweep or advice)
+NO_CALLBACK = (None, None, None, None)
+
+
 def run_bars(bars, book, trading, path, versions, records, outputs, extra,
              pause: Pause | None = None, packed: PackedFunding | None = None,
              stops: np.ndarray | None = None):
@@ -427,7 +434,7 @@ def run_bars(bars, book, trading, path, versions, records, outputs, extra,
             if s < stops.shape[0]:
                 stop = min(stop, int(stops[s]))
         start = int(simulate(np.int64(start), np.int64(stop), bars, book, trading, path,
-                             records, outputs, scratch, *extra))
+                             records, outputs, scratch, *(extra or NO_CALLBACK)))
         if packed is not None:
             packed.take(records.funding, records.counts)
         if start == stop == after and not paused:

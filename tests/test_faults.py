@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fault_strategies import calls, misbehaving
+from fault_strategies import buffered_log, calls, misbehaving
 
 from backtester import load_market
 from backtester.cli import main
@@ -83,6 +83,18 @@ def test_runs_that_kill_or_hang_their_worker_fail_alone_and_are_not_retried(mark
         pd.testing.assert_series_equal(row(retried, fault)[METRIC_COLUMNS],
                                        row(table, "none")[METRIC_COLUMNS], check_names=False)
     assert len(read_sweep(out)) == 4
+
+
+def test_workers_run_their_exit_functions_when_the_sweep_ends(market, tmp_path):
+    # a worker ends without tearing its interpreter down, but after its atexit functions:
+    # a strategy's log file, buffered and closed at exit, holds every call
+    log = str(tmp_path / "calls.log")
+    exposures = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    table = sweep(market, buffered_log, {"exposure": exposures, "log": log},
+                  backend="processes", workers=2, chunk_size=2, target_kind="equity")
+    assert table["error"].isna().all()
+    lines = Path(log).read_text().splitlines()
+    assert sorted(float(line.split()[1]) for line in lines) == exposures
 
 
 def test_the_dask_backend_isolates_runs_too(market, tmp_path):

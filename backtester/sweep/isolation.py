@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 from ..data.market import Market
 from .execute import ChunkOutput
 from .grid import Run
-from .workers import StartFailures, Worker, crash_reason, timeout_reason
+from .workers import StartFailures, Worker, crash_reason, stop_all, timeout_reason
 
 
 @dataclass
@@ -168,6 +168,8 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
                 queue.extendleft(reversed(fault(task, reason, crashed=crashed,
                                                 worker_was_used=worker.used)))
                 touched[id(task.group)] = task.group
+            if touched:  # the idle workers' next chunks, before the caller takes the rows
+                _assign(pool, queue, payload, workers, equity, run_timeout, gate)
             for group in touched.values():
                 if group.left == 0:
                     open_groups -= 1
@@ -175,10 +177,10 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
         clean = True
     finally:
         gate.set()  # (no sending thread left waiting)
-        for worker in pool:
-            if clean:
-                worker.stop()
-            else:
+        if clean:
+            stop_all(pool)
+        else:
+            for worker in pool:
                 worker.kill()
 
 
@@ -246,8 +248,7 @@ class WorkerCache:
     def close(self) -> None:
         with self.lock:
             workers, self.idle, self.closed = self.idle, [], True
-        for worker in workers:
-            worker.stop()
+        stop_all(workers)
 
 
 def run_chunk_alone(cache: WorkerCache, runs: list[Run], *, equity: bool,

@@ -26,6 +26,7 @@ answers:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import json
@@ -197,16 +198,26 @@ class Worker:
 
     def stop(self, grace: float = 2.0) -> None:
         """Ask the child to exit (end of its input); kill it if it has not within ``grace``."""
-        self._close()
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_all([self], grace)
 
     def _close(self) -> None:
         for connection in (self.outbox, self.inbox):
             with contextlib.suppress(OSError):
                 connection.close()
+
+
+def stop_all(workers: list[Worker], grace: float = 2.0) -> None:
+    """Ask every child to exit at once (the end of its input), then wait for them; kill those
+    that have not exited ``grace`` seconds later. (One by one, each waited for the exit of
+    the one before it.)"""
+    for worker in workers:
+        worker._close()
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        try:
+            worker.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 # --- the child ---------------------------------------------------------------------------------
@@ -227,6 +238,20 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
+
+
+def quick_exit() -> None:
+    """End the worker at once, its work done: what a normal exit does that matters (the
+    ``atexit`` functions, e.g. ``logging``'s, which flush and close a strategy's log files;
+    the standard streams flushed), without tearing the interpreter down, module by module
+    and object by object, which takes this process ~0.3-0.6 s of CPU (numba's and pandas'
+    objects) while the sweep waits for it."""
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def child_main(inbox_fd: int, outbox_fd: int, parent_pid: int) -> int:
@@ -257,6 +282,7 @@ def child_main(inbox_fd: int, outbox_fd: int, parent_pid: int) -> int:
         try:
             runs, equity, timed = inbox.recv()
         except EOFError:
+            quick_exit()
             return 0
         try:
             output: ChunkOutput = runner.run_chunk(runs, equity=equity, parallel=False,

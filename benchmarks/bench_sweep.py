@@ -13,7 +13,8 @@ cold compile in a fresh process with an empty numba cache, as on a new machine o
 - in-process: summary rows only, and with the parquet dataset written;
 - the CPU seconds of each (this process's threads and its finished worker processes; not a
   Dask cluster's, whose workers are still running);
-- a local process pool and a local Dask cluster (cluster start-up printed apart);
+- a local process pool and a local Dask cluster (cluster start-up printed apart); the pool
+  again with workers kept by a sweep before (``keep_workers=True``: no start-up);
 - a plain Python loop of ``run(...).summary()`` over the first runs of the grid;
 - whether every backend's summary table is identical to the in-process one;
 - the peak memory (RSS high-water mark); with ``--big N`` a second in-process sweep of
@@ -40,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from backtester import load_market, run
-from backtester.sweep import sweep
+from backtester.sweep import stop_kept_workers, sweep
 from strategies import hedged_pair
 
 EXPOSURES = [round(0.25 * k, 2) for k in range(1, 21)]  # 0.25 .. 5.0
@@ -74,6 +75,22 @@ def cpu_seconds() -> float:
     own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
                                                          resource.RUSAGE_CHILDREN))
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def kept_workers_cpu() -> float:
+    """CPU seconds of the workers sweeps keep (``keep_workers=True``), alive: read from
+    /proc, as they are not this process's finished children (NaN where there is no /proc)."""
+    from backtester.sweep import isolation
+
+    total = 0.0
+    for worker in isolation._KEPT:
+        try:
+            with open(f"/proc/{worker.process.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def timed(label: str, n_runs: int, fn, note: str = ""):
@@ -153,6 +170,20 @@ def main() -> None:
             "process pool", n_runs,
             lambda: sweep(market, hedged_pair, g, backend="processes", workers=args.workers),
             f"({args.workers} processes, start-up included)")
+        # workers kept by an earlier sweep of this process (keep_workers=True): started by a
+        # small sweep first (one chunk per worker), untimed
+        kept = dict(backend="processes", workers=args.workers, keep_workers=True)
+        sweep(market.slice(0, 200), hedged_pair, grid([1.0], [24]),
+              chunk_size=max(1, 10 // args.workers), **kept)
+        try:
+            c0 = kept_workers_cpu()
+            tables["processes, workers kept"] = timed(
+                "process pool, kept workers", n_runs,
+                lambda: sweep(market, hedged_pair, g, **kept),
+                "(workers kept from a sweep before: no start-up; cpu: this process)")
+            print(f"{'':<28} the kept workers' cpu in it: {kept_workers_cpu() - c0:.2f} s")
+        finally:
+            stop_kept_workers()
     if "dask" in backends:
         from distributed import Client, LocalCluster
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fault_strategies import buffered_log, calls, misbehaving
+from fault_strategies import buffered_log, calls, misbehaving, noting_pid, pids
 
 from backtester import load_market
 from backtester.cli import main
-from backtester.sweep import read_equity, read_sweep, sweep
+from backtester.sweep import read_equity, read_sweep, stop_kept_workers, sweep
 from backtester.sweep.storage import CorruptSweepFile
 from strategies import hedged_pair
 
@@ -95,6 +95,31 @@ def test_workers_run_their_exit_functions_when_the_sweep_ends(market, tmp_path):
     assert table["error"].isna().all()
     lines = Path(log).read_text().splitlines()
     assert sorted(float(line.split()[1]) for line in lines) == exposures
+
+
+def test_kept_workers_serve_the_next_sweep_of_another_market_and_stop_when_asked(market,
+                                                                                  tmp_path):
+    # the second sweep runs in the processes the first kept (none started), on its own
+    # market, with the rows an in-process sweep gives; stop_kept_workers ends them
+    grid = {"exposure": [1.0, 2.0, 3.0, 4.0], "target_kind": "equity"}
+    other = market.slice(0, 100)
+    options = dict(backend="processes", workers=2, chunk_size=1, keep_workers=True)
+    try:
+        first_log, second_log = str(tmp_path / "first"), str(tmp_path / "second")
+        first = sweep(market, noting_pid, {**grid, "log": first_log}, **options)
+        kept = pids(first_log)
+        assert all(map(_alive, kept))  # still running after their sweep
+        second = sweep(other, noting_pid, {**grid, "log": second_log}, **options)
+        assert pids(second_log) <= kept
+        for table, data, log in ((first, market, first_log), (second, other, second_log)):
+            expected = sweep(data, noting_pid, {**grid, "log": log})
+            assert table.equals(expected)
+    finally:
+        assert stop_kept_workers() == 2
+    assert not any(map(_alive, kept))
+    assert stop_kept_workers() == 0
+    with pytest.raises(ValueError, match="keep_workers keeps the worker processes"):
+        sweep(market, noting_pid, {**grid, "log": first_log}, keep_workers=True)
 
 
 def test_the_dask_backend_isolates_runs_too(market, tmp_path):

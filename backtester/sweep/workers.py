@@ -22,6 +22,10 @@ answers:
 - ``("done", ChunkOutput)``;
 - ``("failed", traceback)`` for an error outside any run (a run's own error is in the
   ``ChunkOutput``), after which it exits.
+
+A worker kept for the next sweep (``sweep(..., keep_workers=True)``) receives that sweep's
+market and strategy as ``(LOAD, strategy files, pickled (market, strategy))`` before its
+first chunk.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ BOOT = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
         "from backtester.sweep.workers import child_main; "
         "sys.exit(child_main(*map(int, sys.argv[2:])))")
 STRATEGY_FILES = "backtester_strategy_files"  # key of the preparation: FILE_MODULES
+LOAD = "load"  # a kept worker's next sweep: its strategy files, market and strategy
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _SIGNAL_HINTS = {"SIGKILL": "killed, e.g. by the out-of-memory killer",
                  "SIGSEGV": "a segmentation fault", "SIGABRT": "aborted",
@@ -145,6 +150,12 @@ class Worker:
         with contextlib.suppress(OSError, ValueError):  # the child died or was stopped
             for message in messages:
                 self.outbox.send_bytes(message)
+
+    def reload(self, payload: bytes) -> None:
+        """Another sweep's market and strategy (``payload``), for a ready worker kept from
+        a sweep before: its next chunks are that sweep's."""
+        with contextlib.suppress(OSError):  # it died since: receive() reports it
+            self.outbox.send((LOAD, dict(FILE_MODULES), payload))
 
     def assign(self, task, runs: list[Run], equity: bool, run_timeout: float | None) -> None:
         """Start a chunk (only once ready: the market has gone through the pipe by then)."""
@@ -280,10 +291,19 @@ def child_main(inbox_fd: int, outbox_fd: int, parent_pid: int) -> int:
 
     while True:
         try:
-            runs, equity, timed = inbox.recv()
+            message = inbox.recv()
         except EOFError:
             quick_exit()
             return 0
+        if message[0] == LOAD:  # kept from a sweep before: the next sweep's data
+            try:
+                import_strategy_files(message[1])
+                runner = ChunkRunner(*pickle.loads(message[2]))
+            except Exception:
+                outbox.send(("failed", traceback.format_exc()))
+                return 1
+            continue
+        runs, equity, timed = message
         try:
             output: ChunkOutput = runner.run_chunk(runs, equity=equity, parallel=False,
                                                    on_step=step if timed else None)

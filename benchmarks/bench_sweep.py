@@ -28,6 +28,7 @@ cold compile in a fresh process with an empty numba cache, as on a new machine o
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import resource
@@ -41,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from backtester import load_market, run
-from backtester.sweep import stop_kept_workers, sweep
+from backtester.sweep import sweep
 from strategies import hedged_pair
 
 EXPOSURES = [round(0.25 * k, 2) for k in range(1, 21)]  # 0.25 .. 5.0
@@ -170,6 +171,9 @@ def main() -> None:
             "process pool", n_runs,
             lambda: sweep(market, hedged_pair, g, backend="processes", workers=args.workers),
             f"({args.workers} processes, start-up included)")
+    sweeps = importlib.import_module("backtester.sweep")  # (the module; not the function)
+    if "processes" in backends and hasattr(sweeps, "stop_kept_workers"):
+        # (an older tree, measured against this one, has no keep_workers)
         # workers kept by an earlier sweep of this process (keep_workers=True): started by a
         # small sweep first (one chunk per worker), untimed
         kept = dict(backend="processes", workers=args.workers, keep_workers=True)
@@ -183,7 +187,7 @@ def main() -> None:
                 "(workers kept from a sweep before: no start-up; cpu: this process)")
             print(f"{'':<28} the kept workers' cpu in it: {kept_workers_cpu() - c0:.2f} s")
         finally:
-            stop_kept_workers()
+            sweeps.stop_kept_workers()
     if "dask" in backends:
         from distributed import Client, LocalCluster
 

@@ -175,10 +175,12 @@ def main() -> None:
     if "processes" in backends and hasattr(sweeps, "stop_kept_workers"):
         # (an older tree, measured against this one, has no keep_workers)
         # workers kept by an earlier sweep of this process (keep_workers=True): started by a
-        # small sweep first (one chunk per worker), untimed
+        # small sweep first, untimed
         kept = dict(backend="processes", workers=args.workers, keep_workers=True)
-        sweep(market.slice(0, 200), hedged_pair, grid([1.0], [24]),
-              chunk_size=max(1, 10 // args.workers), **kept)
+        for _ in range(5):  # (a worker still starting when the sweep ends is not kept)
+            sweep(market.slice(0, 200), hedged_pair, grid([1.0], [24]), chunk_size=1, **kept)
+            if len(importlib.import_module("backtester.sweep.isolation")._KEPT) >= args.workers:
+                break
         try:
             c0 = kept_workers_cpu()
             tables["processes, workers kept"] = timed(

@@ -133,6 +133,7 @@ class Worker:
         self.used = False  # has it finished a chunk (its caches hold other runs)
         self.task = None  # what the pool gave it to run
         self.deadline: float | None = None  # time.monotonic() by which the step must end
+        self._reload = None  # another sweep's data, to send once ready (``reload``)
         # what multiprocessing's spawn gives a child (sys.path, the working directory, the
         # main module as __mp_main__ so that a script's strategy unpickles), then the market
         # and strategy: from a thread, as the market can be large and the child is starting
@@ -152,10 +153,18 @@ class Worker:
                 self.outbox.send_bytes(message)
 
     def reload(self, payload: bytes) -> None:
-        """Another sweep's market and strategy (``payload``), for a ready worker kept from
-        a sweep before: its next chunks are that sweep's."""
-        with contextlib.suppress(OSError):  # it died since: receive() reports it
-            self.outbox.send((LOAD, dict(FILE_MODULES), payload))
+        """Another sweep's market and strategy (``payload``), for a worker kept from a sweep
+        before: its next chunks are that sweep's. A worker still starting gets them once
+        ready (its first market has then gone through the pipe: nothing interleaves)."""
+        self._reload = (LOAD, dict(FILE_MODULES), payload)
+        if self.ready:
+            self._send_reload()
+
+    def _send_reload(self) -> None:
+        message, self._reload = self._reload, None
+        if message is not None:
+            with contextlib.suppress(OSError):  # it died since: receive() reports it
+                self.outbox.send(message)
 
     def assign(self, task, runs: list[Run], equity: bool, run_timeout: float | None) -> None:
         """Start a chunk (only once ready: the market has gone through the pipe by then)."""
@@ -179,6 +188,7 @@ class Worker:
                 return "died", code
             if kind == "ready":
                 self.ready = True
+                self._send_reload()  # (before any chunk: chunks go to ready workers only)
             elif kind == "step":
                 if run_timeout is not None:
                     self.deadline = time.monotonic() + value * run_timeout
@@ -219,8 +229,8 @@ class Worker:
 
 def stop_all(workers: list[Worker], grace: float = 2.0) -> None:
     """Ask every child to exit at once (the end of its input), then wait for them; kill those
-    that have not exited ``grace`` seconds later. (One by one, each waited for the exit of
-    the one before it.)"""
+    that have not exited ``grace`` seconds later. (Asked one at a time, each would wait for
+    the exit of the one before it.)"""
     for worker in workers:
         worker._close()
     deadline = time.monotonic() + grace

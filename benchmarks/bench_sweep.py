@@ -13,16 +13,22 @@ cold compile in a fresh process with an empty numba cache, as on a new machine o
 - in-process: summary rows only, and with the parquet dataset written;
 - the CPU seconds of each (this process's threads and its finished worker processes; not a
   Dask cluster's, whose workers are still running);
-- a local process pool and a local Dask cluster (cluster start-up printed apart);
+- a local process pool and a local Dask cluster (cluster start-up printed apart); the pool
+  again with workers kept by a sweep before (``keep_workers=True``: no start-up);
 - a plain Python loop of ``run(...).summary()`` over the first runs of the grid;
 - whether every backend's summary table is identical to the in-process one;
 - the peak memory (RSS high-water mark); with ``--big N`` a second in-process sweep of
-  N runs (e.g. 100,000) into parquet and the peak memory after it.
+  N runs (e.g. 100,000) into parquet and the peak memory after it;
+- with ``--breakdown``, where the CPU goes: the grid's runs prepared chunk by chunk (the
+  strategy calls and ``prepare_run``, Python) and run by the compiled one-thread batch, each
+  part's CPU time on one thread, and what that allows on this machine's cores; and a
+  worker process's start-up (a one-run sweep on a pool of one).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import resource
@@ -72,6 +78,22 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def kept_workers_cpu() -> float:
+    """CPU seconds of the workers sweeps keep (``keep_workers=True``), alive: read from
+    /proc, as they are not this process's finished children (NaN where there is no /proc)."""
+    from backtester.sweep import isolation
+
+    total = 0.0
+    for worker in isolation._KEPT:
+        try:
+            with open(f"/proc/{worker.process.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def timed(label: str, n_runs: int, fn, note: str = ""):
     """Wall time and runs/s, and the CPU seconds it took (a steadier figure than the wall time
     on a machine other jobs share)."""
@@ -110,6 +132,9 @@ def main() -> None:
                         help="skip timing a compile from an empty numba cache")
     parser.add_argument("--big", type=int, default=0,
                         help="also sweep this many runs into parquet and report peak memory")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the Python and the compiled parts apart, and a worker "
+                             "process's start-up")
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     warnings.simplefilter("ignore")  # venue notes about tier tables before 2024-05-30
@@ -146,6 +171,25 @@ def main() -> None:
             "process pool", n_runs,
             lambda: sweep(market, hedged_pair, g, backend="processes", workers=args.workers),
             f"({args.workers} processes, start-up included)")
+    sweeps = importlib.import_module("backtester.sweep")  # (the module; not the function)
+    if "processes" in backends and hasattr(sweeps, "stop_kept_workers"):
+        # (an older tree, measured against this one, has no keep_workers)
+        # workers kept by an earlier sweep of this process (keep_workers=True): started by a
+        # small sweep first, untimed
+        kept = dict(backend="processes", workers=args.workers, keep_workers=True)
+        for _ in range(5):  # (a worker still starting when the sweep ends is not kept)
+            sweep(market.slice(0, 200), hedged_pair, grid([1.0], [24]), chunk_size=1, **kept)
+            if len(importlib.import_module("backtester.sweep.isolation")._KEPT) >= args.workers:
+                break
+        try:
+            c0 = kept_workers_cpu()
+            tables["processes, workers kept"] = timed(
+                "process pool, kept workers", n_runs,
+                lambda: sweep(market, hedged_pair, g, **kept),
+                "(workers kept from a sweep before: no start-up; cpu: this process)")
+            print(f"{'':<28} the kept workers' cpu in it: {kept_workers_cpu() - c0:.2f} s")
+        finally:
+            sweeps.stop_kept_workers()
     if "dask" in backends:
         from distributed import Client, LocalCluster
 
@@ -188,6 +232,9 @@ def main() -> None:
     print(f"peak memory (RSS high-water mark) so far: {peak_rss_mb():,.0f} MB; load average "
           f"now {os.getloadavg()[0]:.1f}")
 
+    if args.breakdown:
+        breakdown(market, g, n_runs)
+
     if args.big:
         reps = max(1, args.big // n_runs)
         balances = [10_000.0 + k for k in range(reps)]
@@ -196,6 +243,34 @@ def main() -> None:
                   lambda: sweep(market, hedged_pair, {**g, "initial_balance": balances},
                                 out=out, workers=args.workers))
         print(f"peak memory after it: {peak_rss_mb():,.0f} MB")
+
+
+def breakdown(market, g: dict, n_runs: int, chunk: int = 1024) -> None:
+    """The CPU time of the sweep's two parts on one thread (compile excluded): preparing the
+    runs (Python) and the compiled batch; and a pool worker's start-up."""
+    from backtester.sweep.execute import ChunkRunner
+    from backtester.sweep.grid import Grid, strategy_name
+
+    runs = list(Grid(g, strategy=strategy_name(hedged_pair), defaults={}))
+    runner = ChunkRunner(market, hedged_pair)
+    python = compiled = 0.0
+    for lo in range(0, len(runs), chunk):
+        c0 = time.thread_time()
+        members = [(k, runner.prepare(r)[0]) for k, r in enumerate(runs[lo:lo + chunk])]
+        c1 = time.thread_time()
+        runner._start_batch(members, False, False, None, 1)
+        c2 = time.thread_time()
+        python, compiled = python + c1 - c0, compiled + c2 - c1
+    cores = os.cpu_count() or 1
+    print(f"breakdown, one thread: preparing {python:.2f} s ({python / n_runs * 1e6:.0f} us a "
+          f"run), compiled batch {compiled:.2f} s ({compiled / n_runs * 1e6:.0f} us a run); "
+          f"on {cores} idle cores at most {cores * n_runs / (python + compiled):,.0f} runs/s, "
+          f"{cores * n_runs / compiled:,.0f} for the compiled part alone")
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    sweep(market.slice(0, 200), hedged_pair, {"exposure": 1.0, "target_kind": "equity"},
+          backend="processes", workers=1)
+    print(f"a pool of one worker, one run (its start-up): {time.perf_counter() - t0:.2f} s, "
+          f"cpu {cpu_seconds() - c0:.2f} s")
 
 
 def _first_runs(n: int):

@@ -38,3 +38,34 @@ def misbehaving(market, exposure: float = 1.0, fault: str = "none", log: str = "
 def calls(log: str) -> list[str]:
     """The calls ``misbehaving`` logged, one ``"fault exposure"`` text each."""
     return Path(log).read_text().splitlines() if Path(log).exists() else []
+
+
+def buffered_log(market, exposure: float = 1.0, log: str = ""):
+    """The hedged pair, noting each call in ``log`` through a file kept open and buffered
+    (as a ``logging.FileHandler`` keeps it), flushed and closed by an ``atexit`` function:
+    lines a worker's exit would lose if it skipped its exit functions."""
+    if log:
+        global _BUFFERED
+        if _BUFFERED is None:
+            import atexit
+
+            _BUFFERED = open(log, "a", buffering=1 << 20)  # noqa: SIM115 (closed at exit)
+            atexit.register(_BUFFERED.close)
+        _BUFFERED.write(f"{os.getpid()} {exposure:g}\n")
+    return hedged_pair(market, exposure=exposure)
+
+
+_BUFFERED = None
+
+
+def noting_pid(market, exposure: float = 1.0, log: str = ""):
+    """The hedged pair, appending ``pid exposure`` to the file ``log`` at each call."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{os.getpid()} {exposure:g}\n".encode())
+    os.close(fd)
+    return hedged_pair(market, exposure=exposure)
+
+
+def pids(log: str) -> set[int]:
+    """The processes ``noting_pid`` ran in."""
+    return {int(line.split()[0]) for line in calls(log)}

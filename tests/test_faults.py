@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fault_strategies import calls, misbehaving
+from fault_strategies import buffered_log, calls, misbehaving, noting_pid, pids
 
 from backtester import load_market
 from backtester.cli import main
-from backtester.sweep import read_equity, read_sweep, sweep
+from backtester.sweep import isolation, read_equity, read_sweep, stop_kept_workers, sweep
 from backtester.sweep.storage import CorruptSweepFile
 from strategies import hedged_pair
 
@@ -83,6 +83,49 @@ def test_runs_that_kill_or_hang_their_worker_fail_alone_and_are_not_retried(mark
         pd.testing.assert_series_equal(row(retried, fault)[METRIC_COLUMNS],
                                        row(table, "none")[METRIC_COLUMNS], check_names=False)
     assert len(read_sweep(out)) == 4
+
+
+def test_workers_run_their_exit_functions_when_the_sweep_ends(market, tmp_path):
+    # a worker ends without tearing its interpreter down, but after its atexit functions:
+    # a strategy's log file, buffered and closed at exit, holds every call
+    log = str(tmp_path / "calls.log")
+    exposures = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    table = sweep(market, buffered_log, {"exposure": exposures, "log": log},
+                  backend="processes", workers=2, chunk_size=2, target_kind="equity")
+    assert table["error"].isna().all()
+    lines = Path(log).read_text().splitlines()
+    assert sorted(float(line.split()[1]) for line in lines) == exposures
+
+
+def test_kept_workers_serve_the_next_sweep_of_another_market_and_stop_when_asked(market,
+                                                                                  tmp_path):
+    # the second sweep runs in the processes the first kept (a worker still starting when
+    # its sweep ended too), starts none, and gives on its own market the rows an in-process
+    # sweep gives; stop_kept_workers ends them
+    grid = {"exposure": [1.0, 2.0, 3.0, 4.0], "target_kind": "equity"}
+    other = market.slice(0, 100)
+    options = dict(backend="processes", workers=2, chunk_size=1, keep_workers=True)
+
+    def kept() -> set[int]:
+        return {w.process.pid for w in isolation._KEPT}
+
+    try:
+        first_log, second_log = str(tmp_path / "first"), str(tmp_path / "second")
+        first = sweep(market, noting_pid, {**grid, "log": first_log}, **options)
+        workers = kept()
+        assert len(workers) == 2 and pids(first_log) <= workers
+        assert all(map(_alive, workers))  # still running after their sweep
+        second = sweep(other, noting_pid, {**grid, "log": second_log}, **options)
+        assert pids(second_log) <= workers and kept() == workers
+        for table, data, log in ((first, market, first_log), (second, other, second_log)):
+            expected = sweep(data, noting_pid, {**grid, "log": log})
+            assert table.equals(expected)
+    finally:
+        assert stop_kept_workers() == 2
+    assert not any(map(_alive, workers)) and not kept()
+    assert stop_kept_workers() == 0
+    with pytest.raises(ValueError, match="keep_workers keeps the worker processes"):
+        sweep(market, noting_pid, {**grid, "log": first_log}, keep_workers=True)
 
 
 def test_the_dask_backend_isolates_runs_too(market, tmp_path):

@@ -125,6 +125,58 @@ def test_pairwise_sum_adds_as_numpy_does():
             assert batch.pairwise_sum(x, 3, n - 3) == float(np.sum(x[3:]))
 
 
+def test_max_drawdown_is_the_deepest_fall_from_a_running_peak():
+    # initial equity 100: peak 100, falls to 80 (-20%), new peak 120, falls to 90 (-25%),
+    # recovers to 110 (still under 120); NaN bars are skipped
+    row = np.full(batch.N_METRICS, np.nan)
+    equity = np.array([100.0, 90.0, 80.0, np.nan, 120.0, 100.0, 90.0, 110.0])
+    batch.equity_metrics(equity, 8, 100.0, 8760.0, np.empty(8), row)
+    assert row[batch.M_MAX_DRAWDOWN] == 90.0 / 120.0 - 1.0 == -0.25
+    assert row[batch.M_FINAL_EQUITY] == 110.0
+    # never under the start: 0; a fall from the start itself counts (100 -> 95: -5%)
+    batch.equity_metrics(np.array([100.0, 101.0, 105.0]), 3, 100.0, 8760.0, np.empty(3), row)
+    assert row[batch.M_MAX_DRAWDOWN] == 0.0
+    batch.equity_metrics(np.array([95.0, 99.0]), 2, 100.0, 8760.0, np.empty(2), row)
+    assert row[batch.M_MAX_DRAWDOWN] == 95.0 / 100.0 - 1.0
+    # equity gone (0, then a negative deficit): -100%, then below
+    batch.equity_metrics(np.array([50.0, 0.0, -10.0]), 3, 100.0, 8760.0, np.empty(3), row)
+    assert row[batch.M_MAX_DRAWDOWN] == -10.0 / 100.0 - 1.0 == -1.1
+
+
+def test_max_drawdown_equals_the_per_bar_formula_on_random_curves():
+    # the drawdown divides once per peak; per bar, value / running peak - 1, bit for bit
+    rng = np.random.default_rng(11)
+    row = np.full(batch.N_METRICS, np.nan)
+    for n in (1, 2, 5, 100, 8760):
+        for _ in range(20):
+            equity = 1000.0 * np.cumprod(1.0 + rng.normal(0.0, 0.02, n))
+            equity[rng.random(n) < 0.05] = np.nan
+            peak, worst = 1000.0, 0.0
+            for value in equity:
+                if value != value:
+                    continue
+                peak = max(peak, value)
+                worst = min(worst, value / peak - 1.0)
+            batch.equity_metrics(equity, n, 1000.0, 8760.0, np.empty(n), row)
+            assert row[batch.M_MAX_DRAWDOWN] == worst
+
+
+def test_worst_margin_ratio_is_the_highest_ratio_skipping_nan_bars():
+    ratio = np.array([0.1, np.nan, 0.5, 0.25, 0.7, np.nan, 0.3, 0.69, 0.2])
+    for n in range(1, len(ratio) + 1):  # every remainder of the four-at-a-time loop
+        assert batch.worst_margin_ratio(ratio, n) == np.nanmax(ratio[:n])
+    assert math.isnan(batch.worst_margin_ratio(np.full(6, np.nan), 6))
+    assert math.isnan(batch.worst_margin_ratio(np.empty(0), 0))
+    assert batch.worst_margin_ratio(np.array([np.nan, -np.inf, np.nan]), 3) == -np.inf
+    assert batch.worst_margin_ratio(np.array([-1.0, np.inf, 2.0, 3.0, 4.0]), 5) == np.inf
+    # of two zeros the first is kept, as a scan in order keeps it (-0.0 == 0.0)
+    for first, second in ((-0.0, 0.0), (0.0, -0.0)):
+        ratio = np.array([-1.0, np.nan, -2.0, -3.0, -4.0, second])
+        ratio[3] = first
+        got = batch.worst_margin_ratio(ratio, 6)
+        assert got == 0.0 and math.copysign(1.0, got) == math.copysign(1.0, first)
+
+
 # --- backends ---------------------------------------------------------------------------------
 
 

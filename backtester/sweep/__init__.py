@@ -19,6 +19,8 @@ path), a local process pool, and Dask.
 
 from .core import sweep
 from .grid import RUN_OPTIONS, Grid, load_grid, run_id
+from .isolation import stop_kept_workers
 from .storage import read_equity, read_sweep
 
-__all__ = ["RUN_OPTIONS", "Grid", "load_grid", "read_equity", "read_sweep", "run_id", "sweep"]
+__all__ = ["RUN_OPTIONS", "Grid", "load_grid", "read_equity", "read_sweep", "run_id",
+           "stop_kept_workers", "sweep"]

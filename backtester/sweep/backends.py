@@ -75,19 +75,21 @@ def _bounded(submit, chunks: Chunks, slots: int):
 
 
 def run_processes(market: Market, strategy, chunks: Chunks, *, equity: bool,
-                  workers: int | None = None, run_timeout: float | None = None
-                  ) -> Iterator[tuple[list[Run], ChunkOutput]]:
+                  workers: int | None = None, run_timeout: float | None = None,
+                  keep_workers: bool = False) -> Iterator[tuple[list[Run], ChunkOutput]]:
     """Chunks on ``workers`` processes (default: one per core), one thread each.
 
     Each worker is a new Python process (not a fork: a fork after numba's threads
     started is unsafe) that receives the market once. The strategy function must be
     importable (defined in a module, not in ``__main__`` or a notebook). A run that
     kills its worker, or a step of a run that goes past ``run_timeout`` seconds, is
-    recorded as failed and the sweep goes on (``isolation``).
+    recorded as failed and the sweep goes on (``isolation``). ``keep_workers``: start from
+    the workers an earlier sweep kept, and keep these for the next (``isolation.run_pool``).
     """
     workers = int(workers or multiprocessing.cpu_count())
     yield from run_pool(market, strategy, chunks, equity=equity, workers=max(1, workers),
-                        run_timeout=run_timeout, warm_up=warm_up_serial)
+                        run_timeout=run_timeout, warm_up=warm_up_serial,
+                        keep_workers=keep_workers)
 
 
 # --- Dask distributed ------------------------------------------------------------------------

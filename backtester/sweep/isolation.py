@@ -16,6 +16,7 @@ own (inside a Dask task).
 
 from __future__ import annotations
 
+import atexit
 import pickle
 import threading
 import time
@@ -27,7 +28,7 @@ from multiprocessing.connection import wait
 from ..data.market import Market
 from .execute import ChunkOutput
 from .grid import Run
-from .workers import StartFailures, Worker, crash_reason, timeout_reason
+from .workers import StartFailures, Worker, crash_reason, stop_all, timeout_reason
 
 
 @dataclass
@@ -104,21 +105,27 @@ def pickled(obj, strategy) -> bytes:
 
 
 def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: bool,
-             workers: int, run_timeout: float | None, warm_up: Callable[[], object] | None = None
-             ) -> Iterator[tuple[list[Run], ChunkOutput]]:
+             workers: int, run_timeout: float | None, warm_up: Callable[[], object] | None = None,
+             keep_workers: bool = False) -> Iterator[tuple[list[Run], ChunkOutput]]:
     """Chunks on ``workers`` worker processes; yields ``(runs, output)`` per chunk as it
     completes. At most two chunks per worker are open at a time.
 
     ``warm_up``: called here once the first workers are starting (they import meanwhile);
     they receive the market, and load the compiled code, only when it has returned (so
     that, with an empty numba cache, they load what it compiled instead of each
-    compiling it)."""
+    compiling it).
+
+    ``keep_workers``: workers kept by an earlier sweep of this process are used first (sent
+    this sweep's market and strategy), and this sweep's are kept when it ends well, for the
+    next (``stop_kept_workers`` ends them)."""
     payload = _payload(market, strategy)
     gate = threading.Event()
     if warm_up is None:
         gate.set()
     starts = StartFailures()
-    pool: list[Worker] = []
+    pool: list[Worker] = _take_kept(workers) if keep_workers else []
+    for worker in pool:
+        worker.reload(payload)
     queue: deque[Task] = deque()
     pending = iter(chunks)
     open_groups = 0
@@ -168,6 +175,8 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
                 queue.extendleft(reversed(fault(task, reason, crashed=crashed,
                                                 worker_was_used=worker.used)))
                 touched[id(task.group)] = task.group
+            if touched:  # the idle workers' next chunks, before the caller takes the rows
+                _assign(pool, queue, payload, workers, equity, run_timeout, gate)
             for group in touched.values():
                 if group.left == 0:
                     open_groups -= 1
@@ -175,11 +184,47 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
         clean = True
     finally:
         gate.set()  # (no sending thread left waiting)
-        for worker in pool:
-            if clean:
-                worker.stop()
-            else:
+        if clean and keep_workers:
+            _keep(pool)
+        elif clean:
+            stop_all(pool)
+        else:
+            for worker in pool:
                 worker.kill()
+
+
+# --- workers kept between sweeps ---------------------------------------------------------------
+
+_KEPT: list[Worker] = []  # idle, ready workers of this process's last sweeps
+_KEPT_LOCK = threading.Lock()
+
+
+def _take_kept(n: int) -> list[Worker]:
+    """Up to ``n`` kept workers that are still alive (the others are reaped)."""
+    with _KEPT_LOCK:
+        alive = [w for w in _KEPT if w.process.poll() is None]
+        dead = [w for w in _KEPT if w not in alive]
+        taken, _KEPT[:] = alive[:n], alive[n:]
+    for worker in dead:
+        worker.kill()
+    return taken
+
+
+def _keep(workers: list[Worker]) -> None:
+    with _KEPT_LOCK:
+        _KEPT.extend(workers)
+
+
+def stop_kept_workers() -> int:
+    """End the worker processes that sweeps with ``keep_workers=True`` left running; how
+    many there were. (Also done when this process exits; they die with it in any case.)"""
+    with _KEPT_LOCK:
+        workers, _KEPT[:] = list(_KEPT), []
+    stop_all(workers)
+    return len(workers)
+
+
+atexit.register(stop_kept_workers)
 
 
 def _assign(pool: list[Worker], queue: deque[Task], payload: bytes, size: int, equity: bool,
@@ -246,8 +291,7 @@ class WorkerCache:
     def close(self) -> None:
         with self.lock:
             workers, self.idle, self.closed = self.idle, [], True
-        for worker in workers:
-            worker.stop()
+        stop_all(workers)
 
 
 def run_chunk_alone(cache: WorkerCache, runs: list[Run], *, equity: bool,

@@ -64,7 +64,7 @@ def test_the_twin_is_made_once_and_cached_under_a_name_of_its_own():
 @jit_only
 def test_runs_sweeps_and_the_recorded_path_need_no_twin():
     # A fresh process (the suite's own makes twins on purpose): the default run with the
-    # liquidation prices replayed, an isolated run, and an in-process sweep.
+    # liquidation prices replayed, an isolated run, an in-process sweep, an ADL stress.
     code = textwrap.dedent("""
         import numpy as np
         from backtester import run
@@ -88,6 +88,9 @@ def test_runs_sweeps_and_the_recorded_path_need_no_twin():
         sweep(market, plan, {"exposure": [1.0, 2.0], "leverage": [5, 50],
                              "margin_mode": ["cross", "isolated"], "target_kind": "equity"},
               stand_in=stand_in)
+        from backtester.risk import adl_stress
+        adl_stress(market, targets, at=30, leg=market.symbols[0], margin_mode="isolated",
+                   leverage=5, target_kind="equity", stand_in=stand_in)
         print("twins:", InnerDispatcher.twins)
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

@@ -13,10 +13,10 @@ import numpy as np
 from numba import njit
 
 from .account import reduce_position, refresh_liq_price
-from .driver import Pause, compile_callback
+from .driver import Pause, _grown, compile_callback
 from .enums import Account, Count, FillReason, State
 from .kernel import mark_to_market, record_positions
-from .records import grow_buffer, record_fill
+from .records import record_fill
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
@@ -55,7 +55,7 @@ def adl_pause(bar: int, column: int, fee_rate: float, clear_orders: bool, done: 
         t, i = np.int64(bar), np.int64(column)
         counts = records.counts
         if counts[Count.FILLS] >= records.fills.shape[0]:
-            records = records._replace(fills=grow_buffer(records.fills, counts[Count.FILLS] + 1))
+            records = records._replace(fills=_grown(records.fills, counts[Count.FILLS] + 1))
         done.append(deleverage(t, i, float(fee_rate), book, records, outputs))
         if clear_orders and orders is not None:
             orders[:, column] = np.nan

@@ -36,6 +36,7 @@ from .enums import (
     Outputs,
     Trading,
 )
+from .jit import inner
 from .kernel import run_to_end
 from .records import new_records
 
@@ -118,7 +119,7 @@ Runs = namedtuple(
 # --- metrics ---------------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def block_sum(a, lo, n):
     """Sum of at most 128 values ``a[lo:lo+n]`` as numpy adds them (8 accumulators)."""
     if n < 8:
@@ -153,7 +154,7 @@ def block_sum(a, lo, n):
     return res
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def pairwise_sum(a, lo, n):
     """Sum of ``a[lo:lo+n]`` in numpy's order: halves (cut at a multiple of 8) summed
     apart down to blocks of 128, then added back up the tree.
@@ -206,7 +207,7 @@ def pairwise_sum(a, lo, n):
     return total
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def equity_metrics(equity, n_bars, initial_equity, bars_per_year, returns, row):
     """Total return, max drawdown and annualised Sharpe of one equity curve, into ``row``.
 
@@ -256,7 +257,7 @@ def equity_metrics(equity, n_bars, initial_equity, bars_per_year, returns, row):
         row[M_SHARPE] = mean / std * np.sqrt(bars_per_year)
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def record_metrics(records, values, row):
     """Liquidation, fee, funding and order counts of one run's records, into ``row``.
 
@@ -316,7 +317,7 @@ def record_metrics(records, values, row):
     row[M_REJECTED_ORDERS] = counts[Count.REJECTS]
 
 
-@njit(cache=True, error_model='numpy', _nrt=False)
+@inner(error_model='numpy', _nrt=False)
 def worst_margin_ratio(ratio, n_bars):
     """The highest cross margin ratio of the run (NaN bars skipped, as pandas' max does).
 
@@ -381,7 +382,7 @@ def summarise(out, records, initial_equity, bars_per_year, values, row):
     record_metrics(records, values, row)
 
 
-@njit(cache=True, error_model='numpy')
+@inner(error_model='numpy')
 def run_one(r, bars, versions, runs, bars_per_year, summary, equity, out, values, records):
     """Run r of the batch from a flat account; write its metrics row (and its equity curve).
 

@@ -39,6 +39,7 @@ from .rules import (
     isolated_funding_split,
     isolated_margin_to_open,
     maintenance_margin,
+    maintenance_margin_inlined,
     solve_liquidation_price,
     used_margin,
 )
@@ -180,8 +181,8 @@ def cross_totals(book, mm_row):
         q = state[State.QTY, i]
         if q != 0.0 and mode[i] == Mode.CROSS:
             entry = state[State.ENTRY, i]
-            mm = maintenance_margin(i, q, entry, state[State.MARK, i], sym, book.tiers,
-                                    book.n_tiers)
+            mm = maintenance_margin_inlined(i, q, entry, state[State.MARK, i], sym,
+                                            book.tiers, book.n_tiers)
             if mm_row.shape[0]:
                 mm_row[i] = mm
             maint += mm

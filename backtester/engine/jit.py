@@ -68,3 +68,15 @@ def inner(func=None, **options):
 
     return wrap if func is None else wrap(func)
 
+
+
+def inlined(dispatcher):
+    """``dispatcher``'s function inlined by numba where it is called (``inline='always'``): for
+    the one hot call site of a function every other site calls. Never compiled on its own,
+    so never cached (its cache files would be the called one's). Under ``NUMBA_DISABLE_JIT``
+    the function itself."""
+    if config.DISABLE_JIT:
+        return dispatcher
+    options = {key: value for key, value in dispatcher.targetoptions.items()
+               if key not in WITHOUT_WRAPPERS and key != "nopython"}
+    return njit(inline="always", **options)(dispatcher.py_func)

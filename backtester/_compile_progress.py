@@ -17,13 +17,13 @@ from typing import TextIO
 
 from numba.core import event
 
-# A cold first run of each command (benchmarks/RESULTS.md, "The first run"): the
-# signatures numba compiles, and about how long that takes on two cores (run: measured;
-# sweep and advise, which compile the sweep kernels too: estimated from earlier figures)
-FIRST_RUN = {"run": (105, 30), "compare": (105, 30), "sweep": (130, 40), "advise": (190, 60)}
+# A cold first run of each command (benchmarks/RESULTS.md, "The first run, second pass"):
+# the signatures numba compiles, and about how long that takes on two cores (measured;
+# advise in one process estimated from its run with the second process)
+FIRST_RUN = {"run": (110, 23), "compare": (110, 23), "sweep": (183, 36), "advise": (230, 60)}
 # with a second process compiling parts of the kernel (``engine.precompile``): this one
-# compiles fewer functions, and the first run ends sooner
-PARALLEL = {"run": (86, 25), "compare": (86, 25)}
+# compiles fewer functions, and the first run ends sooner (sweep, advise: at a load of 2)
+PARALLEL = {"run": (90, 19), "compare": (90, 19), "sweep": (163, 35), "advise": (211, 55)}
 
 
 class CompileProgress(event.Listener):

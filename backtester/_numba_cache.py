@@ -41,7 +41,7 @@ def refresh(package_dir: Path) -> None:
 
 def kernels_cached(package_dir: Path) -> bool:
     """Whether the simulation kernel is in numba's on-disk cache (False: the next run
-    compiles it, a one-time cost of about half a minute). True where the cache is not
+    compiles it, a one-time cost of about 20 s). True where the cache is not
     the default one, which this module does not look into."""
     from numba.core import config
 

@@ -124,9 +124,9 @@ def worker() -> None:
 
 
 def worth_it(package_dir: Path) -> bool:
-    """Whether a second process can help: a CPU free for it (measured on two cores: 23-27 s
-    against 31-33 s at a load average of 1, 3-4 s longer at 2, with one core busy
-    elsewhere: it adds 4-5 s of CPU of its own), compiled code, and numba's
+    """Whether a second process can help: a CPU free for it (measured on two cores at a load
+    average of 1: 18-19 s against 23 s in one process; it adds 3-4 s of CPU of its own, so
+    with one core busy elsewhere it lengthens the first run), compiled code, and numba's
     default cache beside the package, writable (elsewhere the worker's work might not be
     found). ``BACKTESTER_COMPILE_WORKER=0`` / ``1``: never / whenever possible."""
     from numba.core import config

@@ -3,11 +3,12 @@
 On an empty numba cache a first run spends most of its time compiling ``simulate``'s
 call tree, one function after another on one core. The large branches of that tree
 are independent: ``compile_in_parallel()`` starts a second process that compiles some
-(``WORKER_SHARE``: the orders' fills, the per-bar record of positions, the close
-where data end) while this one compiles the others (``MAIN_SHARE``: the liquidations
-and the mark to market), and waits for it. Each compiled function goes to numba's
-on-disk cache, where numba looks first when it types a caller: ``simulate`` then
-compiles around branches already compiled, by either process.
+(``WORKER_SHARE``: the orders' fills, the per-bar record of positions, the close where
+data end, and the account's opening, which the run calls from Python before
+``simulate``) while this one compiles the others (``MAIN_SHARE``: the liquidations and
+the mark to market), and waits for it. Each compiled function goes to numba's on-disk
+cache, where numba looks first when it types a caller: ``simulate`` then compiles
+around branches already compiled, by either process.
 
 Each function is compiled for the signature the kernel calls it with, derived from a
 run of two symbols built here. The worker compiles without touching the cache and
@@ -32,14 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-WORKER_SHARE = ("process_orders", "record_positions", "close_data_ends")
+WORKER_SHARE = ("process_orders", "record_positions", "close_data_ends", "open_account")
 MAIN_SHARE = ("liquidate_at_open", "pay_funding", "check_liquidations", "mark_to_market")
 WAIT_SECONDS = 300.0  # a worker slower than this is abandoned (its cache files are whole)
 
 
 def _kernel_calls() -> dict:
-    """``{function name: (dispatcher, arguments)}``: the calls ``simulate`` makes, with
-    arguments of the types it passes, from a run of two symbols and 48 bars."""
+    """``{function name: (dispatcher, arguments)}``: the calls ``simulate`` makes (and
+    ``driver.execute`` around it), with arguments of the types it passes, from a run of two
+    symbols and 48 bars."""
     from ..config import RunConfig
     from ..data import make_market
     from ..prepare import prepare_run
@@ -54,9 +56,9 @@ def _kernel_calls() -> dict:
     inputs = prepare_run(market, targets, config).inputs
     bars = inputs.bars
     n_bars, n = bars.open.shape
-    book, _ = getattr(open_account, "py_func", open_account)(
-        float(inputs.initial_balance), inputs.mode.copy(), inputs.sym.copy(), inputs.versions,
-        inputs.holdings, bars.mark_open)
+    opening = (float(inputs.initial_balance), inputs.mode.copy(), inputs.sym.copy(),
+               inputs.versions, inputs.holdings, bars.mark_open)
+    book, _ = getattr(open_account, "py_func", open_account)(*opening)
     records = allocate_records(n, inputs.versions.tiers.shape[3], 64, 64)
     outputs = Outputs(np.empty((N_OUT, n_bars)), np.empty((n_bars, n)), np.empty((n_bars, n)),
                       np.empty((N_MARGIN_FIELDS, n_bars, n)))
@@ -74,6 +76,8 @@ def _kernel_calls() -> dict:
         "check_liquidations": (liquidate.check_liquidations,
                                (t, np.int64(4), scratch[4:8], scratch[1:4], book, records)),
         "mark_to_market": (kernel.mark_to_market, (t, book, outputs.out)),
+        # (called from Python before ``simulate``, as ``driver.execute`` calls it)
+        "open_account": (open_account, opening),
     }
 
 

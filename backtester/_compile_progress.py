@@ -23,7 +23,7 @@ from numba.core import event
 FIRST_RUN = {"run": (110, 23), "compare": (110, 23), "sweep": (183, 36), "advise": (230, 60)}
 # with a second process compiling parts of the kernel (``engine.precompile``): this one
 # compiles fewer functions, and the first run ends sooner (sweep, advise: at a load of 2)
-PARALLEL = {"run": (90, 19), "compare": (90, 19), "sweep": (163, 35), "advise": (211, 55)}
+PARALLEL = {"run": (80, 18), "compare": (80, 18), "sweep": (163, 35), "advise": (211, 55)}
 
 
 class CompileProgress(event.Listener):

@@ -16,6 +16,9 @@ with the wrappers on that first call, cached under a name of its own (numba name
 function's cache files after its qualified name, and would otherwise hand one's compiled
 code to the other). ``InnerDispatcher.twins`` names the twins this process made: the
 bar loop and the sweeps make none (a test says so).
+
+``inlined`` gives one hot call site the body of a function every other site calls (numba
+types and lowers an inlined function again at each site: ``engine.rules`` says which are).
 """
 
 from __future__ import annotations

@@ -51,10 +51,15 @@ def _twin(dispatcher: InnerDispatcher):
                               fn.__closure__)
     copy.__qualname__ = f"{fn.__qualname__}_from_python"
     copy.__module__, copy.__doc__ = fn.__module__, fn.__doc__
-    options = {key: value for key, value in dispatcher.targetoptions.items()
-               if key not in WITHOUT_WRAPPERS and key != "nopython"}  # (njit's own)
     InnerDispatcher.twins.append(f"{fn.__module__}.{fn.__qualname__}")
-    return njit(cache=True, **options)(copy)
+    return njit(cache=True, **_njit_options(dispatcher))(copy)
+
+
+def _njit_options(dispatcher) -> dict:
+    """An inner dispatcher's options as ``njit`` takes them: wrappers on (``nopython`` is
+    njit's own)."""
+    return {key: value for key, value in dispatcher.targetoptions.items()
+            if key not in WITHOUT_WRAPPERS and key != "nopython"}
 
 
 def inner(func=None, **options):
@@ -72,7 +77,6 @@ def inner(func=None, **options):
     return wrap if func is None else wrap(func)
 
 
-
 def inlined(dispatcher):
     """``dispatcher``'s function inlined by numba where it is called (``inline='always'``): for
     the one hot call site of a function every other site calls. Never compiled on its own,
@@ -80,6 +84,4 @@ def inlined(dispatcher):
     the function itself."""
     if config.DISABLE_JIT:
         return dispatcher
-    options = {key: value for key, value in dispatcher.targetoptions.items()
-               if key not in WITHOUT_WRAPPERS and key != "nopython"}
-    return njit(inline="always", **options)(dispatcher.py_func)
+    return njit(inline="always", **_njit_options(dispatcher))(dispatcher.py_func)

@@ -9,7 +9,10 @@ balances and dust never reach a fill. Every number is worked out in the comments
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import NAN, flat, market
 
@@ -256,6 +259,106 @@ def test_isolated_funding_larger_than_the_margin_liquidates_before_an_order_in_t
     assert r.rejections["qty"].tolist() == [1.0]  # 2 wanted, 1 held before the open
     # the trader lost the margin (10), no more: 990, wallet untouched by the isolated leg
     assert r.equity.iloc[-1] == pytest.approx(990.0)
+
+
+def quiet_and_general(m, targets, **options):
+    """``run(m, targets, **options)``, which hands the bars where nothing happens but funding
+    and the close to the bar loop's quiet stretch (``engine.kernel.quiet_stretch``), and the
+    same run recording each bar's positions, which runs every bar through the general path:
+    they must agree to the bit. Returns the first."""
+    runs = []
+    for recorded in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (a 20% funding rate warns: implausible)
+            runs.append(run(m, targets, record_positions=recorded, **options))
+    quiet, general = runs
+    pd.testing.assert_frame_equal(quiet.account, general.account, check_exact=True)
+    for name in ("fills", "liquidations", "funding", "rejections"):
+        pd.testing.assert_frame_equal(getattr(quiet, name), getattr(general, name),
+                                      check_exact=True, obj=name)
+    return quiet
+
+
+def held_through_funding(mode, balance, bar8, rate8):
+    """A long of 1 unit at 100 and 10x (``mode`` margin), opened at bar 1 and held: bar 8 is
+    ``bar8`` (a price or OHLC) with funding ``rate8`` at its open, every other bar 100 with
+    no funding (``quiet_and_general``)."""
+    m = market(["X"], bars(*([100] * 8 + [bar8] + [100] * 3)))
+    rate = np.full((12, 1), NAN)
+    rate[8] = rate8
+    m = Market.from_arrays(["X"], m.open, m.high, m.low, m.close, funding_rate=rate)
+    targets = np.full((12, 1), NAN)
+    targets[0] = 1.0
+    return quiet_and_general(m, targets, margin_mode=mode, leverage=10, initial_balance=balance,
+                             **flat())
+
+
+def test_isolated_funding_beyond_the_margin_in_a_quiet_stretch_liquidates_at_the_open():
+    # margin 10; the 20% rate charges 20 at bar 8's open: the margin goes to -10 and the
+    # position is liquidated there at 100, 10 of the payment beyond its margin (the shortfall)
+    r = held_through_funding("isolated", 1000, 100, 0.2)
+    assert r.funding["bar"].tolist() == [8]
+    assert r.funding["payment"].tolist() == [pytest.approx(20.0)]
+    liq = r.liquidations
+    assert liq["bar"].tolist() == [8] and liq["price"].tolist() == [100.0]
+    assert liq["shortfall"].iloc[0] == pytest.approx(10.0)
+    assert r.equity.iloc[-1] == pytest.approx(990.0)
+
+
+def test_an_isolated_gap_past_the_liquidation_price_at_a_funding_time_pays_no_funding():
+    # margin 10, liquidation price (100 - 10) / (1 - 0.005) = 90.45: bar 8 opens at 80, so the
+    # position is liquidated at that open, before the funding there (it pays none), at 80:
+    # 20 lost, 10 past its margin (the shortfall); the trader loses the margin
+    r = held_through_funding("isolated", 1000, 80, 0.0001)
+    assert len(r.funding) == 0
+    liq = r.liquidations
+    assert liq["bar"].tolist() == [8] and liq["price"].tolist() == [80.0]
+    assert liq["gapped"].tolist() == [True]
+    assert liq["shortfall"].iloc[0] == pytest.approx(10.0)
+    assert r.equity.iloc[-1] == pytest.approx(990.0)
+
+
+def test_cross_funding_that_leaves_no_margin_balance_liquidates_at_the_open():
+    # balance 12, maintenance 0.5: the 20% rate charges 20 at bar 8's open, the wallet goes to
+    # -8, below the maintenance margin: the account is liquidated at that open, at 100
+    r = held_through_funding("cross", 12, 100, 0.2)
+    assert r.funding["bar"].tolist() == [8]
+    assert r.funding["payment"].tolist() == [pytest.approx(20.0)]
+    liq = r.liquidations
+    assert liq["bar"].tolist() == [8] and liq["price"].tolist() == [100.0]
+    assert r.equity.iloc[-1] == pytest.approx(0.0)
+
+
+def test_a_cross_gap_past_the_liquidation_price_at_a_funding_time_pays_no_funding():
+    # balance 12: liquidation price (100 - 12) / (1 - 0.005) = 88.44; bar 8 opens at 80: the
+    # account is liquidated at that open, before the funding, 8 past what it held
+    r = held_through_funding("cross", 12, 80, 0.0001)
+    assert len(r.funding) == 0
+    liq = r.liquidations
+    assert liq["bar"].tolist() == [8] and liq["price"].tolist() == [80.0]
+    assert liq["shortfall"].iloc[0] == pytest.approx(8.0)
+    assert r.equity.iloc[-1] == pytest.approx(0.0)
+
+
+def test_a_cross_payment_before_an_isolated_one_that_liquidates_is_paid_once():
+    # X cross and Y isolated, each long 1 at 100 and 10x. At bar 8's open (X at 101) X pays
+    # 1 x 101 x 0.1% = 0.101 from the wallet, then Y's 20% charges 20 against its margin of
+    # 10: Y is liquidated at that open, 10 past its margin. X's payment is made once.
+    m = market(["X", "Y"], [[(100,) * 4] * 2] * 8 + [[(101,) * 4, (100,) * 4]]
+               + [[(101,) * 4, (100,) * 4]] * 3)
+    rate = np.full((12, 2), NAN)
+    rate[8] = [0.001, 0.2]
+    m = Market.from_arrays(["X", "Y"], m.open, m.high, m.low, m.close, funding_rate=rate)
+    targets = np.full((12, 2), NAN)
+    targets[0] = [1.0, 1.0]
+    r = quiet_and_general(m, targets, margin_mode={"X": "cross", "Y": "isolated"},
+                          leverage=10, initial_balance=1000, **flat())
+    assert r.funding["payment"].tolist() == [pytest.approx(0.101), pytest.approx(20.0)]
+    assert r.liquidations["symbol"].tolist() == ["Y"]
+    assert r.liquidations["bar"].tolist() == [8]
+    # the wallet: 1000 - 10 (Y's margin) - 0.101 (X's funding); X's unrealized PnL +1
+    assert r.account["wallet_balance"].iloc[-1] == pytest.approx(1000 - 10 - 0.101)
+    assert r.equity.iloc[-1] == pytest.approx(1000 - 10 - 0.101 + 1)
 
 
 # --- extremes: tiny balances and dust ---------------------------------------------------------

@@ -76,11 +76,11 @@ def venue(name):
 
 
 def make_market(rng, symbols, n_bars, start, log_price, vol, jumps, gaps, missing, mark_dev,
-                funding):
+                funding, funding_every=8):
     """Bars of ``symbols``: fat-tailed moves of ``vol``, jumps (x or / up to 10) with
     probability ``jumps``, opens away from the last close with probability ``gaps``, bars
     missing with probability ``missing``, marks ``mark_dev`` from the last price and
-    funding rates of size ``funding`` every 8 hours."""
+    funding rates of size ``funding`` every ``funding_every`` hours."""
     n = len(symbols)
     moves = rng.standard_t(3, (n_bars, n)) * vol
     moves += np.where(rng.random((n_bars, n)) < jumps, rng.normal(0, 1.2, (n_bars, n)), 0.0)
@@ -99,7 +99,7 @@ def make_market(rng, symbols, n_bars, start, log_price, vol, jumps, gaps, missin
     for a in (open_, high, low, close, mo, mh, ml, mc):
         a[gone] = np.nan
     rate = np.full((n_bars, n), np.nan)
-    hours = (pd.Timestamp(start).hour + np.arange(n_bars)) % 8 == 0
+    hours = (pd.Timestamp(start).hour + np.arange(n_bars)) % funding_every == 0
     rate[hours] = rng.normal(funding / 4, funding, (hours.sum(), n))
     rate[gone] = np.nan
     with warnings.catch_warnings():
@@ -109,7 +109,7 @@ def make_market(rng, symbols, n_bars, start, log_price, vol, jumps, gaps, missin
 
 
 @st.composite
-def scenarios(draw, callback=False):
+def scenarios(draw, callback=False, funding_every=(8,), funding=(0.0, 1e-4, 3e-3, 0.1)):
     name = draw(st.sampled_from(sorted(VENUES)))
     modes, starts, listed = VENUES[name]
     start = draw(st.sampled_from(starts))
@@ -124,7 +124,8 @@ def scenarios(draw, callback=False):
         gaps=draw(st.sampled_from([0.0, 0.1, 0.4])),
         missing=draw(st.sampled_from([0.0, 0.1, 0.4])),
         mark_dev=draw(st.sampled_from([0.0, 0.002, 0.015])),
-        funding=draw(st.sampled_from([0.0, 1e-4, 3e-3, 0.1])),
+        funding=draw(st.sampled_from(funding)),
+        funding_every=draw(st.sampled_from(funding_every)),
     )
     v = venue(name)
     symbols = list(market.symbols)
@@ -392,3 +393,42 @@ def test_invariants_hold_for_random_targets(case):
 @given(scenarios(callback=True))
 def test_invariants_hold_for_random_callback_orders(case):
     run_and_check(case)
+
+
+# --- the bar loop's quiet stretch does a bar as the full loop does -------------------------------
+
+
+@st.composite
+def sparse_scenarios(draw):
+    """A scenario of random targets whose orders come every ``every`` bars only, so that most
+    bars have nothing but funding and the close: the bars ``engine.kernel.quiet_stretch``
+    takes, with positions held through gaps and funding (up to every bar, and up to absurd
+    rates) that liquidates."""
+    market, options, strategy = draw(scenarios(funding_every=(1, 2, 8), funding=(3e-3, 0.03, 0.1)))
+    every = draw(st.sampled_from([1, 5, 17, 60]))
+    keep = (np.arange(len(market.timestamps)) % every == 0)[:, None]
+    if isinstance(strategy, pd.DataFrame):  # (hedge legs)
+        strategy = strategy.where(np.broadcast_to(keep, strategy.shape))
+    else:
+        strategy = np.where(keep, strategy, np.nan)
+    return market, options, strategy
+
+
+@examples(200)
+@given(sparse_scenarios())
+def test_the_quiet_stretch_changes_no_figure(case):
+    """A run that records each bar's positions and liquidation prices runs every bar through the
+    bar loop's general path; one that does not hands its quiet bars (nothing but funding and
+    the close, no liquidation possible) to the quiet stretch, which must do the same
+    arithmetic in the same order and leave a bar it cannot finish as it found it: the two
+    runs' account, fills, liquidations, funding, rejections and events are the same bits."""
+    market, options, strategy = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (generated data is suspicious on purpose)
+        quiet, general = (run(market, strategy, **options, record_positions=recorded)
+                          for recorded in (False, True))
+    event(f"liquidations: {'some' if len(general.liquidations) else 'none'}")
+    pd.testing.assert_frame_equal(quiet.account, general.account, check_exact=True)
+    for name in ("fills", "liquidations", "funding", "rejections", "events"):
+        pd.testing.assert_frame_equal(getattr(quiet, name), getattr(general, name),
+                                      check_exact=True, obj=name)

@@ -25,6 +25,12 @@ Inside bar t (``simulate``):
 Step 2 lives in ``orders.py``, steps 3-4 in ``liquidate.py``, the margin rules in
 ``rules.py`` and ``account.py``, the event records in ``records.py``.
 
+Most bars of a strategy that holds its positions see nothing but funding and the close.
+``simulate`` hands runs of such bars to ``quiet_stretch``, a small loop of their own that
+does their arithmetic as the full loop does, in the same order (the same figures, to the
+bit), and hands a bar back untouched where anything else might happen: an order, a
+column's data end, a liquidation at the open or along the bar's path.
+
 A strategy callback ``callback(t, ctx, orders, params) -> bool`` (the form of
 ``enums.BarContext``) runs after the bar's record and writes the orders for the
 next fill; it is called through a numba first-class function type, so this kernel
@@ -93,9 +99,10 @@ from .rules import (
 # Compiled without NRT (``_nrt=False``) where they allocate nothing: see ``engine.rules``.
 
 # the rows of ``simulate``'s work space (SCRATCH_ROWS, N): a row of orders, the liquidation
-# walk's prices (3), the bar's checkpoint prices (4), each column's last bar with data, and
-# the quiet pass's figures of each position (``quiet_columns``)
-SCRATCH_ROWS = 15
+# walk's prices (3), the bar's checkpoint prices (4), each column's last bar with data, the
+# quiet pass's figures of each position (``quiet_columns``, 6), and what a funding bar of the
+# quiet stretch changes, kept to be put back (``isolated_funding``, 3)
+SCRATCH_ROWS = 18
 # what ``quiet_columns`` keeps per column: its kind, |q|, and the rate, amount and notional
 # bounds of the tier its position is in
 QUIET_KIND, QUIET_ABSQ, QUIET_RATE, QUIET_CUM, QUIET_CAP, QUIET_FLOOR = 0, 1, 2, 3, 4, 5
@@ -322,6 +329,52 @@ def pay_funding(t, first, rates, book, records):
     return voided
 
 
+# --- the open -----------------------------------------------------------------------------
+
+
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def open_bound(t, mark_open, state, mode, wallet, backing):
+    """``(gapped, surplus)`` at bar t's open, before its marks are stored: whether an isolated
+    position's liquidation price is at or past the open's mark, and a lower bound of the
+    cross surplus there (inf: no cross position, nor a loan collateral backs), from
+    ``backing``, each column's backing at the last close (``simulate``'s): a move of dp
+    changes a position's MM, and collateral's discounted value, by at most |q dp| (every
+    model's rates are below 1). The exact walk is needed only when it gapped or the bound
+    is not positive."""
+    gapped = False
+    surplus = wallet + backing
+    cross = False
+    for i in range(state.shape[1]):
+        q = state[State.QTY, i]
+        if q == 0.0:
+            continue
+        last = state[State.MARK, i]
+        mark = mark_open[t, i]
+        if mark != mark:
+            mark = last
+        if mode[i] == Mode.ISOLATED:
+            gapped = gapped or isolated_triggered(q, mark, state[State.LIQ_PX, i])
+        elif mode[i] == Mode.CROSS:
+            cross = True
+            surplus += q * (mark - state[State.ENTRY, i]) - abs(q * (mark - last))
+        elif mode[i] == Mode.COLLATERAL:
+            cross = cross or wallet < 0.0  # it backs a loan
+            surplus -= abs(q * (mark - last))
+    if not cross:
+        surplus = np.inf
+    return gapped, surplus
+
+
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def open_marks(t, mark_open, state):
+    """Every column's mark at bar t's open, where it has one (a loop of its own: compiled to
+    vector instructions)."""
+    for i in range(state.shape[1]):
+        m = mark_open[t, i]
+        if m == m:
+            state[State.MARK, i] = m
+
+
 # --- the quiet pass ------------------------------------------------------------------------
 
 
@@ -348,6 +401,215 @@ def quiet_columns(state, mode, sym, tiers, n_tiers, tier, quiet):
         quiet[QUIET_CAP, i] = tiers[TierField.CAP, i, k] if k < n_tiers[i] - 1 else np.inf
         quiet[QUIET_FLOOR, i] = tiers[TierField.FLOOR, i, k] if k > 0 else -np.inf
     return True
+
+
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state, quiet, wallet):
+    """Bar t's close valued by the quiet pass, as far as it can go: ``(first, may_liquidate,
+    any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross, net, iso)``, the sums of
+    ``simulate``'s step 3 over columns ``..first-1`` (``first`` = N: all of them; 0 and
+    nothing summed when not ``quiet_ok``), with each of those columns' last close and mark
+    stored.
+
+    While no position has changed since ``quiet`` was taken (``quiet_columns``), each one's
+    tier is known (its notional, and a cross one's at the high, still in the tier's
+    bounds) and its kind too, so a bar costs no lookup and no dispatch. It does the full
+    pass's arithmetic in the full pass's order (the same figures, to the bit); at a column
+    it cannot value (a bound left, a missing price) it stops, and the full pass goes on
+    from that column with these sums. What it stores is what the full pass stores at the
+    same bar, so a bar it began can be valued again from the start."""
+    n = close.shape[1]
+    may_liquidate = False
+    any_cross = False
+    worst = wallet
+    upnl = 0.0
+    maint = 0.0
+    maint_cross = 0.0
+    upnl_cross = 0.0
+    gross = 0.0
+    net = 0.0
+    iso = 0.0
+    if not quiet_ok:
+        return (0, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross,
+                gross, net, iso)
+    for i in range(n):
+        c = close[t, i]
+        if c == c:
+            state[State.LAST_CLOSE, i] = c
+        m = mark_close[t, i]
+        kind = quiet[QUIET_KIND, i]
+        if kind == QUIET_FLAT:
+            iso += state[State.ISO_MARGIN, i]
+            if m == m:
+                state[State.MARK, i] = m
+            continue
+        absq = quiet[QUIET_ABSQ, i]
+        notional = absq * m
+        hi = mark_high[t, i]
+        extreme = absq * hi
+        cap, floor = quiet[QUIET_CAP, i], quiet[QUIET_FLOOR, i]
+        if not (notional <= cap and notional > floor) or (
+                kind == QUIET_CROSS and not (extreme <= cap and extreme > floor)):
+            # (a missing mark too)
+            return (i, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross,
+                    gross, net, iso)
+        iso += state[State.ISO_MARGIN, i]
+        q = state[State.QTY, i]
+        entry = state[State.ENTRY, i]
+        lo = mark_low[t, i]
+        state[State.MARK, i] = m
+        u = q * (m - entry)
+        upnl += u
+        gross += notional
+        net += q * m
+        mm = notional * quiet[QUIET_RATE, i] - quiet[QUIET_CUM, i]
+        if kind == QUIET_ISOLATED:
+            liq = state[State.LIQ_PX, i]
+            if (q > 0.0 and lo <= liq) or (q < 0.0 and hi >= liq):
+                may_liquidate = True
+        else:
+            any_cross = True
+            mm_high = extreme * quiet[QUIET_RATE, i] - quiet[QUIET_CUM, i]
+            worst += q * ((lo if q > 0.0 else hi) - entry) - mm_high
+            maint_cross += mm
+            upnl_cross += u
+        maint += mm
+    return (n, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
+            net, iso)
+
+
+# --- the quiet stretch: bars of nothing but funding and the close --------------------------
+
+
+@inner(error_model='numpy', _nrt=False)
+def isolated_funding(t, surplus, funding_rate, mark_open, book, saved, funding, counts):
+    """The quiet stretch's open of funding bar t with an isolated position open: the marks of
+    the open set and the funding paid as ``simulate`` does, unless that liquidates (an
+    isolated position triggered by its payment, or ``surplus``, the cross surplus's bound
+    at the open, not positive after what the wallet paid): everything is then put back as
+    it was (``saved``, (3, N): work space) and it returns False."""
+    state, mode, account = book.state, book.mode, book.account
+    n = state.shape[1]
+    wallet_before = account[Account.WALLET]
+    paid = counts[Count.FUNDING]
+    for i in range(n):
+        saved[0, i] = state[State.MARK, i]
+        saved[1, i] = state[State.ISO_MARGIN, i]
+        saved[2, i] = state[State.LIQ_PX, i]
+    open_marks(t, mark_open, state)
+    triggered = False
+    for i in range(n):
+        rate = funding_rate[t, i]
+        q = state[State.QTY, i]
+        mark = state[State.MARK, i]
+        if rate == rate and q != 0.0 and mark == mark:
+            payment = q * mark * rate
+            if mode[i] == Mode.CROSS:
+                account[Account.WALLET] -= payment
+            else:
+                pay_isolated_funding(i, payment, book)
+            record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
+            if mode[i] == Mode.ISOLATED and isolated_triggered(q, mark,
+                                                               state[State.LIQ_PX, i]):
+                triggered = True
+                break
+    if not triggered and surplus + (account[Account.WALLET] - wallet_before) > 0.0:
+        return True
+    account[Account.WALLET] = wallet_before
+    counts[Count.FUNDING] = paid
+    for i in range(n):
+        state[State.MARK, i] = saved[0, i]
+        state[State.ISO_MARGIN, i] = saved[1, i]
+        state[State.LIQ_PX, i] = saved[2, i]
+    return False
+
+
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, quiet, saved,
+                  records, out):
+    """Bars t.. to which nothing happens but funding and the close, valued by ``quiet_pass``
+    and recorded: no order, no column's data end, no liquidation at the open (no isolated
+    position gapped past its liquidation price, none triggered by its funding, and
+    ``simulate``'s bound of the cross surplus there, after the funding paid, positive) and
+    no point of the bar's path can liquidate (the quiet pass valued every column, no
+    isolated position's liquidation price is within its range, the cross account's worst
+    case is covered). ``backing``: simulate's, at the last close; ``saved`` (3, N): work
+    space. Returns ``(t, equity, backing, opened)``: the first bar it did not finish
+    (``stop`` when it did them all), the equity and backing of the last bar it did (NaN:
+    none), and whether it did the open of bar t (its funding paid: ``simulate`` then
+    values its close).
+
+    It does each bar's arithmetic as ``simulate`` does, in the same order (the same figures,
+    to the bit), and leaves a bar's open as it found it when a liquidation there is
+    possible: the funding it paid is taken back (``saved``). ``simulate`` hands it the bars
+    when the quiet pass holds and nothing else of its loop can happen (no strategy callback,
+    no margin call level, no records per bar, no borrowing fees or loan): its own loop, kept
+    small, is what such a bar costs."""
+    state, mode, account = book.state, book.mode, book.account
+    funding, counts = records.funding, records.counts
+    n = state.shape[1]
+    has_funding, funding_rate, mark_open = bars.has_funding, bars.funding_rate, bars.mark_open
+    close, mark_close, mark_high, mark_low = (bars.close, bars.mark_close, bars.mark_high,
+                                              bars.mark_low)
+    isolated = False  # an isolated position is open
+    for i in range(n):
+        if quiet[QUIET_KIND, i] == QUIET_ISOLATED:
+            isolated = True
+    equity = np.nan
+    done_backing = np.nan
+    opened = False
+    while t < stop:
+        opened = False
+        if t == next_end:
+            break
+        if fill_at == FillAt.NEXT_OPEN:
+            if t > 0 and has_target[t - 1]:
+                break
+        elif has_target[t]:
+            break
+        if has_funding[t]:
+            # simulate's open: the bound of the cross surplus and the gaps first
+            gapped, surplus = open_bound(t, mark_open, state, mode, account[Account.WALLET],
+                                         backing)
+            if gapped or surplus <= 0.0:
+                break
+            if not isolated:  # the cross account alone: the funding's bound, then pay it
+                wallet = account[Account.WALLET]
+                for i in range(n):
+                    rate = funding_rate[t, i]
+                    q = state[State.QTY, i]
+                    mark = mark_open[t, i]
+                    if mark != mark:
+                        mark = state[State.MARK, i]
+                    if rate == rate and q != 0.0 and mark == mark:
+                        wallet -= q * mark * rate
+                if surplus + (wallet - account[Account.WALLET]) <= 0.0:
+                    break
+                open_marks(t, mark_open, state)
+                for i in range(n):
+                    rate = funding_rate[t, i]
+                    q = state[State.QTY, i]
+                    mark = state[State.MARK, i]
+                    if rate == rate and q != 0.0 and mark == mark:
+                        payment = q * mark * rate
+                        account[Account.WALLET] -= payment
+                        record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
+            elif not isolated_funding(t, surplus, funding_rate, mark_open, book, saved,
+                                      funding, counts):
+                break
+            opened = True
+        wallet = account[Account.WALLET]
+        (first, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
+         net, iso) = quiet_pass(t, TRUE, close, mark_close, mark_high, mark_low, state, quiet,
+                                wallet)
+        if first < n or may_liquidate or (any_cross and worst <= 0.0):
+            break
+        equity = store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net,
+                           out)
+        backing = 0.0 - maint_cross  # (simulate's held - maint_cross: nothing held)
+        done_backing = backing
+        t += 1
+    return t, equity, done_backing, opened
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -400,6 +662,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     cp = scratch[4:8]  # the bar's checkpoint prices
     ends = scratch[8]  # each column's last bar with data (-1: the market's last, or none)
     quiet = scratch[9:15]  # the quiet pass's figures of each column (quiet_columns)
+    saved = scratch[15:18]  # the quiet stretch's work space
     fresh = False  # whether ``quiet`` describes the positions as they are
     quiet_ok = False  # and whether every open position is of a kind the quiet pass values
     data_ends(close, ends)
@@ -432,9 +695,26 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         if sym[Sym.ROLLOVER_HOURS, i] > 0.0:
             borrowing = True
     calls = account_rules[AccountRule.CALL_LEVEL] > 0.0
+    lending = account_rules[AccountRule.LOAN_RATE] > 0.0  # a negative balance is a loan
     fill_room, liq_room, reject_room, event_room = bar_room(n, tiers.shape[2],
                                                             callback is not None)
-    for t in range(start, stop):
+    # the bars the quiet stretch may take (``quiet_stretch``): nothing of the loop but the
+    # close can happen to them
+    stretches = callback is None and not calls and not recording and not borrowing
+    t = start - 1
+    while t + 1 < stop:
+        t += 1
+        opened = False  # (the quiet stretch did bar t's open)
+        if stretches and fresh and quiet_ok and not (lending and account[Account.WALLET] < 0.0):
+            t_from = t
+            t, equity, stretch_backing, opened = quiet_stretch(
+                t, stop, next_end, fill_at, backing, bars, has_target, book, quiet, saved,
+                records, out)
+            if t > t_from:
+                account[Account.EQUITY_PREV] = equity
+                backing = stretch_backing
+            if t >= stop:
+                break
         if (counts[Count.FILLS] + fill_room > fills.shape[0] or counts[Count.LIQS] + liq_room
                 > liqs.shape[0] or counts[Count.REJECTS] + reject_room > rejects.shape[0]
                 or counts[Count.EVENTS] + event_room > events.shape[0]):
@@ -442,41 +722,15 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         orders_now = fill_at == FillAt.NEXT_OPEN and t > 0 and has_target[t - 1]
         if callback is not None:
             account[Account.BAR] = t
-        loan = (account[Account.WALLET] < 0.0 and account_rules[AccountRule.LOAN_RATE] > 0.0
-                and t > 0)
-        if has_funding[t] or orders_now or pending or borrowing or loan:
+        loan = (account[Account.WALLET] < 0.0 and lending and t > 0)
+        if not opened and (has_funding[t] or orders_now or pending or borrowing or loan):
             # Something happens at the open: the mark there prices it. 0. The gap: what the
             # open already triggers is liquidated before anything of the bar (DESIGN.md §4),
-            # and an order for it is void. A cheap pass first: a lower bound of the cross
-            # surplus at the open, from each column's backing at the last close (a move of
-            # dp changes a position's MM, and collateral's discounted value, by at most
-            # |q dp|: every model's rates are below 1); the exact walk only when it is not
-            # positive.
-            gapped = False
-            surplus = account[Account.WALLET] + backing
-            cross = False
-            for i in range(n):
-                q = state[State.QTY, i]
-                if q == 0.0:
-                    continue
-                last = state[State.MARK, i]
-                mark = mark_open[t, i]
-                if mark != mark:
-                    mark = last
-                if mode[i] == Mode.ISOLATED:
-                    gapped = gapped or isolated_triggered(q, mark, state[State.LIQ_PX, i])
-                elif mode[i] == Mode.CROSS:
-                    cross = True
-                    surplus += q * (mark - state[State.ENTRY, i]) - abs(q * (mark - last))
-                elif mode[i] == Mode.COLLATERAL:
-                    cross = cross or account[Account.WALLET] < 0.0  # it backs a loan
-                    surplus -= abs(q * (mark - last))
-            for i in range(n):  # (a loop of its own: compiled to vector instructions)
-                m = mark_open[t, i]
-                if m == m:
-                    state[State.MARK, i] = m
-            if not cross:
-                surplus = np.inf
+            # and an order for it is void: the exact walk when the cheap bound
+            # (``open_bound``) is not safe.
+            gapped, surplus = open_bound(t, mark_open, state, mode, account[Account.WALLET],
+                                         backing)
+            open_marks(t, mark_open, state)
             if gapped or surplus <= 0.0:
                 first = counts[Count.LIQS]
                 surplus = liquidate_at_open(t, state[State.MARK], book, records)
@@ -528,73 +782,17 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             voided = False
         # 3. one pass: a bound on the worst the bar can do (if even that is safe, no point
         #    of any path triggers), and the close's mark to market, valid when it is safe
-        may_liquidate = False
-        any_cross = False
-        worst = account[Account.WALLET]
-        upnl = 0.0
-        maint = 0.0
-        maint_cross = 0.0
-        upnl_cross = 0.0
-        gross = 0.0
-        net = 0.0
-        iso = 0.0
-        held = 0.0
-        # The quiet pass first: while no position has changed since ``quiet`` was taken, each
-        # one's tier is known (its notional, and a cross one's at the high, still in the
-        # tier's bounds) and its kind too, so a bar costs no lookup and no dispatch. It
-        # does the full pass's arithmetic in the full pass's order (the same figures, to
-        # the bit); at a column it cannot value (a bound left, a missing price) it hands
-        # the rest of the bar to the full pass, which goes on from that column.
+        # The quiet pass first (``quiet_pass``): a bar of positions as ``quiet`` describes
+        # them costs no tier lookup and no dispatch; the full pass values the columns it
+        # could not, from ``first`` on, after its sums of the ones before.
         if not fresh:
             quiet_ok = not calls and quiet_columns(state, mode, sym, tiers, n_tiers, tier,
                                                    quiet)
             fresh = True
-        first = 0  # the first column the full pass values (n: the quiet pass did them all)
-        if quiet_ok:
-            first = n
-            for i in range(n):
-                c = close[t, i]
-                if c == c:
-                    state[State.LAST_CLOSE, i] = c
-                m = mark_close[t, i]
-                kind = quiet[QUIET_KIND, i]
-                if kind == QUIET_FLAT:
-                    iso += state[State.ISO_MARGIN, i]
-                    if m == m:
-                        state[State.MARK, i] = m
-                    continue
-                absq = quiet[QUIET_ABSQ, i]
-                notional = absq * m
-                hi = mark_high[t, i]
-                extreme = absq * hi
-                cap, floor = quiet[QUIET_CAP, i], quiet[QUIET_FLOOR, i]
-                if not (notional <= cap and notional > floor) or (
-                        kind == QUIET_CROSS and not (extreme <= cap and extreme > floor)):
-                    # (a missing mark too) the full pass values the bar from this column on,
-                    # after the quiet pass's sums of the ones before: the same sums
-                    first = i
-                    break
-                iso += state[State.ISO_MARGIN, i]
-                q = state[State.QTY, i]
-                entry = state[State.ENTRY, i]
-                lo = mark_low[t, i]
-                state[State.MARK, i] = m
-                u = q * (m - entry)
-                upnl += u
-                gross += notional
-                net += q * m
-                mm = notional * quiet[QUIET_RATE, i] - quiet[QUIET_CUM, i]
-                if kind == QUIET_ISOLATED:
-                    liq = state[State.LIQ_PX, i]
-                    if (q > 0.0 and lo <= liq) or (q < 0.0 and hi >= liq):
-                        may_liquidate = True
-                else:
-                    any_cross = True
-                    mm_high = extreme * quiet[QUIET_RATE, i] - quiet[QUIET_CUM, i]
-                    worst += q * ((lo if q > 0.0 else hi) - entry) - mm_high
-                    maint_cross += mm
-                    upnl_cross += u
-                maint += mm
+        (first, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
+         net, iso) = quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state,
+                                quiet, account[Account.WALLET])
+        held = 0.0
         for i in range(first, n):
             c = close[t, i]
             if c == c:

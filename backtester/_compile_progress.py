@@ -20,10 +20,10 @@ from numba.core import event
 # A cold first run of each command (benchmarks/RESULTS.md, "The first run, second pass"):
 # the signatures numba compiles, and about how long that takes on two cores (measured;
 # advise in one process estimated from its run with the second process)
-FIRST_RUN = {"run": (110, 23), "compare": (110, 23), "sweep": (183, 36), "advise": (230, 60)}
+FIRST_RUN = {"run": (114, 24), "compare": (114, 24), "sweep": (187, 39), "advise": (234, 62)}
 # with a second process compiling parts of the kernel (``engine.precompile``): this one
 # compiles fewer functions, and the first run ends sooner (sweep, advise: at a load of 2)
-PARALLEL = {"run": (80, 18), "compare": (80, 18), "sweep": (163, 35), "advise": (211, 55)}
+PARALLEL = {"run": (84, 19), "compare": (84, 19), "sweep": (159, 34), "advise": (215, 57)}
 
 
 class CompileProgress(event.Listener):

@@ -67,7 +67,7 @@ from .enums import (
     Sym,
     TierField,
 )
-from .jit import inner
+from .jit import inlined, inner
 from .liquidate import (
     build_checkpoints,
     check_liquidations,
@@ -332,7 +332,7 @@ def pay_funding(t, first, rates, book, records):
 # --- the open -----------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+@inner(error_model='numpy', _nrt=False)
 def open_bound(t, mark_open, state, mode, wallet, backing):
     """``(gapped, surplus)`` at bar t's open, before its marks are stored: whether an isolated
     position's liquidation price is at or past the open's mark, and a lower bound of the
@@ -403,7 +403,7 @@ def quiet_columns(state, mode, sym, tiers, n_tiers, tier, quiet):
     return True
 
 
-@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+@inner(error_model='numpy', _nrt=False)
 def quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state, quiet, wallet):
     """Bar t's close valued by the quiet pass, as far as it can go: ``(first, may_liquidate,
     any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross, net, iso)``, the sums of
@@ -478,6 +478,12 @@ def quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state, quiet
             net, iso)
 
 
+# the quiet stretch's own copies (each bar of it runs them: a call would cost more than the
+# work); ``simulate`` calls them
+quiet_pass_inlined = inlined(quiet_pass)
+open_bound_inlined = inlined(open_bound)
+
+
 # --- the quiet stretch: bars of nothing but funding and the close --------------------------
 
 
@@ -524,7 +530,7 @@ def isolated_funding(t, surplus, funding_rate, mark_open, book, saved, funding, 
     return False
 
 
-@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+@inner(error_model='numpy', _nrt=False)
 def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, quiet, saved,
                   records, out):
     """Bars t.. to which nothing happens but funding and the close, valued by ``quiet_pass``
@@ -569,8 +575,8 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
             break
         if has_funding[t]:
             # simulate's open: the bound of the cross surplus and the gaps first
-            gapped, surplus = open_bound(t, mark_open, state, mode, account[Account.WALLET],
-                                         backing)
+            gapped, surplus = open_bound_inlined(t, mark_open, state, mode,
+                                                 account[Account.WALLET], backing)
             if gapped or surplus <= 0.0:
                 break
             if not isolated:  # the cross account alone: the funding's bound, then pay it
@@ -600,8 +606,8 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
             opened = True
         wallet = account[Account.WALLET]
         (first, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
-         net, iso) = quiet_pass(t, TRUE, close, mark_close, mark_high, mark_low, state, quiet,
-                                wallet)
+         net, iso) = quiet_pass_inlined(t, TRUE, close, mark_close, mark_high, mark_low, state,
+                                        quiet, wallet)
         if first < n or may_liquidate or (any_cross and worst <= 0.0):
             break
         equity = store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net,

@@ -5,10 +5,10 @@ call tree, one function after another on one core. The large branches of that tr
 are independent: ``compile_in_parallel()`` starts a second process that compiles some
 (``WORKER_SHARE``: the orders' fills, the per-bar record of positions, the close where
 data end, and the account's opening, which the run calls from Python before
-``simulate``) while this one compiles the others (``MAIN_SHARE``: the liquidations and
-the mark to market), and waits for it. Each compiled function goes to numba's on-disk
-cache, where numba looks first when it types a caller: ``simulate`` then compiles
-around branches already compiled, by either process.
+``simulate``) while this one compiles the others (``MAIN_SHARE``: the liquidations, the
+mark to market and the quiet stretch), and waits for it. Each compiled function goes to
+numba's on-disk cache, where numba looks first when it types a caller: ``simulate`` then
+compiles around branches already compiled, by either process.
 
 Each function is compiled for the signature the kernel calls it with, derived from a
 run of two symbols built here. The worker compiles without touching the cache and
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 WORKER_SHARE = ("process_orders", "record_positions", "close_data_ends", "open_account")
-MAIN_SHARE = ("liquidate_at_open", "pay_funding", "check_liquidations", "mark_to_market")
+MAIN_SHARE = ("liquidate_at_open", "pay_funding", "check_liquidations", "mark_to_market",
+              "quiet_stretch")
 WAIT_SECONDS = 300.0  # a worker slower than this is abandoned (its cache files are whole)
 
 
@@ -76,6 +77,10 @@ def _kernel_calls() -> dict:
         "check_liquidations": (liquidate.check_liquidations,
                                (t, np.int64(4), scratch[4:8], scratch[1:4], book, records)),
         "mark_to_market": (kernel.mark_to_market, (t, book, outputs.out)),
+        "quiet_stretch": (kernel.quiet_stretch,
+                          (t, np.int64(n_bars), np.int64(-1), inputs.trading.fill_at, 0.0, bars,
+                           inputs.trading.has_target, book, scratch[9:15], scratch[15:18],
+                           records, outputs.out)),
         # (called from Python before ``simulate``, as ``driver.execute`` calls it)
         "open_account": (open_account, opening),
     }

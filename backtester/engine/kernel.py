@@ -704,12 +704,11 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     lending = account_rules[AccountRule.LOAN_RATE] > 0.0  # a negative balance is a loan
     fill_room, liq_room, reject_room, event_room = bar_room(n, tiers.shape[2],
                                                             callback is not None)
-    # the bars the quiet stretch may take (``quiet_stretch``): nothing of the loop but the
-    # close can happen to them
+    # whether the bar loop may hand bars to the quiet stretch (``quiet_stretch``): those of
+    # nothing but funding and the close, as long as the quiet pass holds
     stretches = callback is None and not calls and not recording and not borrowing
-    t = start - 1
-    while t + 1 < stop:
-        t += 1
+    t = start
+    while t < stop:
         opened = False  # (the quiet stretch did bar t's open)
         if stretches and fresh and quiet_ok and not (lending and account[Account.WALLET] < 0.0):
             t_from = t
@@ -910,6 +909,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             account[Account.IN_CALL] = 0.0  # back above the call level: the next fall is a new call
         if recording:
             record_positions(t, book, outputs)
+        t += 1
     return stop
 
 

@@ -17,13 +17,12 @@ from typing import TextIO
 
 from numba.core import event
 
-# A cold first run of each command (benchmarks/RESULTS.md, "The first run, second pass"):
-# the signatures numba compiles, and about how long that takes on two cores (measured;
-# advise in one process estimated from its run with the second process)
-FIRST_RUN = {"run": (114, 24), "compare": (114, 24), "sweep": (187, 39), "advise": (234, 62)}
+# A cold first run of each command (benchmarks/RESULTS.md, "The quiet stretch"):
+# the signatures numba compiles, and about how long that takes (measured, load about 1)
+FIRST_RUN = {"run": (114, 24), "compare": (114, 24), "sweep": (187, 39), "advise": (222, 56)}
 # with a second process compiling parts of the kernel (``engine.precompile``): this one
-# compiles fewer functions, and the first run ends sooner (sweep, advise: at a load of 2)
-PARALLEL = {"run": (84, 19), "compare": (84, 19), "sweep": (159, 34), "advise": (215, 57)}
+# compiles fewer functions, and the first run ends sooner
+PARALLEL = {"run": (84, 19), "compare": (84, 19), "sweep": (159, 34), "advise": (207, 49)}
 
 
 class CompileProgress(event.Listener):

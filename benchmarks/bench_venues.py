@@ -19,6 +19,7 @@ import time
 import warnings
 
 import numpy as np
+from bench_engine import best_of
 
 from backtester.config import RunConfig
 from backtester.data import make_market
@@ -53,12 +54,9 @@ def main() -> None:
             config = RunConfig(venue=venue, margin_mode=mode, leverage=5, target_kind="equity",
                                record_positions=recorded, stand_in=stand_in)
             inputs = prepare_run(market, targets, config).inputs
-            execute(inputs)  # compile, or load numba's cache
-            best = np.inf
-            for _ in range(args.repeat):
-                t0 = time.thread_time()
-                out = execute(inputs)
-                best = min(best, time.thread_time() - t0)
+            out = execute(inputs)  # (compiles, or loads numba's cache)
+            best = best_of(lambda inputs=inputs: execute(inputs), args.repeat,
+                           clock=time.thread_time)
             label = f"{venue} {mode}" + (", recorded" if recorded else "")
             print(f"{label:<32} {best * 1e3:7.1f} ms  fills {len(out.fills):>7,}  liquidations "
                   f"{len(out.liquidations):>5,}  final equity {out.account[0][-1]:,.6g}")

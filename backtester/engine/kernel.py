@@ -541,9 +541,9 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
     isolated position's liquidation price is within its range, the cross account's worst
     case is covered). ``backing``: simulate's, at the last close; ``saved`` (3, N): work
     space. Returns ``(t, equity, backing, opened)``: the first bar it did not finish
-    (``stop`` when it did them all), the equity and backing of the last bar it did (NaN:
-    none), and whether it did the open of bar t (its funding paid: ``simulate`` then
-    values its close).
+    (``stop`` when it did them all), the equity (NaN: none) and backing of the last bar it
+    did (the one given when none), and whether it did the open of bar t (its funding
+    paid: ``simulate`` then values its close).
 
     It does each bar's arithmetic as ``simulate`` does, in the same order (the same figures,
     to the bit), and leaves a bar's open as it found it when a liquidation there is
@@ -562,7 +562,6 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
         if quiet[QUIET_KIND, i] == QUIET_ISOLATED:
             isolated = True
     equity = np.nan
-    done_backing = np.nan
     opened = False
     while t < stop:
         opened = False
@@ -613,9 +612,8 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
         equity = store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net,
                            out)
         backing = 0.0 - maint_cross  # (simulate's held - maint_cross: nothing held)
-        done_backing = backing
         t += 1
-    return t, equity, done_backing, opened
+    return t, equity, backing, opened
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -712,12 +710,11 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         opened = False  # (the quiet stretch did bar t's open)
         if stretches and fresh and quiet_ok and not (lending and account[Account.WALLET] < 0.0):
             t_from = t
-            t, equity, stretch_backing, opened = quiet_stretch(
+            t, equity, backing, opened = quiet_stretch(
                 t, stop, next_end, fill_at, backing, bars, has_target, book, quiet, saved,
                 records, out)
             if t > t_from:
                 account[Account.EQUITY_PREV] = equity
-                backing = stretch_backing
             if t >= stop:
                 break
         if (counts[Count.FILLS] + fill_room > fills.shape[0] or counts[Count.LIQS] + liq_room

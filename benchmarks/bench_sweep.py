@@ -248,17 +248,19 @@ def main() -> None:
 def breakdown(market, g: dict, n_runs: int, chunk: int = 1024) -> None:
     """The CPU time of the sweep's two parts on one thread (compile excluded): preparing the
     runs (Python) and the compiled batch; and a pool worker's start-up."""
-    from backtester.sweep.execute import ChunkRunner
+    from backtester.sweep.execute import ChunkOutput, ChunkRunner
     from backtester.sweep.grid import Grid, strategy_name
 
     runs = list(Grid(g, strategy=strategy_name(hedged_pair), defaults={}))
     runner = ChunkRunner(market, hedged_pair)
     python = compiled = 0.0
     for lo in range(0, len(runs), chunk):
+        part = runs[lo:lo + chunk]
         c0 = time.thread_time()
-        members = [(k, runner.prepare(r)[0]) for k, r in enumerate(runs[lo:lo + chunk])]
+        groups = runner.gather(part, ChunkOutput.empty(part, False), False)
         c1 = time.thread_time()
-        runner._start_batch(members, False, False, None, 1)
+        for group in groups:
+            runner._start_batch(group, False, False, None, 1)
         c2 = time.thread_time()
         python, compiled = python + c1 - c0, compiled + c2 - c1
     cores = os.cpu_count() or 1

@@ -99,13 +99,14 @@ def hedged_pair(
     if rebalance_every < 1:
         raise ValueError(f"rebalance_every={rebalance_every!r}: must be a whole number of bars "
                          ">= 1")
-    targets = pd.DataFrame(np.nan, index=market.timestamps, columns=[long, short])
-    rows = np.arange(0, market.n_bars, int(rebalance_every))
+    values = np.full((market.n_bars, 2), np.nan)
+    rows = slice(0, None, int(rebalance_every))
     ratio = hedge_ratios(market, long, short, beta_window) if hedge == "beta" else np.ones(
         market.n_bars)
-    targets.iloc[rows, 0] = exposure
-    targets.iloc[rows, 1] = -exposure * ratio[rows]
-    return targets
+    values[rows, 0] = exposure
+    values[rows, 1] = -exposure * ratio[rows]
+    # (filled as an array, then framed: a sweep calls this once per parameter set)
+    return pd.DataFrame(values, index=market.timestamps, columns=[long, short], copy=False)
 
 
 # --- the callback: params and series layout ---------------------------------------------------

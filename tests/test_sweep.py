@@ -15,7 +15,7 @@ import pytest
 
 from backtester import Market, load_market, run
 from backtester.cli import main
-from backtester.engine import batch
+from backtester.engine import batch, enums
 from backtester.strategy import Plan
 from backtester.sweep import Grid, read_equity, read_sweep, run_id, sweep
 from strategies import hedged_pair
@@ -316,6 +316,26 @@ def test_a_failed_run_is_recorded_with_its_error_and_the_sweep_goes_on(market):
     assert len(failed) == 3
     assert failed[["final_equity", "sharpe", "liquidation_loss"]].isna().all().all()
     assert failed["liquidations"].isna().all()
+
+
+def test_a_batch_call_that_raises_is_run_again_one_by_one(market, reference, monkeypatch):
+    """The compiled batch raising (as it would for a run past a buffer's limit) fails the
+    runs of its call that raise alone, and no other: each run of the call runs again by
+    itself. A stand-in batch raises for every call holding a run of leverage 25."""
+    serial = batch.run_batch_serial
+
+    def raising(w, n_workers, bars, versions, runs, *rest):
+        if (runs.sym[:, enums.Sym.LEVERAGE] == 25.0).any():
+            raise RuntimeError("buffer limit")
+        return serial(w, n_workers, bars, versions, runs, *rest)
+
+    monkeypatch.setattr(batch, "run_batch_serial", raising)
+    table = sweep(market, hedged_pair, GRID, chunk_size=5)
+    failed = table["leverage"] == 25.0
+    assert failed.sum() == 8
+    assert (table.loc[failed, "error"] == "RuntimeError: buffer limit").all()
+    assert table.loc[failed, "final_equity"].isna().all()
+    pd.testing.assert_frame_equal(table[~failed], reference[~failed])
 
 
 def test_rows_are_written_one_part_per_chunk_and_resumed_by_id(market, tmp_path):

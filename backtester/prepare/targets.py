@@ -58,15 +58,16 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
             twice = targets.columns[targets.columns.duplicated()]
             raise ValueError(f"targets have the column {twice[0]!r} more than once; give each "
                              "symbol one column")
-        dtypes = list(targets.dtypes)
-        text = [c for c, dtype in zip(columns, dtypes, strict=True)
-                if not (pd.api.types.is_numeric_dtype(dtype)
-                        and not pd.api.types.is_bool_dtype(dtype))]
-        if text:
-            raise ValueError(f"targets column {text[0]!r} holds {targets[text[0]].dtype} values, "
-                             "not numbers (NaN = leave the position as it is)")
+        values = targets.to_numpy()  # (one block of numbers when every column holds them)
+        if values.dtype.kind not in "fiu":  # (a text, bool or nullable column: look at each)
+            text = [c for c, dtype in zip(columns, targets.dtypes, strict=True)
+                    if not (pd.api.types.is_numeric_dtype(dtype)
+                            and not pd.api.types.is_bool_dtype(dtype))]
+            if text:
+                raise ValueError(f"targets column {text[0]!r} holds {targets[text[0]].dtype} "
+                                 "values, not numbers (NaN = leave the position as it is)")
         index = targets.index
-        if _on_the_bars(index, market) and all(d == np.float64 for d in dtypes):
+        if values.dtype == np.float64 and _on_the_bars(index, market):
             # (a strategy's frame on the market's own bars: no alignment to do)
             positions = slice(None)
         elif isinstance(index, pd.DatetimeIndex):
@@ -92,7 +93,7 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
             )
         out = np.full(shape, np.nan)
         if isinstance(positions, slice):
-            out[:, [market.symbol_index(c) for c in columns]] = targets.to_numpy(np.float64)
+            out[:, [market.symbol_index(c) for c in columns]] = values
         else:
             for column in columns:
                 out[positions, market.symbol_index(column)] = targets[column].to_numpy(

@@ -156,8 +156,8 @@ def sweep(
     done = store.done_ids(retry_failed) if store else set()
 
     order: dict[str, int] = {}  # run id -> position in the grid (first occurrence)
-    for r in plan:
-        order.setdefault(r.run_id, len(order))
+    for run_id in plan.run_ids():
+        order.setdefault(run_id, len(order))
     skipped = sum(1 for i in order if i in done)
     size = _chunk_size(chunk_size, backend, market)
     chunks = _chunks(plan, done, size)

@@ -208,6 +208,18 @@ class ChunkRunner:
         this thread goes on with the next chunk meanwhile). ``finish_chunk`` collects them."""
         step = on_step or (lambda n: None)
         out = ChunkOutput.empty(runs, equity)
+        groups = self.gather(runs, out, equity, step)
+        calls = []
+        for group in groups:
+            step(len(group))
+            calls.append(self._start_batch(group, equity, parallel, threads, n_threads))
+        return StartedChunk(out, calls, equity, step, runs)
+
+    def gather(self, runs: list[Run], out: ChunkOutput, equity: bool,
+               step: Callable[[int], object] = lambda n: None) -> list[BatchRuns]:
+        """Prepare ``runs``: a failed one's error and each one's options into ``out``, a run
+        with a callback run now; the others gathered into one ``BatchRuns`` per shared
+        market and rules."""
         groups: dict = {}
         for k, r in enumerate(runs):
             step(1)
@@ -221,17 +233,19 @@ class ChunkRunner:
                 self._run_callback(k, prepared, out, equity)
                 continue
             inputs = prepared.inputs
-            groups.setdefault((id(inputs.bars), id(inputs.versions)), []).append((k, prepared))
-        calls = []
-        for members in groups.values():
-            step(len(members))
-            calls.append(self._start_batch(members, equity, parallel, threads, n_threads))
-        return StartedChunk(out, calls, equity, step)
+            key = (id(inputs.bars), id(inputs.versions))  # (the group keeps both alive)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = BatchRuns(inputs, prepared.market.bars_per_year,
+                                                len(runs))
+            group.add(k, inputs)
+        return list(groups.values())
 
     def finish_chunk(self, started: StartedChunk) -> ChunkOutput:
         """The chunk's output, once its batch calls are done (see ``start_chunk``)."""
         for call in started.calls:
-            self._finish_batch(call, started.output, started.equity, started.step)
+            self._finish_batch(call, started.output, started.equity, started.step,
+                               started.runs)
         return started.output
 
     def _run_callback(self, k: int, prepared: PreparedRun, out: ChunkOutput, equity: bool):
@@ -257,55 +271,25 @@ class ChunkRunner:
         if equity:
             out.equity[k] = output.account[enums.Out.EQUITY].copy()
 
-    def _run_batch(self, members: list, out: ChunkOutput, equity: bool, parallel: bool,
-                   step: Callable[[int], object]):
-        """Runs that share their market and rules and trade targets: one compiled call."""
-        self._finish_batch(self._start_batch(members, equity, parallel, None, 1), out, equity,
-                           step)
-
-    def _start_batch(self, members: list, equity: bool, parallel: bool,
+    def _start_batch(self, group: BatchRuns, equity: bool, parallel: bool,
                      threads: ThreadPoolExecutor | None, n_threads: int) -> BatchCall:
-        """The batch call of ``members``: made here (``threads`` None), or started on
+        """The batch call of ``group``'s runs: made here (``threads`` None), or started on
         ``threads``."""
-        first = members[0][1]
-        stack: dict = {}  # id of a target array -> its row in the stack
-        arrays = []
-        for _, p in members:
-            targets = p.inputs.trading.targets
-            if id(targets) not in stack:
-                stack[id(targets)] = len(arrays)
-                arrays.append(p.inputs.trading)
-        choices = np.zeros((len(members), batch.N_RUN_FIELDS))
-        for j, (_, p) in enumerate(members):
-            inputs = p.inputs
-            row = choices[j]
-            row[batch.RUN_TARGETS] = stack[id(inputs.trading.targets)]
-            row[batch.RUN_TARGET_KIND] = inputs.trading.target_kind
-            row[batch.RUN_FILL_AT] = inputs.trading.fill_at
-            row[batch.RUN_PATH] = inputs.path
-            row[batch.RUN_REDUCE_TO_FIT] = float(inputs.trading.reduce_to_fit)
-            row[batch.RUN_INITIAL_BALANCE] = inputs.initial_balance
-            row[batch.RUN_SLIPPAGE] = inputs.trading.slippage
-        runs = batch.Runs(
-            np.ascontiguousarray(np.stack([t.targets for t in arrays])),
-            np.ascontiguousarray(np.stack([t.has_target for t in arrays])),
-            choices,
-            np.ascontiguousarray(np.stack([p.inputs.mode for _, p in members])),
-            np.ascontiguousarray(np.stack([p.inputs.sym for _, p in members])),
-            np.ascontiguousarray(np.stack([p.inputs.holdings for _, p in members])))
-        bars, versions = first.inputs.bars, first.inputs.versions
-        summary = np.full((len(members), batch.N_METRICS), np.nan)
-        curves = np.empty((len(members) if equity else 0, bars.open.shape[0]))
-        args = (bars, versions, runs, float(first.market.bars_per_year), summary, curves)
-        call = BatchCall(members, summary, curves)
+        runs = group.runs()
+        bars, versions = group.bars, group.versions
+        n_runs = len(group)
+        summary = np.full((n_runs, batch.N_METRICS), np.nan)
+        curves = np.empty((n_runs if equity else 0, bars.open.shape[0]))
+        args = (bars, versions, runs, group.bars_per_year, summary, curves)
+        call = BatchCall(group.ks, summary, curves)
         if threads is not None:
-            shares = min(n_threads, len(members))  # run w, w + shares, w + 2 shares...
+            shares = min(n_threads, n_runs)  # run w, w + shares, w + 2 shares...
             call.pending = [threads.submit(batch.run_batch_serial, w, shares, *args)
                             for w in range(shares)]
             return call
         try:
-            if parallel and len(members) > 1:
-                threads_used = min(numba.get_num_threads(), len(members))
+            if parallel and n_runs > 1:
+                threads_used = min(numba.get_num_threads(), n_runs)
                 batch.run_batch_parallel(threads_used, *args)
             else:
                 batch.run_batch_serial(0, 1, *args)
@@ -314,7 +298,7 @@ class ChunkRunner:
         return call
 
     def _finish_batch(self, call: BatchCall, out: ChunkOutput, equity: bool,
-                      step: Callable[[int], object]):
+                      step: Callable[[int], object], runs: list[Run]):
         """The rows of a batch call: its metrics (and curves), or, if it raised, its runs
         again one by one, so that one failure stays one failed row."""
         for future in call.pending:
@@ -322,28 +306,82 @@ class ChunkRunner:
                 future.result()
             except Exception as exc:
                 call.error = call.error or exc
-        members = call.members
+        ks = call.ks
         if call.error is not None:
-            if len(members) == 1:
-                out.errors[members[0][0]] = _error(call.error)
+            if len(ks) == 1:
+                out.errors[ks[0]] = _error(call.error)
                 return
-            # find the culprit: every run alone, so that one failure stays one failed row
-            for member in members:
+            # find the culprit: every run alone (prepared again: the cache has its parts)
+            for k in ks:
                 step(1)
-                self._run_batch([member], out, equity, False, step)
+                prepared, _ = self.prepare(runs[k])
+                alone = BatchRuns(prepared.inputs, prepared.market.bars_per_year, 1)
+                alone.add(k, prepared.inputs)
+                self._finish_batch(self._start_batch(alone, equity, False, None, 1), out,
+                                   equity, step, runs)
             return
-        for j, (k, _) in enumerate(members):
+        for j, k in enumerate(ks):
             out.metrics[k] = call.summary[j]
             if equity:
                 out.equity[k] = call.curves[j].copy()
 
 
+class BatchRuns:
+    """The runs of a chunk that make one batch call (they share a market window and the
+    venue's rules, and trade targets): what the compiled batch takes of each, gathered as
+    each run is prepared. A run's prepared inputs then live no longer than its preparation
+    (the objects of 10,000 prepared runs, kept to the end of their chunk, would each be
+    looked at again by Python's garbage collector)."""
+
+    def __init__(self, inputs, bars_per_year: float, capacity: int):
+        self.bars, self.versions = inputs.bars, inputs.versions
+        self.bars_per_year = float(bars_per_year)
+        self.ks: list[int] = []  # each run's place in its chunk
+        self.stack: dict = {}  # id of a target array -> its row in the stack
+        self.trading: list = []  # the distinct targets (kept alive: their ids stay theirs)
+        self.choices = np.zeros((capacity, batch.N_RUN_FIELDS))
+        self.mode = np.empty((capacity,) + inputs.mode.shape, dtype=inputs.mode.dtype)
+        self.sym = np.empty((capacity,) + inputs.sym.shape)
+        self.holdings = np.empty((capacity,) + inputs.holdings.shape)
+
+    def __len__(self) -> int:
+        return len(self.ks)
+
+    def add(self, k: int, inputs) -> None:
+        """Run k of the chunk, from its ``KernelInputs``."""
+        j = len(self.ks)
+        self.ks.append(k)
+        trading = inputs.trading
+        row = self.stack.get(id(trading.targets))
+        if row is None:
+            row = self.stack[id(trading.targets)] = len(self.trading)
+            self.trading.append(trading)
+        choices = self.choices[j]
+        choices[batch.RUN_TARGETS] = row
+        choices[batch.RUN_TARGET_KIND] = trading.target_kind
+        choices[batch.RUN_FILL_AT] = trading.fill_at
+        choices[batch.RUN_PATH] = inputs.path
+        choices[batch.RUN_REDUCE_TO_FIT] = float(trading.reduce_to_fit)
+        choices[batch.RUN_INITIAL_BALANCE] = inputs.initial_balance
+        choices[batch.RUN_SLIPPAGE] = trading.slippage
+        self.mode[j] = inputs.mode
+        self.sym[j] = inputs.sym
+        self.holdings[j] = inputs.holdings
+
+    def runs(self) -> batch.Runs:
+        """The batch's ``Runs``: the distinct targets stacked, each run's row."""
+        n = len(self.ks)
+        return batch.Runs(np.stack([t.targets for t in self.trading]),
+                          np.stack([t.has_target for t in self.trading]),
+                          self.choices[:n], self.mode[:n], self.sym[:n], self.holdings[:n])
+
+
 @dataclass
 class BatchCall:
-    """A batch call of a chunk: its runs (``(k, PreparedRun)``), its outputs, and its thread
+    """A batch call of a chunk: its runs' places in the chunk, its outputs, and its thread
     pool tasks while they run (or the error it raised)."""
 
-    members: list
+    ks: list[int]
     summary: np.ndarray
     curves: np.ndarray
     pending: list = field(default_factory=list)
@@ -358,6 +396,7 @@ class StartedChunk:
     calls: list[BatchCall]
     equity: bool
     step: Callable[[int], object]
+    runs: list[Run]
 
 
 def warm_up_serial() -> None:

@@ -273,6 +273,14 @@ class Grid:
         return sum(math.prod(len(values) for _, _, values, _ in part) for part in self._parts)
 
     def __iter__(self) -> Iterator[Run]:
+        return self._walk(True)
+
+    def run_ids(self) -> Iterator[str]:
+        """The runs' ids, in grid order, without the runs (a sweep's first pass over a grid:
+        which runs are there, and in what order)."""
+        return self._walk(False)
+
+    def _walk(self, make_runs: bool):
         for part in self._parts:
             names = [n for n, _, _, _ in part]
             tags = [f"{'o' if opt else 'p'}:{n}" for n, opt, _, _ in part]
@@ -296,8 +304,13 @@ class Grid:
                 base_text[place[j]] = lines[j][0]
             swept = [j for j in range(len(axes)) if len(axes[j]) > 1]
             for combo in itertools.product(*(range(len(axes[j])) for j in swept)):
-                params, options = base_params.copy(), base_options.copy()
-                keys, text = base_keys.copy(), base_text.copy()
+                text = base_text.copy()
+                if not make_runs:  # (the id alone)
+                    for j, c in zip(swept, combo, strict=True):
+                        text[place[j]] = lines[j][c]
+                    yield hashlib.sha256("\n".join(filter(None, text)).encode()).hexdigest()[:20]
+                    continue
+                params, options, keys = base_params.copy(), base_options.copy(), base_keys.copy()
                 for j, c in zip(swept, combo, strict=True):
                     value, key = axes[j][c]
                     (options if is_option[j] else params)[names[j]] = value

@@ -299,6 +299,8 @@ def check(r):
                                   "equity_after"]),
                            (funding, ["payment"]), (events, ["amount"])):
         assert np.isfinite(frame[columns].to_numpy(dtype=float)).all(), frame
+    # a position pays (or receives) a funding bar's rate once
+    assert not funding.duplicated(["bar", "symbol"]).any(), funding
     # the scale of the money moved so far: the tolerance of sums over it
     scale = (r.initial_equity + per_bar(fills, (fills["qty"] * fills["price"]).abs(), n_bars)
              + per_bar(funding, funding["payment"].abs(), n_bars)

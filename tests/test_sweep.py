@@ -318,6 +318,34 @@ def test_a_failed_run_is_recorded_with_its_error_and_the_sweep_goes_on(market):
     assert failed["liquidations"].isna().all()
 
 
+def test_a_run_does_not_depend_on_where_its_record_buffers_run_out():
+    """The bar loop stops at a bar whose events might not fit the record buffers and goes on
+    from that bar once they have grown; a batch worker starts each run with the buffers the
+    runs before it left, so where a run stops depends on where it runs. This run (isolated
+    50x, liquidated again and again) run alone stopped at a funding bar whose open the quiet
+    stretch had done, and paid that bar's funding twice (found as a sweep row that differed
+    between the in-process and the process-pool backends). Each symbol pays funding once a
+    funding bar, and the run's equity is the same, bar by bar, alone and after another run."""
+    from backtester.sweep.execute import ChunkOutput, ChunkRunner
+    from backtester.sweep.grid import strategy_name
+
+    year = load_market(start="2023-01-01", end="2024-01-01")
+    runs = list(Grid([{"exposure": 2.75, "rebalance_every": 52, "margin_mode": "cross",
+                       "leverage": 5.0},
+                      {"exposure": 3.0, "rebalance_every": 56, "margin_mode": "isolated",
+                       "leverage": 50.0}], strategy=strategy_name(hedged_pair),
+                     defaults={"target_kind": "equity"}))
+    runner = ChunkRunner(year, hedged_pair)
+    (group,) = runner.gather(runs, ChunkOutput.empty(runs, True), True)
+    call = runner._start_batch(group, True, False, None, 1)  # (in order, on this thread)
+    for j, r in enumerate(runs):
+        alone = run(year, hedged_pair(year, **r.params), target_kind="equity",
+                    margin_mode=r.options["margin_mode"], leverage=r.options["leverage"],
+                    record_positions=False)
+        assert not alone.funding.duplicated(["bar", "symbol"]).any()
+        np.testing.assert_array_equal(call.curves[j], alone.account["equity"].to_numpy())
+
+
 def test_a_batch_call_that_raises_is_run_again_one_by_one(market, reference, monkeypatch):
     """The compiled batch raising (as it would for a run past a buffer's limit) fails the
     runs of its call that raise alone, and no other: each run of the call runs again by

@@ -707,6 +707,14 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     stretches = callback is None and not calls and not recording and not borrowing
     t = start
     while t < stop:
+        # a buffer might overflow in bar t: run_to_end grows them and calls again from t. (Before
+        # the quiet stretch, which records nothing but funding, whose buffer has room for all:
+        # the stretch may do the open of the bar it stops at, which must then not be done
+        # again.)
+        if (counts[Count.FILLS] + fill_room > fills.shape[0] or counts[Count.LIQS] + liq_room
+                > liqs.shape[0] or counts[Count.REJECTS] + reject_room > rejects.shape[0]
+                or counts[Count.EVENTS] + event_room > events.shape[0]):
+            return t
         opened = False  # (the quiet stretch did bar t's open)
         if stretches and fresh and quiet_ok and not (lending and account[Account.WALLET] < 0.0):
             t_from = t
@@ -717,10 +725,6 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                 account[Account.EQUITY_PREV] = equity
             if t >= stop:
                 break
-        if (counts[Count.FILLS] + fill_room > fills.shape[0] or counts[Count.LIQS] + liq_room
-                > liqs.shape[0] or counts[Count.REJECTS] + reject_room > rejects.shape[0]
-                or counts[Count.EVENTS] + event_room > events.shape[0]):
-            return t  # a buffer might overflow in this bar: run_to_end grows them
         orders_now = fill_at == FillAt.NEXT_OPEN and t > 0 and has_target[t - 1]
         if callback is not None:
             account[Account.BAR] = t

@@ -314,7 +314,11 @@ class ChunkRunner:
             # find the culprit: every run alone (prepared again: the cache has its parts)
             for k in ks:
                 step(1)
-                prepared, _ = self.prepare(runs[k])
+                try:
+                    prepared, _ = self.prepare(runs[k])
+                except Exception as exc:  # (a strategy that raises now, though not before)
+                    out.errors[k] = _error(exc)
+                    continue
                 alone = BatchRuns(prepared.inputs, prepared.market.bars_per_year, 1)
                 alone.add(k, prepared.inputs)
                 self._finish_batch(self._start_batch(alone, equity, False, None, 1), out,

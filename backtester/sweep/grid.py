@@ -305,19 +305,18 @@ class Grid:
             swept = [j for j in range(len(axes)) if len(axes[j]) > 1]
             for combo in itertools.product(*(range(len(axes[j])) for j in swept)):
                 text = base_text.copy()
+                for j, c in zip(swept, combo, strict=True):
+                    text[place[j]] = lines[j][c]
+                digest = hashlib.sha256("\n".join(filter(None, text)).encode()).hexdigest()[:20]
                 if not make_runs:  # (the id alone)
-                    for j, c in zip(swept, combo, strict=True):
-                        text[place[j]] = lines[j][c]
-                    yield hashlib.sha256("\n".join(filter(None, text)).encode()).hexdigest()[:20]
+                    yield digest
                     continue
                 params, options, keys = base_params.copy(), base_options.copy(), base_keys.copy()
                 for j, c in zip(swept, combo, strict=True):
                     value, key = axes[j][c]
                     (options if is_option[j] else params)[names[j]] = value
                     keys[tags[j]] = key
-                    text[place[j]] = lines[j][c]
-                digest = hashlib.sha256("\n".join(filter(None, text)).encode()).hexdigest()
-                yield Run(digest[:20], params, options, keys, given)
+                yield Run(digest, params, options, keys, given)
 
     def param_names(self) -> list[str]:
         """The strategy parameters the grid sets, in order of first appearance."""

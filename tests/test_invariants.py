@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from backtester import Market, run
-from backtester.engine import enums
+from backtester.engine import driver, enums
+from backtester.engine.records import bar_room
 from backtester.metrics import covered_shortfall
 from backtester.strategy import Callback
 from backtester.venues import load_venue
@@ -112,8 +114,9 @@ def make_market(rng, symbols, n_bars, start, log_price, vol, jumps, gaps, missin
 
 
 @st.composite
-def scenarios(draw, callback=False, funding_every=(8,), funding=(0.0, 1e-4, 3e-3, 0.1)):
-    name = draw(st.sampled_from(sorted(VENUES)))
+def scenarios(draw, callback=False, funding_every=(8,), funding=(0.0, 1e-4, 3e-3, 0.1),
+              venues=None):
+    name = draw(st.sampled_from(sorted(venues or VENUES)))
     modes, starts, listed = VENUES[name]
     start = draw(st.sampled_from(starts))
     n = draw(st.integers(1, len(listed)))
@@ -404,13 +407,18 @@ def test_invariants_hold_for_random_callback_orders(case):
 
 
 @st.composite
-def sparse_scenarios(draw):
+def sparse_scenarios(draw, everies=(1, 5, 17, 60), fill_at=None, funding_every=(1, 2, 8),
+                     funding=(3e-3, 0.03, 0.1), venues=None):
     """A scenario of random targets whose orders come every ``every`` bars only, so that most
     bars have nothing but funding and the close: the bars ``engine.kernel.quiet_stretch``
     takes, with positions held through gaps and funding (up to every bar, and up to absurd
-    rates) that liquidates."""
-    market, options, strategy = draw(scenarios(funding_every=(1, 2, 8), funding=(3e-3, 0.03, 0.1)))
-    every = draw(st.sampled_from([1, 5, 17, 60]))
+    rates) that liquidates. ``fill_at``: the runs' (default: drawn); ``venues``: those
+    drawn from (default: all of ``VENUES``)."""
+    market, options, strategy = draw(scenarios(funding_every=funding_every, funding=funding,
+                                               venues=venues))
+    if fill_at is not None:
+        options = {**options, "fill_at": fill_at}
+    every = draw(st.sampled_from(everies))
     keep = (np.arange(len(market.timestamps)) % every == 0)[:, None]
     if isinstance(strategy, pd.DataFrame):  # (hedge legs)
         strategy = strategy.where(np.broadcast_to(keep, strategy.shape))
@@ -436,4 +444,60 @@ def test_the_quiet_stretch_changes_no_figure(case):
     pd.testing.assert_frame_equal(quiet.account, general.account, check_exact=True)
     for name in ("fills", "liquidations", "funding", "rejections", "events"):
         pd.testing.assert_frame_equal(getattr(quiet, name), getattr(general, name),
+                                      check_exact=True, obj=name)
+
+
+# --- a run stopped where its record buffers might overflow goes on as if it had not -----------
+
+
+def tight_records(n, n_tiers_max, fill_rows, funding_rows):
+    """``records.record_sizes`` with no room to spare: one bar's worst case (and every funding
+    payment, as the kernel assumes)."""
+    fills, liqs, rejects, events = driver._interpreted(bar_room)(n, n_tiers_max, True)
+    return fills + 1, liqs + 1, max(1, funding_rows), rejects + 1, events + 1
+
+
+def grow_tightly(records, n, n_tiers_max, with_callback):
+    """``driver.grow_records`` growing each short buffer to one bar's worst case more than it
+    holds, no more: the bar loop then stops again at nearly every bar after one with events."""
+    counts = records.counts
+    room = driver._interpreted(bar_room)(n, n_tiers_max, with_callback)
+    grown = []
+    for buffer, used, more in zip((records.fills, records.liqs, records.rejects, records.events),
+                                  (counts[enums.Count.FILLS], counts[enums.Count.LIQS],
+                                   counts[enums.Count.REJECTS], counts[enums.Count.EVENTS]),
+                                  room, strict=True):
+        needed = used + more + 1
+        if buffer.shape[0] < needed:
+            new = np.empty(needed, dtype=buffer.dtype)
+            new[:buffer.shape[0]] = buffer
+            buffer = new
+        grown.append(buffer)
+    fills, liqs, rejects, events = grown
+    return enums.Records(fills, liqs, records.funding, rejects, events, counts)
+
+
+@examples(200)
+@given(sparse_scenarios(everies=(2, 3), fill_at="open", funding_every=(1, 2),
+                        funding=(0.01, 0.03, 0.1), venues=("binance_usdm", "flat")))
+def test_a_run_stopped_for_record_room_changes_no_figure(case):
+    """The bar loop stops at a bar whose events might not fit the record buffers and goes on
+    from that bar once they have grown (``driver.run_bars``). Where it stops depends on the
+    buffers it was given (a sweep's worker hands each run those of the runs before it). With
+    buffers of one bar's room, grown by one bar's room, it stops at nearly every other bar
+    after one with events: the run's account, fills, liquidations, funding, rejections and
+    events are those of the run with room to spare, to the bit. (Orders filled at the open
+    every few bars, funding up to every bar: the quiet stretch then begins the bar after a
+    fill, and may have paid its funding where the loop stops.)"""
+    market, options, strategy = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (generated data is suspicious on purpose)
+        roomy = run(market, strategy, **options, record_positions=False)
+        with mock.patch.object(driver, "record_sizes", tight_records), \
+                mock.patch.object(driver, "grow_records", grow_tightly):
+            tight = run(market, strategy, **options, record_positions=False)
+    event(f"fills: {'over' if len(roomy.fills) > 16 else 'up to'} 16")
+    pd.testing.assert_frame_equal(tight.account, roomy.account, check_exact=True)
+    for name in ("fills", "liquidations", "funding", "rejections", "events"):
+        pd.testing.assert_frame_equal(getattr(tight, name), getattr(roomy, name),
                                       check_exact=True, obj=name)

@@ -10,7 +10,8 @@ from pathlib import Path as _Path
 
 from . import _numba_cache
 
-_numba_cache.refresh(_Path(__file__).resolve().parent)  # before any compiled module loads
+# before any compiled module loads (the path unresolved: numba names its cache by it)
+_numba_cache.refresh(_Path(__file__).parent)
 
 from .backtest import run
 from .compare import Comparison, compare

@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         # a cold cache: say what the first minute is spent on, and show it progress; on two
         # CPUs, compile parts of the kernel side by side
         package = Path(__file__).resolve().parent
-        cold = not kernels_cached(package)
+        cold = not kernels_cached(Path(__file__).parent)  # (the path numba names its cache by)
         parallel = cold and precompile.worth_it(package)
         shown = compiling_shown(args.command, cold, parallel)
     try:

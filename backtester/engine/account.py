@@ -35,6 +35,7 @@ from .enums import (
 from .jit import inner
 from .rules import (
     collateral_value,
+    funding_from_available,
     initial_margin,
     isolated_funding_split,
     isolated_margin_to_open,
@@ -361,10 +362,18 @@ def pay_isolated_funding(i, payment, book):
     """An isolated position's funding ``payment`` (> 0: it pays; cross positions pay from the
     wallet, in the bar loop), split between the wallet and its own margin by the venue's
     rule (``rules.isolated_funding_split``); the liquidation price is recomputed."""
-    from_wallet = isolated_funding_split(i, payment, available_balance(book), book.sym)
+    # (the available balance, a pass over every column, only where the venue's rule reads it)
+    available = available_balance(book) if funding_from_available(i, book.sym) else 0.0
+    from_wallet = isolated_funding_split(i, payment, available, book.sym)
     book.account[Account.WALLET] -= from_wallet
-    book.state[State.ISO_MARGIN, i] -= payment - from_wallet
-    refresh_liq_price(i, book)  # the margin moved: so did the liquidation price
+    state = book.state
+    state[State.ISO_MARGIN, i] -= payment - from_wallet
+    # the margin moved: so did the liquidation price (``refresh_liq_price`` of an open
+    # isolated position, without a call that passes the whole book)
+    state[State.LIQ_PX, i] = solve_liquidation_price(i, state[State.QTY, i],
+                                                     state[State.ENTRY, i],
+                                                     state[State.ISO_MARGIN, i], book.sym,
+                                                     book.tiers, book.n_tiers)
 
 
 @inner(error_model='numpy', _nrt=False)

@@ -430,12 +430,19 @@ def isolated_settlement(i, qty, entry, margin, price, sym):
 
 
 @inner(error_model='numpy', _nrt=False)
+def funding_from_available(i, sym):
+    """Whether column i's isolated funding is paid from the available balance first
+    (``isolated_funding_split``): only then is that balance needed."""
+    return sym[Sym.FUNDING_RULE, i] == FundingFrom.AVAILABLE
+
+
+@inner(error_model='numpy', _nrt=False)
 def isolated_funding_split(i, payment, available, sym):
     """The part of an isolated position's funding ``payment`` the wallet pays; its own margin
     pays the rest. DESIGN.md §4: the margin pays it all (it moves the liquidation price).
     Bybit (VENUES.md §3.3): the available balance first, the margin only for what that
-    cannot pay; funding received goes to the balance."""
-    if sym[Sym.FUNDING_RULE, i] == FundingFrom.AVAILABLE:
+    cannot pay; funding received goes to the balance (``available`` is read only then)."""
+    if funding_from_available(i, sym):
         free = max(available, 0.0)
         return payment if payment <= free else free
     return 0.0

@@ -21,13 +21,14 @@ from .engine.driver import KernelOutput, funding_fields, funding_payments
 from .engine.positions import positions_from_fills
 from .venues.models import MarginModel
 
+# the columns of ``Result.account``: the rows of the kernel's record (``enums.Out``), in order
 ACCOUNT_COLUMNS = (
     "equity",
+    "margin_ratio",
     "wallet_balance",
     "isolated_margin",
     "unrealized_pnl",
     "maintenance_margin",
-    "margin_ratio",
     "gross_exposure",
     "net_exposure",
 )

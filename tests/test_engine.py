@@ -434,3 +434,30 @@ def test_position_held_quietly_for_many_bars_is_liquidated_on_the_bar_its_wick_r
     assert r.liquidations["bar"].iloc[0] == 150
     assert r.liquidations["price"].iloc[0] == pytest.approx(lp, rel=1e-9)
     assert (r.positions["BTC"].iloc[1:150] == 1.0).all() and r.positions["BTC"].iloc[150] == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_each_account_column_holds_its_own_figure(seed):
+    # the kernel's record is stored in rows (enums.Out) and framed by name: each column
+    # checked against what it means, from the positions and marks (a second implementation)
+    m, targets = random_market(seed)
+    r = run(m, targets, target_kind="equity", margin_mode="cross", leverage=20,
+            **flat(taker=0.0005, liq_fee=0.01))
+    account, held = r.account, r.positions.to_numpy()
+    mark = m.frame("mark_close").to_numpy()
+    assert (held != 0.0).any(axis=1).sum() > 100  # positions held most of the run
+    np.testing.assert_allclose(account["gross_exposure"], np.abs(held * mark).sum(axis=1),
+                               rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(account["net_exposure"], (held * mark).sum(axis=1),
+                               rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(account["isolated_margin"], 0.0)
+    np.testing.assert_allclose(
+        account["equity"], account["wallet_balance"] + account["unrealized_pnl"], rtol=1e-12)
+    margined = account["maintenance_margin"] > 0.0
+    ratio = account["maintenance_margin"] / (account["wallet_balance"]
+                                             + account["unrealized_pnl"])
+    np.testing.assert_allclose(account["margin_ratio"][margined], ratio[margined], rtol=1e-12)
+    assert (account["margin_ratio"][~margined] == 0.0).all()
+    # the flat venue's MM is a rate of the notional: 0.5% of the gross exposure
+    np.testing.assert_allclose(account["maintenance_margin"],
+                               0.005 * account["gross_exposure"], rtol=1e-9, atol=1e-9)

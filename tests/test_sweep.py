@@ -506,6 +506,31 @@ def test_a_sweep_keeps_no_equity_curve_unless_asked(market):
     assert runner.run_chunk(runs, equity=True).equity[0].shape == (market.n_bars,)
 
 
+def test_a_sweep_spares_the_objects_made_before_it_from_the_collector(market):
+    # gc.freeze for the sweep: the strategy, called during it, sees the objects frozen;
+    # after it nothing is; a freeze made by someone else is left as it was
+    import gc
+
+    seen = []
+
+    def watched(market, exposure=1.0):
+        seen.append(gc.get_freeze_count())
+        return hedged_pair(market, exposure=exposure)
+
+    grid = {"exposure": [1.0, 2.0], "target_kind": "equity"}
+    before = gc.get_freeze_count()
+    sweep(market, watched, grid)
+    assert seen and min(seen) > before and gc.get_freeze_count() == before
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        seen.clear()
+        sweep(market, watched, grid)
+        assert seen == [frozen, frozen] and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_a_sweep_into_a_folder_of_other_data_is_refused(market, tmp_path):
     sweep(market, hedged_pair, {"leverage": [5]}, out=tmp_path, target_kind="equity")
     with pytest.raises(ValueError, match="other market data"):

@@ -27,7 +27,7 @@ from numba import njit, prange
 from .account import open_account
 from .enums import (
     N_MARGIN_FIELDS,
-    N_OUT,
+    N_SUMMARY_OUT,
     ZERO,
     Count,
     EventKind,
@@ -431,7 +431,7 @@ def run_batch_serial(w, n_workers, bars, versions, runs, bars_per_year, summary,
         u = int(runs.choices[w, RUN_TARGETS])
         for t in range(n_bars):
             n_rows += runs.has_target[u, t]
-    out = np.empty((N_OUT, n_bars))
+    out = np.empty((N_SUMMARY_OUT, n_bars))  # (the rows the summary reads, no more)
     values = np.empty(max(n_bars, 1))
     records = new_records(n, versions.tiers.shape[3], min(n_rows * n + 2 * n, 1 << 22),
                           n_funding)

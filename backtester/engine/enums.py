@@ -438,10 +438,13 @@ CrossClose = _codes("CrossClose", [
     #          AccountRule.LIQ_TARGET_LEVEL (Kraken spot margin)
 ])
 
-# per-bar outputs, shape (N_OUT, T)
-Out = _codes("Out", ["EQUITY", "WALLET", "ISO_MARGIN", "UPNL", "MAINT", "MARGIN_RATIO",
+# per-bar outputs, shape (N_OUT, T); the rows a run's summary reads come first: sweeps pass
+# a record of those rows only, shape (N_SUMMARY_OUT, T), and the kernel writes the others
+# only where the record has them (six rows a bar fewer to write: the bar's cost in a sweep)
+Out = _codes("Out", ["EQUITY", "MARGIN_RATIO", "WALLET", "ISO_MARGIN", "UPNL", "MAINT",
                      "GROSS", "NET"])
 N_OUT = len(Out)
+N_SUMMARY_OUT = 2
 
 # record counters, shape (N_COUNTS,)
 Count = _codes("Count", ["FILLS", "LIQS", "FUNDING", "REJECTS", "EVENTS"])

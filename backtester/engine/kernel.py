@@ -51,6 +51,7 @@ from .account import (
     refresh_liq_price,
 )
 from .enums import (
+    N_SUMMARY_OUT,
     NO_COLUMN,
     TRUE,
     VENUE_SYMBOL_FIELDS,
@@ -190,13 +191,10 @@ def charge_loan_interest(t, bars, book, records):
 
 @inner(error_model='numpy', _nrt=False)
 def store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net, out):
-    """Write bar t's account state into ``out``; returns the equity."""
+    """Write bar t's account state into ``out`` (only the summary's rows when it has only
+    those: ``enums.N_SUMMARY_OUT``); returns the equity."""
     equity = wallet + iso + upnl
     out[Out.EQUITY, t] = equity
-    out[Out.WALLET, t] = wallet
-    out[Out.ISO_MARGIN, t] = iso
-    out[Out.UPNL, t] = upnl
-    out[Out.MAINT, t] = maint
     mb = wallet + upnl_cross
     if maint_cross == 0.0:
         out[Out.MARGIN_RATIO, t] = 0.0
@@ -204,8 +202,13 @@ def store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net, 
         out[Out.MARGIN_RATIO, t] = np.inf
     else:
         out[Out.MARGIN_RATIO, t] = maint_cross / mb
-    out[Out.GROSS, t] = gross
-    out[Out.NET, t] = net
+    if out.shape[0] > N_SUMMARY_OUT:
+        out[Out.WALLET, t] = wallet
+        out[Out.ISO_MARGIN, t] = iso
+        out[Out.UPNL, t] = upnl
+        out[Out.MAINT, t] = maint
+        out[Out.GROSS, t] = gross
+        out[Out.NET, t] = net
     return equity
 
 

@@ -55,6 +55,7 @@ from ..engine.enums import (
     N_MARGIN_FIELDS,
     N_ORDER_FIELDS,
     N_OUT,
+    N_SUMMARY_OUT,
     BarContext,
     Bars,
     Count,
@@ -149,7 +150,7 @@ def run_paths(w, n_workers, fields, n_funding, has_funding, hours, targets, has_
     ``n_funding``: the most funding rates any path settles (the funding records never
     grow: they are sized for every rate of the market)."""
     n_paths, n_bars, n = fields.shape[1], fields.shape[2], fields.shape[3]
-    out = np.empty((N_OUT, n_bars))
+    out = np.empty((N_SUMMARY_OUT, n_bars))  # (the rows the summary reads, no more)
     values = np.empty(max(n_bars, 1))
     n_rows = 0
     for t in range(n_bars):

@@ -482,15 +482,17 @@ def quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state, quiet
 
 
 # the quiet stretch's own copies (each bar of it runs them: a call would cost more than the
-# work); ``simulate`` calls them
+# work, a call passing the book most, as its arrays are some 60 arguments); ``simulate``
+# calls them
 quiet_pass_inlined = inlined(quiet_pass)
 open_bound_inlined = inlined(open_bound)
+pay_isolated_funding_inlined = inlined(pay_isolated_funding)
 
 
 # --- the quiet stretch: bars of nothing but funding and the close --------------------------
 
 
-@inner(error_model='numpy', _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')  # (one caller)
 def isolated_funding(t, surplus, funding_rate, mark_open, book, saved, funding, counts):
     """The quiet stretch's open of funding bar t with an isolated position open: the marks of
     the open set and the funding paid as ``simulate`` does, unless that liquidates (an
@@ -516,7 +518,7 @@ def isolated_funding(t, surplus, funding_rate, mark_open, book, saved, funding, 
             if mode[i] == Mode.CROSS:
                 account[Account.WALLET] -= payment
             else:
-                pay_isolated_funding(i, payment, book)
+                pay_isolated_funding_inlined(i, payment, book)
             record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
             if mode[i] == Mode.ISOLATED and isolated_triggered(q, mark,
                                                                state[State.LIQ_PX, i]):

@@ -7,10 +7,12 @@ symbols (BTC_USDT, ETH_USDT); the hedged pair (long BTC, short ETH) over a grid 
 
     python benchmarks/bench_sweep.py [--backends inprocess,processes,dask] [--workers 2]
                                      [--loop-runs 300] [--big 0] [--no-cold-compile]
+                                     [--repeat 5] [--breakdown]
 
 Prints, compile excluded (a warm-up sweep first; its time is printed, and the time of a
 cold compile in a fresh process with an empty numba cache, as on a new machine or CI):
-- in-process: summary rows only, and with the parquet dataset written;
+- in-process: summary rows only (the best of ``--repeat`` rounds, and their median), and
+  with the parquet dataset written;
 - the CPU seconds of each (this process's threads and its finished worker processes; not a
   Dask cluster's, whose workers are still running);
 - a local process pool and a local Dask cluster (cluster start-up printed apart); the pool
@@ -32,6 +34,7 @@ import importlib
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,12 +97,20 @@ def kept_workers_cpu() -> float:
     return total
 
 
-def timed(label: str, n_runs: int, fn, note: str = ""):
+def timed(label: str, n_runs: int, fn, note: str = "", repeat: int = 1):
     """Wall time and runs/s, and the CPU seconds it took (a steadier figure than the wall time
-    on a machine other jobs share)."""
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    value = fn()
-    dt, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    on a machine other jobs share); with ``repeat`` > 1 the best of that many rounds, and the
+    median's runs/s after the note."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        value = fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(cpu_seconds() - c0)
+    best = min(range(repeat), key=walls.__getitem__)
+    dt, cpu = walls[best], cpus[best]
+    if repeat > 1:
+        note += f" (best of {repeat}; median {n_runs / statistics.median(walls):,.0f} runs/s)"
     print(f"{label:<28} {n_runs:>7,} runs  {dt:7.2f} s  {n_runs / dt:8,.0f} runs/s  "
           f"cpu {cpu:6.2f} s  {note}")
     return value
@@ -132,6 +143,8 @@ def main() -> None:
                         help="skip timing a compile from an empty numba cache")
     parser.add_argument("--big", type=int, default=0,
                         help="also sweep this many runs into parquet and report peak memory")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds of the in-process sweep (its best and median printed)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the Python and the compiled parts apart, and a worker "
                              "process's start-up")
@@ -161,7 +174,7 @@ def main() -> None:
         tables["inprocess"] = timed(
             "in-process, rows only", n_runs,
             lambda: sweep(market, hedged_pair, g, workers=args.workers),
-            f"({args.workers} threads)")
+            f"({args.workers} threads)", repeat=max(1, args.repeat))
         with tempfile.TemporaryDirectory() as out:
             timed("in-process, into parquet", n_runs,
                   lambda: sweep(market, hedged_pair, g, out=out, workers=args.workers),

@@ -7,7 +7,7 @@ import gc
 import math
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -157,12 +157,13 @@ def sweep(
         raise ValueError("equity=True saves the curves under out=DIRECTORY; give out")
     done = store.done_ids(retry_failed) if store else set()
 
+    ids = list(plan.run_ids())  # (hashed once: the runs are made from these)
     order: dict[str, int] = {}  # run id -> position in the grid (first occurrence)
-    for run_id in plan.run_ids():
+    for run_id in ids:
         order.setdefault(run_id, len(order))
     skipped = sum(1 for i in order if i in done)
     size = _chunk_size(chunk_size, backend, market)
-    chunks = _chunks(plan, done, size)
+    chunks = _chunks(plan.runs(ids), done, size)
     if backend == "inprocess":
         finished = run_inprocess(market, strategy, chunks, equity=equity, workers=workers)
     elif backend == "processes":
@@ -270,11 +271,11 @@ def _chunk_size(chunk_size: int | None, backend: str, market: Market) -> int:
     return min(DEFAULT_CHUNK[backend], cap)
 
 
-def _chunks(plan: Grid, done: set[str], size: int) -> Iterator[list[Run]]:
+def _chunks(runs: Iterable[Run], done: set[str], size: int) -> Iterator[list[Run]]:
     """The runs still to do, in grid order, ``size`` at a time (duplicates once)."""
     seen = set(done)
     chunk: list[Run] = []
-    for r in plan:
+    for r in runs:
         if r.run_id in seen:
             continue
         seen.add(r.run_id)

@@ -18,7 +18,7 @@ import itertools
 import json
 import math
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,7 +280,11 @@ class Grid:
         which runs are there, and in what order)."""
         return self._walk(False)
 
-    def _walk(self, make_runs: bool):
+    def runs(self, ids: Iterable[str]) -> Iterator[Run]:
+        """The runs, in grid order, given their ids from ``run_ids`` (not hashed again)."""
+        return self._walk(True, iter(ids))
+
+    def _walk(self, make_runs: bool, ids: Iterator[str] | None = None):
         for part in self._parts:
             names = [n for n, _, _, _ in part]
             tags = [f"{'o' if opt else 'p'}:{n}" for n, opt, _, _ in part]
@@ -304,10 +308,14 @@ class Grid:
                 base_text[place[j]] = lines[j][0]
             swept = [j for j in range(len(axes)) if len(axes[j]) > 1]
             for combo in itertools.product(*(range(len(axes[j])) for j in swept)):
-                text = base_text.copy()
-                for j, c in zip(swept, combo, strict=True):
-                    text[place[j]] = lines[j][c]
-                digest = hashlib.sha256("\n".join(filter(None, text)).encode()).hexdigest()[:20]
+                if ids is not None:  # (the ids of a first pass)
+                    digest = next(ids)
+                else:
+                    text = base_text.copy()
+                    for j, c in zip(swept, combo, strict=True):
+                        text[place[j]] = lines[j][c]
+                    digest = hashlib.sha256("\n".join(filter(None, text)).encode()
+                                            ).hexdigest()[:20]
                 if not make_runs:  # (the id alone)
                     yield digest
                     continue

@@ -483,7 +483,8 @@ def quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state, quiet
 
 # the quiet stretch's own copies (each bar of it runs them: a call would cost more than the
 # work, a call passing the book most, as its arrays are some 60 arguments); ``simulate``
-# calls them
+# calls them (``isolated_funding`` stays a call: benchmarks/RESULTS.md, "Sweeps at 10,000
+# runs/s", says why)
 quiet_pass_inlined = inlined(quiet_pass)
 open_bound_inlined = inlined(open_bound)
 pay_isolated_funding_inlined = inlined(pay_isolated_funding)
@@ -492,7 +493,7 @@ pay_isolated_funding_inlined = inlined(pay_isolated_funding)
 # --- the quiet stretch: bars of nothing but funding and the close --------------------------
 
 
-@njit(cache=True, error_model='numpy', _nrt=False, inline='always')  # (one caller)
+@inner(error_model='numpy', _nrt=False)
 def isolated_funding(t, surplus, funding_rate, mark_open, book, saved, funding, counts):
     """The quiet stretch's open of funding bar t with an isolated position open: the marks of
     the open set and the funding paid as ``simulate`` does, unless that liquidates (an

@@ -482,12 +482,9 @@ def quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state, quiet
 
 
 # the quiet stretch's own copies (each bar of it runs them: a call would cost more than the
-# work, a call passing the book most, as its arrays are some 60 arguments); ``simulate``
-# calls them (``isolated_funding`` stays a call: benchmarks/RESULTS.md, "Sweeps at 10,000
-# runs/s", says why)
+# work); ``simulate`` calls them
 quiet_pass_inlined = inlined(quiet_pass)
 open_bound_inlined = inlined(open_bound)
-pay_isolated_funding_inlined = inlined(pay_isolated_funding)
 
 
 # --- the quiet stretch: bars of nothing but funding and the close --------------------------
@@ -519,7 +516,7 @@ def isolated_funding(t, surplus, funding_rate, mark_open, book, saved, funding, 
             if mode[i] == Mode.CROSS:
                 account[Account.WALLET] -= payment
             else:
-                pay_isolated_funding_inlined(i, payment, book)
+                pay_isolated_funding(i, payment, book)
             record_funding(funding, counts, t, i, q, mark, rate, payment, mode[i])
             if mode[i] == Mode.ISOLATED and isolated_triggered(q, mark,
                                                                state[State.LIQ_PX, i]):

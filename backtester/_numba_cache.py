@@ -70,6 +70,73 @@ def kernels_cached(package_dir: Path) -> bool:
     return any(any(folder.glob("kernel.*.nbi")) for folder in folders)
 
 
+def compile_lock(package_dir: Path) -> CompileLock:
+    """The lock a background compile of the kernels holds (``engine.precompile.for_later``),
+    in the folder of numba's cache of the engine."""
+    from numba.core import config
+
+    engine = package_dir / "engine"
+    if config.CACHE_DIR:
+        folders = [Path(config.CACHE_DIR) / _subpath(engine)]
+    else:
+        folders = [engine / "__pycache__", _user_wide() / _subpath(engine)]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "backtester-compiling.lock"
+            path.touch()
+            return CompileLock(path)
+        except OSError:
+            continue
+    return CompileLock(None)
+
+
+class CompileLock:
+    """An advisory lock on a file (``fcntl.flock``; where there is none, or no file could be
+    made, a lock never held)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self._file = path, None
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None
+        self._fcntl = fcntl if path is not None else None
+
+    def acquire(self) -> bool:
+        """Hold the lock, unless another process does (False then). Held until the process
+        ends."""
+        if self._fcntl is None:
+            return True
+        self._file = open(self.path, "a")  # noqa: SIM115 (kept open: it holds the lock)
+        try:
+            self._fcntl.flock(self._file, self._fcntl.LOCK_EX | self._fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            self._file = None
+            return False
+        return True
+
+    def held_elsewhere(self) -> bool:
+        if self._fcntl is None or self._file is not None:
+            return False
+        with open(self.path, "a") as file:
+            try:
+                self._fcntl.flock(file, self._fcntl.LOCK_SH | self._fcntl.LOCK_NB)
+            except OSError:
+                return True
+            self._fcntl.flock(file, self._fcntl.LOCK_UN)
+        return False
+
+    def wait(self) -> None:
+        """Return once no other process holds the lock."""
+        if self._fcntl is None or self._file is not None:
+            return
+        with open(self.path, "a") as file:
+            self._fcntl.flock(file, self._fcntl.LOCK_SH)
+            self._fcntl.flock(file, self._fcntl.LOCK_UN)
+
+
 def _keep_in_step(caches: list[Path], stamp: Path, digest: str) -> None:
     """Drop the cache files in ``caches`` unless ``stamp`` holds ``digest``; then write it
     (OSError where the place cannot be written)."""

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from ._first_run import load_then_choose
 from .atomic import build_folder, staging_folder
 from .cli_common import (
     PAIR_FLAGS,
@@ -97,7 +98,11 @@ def _cmd_run(args) -> int:
         loader, extra = load_market, {}
     out = Path(args.out)
     check_run_out(out, args.overwrite)  # after the arguments' own errors, before the work
-    market = market_from_options(args, loader, symbols=symbols, **extra)
+    cross_only = args.margin_mode == "both" and not venue_has_isolated(args.venue)
+    modes = ("cross",) if cross_only else (
+        ("cross", "isolated") if args.margin_mode == "both" else (args.margin_mode,))
+    market = load_then_choose(
+        args, len(modes), lambda: market_from_options(args, loader, symbols=symbols, **extra))
     if args.data is None and not (args.strategy and strategy.load_market):
         print("data: the embedded synthetic dataset (BTC/ETH-like bars, not real history); "
               "real data: --data DIR")
@@ -125,10 +130,8 @@ def _cmd_run(args) -> int:
         options["leverage"] = args.leverage
     if args.sizing is not None:
         options["sizing"] = args.sizing
-    modes = ("cross", "isolated") if args.margin_mode == "both" else (args.margin_mode,)
-    if args.margin_mode == "both" and not venue_has_isolated(args.venue):
+    if cross_only:
         print(f"venue {args.venue} has cross margin only (spot margin): running cross")
-        modes = ("cross",)
     results = {}
     for mode in modes:
         result = quietly(run, market, orders, **{
@@ -517,13 +520,31 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The command line (``argv``: its words, default ``sys.argv[1:]``). Called without
+    ``argv``, as the command, a first run may start again interpreted
+    (``backtester._first_run``)."""
+    as_command, argv = argv is None, sys.argv[1:] if argv is None else list(argv)
     if argv[:2] == ["venues", "import"]:
         try:
             return _cmd_venues_import(argv[2:])
         except (ValueError, KeyError, FileNotFoundError) as exc:
             print(f"backtester: error: {exc}", file=sys.stderr)
             return 2
+    args = parse(argv)
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.command in ("run", "compare", "sweep", "advise"):
+                _first_run_of(args, as_command, stack)
+            return int(args.func(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        message = in_cli_terms(str(message), getattr(args, "flags", {}))
+        print(f"backtester: error: {message}", file=sys.stderr)
+        return 2
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command's options (argparse's usage error, and exit, on a bad one)."""
     parser = _Parser(
         prog="backtester",
         description="Backtest leveraged portfolios under cross and isolated margin.",
@@ -540,30 +561,37 @@ def main(argv: list[str] | None = None) -> int:
     add_report_parser(sub)
     from .cli_advise import add_advise_parser
     add_advise_parser(sub)
-    args = parser.parse_args(argv)
-    shown, parallel = contextlib.nullcontext(), False
-    if args.command in ("run", "compare", "sweep", "advise"):
-        from ._compile_progress import compiling_shown
-        from ._numba_cache import kernels_cached
-        from .engine import precompile
+    return parser.parse_args(argv)
 
-        # a cold cache: say what the first minute is spent on, and show it progress; on two
-        # CPUs, compile parts of the kernel side by side
-        package = Path(__file__).resolve().parent
-        cold = not kernels_cached(Path(__file__).parent)  # (the path numba names its cache by)
-        parallel = cold and precompile.worth_it(package)
-        shown = compiling_shown(args.command, cold, parallel)
-    try:
-        with shown as progress:
-            if parallel:
-                precompile.start_compiling_in_parallel(package, progress.busy)
-            return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        message = in_cli_terms(str(message), getattr(args, "flags", {}))
-        print(f"backtester: error: {message}", file=sys.stderr)
-        return 2
 
+def _first_run_of(args, as_command: bool, stack: contextlib.ExitStack) -> None:
+    """On a cold cache: say what the first minute is spent on, and show it progress; on two
+    CPUs, compile parts of the kernel side by side. A small run or comparison started as
+    the command instead runs interpreted while the kernels compile in the background
+    (``args.first_run``: the choice, made once the command's data are loaded)."""
+    from . import _first_run
+    from ._compile_progress import compiling_shown
+    from ._numba_cache import kernels_cached
+    from .engine import precompile
+
+    note = _first_run.started_again_note()
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    package = Path(__file__).resolve().parent
+    if kernels_cached(Path(__file__).parent):  # (the path numba names its cache by)
+        return
+    parallel = precompile.worth_it(package)
+
+    def compile_now() -> None:
+        progress = stack.enter_context(compiling_shown(args.command, True, parallel))
+        if parallel:
+            precompile.start_compiling_in_parallel(package, progress.busy)
+
+    if (as_command and args.command in _first_run.COMMANDS
+            and _first_run.choice() != "compile"):
+        args.first_run = _first_run.FirstRun(sys.argv[1:], Path(__file__).parent, compile_now)
+    else:
+        compile_now()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,6 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
+from ._first_run import load_then_choose
 from .cli_common import (
     PAIR_FLAGS,
     RUN_FLAGS,
@@ -86,8 +87,8 @@ def _cmd_compare(args) -> int:
     if args.strategy:
         args.flags = RUN_FLAGS  # a strategy's parameters are --param NAME=VALUE
         strategy, params = strategy_from_options(args)
-        market = market_from_options(args, strategy.load_market,
-                                     **(params if strategy.load_market else {}))
+        market = load_then_choose(args, _runs(args), lambda: market_from_options(
+            args, strategy.load_market, **(params if strategy.load_market else {})))
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
         title = args.title or (f"{strategy.name}" + (f" ({shown})" if shown else "")
                                + ": cross vs isolated")
@@ -99,7 +100,8 @@ def _cmd_compare(args) -> int:
         if args.param:
             raise ValueError("--param sets a strategy's parameters: give --strategy NAME too")
         symbols = pair_symbols(args)  # the pair loads its two legs only
-        market = market_from_options(args, symbols=symbols)
+        market = load_then_choose(args, _runs(args),
+                                  lambda: market_from_options(args, symbols=symbols))
         long, short = pair_legs(symbols, market)
         exposure = 1.0 if args.exposure is None else args.exposure
         targets = hedged_pair(market, long=long, short=short, exposure=exposure,
@@ -119,6 +121,13 @@ def _cmd_compare(args) -> int:
     print(f"\n{comparison.to_text(WIDTH)}\n")
     print(f"report: {html}\n        {markdown}")
     return 0
+
+
+def _runs(args) -> int:
+    """The runs ``backtester compare`` makes: each venue's modes at each leverage."""
+    from .cli import venue_has_isolated
+
+    return len(args.leverage) * sum(2 if venue_has_isolated(v) else 1 for v in args.venue)
 
 
 def add_report_parser(sub) -> None:

@@ -3,6 +3,7 @@ compiles parts of the kernel in a second process (issue 14)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from numba import config, njit
 
@@ -108,3 +110,209 @@ def test_no_second_process_when_told_not_to(monkeypatch):
 
     monkeypatch.setenv("BACKTESTER_COMPILE_WORKER", "0")
     assert not precompile.worth_it(REPO / "backtester")
+
+
+# --- a small first run made interpreted while the kernels compile in the background --------
+
+def frames(folder: Path) -> dict:
+    import pandas as pd
+
+    return {path.relative_to(folder): pd.read_parquet(path)
+            for path in sorted(folder.rglob("*.parquet"))}
+
+
+def background_done(cache: Path) -> bool:
+    """The background compile finished: it saved the kernel (while holding the lock) and
+    no longer holds the lock."""
+    from backtester._numba_cache import CompileLock
+
+    locks = list(cache.glob("*/backtester-compiling.lock"))
+    return (bool(locks) and any(cache.glob("*/kernel.*.nbi"))
+            and not CompileLock(locks[0]).held_elsewhere())
+
+
+@pytest.mark.skipif(config.DISABLE_JIT, reason="nothing compiles without the JIT")
+def test_a_small_first_run_is_interpreted_and_the_next_finds_the_kernels_compiled(
+        tmp_path, capsys):
+    # A cold cache (its own folder): the command, started as the command, runs the kernels
+    # as plain Python, says so, and prints and saves what the compiled kernels give to the
+    # bit; meanwhile a background process compiles them, and the next run compiles nothing.
+    import time
+
+    from backtester.cli import main
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "BACKTESTER_FIRST_RUN": "auto"}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    words = ["run", "--start", "2024-01-01", "--end", "2024-07-01", "--no-plot"]
+    first = subprocess.run([sys.executable, "-m", "backtester", *words, "--out",
+                            str(tmp_path / "first")], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "this run calls them as plain Python" in first.stderr
+    assert "compiling" not in first.stderr.replace("compile in the background", "")
+
+    assert main([*words, "--out", str(tmp_path / "compiled")]) == 0  # (this process: compiled)
+    printed = capsys.readouterr().out
+    assert [line for line in first.stdout.splitlines() if "files:" not in line] == [
+        line for line in printed.splitlines() if "files:" not in line]
+    interpreted, compiled = frames(tmp_path / "first"), frames(tmp_path / "compiled")
+    assert interpreted.keys() == compiled.keys() and len(interpreted) >= 16
+    for name, frame in interpreted.items():
+        assert frame.equals(compiled[name]), name
+    assert len(interpreted[Path("isolated/fills.parquet")]) > 100
+
+    deadline = time.monotonic() + 600
+    while not background_done(cache):
+        assert time.monotonic() < deadline, "the background compile did not finish"
+        time.sleep(1)
+    code = textwrap.dedent(f"""
+        from numba.core import event
+        from backtester.cli import main
+        compiled = []
+        class Listener(event.Listener):
+            def on_start(self, ev):
+                function = getattr(ev.data.get("dispatcher"), "py_func", None)
+                compiled.append(getattr(function, "__qualname__", "?"))
+            def on_end(self, ev):
+                pass
+        event.register("numba:compile", Listener())
+        assert main({[*words, "--out", str(tmp_path / "second")]!r}) == 0
+        print("compiled:", compiled)
+    """)
+    second = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert second.stdout.strip().endswith("compiled: []"), second.stderr[-2000:]
+
+
+class Interpreted(Exception):
+    """Stands for the command started again interpreted (which does not return)."""
+
+
+@pytest.fixture()
+def choices(monkeypatch):
+    from backtester import _first_run, _numba_cache
+
+    made = []
+    monkeypatch.setattr(_first_run, "start_for_later",
+                        lambda package, argv: made.append(("for later", argv)))
+
+    def again():
+        made.append("again")
+        raise Interpreted
+
+    monkeypatch.setattr(_first_run, "start_again_interpreted", again)
+    monkeypatch.setattr(_numba_cache, "compile_lock",
+                        lambda package: _numba_cache.CompileLock(None))
+    first = _first_run.FirstRun(["run", "--out", "x"], REPO / "backtester",
+                                lambda: made.append("compiled first"))
+    return first, made
+
+
+def test_a_small_job_runs_interpreted_and_a_large_one_compiles_first(choices, monkeypatch):
+    from backtester import _first_run
+
+    first, made = choices
+    small = int(_first_run.BUDGET / _first_run.SECONDS_PER_BAR_SYMBOL)  # at the budget
+    with pytest.raises(Interpreted):
+        first.choose(small)
+    assert made == [("for later", ["run", "--out", "x"]), "again"]
+    made.clear()
+    first.choose(small + 1)
+    assert made == ["compiled first"]
+    made.clear()
+    monkeypatch.setenv("BACKTESTER_FIRST_RUN", "interpret")
+    with pytest.raises(Interpreted):
+        first.choose(10 ** 9)
+    monkeypatch.setenv("BACKTESTER_FIRST_RUN", "eventually")
+    with pytest.raises(ValueError, match="BACKTESTER_FIRST_RUN='eventually': expected one of "
+                                         "auto, interpret, compile"):
+        first.choose(1)
+
+
+def test_the_embedded_pair_both_modes_is_a_small_job():
+    from backtester import _first_run, load_market
+
+    n_bars, n_symbols = load_market().close.shape
+    assert _first_run.interpreted_seconds(n_bars * n_symbols * 2) < _first_run.BUDGET / 4
+
+
+def test_what_the_data_print_waits_for_the_choice(capsys):
+    from types import SimpleNamespace
+
+    from backtester._first_run import load_then_choose
+
+    market = SimpleNamespace(close=np.empty((100, 3)))
+
+    def load():
+        print("note: ETH_USDT starts later")
+        return market
+
+    seen = []
+
+    def started_again(work):
+        seen.append((work, capsys.readouterr().out))
+        raise Interpreted
+
+    with pytest.raises(Interpreted):
+        load_then_choose(SimpleNamespace(first_run=SimpleNamespace(choose=started_again)), 2, load)
+    assert seen == [(600, "")] and capsys.readouterr().out == ""  # (the new start prints it)
+    args = SimpleNamespace(first_run=SimpleNamespace(choose=seen.append))
+    assert load_then_choose(args, 2, load) is market
+    assert capsys.readouterr().out == "note: ETH_USDT starts later\n"
+    assert load_then_choose(SimpleNamespace(), 2, load) is market  # a warm cache
+    assert capsys.readouterr().out == "note: ETH_USDT starts later\n"
+
+
+def test_a_large_job_waits_for_the_kernels_compiling_in_the_background(tmp_path, monkeypatch,
+                                                                       capsys):
+    from backtester import _first_run, _numba_cache
+
+    path = tmp_path / "backtester-compiling.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from backtester._numba_cache import CompileLock
+            lock = CompileLock(__import__("pathlib").Path({str(path)!r}))
+            assert lock.acquire()
+            print("held", flush=True)
+            time.sleep(1.5)
+        """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    lock = _numba_cache.CompileLock(path)
+    assert lock.held_elsewhere() and not _numba_cache.CompileLock(path).acquire()
+    monkeypatch.setattr(_numba_cache, "compile_lock", lambda package: lock)
+    monkeypatch.setattr(_numba_cache, "kernels_cached", lambda package: True)
+    made = []
+    first = _first_run.FirstRun(["run"], REPO / "backtester", lambda: made.append("compiled"))
+    first.choose(10 ** 9)
+    assert holder.wait(timeout=60) == 0 and made == []  # (the kernels are there now)
+    assert "waiting for the simulation kernels compiling in the background" in (
+        capsys.readouterr().err)
+    assert not lock.held_elsewhere()
+
+
+def test_only_the_command_itself_starts_again(monkeypatch, capsys):
+    # On a cold cache main(argv) called from Python (a test, a notebook) compiles first, as
+    # before; the process started as the command chooses once its data are loaded.
+    from backtester import _numba_cache, cli
+    from backtester.engine import precompile
+
+    monkeypatch.setattr(_numba_cache, "kernels_cached", lambda package: False)
+    monkeypatch.setattr(precompile, "worth_it", lambda package: False)
+    args = cli.parse(["run"])
+    with contextlib.ExitStack() as stack:
+        cli._first_run_of(args, False, stack)
+        assert not hasattr(args, "first_run")
+    assert capsys.readouterr().err.startswith("compiling the simulation kernels, one time")
+    for command, chooses in (("run", True), ("compare", True), ("sweep", False)):
+        args = cli.parse([command])
+        with contextlib.ExitStack() as stack:
+            cli._first_run_of(args, True, stack)
+            assert hasattr(args, "first_run") is chooses
+        assert capsys.readouterr().err.startswith("compiling") is not chooses
+    monkeypatch.setenv("BACKTESTER_FIRST_RUN", "compile")
+    args = cli.parse(["run"])
+    with contextlib.ExitStack() as stack:
+        cli._first_run_of(args, True, stack)
+        assert not hasattr(args, "first_run")

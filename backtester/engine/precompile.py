@@ -216,5 +216,35 @@ def start_compiling_in_parallel(package_dir: Path, busy: threading.Event | None 
     started.wait()
 
 
+def for_later(argv: list[str]) -> None:
+    """Compile what the command ``backtester <argv>`` calls, into numba's cache, for the runs
+    that follow its first run, made interpreted (``backtester._first_run``): the command is
+    run again, compiled, at a low priority, its output thrown away (written to a temporary
+    folder instead of ``--out``). Nothing done when another process is at it already (the
+    cache's lock)."""
+    import contextlib
+    import tempfile
+
+    from .. import _numba_cache
+    from ..cli import parse
+
+    package = Path(__file__).parents[1]  # (as numba names its cache: unresolved)
+    lock = _numba_cache.compile_lock(package)  # (held while it lives)
+    if not lock.acquire():
+        return
+    if hasattr(os, "nice"):
+        os.nice(10)
+    args = parse(argv)
+    with (tempfile.TemporaryDirectory(prefix="backtester-compile-") as folder,
+          open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere)):
+        args.out, args.overwrite = str(Path(folder) / "out"), False
+        if hasattr(args, "no_plot"):
+            args.no_plot = True
+        args.func(args)
+
+
 if __name__ == "__main__":
-    worker()
+    if sys.argv[1:2] == ["--for-later"]:
+        for_later(sys.argv[2:])
+    else:
+        worker()

@@ -134,7 +134,8 @@ def start_for_later(package: Path, argv: list[str]) -> None:
            if key not in ("NUMBA_DISABLE_JIT", STARTED_AGAIN)}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(package.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env["BACKTESTER_COMPILE_WORKER"] = "0"  # (one process, at a low priority)
+    # (a second process too, where it may: both at a low priority, the command goes first)
+    env.setdefault("BACKTESTER_COMPILE_WORKER", "1")
     with contextlib.suppress(OSError):  # (-P: the package as the command imported it)
         subprocess.Popen([sys.executable, "-P", "-m", "backtester.engine.precompile",
                           "--for-later", *argv], env=env, stdin=subprocess.DEVNULL,

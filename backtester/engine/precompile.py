@@ -235,6 +235,8 @@ def for_later(argv: list[str]) -> None:
     if hasattr(os, "nice"):
         os.nice(10)
     args = parse(argv)
+    if worth_it(package):  # (the second process is at the same low priority)
+        start_compiling_in_parallel(package)
     with (tempfile.TemporaryDirectory(prefix="backtester-compile-") as folder,
           open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere)):
         args.out, args.overwrite = str(Path(folder) / "out"), False

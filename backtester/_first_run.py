@@ -122,9 +122,9 @@ def started_again_note() -> str | None:
     """What the command says on its interpreted start (None on any other start)."""
     if not os.environ.get(STARTED_AGAIN):
         return None
-    return ("first run on this install: the simulation kernels compile in the background for "
-            "later runs (about 20 s of one core); this run calls them as plain Python: the "
-            "same results, more slowly per bar")
+    return ("first run: the simulation kernels compile in the background for later runs "
+            "(about 20 s);\nthis one runs them as plain Python meanwhile: the same results, "
+            "more slowly per bar")
 
 
 def start_for_later(package: Path, argv: list[str]) -> None:

@@ -149,7 +149,8 @@ def test_a_small_first_run_is_interpreted_and_the_next_finds_the_kernels_compile
                             str(tmp_path / "first")], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "this run calls them as plain Python" in first.stderr
+    assert "this one runs them as plain Python meanwhile" in first.stderr
+    assert max(len(line) for line in first.stderr.splitlines()) <= 100
     assert "compiling" not in first.stderr.replace("compile in the background", "")
 
     assert main([*words, "--out", str(tmp_path / "compiled")]) == 0  # (this process: compiled)
@@ -261,6 +262,15 @@ def test_what_the_data_print_waits_for_the_choice(capsys):
     assert load_then_choose(args, 2, load) is market
     assert capsys.readouterr().out == "note: ETH_USDT starts later\n"
     assert load_then_choose(SimpleNamespace(), 2, load) is market  # a warm cache
+    assert capsys.readouterr().out == "note: ETH_USDT starts later\n"
+
+    def bad_load():
+        print("note: ETH_USDT starts later")
+        raise ValueError("--data: no bars")
+
+    with pytest.raises(ValueError, match="no bars"):  # (no choice: the error, after the note)
+        load_then_choose(SimpleNamespace(first_run=SimpleNamespace(choose=started_again)), 2,
+                         bad_load)
     assert capsys.readouterr().out == "note: ETH_USDT starts later\n"
 
 

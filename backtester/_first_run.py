@@ -82,7 +82,7 @@ class FirstRun:
             sys.stderr.flush()
             started = time.monotonic()
             lock.wait()
-            sys.stderr.write(f"compiled ({time.monotonic() - started:.0f} s more)\n")
+            sys.stderr.write(f"done, {time.monotonic() - started:.0f} s later\n")
             if _numba_cache.kernels_cached(self.package):
                 return
         self.compile_now()

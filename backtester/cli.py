@@ -593,5 +593,6 @@ def _first_run_of(args, as_command: bool, stack: contextlib.ExitStack) -> None:
     else:
         compile_now()
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,7 +41,7 @@ class CompileProgress(event.Listener):
         self.closed = threading.Event()
         self.busy = threading.Event()  # set while parts compile in a second process too
         self.write(f"compiling the simulation kernels, one time, about {seconds:.0f} s on two "
-                   "cores (later runs load them from numba's cache)...\n")
+                   "cores (later runs load them)...\n")
         if self.live:  # a clock that moves while one large function compiles
             threading.Thread(target=self._tick, daemon=True).start()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import textwrap
 import warnings
 from collections.abc import Mapping
 
@@ -145,7 +146,8 @@ def quietly(call, *args, **kwargs):
         warnings.simplefilter("always")
         value = call(*args, **kwargs)
     for message in sorted({str(w.message) for w in caught}):
-        print(f"note: {message}")
+        print(textwrap.fill(f"note: {message}", 100, subsequent_indent="  ",
+                            break_long_words=False, break_on_hyphens=False))
     return value
 
 

@@ -39,6 +39,19 @@ RUN_FILES = frozenset({"run.json", "account.parquet", "fills.parquet", "liquidat
 REPORT_FILES = frozenset({"report.html", "report.md", "report_files", "plotly.min.js"})
 
 
+def _clauses(parts: list[str], width: int = 100) -> list[str]:
+    """``parts`` joined by ", " into lines of at most ``width`` columns (a part longer than
+    that on a line of its own), each line after the first indented by two."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            lines[-1] += ","
+            lines.append("  " + part)
+    return lines
+
+
 class Result:
     """Everything one backtest produced.
 
@@ -328,17 +341,18 @@ class Result:
     def describe(self) -> str:
         """The summary as aligned text lines, for a terminal."""
         s = self.summary()
-        sizing = ""
+        sizing = []
         if getattr(self.config, "target_kind", "") == "equity":  # what a fraction sized
-            sizing = (", sizing margin (equity fractions as initial margin, x leverage)"
+            sizing = (["sizing margin (equity fractions as initial margin, x leverage)"]
                       if getattr(self.config, "sizing", "exposure") == "margin"
-                      else ", sizing exposure (equity fractions as notional)")
-        lines = [
-            f"venue {self.venue.name}, margin {self._modes_text()}, "
-            f"path {self.config.path}, fills at {self.config.fill_at}{sizing}",
-            f"{self.market.timestamps[0]} -> {self.market.timestamps[-1]} "
-            f"({self.market.n_bars} bars, {', '.join(self.market.symbols)})",
-        ]
+                      else ["sizing exposure (equity fractions as notional)"])
+        modes = self._modes_text().split(", ")
+        lines = _clauses([f"venue {self.venue.name}", f"margin {modes[0]}", *modes[1:],
+                          f"path {self.config.path}", f"fills at {self.config.fill_at}",
+                          *sizing])
+        symbols = list(self.market.symbols)
+        lines += _clauses([f"{self.market.timestamps[0]} -> {self.market.timestamps[-1]} "
+                           f"({self.market.n_bars} bars", *symbols[:-1], f"{symbols[-1]})"])
         rows = [
             ("initial balance", f"{s['initial_balance']:,.2f}"),
             ("final equity", f"{s['final_equity']:,.2f}"),
@@ -372,7 +386,9 @@ class Result:
         lines += [f"  {k:<{width}}  {v}" for k, v in rows]
         if self.warnings:
             lines.append(f"  warnings ({len(self.warnings)}):")
-            lines += [f"    - {text}" for text in self.warnings]
+            lines += [textwrap.fill(text, 100, initial_indent="    - ", subsequent_indent=" " * 6,
+                                    break_long_words=False, break_on_hyphens=False)
+                      for text in self.warnings]
         return "\n".join(lines)
 
     def _modes_text(self) -> str:

@@ -217,3 +217,28 @@ def test_the_close_where_data_end_pays_the_runs_slippage_like_any_order():
     assert close["realized_pnl"] == pytest.approx(10 * (103.896 - 101.101), rel=1e-9)
     assert any("closed at 103.896, its last close 104 with the run's slippage" in w
                for w in result.warnings)
+
+
+def test_cli_run_of_many_symbols_with_notes_fits_100_columns(tmp_path, capsys):
+    # eight symbols, six listed late: the notes, the summary's venue and window lines and
+    # its warnings wrap at 100 columns, between clauses, and say all they said
+    symbols = ["ADA_USDT", "BNB_USDT", "BTC_USDT", "DOGE_USDT", "ETH_USDT", "LTC_USDT",
+               "SOL_USDT", "XRP_USDT"]
+    for k, symbol in enumerate(symbols):
+        late = 0 if symbol in ("BTC_USDT", "ETH_USDT") else 6 + k
+        bars(96 - late, str(pd.Timestamp("2024-01-01") + pd.Timedelta(hours=late)),
+             10.0 + 10 * k).to_parquet(tmp_path / f"{symbol}-1h.parquet", index=False)
+    code, out, err = cli(["run", "--strategy", "trend", "--data", str(tmp_path), "--no-plot",
+                          "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    flat = " ".join(line.strip() for line in lines)
+    assert ("venue binance_usdm, margin ADA_USDT cross 5x, BNB_USDT cross 5x, BTC_USDT cross 5x, "
+            "DOGE_USDT cross 5x, ETH_USDT cross 5x, LTC_USDT cross 5x, SOL_USDT cross 5x, "
+            "XRP_USDT cross 5x, path path, fills at open") in flat
+    assert ("2024-01-01 00:00:00+00:00 -> 2024-01-04 23:00:00+00:00 (96 bars, ADA_USDT, "
+            "BNB_USDT, BTC_USDT, DOGE_USDT, ETH_USDT, LTC_USDT, SOL_USDT, XRP_USDT)") in flat
+    assert flat.count("note: XRP_USDT: its data begin at 2024-01-01 13:00:00 UTC, after the "
+                      "run's start (2024-01-01 00:00:00 UTC)") == 2  # (each mode's run)
+    assert flat.count("- XRP_USDT: its data begin at 2024-01-01 13:00:00 UTC") == 2

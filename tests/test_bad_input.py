@@ -379,7 +379,7 @@ def test_suspicious_data_runs_with_warnings_the_result_keeps(tmp_path):
     assert result.warnings[0].startswith(funding) and result.warnings[1].startswith(mark)
     # each emitted once, as it was recorded
     assert sorted(str(w.message) for w in caught) == sorted(result.warnings)
-    text = result.describe()
+    text = " ".join(result.describe().split())  # (its lines wrapped at 100 columns)
     assert "warnings (2):" in text and funding in text and mark in text
     folder = result.save(tmp_path / "run")
     import json

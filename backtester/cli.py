@@ -8,6 +8,7 @@ import difflib
 import os
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 from . import __version__
@@ -16,6 +17,7 @@ from .atomic import build_folder, staging_folder
 from .cli_common import (
     PAIR_FLAGS,
     RUN_FLAGS,
+    WIDTH,
     add_market_options,
     add_sizing_option,
     in_cli_terms,
@@ -383,36 +385,47 @@ def _cmd_venues(args) -> int:
     def day(ts) -> str:
         return "" if ts is None else str(ts.date())
 
+    def pct(fraction: float) -> str:
+        return f"{fraction * 100:.4g}%"
+
+    def fill(text: str, indent: str, more: str = "  ") -> str:
+        return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent + more,
+                             break_long_words=False, break_on_hyphens=False)
+
     names = [args.name] if args.name else list_venues()
     for name in names:
         venue = load_venue(name)
         allows = venue.margin_model.capabilities()
-        print(f"{venue.name} (model {venue.model}: {allows}): {venue.description}")
+        print(f"{venue.name} (model {venue.model}: {allows}):")
+        print(fill(venue.description, "  ", ""))
         for k, rule_set in enumerate(venue.rule_history):
             since = day(rule_set.valid_from) or "always"
             until = (day(venue.rule_history[k + 1].valid_from)
                      if k + 1 < len(venue.rule_history) else "now")
             values = ", ".join(f"{key}={value}" for key, value in rule_set.values.items())
-            print(f"  rules {since} .. {until}: {values}")
-        for symbol, spec, until in venue.versions():
+            print(fill(f"rules {since} .. {until}: {values}", "  "))
+        for k, (symbol, spec, until) in enumerate(venue.versions()):
+            if k == 0:
+                print(f"  {'symbol':<13} {'valid':<24} {'tiers':>5} {'max lev':>7} "
+                      f"{'taker':>7} {'liq. fee':>8}  funding (cap)")
             since = day(spec.valid_from) or "always"
             span = f"{since} .. {day(until) or 'now'}"
-            funding = (f"funding {spec.funding_interval_hours:g}h"
-                       if spec.funding_interval_hours else "no funding")
+            funding = (f"{spec.funding_interval_hours:g}h" if spec.funding_interval_hours
+                       else "none")
             if spec.funding_rate_cap is not None:
-                funding += f" (cap ±{spec.funding_rate_cap:.4%})"
-            print(f"  {symbol:<13} {span:<24} {len(spec.tiers):>2} tier(s), max "
-                  f"{spec.max_leverage:g}x, taker {spec.taker_fee:.4%}, liquidation fee "
-                  f"{spec.liquidation_fee:.4%}, {funding}")
+                funding += f" (±{pct(spec.funding_rate_cap)})"
+            print(f"  {symbol:<13} {span:<24} {len(spec.tiers):>5} "
+                  f"{spec.max_leverage:>6g}x {pct(spec.taker_fee):>7} "
+                  f"{pct(spec.liquidation_fee):>8}  {funding}")
             if not args.name:
                 continue
             if spec.source:
-                print(f"      source: {spec.source}")
+                print(fill(f"source: {spec.source}", " " * 6))
             if any(spec.filters.values()):
-                print("      order filters: " + ", ".join(
+                print(fill("order filters: " + ", ".join(
                     f"{k} {v:g}" for k, v in spec.filters.items() if v)
-                    + f", max position {spec.max_position:,.0f}")
-                print(f"        from: {spec.filter_source}")
+                    + f", max position {spec.max_position:,.0f}", " " * 6))
+                print(fill(f"from: {spec.filter_source}", " " * 8))
             for key, value in spec.params.items():
                 print(f"      {key} = {value:g}")
             unit = "notional" if spec.tier_unit == "quote" else "contracts"
@@ -426,7 +439,8 @@ def _cmd_venues(args) -> int:
             print("  rules:")
             for rule_set in venue.rule_history:
                 values = ", ".join(f"{k} = {v}" for k, v in rule_set.values.items())
-                print(f"    from {day(rule_set.valid_from) or 'the start'}: {values}")
+                print(fill(f"from {day(rule_set.valid_from) or 'the start'}: {values}",
+                           " " * 4))
         for currency, versions in venue.collateral.items():
             for tiers in versions:
                 print(f"  collateral {currency} from {day(tiers.valid_from) or 'always'}: "
@@ -536,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.command in ("run", "compare", "sweep", "advise"):
                 _first_run_of(args, as_command, stack)
             return int(args.func(args) or 0)
+    except BrokenPipeError:  # (``backtester venues | head``: the reader has had enough)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, KeyError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         message = in_cli_terms(str(message), getattr(args, "flags", {}))

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 # the flag that sets each keyword a Python error message may name (``leverage='ten'``):
 # the CLI prints such a message in its own terms (``--leverage 'ten'``)
+WIDTH = 100  # the widest line the command line prints: tables in blocks, text wrapped
 MARKET_FLAGS = {"symbols": "--symbols", "start": "--start", "end": "--end",
                 "timeframe": "--timeframe"}
 RUN_FLAGS = {**MARKET_FLAGS, "initial_balance": "--balance", "leverage": "--leverage",
@@ -146,7 +147,7 @@ def quietly(call, *args, **kwargs):
         warnings.simplefilter("always")
         value = call(*args, **kwargs)
     for message in sorted({str(w.message) for w in caught}):
-        print(textwrap.fill(f"note: {message}", 100, subsequent_indent="  ",
+        print(textwrap.fill(f"note: {message}", WIDTH, subsequent_indent="  ",
                             break_long_words=False, break_on_hyphens=False))
     return value
 

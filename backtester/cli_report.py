@@ -10,6 +10,7 @@ from ._first_run import load_then_choose
 from .cli_common import (
     PAIR_FLAGS,
     RUN_FLAGS,
+    WIDTH,
     add_market_options,
     add_sizing_option,
     market_from_options,
@@ -20,8 +21,6 @@ from .cli_common import (
     quietly,
     strategy_from_options,
 )
-
-WIDTH = 100  # the widest line printed: tables in blocks of runs, the verdict wrapped
 
 
 def _venues(text: str) -> list[str]:

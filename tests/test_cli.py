@@ -48,6 +48,25 @@ def test_venues_lists_binance_brackets(capsys):
     assert main(["venues", "binance_usdm"]) == 0
     out = capsys.readouterr().out
     assert "BTCUSDT" in out and "125x" in out
+    # Binance BTCUSDT since 2024-10-02: 12 brackets, 125x, taker 0.05%, liquidation fee
+    # 1.25%, funding every 8 h capped at 0.3% (VENUES.md, Binance)
+    row = next(line for line in out.splitlines() if line.startswith("  BTCUSDT")
+               and ".. now" in line)
+    assert row.split()[4:] == ["12", "125x", "0.05%", "1.25%", "8h", "(±0.3%)"]
+
+
+def test_venues_fit_100_columns_and_a_closed_pipe_ends_them_quietly(capsys):
+    import subprocess
+    import sys
+
+    from backtester import list_venues
+
+    for words in (["venues"], *(["venues", name] for name in list_venues())):
+        assert main(words) == 0
+        assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 100
+    done = subprocess.run(f"{sys.executable} -m backtester venues binance_usdm | head -n 1",
+                          shell=True, capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("binance_usdm (model binance") and done.stderr == ""
 
 
 def test_data_import_converts_a_csv(tmp_path, capsys):

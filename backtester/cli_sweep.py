@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 import warnings
 
-from .cli_common import MARKET_FLAGS, add_market_options, market_from_options
+from .cli_common import MARKET_FLAGS, WIDTH, add_market_options, market_from_options
 
 DEFAULT_GRID = {
     "margin_mode": ["cross", "isolated"],
@@ -16,7 +17,39 @@ DEFAULT_GRID = {
 }
 SHOWN = ["sharpe", "total_return", "max_drawdown", "liquidations", "liquidation_loss",
          "worst_margin_ratio", "fills", "rejected_orders"]
+# how the console shows them: a short header, and the figure's format
+SHOWN_AS = {"sharpe": ("sharpe", "{:.2f}"), "total_return": ("return", "{:+.1%}"),
+            "max_drawdown": ("max dd", "{:.1%}"), "liquidations": ("liqs", "{:,.0f}"),
+            "liquidation_loss": ("liq loss", "{:,.0f}"), "worst_margin_ratio": ("worst MR",
+                                                                               "{:.1%}"),
+            "fills": ("fills", "{:,.0f}"), "rejected_orders": ("rejected", "{:,.0f}")}
 RUINED = -0.99  # a run that lost this much of its account is not ranked by its Sharpe
+
+
+def best_table(best, swept: list[str]) -> str:
+    """The best runs as console text: a rank, the swept parameters as they were given, the
+    figures with short headers (``SHOWN_AS``; percentages as such), in blocks of columns
+    within 100 columns (each block repeating the rank)."""
+    import pandas as pd
+
+    from .report.tables import console_table
+
+    def shown(value) -> str:
+        if isinstance(value, float):
+            return f"{value:g}"
+        if isinstance(value, pd.Timestamp):  # (a window's bounds)
+            return f"{value:%Y-%m-%d}" if value == value.normalize() else f"{value:%Y-%m-%d %H:%M}"
+        return str(value)
+
+    table = pd.DataFrame({"#": [str(k) for k in range(1, len(best) + 1)]})
+    for column in swept:
+        table[column] = [shown(value) for value in best[column]]
+    for column in SHOWN:
+        if column in best.columns:
+            header, form = SHOWN_AS[column]
+            table[header] = ["" if value != value else form.format(value)
+                             for value in best[column]]
+    return console_table(table, WIDTH)
 
 
 def _whole(least: int):
@@ -183,7 +216,6 @@ def _check_sweep_options(args) -> None:
 
 
 def _cmd_sweep(args) -> int:
-    import pandas as pd
 
     from .sweep import load_grid, sweep
     from .sweep.storage import CorruptSweepFile
@@ -201,9 +233,11 @@ def _cmd_sweep(args) -> int:
     if args.sizing:
         grid.setdefault("sizing", args.sizing)
     market = market_from_options(args, strategy.load_market, **_loader_params(strategy, grid))
-    print(f"sweep of {args.strategy} on {', '.join(market.symbols)}, {market.n_bars:,} bars "
-          f"({market.timestamps[0]} .. {market.timestamps[-1]}), backend {args.backend}"
-          + (f" at {args.scheduler}" if args.scheduler else ""))
+    print(textwrap.fill(
+        f"sweep of {args.strategy} on {', '.join(market.symbols)}, {market.n_bars:,} bars "
+        f"({market.timestamps[0]} .. {market.timestamps[-1]}), backend {args.backend}"
+        + (f" at {args.scheduler}" if args.scheduler else ""), WIDTH, subsequent_indent="  ",
+        break_long_words=False, break_on_hyphens=False))
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -219,14 +253,17 @@ def _cmd_sweep(args) -> int:
               "command again to resume", file=sys.stderr)
         return 130
     for message in sorted({str(w.message) for w in caught}):  # once each, not once per run
-        print(f"note: {message}")
+        print(textwrap.fill(f"note: {message}", WIDTH, subsequent_indent="  ",
+                            break_long_words=False, break_on_hyphens=False))
     failed = table[table["error"].notna()]
     print(f"{len(table):,} runs, {len(failed):,} failed; summary rows in {args.out}/ "
           f"(pandas.read_parquet('{args.out}'))")
     if len(failed):
         counts = failed["error"].value_counts()
         for message, count in counts.head(3).items():
-            print(f"  {count} run(s) failed: {message}")
+            print(textwrap.fill(f"{count} run(s) failed: {message}", WIDTH,
+                                initial_indent="  ", subsequent_indent="    ",
+                                break_long_words=False, break_on_hyphens=False))
     ok = table[table["error"].isna()]
     if len(ok) and args.top > 0:
         swept = [c for c, values in grid.items() if isinstance(values, list) and len(values) > 1
@@ -247,10 +284,8 @@ def _cmd_sweep(args) -> int:
             print(f"{int(refused.sum()):,} run(s) had more orders rejected than filled: not "
                   f"ranked (their rows are in {args.out})")
         if len(best):
-            with pd.option_context("display.width", 200, "display.max_columns", 30):
-                print(f"best {len(best)} by Sharpe:")
-                print(best[swept + [c for c in SHOWN if c in best.columns]].to_string(
-                    index=False, float_format=lambda v: f"{v:,.4g}"))
+            print(f"best {len(best)} by Sharpe:")
+            print(best_table(best, swept))
     if len(ok) and not args.no_report:
         paths = write_report(ok, grid, args.out, f"Sweep of {args.strategy} on "
                              f"{', '.join(market.symbols)}", failed=len(failed))

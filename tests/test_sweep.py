@@ -611,4 +611,15 @@ def test_cli_sweep_ranks_no_run_that_lost_its_account_or_barely_traded(tmp_path,
     assert wiped["sharpe"].iloc[0] > rows["sharpe"].drop(wiped.index).max()  # the trap
     assert "1 run(s) lost the account (99% or more): not ranked" in printed
     assert "1 run(s) had more orders rejected than filled: not ranked" in printed
-    assert "best 2 by Sharpe:" in printed and "rejected_orders" in printed
+    assert "best 2 by Sharpe:" in printed
+    table = printed.split("best 2 by Sharpe:\n")[1].split("report:")[0].splitlines()
+    header, first = table[0], table[1]
+    assert header.split() == ["#", "exposure", "leverage", "sharpe", "return", "max", "dd",
+                              "liqs", "liq", "loss", "worst", "MR", "fills", "rejected"]
+    assert len(table) == 3 and max(len(line) for line in table) <= 100  # (paths aside)
+    ranked = rows.drop(wiped.index).drop(refused.index).sort_values("sharpe", ascending=False)
+    top = ranked.iloc[0]
+    assert first.split()[1:6] == [f"{top['exposure']:g}", f"{top['leverage']:g}",
+                                  f"{top['sharpe']:.2f}", f"{top['total_return']:+.1%}",
+                                  f"{top['max_drawdown']:.1%}"]
+    assert first.split()[-1] == f"{top['rejected_orders']:,}"

@@ -648,8 +648,8 @@ def test_cli_venues_lists_every_venue_with_validity_dates(capsys):
     out = capsys.readouterr().out
     for name in list_venues():
         assert out.count(f"{name} (model ") == 1
-    assert "BTCUSDT       2021-06-22 .. 2021-09-06 10 tier(s)" in out
-    assert "BTCUSDT       2024-10-02 .. now        12 tier(s)" in out
+    assert "BTCUSDT       2021-06-22 .. 2021-09-06    10    125x" in out
+    assert "BTCUSDT       2024-10-02 .. now           12    125x" in out
     # what each venue's model allows: margin modes; position modes; collateral
     assert "binance_usdm (model binance: cross, isolated; one_way, hedge; collateral):" in out
     assert "okx_swap (model okx: cross, isolated; one_way; collateral):" in out

@@ -174,6 +174,13 @@ def _cmd_advise(args) -> int:
 
 
 def _progress(total: int):
+    """A line redrawn on a terminal; elsewhere (a log, a pipe) a line when all are done."""
+    live = sys.stderr.isatty()
+
     def show(done: int, _total: int) -> None:
-        print(f"\r  simulated {done:,} / {total:,} paths", end="", file=sys.stderr, flush=True)
+        if live:
+            print(f"\r  simulated {done:,} / {total:,} paths", end="", file=sys.stderr,
+                  flush=True)
+        elif done >= total:
+            print(f"  simulated {done:,} / {total:,} paths", file=sys.stderr, flush=True)
     return show

@@ -102,7 +102,8 @@ class compiling_shown:
         self.progress: CompileProgress | None = None
 
     def __enter__(self):
-        if self.show:
+        if self.show and not SHOWN:  # (one display at a time: a command's, or a first call's)
+            SHOWN.append(self)
             expected, seconds = FIRST_RUN.get(self.command, FIRST_RUN["run"])
             if self.parallel:
                 expected, seconds = PARALLEL.get(self.command, (expected, seconds))
@@ -114,3 +115,40 @@ class compiling_shown:
         if self.progress is not None:
             event.unregister("numba:compile", self.progress)
             self.progress.close()
+            SHOWN.remove(self)
+
+
+SHOWN: list[compiling_shown] = []  # the display open now, if any
+# the compiled function each command or entry point calls first (cached: nothing to show)
+KERNELS = {"run": "engine.kernel.simulate", "compare": "engine.kernel.simulate",
+           "sweep": "engine.batch.run_batch_serial", "advise": "risk.montecarlo.run_paths"}
+WARM: set[str] = set()  # the library's entry points found compiled in this process
+
+
+def shows_first_compile(command: str):
+    """Decorator for the library's entry points (``run``, ``sweep``, ``advise``): a call that
+    finds its kernel (``KERNELS``) not yet in numba's cache says what it compiles and shows
+    its progress, as the command line does (on stderr; in a notebook, a line when it
+    starts and one when it is done). Later calls, and calls under a display already open
+    (the command line's), cost a set lookup."""
+    import functools
+    from pathlib import Path
+
+    def wrap(function):
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            if command in WARM or SHOWN:
+                return function(*args, **kwargs)
+            from ._numba_cache import kernels_cached
+
+            if kernels_cached(Path(__file__).parent, KERNELS[command]):
+                WARM.add(command)
+                return function(*args, **kwargs)
+            with compiling_shown(command, True):
+                value = function(*args, **kwargs)
+            WARM.add(command)
+            return value
+
+        return call
+
+    return wrap

@@ -55,19 +55,21 @@ def refresh(package_dir: Path) -> None:
             failed = True
 
 
-def kernels_cached(package_dir: Path) -> bool:
-    """Whether the simulation kernel is in numba's on-disk cache (False: the next run
-    compiles it, a one-time cost of about 20 s)."""
+def kernels_cached(package_dir: Path, kernel: str = "engine.kernel.simulate") -> bool:
+    """Whether the simulation kernel (or ``kernel``, another compiled function of the
+    package: a sweep's "engine.batch.run_batch_serial") is in numba's on-disk cache (False:
+    the next run compiles it, a one-time cost of about 20 s)."""
     from numba.core import config
 
     if config.DISABLE_JIT:
         return True
-    engine = package_dir / "engine"
+    *folder, stem, function = kernel.split(".")
+    source = package_dir.joinpath(*folder)
     if config.CACHE_DIR:
-        folders = [Path(config.CACHE_DIR) / _subpath(engine)]
+        folders = [Path(config.CACHE_DIR) / _subpath(source)]
     else:
-        folders = [engine / "__pycache__", _user_wide() / _subpath(engine)]
-    return any(any(folder.glob("kernel.*.nbi")) for folder in folders)
+        folders = [source / "__pycache__", _user_wide() / _subpath(source)]
+    return any(any(place.glob(f"{stem}.{function}-*.nbi")) for place in folders)
 
 
 def compile_lock(package_dir: Path) -> CompileLock:

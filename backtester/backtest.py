@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
+from ._compile_progress import shows_first_compile
 from .config import RunConfig
 from .data.market import Market
 from .engine.driver import CallbackError, KernelOutput, Pause, execute
@@ -14,6 +15,7 @@ from .spans import data_end_notes, late_start_notes, warn_all
 from .strategy import StrategyError, explain_runtime_error
 
 
+@shows_first_compile("run")
 def run(market: Market, targets, config: RunConfig | None = None, **options) -> Result:
     """Backtest a strategy on ``market`` under the margin rules of a venue.
 

@@ -587,7 +587,7 @@ def _first_run_of(args, as_command: bool, stack: contextlib.ExitStack) -> None:
     the command instead runs interpreted while the kernels compile in the background
     (``args.first_run``: the choice, made once the command's data are loaded)."""
     from . import _first_run
-    from ._compile_progress import compiling_shown
+    from ._compile_progress import KERNELS, compiling_shown
     from ._numba_cache import kernels_cached
     from .engine import precompile
 
@@ -595,7 +595,8 @@ def _first_run_of(args, as_command: bool, stack: contextlib.ExitStack) -> None:
     if note:
         print(note, file=sys.stderr, flush=True)
     package = Path(__file__).resolve().parent
-    if kernels_cached(Path(__file__).parent):  # (the path numba names its cache by)
+    # (the package's path as numba names its cache by: unresolved)
+    if kernels_cached(Path(__file__).parent, KERNELS[args.command]):
         return
     parallel = precompile.worth_it(package)
 

@@ -91,6 +91,7 @@ def test_the_shares_compiled_in_two_processes_are_what_simulate_then_loads(tmp_p
         targets = np.full((48, 2), np.nan)
         targets[::8] = 0.1
         run(market, targets, stand_in={s: "BTC_USDT" for s in market.symbols})
+        run(market, targets, stand_in={s: "BTC_USDT" for s in market.symbols})
         calls = precompile._kernel_calls()
         assert "simulate" in compiled, compiled
         assert not set(calls) & set(compiled), set(calls) & set(compiled)
@@ -103,6 +104,52 @@ def test_the_shares_compiled_in_two_processes_are_what_simulate_then_loads(tmp_p
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=900)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+    # run() from Python on the cold cache said what it compiled, once for the two runs
+    said = done.stderr.splitlines()
+    assert said[0].startswith("compiling the simulation kernels, one time, about "), said
+    assert len(said) == 2 and said[1].startswith("compiled ") and "later runs load" in said[1]
+
+
+@pytest.mark.skipif(config.DISABLE_JIT, reason="nothing compiles without the JIT")
+def test_the_librarys_first_call_says_what_it_compiles_once(monkeypatch, capsys):
+    # run(), sweep() and advise() from Python (a notebook): the first call on a cold cache
+    # shows the compile as the command line does; later calls, and a call inside the
+    # command line's own display, show nothing
+    from backtester import _compile_progress, _numba_cache
+
+    monkeypatch.setattr(_compile_progress, "WARM", set())
+    monkeypatch.setattr(_numba_cache, "kernels_cached", lambda package, kernel: False)
+    entry = _compile_progress.shows_first_compile("run")(compile_something)
+    entry()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("compiling the simulation kernels, one ")
+    assert lines[1].startswith("compiled 1 functions in ")
+    entry()
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(_compile_progress, "WARM", set())
+    with compiling_shown("run", True, stream=io.StringIO()):
+        entry()  # (the command line's display is open: it counts this compile)
+    assert capsys.readouterr().err == ""
+    assert _compile_progress.SHOWN == []
+
+
+def test_the_library_finds_each_kernel_in_the_cache(tmp_path):
+    # run() looks for the kernel, sweep() for the batch, advise() for the Monte Carlo paths
+    from backtester import _numba_cache
+
+    pkg = tmp_path / "pkg"
+    for folder in ("engine", "risk"):
+        (pkg / folder / "__pycache__").mkdir(parents=True)
+    cached = pkg / "engine" / "__pycache__"
+    (cached / "batch.run_batch_serial-418.py311.nbi").write_bytes(b"index")
+    (cached / "kernel.quiet_stretch-536.py311.nbi").write_bytes(b"index")  # (a callee only)
+    assert _numba_cache.kernels_cached(pkg, "engine.batch.run_batch_serial")
+    assert not _numba_cache.kernels_cached(pkg)  # (simulate itself)
+    assert not _numba_cache.kernels_cached(pkg, "risk.montecarlo.run_paths")
+    (pkg / "risk" / "__pycache__" / "montecarlo.run_paths-144.py311.nbi").write_bytes(b"idx")
+    assert _numba_cache.kernels_cached(pkg, "risk.montecarlo.run_paths")
+    (cached / "kernel.simulate-625.py311.nbi").write_bytes(b"index")
+    assert _numba_cache.kernels_cached(pkg)
 
 
 def test_no_second_process_when_told_not_to(monkeypatch):
@@ -292,7 +339,7 @@ def test_a_large_job_waits_for_the_kernels_compiling_in_the_background(tmp_path,
     lock = _numba_cache.CompileLock(path)
     assert lock.held_elsewhere() and not _numba_cache.CompileLock(path).acquire()
     monkeypatch.setattr(_numba_cache, "compile_lock", lambda package: lock)
-    monkeypatch.setattr(_numba_cache, "kernels_cached", lambda package: True)
+    monkeypatch.setattr(_numba_cache, "kernels_cached", lambda package, kernel="": True)
     made = []
     first = _first_run.FirstRun(["run"], REPO / "backtester", lambda: made.append("compiled"))
     first.choose(10 ** 9)
@@ -308,7 +355,7 @@ def test_only_the_command_itself_starts_again(monkeypatch, capsys):
     from backtester import _numba_cache, cli
     from backtester.engine import precompile
 
-    monkeypatch.setattr(_numba_cache, "kernels_cached", lambda package: False)
+    monkeypatch.setattr(_numba_cache, "kernels_cached", lambda package, kernel="": False)
     monkeypatch.setattr(precompile, "worth_it", lambda package: False)
     args = cli.parse(["run"])
     with contextlib.ExitStack() as stack:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._compile_progress import shows_first_compile
 from ..data.market import Market
 from ..venues import Venue, load_venue
 from .montecarlo import (
@@ -523,6 +524,7 @@ def _plain(value):
     return str(value)
 
 
+@shows_first_compile("advise")
 def advise(
     market: Market,
     strategy,

@@ -14,6 +14,7 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
+from .._compile_progress import shows_first_compile
 from ..data.market import Market
 from ..engine import batch
 from ..strategy import StrategyDef
@@ -31,6 +32,7 @@ TARGETS_BUDGET = 500 * 2**20
 DEFAULT_CHUNK = {"inprocess": 1024, "processes": 256, "dask": 128}
 
 
+@shows_first_compile("sweep")
 def sweep(
     market: Market,
     strategy: Callable | StrategyDef,

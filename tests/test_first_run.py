@@ -20,6 +20,20 @@ from backtester._compile_progress import compiling_shown
 REPO = Path(__file__).resolve().parents[1]
 
 
+# (a script's lines) ``compiled``: the functions numba compiles in the process from then on
+COMPILES_LISTED = textwrap.dedent("""
+    from numba.core import event
+    compiled = []
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            function = getattr(ev.data.get("dispatcher"), "py_func", None)
+            compiled.append(getattr(function, "__name__", "?"))
+        def on_end(self, ev):
+            pass
+    event.register("numba:compile", Listener())
+""")
+
+
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -72,21 +86,13 @@ def test_the_shares_compiled_in_two_processes_are_what_simulate_then_loads(tmp_p
         from pathlib import Path
         import numpy as np
         from numba import typeof
-        from numba.core import event
         import backtester
         from backtester import run
         from backtester.data import make_market
         from backtester.engine import precompile
 
         precompile.compile_in_parallel(Path(backtester.__file__).parent)
-        compiled = []
-        class Listener(event.Listener):
-            def on_start(self, ev):
-                function = getattr(ev.data.get("dispatcher"), "py_func", None)
-                compiled.append(getattr(function, "__name__", "?"))
-            def on_end(self, ev):
-                pass
-        event.register("numba:compile", Listener())
+    """) + COMPILES_LISTED + textwrap.dedent("""
         market = make_market(48, 2, seed=1)
         targets = np.full((48, 2), np.nan)
         targets[::8] = 0.1
@@ -214,17 +220,8 @@ def test_a_small_first_run_is_interpreted_and_the_next_finds_the_kernels_compile
     while not background_done(cache):
         assert time.monotonic() < deadline, "the background compile did not finish"
         time.sleep(1)
-    code = textwrap.dedent(f"""
-        from numba.core import event
+    code = COMPILES_LISTED + textwrap.dedent(f"""
         from backtester.cli import main
-        compiled = []
-        class Listener(event.Listener):
-            def on_start(self, ev):
-                function = getattr(ev.data.get("dispatcher"), "py_func", None)
-                compiled.append(getattr(function, "__qualname__", "?"))
-            def on_end(self, ev):
-                pass
-        event.register("numba:compile", Listener())
         assert main({[*words, "--out", str(tmp_path / "second")]!r}) == 0
         print("compiled:", compiled)
     """)

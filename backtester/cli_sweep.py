@@ -216,7 +216,6 @@ def _check_sweep_options(args) -> None:
 
 
 def _cmd_sweep(args) -> int:
-
     from .sweep import load_grid, sweep
     from .sweep.storage import CorruptSweepFile
 

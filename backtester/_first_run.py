@@ -16,7 +16,8 @@ often), it does not compile first:
   compiles the kernels into numba's cache, for the runs that follow;
 - the command itself starts again, as it was typed, with ``NUMBA_DISABLE_JIT=1``, and says
   so on stderr. Its data are loaded before the choice (the job's size is known then) and
-  again by the new start; what the first load printed is held back, not printed twice.
+  again by the new start; what the command printed before the choice is held back, not
+  printed twice.
 
 A larger job compiles first, as before, with its progress shown; if kernels are already
 being compiled in the background, it waits for them instead of compiling them twice.
@@ -61,10 +62,23 @@ class FirstRun:
     """A command's choice on an empty cache, made once its data are loaded
     (``load_then_choose``). ``package``: the package's folder, unresolved (as numba names
     its cache); ``compile_now``: what the command does to compile first (show the
-    progress, start the second process)."""
+    progress, start the second process).
+
+    What the command prints before the choice is held back (``hold``) until it is made
+    (``release``): a command started again prints it again."""
 
     def __init__(self, argv: list[str], package: Path, compile_now):
         self.argv, self.package, self.compile_now = argv, package, compile_now
+        self._stdout = None
+
+    def hold(self) -> None:
+        self._stdout, sys.stdout = sys.stdout, io.StringIO()
+
+    def release(self) -> None:
+        """Print what was held, and print on from now (nothing if nothing is held)."""
+        if self._stdout is not None:
+            held, sys.stdout, self._stdout = sys.stdout.getvalue(), self._stdout, None
+            sys.stdout.write(held)
 
     def choose(self, bar_symbols: int) -> None:
         """Start again interpreted (this call then does not return), or compile first."""
@@ -74,6 +88,8 @@ class FirstRun:
         if how == "interpret" or (
                 how == "auto" and interpreted_seconds(bar_symbols) <= BUDGET):
             start_for_later(self.package, self.argv)
+            if self._stdout is not None:
+                self._stdout.flush()
             start_again_interpreted()
         lock = _numba_cache.compile_lock(self.package)
         if lock.held_elsewhere():
@@ -90,21 +106,13 @@ class FirstRun:
 
 def load_then_choose(args, runs: int, load):
     """``load()``'s Market; on an empty cache, with the command's choice made from its size
-    (bars x symbols x ``runs``). What the load prints (its data notes) is held back until
-    then: a command started again would print it twice."""
+    (bars x symbols x ``runs``), and what the command printed until then released."""
+    market = load()
     first: FirstRun | None = getattr(args, "first_run", None)
-    if first is None:
-        return load()
-    held = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(held):
-            market = load()
-    except BaseException:
-        sys.stdout.write(held.getvalue())
-        raise
-    n_bars, n_symbols = market.close.shape
-    first.choose(n_bars * n_symbols * runs)
-    sys.stdout.write(held.getvalue())
+    if first is not None:
+        n_bars, n_symbols = market.close.shape
+        first.choose(n_bars * n_symbols * runs)
+        first.release()
     return market
 
 

@@ -607,7 +607,10 @@ def _first_run_of(args, as_command: bool, stack: contextlib.ExitStack) -> None:
 
     if (as_command and args.command in _first_run.COMMANDS
             and _first_run.choice() != "compile"):
-        args.first_run = _first_run.FirstRun(sys.argv[1:], Path(__file__).parent, compile_now)
+        first = args.first_run = _first_run.FirstRun(sys.argv[1:], Path(__file__).parent,
+                                                     compile_now)
+        first.hold()
+        stack.callback(first.release)  # (an error before the choice: what it printed first)
     else:
         compile_now()
 

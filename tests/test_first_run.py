@@ -197,7 +197,12 @@ def test_a_small_first_run_is_interpreted_and_the_next_finds_the_kernels_compile
     cache = tmp_path / "cache"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "BACKTESTER_FIRST_RUN": "auto"}
     env.pop("NUMBA_DISABLE_JIT", None)
-    words = ["run", "--start", "2024-01-01", "--end", "2024-07-01", "--no-plot"]
+    from backtester.data import make_market, write_market
+
+    m = make_market(4000, 3, seed=2)  # a folder of three: the pair says which two it trades
+    write_market(type(m).from_arrays(["ADA_USDT", "BTC_USDT", "ETH_USDT"], m.open, m.high,
+                                     m.low, m.close), tmp_path / "data")
+    words = ["run", "--data", str(tmp_path / "data"), "--no-plot"]
     first = subprocess.run([sys.executable, "-m", "backtester", *words, "--out",
                             str(tmp_path / "first")], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
@@ -205,6 +210,7 @@ def test_a_small_first_run_is_interpreted_and_the_next_finds_the_kernels_compile
     assert "this one runs them as plain Python meanwhile" in first.stderr
     assert max(len(line) for line in first.stderr.splitlines()) <= 100
     assert "compiling" not in first.stderr.replace("compile in the background", "")
+    assert first.stdout.count("note: the default hedged pair trades the folder's BTC and ETH") == 1
 
     assert main([*words, "--out", str(tmp_path / "compiled")]) == 0  # (this process: compiled)
     printed = capsys.readouterr().out
@@ -282,39 +288,43 @@ def test_the_embedded_pair_both_modes_is_a_small_job():
     assert _first_run.interpreted_seconds(n_bars * n_symbols * 2) < _first_run.BUDGET / 4
 
 
-def test_what_the_data_print_waits_for_the_choice(capsys):
+def test_what_the_command_prints_waits_for_the_choice(choices, capsys):
+    # the command started again prints it all again: the first start prints nothing of its
+    # own before it chooses; when it goes on compiled, what it held comes out first, once
     from types import SimpleNamespace
 
     from backtester._first_run import load_then_choose
 
+    first, made = choices
     market = SimpleNamespace(close=np.empty((100, 3)))
+    real = sys.stdout
+    first.hold()
+    print("note: the default hedged pair trades the folder's BTC and ETH")
 
     def load():
         print("note: ETH_USDT starts later")
         return market
 
-    seen = []
-
-    def started_again(work):
-        seen.append((work, capsys.readouterr().out))
-        raise Interpreted
-
     with pytest.raises(Interpreted):
-        load_then_choose(SimpleNamespace(first_run=SimpleNamespace(choose=started_again)), 2, load)
-    assert seen == [(600, "")] and capsys.readouterr().out == ""  # (the new start prints it)
-    args = SimpleNamespace(first_run=SimpleNamespace(choose=seen.append))
-    assert load_then_choose(args, 2, load) is market
-    assert capsys.readouterr().out == "note: ETH_USDT starts later\n"
-    assert load_then_choose(SimpleNamespace(), 2, load) is market  # a warm cache
-    assert capsys.readouterr().out == "note: ETH_USDT starts later\n"
+        load_then_choose(SimpleNamespace(first_run=first), 2, load)  # 600: a small job
+    sys.stdout = real  # (the process would be the new start now)
+    assert capsys.readouterr().out == "" and made[-1] == "again"
 
-    def bad_load():
+    first.hold()
+    print("note: the default hedged pair trades the folder's BTC and ETH")
+    big = SimpleNamespace(close=np.empty((10 ** 6, 3)))
+    assert load_then_choose(SimpleNamespace(first_run=first), 2, lambda: big) is big
+    print("== cross margin ==")
+    assert made[-1] == "compiled first" and sys.stdout is real
+    assert capsys.readouterr().out == ("note: the default hedged pair trades the folder's BTC "
+                                       "and ETH\n== cross margin ==\n")
+
+    with contextlib.ExitStack() as stack:  # an error before the choice (as main() holds it)
+        first.hold()
+        stack.callback(first.release)
         print("note: ETH_USDT starts later")
-        raise ValueError("--data: no bars")
-
-    with pytest.raises(ValueError, match="no bars"):  # (no choice: the error, after the note)
-        load_then_choose(SimpleNamespace(first_run=SimpleNamespace(choose=started_again)), 2,
-                         bad_load)
+    assert sys.stdout is real and capsys.readouterr().out == "note: ETH_USDT starts later\n"
+    assert load_then_choose(SimpleNamespace(), 2, load) is market  # a warm cache
     assert capsys.readouterr().out == "note: ETH_USDT starts later\n"
 
 

@@ -135,8 +135,9 @@ def _cmd_run(args) -> int:
     if cross_only:
         print(f"venue {args.venue} has cross margin only (spot margin): running cross")
     results = {}
+    said: set[str] = set()  # (a note once, not once per mode; a run's own under its summary)
     for mode in modes:
-        result = quietly(run, market, orders, **{
+        result = quietly(run, market, orders, said=said, listed=lambda r: r.warnings, **{
             **options, "venue": args.venue, "margin_mode": mode, "initial_balance": args.balance,
             "collateral": _amounts(args.collateral), "stand_in": _stand_ins(args.stand_in),
             "order_filters": not args.no_order_filters, "path": args.path,

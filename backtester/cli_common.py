@@ -141,14 +141,19 @@ def iso_time(text: str) -> str:
     return text.strip()
 
 
-def quietly(call, *args, **kwargs):
-    """Call, then print each distinct warning once as a note."""
+def quietly(call, *args, said: set[str] | None = None, listed=None, **kwargs):
+    """Call, then print each distinct warning once as a note. ``said``: notes printed
+    already (not again), to which these are added; ``listed(value)``: the notes the value
+    shows itself (a Result's ``warnings``, which ``describe()`` lists), not printed."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = call(*args, **kwargs)
-    for message in sorted({str(w.message) for w in caught}):
+    said = set() if said is None else said
+    kept = set(listed(value)) if listed is not None else set()
+    for message in sorted({str(w.message) for w in caught} - said - kept):
         print(textwrap.fill(f"note: {message}", WIDTH, subsequent_indent="  ",
                             break_long_words=False, break_on_hyphens=False))
+    said |= {str(w.message) for w in caught}
     return value
 
 

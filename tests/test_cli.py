@@ -196,3 +196,28 @@ def test_a_mistyped_flag_or_strategy_gets_a_did_you_mean(capsys):
            "backtester venues" in err and "did you mean --balance" not in err
     assert main(["run", "--strategy", "trnd", "--no-plot"]) == 2
     assert "unknown strategy 'trnd' (did you mean 'trend'?)" in capsys.readouterr().err
+
+
+def test_a_note_is_printed_once_and_not_beside_the_summary_that_lists_it(capsys):
+    # backtester run: a note once for both modes; a run's own (its Result's warnings, which
+    # describe() lists under its summary) not printed again above it
+    import warnings
+    from types import SimpleNamespace
+
+    from backtester import DataWarning
+    from backtester.cli_common import quietly
+
+    def run(notes, kept):
+        for text in notes:
+            warnings.warn(text, DataWarning)
+        return SimpleNamespace(warnings=kept)
+
+    said: set[str] = set()
+    quietly(run, ["no ADAUSDT table before 2022", "ETH_USDT: its data begin later"],
+            ["ETH_USDT: its data begin later"], said=said, listed=lambda r: r.warnings)
+    assert capsys.readouterr().out == "note: no ADAUSDT table before 2022\n"
+    quietly(run, ["no ADAUSDT table before 2022", "no SOLUSDT table before 2022"], [],
+            said=said, listed=lambda r: r.warnings)
+    assert capsys.readouterr().out == "note: no SOLUSDT table before 2022\n"
+    quietly(run, ["no ADAUSDT table before 2022"], [])  # (elsewhere: every note, as before)
+    assert capsys.readouterr().out == "note: no ADAUSDT table before 2022\n"

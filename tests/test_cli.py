@@ -209,7 +209,7 @@ def test_a_note_is_printed_once_and_not_beside_the_summary_that_lists_it(capsys)
 
     def run(notes, kept):
         for text in notes:
-            warnings.warn(text, DataWarning)
+            warnings.warn(text, DataWarning, stacklevel=2)
         return SimpleNamespace(warnings=kept)
 
     said: set[str] = set()

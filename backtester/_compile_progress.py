@@ -10,9 +10,11 @@ spent); elsewhere (a log, a pipe) a plain line when it starts and one when it is
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TextIO
 
 from numba.core import event
@@ -131,9 +133,6 @@ def shows_first_compile(command: str):
     its progress, as the command line does (on stderr; in a notebook, a line when it
     starts and one when it is done). Later calls, and calls under a display already open
     (the command line's), cost a set lookup."""
-    import functools
-    from pathlib import Path
-
     def wrap(function):
         @functools.wraps(function)
         def call(*args, **kwargs):

@@ -8,7 +8,6 @@ import difflib
 import os
 import shutil
 import sys
-import textwrap
 from pathlib import Path
 
 from . import __version__
@@ -17,7 +16,6 @@ from .atomic import build_folder, staging_folder
 from .cli_common import (
     PAIR_FLAGS,
     RUN_FLAGS,
-    WIDTH,
     add_market_options,
     add_sizing_option,
     in_cli_terms,
@@ -27,6 +25,7 @@ from .cli_common import (
     pair_symbols,
     quietly,
     strategy_from_options,
+    wrapped,
 )
 from .result import REPORT_FILES, entries, saved_run_extras
 
@@ -389,22 +388,18 @@ def _cmd_venues(args) -> int:
     def pct(fraction: float) -> str:
         return f"{fraction * 100:.4g}%"
 
-    def fill(text: str, indent: str, more: str = "  ") -> str:
-        return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent + more,
-                             break_long_words=False, break_on_hyphens=False)
-
     names = [args.name] if args.name else list_venues()
     for name in names:
         venue = load_venue(name)
         allows = venue.margin_model.capabilities()
         print(f"{venue.name} (model {venue.model}: {allows}):")
-        print(fill(venue.description, "  ", ""))
+        print(wrapped(venue.description, "  ", ""))
         for k, rule_set in enumerate(venue.rule_history):
             since = day(rule_set.valid_from) or "always"
             until = (day(venue.rule_history[k + 1].valid_from)
                      if k + 1 < len(venue.rule_history) else "now")
             values = ", ".join(f"{key}={value}" for key, value in rule_set.values.items())
-            print(fill(f"rules {since} .. {until}: {values}", "  "))
+            print(wrapped(f"rules {since} .. {until}: {values}", "  "))
         for k, (symbol, spec, until) in enumerate(venue.versions()):
             if k == 0:
                 print(f"  {'symbol':<13} {'valid':<24} {'tiers':>5} {'max lev':>7} "
@@ -421,12 +416,12 @@ def _cmd_venues(args) -> int:
             if not args.name:
                 continue
             if spec.source:
-                print(fill(f"source: {spec.source}", " " * 6))
+                print(wrapped(f"source: {spec.source}", " " * 6))
             if any(spec.filters.values()):
-                print(fill("order filters: " + ", ".join(
+                print(wrapped("order filters: " + ", ".join(
                     f"{k} {v:g}" for k, v in spec.filters.items() if v)
                     + f", max position {spec.max_position:,.0f}", " " * 6))
-                print(fill(f"from: {spec.filter_source}", " " * 8))
+                print(wrapped(f"from: {spec.filter_source}", " " * 8))
             for key, value in spec.params.items():
                 print(f"      {key} = {value:g}")
             unit = "notional" if spec.tier_unit == "quote" else "contracts"
@@ -440,7 +435,7 @@ def _cmd_venues(args) -> int:
             print("  rules:")
             for rule_set in venue.rule_history:
                 values = ", ".join(f"{k} = {v}" for k, v in rule_set.values.items())
-                print(fill(f"from {day(rule_set.valid_from) or 'the start'}: {values}",
+                print(wrapped(f"from {day(rule_set.valid_from) or 'the start'}: {values}",
                            " " * 4))
         for currency, versions in venue.collateral.items():
             for tiers in versions:

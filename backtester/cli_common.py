@@ -150,11 +150,22 @@ def quietly(call, *args, said: set[str] | None = None, listed=None, **kwargs):
         value = call(*args, **kwargs)
     said = set() if said is None else said
     kept = set(listed(value)) if listed is not None else set()
-    for message in sorted({str(w.message) for w in caught} - said - kept):
-        print(textwrap.fill(f"note: {message}", WIDTH, subsequent_indent="  ",
-                            break_long_words=False, break_on_hyphens=False))
+    print_notes({str(w.message) for w in caught} - said - kept)
     said |= {str(w.message) for w in caught}
     return value
+
+
+def print_notes(messages) -> None:
+    """Each message once, in order, as a note wrapped to the console's width."""
+    for message in sorted(set(messages)):
+        print(wrapped(f"note: {message}"))
+
+
+def wrapped(text: str, indent: str = "", more: str = "  ") -> str:
+    """``text`` wrapped to ``WIDTH`` columns after ``indent``, its further lines indented by
+    ``more`` again; words (paths, numbers) never split."""
+    return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent + more,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def market_from_options(args, loader=None, symbols=None, **extra):

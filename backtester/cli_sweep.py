@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import textwrap
 import warnings
 
-from .cli_common import MARKET_FLAGS, WIDTH, add_market_options, market_from_options
+from .cli_common import (
+    MARKET_FLAGS,
+    WIDTH,
+    add_market_options,
+    market_from_options,
+    print_notes,
+    wrapped,
+)
 
 DEFAULT_GRID = {
     "margin_mode": ["cross", "isolated"],
@@ -232,11 +238,10 @@ def _cmd_sweep(args) -> int:
     if args.sizing:
         grid.setdefault("sizing", args.sizing)
     market = market_from_options(args, strategy.load_market, **_loader_params(strategy, grid))
-    print(textwrap.fill(
+    print(wrapped(
         f"sweep of {args.strategy} on {', '.join(market.symbols)}, {market.n_bars:,} bars "
         f"({market.timestamps[0]} .. {market.timestamps[-1]}), backend {args.backend}"
-        + (f" at {args.scheduler}" if args.scheduler else ""), WIDTH, subsequent_indent="  ",
-        break_long_words=False, break_on_hyphens=False))
+        + (f" at {args.scheduler}" if args.scheduler else "")))
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -251,18 +256,14 @@ def _cmd_sweep(args) -> int:
         print(f"\ninterrupted: the runs finished so far are saved in {args.out}/; run the same "
               "command again to resume", file=sys.stderr)
         return 130
-    for message in sorted({str(w.message) for w in caught}):  # once each, not once per run
-        print(textwrap.fill(f"note: {message}", WIDTH, subsequent_indent="  ",
-                            break_long_words=False, break_on_hyphens=False))
+    print_notes(str(w.message) for w in caught)  # once each, not once per run
     failed = table[table["error"].notna()]
     print(f"{len(table):,} runs, {len(failed):,} failed; summary rows in {args.out}/ "
           f"(pandas.read_parquet('{args.out}'))")
     if len(failed):
         counts = failed["error"].value_counts()
         for message, count in counts.head(3).items():
-            print(textwrap.fill(f"{count} run(s) failed: {message}", WIDTH,
-                                initial_indent="  ", subsequent_indent="    ",
-                                break_long_words=False, break_on_hyphens=False))
+            print(wrapped(f"{count} run(s) failed: {message}", "  "))
     ok = table[table["error"].isna()]
     if len(ok) and args.top > 0:
         swept = [c for c, values in grid.items() if isinstance(values, list) and len(values) > 1

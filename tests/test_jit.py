@@ -96,3 +96,77 @@ def test_runs_sweeps_and_the_recorded_path_need_no_twin():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=900, env={**os.environ})
     assert done.stdout.strip() == "twins: []", done.stderr[-3000:]
+
+
+# --- asking for memory ahead (``jit.prefetch_row``, ``kernel.ask_for_orders``) --------------
+
+
+@jit_only
+def test_a_prefetch_runs_anywhere_and_changes_nothing():
+    # rows of a C-contiguous and of a strided 2-D array, items of a 1-D one, and far past
+    # the arrays' ends: a prefetch never faults and writes nothing
+    from numba import njit
+
+    from backtester.engine.jit import prefetch_row
+
+    @njit
+    def ask(rows, items, t):
+        prefetch_row(rows, t)
+        prefetch_row(items, t)
+        return t
+
+    rows, items = np.arange(60.0).reshape(6, 10), np.arange(7.0)
+    kept = rows.copy(), items.copy()
+    for t in (0, 5, 6, 10_000_000):
+        assert ask(rows, items, t) == t
+        assert ask(rows[:, ::3], items[::2], t) == t
+    np.testing.assert_array_equal(rows, kept[0])
+    np.testing.assert_array_equal(items, kept[1])
+    if os.uname().machine == "x86_64":  # the instruction is there: it was not optimised away
+        machine_code = "\n".join(ask.inspect_asm().values())
+        assert machine_code.count("prefetcht0") >= 2
+
+
+@jit_only
+def test_a_run_that_asks_ahead_gives_the_interpreters_figures():
+    # A market of FAR_VALUES prices or more: the compiled bar loops ask for the rows of the
+    # next bar of orders and of funding (in the quiet stretch and in their own loop); the
+    # interpreter asks for nothing. Fills at the open and at the close, cross and isolated,
+    # targets every 24 bars and every bar, positions recorded or not: the same bits.
+    from backtester.engine import kernel
+
+    n_bars, n = 33_000, 4
+    assert n_bars * n >= kernel.FAR_VALUES
+    code = textwrap.dedent(f"""
+        import hashlib, warnings
+        import numpy as np
+        from backtester import run
+        from backtester.data import make_market
+        from backtester.engine.driver import funding_array
+        warnings.simplefilter("ignore")
+        market = make_market({n_bars}, {n}, seed=12, funding_every=8)
+        stand_in = {{s: "BTC_USDT" for s in market.symbols}}
+        every = np.full(({n_bars}, {n}), np.nan)
+        every[::24] = [0.6, -0.6, 0.4, -0.4]
+        every[5000:5300] = [0.9, -0.9, 0.2, -0.2]
+        digest = hashlib.sha256()
+        for fill_at, mode, record in (("open", "cross", False), ("close", "isolated", False),
+                                      ("open", "isolated", True)):
+            out = run(market, every, target_kind="equity", leverage=20, margin_mode=mode,
+                      fill_at=fill_at, record_positions=record, stand_in=stand_in).output
+            for part in (out.account, out.fills, out.liquidations, funding_array(out.funding),
+                         out.rejections):
+                part = np.asarray(part)
+                for name in part.dtype.names or (None,):
+                    column = part if name is None else part[name]
+                    digest.update(np.ascontiguousarray(column).tobytes())
+        print(digest.hexdigest())
+    """)
+    digests = []
+    for disable in ("0", "1"):
+        env = {**os.environ, "NUMBA_DISABLE_JIT": disable}
+        done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        digests.append(done.stdout.strip())
+    assert digests[0] == digests[1]

@@ -85,3 +85,50 @@ def inlined(dispatcher):
     if config.DISABLE_JIT:
         return dispatcher
     return njit(inline="always", **_njit_options(dispatcher))(dispatcher.py_func)
+
+
+def _prefetch_row_intrinsic():
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def prefetch_row(typingctx, array, t):
+        """Ask the processor to bring row t of a 2-D array (element t of a 1-D one) into its
+        caches: LLVM's ``llvm.prefetch`` for reading, on each cache line of the row's bytes
+        (those of a C-contiguous row; of another layout, as many bytes from its first item).
+        Nothing waits for it, and it never faults, even off the array."""
+        def codegen(context, builder, signature, args):
+            arrayty = signature.args[0]
+            ary = context.make_array(arrayty)(context, builder, args[0])
+            zero = context.get_constant(types.intp, 0)
+            index = [args[1], zero] if arrayty.ndim == 2 else [args[1]]
+            first = cgutils.get_item_pointer(context, builder, arrayty, ary, index)
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            # (named for the pointer type as this llvmlite writes it: LLVM reads both names)
+            fn = builder.module.declare_intrinsic(
+                "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+            start = builder.bitcast(first, i8p)
+            itemsize = context.get_constant(types.intp, arrayty.dtype.bitwidth // 8)
+            size = (builder.mul(cgutils.unpack_tuple(builder, ary.shape, 2)[1], itemsize)
+                    if arrayty.ndim == 2 else itemsize)
+            line = context.get_constant(types.intp, 64)
+            with cgutils.for_range_slice(builder, zero, size, line) as (offset, _):
+                builder.call(fn, [builder.gep(start, [offset]), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        if not (isinstance(array, types.Array) and array.ndim in (1, 2)
+                and isinstance(t, types.Integer)):
+            return None
+        return types.void(array, t), codegen
+
+    return prefetch_row
+
+
+def _no_prefetch(array, t):
+    """(``prefetch_row`` under ``NUMBA_DISABLE_JIT``: nothing to do.)"""
+
+
+prefetch_row = _no_prefetch if config.DISABLE_JIT else _prefetch_row_intrinsic()

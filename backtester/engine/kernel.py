@@ -68,7 +68,7 @@ from .enums import (
     Sym,
     TierField,
 )
-from .jit import inlined, inner
+from .jit import inlined, inner, prefetch_row
 from .liquidate import (
     build_checkpoints,
     check_liquidations,
@@ -104,6 +104,11 @@ from .rules import (
 # quiet pass's figures of each position (``quiet_columns``, 6), and what a funding bar of the
 # quiet stretch changes, kept to be put back (``isolated_funding``, 3)
 SCRATCH_ROWS = 18
+# how far ahead the bar loops look for the next bar of orders or of funding, whose rows they
+# then ask the processor for (``ask_for_orders``, ``ask_for_funding``), in a market of at
+# least FAR_VALUES prices per array (a smaller one stays in the caches)
+LOOK_AHEAD = 64
+FAR_VALUES = 1 << 17
 # what ``quiet_columns`` keeps per column: its kind, |q|, and the rate, amount and notional
 # bounds of the tier its position is in
 QUIET_KIND, QUIET_ABSQ, QUIET_RATE, QUIET_CUM, QUIET_CAP, QUIET_FLOOR = 0, 1, 2, 3, 4, 5
@@ -378,6 +383,49 @@ def open_marks(t, mark_open, state):
             state[State.MARK, i] = m
 
 
+# --- asking for memory ahead --------------------------------------------------------------
+# The bars of a stretch read the close's rows, one after the other, which the processor
+# fetches ahead by itself. A bar of orders also reads a row of targets, the time of its
+# fills and (filled at the open) the open's and mark open's rows, and a funding bar the mark
+# open's and the rates' rows, which no bar before them read: in a market larger than the
+# caches, each such bar waited on memory for them (in profiles of ``bench_engine.py`` and
+# ``bench_vectorbt.py``, the costliest instruction of ``process_orders``, of ``fill_wants``
+# and of the quiet stretch was such a load). They are asked for at the bar of orders or
+# funding before, or where a stretch begins: off the per-bar path.
+
+
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def ask_for_orders(first, fill_at, has_target, targets, open_, mark_open, hours):
+    """Ask the processor (``jit.prefetch_row``) for what the first row of targets from row
+    ``first`` on (within LOOK_AHEAD rows) makes its orders read: the row itself, the time of
+    their fill, and, filled at the next open, that bar's open and mark open."""
+    n_bars = has_target.shape[0]
+    if n_bars * open_.shape[1] < FAR_VALUES:
+        return
+    for u in range(first, min(first + LOOK_AHEAD, n_bars)):
+        if has_target[u]:
+            prefetch_row(targets, u)
+            prefetch_row(hours, u + 1)  # (hours has a bar more: the end of the last)
+            if fill_at == FillAt.NEXT_OPEN and u + 1 < n_bars:
+                prefetch_row(open_, u + 1)
+                prefetch_row(mark_open, u + 1)
+            return
+
+
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def ask_for_funding(t, has_funding, mark_open, funding_rate):
+    """Ask the processor for the rows the next funding bar after bar t reads (within
+    LOOK_AHEAD bars): its mark open and rates."""
+    n_bars = has_funding.shape[0]
+    if n_bars * mark_open.shape[1] < FAR_VALUES:
+        return
+    for u in range(t + 1, min(t + 1 + LOOK_AHEAD, n_bars)):
+        if has_funding[u]:
+            prefetch_row(mark_open, u)
+            prefetch_row(funding_rate, u)
+            return
+
+
 # --- the quiet pass ------------------------------------------------------------------------
 
 
@@ -576,6 +624,7 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
         elif has_target[t]:
             break
         if has_funding[t]:
+            ask_for_funding(t, has_funding, mark_open, funding_rate)
             # simulate's open: the bound of the cross surplus and the gaps first
             gapped, surplus = open_bound_inlined(t, mark_open, state, mode,
                                                  account[Account.WALLET], backing)
@@ -658,6 +707,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     open_, close, mark_open, mark_close, mark_high, mark_low = (
         bars.open, bars.close, bars.mark_open, bars.mark_close, bars.mark_high, bars.mark_low)
     has_funding, hours, has_target = bars.has_funding, bars.hours, trading.has_target
+    targets = trading.targets
     funding_rate = bars.funding_rate
     fills, liqs, payments, rejects, events, counts = records
     out = outputs.out
@@ -721,6 +771,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         opened = False  # (the quiet stretch did bar t's open)
         if stretches and fresh and quiet_ok and not (lending and account[Account.WALLET] < 0.0):
             t_from = t
+            ask_for_orders(t, fill_at, has_target, targets, open_, mark_open, hours)
             t, equity, backing, opened = quiet_stretch(
                 t, stop, next_end, fill_at, backing, bars, has_target, book, quiet, saved,
                 records, out)
@@ -751,6 +802,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             #    that leaves its margin short of its maintenance liquidates it, at the open);
             #    spot margin: the rollover fees due; a loan's interest
             if has_funding[t]:
+                ask_for_funding(t, has_funding, mark_open, funding_rate)
                 for i in range(n):
                     rate = funding_rate[t, i]
                     q = state[State.QTY, i]
@@ -777,7 +829,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         if orders_now or pending or voided:
             fresh = False  # positions may change (or the open liquidated some)
         # 2. orders decided at close[t-1] fill at open[t]
-        if orders_now:
+        if orders_now:  # (the next orders: row t's, at bar t + 1)
+            ask_for_orders(t, fill_at, has_target, targets, open_, mark_open, hours)
             process_orders(t, hours[t], t - 1, close[t - 1], open_[t], want, trading, book,
                            records)
         if callback is not None:
@@ -886,6 +939,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
         account[Account.EQUITY_PREV] = equity
         # 5. orders decided and filled at the close (fill_at="close")
         if fill_at != FillAt.NEXT_OPEN and has_target[t]:
+            ask_for_orders(t + 1, fill_at, has_target, targets, open_, mark_open, hours)
             process_orders(t, hours[t + 1], t, close[t], close[t], want, trading, book,
                            records)
             fresh = False

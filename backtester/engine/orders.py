@@ -238,7 +238,10 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
     if filled != 0.0:
         record_fill(records.fills, records.counts,
                     t, i, filled, price, fee, realized, state[State.QTY, i], reason)
-        refresh_liq_price(i, book)
+        if mode[i] == Mode.ISOLATED:
+            refresh_liq_price(i, book)
+        else:  # (what refresh_liq_price keeps for any other position, without the call)
+            state[State.LIQ_PX, i] = np.nan
 
 
 @inner(error_model='numpy', _nrt=False)

@@ -1,0 +1,160 @@
+"""Before and after: one scenario run by two checkouts of the project in turn, paired.
+
+An engine change moves a run by a few percent, and on a shared machine two runs of the same
+code a minute apart differ by more. So each tree gets a process of its own that builds the
+scenario once and keeps it; the two then run it in turn (ABBA order), one run each, for
+``--rounds`` rounds, and what is printed is each tree's median and least time, and the median
+of the paired ratios (after / before - 1): drift in the machine's load hits both sides of a
+pair alike. Each tree compiles into a numba cache of its own (a temporary folder, or
+``--cache-dir``/before and /after to keep them between calls); the first call compiles.
+
+Scenarios (the calling thread's CPU time of one run; compile excluded, and each process's
+first run, which touches fresh memory):
+
+- ``engine``: ``bench_engine.py``'s kernel (1,000,000 bars x 10, funding every 8, hedged
+  targets every 24 bars, cross 5x, fills at the next open);
+- ``held``: the same market with the targets of bar 0 only (the quiet stretch alone);
+- ``vectorbt``: ``bench_vectorbt.py``'s workload (fills at the close, no funding, no fees);
+- ``sweep-batch``: the compiled batch of ``bench_sweep.py``'s 10,000-run grid (its runs
+  prepared beforehand), on one thread.
+
+    python benchmarks/ab_trees.py BEFORE_TREE AFTER_TREE [--scenario engine] [--rounds 24]
+
+A tree is a folder holding ``backtester/`` and ``benchmarks/`` (``git worktree add --detach
+../before HEAD~1`` makes one of an earlier commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# each child builds ``execute`` (a no-argument callable: one run) and prints "ready"
+SETUP = {
+    "engine": """
+from bench_engine import binance_tiers_for_all, hedged_targets, kernel_inputs, make_market
+from backtester.engine.driver import execute as _execute
+market = make_market(1_000_000, 10, seed=7, funding_every=8)
+targets = hedged_targets(1_000_000, 10, every=EVERY)
+venue = binance_tiers_for_all(market.symbols)
+inputs = kernel_inputs(market, venue, targets)
+_execute(kernel_inputs(market.slice(0, 1000), venue, targets[:1000]))
+def execute():
+    _execute(inputs)
+""",
+    "vectorbt": """
+import types
+sys.modules.setdefault("vectorbt", types.ModuleType("vectorbt"))  # (not used here)
+import bench_vectorbt as bv
+from backtester import RunConfig
+from backtester.engine.driver import execute as _execute
+from backtester.prepare import prepare_run
+raw = bv.raw_arrays(1_000_000, 10)
+market = bv.ours_market(raw)
+config = RunConfig().replace(**bv.OPTIONS)
+inputs = prepare_run(market, raw["targets"], config).inputs
+_execute(prepare_run(market.slice(0, 1000), raw["targets"][:1000], config).inputs)
+def execute():
+    _execute(inputs)
+""",
+    "sweep-batch": """
+import warnings
+warnings.simplefilter("ignore")
+import bench_sweep as bs
+from backtester import load_market
+from backtester.sweep import sweep
+from backtester.sweep.execute import ChunkOutput, ChunkRunner
+from backtester.sweep.grid import Grid, strategy_name
+market = load_market(start="2023-01-01", end="2024-01-01")
+sweep(market.slice(0, 200), bs.hedged_pair, bs.grid([1.0], [24]), backend="inprocess")
+runs = list(Grid(bs.grid(), strategy=strategy_name(bs.hedged_pair), defaults={}))
+runner = ChunkRunner(market, bs.hedged_pair)
+chunks = [runner.gather(runs[lo:lo + 1024], ChunkOutput.empty(runs[lo:lo + 1024], False),
+                        False) for lo in range(0, len(runs), 1024)]
+def execute():
+    for groups in chunks:
+        for group in groups:
+            runner._start_batch(group, False, False, None, 1)
+""",
+}
+SETUP["held"] = SETUP["engine"]
+
+CHILD = """
+import sys, time
+sys.path[:0] = [{benchmarks!r}, {tree!r}]
+EVERY = {every}
+{setup}
+execute()  # (a first run touches fresh memory: not timed)
+print("ready", flush=True)
+for line in sys.stdin:
+    t0 = time.thread_time()
+    execute()
+    print(time.thread_time() - t0, flush=True)
+"""
+
+
+def start(tree: Path, scenario: str, cache: Path) -> subprocess.Popen:
+    code = CHILD.format(benchmarks=str(tree / "benchmarks"), tree=str(tree),
+                        every=100_000_000 if scenario == "held" else 24,
+                        setup=SETUP[scenario])
+    env = {**os.environ, "PYTHONPATH": str(tree), "NUMBA_CACHE_DIR": str(cache)}
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tree, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    if child.stdout.readline().strip() != "ready":
+        raise SystemExit(f"{tree}: the scenario did not start (its error is above)")
+    return child
+
+
+def one_run(child: subprocess.Popen) -> float:
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    return float(child.stdout.readline())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    parser.add_argument("--scenario", choices=sorted(SETUP), default="engine")
+    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="keep each tree's numba cache in DIR/before and DIR/after")
+    args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds: at least 2")
+    for name in ("before", "after"):
+        if not (getattr(args, name) / "backtester" / "__init__.py").is_file():
+            parser.error(f"{name}={getattr(args, name)}: no backtester/ package in it")
+    with tempfile.TemporaryDirectory() as tmp:
+        caches = args.cache_dir or Path(tmp)
+        children = {name: start(getattr(args, name).resolve(), args.scenario, caches / name)
+                    for name in ("before", "after")}
+        times: dict[str, list[float]] = {"before": [], "after": []}
+        try:
+            for k in range(args.rounds):
+                for name in ("before", "after") if k % 2 == 0 else ("after", "before"):
+                    times[name].append(one_run(children[name]))
+        finally:
+            for child in children.values():
+                child.stdin.close()
+                child.wait()
+    before, after = times["before"], times["after"]
+    paired = [b / a - 1.0 for a, b in zip(before, after, strict=True)]
+    load = os.getloadavg()[0]
+    print(f"{args.scenario}, {args.rounds} rounds (thread CPU of one run; load average "
+          f"{load:.1f}):")
+    for name, values in times.items():
+        print(f"  {name:6s} median {statistics.median(values) * 1e3:8.1f} ms   least "
+              f"{min(values) * 1e3:8.1f} ms")
+    print(f"  after / before - 1, median of the pairs: {statistics.median(paired) * 100:+.1f}% "
+          f"(quartiles {statistics.quantiles(paired, n=4)[0] * 100:+.1f}% .. "
+          f"{statistics.quantiles(paired, n=4)[2] * 100:+.1f}%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -429,6 +429,8 @@ def open_account(initial_balance, mode, sym, versions, holdings, mark_open):
     account = np.zeros(N_ACCOUNT)
     account[Account.WALLET] = initial_balance
     account[Account.EQUITY_PREV] = initial_balance
+    account[Account.AVAIL_EST] = np.nan  # (no running estimates: orders.start_estimates)
+    account[Account.BALANCE_EST] = np.nan
     book = Book(state, np.zeros(n, dtype=np.int64), account, mode, sym,
                 versions.tiers[0].copy(), versions.n_tiers[0].copy(), versions.rules[0].copy())
     equity = initial_balance

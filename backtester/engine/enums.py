@@ -403,6 +403,13 @@ Account = _codes("Account", [
     #         that an error raised inside the callback can name the bar)
     "IN_CALL",  # 1.0 while a margin call is standing (AccountRule.CALL_LEVEL): one event
     #             per call
+    # over the fills of one row of orders in a basket (``orders.start_estimates``; NaN
+    # otherwise): running estimates of the cross account's available balance and margin
+    # balance, a bound on the magnitudes of the terms summed, and the updates' rounding
+    "AVAIL_EST",
+    "BALANCE_EST",
+    "EST_SIZE",
+    "EST_ERR",
 ])
 N_ACCOUNT = len(Account)
 

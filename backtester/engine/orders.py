@@ -134,7 +134,7 @@ def update_estimates(i, avail_term, balance_term, wallet, book):
         + abs(account[Account.BALANCE_EST]))
 
 
-@inner(error_model='numpy', _nrt=False)
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def estimate_slack(book):
     """How far the running estimates can be from the sums a check computes (twice the
     bound: the updates' rounding, and twice the sums' own, 1.01 (N + 2) u of the terms'
@@ -229,7 +229,7 @@ def slipped_price(price, delta, slippage, tick):
 
 
 @inner(error_model='numpy', _nrt=False)
-def closing_loss(i, close_qty, price, fee_rate, book):
+def closing_loss(i, close_qty, price, fee_rate, book, floor=np.nan):
     """What closing ``close_qty`` of column i at ``price`` loses, and what backs that loss:
     ``(loss, backing)``; a fill with ``loss > backing`` would be past the bankruptcy price,
     and no venue fills an order there (its liquidation engine owns that range).
@@ -238,6 +238,9 @@ def closing_loss(i, close_qty, price, fee_rate, book):
     - cross: the loss against the mark (a fill worse than it: slippage, last away from the
       mark) and the fee, against the margin balance at the marks;
     - spot and collateral holdings: nothing to lose past (the coins are owned).
+
+    ``floor``: a figure the margin balance is known to reach (``start_estimates``; NaN:
+    none), which spares the sum where it covers the loss.
     """
     state = book.state
     mode = book.mode[i]
@@ -253,14 +256,13 @@ def closing_loss(i, close_qty, price, fee_rate, book):
     loss = fee + max(worse, 0.0)
     if loss <= 0.0:
         return 0.0, 0.0
-    estimate = book.account[Account.BALANCE_EST]  # (NaN: none)
-    if loss <= estimate - estimate_slack(book):  # settled: the sum is at least that
-        return loss, estimate
+    if loss <= floor:  # settled by the running estimate: the sum is at least that
+        return loss, floor
     return loss, cross_level_value(book, state[State.MARK], 0.0)
 
 
 @njit(cache=True, error_model='numpy', _nrt=False, inline='always')
-def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
+def execute_order(t, now, i, delta, price, reduce_to_fit, book, records, estimating):
     """Trade ``delta`` units of column i at ``price`` (at time ``now``, hours) under DESIGN.md
     §3's margin rules.
 
@@ -272,6 +274,9 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
     venue's minimum notional; otherwise it is rejected with a reason code (or, with
     ``reduce_to_fit``, cut to what the balance allows, on the quantity step, if that passes
     the filters). An opening on spot margin pays the borrowing fee.
+
+    ``estimating`` (a constant where it is called): the account holds running estimates of
+    its sums (``start_estimates``), which settle the checks they can.
     """
     state, mode, sym = book.state, book.mode, book.sym
     old = state[State.QTY, i]
@@ -284,7 +289,10 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
     fee = 0.0
     reason = FillReason.STRATEGY
     if close_qty != 0.0:
-        loss, backing = closing_loss(i, close_qty, price, fee_rate, book)
+        floor = np.nan
+        if estimating:
+            floor = book.account[Account.BALANCE_EST] - estimate_slack(book)
+        loss, backing = closing_loss(i, close_qty, price, fee_rate, book, floor)
         if loss > backing:
             record_rejection(records.rejects, records.counts,
                              t, i, delta, price, loss, backing, Reject.PAST_BANKRUPTCY)
@@ -299,10 +307,11 @@ def execute_order(t, now, i, delta, price, reduce_to_fit, book, records):
         required = abs(open_qty) * per_unit
         # the available balance: the running estimate where it settles both checks of it
         # (positive, and at least what is required), else the sum (``start_estimates``)
-        settled = book.account[Account.AVAIL_EST] - estimate_slack(book)
-        if close_qty != 0.0:  # (the estimate is of the account before this order's close)
-            settled = np.nan
-        summed = not (required <= settled and settled > 0.0)
+        summed = True
+        # (after a close in this order, the estimate is of the account before it)
+        if estimating and close_qty == 0.0:
+            settled = book.account[Account.AVAIL_EST] - estimate_slack(book)
+            summed = not (required <= settled and settled > 0.0)
         avail = available_balance(book) if summed else book.account[Account.AVAIL_EST]
         dust = dust_notional(book.account)
         reject = opening_refusal(i, open_qty, price, book)
@@ -409,13 +418,12 @@ def set_want(i, target, want, state):
     want[i] = target
 
 
-@inner(error_model='numpy', _nrt=False)
-def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
-    """Fill the orders in ``want`` that reduce a position (``reducing_pass``) or the others
-    (keeping the running estimates of the cross account's sums up to date, where there are
-    any: ``start_estimates``)."""
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def fill_orders(t, now, reducing_pass, want, fill_price, trading, book, records, estimating):
+    """Fill the orders in ``want`` that reduce a position (``reducing_pass``) or the others;
+    ``estimating`` (a constant in each of the two functions that inline this one): keep the
+    running estimates of the cross account's sums up to date (``start_estimates``)."""
     state = book.state
-    estimating = book.account[Account.AVAIL_EST] == book.account[Account.AVAIL_EST]
     for i in range(state.shape[1]):
         target = want[i]
         if target != target:
@@ -441,13 +449,27 @@ def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
                              t, i, delta, price, 0.0, 0.0, reject)
             continue
         price = slipped_price(price, delta, trading.slippage, book.sym[Sym.TICK_SIZE, i])
-        if estimating:
+        avail_term = balance_term = wallet = 0.0
+        if estimating:  # (what the order changes: the wallet and column i's terms)
             avail_term, balance_term = cross_terms(i, book)
             wallet = book.account[Account.WALLET]
-            execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
+        execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records,
+                      estimating)
+        if estimating:
             update_estimates(i, avail_term, balance_term, wallet, book)
-        else:
-            execute_order(t, now, i, delta, price, trading.reduce_to_fit, book, records)
+
+
+@inner(error_model='numpy', _nrt=False)
+def fill_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
+    """Fill the orders in ``want`` that reduce a position (``reducing_pass``) or the others."""
+    fill_orders(t, now, reducing_pass, want, fill_price, trading, book, records, FALSE)
+
+
+@inner(error_model='numpy', _nrt=False)
+def fill_basket_wants(t, now, reducing_pass, want, fill_price, trading, book, records):
+    """``fill_wants`` keeping the running estimates of the cross account's sums up to date
+    (``start_estimates``)."""
+    fill_orders(t, now, reducing_pass, want, fill_price, trading, book, records, TRUE)
 
 
 @inner(error_model='numpy', _nrt=False)
@@ -498,13 +520,14 @@ def process_orders(t, now, row, decision_price, fill_price, want, trading, book,
                         records)
             continue
         set_want(i, target, want, book.state)
-    basket = book.state.shape[1] >= ESTIMATE_FROM
-    if basket:  # (the marks stay as they are over the row)
+    if book.state.shape[1] >= ESTIMATE_FROM:  # (the marks stay as they are over the row)
         start_estimates(book)
-    fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
-    fill_wants(t, now, FALSE, want, fill_price, trading, book, records)
-    if basket:
+        fill_basket_wants(t, now, TRUE, want, fill_price, trading, book, records)
+        fill_basket_wants(t, now, FALSE, want, fill_price, trading, book, records)
         stop_estimates(book)
+    else:
+        fill_wants(t, now, TRUE, want, fill_price, trading, book, records)
+        fill_wants(t, now, FALSE, want, fill_price, trading, book, records)
 
 
 # --- step 2 with a strategy callback: its orders (enums.Order.*) -------------------------------

@@ -11,9 +11,9 @@ ended (perf reads the code of a JIT only while it runs).
     perf report -i perf.data --no-children --sort symbol
     python benchmarks/perf_kernel.py --annotate perf.data --code perf-code/fill_wants.bin
 
-Scenarios: ``engine`` (``bench_engine.py``'s kernel: 1,000,000 bars x 10, funding every 8,
-hedged targets every 24 bars), ``held`` (the same with the targets of bar 0 only) and
-``vectorbt`` (``bench_vectorbt.py``'s workload). The market is built first: restrict the
+Scenarios: those of ``ab_trees.py`` (``engine``: ``bench_engine.py``'s kernel; ``held``: the
+same with the targets of bar 0 only; ``vectorbt``: ``bench_vectorbt.py``'s workload;
+``sweep-batch``: ``bench_sweep.py``'s compiled batch). The market is built first: restrict the
 report to the runs with ``perf report --time 60%-100%`` or read the JIT functions' lines.
 The annotation prints each instruction of a saved function with its samples, hottest
 first with ``--top N``; a load that waits on memory shows its samples on the instruction
@@ -82,34 +82,14 @@ def write_map(functions: dict[int, str], dump: list[str], code_dir: Path) -> Non
 
 
 def scenario_runner(name: str):
-    """A no-argument callable running the scenario's kernel once (compiled, warmed up)."""
-    from backtester.engine.driver import execute
+    """A no-argument callable running the scenario once (compiled, warmed up): the scenarios
+    of ``ab_trees.py``, defined there once."""
+    from ab_trees import SETUP
 
-    if name in ("engine", "held"):
-        from bench_engine import binance_tiers_for_all, hedged_targets, kernel_inputs
-
-        from backtester.data import make_market
-
-        market = make_market(1_000_000, 10, seed=7, funding_every=8)
-        targets = hedged_targets(1_000_000, 10, every=24 if name == "engine" else 10**9)
-        venue = binance_tiers_for_all(market.symbols)
-        inputs = kernel_inputs(market, venue, targets)
-        execute(kernel_inputs(market.slice(0, 1000), venue, targets[:1000]))
-    else:
-        import types
-
-        sys.modules.setdefault("vectorbt", types.ModuleType("vectorbt"))  # (not used here)
-        import bench_vectorbt as bv
-
-        from backtester import RunConfig
-        from backtester.prepare import prepare_run
-
-        raw = bv.raw_arrays(1_000_000, 10)
-        market = bv.ours_market(raw)
-        config = RunConfig().replace(**bv.OPTIONS)
-        inputs = prepare_run(market, raw["targets"], config).inputs
-        execute(prepare_run(market.slice(0, 1000), raw["targets"][:1000], config).inputs)
-    return lambda: execute(inputs)
+    namespace = {"sys": sys, "EVERY": 10**9 if name == "held" else 24}
+    exec(SETUP[name], namespace)  # (the code the A/B's processes run)
+    namespace["execute"]()
+    return namespace["execute"]
 
 
 def annotate(data: Path, code: Path, top: int) -> None:
@@ -138,7 +118,8 @@ def annotate(data: Path, code: Path, top: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=("engine", "held", "vectorbt"), default="engine")
+    parser.add_argument("--scenario", choices=("engine", "held", "vectorbt", "sweep-batch"),
+                        default="engine")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--dump", default="", help="functions to save, by name: a,b,c")
     parser.add_argument("--code-dir", type=Path, default=Path("perf-code"))

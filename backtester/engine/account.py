@@ -57,29 +57,40 @@ Need = namedtuple("Need", ["INITIAL", "MAINTENANCE", "USED"])(0, 1, 2)
 # margin's call and opening levels)
 
 
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def surplus_term(i, book, prices, requirement, level):
+    """Column i's term in ``cross_surplus`` at ``prices``: ``(whether it has one, its
+    value)``: a cross position's unrealized PnL less its ``requirement``, a collateral
+    holding's discounted value."""
+    state, mode, sym = book.state, book.mode, book.sym
+    q = state[State.QTY, i]
+    if q != 0.0 and mode[i] == Mode.CROSS:
+        entry = state[State.ENTRY, i]
+        price = prices[i]
+        if requirement == Need.INITIAL:
+            need = initial_margin(i, q, entry, price, sym)
+        elif requirement == Need.MAINTENANCE:
+            need = maintenance_margin(i, q, entry, price, sym, book.tiers, book.n_tiers)
+        else:
+            need = level * used_margin(i, q, entry, price, sym)
+        return True, q * (price - entry) - need
+    if q > 0.0 and mode[i] == Mode.COLLATERAL:
+        # multi-currency margin: the holding's discounted value backs the account
+        return True, collateral_value(i, q, prices[i], sym, book.tiers, book.n_tiers)
+    return False, 0.0
+
+
 @inner(error_model='numpy', _nrt=False)
 def cross_surplus(book, prices, requirement, level):
     """``MB - sum(requirement_i)`` of the cross account with every column at ``prices``: the
     margin balance (wallet, cross unrealized PnL, the discounted value of collateral
     holdings) less each cross position's initial margin, maintenance margin or ``level`` x
     its used margin (``requirement``: a ``Need``)."""
-    state, mode, sym = book.state, book.mode, book.sym
     total = book.account[Account.WALLET]
-    for i in range(state.shape[1]):
-        q = state[State.QTY, i]
-        if q != 0.0 and mode[i] == Mode.CROSS:
-            entry = state[State.ENTRY, i]
-            price = prices[i]
-            if requirement == Need.INITIAL:
-                need = initial_margin(i, q, entry, price, sym)
-            elif requirement == Need.MAINTENANCE:
-                need = maintenance_margin(i, q, entry, price, sym, book.tiers, book.n_tiers)
-            else:
-                need = level * used_margin(i, q, entry, price, sym)
-            total += q * (price - entry) - need
-        elif q > 0.0 and mode[i] == Mode.COLLATERAL:
-            # multi-currency margin: the holding's discounted value backs the account
-            total += collateral_value(i, q, prices[i], sym, book.tiers, book.n_tiers)
+    for i in range(book.state.shape[1]):
+        added, term = surplus_term(i, book, prices, requirement, level)
+        if added:
+            total += term
     return total
 
 

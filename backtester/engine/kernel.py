@@ -395,35 +395,39 @@ def open_marks(t, mark_open, state):
 
 
 @njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def next_flagged(flags, first, prices):
+    """The first bar from ``first`` (within LOOK_AHEAD) whose ``flags`` is set, or -1: also
+    in a market of fewer than FAR_VALUES ``prices`` (asking there is not worth it)."""
+    n_bars = flags.shape[0]
+    if n_bars * prices.shape[1] >= FAR_VALUES:
+        for u in range(first, min(first + LOOK_AHEAD, n_bars)):
+            if flags[u]:
+                return u
+    return -1
+
+
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def ask_for_orders(first, fill_at, has_target, targets, open_, mark_open, hours):
     """Ask the processor (``jit.prefetch_row``) for what the first row of targets from row
     ``first`` on (within LOOK_AHEAD rows) makes its orders read: the row itself, the time of
     their fill, and, filled at the next open, that bar's open and mark open."""
-    n_bars = has_target.shape[0]
-    if n_bars * open_.shape[1] < FAR_VALUES:
-        return
-    for u in range(first, min(first + LOOK_AHEAD, n_bars)):
-        if has_target[u]:
-            prefetch_row(targets, u)
-            prefetch_row(hours, u + 1)  # (hours has a bar more: the end of the last)
-            if fill_at == FillAt.NEXT_OPEN and u + 1 < n_bars:
-                prefetch_row(open_, u + 1)
-                prefetch_row(mark_open, u + 1)
-            return
+    u = next_flagged(has_target, first, open_)
+    if u >= 0:
+        prefetch_row(targets, u)
+        prefetch_row(hours, u + 1)  # (hours has a bar more: the end of the last)
+        if fill_at == FillAt.NEXT_OPEN and u + 1 < has_target.shape[0]:
+            prefetch_row(open_, u + 1)
+            prefetch_row(mark_open, u + 1)
 
 
 @njit(cache=True, error_model='numpy', _nrt=False, inline='always')
 def ask_for_funding(t, has_funding, mark_open, funding_rate):
     """Ask the processor for the rows the next funding bar after bar t reads (within
     LOOK_AHEAD bars): its mark open and rates."""
-    n_bars = has_funding.shape[0]
-    if n_bars * mark_open.shape[1] < FAR_VALUES:
-        return
-    for u in range(t + 1, min(t + 1 + LOOK_AHEAD, n_bars)):
-        if has_funding[u]:
-            prefetch_row(mark_open, u)
-            prefetch_row(funding_rate, u)
-            return
+    u = next_flagged(has_funding, t + 1, mark_open)
+    if u >= 0:
+        prefetch_row(mark_open, u)
+        prefetch_row(funding_rate, u)
 
 
 # --- the quiet pass ------------------------------------------------------------------------

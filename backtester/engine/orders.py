@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit
 
 from .account import (
+    Need,
     account_equity,
     available_balance,
     cross_level_value,
@@ -20,6 +21,7 @@ from .account import (
     reduce_position,
     refresh_liq_price,
     removable_margin,
+    surplus_term,
     switch_account_mode,
 )
 from .enums import (
@@ -44,8 +46,6 @@ from .jit import inner
 from .records import record_event, record_fill, record_rejection
 from .rules import (
     account_wide_mode,
-    collateral_value,
-    initial_margin,
     on_step,
     order_cost_rate,
     tier_from,
@@ -76,16 +76,9 @@ ROUNDOFF = 2.0 ** -53  # float64's unit roundoff
 def cross_terms(i, book):
     """Column i's terms in the two sums at the marks: ``(of the available balance, of the
     margin balance)``, as ``account.cross_surplus`` adds them (0 where it adds nothing)."""
-    state, mode, sym = book.state, book.mode, book.sym
-    q = state[State.QTY, i]
-    if q != 0.0 and mode[i] == Mode.CROSS:
-        entry, price = state[State.ENTRY, i], state[State.MARK, i]
-        u = q * (price - entry)
-        return u - initial_margin(i, q, entry, price, sym), u
-    if q > 0.0 and mode[i] == Mode.COLLATERAL:
-        value = collateral_value(i, q, state[State.MARK, i], sym, book.tiers, book.n_tiers)
-        return value, value
-    return 0.0, 0.0
+    marks = book.state[State.MARK]
+    return (surplus_term(i, book, marks, Need.INITIAL, 0.0)[1],
+            surplus_term(i, book, marks, Need.USED, 0.0)[1])
 
 
 @inner(error_model='numpy', _nrt=False)

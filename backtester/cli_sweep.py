@@ -105,6 +105,10 @@ def add_sweep_parser(sub) -> None:
                    "pool; dask: a Dask cluster). A run whose strategy crashes its process is "
                    "recorded as failed on processes and dask; inprocess, it ends the sweep")
     p.add_argument("--workers", type=_whole(1), help="threads or processes (default: all cores)")
+    p.add_argument("--start-method", choices=("fork", "spawn"),
+                   help="how --backend processes starts a worker: fork (a copy of this "
+                   "process, ready at once) or spawn (a new Python process: about a second of "
+                   "CPU each). Default: fork where it is safe (Linux), else spawn")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies dask)")
     p.add_argument("--out", default="sweep_results", help="output directory (sweep_results)")
@@ -219,6 +223,9 @@ def _check_sweep_options(args) -> None:
             raise ValueError("--run-timeout needs --backend processes (or dask): a run is "
                              "stopped by stopping its worker process, and --backend inprocess "
                              "runs in this one")
+    if args.start_method is not None and (args.backend != "processes" or args.scheduler):
+        raise ValueError(f"--start-method chooses how --backend processes starts its workers; "
+                         f"--backend {'dask' if args.scheduler else args.backend} starts none")
 
 
 def _cmd_sweep(args) -> int:
@@ -249,7 +256,8 @@ def _cmd_sweep(args) -> int:
                           workers=args.workers, scheduler=args.scheduler,
                           chunk_size=args.chunk_size, equity=args.equity,
                           retry_failed=args.retry_failed, run_timeout=args.run_timeout,
-                          repair=args.repair, progress=not args.no_progress)
+                          repair=args.repair, progress=not args.no_progress,
+                          start_method=args.start_method)
     except CorruptSweepFile as exc:
         raise ValueError(exc.message("--repair")) from None
     except KeyboardInterrupt:

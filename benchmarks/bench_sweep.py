@@ -15,8 +15,9 @@ cold compile in a fresh process with an empty numba cache, as on a new machine o
   with the parquet dataset written;
 - the CPU seconds of each (this process's threads and its finished worker processes; not a
   Dask cluster's, whose workers are still running);
-- a local process pool and a local Dask cluster (cluster start-up printed apart); the pool
-  again with workers kept by a sweep before (``keep_workers=True``: no start-up);
+- a local process pool, its workers forked and spawned (``start_method``), and a local Dask
+  cluster (cluster start-up printed apart); the pool again with workers kept by a sweep
+  before (``keep_workers=True``: no start-up);
 - a plain Python loop of ``run(...).summary()`` over the first runs of the grid;
 - whether every backend's summary table is identical to the in-process one;
 - the peak memory (RSS high-water mark); with ``--big N`` a second in-process sweep of
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import platform
 import resource
@@ -179,11 +181,21 @@ def main() -> None:
             timed("in-process, into parquet", n_runs,
                   lambda: sweep(market, hedged_pair, g, out=out, workers=args.workers),
                   "(a part file per chunk of 1,024 runs)")
-    if "processes" in backends:
-        tables["processes"] = timed(
+    if "processes" in backends and "start_method" not in inspect.signature(sweep).parameters:
+        tables["processes"] = timed(  # (an older tree, measured against this one)
             "process pool", n_runs,
             lambda: sweep(market, hedged_pair, g, backend="processes", workers=args.workers),
             f"({args.workers} processes, start-up included)")
+    elif "processes" in backends:
+        # forked workers: what a script or the command line gets by default; here the
+        # warm-up's in-process sweep started numba's threads, after which the default is
+        # spawn (``workers.fork_is_safe``), so each start method is asked for by name
+        for method in ("fork", "spawn"):
+            tables[f"processes, {method}"] = timed(
+                f"process pool, {method}", n_runs,
+                lambda method=method: sweep(market, hedged_pair, g, backend="processes",
+                                            workers=args.workers, start_method=method),
+                f"({args.workers} processes, start-up included)")
     sweeps = importlib.import_module("backtester.sweep")  # (the module; not the function)
     if "processes" in backends and hasattr(sweeps, "stop_kept_workers"):
         # (an older tree, measured against this one, has no keep_workers)

@@ -18,7 +18,14 @@ from fault_strategies import buffered_log, calls, misbehaving, noting_pid, pids
 
 from backtester import load_market
 from backtester.cli import main
-from backtester.sweep import isolation, read_equity, read_sweep, stop_kept_workers, sweep
+from backtester.sweep import (
+    isolation,
+    read_equity,
+    read_sweep,
+    stop_kept_workers,
+    sweep,
+    workers,
+)
 from backtester.sweep.storage import CorruptSweepFile
 from strategies import hedged_pair
 
@@ -53,10 +60,15 @@ def row(table: pd.DataFrame, fault: str, exposure: float = 1.0) -> pd.Series:
 # --- a run that crashes or hangs ----------------------------------------------------------------
 
 
-def test_runs_that_kill_or_hang_their_worker_fail_alone_and_are_not_retried(market, tmp_path):
+START_METHODS = pytest.mark.parametrize("start_method", ["fork", "spawn"])
+
+
+@START_METHODS
+def test_runs_that_kill_or_hang_their_worker_fail_alone_and_are_not_retried(market, tmp_path,
+                                                                           start_method):
     log, out = str(tmp_path / "calls.txt"), tmp_path / "out"
     options = dict(backend="processes", workers=2, chunk_size=4, run_timeout=2,
-                   target_kind="equity", out=out)
+                   target_kind="equity", out=out, start_method=start_method)
     table = sweep(market, misbehaving, faulty_grid(log), **options)
 
     assert row(table, "exit")["error"] == (
@@ -85,26 +97,33 @@ def test_runs_that_kill_or_hang_their_worker_fail_alone_and_are_not_retried(mark
     assert len(read_sweep(out)) == 4
 
 
-def test_workers_run_their_exit_functions_when_the_sweep_ends(market, tmp_path):
+@START_METHODS
+def test_workers_run_their_exit_functions_when_the_sweep_ends(market, tmp_path, start_method):
     # a worker ends without tearing its interpreter down, but after its atexit functions:
-    # a strategy's log file, buffered and closed at exit, holds every call
+    # a strategy's log file, buffered and closed at exit, holds every call. (A forked
+    # worker that kept a copy of the other's input pipe would keep it from seeing its input
+    # end: killed after the grace time, it would lose its lines.)
     log = str(tmp_path / "calls.log")
     exposures = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
     table = sweep(market, buffered_log, {"exposure": exposures, "log": log},
-                  backend="processes", workers=2, chunk_size=2, target_kind="equity")
+                  backend="processes", workers=2, chunk_size=2, target_kind="equity",
+                  start_method=start_method)
     assert table["error"].isna().all()
     lines = Path(log).read_text().splitlines()
     assert sorted(float(line.split()[1]) for line in lines) == exposures
 
 
+@START_METHODS
 def test_kept_workers_serve_the_next_sweep_of_another_market_and_stop_when_asked(market,
-                                                                                  tmp_path):
+                                                                                  tmp_path,
+                                                                                  start_method):
     # the second sweep runs in the processes the first kept (a worker still starting when
     # its sweep ended too), starts none, and gives on its own market the rows an in-process
     # sweep gives; stop_kept_workers ends them
     grid = {"exposure": [1.0, 2.0, 3.0, 4.0], "target_kind": "equity"}
     other = market.slice(0, 100)
-    options = dict(backend="processes", workers=2, chunk_size=1, keep_workers=True)
+    options = dict(backend="processes", workers=2, chunk_size=1, keep_workers=True,
+                   start_method=start_method)
 
     def kept() -> set[int]:
         return {w.process.pid for w in isolation._KEPT}
@@ -128,6 +147,88 @@ def test_kept_workers_serve_the_next_sweep_of_another_market_and_stop_when_asked
         sweep(market, noting_pid, {**grid, "log": first_log}, keep_workers=True)
 
 
+def test_a_forked_worker_runs_a_strategy_that_cannot_be_pickled(market):
+    # a closure (as a notebook's strategy is to a new process): a fork has it already; a
+    # spawned worker would need it pickled, and the sweep says so before anything runs
+    def closure(market, exposure=1.0):
+        return hedged_pair(market, exposure=exposure)
+
+    grid = {"exposure": [1.0, 2.0], "target_kind": "equity"}
+    table = sweep(market, closure, grid, backend="processes", workers=2, chunk_size=1,
+                  start_method="fork")
+    assert table.drop(columns="run_id").equals(sweep(market, closure, grid)
+                                               .drop(columns="run_id"))
+    with pytest.raises(ValueError, match="cannot be sent to worker processes"):
+        sweep(market, closure, grid, backend="processes", start_method="spawn")
+
+
+def test_a_forked_worker_leaves_its_parents_exit_functions_to_the_parent(market, tmp_path):
+    # this process's exit functions (its files, its kept workers) are not run by its forks
+    # when they end; the strategy's own are (test_workers_run_their_exit_functions_...)
+    marker = tmp_path / "exited"
+
+    def note_exit() -> None:
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    import atexit
+
+    atexit.register(note_exit)
+    try:
+        table = sweep(market, hedged_pair, {"exposure": [1.0, 2.0], "target_kind": "equity"},
+                      backend="processes", workers=2, chunk_size=1, start_method="fork")
+    finally:
+        atexit.unregister(note_exit)
+    assert table["error"].isna().all()
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads open files from /proc")
+def test_a_forked_worker_holds_no_pipe_of_another_worker(market):
+    # a fork inherits this process's ends of the earlier workers' pipes: a copy kept would
+    # keep such a worker from seeing its input end when it is asked to stop (it would be
+    # killed after the grace time, its exit functions not run)
+    def pipes(pid: int) -> set[str]:
+        return {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+
+    grid = {"exposure": [1.0, 2.0, 3.0, 4.0], "target_kind": "equity"}
+    try:
+        sweep(market, hedged_pair, grid, backend="processes", workers=2, chunk_size=1,
+              keep_workers=True, start_method="fork")
+        kept = list(isolation._KEPT)
+        assert len(kept) == 2 and all(w.forked for w in kept)
+        for worker in kept:
+            ends = {f"pipe:[{os.fstat(c.fileno()).st_ino}]" for c in (worker.inbox,
+                                                                     worker.outbox)}
+            assert ends <= pipes(worker.process.pid)  # its own
+            for other in kept:
+                if other is not worker:
+                    assert not ends & pipes(other.process.pid)
+    finally:
+        stop_kept_workers()
+
+
+def test_workers_are_forked_only_while_no_other_thread_runs(market):
+    # a lock another thread holds at the fork would stay held in the worker: with a thread
+    # running, the default start is a new process (which a closure cannot be sent to)
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not workers.fork_is_safe()
+
+        def closure(market, exposure=1.0):
+            return hedged_pair(market, exposure=exposure)
+
+        with pytest.raises(ValueError, match="cannot be sent to worker processes"):
+            sweep(market, closure, {"exposure": [1.0]}, backend="processes")
+    finally:
+        stop.set()
+        thread.join()
+
+
 def test_the_dask_backend_isolates_runs_too(market, tmp_path):
     distributed = pytest.importorskip("distributed")
     log = str(tmp_path / "calls.txt")
@@ -144,9 +245,11 @@ def test_the_dask_backend_isolates_runs_too(market, tmp_path):
                                   calm_rows(market, log))
 
 
-def test_a_strategy_file_runs_in_worker_processes_from_the_command_line(tmp_path, capsys):
+@START_METHODS
+def test_a_strategy_file_runs_in_worker_processes_from_the_command_line(tmp_path, capsys,
+                                                                        start_method):
     # --strategy path.py:NAME is imported under a name of its own, which a new process cannot
-    # import by itself: the workers import the file before they unpickle the strategy
+    # import by itself: spawned workers import the file before they unpickle the strategy
     (tmp_path / "my_pair.py").write_text(
         "import os\n"
         "from strategies import hedged_pair\n\n\n"
@@ -157,7 +260,8 @@ def test_a_strategy_file_runs_in_worker_processes_from_the_command_line(tmp_path
     out = tmp_path / "out"
     args = ["sweep", "--strategy", f"{tmp_path / 'my_pair.py'}:my_pair", "-p", "exposure=1,2",
             "-p", "leverage=5", "--start", "2024-01-01", "--end", "2024-01-08", "--backend",
-            "processes", "--workers", "1", "--out", str(out), "--no-progress"]
+            "processes", "--workers", "1", "--out", str(out), "--no-progress",
+            "--start-method", start_method]
     assert main(args) == 0
     assert "2 runs, 1 failed" in capsys.readouterr().out
     table = read_sweep(out).set_index("exposure")
@@ -175,6 +279,17 @@ def test_a_time_limit_needs_a_backend_that_can_stop_a_run(market, tmp_path, caps
     assert "--run-timeout needs --backend processes" in capsys.readouterr().err
 
 
+def test_a_start_method_is_one_the_processes_backend_has(market, tmp_path, capsys):
+    with pytest.raises(ValueError, match="start_method is one of 'fork', 'spawn'"):
+        sweep(market, hedged_pair, {"exposure": [1.0]}, backend="processes",
+              start_method="forkserver")
+    with pytest.raises(ValueError, match="the 'inprocess' backend starts none"):
+        sweep(market, hedged_pair, {"exposure": [1.0]}, start_method="fork")
+    assert main(["sweep", "--start-method", "spawn", "--out", str(tmp_path)]) == 2
+    assert ("--start-method chooses how --backend processes starts its workers; --backend "
+            "inprocess starts none") in capsys.readouterr().err
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -190,6 +305,16 @@ def _command(pid: int) -> bytes:
         return b""
 
 
+def _is_worker(pid: int) -> bool:
+    """A sweep worker: spawned (``python -c BOOT``, whose command names child_main) or forked
+    (the command of its sweep, the name sweep-worker)."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_bytes().strip()
+    except OSError:
+        name = b""
+    return b"child_main" in _command(pid) or name == workers.FORKED_NAME
+
+
 def _workers_of(pid: int) -> list[int]:
     """The sweep worker processes whose parent is ``pid``."""
     found = []
@@ -200,13 +325,14 @@ def _workers_of(pid: int) -> list[int]:
             parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if parent == pid and b"child_main" in _command(int(entry.name)):
+        if parent == pid and _is_worker(int(entry.name)):
             found.append(int(entry.name))
     return found
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
-def test_workers_die_when_their_sweep_is_killed(tmp_path):
+@START_METHODS
+def test_workers_die_when_their_sweep_is_killed(tmp_path, start_method):
     tests = Path(__file__).resolve().parent
     log = str(tmp_path / "calls.txt")
     script = (f"import sys; sys.path[:0] = [{str(tests)!r}, {str(tests.parent)!r}]\n"
@@ -214,7 +340,7 @@ def test_workers_die_when_their_sweep_is_killed(tmp_path):
               "from fault_strategies import misbehaving\n"
               "sweep(load_market().slice(0, 100), misbehaving, {'fault': 'hang', "
               f"'exposure': [1.0, 2.0], 'log': {log!r}}}, backend='processes', workers=2, "
-              "chunk_size=1)\n")
+              f"chunk_size=1, start_method={start_method!r})\n")
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
     workers = []
     try:
@@ -235,7 +361,7 @@ def test_workers_die_when_their_sweep_is_killed(tmp_path):
             parent.kill()
             parent.wait()
         for pid in set(workers) | set(_workers_of(parent.pid)):
-            if _alive(pid) and b"child_main" in _command(pid):
+            if _alive(pid) and _is_worker(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

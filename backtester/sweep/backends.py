@@ -22,7 +22,8 @@ from ..data.market import Market
 from ..strategy import FILE_MODULES, import_strategy_files
 from .execute import ChunkOutput, ChunkRunner, warm_up_serial
 from .grid import Run
-from .isolation import CACHES, pickled, run_chunk_alone, run_pool
+from .isolation import CACHES, run_chunk_alone, run_pool
+from .workers import pickled
 
 BACKENDS = ("inprocess", "processes", "dask")
 Chunks = Iterable[list[Run]]
@@ -76,20 +77,23 @@ def _bounded(submit, chunks: Chunks, slots: int):
 
 def run_processes(market: Market, strategy, chunks: Chunks, *, equity: bool,
                   workers: int | None = None, run_timeout: float | None = None,
-                  keep_workers: bool = False) -> Iterator[tuple[list[Run], ChunkOutput]]:
+                  keep_workers: bool = False,
+                  start_method: str | None = None) -> Iterator[tuple[list[Run], ChunkOutput]]:
     """Chunks on ``workers`` processes (default: one per core), one thread each.
 
-    Each worker is a new Python process (not a fork: a fork after numba's threads
-    started is unsafe) that receives the market once. The strategy function must be
-    importable (defined in a module, not in ``__main__`` or a notebook). A run that
-    kills its worker, or a step of a run that goes past ``run_timeout`` seconds, is
-    recorded as failed and the sweep goes on (``isolation``). ``keep_workers``: start from
-    the workers an earlier sweep kept, and keep these for the next (``isolation.run_pool``).
+    Each worker is a fork of this process where that is safe (``start_method`` None or
+    ``"fork"``: ready at once, with the market and the strategy as they are here), or a new
+    Python process (``"spawn"``) that imports backtester and receives the market and the
+    strategy pickled (which must then be importable: defined in a module, not in
+    ``__main__`` or a notebook); see ``workers``. A run that kills its worker, or a step of
+    a run that goes past ``run_timeout`` seconds, is recorded as failed and the sweep goes
+    on (``isolation``). ``keep_workers``: start from the workers an earlier sweep kept, and
+    keep these for the next (``isolation.run_pool``).
     """
     workers = int(workers or multiprocessing.cpu_count())
     yield from run_pool(market, strategy, chunks, equity=equity, workers=max(1, workers),
                         run_timeout=run_timeout, warm_up=warm_up_serial,
-                        keep_workers=keep_workers)
+                        keep_workers=keep_workers, start_method=start_method)
 
 
 # --- Dask distributed ------------------------------------------------------------------------

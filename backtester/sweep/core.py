@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ from .execute import window_bounds
 from .grid import Grid, Run, load_grid, strategy_name
 from .progress import Progress
 from .storage import CORRUPT_DIR, SweepStore, column_kinds, conform, equity_frame, summary_frame
+from .workers import START_METHODS
 
 # distinct target arrays of one chunk stay under this many bytes (they are (T, N) float64)
 TARGETS_BUDGET = 500 * 2**20
@@ -50,6 +52,7 @@ def sweep(
     repair: bool = False,
     progress: bool | TextIO = False,
     keep_workers: bool = False,
+    start_method: str | None = None,
     **options,
 ) -> pd.DataFrame:
     """Backtest every run of a grid and return one summary row per run.
@@ -106,6 +109,15 @@ def sweep(
       sweep's market, and keep the modules they imported: a strategy's module edited
       since is not seen by them. ``stop_kept_workers()`` ends them (so does the end of
       this process).
+    - ``start_method``: how the ``processes`` backend starts a worker: ``"fork"`` (a copy of
+      this process, ready in milliseconds, sharing the market's memory; the strategy needs
+      no pickling, so one defined in a notebook runs too) or ``"spawn"`` (a new Python
+      process, which imports backtester and the strategy's module and is sent the market:
+      about a second of CPU each). Default: fork on Linux unless another thread of this
+      process is running (a lock it held at the fork would stay held in the worker) or
+      an in-process sweep started numba's OpenMP threads; spawn otherwise. A worker
+      forked from a process that holds a strategy's state (an open file, a connection)
+      holds a copy of it: choose ``"spawn"`` for such strategies.
     - ``options``: fixed run options under the grid, e.g. ``target_kind="equity"``.
 
     The row of a run holds ``run_id`` (a stable hash of its strategy, parameters
@@ -143,6 +155,7 @@ def sweep(
     if keep_workers and backend != "processes":
         raise ValueError(f"keep_workers keeps the worker processes of backend='processes'; "
                          f"the {backend!r} backend has none to keep")
+    _check_start_method(start_method, backend)
     plan = Grid(grid, strategy=strategy_name(strategy), defaults=options)
     plan.check_strategy(strategy)
     kinds = column_kinds(plan)
@@ -170,7 +183,8 @@ def sweep(
         finished = run_inprocess(market, strategy, chunks, equity=equity, workers=workers)
     elif backend == "processes":
         finished = run_processes(market, strategy, chunks, equity=equity, workers=workers,
-                                 run_timeout=run_timeout, keep_workers=keep_workers)
+                                 run_timeout=run_timeout, keep_workers=keep_workers,
+                                 start_method=start_method)
     else:
         finished = run_dask(market, strategy, chunks, equity=equity, client=client,
                             scheduler=scheduler, workers=workers, run_timeout=run_timeout)
@@ -237,6 +251,20 @@ def _backend(backend: str, client, scheduler) -> str:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                          f"got {backend!r}")
     return backend
+
+
+def _check_start_method(start_method, backend: str) -> None:
+    if start_method is None:
+        return
+    if start_method not in START_METHODS:
+        raise ValueError(f"start_method is one of {', '.join(map(repr, START_METHODS))} (or "
+                         f"None: fork where it is safe), got {start_method!r}")
+    if backend != "processes":
+        raise ValueError(f"start_method chooses how backend='processes' starts its workers; "
+                         f"the {backend!r} backend starts none")
+    if start_method == "fork" and not hasattr(os, "fork"):
+        raise ValueError("start_method='fork': this system cannot fork a process; use "
+                         "'spawn'")
 
 
 def _run_timeout(run_timeout, backend: str) -> float | None:

@@ -17,7 +17,6 @@ own (inside a Dask task).
 from __future__ import annotations
 
 import atexit
-import pickle
 import threading
 import time
 from collections import deque
@@ -28,7 +27,15 @@ from multiprocessing.connection import wait
 from ..data.market import Market
 from .execute import ChunkOutput
 from .grid import Run
-from .workers import StartFailures, Worker, crash_reason, stop_all, timeout_reason
+from .workers import (
+    Payload,
+    StartFailures,
+    Worker,
+    crash_reason,
+    fork_is_safe,
+    stop_all,
+    timeout_reason,
+)
 
 
 @dataclass
@@ -85,28 +92,13 @@ def _until(deadline: float | None) -> float | None:
     return min(3600.0, max(0.0, deadline - time.monotonic()))
 
 
-def _payload(market: Market, strategy) -> bytes:
-    """The market and the strategy as sent to each worker process."""
-    return pickled((market, strategy), strategy)
-
-
-def pickled(obj, strategy) -> bytes:
-    """``obj`` (the strategy, or something holding it) pickled for worker processes; a clear
-    error if the strategy cannot be."""
-    try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise ValueError(f"the strategy {strategy!r} cannot be sent to worker processes "
-                         f"({exc}); define it at the top level of a module (not inside a "
-                         "function, nor as a lambda)") from exc
-
-
 # --- a pool of workers: the processes backend ---------------------------------------------------
 
 
 def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: bool,
              workers: int, run_timeout: float | None, warm_up: Callable[[], object] | None = None,
-             keep_workers: bool = False) -> Iterator[tuple[list[Run], ChunkOutput]]:
+             keep_workers: bool = False,
+             start_method: str | None = None) -> Iterator[tuple[list[Run], ChunkOutput]]:
     """Chunks on ``workers`` worker processes; yields ``(runs, output)`` per chunk as it
     completes. At most two chunks per worker are open at a time.
 
@@ -117,9 +109,19 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
 
     ``keep_workers``: workers kept by an earlier sweep of this process are used first (sent
     this sweep's market and strategy), and this sweep's are kept when it ends well, for the
-    next (``stop_kept_workers`` ends them)."""
-    payload = _payload(market, strategy)
+    next (``stop_kept_workers`` ends them).
+
+    ``start_method``: ``"fork"`` or ``"spawn"`` (``workers.Worker``); None: a fork where
+    ``fork_is_safe``, else spawn. Forks are made once ``warm_up`` has returned: they have
+    the compiled batch it loaded."""
+    payload = Payload(market, strategy)
+    fork = start_method == "fork" or (start_method is None and fork_is_safe())
+    if not fork:
+        payload.data  # noqa: B018 (pickled now: a strategy that cannot be is named at once)
     gate = threading.Event()
+    if fork and warm_up is not None:
+        warm_up()
+        warm_up = None
     if warm_up is None:
         gate.set()
     starts = StartFailures()
@@ -142,7 +144,7 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
                     open_groups += 1
             if exhausted and not queue and all(w.task is None for w in pool):
                 break
-            _assign(pool, queue, payload, workers, equity, run_timeout, gate)
+            _assign(pool, queue, payload, workers, equity, run_timeout, gate, fork)
             if not gate.is_set():
                 try:
                     warm_up()
@@ -176,7 +178,7 @@ def run_pool(market: Market, strategy, chunks: Iterable[list[Run]], *, equity: b
                                                 worker_was_used=worker.used)))
                 touched[id(task.group)] = task.group
             if touched:  # the idle workers' next chunks, before the caller takes the rows
-                _assign(pool, queue, payload, workers, equity, run_timeout, gate)
+                _assign(pool, queue, payload, workers, equity, run_timeout, gate, fork)
             for group in touched.values():
                 if group.left == 0:
                     open_groups -= 1
@@ -227,8 +229,9 @@ def stop_kept_workers() -> int:
 atexit.register(stop_kept_workers)
 
 
-def _assign(pool: list[Worker], queue: deque[Task], payload: bytes, size: int, equity: bool,
-            run_timeout: float | None, gate: threading.Event | None = None) -> None:
+def _assign(pool: list[Worker], queue: deque[Task], payload: Payload, size: int, equity: bool,
+            run_timeout: float | None, gate: threading.Event | None = None,
+            fork: bool = False) -> None:
     """Give queued tasks to idle workers; start workers while tasks wait and there is room.
 
     A task that must run in a fresh worker takes one that has run nothing (an idle worker
@@ -252,7 +255,7 @@ def _assign(pool: list[Worker], queue: deque[Task], payload: bytes, size: int, e
             spare.stop()
             pool.remove(spare)
     while waiting > 0 and len(pool) < size:
-        pool.append(Worker(payload, gate))
+        pool.append(Worker(payload, gate, fork))
         waiting -= 1
 
 
@@ -264,7 +267,8 @@ class WorkerCache:
     so that a worker (and the market it holds) serves chunk after chunk."""
 
     def __init__(self, market: Market, strategy):
-        self.payload = _payload(market, strategy)
+        self.payload = Payload(market, strategy)
+        self.payload.data  # noqa: B018 (spawned workers only: a Dask worker's task threads)
         self.idle: list[Worker] = []
         self.lock = threading.Lock()
         self.closed = False

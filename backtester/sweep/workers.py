@@ -7,14 +7,23 @@ a step of a run goes past the time limit. The child kills itself when its parent
 (``PR_SET_PDEATHSIG`` on Linux, and a thread that watches the parent's pid elsewhere), so
 no worker outlives a sweep that was killed.
 
-The child is ``python -c BOOT`` started with ``subprocess`` (a Dask worker is a daemonic
-process, which may not start ``multiprocessing`` children), with the parent's
-``sys.path`` first so that it imports the same backtester. Over its pipes it receives
-what ``multiprocessing`` prepares a spawned child with (so it imports the parent's main
-module as a spawned process would), the market and the strategy once (pickled: the
-strategy must be importable, i.e. defined at the top level of a module or of a script
-guarded by ``if __name__ == "__main__"``), then ``(runs, equity, timed)`` per chunk, and
-answers:
+A child starts in one of two ways (``start_method``):
+
+- ``"fork"``: a fork of the sweep's process, which has the market, the strategy and the
+  compiled batch already: it is ready in milliseconds, shares the market's memory with
+  its parent, and runs a strategy that could not be pickled (one defined in a notebook).
+  It first lets go of what is the parent's (``leave_parent``). Where it is safe, on Linux,
+  it is the default (``fork_is_safe``).
+- ``"spawn"``: ``python -c BOOT`` started with ``subprocess`` (a Dask worker is a daemonic
+  process, which may not start ``multiprocessing`` children), with the parent's
+  ``sys.path`` first so that it imports the same backtester: about a second of CPU
+  (Python, pandas, numba, the compiled batch). Over its pipes it receives what
+  ``multiprocessing`` prepares a spawned child with (so it imports the parent's main
+  module as a spawned process would), then the market and the strategy (pickled: the
+  strategy must be importable, i.e. defined at the top level of a module or of a script
+  guarded by ``if __name__ == "__main__"``).
+
+Then either gets ``(runs, equity, timed)`` per chunk, and answers:
 
 - ``("ready", None)`` once it can run chunks;
 - ``("step", n)`` as each step of a chunk starts that works for n runs (when ``timed``):
@@ -33,6 +42,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import pickle
@@ -42,6 +52,8 @@ import sys
 import threading
 import time
 import traceback
+import warnings
+import weakref
 from multiprocessing import spawn
 from multiprocessing.connection import Connection
 
@@ -54,7 +66,10 @@ BOOT = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
         "sys.exit(child_main(*map(int, sys.argv[2:])))")
 STRATEGY_FILES = "backtester_strategy_files"  # key of the preparation: FILE_MODULES
 LOAD = "load"  # a kept worker's next sweep: its strategy files, market and strategy
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+START_METHODS = ("fork", "spawn")
+_PR_SET_NAME = 15  # linux/prctl.h
+_PR_SET_PDEATHSIG = 1
+FORKED_NAME = b"sweep-worker"  # a forked worker's name in ps -o comm, top (spawned: python)
 _SIGNAL_HINTS = {"SIGKILL": "killed, e.g. by the out-of-memory killer",
                  "SIGSEGV": "a segmentation fault", "SIGABRT": "aborted",
                  "SIGBUS": "a bus error", "SIGFPE": "a floating-point exception"}
@@ -109,10 +124,116 @@ def timeout_reason(run_timeout: float) -> str:
             "s); its worker process was stopped")
 
 
+def pickled(obj, strategy) -> bytes:
+    """``obj`` (the strategy, or something holding it) pickled for worker processes; a clear
+    error if the strategy cannot be."""
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise ValueError(f"the strategy {strategy!r} cannot be sent to worker processes "
+                         f"({exc}); define it at the top level of a module (not inside a "
+                         "function, nor as a lambda)") from exc
+
+
+class Payload:
+    """A sweep's market and strategy as its workers get them: a fork has them already; a
+    spawned worker, and a kept one at its next sweep, gets them pickled (once)."""
+
+    def __init__(self, market, strategy):
+        self.market, self.strategy = market, strategy
+        self._data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = pickled((self.market, self.strategy), self.strategy)
+        return self._data
+
+
+def fork_is_safe() -> bool:
+    """Whether a new worker may be a fork of this process when no start method is asked for:
+    on Linux, while no other Python thread runs (a lock it held at the fork, the logging
+    module's or numba's compiler lock, would stay held in the child for ever), and unless
+    numba's parallel threads were started on GNU OpenMP, whose thread pool a fork breaks
+    (an in-process sweep starts them; numba's ``tbb`` and ``workqueue`` layers survive a
+    fork). The threads of the BLAS libraries do: they reset theirs at a fork."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return False
+    if threading.active_count() > 1:
+        return False
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if parallel is not None and getattr(parallel, "_is_initialized", False):
+        return getattr(parallel, "_threading_layer", None) in ("tbb", "workqueue")
+    return True
+
+
+class ForkedProcess:
+    """A forked worker, with what the pool uses of ``subprocess.Popen``: ``pid``, ``poll``,
+    ``wait`` and ``kill`` (a signal's death as its negative number, as ``Popen`` gives)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def _reap(self, flags: int) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, flags)
+            except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): as Popen does
+                self.returncode = 0
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            while self._reap(0) is None:
+                pass
+            return self.returncode
+        deadline, pause = time.monotonic() + timeout, 0.0005
+        while self.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(f"sweep worker {self.pid}", timeout)
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, 0.05)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # this process's workers: a fork closes their pipes
+
+
 class Worker:
     """One child process and the chunk it is running (parent side)."""
 
-    def __init__(self, payload: bytes, gate: threading.Event | None = None):
+    def __init__(self, payload: Payload, gate: threading.Event | None = None,
+                 fork: bool = False):
+        """A new child: a fork of this process (``fork``; a new process if the system
+        cannot fork now), or a new process that gets ``payload`` pickled once ``gate`` is
+        set."""
+        self.ready = False
+        self.used = False  # has it finished a chunk (its caches hold other runs)
+        self.task = None  # what the pool gave it to run
+        self.deadline: float | None = None  # time.monotonic() by which the step must end
+        self._reload = None  # another sweep's data, to send once ready (``reload``)
+        self.forked = False
+        if fork:
+            with contextlib.suppress(OSError):  # (out of processes or memory now)
+                self._fork(payload)
+        if not self.forked:
+            self._spawn(payload, gate)
+        _LIVE.add(self)
+
+    def _spawn(self, payload: Payload, gate: threading.Event | None) -> None:
+        data = payload.data  # (raises here if the strategy cannot be pickled)
         to_child, from_parent = os.pipe()  # (read end, write end)
         from_child, to_parent = os.pipe()
         argv = [sys.executable, "-c", BOOT, json.dumps(sys.path), str(to_child), str(to_parent),
@@ -129,11 +250,6 @@ class Worker:
             os.close(to_parent)
         self.outbox = Connection(from_parent, readable=False)
         self.inbox = Connection(from_child, writable=False)
-        self.ready = False
-        self.used = False  # has it finished a chunk (its caches hold other runs)
-        self.task = None  # what the pool gave it to run
-        self.deadline: float | None = None  # time.monotonic() by which the step must end
-        self._reload = None  # another sweep's data, to send once ready (``reload``)
         # what multiprocessing's spawn gives a child (sys.path, the working directory, the
         # main module as __mp_main__ so that a script's strategy unpickles), then the market
         # and strategy: from a thread, as the market can be large and the child is starting
@@ -142,8 +258,45 @@ class Worker:
         preparation[STRATEGY_FILES] = dict(FILE_MODULES)  # (--strategy path.py:NAME)
         preparation = pickle.dumps(preparation)
         # (``gate``: sent once it is set, while the child imports)
-        threading.Thread(target=self._send, args=(gate, preparation, payload),
+        threading.Thread(target=self._send, args=(gate, preparation, data),
                          daemon=True).start()
+
+    def _fork(self, payload: Payload) -> None:
+        to_child, from_parent = os.pipe()
+        from_child, to_parent = os.pipe()
+        parent = os.getpid()
+        for stream in (sys.stdout, sys.stderr):  # (or the child would write them out again)
+            with contextlib.suppress(Exception):
+                stream.flush()
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of a fork in a process with threads, counting the BLAS
+                # libraries' (which fork safely); fork_is_safe looked at Python's own
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except BaseException:
+            for fd in (to_child, from_parent, from_child, to_parent):
+                os.close(fd)
+            raise
+        if pid == 0:  # the child: never returns from here
+            code = 1
+            try:
+                os.close(from_parent)
+                os.close(from_child)
+                code = forked_main(to_child, to_parent, parent, payload)
+            except SystemExit as exc:  # (a strategy's: the parent records a worker crash)
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    traceback.print_exc()
+            finally:
+                quick_exit(code)
+        os.close(to_child)
+        os.close(to_parent)
+        self.forked = True
+        self.process = ForkedProcess(pid)
+        self.outbox = Connection(from_parent, readable=False)
+        self.inbox = Connection(from_child, writable=False)
 
     def _send(self, gate: threading.Event | None, *messages: bytes) -> None:
         if gate is not None:
@@ -152,11 +305,11 @@ class Worker:
             for message in messages:
                 self.outbox.send_bytes(message)
 
-    def reload(self, payload: bytes) -> None:
+    def reload(self, payload: Payload) -> None:
         """Another sweep's market and strategy (``payload``), for a worker kept from a sweep
         before: its next chunks are that sweep's. A worker still starting gets them once
         ready (its first market has then gone through the pipe: nothing interleaves)."""
-        self._reload = (LOAD, dict(FILE_MODULES), payload)
+        self._reload = (LOAD, dict(FILE_MODULES), payload.data)
         if self.ready:
             self._send_reload()
 
@@ -197,12 +350,16 @@ class Worker:
                 return "done", value
             else:
                 self.kill()
+                if not self.ready and self.forked:
+                    raise WorkerStartError(f"a worker process of the sweep (a fork of this "
+                                           f"one) could not start:\n{value}")
                 if not self.ready:
                     raise WorkerStartError(
                         "a worker process of the sweep could not start; the strategy must be "
                         "importable by a new Python process: define it in a module, or at the "
                         "top level of a script file (not in a notebook, an interactive session "
-                        f"or python -c):\n{value}")
+                        "or python -c), or on Linux fork the workers (start_method='fork'):"
+                        f"\n{value}")
                 raise RuntimeError(f"a worker process of the sweep failed outside any run:\n"
                                    f"{value}")
 
@@ -261,7 +418,7 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
 
 
-def quick_exit() -> None:
+def quick_exit(code: int = 0) -> None:
     """End the worker at once, its work done: what a normal exit does that matters (the
     ``atexit`` functions, e.g. ``logging``'s, which flush and close a strategy's log files;
     the standard streams flushed), without tearing the interpreter down, module by module
@@ -272,11 +429,64 @@ def quick_exit() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(0)
+    os._exit(code)
+
+
+def name_process(name: bytes) -> None:
+    """The name ``ps -o comm`` and ``top`` show for this process (Linux; at most 15 bytes)."""
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
+def leave_parent() -> None:
+    """In a forked worker, first: let go of what is its parent's.
+
+    - the pipes of the parent's other workers: a copy held here would keep a worker from
+      seeing its input end, and the parent from seeing a worker die;
+    - the parent's exit functions (its files, its kept workers), which are the parent's to
+      run; the ones the strategy registers here run when this worker ends;
+    - the parent's objects, never collected here (a finalizer that flushes a file would
+      write the parent's data again);
+    - the signal handlers Python code installed in the parent (the default again; Ctrl-C
+      is ignored: the parent handles it), and its standard input (``/dev/null``, as a
+      spawned worker's)."""
+    for worker in list(_LIVE):
+        worker._close()
+    atexit._clear()
+    gc.freeze()
+    for number in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            if callable(signal.getsignal(number)):
+                signal.signal(number, signal.SIG_DFL)
+    with contextlib.suppress(ValueError):  # (forked from a thread other than the main one)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    name_process(FORKED_NAME)
+
+
+def forked_main(inbox_fd: int, outbox_fd: int, parent_pid: int, payload: Payload) -> int:
+    """A worker forked from its sweep's process (``Worker._fork``): the market, the strategy
+    and the compiled batch are here already."""
+    leave_parent()
+    die_with_parent(parent_pid)
+    inbox = Connection(inbox_fd, writable=False)
+    outbox = Connection(outbox_fd, readable=False)
+    try:
+        runner = ChunkRunner(payload.market, payload.strategy)
+        warm_up_serial()  # (loaded by the parent before it forked: nothing to do but check)
+    except Exception:
+        outbox.send(("failed", traceback.format_exc()))
+        return 1
+    outbox.send(("ready", None))
+    return serve(inbox, outbox, runner)
 
 
 def child_main(inbox_fd: int, outbox_fd: int, parent_pid: int) -> int:
-    """The worker process: chunks in, outputs out, until its input ends."""
+    """A spawned worker (``BOOT``): its preparation, the market and the strategy in, then
+    chunks in, outputs out, until its input ends."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     inbox = Connection(inbox_fd, writable=False)
@@ -295,6 +505,11 @@ def child_main(inbox_fd: int, outbox_fd: int, parent_pid: int) -> int:
         outbox.send(("failed", traceback.format_exc()))
         return 1
     outbox.send(("ready", None))
+    return serve(inbox, outbox, runner)
+
+
+def serve(inbox: Connection, outbox: Connection, runner: ChunkRunner) -> int:
+    """A ready worker's loop: chunks in, outputs out, until its input ends."""
 
     def step(n: int) -> None:
         outbox.send(("step", n))

@@ -187,9 +187,8 @@ def main() -> None:
             lambda: sweep(market, hedged_pair, g, backend="processes", workers=args.workers),
             f"({args.workers} processes, start-up included)")
     elif "processes" in backends:
-        # forked workers: what a script or the command line gets by default; here the
-        # warm-up's in-process sweep started numba's threads, after which the default is
-        # spawn (``workers.fork_is_safe``), so each start method is asked for by name
+        # forked workers: what a script or the command line gets by default on Linux
+        # (``workers.fork_is_safe``); spawned ones: the default elsewhere
         for method in ("fork", "spawn"):
             tables[f"processes, {method}"] = timed(
                 f"process pool, {method}", n_runs,

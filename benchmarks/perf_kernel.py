@@ -51,10 +51,13 @@ def python_name(symbol: str) -> str:
 
 def jit_functions() -> dict[int, str]:
     """Address -> name of every function numba's JIT engine has defined so far."""
-    from backtester.engine import kernel
+    from backtester.engine import batch, kernel
 
-    library = next(iter(kernel.simulate.overloads.values())).library
-    engine = library._codegen._engine
+    # (the JIT engine is shared: any compiled function leads to it; the sweep's batch
+    # compiles no simulate of its own)
+    compiled = [o for f in (kernel.simulate, batch.run_batch_serial)
+                for o in f.overloads.values()]
+    engine = compiled[0].library._codegen._engine
     found = {}
     for symbol in engine._defined_symbols:
         address = engine._ee.get_function_address(symbol)

@@ -208,6 +208,24 @@ def test_a_forked_worker_holds_no_pipe_of_another_worker(market):
         stop_kept_workers()
 
 
+def test_an_in_process_sweep_leaves_the_next_pool_free_to_fork():
+    # it runs the one-thread batch on Python threads: numba's own threads (GNU OpenMP's,
+    # which a fork breaks) are not started, not even to count them
+    root = Path(__file__).resolve().parents[1]
+    script = ("import sys, warnings\n"
+              f"sys.path[:0] = [{str(root)!r}]\n"
+              "warnings.simplefilter('ignore')\n"
+              "from backtester import load_market\n"
+              "from backtester.sweep import sweep, workers\n"
+              "from strategies import hedged_pair\n"
+              "sweep(load_market().slice(0, 200), hedged_pair, {'exposure': [1.0, 2.0]})\n"
+              "print(workers.fork_is_safe())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "True"
+
+
 def test_workers_are_forked_only_while_no_other_thread_runs(market):
     # a lock another thread holds at the fork would stay held in the worker: with a thread
     # running, the default start is a new process (which a closure cannot be sent to)

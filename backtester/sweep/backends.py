@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import pickle
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,17 @@ BACKENDS = ("inprocess", "processes", "dask")
 Chunks = Iterable[list[Run]]
 
 
+def default_threads() -> int:
+    """numba's thread count, without starting its threads: ``numba.get_num_threads()`` starts
+    its threading layer's pool (GNU OpenMP's, where present), which an in-process sweep does
+    not use (it runs the one-thread batch on Python threads), and after which a process pool
+    does not fork its workers (``workers.fork_is_safe``)."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if parallel is not None and getattr(parallel, "_is_initialized", False):
+        return numba.get_num_threads()  # (numba.set_num_threads may have lowered it)
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
 def run_inprocess(market: Market, strategy, chunks: Chunks, *, equity: bool,
                   workers: int | None = None) -> Iterator[tuple[list[Run], ChunkOutput]]:
     """Chunks in this process, on ``workers`` threads (default: numba's thread count, one per
@@ -38,7 +50,7 @@ def run_inprocess(market: Market, strategy, chunks: Chunks, *, equity: bool,
     last one's rows: Python's part of a sweep runs beside the compiled part, not between.
     At most two chunks are in flight."""
     runner = ChunkRunner(market, strategy)
-    n_threads = max(1, int(workers) if workers else numba.get_num_threads())
+    n_threads = max(1, int(workers) if workers else default_threads())
     with ThreadPoolExecutor(n_threads, thread_name_prefix="sweep") as threads:
         previous = None
         for runs in chunks:

@@ -267,8 +267,9 @@ class WorkerCache:
     so that a worker (and the market it holds) serves chunk after chunk."""
 
     def __init__(self, market: Market, strategy):
-        self.payload = Payload(market, strategy)
-        self.payload.data  # noqa: B018 (spawned workers only: a Dask worker's task threads)
+        # (spawned workers only: a Dask worker runs tasks on threads of its own)
+        self.payload = Payload(market, strategy, forks=False)
+        self.payload.data  # noqa: B018 (pickled now: a strategy that cannot be is named)
         self.idle: list[Worker] = []
         self.lock = threading.Lock()
         self.closed = False

@@ -124,29 +124,31 @@ def timeout_reason(run_timeout: float) -> str:
             "s); its worker process was stopped")
 
 
-def pickled(obj, strategy) -> bytes:
+def pickled(obj, strategy, forks: bool = False) -> bytes:
     """``obj`` (the strategy, or something holding it) pickled for worker processes; a clear
-    error if the strategy cannot be."""
+    error if the strategy cannot be (``forks``: the workers could be forked instead)."""
     try:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        fork = (", or on Linux fork the workers (start_method='fork'), which are not sent it"
+                if forks else "")
         raise ValueError(f"the strategy {strategy!r} cannot be sent to worker processes "
                          f"({exc}); define it at the top level of a module (not inside a "
-                         "function, nor as a lambda)") from exc
+                         f"function, nor as a lambda){fork}") from exc
 
 
 class Payload:
     """A sweep's market and strategy as its workers get them: a fork has them already; a
     spawned worker, and a kept one at its next sweep, gets them pickled (once)."""
 
-    def __init__(self, market, strategy):
-        self.market, self.strategy = market, strategy
+    def __init__(self, market, strategy, forks: bool = True):
+        self.market, self.strategy, self.forks = market, strategy, forks
         self._data: bytes | None = None
 
     @property
     def data(self) -> bytes:
         if self._data is None:
-            self._data = pickled((self.market, self.strategy), self.strategy)
+            self._data = pickled((self.market, self.strategy), self.strategy, self.forks)
         return self._data
 
 
@@ -279,10 +281,12 @@ class Worker:
                 os.close(fd)
             raise
         if pid == 0:  # the child: never returns from here
-            code = 1
+            code, left = 1, False
             try:
                 os.close(from_parent)
                 os.close(from_child)
+                leave_parent()
+                left = True
                 code = forked_main(to_child, to_parent, parent, payload)
             except SystemExit as exc:  # (a strategy's: the parent records a worker crash)
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -290,7 +294,9 @@ class Worker:
                 with contextlib.suppress(Exception):
                     traceback.print_exc()
             finally:
-                quick_exit(code)
+                if left:  # (its own exit functions; before that, the parent's are there)
+                    quick_exit(code)
+                os._exit(code)
         os.close(to_child)
         os.close(to_parent)
         self.forked = True
@@ -468,9 +474,9 @@ def leave_parent() -> None:
 
 
 def forked_main(inbox_fd: int, outbox_fd: int, parent_pid: int, payload: Payload) -> int:
-    """A worker forked from its sweep's process (``Worker._fork``): the market, the strategy
-    and the compiled batch are here already."""
-    leave_parent()
+    """A worker forked from its sweep's process (``Worker._fork``), once it has left its
+    parent's things (``leave_parent``): the market, the strategy and the compiled batch are
+    here already."""
     die_with_parent(parent_pid)
     inbox = Connection(inbox_fd, writable=False)
     outbox = Connection(outbox_fd, readable=False)

@@ -51,6 +51,7 @@ from .account import (
     refresh_liq_price,
 )
 from .enums import (
+    FALSE,
     N_SUMMARY_OUT,
     NO_COLUMN,
     TRUE,
@@ -459,12 +460,14 @@ def quiet_columns(state, mode, sym, tiers, n_tiers, tier, quiet):
 
 
 @inner(error_model='numpy', _nrt=False)
-def quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state, quiet, wallet):
+def quiet_pass(t, quiet_ok, closes, close, mark_close, mark_high, mark_low, state, quiet,
+               wallet):
     """Bar t's close valued by the quiet pass, as far as it can go: ``(first, may_liquidate,
     any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross, net, iso)``, the sums of
     ``simulate``'s step 3 over columns ``..first-1`` (``first`` = N: all of them; 0 and
-    nothing summed when not ``quiet_ok``), with each of those columns' last close and mark
-    stored.
+    nothing summed when not ``quiet_ok``), with each of those columns' mark stored, and its
+    last close where ``closes`` (the quiet stretch stores those once, when it ends:
+    ``last_closes``).
 
     While no position has changed since ``quiet`` was taken (``quiet_columns``), each one's
     tier is known (its notional, and a cross one's at the high, still in the tier's
@@ -488,9 +491,10 @@ def quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state, quiet
         return (0, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross,
                 gross, net, iso)
     for i in range(n):
-        c = close[t, i]
-        if c == c:
-            state[State.LAST_CLOSE, i] = c
+        if closes:
+            c = close[t, i]
+            if c == c:
+                state[State.LAST_CLOSE, i] = c
         m = mark_close[t, i]
         kind = quiet[QUIET_KIND, i]
         if kind == QUIET_FLAT:
@@ -537,6 +541,18 @@ def quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state, quiet
 # work); ``simulate`` calls them
 quiet_pass_inlined = inlined(quiet_pass)
 open_bound_inlined = inlined(open_bound)
+
+
+@njit(cache=True, error_model='numpy', _nrt=False, inline='always')
+def last_closes(close, first, stop, state):
+    """Each column's last close of bars ``first..stop-1`` (where it has one there) into the
+    state: what storing every bar's, as ``simulate`` does, leaves there."""
+    for i in range(close.shape[1]):
+        for b in range(stop - 1, first - 1, -1):
+            c = close[b, i]
+            if c == c:
+                state[State.LAST_CLOSE, i] = c
+                break
 
 
 # --- the quiet stretch: bars of nothing but funding and the close --------------------------
@@ -618,6 +634,7 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
             isolated = True
     equity = np.nan
     opened = False
+    first = t
     while t < stop:
         opened = False
         if t == next_end:
@@ -660,15 +677,16 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
                 break
             opened = True
         wallet = account[Account.WALLET]
-        (first, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
-         net, iso) = quiet_pass_inlined(t, TRUE, close, mark_close, mark_high, mark_low, state,
-                                        quiet, wallet)
-        if first < n or may_liquidate or (any_cross and worst <= 0.0):
+        (valued, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
+         net, iso) = quiet_pass_inlined(t, TRUE, FALSE, close, mark_close, mark_high, mark_low,
+                                        state, quiet, wallet)
+        if valued < n or may_liquidate or (any_cross and worst <= 0.0):
             break
         equity = store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net,
                            out)
         backing = 0.0 - maint_cross  # (simulate's held - maint_cross: nothing held)
         t += 1
+    last_closes(close, first, t, state)
     return t, equity, backing, opened
 
 
@@ -856,8 +874,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                                                    quiet)
             fresh = True
         (first, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
-         net, iso) = quiet_pass(t, quiet_ok, close, mark_close, mark_high, mark_low, state,
-                                quiet, account[Account.WALLET])
+         net, iso) = quiet_pass(t, quiet_ok, TRUE, close, mark_close, mark_high, mark_low,
+                                state, quiet, account[Account.WALLET])
         held = 0.0
         for i in range(first, n):
             c = close[t, i]

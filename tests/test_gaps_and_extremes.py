@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import NAN, flat, market
+from helpers import NAN, flat, market, units
 
 from backtester import Market, load_venue, run
 
@@ -291,6 +291,23 @@ def held_through_funding(mode, balance, bar8, rate8):
     targets[0] = 1.0
     return quiet_and_general(m, targets, margin_mode=mode, leverage=10, initial_balance=balance,
                              **flat())
+
+
+@pytest.mark.parametrize("mode", ["cross", "isolated"])
+def test_a_held_symbol_without_a_bar_at_a_funding_time_pays_at_its_last_mark(mode):
+    # a long of 1 X at 100 (bar 1), X rising to 106 at bar 6's close; X has no bar 7, whose
+    # open is a funding time (1%): X pays at its last mark, bar 6's close: 1 x 106 x 1% = 1.06.
+    # Bars 2-6 are the quiet stretch's, which stores its bars' marks at once where a funding
+    # open reads them (and where it ends), not bar by bar
+    x = [100, 100, 101, 102, 103, 104, 106, (NAN,) * 4, 107, 107]
+    rows = [[p if isinstance(p, tuple) else (p,) * 4, (50.0,) * 4] for p in x]
+    rate = np.full((10, 2), NAN)
+    rate[7, 0] = 0.01
+    m = market(["X", "Y"], rows, funding_rate=rate)
+    r = quiet_and_general(m, units(10, [1.0, 0.0]), margin_mode=mode, leverage=10,
+                          initial_balance=1000, **flat())
+    assert r.funding["bar"].tolist() == [7]
+    assert r.funding["payment"].tolist() == [pytest.approx(1.06)]
 
 
 def test_isolated_funding_beyond_the_margin_in_a_quiet_stretch_liquidates_at_the_open():

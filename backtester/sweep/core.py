@@ -115,7 +115,7 @@ def sweep(
       process, which imports backtester and the strategy's module and is sent the market:
       about a second of CPU each). Default: fork on Linux unless another thread of this
       process is running (a lock it held at the fork would stay held in the worker) or
-      an in-process sweep started numba's OpenMP threads; spawn otherwise. A worker
+      a parallel numba function started numba's OpenMP threads; spawn otherwise. A worker
       forked from a process that holds a strategy's state (an open file, a connection)
       holds a copy of it: choose ``"spawn"`` for such strategies.
     - ``options``: fixed run options under the grid, e.g. ``target_kind="equity"``.

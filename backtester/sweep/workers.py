@@ -157,8 +157,9 @@ def fork_is_safe() -> bool:
     on Linux, while no other Python thread runs (a lock it held at the fork, the logging
     module's or numba's compiler lock, would stay held in the child for ever), and unless
     numba's parallel threads were started on GNU OpenMP, whose thread pool a fork breaks
-    (an in-process sweep starts them; numba's ``tbb`` and ``workqueue`` layers survive a
-    fork). The threads of the BLAS libraries do: they reset theirs at a fork."""
+    (a parallel numba function starts them, e.g. ``risk``'s bootstrap; an in-process sweep
+    does not; numba's ``tbb`` and ``workqueue`` layers survive a fork). The threads of the
+    BLAS libraries do: they reset theirs at a fork."""
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return False
     if threading.active_count() > 1:

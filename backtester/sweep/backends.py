@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import pickle
-import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from ..strategy import FILE_MODULES, import_strategy_files
 from .execute import ChunkOutput, ChunkRunner, warm_up_serial
 from .grid import Run
 from .isolation import CACHES, run_chunk_alone, run_pool
-from .workers import pickled
+from .workers import numba_threads, pickled
 
 BACKENDS = ("inprocess", "processes", "dask")
 Chunks = Iterable[list[Run]]
@@ -35,8 +34,7 @@ def default_threads() -> int:
     its threading layer's pool (GNU OpenMP's, where present), which an in-process sweep does
     not use (it runs the one-thread batch on Python threads), and after which a process pool
     does not fork its workers (``workers.fork_is_safe``)."""
-    parallel = sys.modules.get("numba.np.ufunc.parallel")
-    if parallel is not None and getattr(parallel, "_is_initialized", False):
+    if numba_threads() is not None:
         return numba.get_num_threads()  # (numba.set_num_threads may have lowered it)
     return int(numba.config.NUMBA_NUM_THREADS)
 

@@ -164,10 +164,17 @@ def fork_is_safe() -> bool:
         return False
     if threading.active_count() > 1:
         return False
+    return numba_threads() in (None, "tbb", "workqueue")
+
+
+def numba_threads() -> str | None:
+    """The threading layer whose threads numba started in this process (``"omp"``, ``"tbb"``,
+    ``"workqueue"``), or None: none started (a parallel function, or asking
+    ``numba.get_num_threads()``, starts them)."""
     parallel = sys.modules.get("numba.np.ufunc.parallel")
-    if parallel is not None and getattr(parallel, "_is_initialized", False):
-        return getattr(parallel, "_threading_layer", None) in ("tbb", "workqueue")
-    return True
+    if parallel is None or not getattr(parallel, "_is_initialized", False):
+        return None
+    return getattr(parallel, "_threading_layer", None) or "unknown"
 
 
 class ForkedProcess:
@@ -481,9 +488,8 @@ def forked_main(inbox_fd: int, outbox_fd: int, parent_pid: int, payload: Payload
     die_with_parent(parent_pid)
     inbox = Connection(inbox_fd, writable=False)
     outbox = Connection(outbox_fd, readable=False)
-    try:
+    try:  # (the compiled batch is the one the parent's warm-up loaded before it forked)
         runner = ChunkRunner(payload.market, payload.strategy)
-        warm_up_serial()  # (loaded by the parent before it forked: nothing to do but check)
     except Exception:
         outbox.send(("failed", traceback.format_exc()))
         return 1

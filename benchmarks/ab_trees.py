@@ -16,7 +16,9 @@ first run, which touches fresh memory):
 - ``held``: the same market with the targets of bar 0 only (the quiet stretch alone);
 - ``vectorbt``: ``bench_vectorbt.py``'s workload (fills at the close, no funding, no fees);
 - ``sweep-batch``: the compiled batch of ``bench_sweep.py``'s 10,000-run grid (its runs
-  prepared beforehand), on one thread.
+  prepared beforehand), on one thread;
+- ``fixed-cost``: ``bench_fixed_cost.py``'s runs, 200 ``run()`` calls of each of its venue
+  and margin-mode lines on 10 bars x 2 symbols (what a run costs in Python).
 
     python benchmarks/ab_trees.py BEFORE_TREE AFTER_TREE [--scenario engine] [--rounds 24]
 
@@ -83,6 +85,21 @@ def execute():
 """,
 }
 SETUP["held"] = SETUP["engine"]
+SETUP["fixed-cost"] = """
+import warnings
+warnings.simplefilter("ignore")
+import numpy as np
+import bench_fixed_cost as bf
+from backtester import load_market, run
+market = load_market().slice(0, 10)
+targets = np.full((market.n_bars, market.n_symbols), np.nan)
+targets[0] = [0.5, -0.5]
+lines = [bf.options(venue, mode) for venue, mode in bf.CONFIGS]
+def execute():
+    for options in lines:
+        for _ in range(200):
+            run(market, targets, **options)
+"""
 
 CHILD = """
 import sys, time

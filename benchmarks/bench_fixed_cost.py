@@ -43,6 +43,12 @@ CONFIGS = [
 ]
 
 
+def options(venue: str, mode: str) -> dict:
+    """The run options of one line (Bybit and OKX list no ETH table: BTC's stands in)."""
+    return dict(venue=venue, margin_mode=mode, leverage=5, target_kind="equity",
+                stand_in={"*": "BTCUSDT"} if venue in ("bybit_linear", "okx_swap") else {})
+
+
 def median_us(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -85,19 +91,16 @@ def main() -> None:
     columns = ("run()", "+summary", "prepare", "kernel", "Result", "summary")
     print(f"{'venue':<14} {'mode':<9} " + " ".join(f"{c:>8}" for c in columns))
     for venue, mode in CONFIGS:
-        options = dict(venue=venue, margin_mode=mode, leverage=5, target_kind="equity",
-                       stand_in={"*": "BTCUSDT"} if venue in ("bybit_linear", "okx_swap")
-                       else {})
-        times = measure(market, targets, options, args.repeat)
+        times = measure(market, targets, options(venue, mode), args.repeat)
         print(f"{venue:<14} {mode:<9} " + " ".join(f"{times[c]:8.0f}" for c in columns))
 
     if args.profile:
         venue, mode = CONFIGS[0]
-        options = dict(venue=venue, margin_mode=mode, leverage=5, target_kind="equity")
+        profiled = options(venue, mode)
         profile = cProfile.Profile()
         profile.enable()
         for _ in range(args.repeat):
-            run(market, targets, **options).summary()
+            run(market, targets, **profiled).summary()
         profile.disable()
         print(f"\ncProfile of {args.repeat} runs ({venue}, {mode}), by own time:")
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)

@@ -4,15 +4,17 @@ run under a fresh copy, and no venue ever gets another venue's spec."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import textwrap
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from backtester import load_market, run
+from backtester import Market, load_market, run
 from backtester.venues import Venue, load_venue, tiers_from_table
 from backtester.venues.spec import SymbolSpec
 from strategies import hedged_pair
@@ -184,3 +186,96 @@ def test_the_note_of_a_time_before_every_version_comes_on_every_call():
         venue.spec("BTCUSDT", at="2015-01-01")
         venue.spec("BTCUSDT", at="2015-01-01")
     assert len(caught) == 2 and "earlier times use that one" in str(caught[1].message)
+
+
+def memo_entries(venue: Venue, what: str) -> int:
+    """How many of ``what`` (``"rule_versions"``, ``"column_options"``) the venue keeps."""
+    return sum(1 for key in venue._memo if key[:2] == ("made", what))
+
+
+def test_runs_of_windows_under_the_same_versions_share_their_rule_arrays_and_no_other(market):
+    """The rule arrays and column options a run builds are kept on the venue by the versions
+    in force at its bars, not by their dates: a window under the versions another ran under
+    builds nothing, one under other versions builds its own, and every run gives the bits of
+    a run under a fresh copy of the venue. (Binance's BTC and ETH tables change on
+    2023-12-12, 2024-02-03 and 2024-05-30.)"""
+    venue = fresh(load_venue("binance_usdm"))  # (a memo no other test fills)
+    windows = [("2024-01-25", "2024-02-01", 1),  # under 2023-12-12's tables: new
+               ("2024-02-05", "2024-02-20", 1),  # under 2024-02-03's: new
+               ("2024-02-10", "2024-03-01", 0),  # under them too, on other dates: shared
+               ("2024-01-28", "2024-02-10", 1),  # across 2024-02-03: new
+               ("2024-05-20", "2024-06-05", 1),  # across 2024-05-30: new
+               ("2024-01-26", "2024-02-02", 0),  # under 2023-12-12's again: shared
+               ("2024-01-29", "2024-02-12", 1)]  # across 2024-02-03 from another bar: new
+    for start, end, new in windows:
+        window = load_market(start=start, end=end)
+        targets = hedged_pair(window, exposure=3.0, rebalance_every=24)
+        options = dict(margin_mode="isolated", leverage=20, target_kind="equity")
+        before = memo_entries(venue, "rule_versions")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = run(window, targets, venue=venue, **options)
+            reference = run(window, targets, venue=fresh(venue), **options)
+        assert memo_entries(venue, "rule_versions") == before + new, (start, end)
+        assert same_bits(reference.output.account, result.output.account), (start, end)
+        for records in RECORDS:
+            assert same_bits(getattr(reference.output, records),
+                             getattr(result.output, records)), (start, end, records)
+        assert {s: [v.label for v in versions] for s, versions in result.specs.items()} == \
+            {s: [v.label for v in versions] for s, versions in reference.specs.items()}
+    assert memo_entries(venue, "column_options") == 2  # at the first bars: two sets in force
+
+
+def two_versions(max_leverage: tuple[float, float]) -> Venue:
+    """A venue by hand whose one table caps leverage at ``max_leverage[0]`` from 2024-01-01
+    and at ``max_leverage[1]`` from 2024-01-03."""
+    specs = tuple(
+        dataclasses.replace(
+            SymbolSpec("BTCUSDT", tiers_from_table([(0, float("inf"), cap, 0.01)]), 0.0005,
+                       0.0002, 0.01),
+            valid_from=pd.Timestamp(when, tz="UTC"))
+        for cap, when in zip(max_leverage, ("2024-01-01", "2024-01-03"), strict=True))
+    return Venue(name="two", description="by hand", symbols={}, default_history=specs)
+
+
+def test_a_leverage_is_checked_against_the_cap_in_force_at_each_runs_start():
+    venue = two_versions((50, 20))
+    prices = np.linspace(100.0, 110.0, 96)
+    targets = np.full((96, 1), np.nan)
+    targets[0] = 1.0
+    early, late = (Market.from_arrays(["BTC"], prices, prices * 1.01, prices * 0.99, prices,
+                                      start=start) for start in ("2024-01-01", "2024-01-04"))
+    for _ in range(2):  # the second time from the memo
+        assert run(early, targets, venue=venue, leverage=30).summary()["liquidations"] == 0
+        with pytest.raises(ValueError, match="exceeds two's cap of 20x"):
+            run(late, targets, venue=venue, leverage=30)
+
+
+def test_the_note_of_a_first_bar_before_every_table_comes_on_every_run():
+    venue = two_versions((50, 20))
+    prices = np.full(24, 100.0)
+    before = Market.from_arrays(["BTC"], prices, prices, prices, prices, start="2023-12-30")
+    targets = np.full((24, 1), np.nan)
+    notes = []
+    for _ in range(3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run(before, targets, venue=venue, leverage=5)
+        notes.append({str(w.message) for w in caught
+                      if "earlier times use that one" in str(w.message)})
+    assert notes[0] == notes[1] == notes[2] == {
+        "two has no default tier table before 2024-01-01; earlier times use that one (add the "
+        "older table to the venue file)"}
+    assert memo_entries(venue, "rule_versions") == 1  # (the later runs from the memo)
+
+
+def test_a_runs_specs_are_its_own(market):
+    venue = load_venue("binance_usdm")
+    window = market.slice(0, 48)
+    targets = hedged_pair(window, exposure=1.0, rebalance_every=24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = run(window, targets, venue=venue, leverage=5, target_kind="equity")
+        first.specs.clear()
+        second = run(window, targets, venue=venue, leverage=5, target_kind="equity")
+    assert set(second.specs) == {"BTC_USDT", "ETH_USDT"}

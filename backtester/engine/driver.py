@@ -274,8 +274,11 @@ def bar_hours(index, bar_ns: int) -> np.ndarray:
     index = np.asarray(index, dtype=np.int64)
     if index.size == 0:
         return np.zeros(1)
-    edges = np.append(index, index[-1] + int(bar_ns))
-    return (edges - index[0]) / 3.6e12
+    hours = np.empty(index.size + 1)
+    np.subtract(index, index[0], out=hours[:-1])  # (the difference in integers, then float)
+    hours[-1] = index[-1] + int(bar_ns) - index[0]
+    hours /= 3.6e12
+    return hours
 
 
 def fill_rows(has_target: np.ndarray, n: int) -> int:

@@ -17,7 +17,7 @@ from ..engine import enums
 from ..venues import Venue
 from ..venues.registry import models_where
 from ..venues.spec import normalise_symbol
-from .common import option_key
+from .common import in_force, option_key
 
 if TYPE_CHECKING:
     from .run import PrepareCache
@@ -181,15 +181,25 @@ def check_model_modes(venue: Venue, modes, symbols) -> None:
     venue.margin_model.check_one_margin_mode(given, f"venue {venue.name}")
 
 
-def column_options(layout: Layout, config: RunConfig, venue: Venue,
-                   cache: PrepareCache) -> tuple[np.ndarray, np.ndarray]:
-    """Each column's margin mode and leverage (checked against the venue's cap at the start)."""
+def column_options(layout: Layout, config: RunConfig, venue: Venue
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's margin mode and leverage (checked against the venue's cap at the start).
+
+    Made once per venue and values read (the columns, the options, the versions of the
+    rules in force at the first bar) and kept on the venue (``Venue.memoised``); the arrays
+    returned are the caller's."""
+    market, flat = layout.market, layout.spot | frozenset(layout.held)
+    perps = tuple(s for s in layout.names if s not in flat)
+    key = ("column_options", market.symbols, layout.names, layout.spot, layout.hedge,
+           tuple(layout.held), option_key(config.margin_mode), option_key(config.leverage),
+           in_force(venue, perps, (int(market.index[0]),)) if market.n_bars else None)
+    mode, leverage = venue.memoised(key, lambda: _column_options(layout, config, venue))
+    return mode.copy(), leverage.copy()
+
+
+def _column_options(layout: Layout, config: RunConfig, venue: Venue
+                    ) -> tuple[np.ndarray, np.ndarray]:
     market = layout.market
-    key = (id(market), id(venue), layout.spot, layout.hedge, tuple(layout.held),
-           option_key(config.margin_mode), option_key(config.leverage))
-    if key in cache.columns:
-        mode, leverage = cache.columns[key][1:]
-        return mode.copy(), leverage.copy()
     symbols, held, spot = market.symbols, layout.held, layout.spot
     base = dict(zip(symbols, layout.names, strict=True))
     start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
@@ -230,7 +240,6 @@ def column_options(layout: Layout, config: RunConfig, venue: Venue,
             f"venue {venue.name}: with collateral ({model.collateral_note or 'multi-asset'} "
             f"mode) every position is cross margin, but margin_mode gives 'isolated' for "
             f"{', '.join(isolated)}: use margin_mode='cross'")
-    cache.columns[key] = (venue, mode, leverage)
-    return mode.copy(), leverage.copy()
+    return mode, leverage
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import json
+import weakref
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..venues import Venue
 
 
 def option_key(value):
@@ -15,6 +21,15 @@ def option_key(value):
     if isinstance(value, Mapping):
         return tuple(sorted((str(k), option_key(v)) for k, v in value.items())) if value else ()
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def in_force(venue: Venue, symbols: tuple[str, ...], times) -> tuple[int, ...]:
+    """At each time (ns since the epoch), how many of the dated versions of ``symbols``' rules
+    (their tables and fees, the model's rules: ``Venue.version_starts``) are in force: at
+    times with equal counts the same versions of all of them are in force (a memo key that
+    holds across dates)."""
+    starts = venue.version_starts(symbols)
+    return tuple(bisect.bisect_right(starts, t) for t in times)
 
 
 def c_float(a, ndim: int, name: str) -> np.ndarray:
@@ -28,15 +43,12 @@ def c_float(a, ndim: int, name: str) -> np.ndarray:
     return a
 
 
-def read_view(a: np.ndarray, name: str, views: dict | None = None) -> np.ndarray:
+def read_view(a: np.ndarray, name: str) -> np.ndarray:
     """A market array as compiled code that only reads it takes it: C-contiguous float64 and
     writeable (numba types read-only arrays apart, so they would compile every function
     again). The array itself; or, for a read-only view of writeable memory (what
     ``Market.from_arrays`` holds), a writeable view of the same memory, not a copy; else a
-    copy. ``views``: arrays already seen (by identity), so that one array stays one (the
-    mark arrays of a market without them are its price arrays)."""
-    if views is not None and id(a) in views:
-        return views[id(a)][1]
+    copy."""
     out = a
     if a.dtype == np.float64 and a.flags.c_contiguous and not a.flags.writeable:
         out = a.view()
@@ -44,7 +56,26 @@ def read_view(a: np.ndarray, name: str, views: dict | None = None) -> np.ndarray
             out.flags.writeable = True  # the memory is writeable: only this view was not
         except ValueError:
             out = a.copy()
-    out = c_float(out, 2, name)
-    if views is not None:
+    return c_float(out, 2, name)
+
+
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Market -> read_view's memo
+
+
+def market_view(market, name: str) -> np.ndarray:
+    """``read_view`` of the market's array ``name`` (``"close"``, ``"mark_low"``, ...), made
+    once per market object and kept while it lives when it is a view: a market's arrays are
+    fixed (it is frozen) and a view shares their memory, so it never goes stale. A copy
+    (an array numba cannot take as it is, e.g. a column subset's strided view) is made
+    again at each call, so that it shows what the memory holds then."""
+    views = _VIEWS.get(market)
+    if views is None:
+        views = _VIEWS[market] = {}
+    a = getattr(market, name)
+    found = views.get(id(a))
+    if found is not None:
+        return found[1]
+    out = read_view(a, name)
+    if out is a or out.base is a:
         views[id(a)] = (a, out)  # (a kept alive with its id)
     return out

@@ -16,7 +16,7 @@ from ..engine.driver import CallbackInputs, KernelInputs, fill_rows
 from ..strategy import Callback, Plan
 from ..venues import Venue, load_venue
 from .columns import Layout, column_layout, column_options
-from .common import c_float, option_key, read_view
+from .common import c_float, market_view, option_key
 from .suspicious import suspicious_data
 from .targets import target_arrays
 from .versions import venue_inputs
@@ -50,7 +50,10 @@ class PreparedRun:
 @dataclass
 class PrepareCache:
     """What the runs of one sweep share, built once: venues, the market's run columns, the
-    venue's rule versions and bars over them, margin-mode and leverage arrays.
+    venue's rules and the market's bars as the kernel takes them, each configuration's
+    setup. (What depends on the venue and plain values alone, such as the arrays of the
+    rule versions and the columns' margin modes and leverage, is kept on the venue
+    itself, for every run: ``Venue.memoised``.)
 
     Keys hold the market by identity (the cache keeps it alive) and the options by their
     canonical JSON text.
@@ -59,7 +62,6 @@ class PrepareCache:
     venues: dict = field(default_factory=dict)
     layouts: dict = field(default_factory=dict)
     venue_inputs: dict = field(default_factory=dict)
-    columns: dict = field(default_factory=dict)
     targets: dict = field(default_factory=dict)
     warnings: dict = field(default_factory=dict)
     checked: dict = field(default_factory=dict)  # id -> a RunConfig checked already
@@ -135,7 +137,7 @@ def prepare_run(market: Market, orders, config: RunConfig,
             function=compiled, params=c_float(params, 1, "params"),
             series=None if series is None else c_float(series, 3, "series"),
             memory=c_float(memory, 1, "memory"),
-            high=read_view(run_market.high, "high"), low=read_view(run_market.low, "low"),
+            high=market_view(run_market, "high"), low=market_view(run_market, "low"),
             volume=_view_volume(run_market))
     setup = _setup(market, config, cache)
     run_market = setup.layout.market
@@ -197,7 +199,7 @@ def _setup(market: Market, config: RunConfig, cache: PrepareCache) -> _Setup:
     spot_fee = float(config.spot_fee)
     venue = cache.venue(config)
     layout = column_layout(market, config, venue, cache)
-    mode, leverage = column_options(layout, config, venue, cache)
+    mode, leverage = column_options(layout, config, venue)
     versions, bars, n_funding, specs = venue_inputs(layout, venue, spot_fee, cache,
                                                     config.order_filters)
     found = _warnings(market, venue, layout.spot, cache)
@@ -239,4 +241,4 @@ def _view_volume(market: Market) -> np.ndarray:
         value = float(market.volume.flat[0]) if market.volume.size else 0.0
         return (np.zeros(market.volume.shape) if value == 0.0
                 else np.full(market.volume.shape, value))
-    return read_view(market.volume, "volume")
+    return market_view(market, "volume")

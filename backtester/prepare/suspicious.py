@@ -24,7 +24,7 @@ from ..data.market import Market, no_funding
 from ..data.validate import fmt_ts
 from ..engine.driver import rows_with_values
 from ..venues import Venue
-from .common import read_view
+from .common import market_view
 from .versions import version_bars
 
 MARK_DISTANCE = 0.5  # |mark close / close - 1| above this is suspicious
@@ -41,7 +41,7 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
         return out
     if _all_within(market.funding_rate, venue, [s for s in market.symbols if s not in skip]):
         return out
-    rates_given = read_view(market.funding_rate, "funding_rate")
+    rates_given = market_view(market, "funding_rate")
     funding_rows = np.flatnonzero(rows_with_values(rates_given)[0])  # funding times
     given = market.funding_rate[funding_rows]
     for i, symbol in enumerate(market.symbols):
@@ -97,13 +97,17 @@ def _all_within(rates: np.ndarray, venue: Venue, symbols) -> bool:
 
 def _narrowest_bound(venue: Venue, symbol: str) -> float:
     """The smallest bound on |funding rate| of any version of ``symbol``'s rules: a rate
-    within it is within the bounds in force whenever it was paid."""
-    bounds = [FUNDING_SANITY]
-    for spec in venue.table_of(symbol)[1]:
-        bounds.append(FUNDING_SANITY if spec.funding_rate_cap is None else spec.funding_rate_cap)
-        bounds.append(FUNDING_SANITY if spec.funding_rate_floor is None
-                      else -spec.funding_rate_floor)
-    return min(bounds)
+    within it is within the bounds in force whenever it was paid (found once per venue and
+    symbol)."""
+    def narrowest() -> float:
+        bounds = [FUNDING_SANITY]
+        for spec in venue.table_of(symbol)[1]:
+            bounds.append(FUNDING_SANITY if spec.funding_rate_cap is None
+                          else spec.funding_rate_cap)
+            bounds.append(FUNDING_SANITY if spec.funding_rate_floor is None
+                          else -spec.funding_rate_floor)
+        return min(bounds)
+    return venue.memoised(("narrowest_funding_bound", symbol), narrowest)
 
 
 @njit(cache=True)
@@ -128,8 +132,8 @@ def mark_far_from_last(market: Market) -> list[str]:
     out = []
     if market.mark_close is market.close:
         return out
-    count, first = far_marks(read_view(market.mark_close, "mark_close"),
-                             read_view(market.close, "close"), MARK_DISTANCE)
+    count, first = far_marks(market_view(market, "mark_close"), market_view(market, "close"),
+                             MARK_DISTANCE)
     for i in np.flatnonzero(count):
         t = first[i]
         out.append(

@@ -14,7 +14,7 @@ from ..engine import enums
 from ..engine.driver import bar_hours, rows_with_values
 from ..venues import Venue
 from .columns import Layout
-from .common import read_view
+from .common import in_force, market_view, read_view
 
 if TYPE_CHECKING:
     from .run import PrepareCache
@@ -26,9 +26,13 @@ def venue_funding(venue: Venue, market: Market, names, at, flat=()) -> np.ndarra
     perpetual swaps. ``names``: the venue's symbol of each column; ``flat``: spot and
     collateral columns (which never pay funding)."""
     rates = market.funding_rate
-    none = [i for i, name in enumerate(names)
-            if name not in flat and venue.spec(name, at).funding_interval_hours == 0]
-    if not none or no_funding(rates) or np.isnan(rates[:, none]).all():
+    if no_funding(rates):
+        return rates
+    names, flat = tuple(names), frozenset(flat)
+    none = venue.memoised(("unfunded", names, flat, at), lambda: [
+        i for i, name in enumerate(names)
+        if name not in flat and venue.spec(name, at).funding_interval_hours == 0])
+    if not none or np.isnan(rates[:, none]).all():
         return rates
     rates = rates.copy()
     rates[:, none] = np.nan
@@ -124,18 +128,49 @@ def _discount_tables(venue: Venue, at, symbols, held, versions):
     return out
 
 
-def rule_versions(venue: Venue, layout: Layout, spot_fee: float):
+FILTER_ROWS = (enums.Sym.QTY_STEP, enums.Sym.MIN_QTY, enums.Sym.MIN_NOTIONAL,
+               enums.Sym.TICK_SIZE)
+
+
+def rule_versions(venue: Venue, layout: Layout, spot_fee: float, order_filters: bool = True):
     """The venue's rules over the run's bars, as the kernel takes them, and the specs used.
 
     Returns ``(Versions, specs)``: version v in force from bar ``versions.bars[v]``, each
-    with its tier arrays (padded to one width), symbol rule rows and account rules;
-    ``specs`` maps each perpetual to the spec versions it ran under.
+    with its tier arrays (padded to one width), symbol rule rows and account rules
+    (without ``order_filters``, no quantity step, minimums or price tick); ``specs`` maps
+    each perpetual to the spec versions it ran under.
+
+    Made once per venue and values read (the columns, the versions' first bars and their
+    times, the spot fee, ``order_filters``) and kept on the venue (``Venue.memoised``), so a
+    run like an earlier one builds nothing: the arrays are shared (the kernel only reads
+    them), ``specs`` is the caller's.
     """
     market, names = layout.market, layout.names
-    flat = set(layout.spot) | set(layout.held)
-    perps = [s for s in names if s not in flat]
-    bars = [0] + version_bars(venue, market, perps)
-    at = [pd.Timestamp(int(market.index[b]), tz="UTC") if market.n_bars else None for b in bars]
+    flat = layout.spot | frozenset(layout.held)
+    perps = tuple(s for s in names if s not in flat)
+    bars = (0, *version_bars(venue, market, perps))
+    times = tuple(int(market.index[b]) for b in bars)
+    # (the versions in force at the bars, not their dates: windows of a market share one;
+    # a collateral coin's discount tiers have dates of their own: then the first bar's)
+    key = ("rule_versions", names, market.symbols, flat, tuple(layout.held), float(spot_fee),
+           bool(order_filters), bars, in_force(venue, perps, times),
+           times[0] if layout.held else None)
+    versions, specs, early = venue.memoised(key, lambda: _rule_versions(
+        venue, layout, spot_fee, order_filters, bars, perps))
+    if early:  # the notes of a first bar before a symbol's first table, as when made
+        at = pd.Timestamp(times[0], tz="UTC")
+        for symbol in early:
+            venue.spec(symbol, at)
+    return versions, dict(specs)
+
+
+def _rule_versions(venue: Venue, layout: Layout, spot_fee: float, order_filters: bool,
+                   bars: tuple[int, ...], perps: tuple[str, ...]):
+    """``rule_versions``' ``(Versions, specs)`` made, and the perpetuals whose first table is
+    dated after the run's first bar."""
+    market, names = layout.market, layout.names
+    flat = layout.spot | frozenset(layout.held)
+    at = [pd.Timestamp(int(market.index[b]), tz="UTC") for b in bars]
     versions = [_symbol_arrays(venue, names, flat, when, spot_fee) for when in at]
     width = max(v[0].shape[2] for v in versions)
     versions = [(tiers if tiers.shape[2] == width else
@@ -162,11 +197,15 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float):
         np.ascontiguousarray(np.stack([n for _, n, _ in versions]), dtype=np.int64),
         np.ascontiguousarray(np.stack([r for _, _, r in versions]), dtype=np.float64),
         np.ascontiguousarray(account_rules, dtype=np.float64))
-    return stacked, specs
+    if not order_filters:
+        stacked.sym[:, list(FILTER_ROWS)] = 0.0
+    early = tuple(s for s in perps if _dated_after(venue.table_of(s)[1], at[0]))
+    return stacked, specs, early
 
 
-FILTER_ROWS = (enums.Sym.QTY_STEP, enums.Sym.MIN_QTY, enums.Sym.MIN_NOTIONAL,
-               enums.Sym.TICK_SIZE)
+def _dated_after(versions, at: pd.Timestamp) -> bool:
+    """Whether every version is dated after ``at`` (the earliest stands in at ``at``)."""
+    return all(v.valid_from is not None and v.valid_from > at for v in versions)
 
 
 def venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareCache,
@@ -177,25 +216,21 @@ def venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareCa
     key = (id(market), id(venue), float(spot_fee), layout.spot, tuple(layout.held),
            bool(order_filters))
     if key not in cache.venue_inputs:
-        versions, specs = rule_versions(venue, layout, spot_fee)
-        if not order_filters:
-            versions.sym[:, list(FILTER_ROWS)] = 0.0
+        versions, specs = rule_versions(venue, layout, spot_fee, order_filters)
         start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
         funding = venue_funding(venue, market, layout.names, start,
                                 set(layout.spot) | set(layout.held))
-        views: dict = {}
         if no_funding(funding):
             # no funding at all: no rows (the kernel reads a rate only where has_funding)
             funding = np.empty((0, market.n_symbols))
             has_funding, n_funding = np.zeros(market.n_bars, dtype=np.bool_), 0
         else:
-            funding = read_view(funding, "funding_rate", views)
+            funding = (market_view(market, "funding_rate") if funding is market.funding_rate
+                       else read_view(funding, "funding_rate"))
             has_funding, n_funding = rows_with_values(funding)
         bars = enums.Bars(
-            *(read_view(a, name, views) for name, a in (
-                ("open", market.open), ("close", market.close),
-                ("mark_open", market.mark_open), ("mark_high", market.mark_high),
-                ("mark_low", market.mark_low), ("mark_close", market.mark_close))),
+            *(market_view(market, name) for name in (
+                "open", "close", "mark_open", "mark_high", "mark_low", "mark_close")),
             funding, has_funding, bar_hours(market.index, market.bar_ns))
         cache.venue_inputs[key] = (market, venue, versions, bars, int(n_funding), specs)
     return cache.venue_inputs[key][2:]

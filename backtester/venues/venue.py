@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,6 +236,17 @@ class Venue:
             self._memo.clear()
         self._memo[key] = value
         return value
+
+    def memoised(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """``make()``, made once per ``key`` on this venue and kept (``_MEMO_SIZE``): for what
+        a caller builds from this venue's rules and plain values alone, such as the kernel
+        arrays of a run's rule versions (``prepare.rule_versions``). ``key`` names every
+        value ``make`` reads besides the venue; an unhashable key makes it anew. What is
+        kept is shared between calls: a caller copies what it would change."""
+        key, found = self._recall("made", *key)
+        if found is None:
+            found = self._remember(key, make())
+        return found
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_memo"}

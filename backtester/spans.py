@@ -58,7 +58,8 @@ def data_end_notes(market: Market, fills: np.ndarray, rejections: np.ndarray) ->
     bar (fill reason ``data_end``): where, at what price and fee, and how many of its orders
     after were refused for want of a price."""
     notes = []
-    for f in fills[fills["reason"] == FillReason.DATA_END]:
+    for k in np.flatnonzero(fills["reason"] == FillReason.DATA_END):
+        f = fills[k]
         t, i = int(f["bar"]), int(f["symbol"])
         refused = int(np.count_nonzero((rejections["symbol"] == i)
                                        & (rejections["reason"] == Reject.NO_PRICE)

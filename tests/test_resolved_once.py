@@ -279,3 +279,22 @@ def test_a_runs_specs_are_its_own(market):
         first.specs.clear()
         second = run(window, targets, venue=venue, leverage=5, target_kind="equity")
     assert set(second.specs) == {"BTC_USDT", "ETH_USDT"}
+
+
+def test_a_run_after_the_callers_arrays_changed_reads_them_as_they_are_now():
+    """``Market.from_arrays`` shares the caller's memory (documented): what a run keeps
+    between runs (the venue's memo, the market's views) holds no copy of prices, so a run
+    after the arrays changed in place gives what a new market of them gives."""
+    prices = np.linspace(100.0, 120.0, 48)[:, None] * np.array([1.0, 0.5])
+    o, h, lo, c = (np.ascontiguousarray(prices * k) for k in (1.0, 1.01, 0.99, 1.0))
+    market = Market.from_arrays(["BTC", "ETH"], o, h, lo, c)
+    targets = np.full((48, 2), np.nan)
+    targets[0] = [0.5, -0.5]
+    options = dict(venue="flat", leverage=5, target_kind="equity")
+    first = run(market, targets, **options).output.account.copy()
+    for a in (o, h, lo, c):
+        a[24:] *= 0.8
+    again = run(market, targets, **options).output.account
+    anew = run(Market.from_arrays(["BTC", "ETH"], o, h, lo, c), targets, **options)
+    assert not np.array_equal(first, again)
+    assert same_bits(again, anew.output.account)

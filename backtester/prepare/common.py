@@ -76,6 +76,6 @@ def market_view(market, name: str) -> np.ndarray:
     if found is not None:
         return found[1]
     out = read_view(a, name)
-    if out is a or out.base is a:
+    if np.may_share_memory(out, a):  # (a view; a copy is memory of its own)
         views[id(a)] = (a, out)  # (a kept alive with its id)
     return out

@@ -148,17 +148,16 @@ def prepare_run(market: Market, orders, config: RunConfig,
         targets, has_target = target_arrays(orders, setup.layout, cache)
     trading = enums.Trading(targets, has_target, np.int64(setup.target_kind),
                             np.int64(setup.fill_at), setup.slippage, bool(config.reduce_to_fit))
-    mode = setup.mode.copy()
-    inputs = KernelInputs(
+    inputs = KernelInputs(  # (mode, sym and holdings shared: execute copies what it writes)
         bars=setup.bars, trading=trading, path=setup.path, versions=setup.versions,
-        mode=mode, sym=setup.sym.copy(), initial_balance=setup.balance,
-        holdings=setup.holdings.copy(),
+        mode=setup.mode, sym=setup.sym, initial_balance=setup.balance,
+        holdings=setup.holdings,
         record_positions=bool(config.record_positions or config.record_margins),
         fill_rows=cache.fill_rows(has_target, run_market.n_symbols),
         funding_rows=setup.n_funding, callback=callback_inputs,
         record_margins=bool(config.record_margins))
     return PreparedRun(market=run_market, config=config, venue=setup.venue, inputs=inputs,
-                       margin_mode=mode.copy(), leverage=setup.leverage.copy(),
+                       margin_mode=setup.mode.copy(), leverage=setup.leverage.copy(),
                        specs=setup.specs, callback=callback, warnings=setup.warnings)
 
 

@@ -395,3 +395,34 @@ def test_a_run_of_many_payments_stops_a_bounded_number_of_times_to_pack_them(mon
     per = -(-1_000 // driver.MAX_FUNDING_STOPS)  # 63 bars
     assert rows == 3 * per
     assert stops.tolist() == [4 * k * per for k in range(1, 16)]  # 15 stops: 16 chunks
+
+
+def test_a_venue_that_pays_no_funding_neither_copies_nor_scans_the_markets_rates():
+    """Kraken's spot margin pays no funding on any column: the rates given are left as they
+    are (no copy of them with NaN put in, no scan of the copy), and the run is the one of
+    the market without rates."""
+    import tracemalloc
+
+    o, h, lo, c = ohlc(n_bars=200_000, n=8)
+    rates = np.full((200_000, 8), np.nan)
+    rates[::8] = 0.0001
+    names = [f"C{i}_USD" for i in range(8)]
+    market = Market.from_arrays(names, o, h, lo, c, funding_rate=rates)
+    targets = np.full((200_000, 8), np.nan)
+    targets[::500] = 0.1 * np.array([1, -1, 1, -1, 1, -1, 1, -1])
+    config = RunConfig(venue="kraken_spot", margin_mode="cross", leverage=3,
+                       target_kind="equity", stand_in={"*": "BTCUSD"})
+    prepare_run(market.slice(0, 100), targets[:100], config)
+    tracemalloc.start()
+    try:
+        inputs = prepare_run(market, targets, config).inputs
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert inputs.funding_rows == 0 and not inputs.bars.has_funding.any()
+    assert peak < rates.nbytes / 2  # (3.4 MB: bar times, row flags; the rates: 12.8 MB)
+    without = Market.from_arrays(names, o, h, lo, c)
+    a = run(market, targets, **vars(config))
+    b = run(without, targets, **vars(config))
+    np.testing.assert_array_equal(a.output.account, b.output.account)
+    assert a.output.fills.tobytes() == b.output.fills.tobytes()

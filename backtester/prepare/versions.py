@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..data.market import Market, no_funding
+from ..data.market import Market, absent, no_funding
 from ..engine import enums
 from ..engine.driver import bar_hours, rows_with_values
 from ..venues import Venue
@@ -32,6 +32,8 @@ def venue_funding(venue: Venue, market: Market, names, at, flat=()) -> np.ndarra
     none = venue.memoised(("unfunded", names, flat, at), lambda: [
         i for i, name in enumerate(names)
         if name not in flat and venue.spec(name, at).funding_interval_hours == 0])
+    if len(none) == rates.shape[1]:  # none paid (spot margin): no copy of NaN, no scan of it
+        return absent(np.nan, rates.shape)
     if not none or np.isnan(rates[:, none]).all():
         return rates
     rates = rates.copy()

@@ -16,7 +16,7 @@ from ..data.market import Market
 from ..engine import enums
 from ..venues import Venue
 from ..venues.registry import models_where
-from ..venues.spec import normalise_symbol
+from ..venues.spec import UnknownSymbolError, normalise_symbol
 from .common import in_force, option_key
 
 if TYPE_CHECKING:
@@ -190,9 +190,13 @@ def column_options(layout: Layout, config: RunConfig, venue: Venue
     returned are the caller's."""
     market, flat = layout.market, layout.spot | frozenset(layout.held)
     perps = tuple(s for s in layout.names if s not in flat)
+    try:
+        versions = in_force(venue, perps, (int(market.index[0]),)) if market.n_bars else None
+    except UnknownSymbolError:  # (not kept: the options' own errors come first, as ever)
+        return _column_options(layout, config, venue)
     key = ("column_options", market.symbols, layout.names, layout.spot, layout.hedge,
            tuple(layout.held), option_key(config.margin_mode), option_key(config.leverage),
-           in_force(venue, perps, (int(market.index[0]),)) if market.n_bars else None)
+           versions)
     mode, leverage = venue.memoised(key, lambda: _column_options(layout, config, venue))
     return mode.copy(), leverage.copy()
 

@@ -286,7 +286,11 @@ def absent(value: float, shape) -> np.ndarray:
         >>> a.shape, a.strides, is_absent(a)
         ((1000000, 10), (0, 0), True)
     """
-    return np.broadcast_to(np.float64(value), tuple(shape))
+    shape = tuple(shape)
+    # (what np.broadcast_to makes of one number, built directly: a run may make one)
+    a = np.ndarray(shape, np.float64, np.full(1, value, dtype=np.float64), 0, (0,) * len(shape))
+    a.flags.writeable = False
+    return a
 
 
 def is_absent(a: np.ndarray) -> bool:

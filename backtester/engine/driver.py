@@ -75,8 +75,9 @@ class KernelInputs:
     ``mode`` and ``sym`` are the run's initial margin modes and symbol rows (version
     0's venue rows with the run's leverage and hedge legs); ``execute`` copies them,
     since a strategy callback may change them during the run. ``holdings``: coins held
-    at the start in ``COLLATERAL`` columns. Runs prepared with one ``PrepareCache``
-    share these arrays, ``versions`` and ``bars``: they are read, never written.
+    at the start in ``COLLATERAL`` columns. These arrays, ``versions`` and ``bars`` may be
+    other runs' too (one ``PrepareCache``'s runs; the rule arrays a venue keeps): they are
+    read, never written.
     ``fill_rows`` / ``funding_rows``: the record rows to allocate at first (fills grow by
     doubling; every funding rate has a row).
     """

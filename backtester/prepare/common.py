@@ -66,8 +66,8 @@ def market_view(market, name: str) -> np.ndarray:
     """``read_view`` of the market's array ``name`` (``"close"``, ``"mark_low"``, ...), made
     once per market object and kept while it lives when it is a view: a market's arrays are
     fixed (it is frozen) and a view shares their memory, so it never goes stale. A copy
-    (an array numba cannot take as it is, e.g. a column subset's strided view) is made
-    again at each call, so that it shows what the memory holds then."""
+    (were an array one numba cannot take as it is) is made again at each call, so that it
+    shows what the memory holds then."""
     views = _VIEWS.get(market)
     if views is None:
         views = _VIEWS[market] = {}

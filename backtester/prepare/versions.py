@@ -142,10 +142,11 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float, order_filters: 
     (without ``order_filters``, no quantity step, minimums or price tick); ``specs`` maps
     each perpetual to the spec versions it ran under.
 
-    Made once per venue and values read (the columns, the versions' first bars and their
-    times, the spot fee, ``order_filters``) and kept on the venue (``Venue.memoised``), so a
-    run like an earlier one builds nothing: the arrays are shared (the kernel only reads
-    them), ``specs`` is the caller's.
+    Made once per venue and values read (the columns, the bars where versions start and how
+    many dated versions are in force at each, the spot fee, ``order_filters``) and kept on
+    the venue (``Venue.memoised``), so a run under the versions of an earlier one builds
+    nothing, whatever its dates: the arrays are shared (the kernel only reads them),
+    ``specs`` is the caller's.
     """
     market, names = layout.market, layout.names
     flat = layout.spot | frozenset(layout.held)

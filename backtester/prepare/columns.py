@@ -34,6 +34,17 @@ class Layout:
     held: Mapping[str, str]  # collateral currency -> the market column that prices it
     amounts: Mapping[str, float]  # collateral currency -> coins held
 
+    @property
+    def flat(self) -> frozenset[str]:
+        """The spot and collateral columns: outside the venue's margin model."""
+        return self.spot | frozenset(self.held)
+
+    @property
+    def perps(self) -> tuple[str, ...]:
+        """The venue's symbol of each perpetual column, in column order."""
+        flat = self.flat
+        return tuple(s for s in self.names if s not in flat)
+
 
 def _spot_symbols(config: RunConfig, symbols: tuple[str, ...]) -> frozenset[str]:
     """The symbols ``config.instruments`` declares spot (checked against the market)."""
@@ -188,10 +199,10 @@ def column_options(layout: Layout, config: RunConfig, venue: Venue
     Made once per venue and values read (the columns, the options, the versions of the
     rules in force at the first bar) and kept on the venue (``Venue.memoised``); the arrays
     returned are the caller's."""
-    market, flat = layout.market, layout.spot | frozenset(layout.held)
-    perps = tuple(s for s in layout.names if s not in flat)
+    market = layout.market
     try:
-        versions = in_force(venue, perps, (int(market.index[0]),)) if market.n_bars else None
+        versions = (in_force(venue, layout.perps, (int(market.index[0]),)) if market.n_bars
+                    else None)
     except UnknownSymbolError:  # (not kept: the options' own errors come first, as ever)
         return _column_options(layout, config, venue)
     key = ("column_options", market.symbols, layout.names, layout.spot, layout.hedge,

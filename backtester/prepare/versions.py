@@ -148,18 +148,16 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float, order_filters: 
     nothing, whatever its dates: the arrays are shared (the kernel only reads them),
     ``specs`` is the caller's.
     """
-    market, names = layout.market, layout.names
-    flat = layout.spot | frozenset(layout.held)
-    perps = tuple(s for s in names if s not in flat)
+    market, perps = layout.market, layout.perps
     bars = (0, *version_bars(venue, market, perps))
     times = tuple(int(market.index[b]) for b in bars)
     # (the versions in force at the bars, not their dates: windows of a market share one;
     # a collateral coin's discount tiers have dates of their own: then the first bar's)
-    key = ("rule_versions", names, market.symbols, flat, tuple(layout.held), float(spot_fee),
-           bool(order_filters), bars, in_force(venue, perps, times),
+    key = ("rule_versions", layout.names, market.symbols, layout.spot, tuple(layout.held),
+           float(spot_fee), bool(order_filters), bars, in_force(venue, perps, times),
            times[0] if layout.held else None)
     versions, specs, early = venue.memoised(key, lambda: _rule_versions(
-        venue, layout, spot_fee, order_filters, bars, perps))
+        venue, layout, spot_fee, order_filters, bars))
     if early:  # the notes of a first bar before a symbol's first table, as when made
         at = pd.Timestamp(times[0], tz="UTC")
         for symbol in early:
@@ -168,11 +166,10 @@ def rule_versions(venue: Venue, layout: Layout, spot_fee: float, order_filters: 
 
 
 def _rule_versions(venue: Venue, layout: Layout, spot_fee: float, order_filters: bool,
-                   bars: tuple[int, ...], perps: tuple[str, ...]):
+                   bars: tuple[int, ...]):
     """``rule_versions``' ``(Versions, specs)`` made, and the perpetuals whose first table is
     dated after the run's first bar."""
-    market, names = layout.market, layout.names
-    flat = layout.spot | frozenset(layout.held)
+    market, names, flat, perps = layout.market, layout.names, layout.flat, layout.perps
     at = [pd.Timestamp(int(market.index[b]), tz="UTC") for b in bars]
     versions = [_symbol_arrays(venue, names, flat, when, spot_fee) for when in at]
     width = max(v[0].shape[2] for v in versions)
@@ -202,13 +199,8 @@ def _rule_versions(venue: Venue, layout: Layout, spot_fee: float, order_filters:
         np.ascontiguousarray(account_rules, dtype=np.float64))
     if not order_filters:
         stacked.sym[:, list(FILTER_ROWS)] = 0.0
-    early = tuple(s for s in perps if _dated_after(venue.table_of(s)[1], at[0]))
+    early = tuple(s for s in perps if venue.before_first(s, at[0]))
     return stacked, specs, early
-
-
-def _dated_after(versions, at: pd.Timestamp) -> bool:
-    """Whether every version is dated after ``at`` (the earliest stands in at ``at``)."""
-    return all(v.valid_from is not None and v.valid_from > at for v in versions)
 
 
 def venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareCache,
@@ -221,8 +213,7 @@ def venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareCa
     if key not in cache.venue_inputs:
         versions, specs = rule_versions(venue, layout, spot_fee, order_filters)
         start = pd.Timestamp(int(market.index[0]), tz="UTC") if market.n_bars else None
-        funding = venue_funding(venue, market, layout.names, start,
-                                set(layout.spot) | set(layout.held))
+        funding = venue_funding(venue, market, layout.names, start, layout.flat)
         if no_funding(funding):
             # no funding at all: no rows (the kernel reads a rate only where has_funding)
             funding = np.empty((0, market.n_symbols))

@@ -314,6 +314,11 @@ class Venue:
                                        qty_step=0.0, min_qty=0.0), warning
         return dataclasses.replace(spec, symbol=name), warning
 
+    def before_first(self, symbol: str, at: Timestamp) -> bool:
+        """Whether ``at`` is before every version of ``symbol``'s table (its spec there is the
+        earliest, with a note that says so)."""
+        return _find_in_force(self.table_of(symbol)[1], to_timestamp(at))[1]
+
     def table_of(self, symbol: str) -> tuple[str, tuple[SymbolSpec, ...]]:
         """``(table, versions)``: whose dated tables price ``symbol`` (any spelling): its own,
         the listed symbol chosen to stand in for it, or ``"default"``; else

@@ -417,6 +417,23 @@ def test_held_position_is_valued_in_the_tier_of_each_close_as_its_notional_cross
     assert r.account["maintenance_margin"].to_numpy() == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_fill_at_the_close_is_valued_in_the_bracket_of_its_new_size():
+    # Binance's BTCUSDT brackets in force from 2024-05-30 (VENUES.md §2.3.1), BTC at 50,000
+    # on every bar; each close fills a new size, and the account recorded at that close holds
+    # it, valued in its own bracket whichever bracket the position was in before (up two, up
+    # one, down three, up one): MM = N x MMR_b - cum_b at the notional N after the fill.
+    sizes = [0.5, 20.0, 100.0, 0.2, 2.0]  # notional 25 k, 1 M, 5 M, 10 k, 100 k
+    brackets = [(0.004, 0.0), (0.0065, 950.0), (0.01, 11_450.0), (0.004, 0.0), (0.005, 50.0)]
+    price = np.full((len(sizes), 1), 50_000.0)
+    m = Market.from_arrays(["BTC_USDT"], price, price, price, price, start="2024-11-01")
+    targets = np.array(sizes)[:, None]
+    r = run(m, targets, fill_at="close", margin_mode="cross", leverage=5,
+            venue="binance_usdm", initial_balance=3_000_000, order_filters=False)
+    assert r.fills["qty"].sum() == pytest.approx(sizes[-1])
+    expected = [q * 50_000 * mmr - cum for q, (mmr, cum) in zip(sizes, brackets, strict=True)]
+    assert r.account["maintenance_margin"].to_numpy() == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize("mode", ["isolated", "cross"])
 def test_position_held_quietly_for_many_bars_is_liquidated_on_the_bar_its_wick_reaches(mode):
     # Long 1 @ 20,000 at 50x on the one-tier venue (MMR 0.5%): isolated, margin 400, LP =

@@ -250,7 +250,13 @@ def mark_to_market(t, book, out):
             upnl_cross += value
         if mode[i] >= Mode.SPOT:
             continue
-        mm = maintenance_margin(i, q, entry, price, sym, book.tiers, book.n_tiers)
+        if plain_bracket(i, sym) and notional == notional:
+            # (Binance's rule: the bracket, its tier looked up from the last close's, inline;
+            # tiers are contiguous, so the tier found is the one a search from 0 finds)
+            k = tier_from(notional, book.tier[i], i, book.tiers, book.n_tiers)
+            mm = bracket_maintenance(notional, i, k, book.tiers)
+        else:
+            mm = maintenance_margin(i, q, entry, price, sym, book.tiers, book.n_tiers)
         maint += mm
         if mode[i] == Mode.CROSS:
             maint_cross += mm

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backtester.data import (
     DataError,
@@ -485,6 +487,74 @@ def test_a_missing_bar_leaves_the_fast_path_and_is_no_error():
     h, lo = o + 1.0, o - 1.0
     assert not _plainly_sound(o, h, lo, o)  # a NaN: the closer look decides
     assert bar_problem({"open": o, "high": h, "low": lo, "close": o}, missing_ok=True) is None
+
+
+# a bar: open, high, low, close, each a sound price or a value that breaks a rule
+_PRICE = st.one_of(st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -1.0, 99.0, 100.0, 101.0]),
+                   st.floats(min_value=98.0, max_value=102.0))
+_SOUND_BAR = (100.0, 101.0, 99.0, 100.0)
+_ONE_CHANGED = st.tuples(st.integers(0, 3), _PRICE).map(
+    lambda change: tuple(change[1] if k == change[0] else v for k, v in enumerate(_SOUND_BAR)))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(bars=st.lists(st.one_of(st.tuples(_PRICE, _PRICE, _PRICE, _PRICE), _ONE_CHANGED,
+                               st.just((np.nan,) * 4),  # no bar
+                               st.just(_SOUND_BAR)),
+                     min_size=1, max_size=12),
+       missing_ok=st.booleans())
+def test_the_compiled_pass_finds_a_bar_problem_where_the_numpy_checks_do(bars, missing_ok):
+    # the one-pass check of large arrays (prices_sound) is a second writing of the rules of
+    # bar_problem: sound exactly where bar_problem finds no problem, on any bars
+    from backtester.data.validate import _sound_pass, bar_problem
+
+    o, h, lo, c = (np.array(column) for column in zip(*bars, strict=True))
+    expected = bar_problem({"open": o, "high": h, "low": lo, "close": c},
+                           missing_ok=missing_ok) is None
+    assert bool(_sound_pass(o, h, lo, c, missing_ok)) is expected
+
+
+def test_the_compiled_pass_agrees_on_every_single_change_and_every_partial_gap():
+    # each price of a sound bar changed to each kind of value, and each set of its prices
+    # missing (a gap only when all four are), among sound bars, with and without missing_ok
+    from backtester.data.validate import _sound_pass, bar_problem
+
+    changed = []
+    for field in range(4):
+        for value in (np.nan, np.inf, -np.inf, 0.0, -1.0, 98.5, 100.5, 101.5):
+            changed.append(tuple(value if k == field else v for k, v in enumerate(_SOUND_BAR)))
+    for gaps in range(1, 16):
+        changed.append(tuple(np.nan if gaps >> k & 1 else v for k, v in enumerate(_SOUND_BAR)))
+    for bar in changed:
+        o, h, lo, c = (np.array(column) for column in zip(_SOUND_BAR, bar, _SOUND_BAR,
+                                                           strict=True))
+        for missing_ok in (False, True):
+            expected = bar_problem({"open": o, "high": h, "low": lo, "close": c},
+                                   missing_ok=missing_ok) is None
+            assert bool(_sound_pass(o, h, lo, c, missing_ok)) is expected, (bar, missing_ok)
+
+
+def test_large_arrays_are_checked_in_one_compiled_pass_and_still_name_the_broken_value():
+    from numba import config
+
+    from backtester.data.validate import COMPILED_FROM, prices_sound
+
+    def compiled(answer):  # (interpreted, a first run's way, the pass is not used)
+        return None if config.DISABLE_JIT else answer
+
+    n_bars = COMPILED_FROM // 2 + 5  # two symbols: past the threshold
+    o = np.full((n_bars, 2), 100.0)
+    h, lo, c = o + 1.0, o - 1.0, o.copy()
+    for a in (o, h, lo, c):
+        a[:1000, 1] = np.nan  # B starts trading later: no bars before
+    assert prices_sound(o, h, lo, c, missing_ok=True) is compiled(True)
+    assert prices_sound(o, h, lo, c) is compiled(False)  # (a file holds no missing bar)
+    assert prices_sound(o[:10], h[:10], lo[:10], c[:10]) is None  # small: numpy's checks
+    Market.from_arrays(["A", "B"], o, h, lo, c)
+    lo[n_bars - 1, 0] = 100.5  # above the open and close of the last bar
+    assert prices_sound(o, h, lo, c, missing_ok=True) is compiled(False)
+    with pytest.raises(DataError, match=rf"low\[{n_bars - 1}, 'A'\]: low > min\(open, close\)"):
+        Market.from_arrays(["A", "B"], o, h, lo, c)
 
 
 def test_a_broken_value_past_the_first_block_of_rows_is_named_with_its_row():

@@ -15,6 +15,7 @@ from .validate import (
     bar_length_ns,
     bar_problem,
     funding_problem,
+    sound_at_once,
     to_ns,
 )
 
@@ -129,8 +130,9 @@ class Market:
         cols = {"open": o, "high": h, "low": lo, "close": c}
         if not is_absent(volume):
             cols["volume"] = volume
-        _refuse(_in_blocks(lambda rows: bar_problem({k: v[rows] for k, v in cols.items()},
-                                                    missing_ok=True), o.shape[0]), symbols)
+        if not sound_at_once(cols, missing_ok=True):  # (else where, in blocks of rows)
+            _refuse(_in_blocks(lambda rows: bar_problem({k: v[rows] for k, v in cols.items()},
+                                                        missing_ok=True), o.shape[0]), symbols)
         if mark is None:
             mo, mh, ml, mc = o, h, lo, c
         else:
@@ -141,9 +143,11 @@ class Market:
             mo, mh, ml, mc = (_grid(v, f"mark[{k}]", symbols, o.shape)
                               for k, v in enumerate(mark))
             marks = {"open": mo, "high": mh, "low": ml, "close": mc}
-            _refuse(_in_blocks(lambda rows: bar_problem({k: v[rows] for k, v in marks.items()},
-                                                        missing_ok=True), o.shape[0]),
-                    symbols, mark=True)
+            if not sound_at_once(marks, missing_ok=True):
+                _refuse(_in_blocks(lambda rows: bar_problem({k: v[rows]
+                                                             for k, v in marks.items()},
+                                                            missing_ok=True), o.shape[0]),
+                        symbols, mark=True)
             _refuse_at(_in_blocks(lambda rows: _mismatch(np.isnan(o[rows]) != np.isnan(mo[rows])),
                                   o.shape[0]),
                        "mark[0]", symbols,

@@ -1,4 +1,5 @@
-"""Reading and checking market-data files: every check is vectorised.
+"""Reading and checking market-data files: every check is vectorised (numpy), or, over large
+arrays, one compiled pass (``prices_sound``).
 
 Each function raises :class:`DataError` with a message that names the file, the
 column, the first offending row (0-based, as pandas would number it) with its
@@ -16,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from numba import config as numba_config
+from numba import njit
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLC_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")
@@ -346,8 +349,56 @@ def _plainly_sound(o, h, lo, c, volume=None) -> bool:
     if not (o.size and lo.min() > 0 and h.max() < np.inf and (lo <= o).all()
             and (lo <= c).all() and (o <= h).all() and (c <= h).all()):
         return False
+    return _volume_sound(volume)
+
+
+def _volume_sound(volume) -> bool:
+    """No volume, or every value finite and >= 0 (no NaN)."""
     return volume is None or not volume.size or bool(volume.min() >= 0
                                                     and volume.max() < np.inf)
+
+
+# arrays of at least this many prices are checked in one compiled pass (``prices_sound``):
+# numpy's reductions read a market's arrays six times over. Below it (the embedded data
+# among them) numpy's passes cost little, and nothing is compiled: a first run, on an empty
+# numba cache, never waits for it (once compiled, numba's cache keeps it).
+COMPILED_FROM = 1 << 17
+
+
+@njit(cache=True, error_model='numpy', nogil=True)
+def _sound_pass(o, h, lo, c, missing_ok):
+    """Whether every bar of the flat price arrays keeps ``bar_problem``'s price rules: 0 < low
+    <= open, close <= high < inf (a NaN fails a comparison), or, where ``missing_ok``, all
+    four prices NaN (no bar). One pass, without a branch per bar."""
+    sound = True
+    for k in range(o.shape[0]):
+        a, b, low, z = o[k], h[k], lo[k], c[k]
+        keeps = (low > 0.0) & (b < np.inf) & (low <= a) & (low <= z) & (a <= b) & (z <= b)
+        missing = missing_ok & (a != a) & (b != b) & (low != low) & (z != z)
+        sound &= keeps | missing
+    return sound
+
+
+def prices_sound(o, h, lo, c, missing_ok: bool = False) -> bool | None:
+    """``bar_problem``'s price rules over whole arrays in one compiled pass: True when every bar
+    keeps them, False when some bar does not (``bar_problem`` then says which); None where
+    the pass is not used: fewer than ``COMPILED_FROM`` prices, arrays that are not float64,
+    C-contiguous and of one shape, or numba's compiler off (a first run, interpreted)."""
+    arrays = (o, h, lo, c)
+    if (numba_config.DISABLE_JIT or o.size < COMPILED_FROM
+            or not all(isinstance(a, np.ndarray) and a.dtype == np.float64
+                       and a.flags.c_contiguous and a.shape == o.shape for a in arrays)):
+        return None
+    return bool(_sound_pass(*(a.reshape(-1) for a in arrays), bool(missing_ok)))
+
+
+def sound_at_once(cols: Mapping[str, np.ndarray], missing_ok: bool = False) -> bool:
+    """True when ``cols`` (``bar_problem``'s) plainly keep its rules, found in one compiled
+    pass over the prices (``prices_sound``) and two reductions of the volume (NaN volume
+    fails them); False says nothing: ``bar_problem`` decides."""
+    prices = [cols[c] for c in PRICE_COLUMNS]
+    return bool(prices_sound(*prices, missing_ok=missing_ok)) and _volume_sound(
+        cols.get("volume"))
 
 
 def bar_problem(cols: Mapping[str, np.ndarray], missing_ok: bool = False) -> Problem | None:
@@ -360,7 +411,7 @@ def bar_problem(cols: Mapping[str, np.ndarray], missing_ok: bool = False) -> Pro
     built only on failure.
     """
     prices = [cols[c] for c in PRICE_COLUMNS]
-    if _plainly_sound(*prices, cols.get("volume")):
+    if sound_at_once(cols, missing_ok) or _plainly_sound(*prices, cols.get("volume")):
         return None
     if not all(_all_positive_finite(v) for v in prices):
         missing = (np.isnan(prices[0]) & np.isnan(prices[1]) & np.isnan(prices[2])

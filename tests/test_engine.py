@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import NAN, flat, market, random_market, units
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backtester import Market, run
 
@@ -478,3 +480,19 @@ def test_each_account_column_holds_its_own_figure(seed):
     # the flat venue's MM is a rate of the notional: 0.5% of the gross exposure
     np.testing.assert_allclose(account["maintenance_margin"],
                                0.005 * account["gross_exposure"], rtol=1e-9, atol=1e-9)
+
+
+# --- the rows of an array that hold a value (targets, funding rates) ------------------------
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(values=st.integers(0, 40).flatmap(lambda n_bars: st.integers(1, 12).flatmap(
+    lambda n: st.lists(st.sampled_from([NAN, 0.0, -0.5, 1.0, np.inf, -np.inf]),
+                       min_size=n_bars * n, max_size=n_bars * n).map(
+        lambda flat_values: np.array(flat_values, dtype=float).reshape(n_bars, n)))))
+def test_rows_with_values_are_the_rows_not_all_nan_and_count_every_value(values):
+    from backtester.engine.driver import rows_with_values
+
+    rows, count = rows_with_values(values)
+    assert rows.tolist() == (~np.isnan(values)).any(axis=1).tolist()
+    assert count == int((~np.isnan(values)).sum())

@@ -15,6 +15,8 @@ first run, which touches fresh memory):
   targets every 24 bars, cross 5x, fills at the next open);
 - ``held``: the same market with the targets of bar 0 only (the quiet stretch alone);
 - ``vectorbt``: ``bench_vectorbt.py``'s workload (fills at the close, no funding, no fees);
+- ``vectorbt-e2e``: the same end to end, as that benchmark's ``ours e2e``: from the raw
+  arrays (``Market.from_arrays`` and its data checks) to ``Result.equity``;
 - ``sweep-batch``: the compiled batch of ``bench_sweep.py``'s 10,000-run grid (its runs
   prepared beforehand), on one thread;
 - ``fixed-cost``: ``bench_fixed_cost.py``'s runs, 200 ``run()`` calls of each of its venue
@@ -63,6 +65,16 @@ inputs = prepare_run(market, raw["targets"], config).inputs
 _execute(prepare_run(market.slice(0, 1000), raw["targets"][:1000], config).inputs)
 def execute():
     _execute(inputs)
+""",
+    "vectorbt-e2e": """
+import types
+import numpy as np
+sys.modules.setdefault("vectorbt", types.ModuleType("vectorbt"))  # (not used here)
+import bench_vectorbt as bv
+raw = bv.raw_arrays(1_000_000, 10)
+bv.ours_end_to_end({k: v[:1000] if isinstance(v, np.ndarray) else v for k, v in raw.items()})
+def execute():
+    bv.ours_end_to_end(raw)
 """,
     "sweep-batch": """
 import warnings

@@ -130,7 +130,7 @@ class Market:
         cols = {"open": o, "high": h, "low": lo, "close": c}
         if not is_absent(volume):
             cols["volume"] = volume
-        if not sound_at_once(cols, missing_ok=True):  # (else where, in blocks of rows)
+        if not sound_at_once(cols, missing_ok=True):  # (if not: which value, block by block)
             _refuse(_in_blocks(lambda rows: bar_problem({k: v[rows] for k, v in cols.items()},
                                                         missing_ok=True), o.shape[0]), symbols)
         if mark is None:

@@ -411,7 +411,9 @@ def bar_problem(cols: Mapping[str, np.ndarray], missing_ok: bool = False) -> Pro
     built only on failure.
     """
     prices = [cols[c] for c in PRICE_COLUMNS]
-    if sound_at_once(cols, missing_ok) or _plainly_sound(*prices, cols.get("volume")):
+    sound = prices_sound(*prices, missing_ok=missing_ok)  # (None: numpy's reductions decide)
+    if (_plainly_sound(*prices) if sound is None else sound) and _volume_sound(
+            cols.get("volume")):
         return None
     if not all(_all_positive_finite(v) for v in prices):
         missing = (np.isnan(prices[0]) & np.isnan(prices[1]) & np.isnan(prices[2])

@@ -65,9 +65,9 @@ _VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Market -> rea
 def market_view(market, name: str) -> np.ndarray:
     """``read_view`` of the market's array ``name`` (``"close"``, ``"mark_low"``, ...), made
     once per market object and kept while it lives when it is a view: a market's arrays are
-    fixed (it is frozen) and a view shares their memory, so it never goes stale. A copy
-    (were an array one numba cannot take as it is) is made again at each call, so that it
-    shows what the memory holds then."""
+    fixed (it is frozen) and a view shares their memory, so it never goes stale. An array
+    numba cannot take as it is would be copied, and a copy is made again at each call, so
+    that it shows what the memory holds then."""
     views = _VIEWS.get(market)
     if views is None:
         views = _VIEWS[market] = {}

@@ -15,7 +15,8 @@ Prints:
 - kernel throughput: bar-symbols per second of the compiled loop alone
   (``engine.driver.execute`` of inputs ``prepare.prepare_run`` built beforehand: the
   account opened, the record buffers allocated, every bar run), compile excluded (a
-  warm-up run first);
+  warm-up run first); and its share of the ceiling's (both by thread CPU): machines differ
+  by 2x in each figure, less in their ratio;
 - end to end: ``run(market, targets)`` from a Market in memory to the Result's
   equity Series (the default run: positions and liquidation prices not recorded;
   ``Result.positions`` rebuilds them from the fills when asked);
@@ -204,7 +205,7 @@ def main() -> None:
         return ceiling_loop(*prices, targets, 1_000_000.0, 5e-4, 0.004)
 
     dt = best_of(ceiling, args.repeat)
-    cpu = best_of(ceiling, args.repeat, time.thread_time)
+    cpu = ceiling_cpu = best_of(ceiling, args.repeat, time.thread_time)
     print(f"ceiling:    {dt:.3f} s  {n_bars * n / dt / 1e6:7.1f} M bar-symbols/s  "
           f"(thread CPU {cpu:.3f} s: {n_bars * n / cpu / 1e6:.1f} M; the least work a bar "
           "must do, nothing recorded)")
@@ -214,6 +215,10 @@ def main() -> None:
           f"(thread CPU {cpu:.3f} s: {n_bars * n / cpu / 1e6:.1f} M; "
           f"{len(out.fills):,} fills, {len(out.funding):,} funding payments, "
           f"{len(out.liquidations)} liquidations, final equity {out.account[0, -1]:,.0f})")
+    # (machines differ by 2x in both figures; their ratio moves less: a figure to compare
+    # across machines, where issue 15's goal 1 asks for about a third)
+    print(f"kernel / ceiling: {ceiling_cpu / cpu:.1%} of the ceiling's bar-symbols/s "
+          "(thread CPU)")
     out = inputs = None  # (not kept alive during the end-to-end runs)
 
     def end_to_end():

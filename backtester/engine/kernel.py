@@ -467,7 +467,7 @@ def quiet_columns(state, mode, sym, tiers, n_tiers, tier, quiet):
 
 @inner(error_model='numpy', _nrt=False)
 def quiet_pass(t, quiet_ok, closes, close, mark_close, mark_high, mark_low, state, quiet,
-               wallet):
+               wallet, cross_only, iso_all):
     """Bar t's close valued by the quiet pass, as far as it can go: ``(first, may_liquidate,
     any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross, net, iso)``, the sums of
     ``simulate``'s step 3 over columns ``..first-1`` (``first`` = N: all of them; 0 and
@@ -481,7 +481,14 @@ def quiet_pass(t, quiet_ok, closes, close, mark_close, mark_high, mark_low, stat
     pass's arithmetic in the full pass's order (the same figures, to the bit); at a column
     it cannot value (a bound left, a missing price) it stops, and the full pass goes on
     from that column with these sums. What it stores is what the full pass stores at the
-    same bar, so a bar it began can be valued again from the start."""
+    same bar, so a bar it began can be valued again from the start.
+
+    ``cross_only`` (True only where the quiet stretch inlines it, for bars at which every
+    column holds a cross position): no column's kind is read, the cross sums are those of
+    every column (the same additions), and the isolated margins' sum is ``iso_all`` (taken
+    once: nothing of such a stretch changes it). Where it stops at a column, what it then
+    returns tells only where (the stretch leaves that bar to ``simulate``). A constant at
+    each call, so that each copy of the pass is compiled for its own case."""
     n = close.shape[1]
     may_liquidate = False
     any_cross = False
@@ -502,7 +509,7 @@ def quiet_pass(t, quiet_ok, closes, close, mark_close, mark_high, mark_low, stat
             if c == c:
                 state[State.LAST_CLOSE, i] = c
         m = mark_close[t, i]
-        kind = quiet[QUIET_KIND, i]
+        kind = QUIET_CROSS if cross_only else quiet[QUIET_KIND, i]
         if kind == QUIET_FLAT:
             iso += state[State.ISO_MARGIN, i]
             if m == m:
@@ -518,7 +525,8 @@ def quiet_pass(t, quiet_ok, closes, close, mark_close, mark_high, mark_low, stat
             # (a missing mark too)
             return (i, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross,
                     gross, net, iso)
-        iso += state[State.ISO_MARGIN, i]
+        if not cross_only:
+            iso += state[State.ISO_MARGIN, i]
         q = state[State.QTY, i]
         entry = state[State.ENTRY, i]
         lo = mark_low[t, i]
@@ -536,9 +544,13 @@ def quiet_pass(t, quiet_ok, closes, close, mark_close, mark_high, mark_low, stat
             any_cross = True
             mm_high = extreme * quiet[QUIET_RATE, i] - quiet[QUIET_CUM, i]
             worst += q * ((lo if q > 0.0 else hi) - entry) - mm_high
-            maint_cross += mm
-            upnl_cross += u
+            if not cross_only:
+                maint_cross += mm
+                upnl_cross += u
         maint += mm
+    if cross_only:
+        return (n, may_liquidate, any_cross, worst, upnl, maint, maint, upnl, gross, net,
+                iso_all)
     return (n, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
             net, iso)
 
@@ -635,9 +647,14 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
     close, mark_close, mark_high, mark_low = (bars.close, bars.mark_close, bars.mark_high,
                                               bars.mark_low)
     isolated = False  # an isolated position is open
+    cross_only = True  # every column holds a cross position (``quiet_pass``)
+    iso_all = 0.0  # (the isolated margins' sum: a cross-only stretch does not change it)
     for i in range(n):
         if quiet[QUIET_KIND, i] == QUIET_ISOLATED:
             isolated = True
+        if quiet[QUIET_KIND, i] != QUIET_CROSS:
+            cross_only = False
+        iso_all += state[State.ISO_MARGIN, i]
     equity = np.nan
     opened = False
     first = t
@@ -683,9 +700,16 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
                 break
             opened = True
         wallet = account[Account.WALLET]
-        (valued, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
-         net, iso) = quiet_pass_inlined(t, TRUE, FALSE, close, mark_close, mark_high, mark_low,
-                                        state, quiet, wallet)
+        if cross_only:
+            (valued, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross,
+             gross, net, iso) = quiet_pass_inlined(t, TRUE, FALSE, close, mark_close,
+                                                   mark_high, mark_low, state, quiet, wallet,
+                                                   TRUE, iso_all)
+        else:
+            (valued, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross,
+             gross, net, iso) = quiet_pass_inlined(t, TRUE, FALSE, close, mark_close,
+                                                   mark_high, mark_low, state, quiet, wallet,
+                                                   FALSE, 0.0)
         if valued < n or may_liquidate or (any_cross and worst <= 0.0):
             break
         equity = store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net,
@@ -881,7 +905,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             fresh = True
         (first, may_liquidate, any_cross, worst, upnl, maint, maint_cross, upnl_cross, gross,
          net, iso) = quiet_pass(t, quiet_ok, TRUE, close, mark_close, mark_high, mark_low,
-                                state, quiet, account[Account.WALLET])
+                                state, quiet, account[Account.WALLET], FALSE, 0.0)
         held = 0.0
         for i in range(first, n):
             c = close[t, i]

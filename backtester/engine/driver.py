@@ -257,20 +257,42 @@ def funding_stops(has_funding: np.ndarray, n_symbols: int) -> tuple[np.ndarray, 
     return bars[per::per], per * n
 
 
-@njit(cache=True, error_model='numpy')
-def rows_with_values(values):
-    """Per row of a (T, N) array: does it hold any non-NaN value; and how many it holds."""
+@njit(cache=True, error_model='numpy', inline='always')
+def scan_rows(values, infinities):
+    """Per row of a (T, N) array: does it hold any non-NaN value; how many it holds; and,
+    where ``infinities`` (a constant at each call), how many of those are infinite (v - v
+    is NaN for them, 0 for a finite v), else 0."""
     n_bars, n = values.shape
     rows = np.zeros(n_bars, dtype=np.bool_)
     count = 0
+    finite = 0
     for t in range(n_bars):
         held = 0  # (counted without a branch: the row's loop becomes vector instructions)
+        fin = 0
         for i in range(n):
             v = values[t, i]
             held += v == v
+            if infinities:
+                d = v - v
+                fin += d == d
         rows[t] = held > 0
         count += held
+        finite += fin
+    return rows, count, count - finite if infinities else 0
+
+
+@njit(cache=True, error_model='numpy')
+def rows_with_values(values):
+    """Per row of a (T, N) array: does it hold any non-NaN value; and how many it holds."""
+    rows, count, _ = scan_rows(values, False)
     return rows, count
+
+
+@njit(cache=True, error_model='numpy')
+def rows_with_infinities(values):
+    """``rows_with_values`` and how many of the values are infinite, in one pass (a
+    strategy's targets: the rows the kernel visits, and whether any is refused)."""
+    return scan_rows(values, True)
 
 
 def bar_hours(index, bar_ns: int) -> np.ndarray:

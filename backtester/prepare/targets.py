@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.market import Market
-from ..engine.driver import rows_with_values
+from ..engine.driver import rows_with_infinities
 from .columns import Layout
 from .common import c_float
 
@@ -22,8 +22,7 @@ def target_arrays(orders, layout: Layout, cache: PrepareCache) -> tuple[np.ndarr
     (the runs of a sweep's parameter set share one)."""
     key = (id(orders), id(layout.market))
     if key not in cache.targets:
-        array = targets_array(orders, layout.market, layout.hedge, layout.held)
-        has_target, _ = rows_with_values(array)
+        array, has_target = targets_and_rows(orders, layout.market, layout.hedge, layout.held)
         cache.targets[key] = (orders, layout.market, array, has_target)
         while len(cache.targets) > 64:  # a sweep moves on from a parameter set for good
             del cache.targets[next(iter(cache.targets))]
@@ -37,6 +36,13 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
     have are an error; bars the frame lacks are NaN) and its columns must be
     market symbols (a missing symbol is never traded).
     """
+    return targets_and_rows(targets, market, hedge, held)[0]
+
+
+def targets_and_rows(targets, market: Market, hedge=(), held=()
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``targets_array`` and, per bar, whether its row holds a target: both from one pass
+    over the array, which also finds an infinite target."""
     shape = (market.n_bars, market.n_symbols)
     if isinstance(targets, pd.Series):
         targets = targets.to_frame()
@@ -115,7 +121,9 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
                 f"targets must have shape (bars, symbols) = {shape}, got {array.shape}"
                 + (f" ({type(targets).__name__})" if array.ndim == 0 else "")
             )
-    if np.isinf(array).any():
+    array = c_float(array, 2, "targets")
+    has_target, _, infinite = rows_with_infinities(array)
+    if infinite:
         t, i = np.argwhere(np.isinf(array))[0]
         raise ValueError(
             f"targets hold an infinite value at bar {t} ({market.timestamps[t]}), "
@@ -132,7 +140,7 @@ def targets_array(targets, market: Market, hedge=(), held=()) -> np.ndarray:
                     f"targets of {symbol}{suffix} must be {'>= 0' if sign > 0 else '<= 0'} (a "
                     f"hedge-mode {side} leg keeps its side), got {array[t, i]:g} at bar {t} "
                     f"({market.timestamps[t]})")
-    return c_float(array, 2, "targets")
+    return array, has_target
 
 
 def _on_the_bars(index, market: Market) -> bool:

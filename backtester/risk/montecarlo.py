@@ -50,7 +50,6 @@ from ..engine.batch import (
     run_one,
     summarise,
 )
-from ..engine.driver import rows_with_values
 from ..engine.enums import (
     N_MARGIN_FIELDS,
     N_ORDER_FIELDS,
@@ -70,7 +69,7 @@ from ..engine.records import new_records
 from ..prepare import prepare_run, split_plan
 from ..prepare.columns import column_layout
 from ..prepare.run import PrepareCache
-from ..prepare.targets import targets_array
+from ..prepare.targets import targets_and_rows
 from ..strategy import Callback, Plan, StrategyDef, takes_leverage
 from .bootstrap import Bootstrap, Paths, path_seed
 
@@ -601,6 +600,7 @@ def _simulate(paths: Paths, built, prepared: _Prepared, workers: int, summary, e
         if fixed:  # the same targets on every path: one copy
             built = built[:1]
         targets = np.empty((len(built), n_u, n_bars, n))
+        has_target = np.empty((len(built), n_u, n_bars), dtype=np.bool_)
         layout = prepared.layout
         for p, per in enumerate(built):
             for u, plan in enumerate(per):
@@ -609,11 +609,8 @@ def _simulate(paths: Paths, built, prepared: _Prepared, workers: int, summary, e
                     raise ValueError(f"the strategy built a callback on path {p} but targets "
                                      "on path 0")
                 # the run's columns and bars (every path has path 0's)
-                targets[p, u] = targets_array(orders, layout.market, layout.hedge, layout.held)
-        has_target = np.empty((len(built), n_u, n_bars), dtype=np.bool_)
-        for p in range(len(built)):
-            for u in range(n_u):
-                has_target[p, u] = rows_with_values(targets[p, u])[0]
+                targets[p, u], has_target[p, u] = targets_and_rows(
+                    orders, layout.market, layout.hedge, layout.held)
         args = (fields, n_funding, has_funding, prepared.hours, targets, has_target,
                 prepared.choices, prepared.mode, prepared.sym, prepared.holdings,
                 prepared.versions, prepared.bars_per_year, summary, extra)

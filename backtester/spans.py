@@ -58,6 +58,8 @@ def data_end_notes(market: Market, fills: np.ndarray, rejections: np.ndarray) ->
     bar (fill reason ``data_end``): where, at what price and fee, and how many of its orders
     after were refused for want of a price."""
     notes = []
+    if not market.n_bars or not np.isnan(market.close[-1]).any():
+        return notes  # every symbol has the last bar: no fill to scan (run()'s common case)
     for k in np.flatnonzero(fills["reason"] == FillReason.DATA_END):
         f = fills[k]
         t, i = int(f["bar"]), int(f["symbol"])

@@ -181,8 +181,8 @@ class PackedFunding:
         start, stop = self.count, self.count + used
         for name, column in self.columns.items():
             if stop > column.shape[0]:  # (never: sized for every funding rate)
-                column = self.columns[name] = _grown(column, stop)
-            column[start:stop] = buffer[name][:used]
+                self.columns[name] = _grown(column, stop)
+        pack_funding(buffer, used, start, *(self.columns[name] for name in self.FIELDS))
         self.count = stop
         counts[Count.FUNDING] = 0
 
@@ -216,6 +216,22 @@ class PackedFunding:
         for name, column in self.fields().items():
             out[name] = column
         return out
+
+
+@njit(cache=True, error_model='numpy', _nrt=False)
+def pack_funding(buffer, used, start, bar, symbol, mode, qty, mark_price, rate):
+    """Rows ``..used-1`` of a funding buffer into ``PackedFunding``'s columns from row
+    ``start``: each record read once (numpy's copy of one field after another read the
+    buffer six times over, at a stride of 56 bytes: 4x slower)."""
+    for k in range(used):
+        record = buffer[k]
+        row = start + k
+        bar[row] = record["bar"]
+        symbol[row] = record["symbol"]
+        mode[row] = record["mode"]
+        qty[row] = record["qty"]
+        mark_price[row] = record["mark_price"]
+        rate[row] = record["rate"]
 
 
 def _index_type(size: int) -> type:

@@ -13,6 +13,9 @@ first run, which touches fresh memory):
 
 - ``engine``: ``bench_engine.py``'s kernel (1,000,000 bars x 10, funding every 8, hedged
   targets every 24 bars, cross 5x, fills at the next open);
+- ``engine-e2e``: the same end to end, as that benchmark's ``end to end``: ``run()`` from
+  the Market (its data checks, targets, funding records and mark prices) to
+  ``Result.equity``;
 - ``held``: the same market with the targets of bar 0 only (the quiet stretch alone);
 - ``vectorbt``: ``bench_vectorbt.py``'s workload (fills at the close, no funding, no fees);
 - ``vectorbt-e2e``: the same end to end, as that benchmark's ``ours e2e``: from the raw
@@ -97,6 +100,20 @@ def execute():
 """,
 }
 SETUP["held"] = SETUP["engine"]
+SETUP["engine-e2e"] = """
+import warnings
+warnings.simplefilter("ignore")
+from bench_engine import binance_tiers_for_all, hedged_targets, make_market
+from backtester import run
+market = make_market(1_000_000, 10, seed=7, funding_every=8)
+targets = hedged_targets(1_000_000, 10, every=EVERY)
+venue = binance_tiers_for_all(market.symbols)
+options = dict(target_kind="equity", venue=venue, margin_mode="cross", leverage=5.0,
+               initial_balance=1_000_000.0)
+run(market.slice(0, 1000), targets[:1000], **options)
+def execute():
+    run(market, targets, **options).equity
+"""
 SETUP["fixed-cost"] = """
 import warnings
 warnings.simplefilter("ignore")

@@ -18,6 +18,8 @@ first run, which touches fresh memory):
   ``Result.equity``;
 - ``held``: the same market with the targets of bar 0 only (the quiet stretch alone);
 - ``vectorbt``: ``bench_vectorbt.py``'s workload (fills at the close, no funding, no fees);
+- ``vectorbt-recorded``: the same kernel recording each bar's positions and liquidation
+  prices (``record_positions``: what ``Result.liquidation_prices`` runs again for);
 - ``vectorbt-e2e``: the same end to end, as that benchmark's ``ours e2e``: from the raw
   arrays (``Market.from_arrays`` and its data checks) to ``Result.equity``;
 - ``sweep-batch``: the compiled batch of ``bench_sweep.py``'s 10,000-run grid (its runs
@@ -64,6 +66,21 @@ from backtester.prepare import prepare_run
 raw = bv.raw_arrays(1_000_000, 10)
 market = bv.ours_market(raw)
 config = RunConfig().replace(**bv.OPTIONS)
+inputs = prepare_run(market, raw["targets"], config).inputs
+_execute(prepare_run(market.slice(0, 1000), raw["targets"][:1000], config).inputs)
+def execute():
+    _execute(inputs)
+""",
+    "vectorbt-recorded": """
+import types
+sys.modules.setdefault("vectorbt", types.ModuleType("vectorbt"))  # (not used here)
+import bench_vectorbt as bv
+from backtester import RunConfig
+from backtester.engine.driver import execute as _execute
+from backtester.prepare import prepare_run
+raw = bv.raw_arrays(1_000_000, 10)
+market = bv.ours_market(raw)
+config = RunConfig().replace(**bv.OPTIONS, record_positions=True)
 inputs = prepare_run(market, raw["targets"], config).inputs
 _execute(prepare_run(market.slice(0, 1000), raw["targets"][:1000], config).inputs)
 def execute():

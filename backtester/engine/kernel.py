@@ -621,7 +621,7 @@ def isolated_funding(t, surplus, funding_rate, mark_open, book, saved, funding, 
 
 @inner(error_model='numpy', _nrt=False)
 def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, quiet, saved,
-                  records, outputs):
+                  records, out):
     """Bars t.. to which nothing happens but funding and the close, valued by ``quiet_pass``
     and recorded: no order, no column's data end, no liquidation at the open (no isolated
     position gapped past its liquidation price, none triggered by its funding, and
@@ -638,14 +638,10 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
     to the bit), and leaves a bar's open as it found it when a liquidation there is
     possible: the funding it paid is taken back (``saved``). ``simulate`` hands it the bars
     when the quiet pass holds and nothing else of its loop can happen (no strategy callback,
-    no margin call level, no borrowing fees or loan): its own loop, kept small, is what such
-    a bar costs. A run that records each bar's positions (``outputs.positions``) has them
-    recorded here at each bar it finishes, as ``simulate`` records them at the end of a
-    bar (nothing else of its bar comes after the close in a stretch)."""
+    no margin call level, no records per bar, no borrowing fees or loan): its own loop, kept
+    small, is what such a bar costs."""
     state, mode, account = book.state, book.mode, book.account
     funding, counts = records.funding, records.counts
-    out = outputs.out
-    recording = outputs.positions.shape[0] > 0  # each bar's positions (``record_positions``)
     n = state.shape[1]
     has_funding, funding_rate, mark_open = bars.has_funding, bars.funding_rate, bars.mark_open
     close, mark_close, mark_high, mark_low = (bars.close, bars.mark_close, bars.mark_high,
@@ -719,8 +715,6 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
         equity = store_bar(t, wallet, iso, upnl, maint, maint_cross, upnl_cross, gross, net,
                            out)
         backing = 0.0 - maint_cross  # (simulate's held - maint_cross: nothing held)
-        if recording:
-            record_positions(t, book, outputs)
         t += 1
     last_closes(close, first, t, state)
     return t, equity, backing, opened
@@ -815,7 +809,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                                                             callback is not None)
     # whether the bar loop may hand bars to the quiet stretch (``quiet_stretch``): those of
     # nothing but funding and the close, as long as the quiet pass holds
-    stretches = callback is None and not calls and not borrowing
+    stretches = callback is None and not calls and not recording and not borrowing
     t = start
     while t < stop:
         # a buffer might overflow in bar t: run_to_end grows them and calls again from t. (Before
@@ -832,7 +826,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
             ask_for_orders(t, fill_at, has_target, targets, open_, mark_open, hours)
             t, equity, backing, opened = quiet_stretch(
                 t, stop, next_end, fill_at, backing, bars, has_target, book, quiet, saved,
-                records, outputs)
+                records, out)
             if t > t_from:
                 account[Account.EQUITY_PREV] = equity
             if t >= stop:

@@ -4,11 +4,11 @@ On an empty numba cache a first run spends most of its time compiling ``simulate
 call tree, one function after another on one core. The large branches of that tree
 are independent: ``compile_in_parallel()`` starts a second process that compiles some
 (``WORKER_SHARE``: the orders' fills, the per-bar record of positions, the close where
-data end, the account's opening, which the run calls from Python before ``simulate``, and
-the quiet stretch, which records positions too) while this one compiles the others
-(``MAIN_SHARE``: the liquidations and the mark to market), and waits for it. Each
-compiled function goes to numba's on-disk cache, where numba looks first when it types a
-caller: ``simulate`` then compiles around branches already compiled, by either process.
+data end, and the account's opening, which the run calls from Python before
+``simulate``) while this one compiles the others (``MAIN_SHARE``: the liquidations, the
+mark to market and the quiet stretch), and waits for it. Each compiled function goes to
+numba's on-disk cache, where numba looks first when it types a caller: ``simulate`` then
+compiles around branches already compiled, by either process.
 
 Each function is compiled for the signature the kernel calls it with, derived from a
 run of two symbols built here. The worker compiles without touching the cache and
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-WORKER_SHARE = ("process_orders", "record_positions", "close_data_ends", "open_account",
-                "quiet_stretch")
-MAIN_SHARE = ("liquidate_at_open", "pay_funding", "check_liquidations", "mark_to_market")
+WORKER_SHARE = ("process_orders", "record_positions", "close_data_ends", "open_account")
+MAIN_SHARE = ("liquidate_at_open", "pay_funding", "check_liquidations", "mark_to_market",
+              "quiet_stretch")
 WAIT_SECONDS = 300.0  # a worker slower than this is abandoned (its cache files are whole)
 
 
@@ -80,7 +80,7 @@ def _kernel_calls() -> dict:
         "quiet_stretch": (kernel.quiet_stretch,
                           (t, np.int64(n_bars), np.int64(-1), inputs.trading.fill_at, 0.0, bars,
                            inputs.trading.has_target, book, scratch[9:15], scratch[15:18],
-                           records, outputs)),
+                           records, outputs.out)),
         # (called from Python before ``simulate``, as ``driver.execute`` calls it)
         "open_account": (open_account, opening),
     }

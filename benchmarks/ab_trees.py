@@ -71,21 +71,6 @@ _execute(prepare_run(market.slice(0, 1000), raw["targets"][:1000], config).input
 def execute():
     _execute(inputs)
 """,
-    "vectorbt-recorded": """
-import types
-sys.modules.setdefault("vectorbt", types.ModuleType("vectorbt"))  # (not used here)
-import bench_vectorbt as bv
-from backtester import RunConfig
-from backtester.engine.driver import execute as _execute
-from backtester.prepare import prepare_run
-raw = bv.raw_arrays(1_000_000, 10)
-market = bv.ours_market(raw)
-config = RunConfig().replace(**bv.OPTIONS, record_positions=True)
-inputs = prepare_run(market, raw["targets"], config).inputs
-_execute(prepare_run(market.slice(0, 1000), raw["targets"][:1000], config).inputs)
-def execute():
-    _execute(inputs)
-""",
     "vectorbt-e2e": """
 import types
 import numpy as np
@@ -117,6 +102,8 @@ def execute():
 """,
 }
 SETUP["held"] = SETUP["engine"]
+SETUP["vectorbt-recorded"] = SETUP["vectorbt"].replace(
+    "RunConfig().replace(**bv.OPTIONS)", "RunConfig().replace(**bv.OPTIONS, record_positions=True)")
 SETUP["engine-e2e"] = """
 import warnings
 warnings.simplefilter("ignore")

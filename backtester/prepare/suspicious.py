@@ -118,6 +118,12 @@ def _narrowest_bound(venue: Venue, symbol: str) -> float:
     return venue.memoised(("narrowest_funding_bound", symbol), narrowest)
 
 
+@njit(cache=True, inline='always')
+def is_far(mark, last, distance):
+    """``|mark / last - 1| > distance`` without a division (False where either is NaN)."""
+    return abs(mark - last) > distance * last
+
+
 @njit(cache=True)
 def far_marks(mark, last, distance):
     """Per column: how many bars have ``|mark / last - 1| > distance``, and the first (-1:
@@ -129,12 +135,12 @@ def far_marks(mark, last, distance):
     flat_mark, flat_last = mark.reshape(-1), last.reshape(-1)
     far = 0
     for k in range(flat_mark.shape[0]):
-        far += abs(flat_mark[k] - flat_last[k]) > distance * flat_last[k]
+        far += is_far(flat_mark[k], flat_last[k], distance)
     if far == 0:
         return count, first
     for t in range(n_bars):
         for i in range(n):
-            if abs(mark[t, i] - last[t, i]) > distance * last[t, i]:
+            if is_far(mark[t, i], last[t, i], distance):
                 count[i] += 1
                 if first[i] < 0:
                     first[i] = t

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 from numba import njit
 
 from backtester import Market
+from backtester.backtest import run_prepared
+from backtester.config import RunConfig
+from backtester.prepare import prepare_run, split_plan
 
 NAN = np.nan
 
@@ -63,3 +69,22 @@ def script(t, ctx, orders, params):
                 orders[f, i] = value
                 wrote = True
     return wrote
+
+
+def run_general(market, targets, **options):
+    """``run(market, targets, **options)`` with every bar through the bar loop's general path
+    (``KernelInputs.general``): no bar handed to the quiet stretch
+    (``engine.kernel.quiet_stretch``), which must give the same figures, to the bit."""
+    orders, plan_options = split_plan(targets)
+    prepared = prepare_run(market, orders, RunConfig().replace(**{**plan_options, **options}))
+    inputs = dataclasses.replace(prepared.inputs, general=True)
+    return run_prepared(dataclasses.replace(prepared, inputs=inputs))
+
+
+def assert_same_figures(a, b):
+    """Two results' account, fills, liquidations, funding, rejections and events, and each
+    bar's positions (recorded by the kernel or rebuilt from the fills), to the bit."""
+    pd.testing.assert_frame_equal(a.account, b.account, check_exact=True)
+    for name in ("fills", "liquidations", "funding", "rejections", "events", "positions"):
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), check_exact=True,
+                                      obj=name)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
-from helpers import NAN, flat, market, units
+from helpers import NAN, assert_same_figures, flat, market, run_general, units
 
 from backtester import Market, load_venue, run
 
@@ -264,18 +263,14 @@ def test_isolated_funding_larger_than_the_margin_liquidates_before_an_order_in_t
 def quiet_and_general(m, targets, **options):
     """``run(m, targets, **options)``, which hands the bars where nothing happens but funding
     and the close to the bar loop's quiet stretch (``engine.kernel.quiet_stretch``), and the
-    same run recording each bar's positions, which runs every bar through the general path:
-    they must agree to the bit. Returns the first."""
-    runs = []
-    for recorded in (False, True):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # (a 20% funding rate warns: implausible)
-            runs.append(run(m, targets, record_positions=recorded, **options))
-    quiet, general = runs
-    pd.testing.assert_frame_equal(quiet.account, general.account, check_exact=True)
-    for name in ("fills", "liquidations", "funding", "rejections"):
-        pd.testing.assert_frame_equal(getattr(quiet, name), getattr(general, name),
-                                      check_exact=True, obj=name)
+    same run with every bar through the general path, recording each bar's positions and
+    not: they must agree to the bit. Returns the first."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a 20% funding rate warns: implausible)
+        quiet = run(m, targets, **options)
+        for recorded in (False, True):
+            assert_same_figures(quiet, run_general(m, targets, record_positions=recorded,
+                                                   **options))
     return quiet
 
 

@@ -79,7 +79,9 @@ class KernelInputs:
     other runs' too (one ``PrepareCache``'s runs; the rule arrays a venue keeps): they are
     read, never written.
     ``fill_rows`` / ``funding_rows``: the record rows to allocate at first (fills grow by
-    doubling; every funding rate has a row).
+    doubling; every funding rate has a row). ``general``: every bar through the bar loop's
+    general path, no quiet stretch (``kernel.simulate``): the same figures, more slowly;
+    what the tests compare the stretch with.
     """
 
     bars: Bars
@@ -95,6 +97,7 @@ class KernelInputs:
     funding_rows: int
     callback: CallbackInputs | None = None
     record_margins: bool = False
+    general: bool = False
 
 
 @dataclass(frozen=True)
@@ -381,7 +384,7 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
                  *callback_arguments(bars, book, outputs.out, inputs.callback))
     try:
         records = run_bars(bars, book, inputs.trading, inputs.path, inputs.versions, records,
-                           outputs, extra, pause, packed, stops)
+                           outputs, extra, pause, packed, stops, inputs.general)
     except Exception as exc:
         if inputs.callback is None:
             raise
@@ -449,7 +452,7 @@ NO_CALLBACK = (None, None, None, None)
 
 def run_bars(bars, book, trading, path, versions, records, outputs, extra,
              pause: Pause | None = None, packed: PackedFunding | None = None,
-             stops: np.ndarray | None = None):
+             stops: np.ndarray | None = None, general: bool = False):
     """``kernel.run_to_end``'s loop, driven from Python; returns the record buffers.
 
     The kernel is resumable: it stops at each dated rule change and where a record
@@ -465,6 +468,8 @@ def run_bars(bars, book, trading, path, versions, records, outputs, extra,
     ``packed``: where the funding payments go (``PackedFunding``), moved there from the
     kernel's buffer each time it stops, and at the latest at each of ``stops`` (the
     buffer holds the payments of the bars between two of them).
+
+    ``general``: no quiet stretch (``kernel.simulate``).
     """
     n_bars, n = bars.open.shape
     scratch = np.empty((SCRATCH_ROWS, n))
@@ -480,7 +485,8 @@ def run_bars(bars, book, trading, path, versions, records, outputs, extra,
             if s < stops.shape[0]:
                 stop = min(stop, int(stops[s]))
         start = int(simulate(np.int64(start), np.int64(stop), bars, book, trading, path,
-                             records, outputs, scratch, *(extra or NO_CALLBACK)))
+                             records, outputs, scratch, np.bool_(general),
+                             *(extra or NO_CALLBACK)))
         if packed is not None:
             packed.take(records.funding, records.counts)
         if start == stop == after and not paused:

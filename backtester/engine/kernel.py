@@ -724,8 +724,8 @@ def quiet_stretch(t, stop, next_end, fill_at, backing, bars, has_target, book, q
 
 
 @njit(cache=True, error_model='numpy', _nrt=False)
-def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, callback=None,
-             ctx=None, orders=None, params=None):
+def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, general,
+             callback=None, ctx=None, orders=None, params=None):
     """Replay bars ``start..stop-1``; the module docstring gives the order of events.
 
     ``book`` holds the run's state and is updated in place; per-bar results go into
@@ -744,7 +744,9 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     strategy's float64 parameters. Its orders wait in ``orders`` for the next fill,
     so a run that stops early resumes with them.
 
-    ``scratch`` (SCRATCH_ROWS, N) is work space.
+    ``scratch`` (SCRATCH_ROWS, N) is work space. ``general`` (a ``np.bool_``): every bar
+    through this loop's general path, none handed to ``quiet_stretch``: the same figures,
+    to the bit, more slowly (what the stretch is tested against).
 
     Speed: compiled without NRT, so that no array read off a bundle, and no array
     handed to an inlined rule, is reference-counted (an atomic count on every bar and
@@ -809,7 +811,8 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
                                                             callback is not None)
     # whether the bar loop may hand bars to the quiet stretch (``quiet_stretch``): those of
     # nothing but funding and the close, as long as the quiet pass holds
-    stretches = callback is None and not calls and not recording and not borrowing
+    stretches = (not general and callback is None and not calls and not recording
+                 and not borrowing)
     t = start
     while t < stop:
         # a buffer might overflow in bar t: run_to_end grows them and calls again from t. (Before
@@ -1043,7 +1046,7 @@ def run_to_end(bars, book, trading, path, versions, records, outputs, callback=N
         if stop > n_bars:
             stop = n_bars
         start = simulate(start, stop, bars, book, trading, path, records, outputs, scratch,
-                         callback, ctx, orders, params)
+                         FALSE, callback, ctx, orders, params)
         if start >= n_bars:
             return records
         if start == stop:

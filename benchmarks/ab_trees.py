@@ -8,6 +8,16 @@ of the paired ratios (after / before - 1): drift in the machine's load hits both
 pair alike. Each tree compiles into a numba cache of its own (a temporary folder, or
 ``--cache-dir``/before and /after to keep them between calls); the first call compiles.
 
+A process keeps what it was given for its whole life (where its arrays lie in memory, which
+of them got huge pages), and that alone can move one process's runs against another's: the
+same tree on both sides (`engine`, one process each) measured +0.5% and +2.4%, and one change
++16.7%, then -9.8% with the two trees' places swapped. So each tree runs ``--processes``
+processes (default 2, started in turn: before, after, after, before, ...), the rounds go
+through the pairs in turn, and each pair's median is printed beside the whole: pairs that
+disagree say that the difference is the processes', not the trees' (that change, two and
+three processes a tree: +21.9 / +24.9% and +14.7 / +18.4 / +23.8%; the same tree on both
+sides, two a tree: +2.1 / -0.1%).
+
 Scenarios (the calling thread's CPU time of one run; compile excluded, and each process's
 first run, which touches fresh memory):
 
@@ -28,6 +38,7 @@ first run, which touches fresh memory):
   and margin-mode lines on 10 bars x 2 symbols (what a run costs in Python).
 
     python benchmarks/ab_trees.py BEFORE_TREE AFTER_TREE [--scenario engine] [--rounds 24]
+                                  [--processes 2]
 
 A tree is a folder holding ``backtester/`` and ``benchmarks/`` (``git worktree add --detach
 ../before HEAD~1`` makes one of an earlier commit).
@@ -174,33 +185,48 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=24)
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep each tree's numba cache in DIR/before and DIR/after")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="processes per tree, each pair run in turn (default 2)")
     args = parser.parse_args()
-    if args.rounds < 2:
-        parser.error("--rounds: at least 2")
+    if args.processes < 1:
+        parser.error("--processes: at least 1")
+    if args.rounds < 2 * args.processes:
+        parser.error(f"--rounds: at least 2 per pair of processes ({2 * args.processes})")
     for name in ("before", "after"):
         if not (getattr(args, name) / "backtester" / "__init__.py").is_file():
             parser.error(f"{name}={getattr(args, name)}: no backtester/ package in it")
     with tempfile.TemporaryDirectory() as tmp:
         caches = args.cache_dir or Path(tmp)
-        children = {name: start(getattr(args, name).resolve(), args.scenario, caches / name)
-                    for name in ("before", "after")}
+        children: dict[str, list[subprocess.Popen]] = {"before": [], "after": []}
         times: dict[str, list[float]] = {"before": [], "after": []}
+        pair_of_round = []
         try:
+            for j in range(args.processes):  # (started in turn: before, after, after, before)
+                for name in ("before", "after") if j % 2 == 0 else ("after", "before"):
+                    children[name].append(start(getattr(args, name).resolve(), args.scenario,
+                                                caches / name))
             for k in range(args.rounds):
-                for name in ("before", "after") if k % 2 == 0 else ("after", "before"):
-                    times[name].append(one_run(children[name]))
+                j, lap = k % args.processes, k // args.processes
+                pair_of_round.append(j)
+                for name in ("before", "after") if lap % 2 == 0 else ("after", "before"):
+                    times[name].append(one_run(children[name][j]))
         finally:
-            for child in children.values():
+            for child in (*children["before"], *children["after"]):
                 child.stdin.close()
                 child.wait()
     before, after = times["before"], times["after"]
     paired = [b / a - 1.0 for a, b in zip(before, after, strict=True)]
     load = os.getloadavg()[0]
-    print(f"{args.scenario}, {args.rounds} rounds (thread CPU of one run; load average "
-          f"{load:.1f}):")
+    print(f"{args.scenario}, {args.rounds} rounds, {args.processes} process(es) a tree "
+          f"(thread CPU of one run; load average {load:.1f}):")
     for name, values in times.items():
         print(f"  {name:6s} median {statistics.median(values) * 1e3:8.1f} ms   least "
               f"{min(values) * 1e3:8.1f} ms")
+    if args.processes > 1:
+        for j in range(args.processes):
+            mine = [p for p, of in zip(paired, pair_of_round, strict=True) if of == j]
+            print(f"  pair {j + 1}: after / before - 1, median "
+                  f"{statistics.median(mine) * 100:+.1f}% ({len(mine)} rounds)")
     print(f"  after / before - 1, median of the pairs: {statistics.median(paired) * 100:+.1f}% "
           f"(quartiles {statistics.quantiles(paired, n=4)[0] * 100:+.1f}% .. "
           f"{statistics.quantiles(paired, n=4)[2] * 100:+.1f}%)")

@@ -121,7 +121,8 @@ def annotate(data: Path, code: Path, top: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=("engine", "held", "vectorbt", "sweep-batch"),
+    parser.add_argument("--scenario", choices=("engine", "held", "vectorbt", "vectorbt-recorded",
+                                                 "sweep-batch"),
                         default="engine")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--dump", default="", help="functions to save, by name: a,b,c")

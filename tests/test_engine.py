@@ -491,7 +491,7 @@ def test_each_account_column_holds_its_own_figure(seed):
                        min_size=n_bars * n, max_size=n_bars * n).map(
         lambda flat_values: np.array(flat_values, dtype=float).reshape(n_bars, n)))))
 def test_rows_with_values_are_the_rows_not_all_nan_and_count_every_value(values):
-    from backtester.engine.driver import rows_with_infinities, rows_with_values
+    from backtester.engine.driver import rows_with_extremes, rows_with_infinities, rows_with_values
 
     rows, count = rows_with_values(values)
     assert rows.tolist() == (~np.isnan(values)).any(axis=1).tolist()
@@ -501,3 +501,10 @@ def test_rows_with_values_are_the_rows_not_all_nan_and_count_every_value(values)
     assert rows.tolist() == (~np.isnan(values)).any(axis=1).tolist()
     assert count == int((~np.isnan(values)).sum())
     assert infinite == int(np.isinf(values).sum())
+    # the funding rates' pass: the same rows and count, and the largest and least value, NaN
+    # ignored (-inf and inf where there is none)
+    rows, count, largest, least = rows_with_extremes(values)
+    assert rows.tolist() == (~np.isnan(values)).any(axis=1).tolist()
+    assert count == int((~np.isnan(values)).sum())
+    given = values[~np.isnan(values)]
+    assert (largest, least) == ((given.max(), given.min()) if given.size else (-np.inf, np.inf))

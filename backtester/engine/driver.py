@@ -277,14 +277,16 @@ def funding_stops(has_funding: np.ndarray, n_symbols: int) -> tuple[np.ndarray, 
 
 
 @njit(cache=True, error_model='numpy', inline='always')
-def scan_rows(values, infinities):
-    """Per row of a (T, N) array: does it hold any non-NaN value; how many it holds; and,
-    where ``infinities`` (a constant at each call), how many of those are infinite (v - v
-    is NaN for them, 0 for a finite v), else 0."""
+def scan_rows(values, infinities, extremes):
+    """Per row of a (T, N) array: does it hold any non-NaN value; how many it holds; where
+    ``infinities``, how many of those are infinite (v - v is NaN for them, 0 for a finite
+    v), else 0; and where ``extremes``, the largest and the least value, NaN ignored (-inf
+    and inf: none), else those. ``infinities`` and ``extremes``: constants at each call."""
     n_bars, n = values.shape
     rows = np.zeros(n_bars, dtype=np.bool_)
     count = 0
     finite = 0
+    largest, least = -np.inf, np.inf
     for t in range(n_bars):
         held = 0  # (counted without a branch: the row's loop becomes vector instructions)
         fin = 0
@@ -294,16 +296,19 @@ def scan_rows(values, infinities):
             if infinities:
                 d = v - v
                 fin += d == d
+            if extremes:
+                largest = v if v > largest else largest
+                least = v if v < least else least
         rows[t] = held > 0
         count += held
         finite += fin
-    return rows, count, count - finite if infinities else 0
+    return rows, count, count - finite if infinities else 0, largest, least
 
 
 @njit(cache=True, error_model='numpy')
 def rows_with_values(values):
     """Per row of a (T, N) array: does it hold any non-NaN value; and how many it holds."""
-    rows, count, _ = scan_rows(values, False)
+    rows, count, _, _, _ = scan_rows(values, False, False)
     return rows, count
 
 
@@ -311,7 +316,17 @@ def rows_with_values(values):
 def rows_with_infinities(values):
     """``rows_with_values`` and how many of the values are infinite, in one pass (a
     strategy's targets: the rows the kernel visits, and whether any is refused)."""
-    return scan_rows(values, True)
+    rows, count, infinite, _, _ = scan_rows(values, True, False)
+    return rows, count, infinite
+
+
+@njit(cache=True, error_model='numpy')
+def rows_with_extremes(values):
+    """``rows_with_values`` and the largest and least value, NaN ignored (-inf and inf: no
+    value), in one pass (a market's funding rates: its funding times, and whether any rate
+    could lie beyond a venue's bounds)."""
+    rows, count, _, largest, least = scan_rows(values, False, True)
+    return rows, count, largest, least
 
 
 def bar_hours(index, bar_ns: int) -> np.ndarray:

@@ -67,6 +67,8 @@ class PrepareCache:
     checked: dict = field(default_factory=dict)  # id -> a RunConfig checked already
     fill_counts: dict = field(default_factory=dict)
     setups: dict = field(default_factory=dict)  # (config, market) ids -> _Setup
+    # market id -> (market, largest, least) of its funding rates (``venue_inputs``' pass)
+    funding_extremes: dict = field(default_factory=dict)
 
     def fill_rows(self, has_target: np.ndarray, n: int) -> int:
         """``driver.fill_rows``, counted once per target array (runs share them)."""
@@ -226,7 +228,9 @@ def _warnings(market: Market, venue: Venue, spot, cache: PrepareCache) -> tuple[
     and issued with ``warnings.warn`` then, so that a notebook shows each once."""
     key = (id(market), id(venue), spot)
     if key not in cache.warnings:
-        found = suspicious_data(market, venue, spot)
+        known = cache.funding_extremes.get(id(market))
+        found = suspicious_data(market, venue, spot, known[1:] if known is not None
+                                and known[0] is market else None)
         for text in found:
             warnings.warn(text, DataWarning, stacklevel=4)  # at the caller of run()
         cache.warnings[key] = (market, venue, found)

@@ -22,7 +22,7 @@ from numba import njit
 
 from ..data.market import Market, no_funding
 from ..data.validate import fmt_ts
-from ..engine.driver import rows_with_values
+from ..engine.driver import rows_with_extremes, rows_with_values
 from ..venues import Venue
 from .common import market_view, read_view
 from .versions import version_bars
@@ -31,15 +31,17 @@ MARK_DISTANCE = 0.5  # |mark close / close - 1| above this is suspicious
 FUNDING_SANITY = 0.1  # |rate| per interval above this is suspicious where no cap is known
 
 
-def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
+def funding_beyond_bounds(market: Market, venue: Venue, skip=(), extremes=None) -> list[str]:
     """One warning per symbol with funding rates outside the venue's bounds in force then.
 
-    ``skip``: symbols that pay no funding in this run (spot holdings)."""
+    ``skip``: symbols that pay no funding in this run (spot holdings). ``extremes``: the
+    largest and least of the market's rates, where known (``_all_within``)."""
     out = []
     index = market.index
     if no_funding(market.funding_rate):  # (no funding given)
         return out
-    if _all_within(market.funding_rate, venue, [s for s in market.symbols if s not in skip]):
+    if _all_within(market.funding_rate, venue, [s for s in market.symbols if s not in skip],
+                   extremes):
         return out
     rates_given = market_view(market, "funding_rate")
     funding_rows = np.flatnonzero(rows_with_values(rates_given)[0])  # funding times
@@ -78,29 +80,19 @@ def funding_beyond_bounds(market: Market, venue: Venue, skip=()) -> list[str]:
     return out
 
 
-def _all_within(rates: np.ndarray, venue: Venue, symbols) -> bool:
+def _all_within(rates: np.ndarray, venue: Venue, symbols, extremes=None) -> bool:
     """Whether every rate of the market (NaN: none) lies within the narrowest bound of any
-    version of any of ``symbols``' rules: then none is beyond its bounds (a pass that
-    ignores NaN, instead of finding the funding times and each column's rates)."""
+    version of any of ``symbols``' rules: then none is beyond its bounds (the rates'
+    ``extremes``, NaN ignored, instead of each column's rates at its funding times; found
+    here unless given: a run has them from the pass that finds its funding times)."""
     try:
         bound = min((_narrowest_bound(venue, s) for s in symbols), default=np.inf)
     except Exception:  # (a symbol the venue does not know: the closer look says what to do)
         return False
-    # (-inf and inf: no rate at all)
-    largest, least = extremes(read_view(rates, "funding_rate").reshape(-1))
+    if extremes is None:
+        _, _, *extremes = rows_with_extremes(read_view(rates, "funding_rate"))
+    largest, least = extremes  # (-inf and inf: no rate at all)
     return bool(largest <= bound and -least <= bound)
-
-
-@njit(cache=True, error_model='numpy', _nrt=False)
-def extremes(values):
-    """``(largest, least)`` of a flat array, NaN ignored (``(-inf, inf)``: no number): one
-    pass, where numpy's ``fmax`` and ``fmin`` reductions take one each."""
-    largest, least = -np.inf, np.inf
-    for k in range(values.shape[0]):
-        v = values[k]
-        largest = v if v > largest else largest
-        least = v if v < least else least
-    return largest, least
 
 
 def _narrowest_bound(venue: Venue, symbol: str) -> float:
@@ -166,6 +158,8 @@ def mark_far_from_last(market: Market) -> list[str]:
     return out
 
 
-def suspicious_data(market: Market, venue: Venue, spot=()) -> tuple[str, ...]:
-    """The warnings of a run on ``market`` under ``venue`` (``spot``: spot symbols)."""
-    return tuple(funding_beyond_bounds(market, venue, skip=spot) + mark_far_from_last(market))
+def suspicious_data(market: Market, venue: Venue, spot=(), extremes=None) -> tuple[str, ...]:
+    """The warnings of a run on ``market`` under ``venue`` (``spot``: spot symbols;
+    ``extremes``: the largest and least funding rate, where known)."""
+    return tuple(funding_beyond_bounds(market, venue, skip=spot, extremes=extremes)
+                 + mark_far_from_last(market))

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..data.market import Market, absent, no_funding
 from ..engine import enums
-from ..engine.driver import bar_hours, rows_with_values
+from ..engine.driver import bar_hours, rows_with_extremes, rows_with_values
 from ..venues import Venue
 from .columns import Layout
 from .common import in_force, market_view, read_view
@@ -218,9 +218,14 @@ def venue_inputs(layout: Layout, venue: Venue, spot_fee: float, cache: PrepareCa
             # no funding at all: no rows (the kernel reads a rate only where has_funding)
             funding = np.empty((0, market.n_symbols))
             has_funding, n_funding = np.zeros(market.n_bars, dtype=np.bool_), 0
+        elif funding is market.funding_rate:
+            # the market's own rates: their extremes in the same pass, for the data checks
+            # (``suspicious.funding_beyond_bounds``), which read them from the cache
+            funding = market_view(market, "funding_rate")
+            has_funding, n_funding, largest, least = rows_with_extremes(funding)
+            cache.funding_extremes[id(market)] = (market, largest, least)
         else:
-            funding = (market_view(market, "funding_rate") if funding is market.funding_rate
-                       else read_view(funding, "funding_rate"))
+            funding = read_view(funding, "funding_rate")
             has_funding, n_funding = rows_with_values(funding)
         bars = enums.Bars(
             *(market_view(market, name) for name in (

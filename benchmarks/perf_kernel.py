@@ -13,7 +13,9 @@ ended (perf reads the code of a JIT only while it runs).
 
 Scenarios: those of ``ab_trees.py`` (``engine``: ``bench_engine.py``'s kernel; ``held``: the
 same with the targets of bar 0 only; ``vectorbt``: ``bench_vectorbt.py``'s workload;
-``sweep-batch``: ``bench_sweep.py``'s compiled batch). The market is built first: restrict the
+``sweep-batch``: ``bench_sweep.py``'s compiled batch; ...). It profiles the checkout it lies
+in (``python ../before/benchmarks/perf_kernel.py`` the one in ``../before``), not whichever
+``backtester`` is installed. The market is built first: restrict the
 report to the runs with ``perf report --time 60%-100%`` or read the JIT functions' lines.
 The annotation prints each instruction of a saved function with its samples, hottest
 first with ``--top N``; a load that waits on memory shows its samples on the instruction
@@ -33,7 +35,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# this checkout's benchmarks and its backtester, before any installed one
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 
 def python_name(symbol: str) -> str:
@@ -121,9 +124,9 @@ def annotate(data: Path, code: Path, top: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=("engine", "held", "vectorbt", "vectorbt-recorded",
-                                                 "sweep-batch"),
-                        default="engine")
+    from ab_trees import SETUP
+
+    parser.add_argument("--scenario", choices=sorted(SETUP), default="engine")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--dump", default="", help="functions to save, by name: a,b,c")
     parser.add_argument("--code-dir", type=Path, default=Path("perf-code"))

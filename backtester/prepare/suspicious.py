@@ -90,7 +90,7 @@ def _all_within(rates: np.ndarray, venue: Venue, symbols, extremes=None) -> bool
     except Exception:  # (a symbol the venue does not know: the closer look says what to do)
         return False
     if extremes is None:
-        _, _, *extremes = rows_with_extremes(read_view(rates, "funding_rate"))
+        extremes = rows_with_extremes(read_view(rates, "funding_rate"))[2:]
     largest, least = extremes  # (-inf and inf: no rate at all)
     return bool(largest <= bound and -least <= bound)
 

@@ -436,6 +436,47 @@ def test_a_fill_at_the_close_is_valued_in_the_bracket_of_its_new_size():
     assert r.account["maintenance_margin"].to_numpy() == pytest.approx(expected, rel=1e-12)
 
 
+def test_the_liquidation_prices_recorded_after_a_fill_at_the_close_take_its_new_bracket():
+    # Cross, no fees, every price constant (no PnL: the wallet stays 3,000,000): BTC fills a
+    # new size at each close across its brackets (VENUES.md §2.3.1: up two, up one, down
+    # three, up one), ETH long 1 @ 2,000 held (bracket 1 of §2.3.2). Each recorded price is
+    # §2.5's LP = (WB - TMM1 + UPNL1 + cum - s*Q*EP) / (Q*MMR - s*Q), TMM1 the other
+    # position's MM at the close, which for ETH is BTC's in the bracket of its new size, and
+    # the bracket the one the notional at LP lies in.
+    sizes = [0.5, 20.0, 100.0, 0.2, 2.0]  # notional 25 k, 1 M, 5 M, 10 k, 100 k
+    brackets = [(0.004, 0.0), (0.0065, 950.0), (0.01, 11_450.0), (0.004, 0.0), (0.005, 50.0)]
+    btc = np.full((len(sizes), 1), 50_000.0)
+    eth = np.full((len(sizes), 1), 2_000.0)
+    prices = np.hstack([btc, eth])
+    m = Market.from_arrays(["BTC_USDT", "ETH_USDT"], prices, prices, prices, prices,
+                           start="2024-11-01")
+    targets = np.column_stack([sizes, [1.0] + [np.nan] * (len(sizes) - 1)])
+    r = run(m, targets, fill_at="close", margin_mode="cross", leverage=5,
+            venue="binance_usdm", venue_overrides=dict(taker_fee=0.0, maker_fee=0.0),
+            initial_balance=3_000_000, order_filters=False, record_positions=True)
+    assert r.account["wallet_balance"].to_numpy() == pytest.approx(3_000_000, rel=1e-15)
+    mm_btc = np.array([q * 50_000 * mmr - cum for q, (mmr, cum) in zip(sizes, brackets,
+                                                                        strict=True)])
+    mm_eth = 2_000 * 0.004
+
+    def long_lp(collateral, qty, entry, table):  # in the bracket its own notional lies in
+        for floor, cap, mmr, cum in table:
+            price = (collateral + cum - qty * entry) / (qty * mmr - qty)
+            if qty * price <= cap:  # (<= 0: never liquidated, bracket 1's formula)
+                assert qty * price > floor or floor == 0.0
+                return price
+        raise AssertionError("beyond the table")
+
+    table = [(0.0, 50_000.0, 0.004, 0.0), (50_000.0, 600_000.0, 0.005, 50.0),
+             (600_000.0, 3_000_000.0, 0.0065, 950.0)]  # (BTCUSDT and ETHUSDT alike)
+    lp_eth = [long_lp(3_000_000 - mm, 1.0, 2_000.0, table) for mm in mm_btc]
+    lp_btc = [long_lp(3_000_000 - mm_eth, q, 50_000.0, table) for q in sizes]
+    assert lp_btc[2] > 0.0  # (100 BTC: liquidated at ~20,121, 2 M notional: bracket 3)
+    lp = r.liquidation_prices
+    assert lp["ETH_USDT"].to_numpy() == pytest.approx(lp_eth, rel=1e-12)
+    assert lp["BTC_USDT"].to_numpy() == pytest.approx(lp_btc, rel=1e-12)
+
+
 @pytest.mark.parametrize("mode", ["isolated", "cross"])
 def test_position_held_quietly_for_many_bars_is_liquidated_on_the_bar_its_wick_reaches(mode):
     # Long 1 @ 20,000 at 50x on the one-tier venue (MMR 0.5%): isolated, margin 400, LP =

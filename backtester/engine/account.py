@@ -34,6 +34,7 @@ from .enums import (
 )
 from .jit import inner
 from .rules import (
+    bracket_maintenance,
     collateral_value,
     funding_from_available,
     initial_margin,
@@ -41,7 +42,9 @@ from .rules import (
     isolated_margin_to_open,
     maintenance_margin,
     maintenance_margin_inlined,
+    plain_bracket,
     solve_liquidation_price,
+    tier_from,
     used_margin,
 )
 
@@ -193,8 +196,15 @@ def cross_totals(book, mm_row):
         q = state[State.QTY, i]
         if q != 0.0 and mode[i] == Mode.CROSS:
             entry = state[State.ENTRY, i]
-            mm = maintenance_margin_inlined(i, q, entry, state[State.MARK, i], sym,
-                                            book.tiers, book.n_tiers)
+            notional = abs(q) * state[State.MARK, i]
+            if plain_bracket(i, sym) and notional == notional:
+                # (Binance's rule: the bracket inline, its tier looked up from the last
+                # close's: tiers are contiguous, so it is the one a search from 0 finds)
+                k = tier_from(notional, book.tier[i], i, book.tiers, book.n_tiers)
+                mm = bracket_maintenance(notional, i, k, book.tiers)
+            else:
+                mm = maintenance_margin_inlined(i, q, entry, state[State.MARK, i], sym,
+                                                book.tiers, book.n_tiers)
             if mm_row.shape[0]:
                 mm_row[i] = mm
             maint += mm

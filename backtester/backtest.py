@@ -82,7 +82,8 @@ def run_prepared(prepared: PreparedRun, pause: Pause | None = None) -> Result:
 
 
 def _recorded_output(prepared: PreparedRun) -> KernelOutput:
-    """What the kernel produces for ``prepared`` with positions and liquidation prices
-    recorded."""
-    inputs = dataclasses.replace(prepared.inputs, record_positions=True)
+    """What the kernel produces for ``prepared`` with the liquidation prices recorded (the
+    positions are the fills': the Result rebuilds them)."""
+    inputs = dataclasses.replace(prepared.inputs, record_positions=True,
+                                 positions_from_fills=True)
     return execute_prepared(dataclasses.replace(prepared, inputs=inputs))

@@ -55,7 +55,7 @@ class RunConfig:
       in (T, N) arrays (two arrays of 8 bytes per bar and symbol). Off by default (None:
       on only with ``record_margins``): ``Result.positions`` is then rebuilt from the
       fills (the same numbers) and ``Result.liquidation_prices`` computed when first
-      asked, by running again with the record on.
+      asked, by running again with the liquidation prices recorded (one array).
     - ``record_margins``: also keep, per position and close, its entry price and what
       backs it (``Result.margins``: isolated, its own margin; cross, the account's),
       which ``Result.adl_ranks()`` reads. Off by default; records the positions too.

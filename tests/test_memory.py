@@ -20,6 +20,7 @@ import pytest
 from numba import njit
 
 from backtester import Market, load_market, run
+from backtester.backtest import _recorded_output
 from backtester.config import RunConfig
 from backtester.data import make_market
 from backtester.engine import driver, enums
@@ -161,6 +162,14 @@ def test_the_default_run_allocates_no_per_bar_position_record():
                        .inputs)
     assert recorded.positions.shape == (2_000, 3)
     assert recorded.positions.nbytes == 2_000 * 3 * 8
+    # what a default run's ``Result.liquidation_prices`` replays: the prices alone (the
+    # positions are the fills'), the same prices
+    replayed = _recorded_output(prepare_run(market, targets, config))
+    assert replayed.positions is None
+    assert replayed.liquidation_prices.shape == (2_000, 3)
+    assert np.isfinite(replayed.liquidation_prices[24:]).all()  # (held from the first target)
+    assert np.array_equal(replayed.liquidation_prices, recorded.liquidation_prices,
+                          equal_nan=True)
 
 
 def test_the_fill_buffer_has_room_for_the_fills_foreseen_without_doubling():

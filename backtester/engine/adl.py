@@ -39,7 +39,7 @@ def deleverage(t, i, fee_rate, book, records, outputs):
                 FillReason.ADL)
     refresh_liq_price(i, book)
     book.account[Account.EQUITY_PREV] = mark_to_market(t, book, outputs.out)[0]
-    if outputs.positions.shape[0] > 0:
+    if outputs.liq_prices.shape[0] > 0:
         record_positions(t, book, outputs)
     return -q, price, realized, fee
 

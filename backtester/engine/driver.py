@@ -78,6 +78,11 @@ class KernelInputs:
     at the start in ``COLLATERAL`` columns. These arrays, ``versions`` and ``bars`` may be
     other runs' too (one ``PrepareCache``'s runs; the rule arrays a venue keeps): they are
     read, never written.
+    ``record_positions``: each close's positions and liquidation prices recorded (and what
+    backs each position, with ``record_margins``); with ``positions_from_fills``, the
+    liquidation prices alone: the positions are the fills' (``engine.positions`` rebuilds
+    them, the same numbers), and a run replayed for its liquidation prices writes no
+    per-bar positions it would throw away.
     ``fill_rows`` / ``funding_rows``: the record rows to allocate at first (fills grow by
     doubling; every funding rate has a row). ``general``: every bar through the bar loop's
     general path, no quiet stretch (``kernel.simulate``): the same figures, more slowly;
@@ -98,6 +103,7 @@ class KernelInputs:
     callback: CallbackInputs | None = None
     record_margins: bool = False
     general: bool = False
+    positions_from_fills: bool = False
 
 
 @dataclass(frozen=True)
@@ -388,10 +394,11 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
         stops, funding_rows = funding_stops(bars.has_funding, n)
     records = allocate_records(n, inputs.versions.tiers.shape[3], inputs.fill_rows,
                                funding_rows)
-    shape = (n_bars, n) if inputs.record_positions else (0, n)
+    recorded = (n_bars, n) if inputs.record_positions else (0, n)
+    positions = (0, n) if inputs.positions_from_fills else recorded
     margins = (N_MARGIN_FIELDS, n_bars if inputs.record_positions and inputs.record_margins
                else 0, n)
-    outputs = Outputs(np.empty((N_OUT, n_bars)), np.empty(shape), np.empty(shape),
+    outputs = Outputs(np.empty((N_OUT, n_bars)), np.empty(positions), np.empty(recorded),
                       np.empty(margins))
     extra = ()
     if inputs.callback is not None:
@@ -414,7 +421,7 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
                  else _used(records.funding, counts[Count.FUNDING])),
         rejections=_used(records.rejects, counts[Count.REJECTS]),
         events=_used(records.events, counts[Count.EVENTS]),
-        positions=outputs.positions if inputs.record_positions else None,
+        positions=outputs.positions if outputs.positions.shape[0] else None,
         liquidation_prices=outputs.liq_prices if inputs.record_positions else None,
         state=book.state,
         wallet_balance=float(book.account[Account.WALLET]),

@@ -524,7 +524,8 @@ Outputs = namedtuple(
     "Outputs",
     [
         "out",  # (N_OUT, T) the per-bar account record (Out.*)
-        "positions",  # (T, N) position at each close, or (0, N) when not recorded
+        "positions",  # (T, N) position at each close, or (0, N) when not recorded (only
+        #               with the liquidation prices: ``kernel.record_positions``)
         "liq_prices",  # (T, N) each position's liquidation price at each close, or (0, N)
         "margins",  # (N_MARGIN_FIELDS, T, N) what backs each position at each close
         #             (MarginField.*), or (N_MARGIN_FIELDS, 0, N) when not recorded

@@ -268,15 +268,17 @@ def mark_to_market(t, book, out):
 
 @inner(error_model='numpy', _nrt=False)
 def record_positions(t, book, outputs):
-    """Each column's position and liquidation price at close t (cross: the others frozen at
-    their marks, ``account.liquidation_price_given``); and what backs it, where the run
-    records that (``record_margins``)."""
+    """Each column's liquidation price at close t (cross: the others frozen at their marks,
+    ``account.liquidation_price_given``); its position, and what backs it, where the run
+    records those (``outputs.positions`` not empty; ``record_margins``)."""
     state = book.state
     row = outputs.liq_prices[t]
     total_mm, total_upnl = cross_totals(book, row)  # (each cross position's MM in row[i])
     for i in range(state.shape[1]):
-        outputs.positions[t, i] = state[State.QTY, i]
         row[i] = liquidation_price_given(i, row[i], total_mm, total_upnl, book)
+    if outputs.positions.shape[0] > 0:
+        for i in range(state.shape[1]):
+            outputs.positions[t, i] = state[State.QTY, i]
     if outputs.margins.shape[1] > 0:
         record_margins(t, total_mm, total_upnl, book, outputs.margins)
 
@@ -729,7 +731,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     """Replay bars ``start..stop-1``; the module docstring gives the order of events.
 
     ``book`` holds the run's state and is updated in place; per-bar results go into
-    ``outputs`` (positions and liquidation prices only when its (T, N) arrays have
+    ``outputs`` (liquidation prices, and positions, only when their (T, N) arrays have
     rows) and event records into ``records``. ``book.sym`` and ``book.rules`` carry
     the venue's rules: the kernel applies Binance's, Bybit's, OKX's or Kraken's
     margin model from them.
@@ -767,7 +769,7 @@ def simulate(start, stop, bars, book, trading, path, records, outputs, scratch, 
     out = outputs.out
     n_bars, n = open_.shape
     fill_at = trading.fill_at
-    recording = outputs.positions.shape[0] > 0
+    recording = outputs.liq_prices.shape[0] > 0
     want = scratch[0]  # a row of orders in units
     work = scratch[1:4]  # the liquidation walk's prices
     cp = scratch[4:8]  # the bar's checkpoint prices

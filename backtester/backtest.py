@@ -82,8 +82,7 @@ def run_prepared(prepared: PreparedRun, pause: Pause | None = None) -> Result:
 
 
 def _recorded_output(prepared: PreparedRun) -> KernelOutput:
-    """What the kernel produces for ``prepared`` with the liquidation prices recorded (the
-    positions are the fills': the Result rebuilds them)."""
-    inputs = dataclasses.replace(prepared.inputs, record_positions=True,
-                                 positions_from_fills=True)
+    """What the kernel produces for ``prepared`` replayed for its liquidation prices: those,
+    and of the rest only what the replay is checked by (``KernelInputs.replay_for_prices``)."""
+    inputs = dataclasses.replace(prepared.inputs, replay_for_prices=True)
     return execute_prepared(dataclasses.replace(prepared, inputs=inputs))

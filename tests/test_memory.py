@@ -162,10 +162,14 @@ def test_the_default_run_allocates_no_per_bar_position_record():
                        .inputs)
     assert recorded.positions.shape == (2_000, 3)
     assert recorded.positions.nbytes == 2_000 * 3 * 8
-    # what a default run's ``Result.liquidation_prices`` replays: the prices alone (the
-    # positions are the fills'), the same prices
+    # what a default run's ``Result.liquidation_prices`` replays: the prices, the same ones,
+    # and of the rest only the equity it is checked by (no positions: the fills' are those)
     replayed = _recorded_output(prepare_run(market, targets, config))
     assert replayed.positions is None
+    assert replayed.account.shape == (enums.N_SUMMARY_OUT, 2_000)
+    assert np.array_equal(replayed.account[enums.Out.EQUITY], output.account[enums.Out.EQUITY])
+    assert np.array_equal(replayed.account[enums.Out.MARGIN_RATIO],
+                          output.account[enums.Out.MARGIN_RATIO])
     assert replayed.liquidation_prices.shape == (2_000, 3)
     assert np.isfinite(replayed.liquidation_prices[24:]).all()  # (held from the first target)
     assert np.array_equal(replayed.liquidation_prices, recorded.liquidation_prices,

@@ -30,6 +30,7 @@ from .enums import (
     N_MARGIN_FIELDS,
     N_ORDER_FIELDS,
     N_OUT,
+    N_SUMMARY_OUT,
     Account,
     BarContext,
     Bars,
@@ -79,10 +80,11 @@ class KernelInputs:
     other runs' too (one ``PrepareCache``'s runs; the rule arrays a venue keeps): they are
     read, never written.
     ``record_positions``: each close's positions and liquidation prices recorded (and what
-    backs each position, with ``record_margins``); with ``positions_from_fills``, the
-    liquidation prices alone: the positions are the fills' (``engine.positions`` rebuilds
-    them, the same numbers), and a run replayed for its liquidation prices writes no
-    per-bar positions it would throw away.
+    backs each position, with ``record_margins``). ``replay_for_prices``: the run replayed
+    for its liquidation prices (``Result.liquidation_prices``), which writes nothing the
+    replay throws away: the prices, but no positions (the fills rebuild them, the same
+    numbers) and of the account record only the summary's rows (``enums.N_SUMMARY_OUT``:
+    the equity the replay is checked against, the margin ratio).
     ``fill_rows`` / ``funding_rows``: the record rows to allocate at first (fills grow by
     doubling; every funding rate has a row). ``general``: every bar through the bar loop's
     general path, no quiet stretch (``kernel.simulate``): the same figures, more slowly;
@@ -103,7 +105,7 @@ class KernelInputs:
     callback: CallbackInputs | None = None
     record_margins: bool = False
     general: bool = False
-    positions_from_fills: bool = False
+    replay_for_prices: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ class Pause:
 class KernelOutput:
     """What one kernel run produced (plain numpy)."""
 
-    account: np.ndarray  # (N_OUT, T) per-bar series, rows as enums.Out.*
+    account: np.ndarray  # (N_OUT, T) per-bar series, rows as enums.Out.* (a replay for the
+    #                      liquidation prices: its first N_SUMMARY_OUT rows)
     fills: np.ndarray
     liquidations: np.ndarray
     # enums.funding_dt rows, or a PackedFunding (a run of many payments):
@@ -394,11 +397,12 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
         stops, funding_rows = funding_stops(bars.has_funding, n)
     records = allocate_records(n, inputs.versions.tiers.shape[3], inputs.fill_rows,
                                funding_rows)
-    recorded = (n_bars, n) if inputs.record_positions else (0, n)
-    positions = (0, n) if inputs.positions_from_fills else recorded
+    recorded = (n_bars, n) if inputs.record_positions or inputs.replay_for_prices else (0, n)
+    positions = (0, n) if inputs.replay_for_prices else recorded
     margins = (N_MARGIN_FIELDS, n_bars if inputs.record_positions and inputs.record_margins
                else 0, n)
-    outputs = Outputs(np.empty((N_OUT, n_bars)), np.empty(positions), np.empty(recorded),
+    rows = N_SUMMARY_OUT if inputs.replay_for_prices else N_OUT
+    outputs = Outputs(np.empty((rows, n_bars)), np.empty(positions), np.empty(recorded),
                       np.empty(margins))
     extra = ()
     if inputs.callback is not None:
@@ -422,7 +426,7 @@ def execute(inputs: KernelInputs, pause: Pause | None = None) -> KernelOutput:
         rejections=_used(records.rejects, counts[Count.REJECTS]),
         events=_used(records.events, counts[Count.EVENTS]),
         positions=outputs.positions if outputs.positions.shape[0] else None,
-        liquidation_prices=outputs.liq_prices if inputs.record_positions else None,
+        liquidation_prices=outputs.liq_prices if outputs.liq_prices.shape[0] else None,
         state=book.state,
         wallet_balance=float(book.account[Account.WALLET]),
         mode=book.mode,

@@ -523,7 +523,8 @@ Records = namedtuple(
 Outputs = namedtuple(
     "Outputs",
     [
-        "out",  # (N_OUT, T) the per-bar account record (Out.*)
+        "out",  # (N_OUT, T) the per-bar account record (Out.*), or its first N_SUMMARY_OUT
+        #         rows (a sweep's runs; a run replayed for its liquidation prices)
         "positions",  # (T, N) position at each close, or (0, N) when not recorded (only
         #               with the liquidation prices: ``kernel.record_positions``)
         "liq_prices",  # (T, N) each position's liquidation price at each close, or (0, N)

@@ -139,9 +139,12 @@ def test_the_librarys_first_call_says_what_it_compiles_once(monkeypatch, capsys)
     assert _compile_progress.SHOWN == []
 
 
-def test_the_library_finds_each_kernel_in_the_cache(tmp_path):
+def test_the_library_finds_each_kernel_in_the_cache(tmp_path, monkeypatch):
     # run() looks for the kernel, sweep() for the batch, advise() for the Monte Carlo paths
+    # (in the package's own folders, numba's default, whatever NUMBA_CACHE_DIR says)
     from backtester import _numba_cache
+
+    monkeypatch.setattr(config, "CACHE_DIR", "")
 
     pkg = tmp_path / "pkg"
     for folder in ("engine", "risk"):

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from backtester import _numba_cache
+
+
+@pytest.fixture(autouse=True)
+def caches_beside_the_sources(monkeypatch):
+    """numba's default place, whatever the environment says: a NUMBA_CACHE_DIR set for the
+    whole suite (as on a shared cluster) would move every cache the tests look for."""
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CACHE_DIR", "")
 
 
 def test_cache_files_are_dropped_when_any_source_changes_and_kept_otherwise(tmp_path):

@@ -232,7 +232,8 @@ def test_cli_run_of_many_symbols_with_notes_fits_100_columns(tmp_path, capsys):
                           "--out", str(tmp_path / "out")], capsys)
     assert code == 0, err
     lines = out.splitlines()
-    assert max(len(line) for line in lines) <= 100
+    # (the output folders' lines aside: a path is printed whole, however long the folder)
+    assert max(len(line) for line in lines if str(tmp_path) not in line) <= 100
     flat = " ".join(line.strip() for line in lines)
     assert ("venue binance_usdm, margin ADA_USDT cross 5x, BNB_USDT cross 5x, BTC_USDT cross 5x, "
             "DOGE_USDT cross 5x, ETH_USDT cross 5x, LTC_USDT cross 5x, SOL_USDT cross 5x, "

@@ -24,7 +24,9 @@ fractions; hedge legs; spot legs; collateral) or by a callback sending random or
 The suite runs a few hundred cases, derandomized (the same ones every time). The long
 mode, for tens of thousands of random ones::
 
-    BACKTESTER_PROPERTY_EXAMPLES=20000 python -m pytest tests/test_invariants.py -q
+    BACKTESTER_PROPERTY_EXAMPLES=20000 python -m pytest tests/test_invariants.py -q -n 2
+
+(``-n 2``: its four tests, each about as long, shared by two worker processes.)
 """
 
 from __future__ import annotations
